@@ -1,0 +1,44 @@
+# Everything bootstraps its own virtual environment from python3; nothing else is needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-integration bench lint format typecheck coverage clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/ipaas serve
+
+test: install
+	$(BIN)/pytest -q
+
+# The service-backed suites: PostgreSQL and Redis must be reachable (no skipping).
+test-integration: install
+	@test -n "$$IPAAS_TEST_POSTGRES_URL" || (echo "set IPAAS_TEST_POSTGRES_URL (see README)"; exit 2)
+	IPAAS_REQUIRE_SERVICES=1 $(BIN)/pytest -q -m "postgres or redis"
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+coverage: install
+	$(BIN)/pytest -q --cov=ipaas --cov-report=term --cov-report=html
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache htmlcov

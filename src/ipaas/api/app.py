@@ -1,0 +1,104 @@
+"""The ASGI application: routes, errors, middleware, and the embedded worker in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from ipaas import __version__
+from ipaas.api import errors
+from ipaas.api.deps import RuntimeDep
+from ipaas.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ipaas.config import Settings
+from ipaas.credentials.endpoints import router as credentials_router
+from ipaas.engine.worker import Worker
+from ipaas.executions.endpoints import router as executions_router
+from ipaas.observability.logging import configure_logging
+from ipaas.runtime import Runtime
+from ipaas.tenants.endpoints import router as tenants_router
+from ipaas.webhooks.endpoints import router as webhooks_router
+from ipaas.workflows.endpoints import router as workflows_router
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    checks = {}
+    for name, ping in (("store", runtime.store.ping), ("queue", runtime.queue.ping)):
+        try:
+            checks[name] = "ok" if await ping() else "down"
+        except Exception:  # readiness reports, it never raises
+            checks[name] = "down"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    workers: bool = True,
+) -> FastAPI:
+    """Build the app. With ``workers`` the lifespan also runs the embedded worker + reaper."""
+    settings = settings or (runtime.settings if runtime else Settings())
+    configure_logging(settings)
+    runtime = runtime or Runtime.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.startup()
+        worker = Worker(runtime) if workers else None
+        app.state.worker = worker
+        if worker is not None:
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await runtime.shutdown()
+
+    app = FastAPI(
+        title="Simple iPaaS",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    api = APIRouter(prefix="/api")
+    for router in (
+        tenants_router,
+        credentials_router,
+        workflows_router,
+        executions_router,
+        webhooks_router,
+    ):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(health)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            max_age=600,
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,44 @@
+"""Dependencies as ``Annotated`` aliases: a signature shows what a route needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ipaas.errors import Unauthorized
+from ipaas.runtime import Runtime
+from ipaas.stores.base import Store
+from ipaas.tenants import service as tenant_service
+from ipaas.tenants.service import Principal
+
+_bearer = HTTPBearer(auto_error=False, description="An API token (`ipaas_...`)")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_store(request: Request) -> Store:
+    return get_runtime(request).store
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+async def get_principal(
+    store: StoreDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized()
+    principal = await tenant_service.authenticate(store, credentials.credentials)
+    structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

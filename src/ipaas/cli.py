@@ -1,0 +1,142 @@
+"""The ``ipaas`` command: serve, worker, migrate, token create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from ipaas.config import Settings
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve(settings: Settings, *, workers: bool) -> None:
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server.embed import Server
+
+    from ipaas.api.app import create_app
+
+    app = create_app(settings, workers=workers)
+    server = Server(
+        app,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        http1_settings=HTTP1Settings(
+            # The whole request head must arrive within this time (slow-loris guard); the
+            # same limit ends idle keep-alive connections.
+            header_read_timeout=int(settings.header_read_timeout_s * 1000),
+            max_buffer_size=settings.max_header_bytes + settings.max_body_bytes,
+        ),
+        log_enabled=False,
+    )
+    stop = asyncio.Event()
+    _install_signals(stop)
+    serving = asyncio.create_task(server.serve())
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if stopped in done:
+        server.stop()  # type: ignore[no-untyped-call]  # stops intake, then the lifespan drains the workers
+    await serving
+
+
+async def _worker(settings: Settings) -> None:
+    from ipaas.engine.worker import Worker
+    from ipaas.observability.logging import configure_logging
+    from ipaas.runtime import Runtime
+
+    configure_logging(settings)
+    runtime = Runtime.build(settings)
+    await runtime.startup()
+    worker = Worker(runtime)
+    stop = asyncio.Event()
+    _install_signals(stop)
+    await worker.start()
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await runtime.shutdown()
+
+
+async def _token_create(settings: Settings, *, email: str, name: str) -> int:
+    from ipaas.runtime import Runtime
+    from ipaas.tenants import service as tenant_service
+
+    runtime = Runtime.build(settings)
+    await runtime.store.startup()
+    try:
+        user = await runtime.store.get_user_by_email(email.lower())
+        if user is None:
+            print(f"no user with email {email}", file=sys.stderr)
+            return 1
+        _, plaintext = await tenant_service.create_token(
+            runtime.store, tenant_id=user.tenant_id, user_id=user.id, name=name
+        )
+    finally:
+        await runtime.store.shutdown()
+    print(plaintext)
+    return 0
+
+
+def _migrate(settings: Settings) -> None:
+    if settings.database_url.startswith("memory"):
+        return
+    from ipaas.stores.sql import run_migrations
+
+    run_migrations(settings.database_url)
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ipaas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate, then serve the API (with embedded workers)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--no-workers", action="store_true", help="API only (scale-out mode)")
+    serve.add_argument("--no-migrate", action="store_true")
+    sub.add_parser("worker", help="run executions from the queue (scale-out mode)")
+    sub.add_parser("migrate", help="upgrade the database schema to the latest version")
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", help="print a new API token for a user's tenant")
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", default="cli")
+    args = parser.parse_args(argv)
+
+    overrides = {}
+    if args.command == "serve":
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    settings = Settings(**overrides)
+    match args.command:
+        case "serve":
+            if not args.no_migrate:
+                _migrate(settings)
+            _run(_serve(settings, workers=not args.no_workers))
+        case "worker":
+            _run(_worker(settings))
+        case "migrate":
+            _migrate(settings)
+        case "token":
+            return asyncio.run(_token_create(settings, email=args.email, name=args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Settings: the only place that reads the environment."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    console = "console"
+
+
+DEV_KEY_FILE = ".ipaas-secret-key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IPAAS_", extra="ignore")
+
+    env: Environment = Environment.development
+    database_url: str = "sqlite+aiosqlite:///./ipaas.db"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Fernet key (urlsafe base64, 32 bytes). Unset in development: one is generated into
+    #: ``data_dir`` on first run. Unset in production: refused at start-up.
+    secret_key: SecretStr | None = None
+    data_dir: Path = Path(".")
+    workers: int = Field(default=10, ge=1, le=1000)
+    queue_buffer: int = Field(default=100, ge=1)
+    queue_max_depth: int | None = Field(default=None, ge=1)
+    execution_timeout_s: float = Field(default=300.0, gt=0)
+    step_timeout_s: float = Field(default=30.0, gt=0)
+    #: Lease of a running execution; a worker heartbeats at a third of it.
+    lease_s: float = Field(default=30.0, gt=0)
+    #: How often the reaper looks for expired leases and timed-out executions.
+    reaper_interval_s: float = Field(default=5.0, gt=0)
+    #: How often an idle worker polls the store for queued executions the queue did not carry.
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    #: Slow-client guard: the whole request head must arrive within this time; also the
+    #: keep-alive idle limit.
+    header_read_timeout_s: float = Field(default=10.0, gt=0)
+    max_header_bytes: int = Field(default=65_536, ge=8192)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_format: LogFormat = LogFormat.json
+    log_level: str = "info"
+    token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    #: Overrides of connector base URLs (tests point them at local stand-ins).
+    slack_api_url: str = "https://slack.com/api"
+    openweather_url: str = "https://api.openweathermap.org"
+
+    @field_validator("cors_origins", "egress_allow", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.env is Environment.production and self.secret_key is None:
+            msg = "IPAAS_SECRET_KEY must be set when IPAAS_ENV=production"
+            raise ValueError(msg)
+        return self
+
+    @cached_property
+    def fernet_key(self) -> bytes:
+        """The credential encryption key; a development key is created on first use."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / DEV_KEY_FILE
+        if not path.exists():
+            from cryptography.fernet import Fernet
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(Fernet.generate_key())
+            path.chmod(0o600)
+        return path.read_bytes().strip()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def random_secret() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.credentials import service as credential_service
+from ipaas.credentials.schemas import CredentialCreate, CredentialRead
+
+router = APIRouter(prefix="/credentials", tags=["credentials"])
+
+
+def _read(credential: object) -> CredentialRead:
+    return CredentialRead.model_validate(credential, from_attributes=True)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_credential(
+    body: CredentialCreate, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> CredentialRead:
+    credential = await credential_service.create(
+        runtime.store, runtime.cipher, tenant_id=principal.tenant_id, data=body
+    )
+    return _read(credential)
+
+
+@router.get("")
+async def list_credentials(principal: CurrentPrincipal, store: StoreDep) -> list[CredentialRead]:
+    return [_read(c) for c in await credential_service.list_(store, tenant_id=principal.tenant_id)]
+
+
+@router.get("/{credential_id}")
+async def get_credential(
+    credential_id: str, principal: CurrentPrincipal, store: StoreDep
+) -> CredentialRead:
+    return _read(
+        await credential_service.get(
+            store, tenant_id=principal.tenant_id, credential_id=credential_id
+        )
+    )
+
+
+@router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_credential(
+    credential_id: str, principal: CurrentPrincipal, store: StoreDep
+) -> None:
+    await credential_service.delete(
+        store, tenant_id=principal.tenant_id, credential_id=credential_id
+    )

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+
+class CredentialType(StrEnum):
+    slack = "slack"
+    discord = "discord"
+    openweather = "openweather"
+    http = "http"
+
+
+class Credential(BaseModel):
+    id: str
+    tenant_id: str
+    name: str
+    type: CredentialType
+    #: Fernet token of the JSON secret; decrypted only by ``credentials.crypto``.
+    secret_ciphertext: str
+    created_at: datetime
+
+    def __repr__(self) -> str:
+        return f"Credential(id={self.id!r}, type={self.type.value!r}, secret='**********')"

@@ -1,0 +1,31 @@
+"""Step connectors, by step ``type``: an explicit registry, so ``grep`` finds every one."""
+
+from __future__ import annotations
+
+from ipaas.engine.connectors.base import Connector, ConnectorError, Endpoints, StepContext
+from ipaas.engine.connectors.discord import DiscordMessage
+from ipaas.engine.connectors.http_request import HttpRequest
+from ipaas.engine.connectors.openweather import OpenWeather
+from ipaas.engine.connectors.slack import SlackMessage
+
+REGISTRY: dict[str, Connector] = {
+    "slack_message": SlackMessage(),
+    "discord_message": DiscordMessage(),
+    "openweather": OpenWeather(),
+    "http_request": HttpRequest(),
+}
+
+
+def get_connector(type: str) -> Connector | None:
+    """The connector for a step ``type``, or ``None`` when there is none."""
+    return REGISTRY.get(type)
+
+
+__all__ = [
+    "REGISTRY",
+    "Connector",
+    "ConnectorError",
+    "Endpoints",
+    "StepContext",
+    "get_connector",
+]

@@ -1,0 +1,197 @@
+"""Any HTTP API: method, URL (or a path under the credential's ``base_url``), headers, query,
+and a JSON, form or raw body; auth and default headers come from an optional credential."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Annotated, Any, Literal
+
+import httpx
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from ipaas.credentials.models import CredentialType
+from ipaas.engine.connectors.base import (
+    Connector,
+    ConnectorError,
+    Params,
+    StepContext,
+    error_text,
+    is_retryable_status,
+    merge_query,
+    response_body,
+    retry_after,
+    secret_value,
+)
+
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+Scalar = str | int | float | bool
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+
+#: Content type of a raw ``body`` given without ``content_type``.
+DEFAULT_RAW_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+#: Request extension (ignored by the transport) holding the step's ``expected_status``.
+_EXPECTED_STATUS = "ipaas_expected_status"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def check_http_url(url: str) -> httpx.URL:
+    """``url`` parsed, or ``ValueError`` unless it is an absolute http(s) URL with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        msg = f"invalid URL: {exc}"
+        raise ValueError(msg) from exc
+    if not parsed.scheme:
+        msg = "url must be absolute (http:// or https://); use path for a path under base_url"
+        raise ValueError(msg)
+    if parsed.scheme not in ("http", "https"):
+        msg = f"url scheme must be http or https, not {parsed.scheme!r}"
+        raise ValueError(msg)
+    if not parsed.host:
+        msg = "url has no host"
+        raise ValueError(msg)
+    return parsed
+
+
+class HttpRequestParams(Params):
+    # ``{{ trigger.body.id }}`` renders to the native value; a number is fine as text.
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    method: Method = "GET"
+    #: An absolute http(s) URL; or give ``path``.
+    url: str | None = None
+    #: Joined to the credential's ``base_url``.
+    path: str | None = None
+    headers: dict[str, str] | None = None
+    query: dict[str, Scalar | list[Scalar]] | None = None
+    #: At most one body: ``json`` (any JSON value), ``form`` (urlencoded) or raw ``body``.
+    json_: Any = Field(default=None, alias="json")
+    form: dict[str, Scalar] | None = None
+    body: str | None = None
+    #: Content type of the raw ``body`` (default ``text/plain; charset=utf-8``).
+    content_type: str | None = None
+    #: Statuses that count as success; default: any 2xx.
+    expected_status: list[StatusCode] | None = Field(default=None, min_length=1)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_http_url(value)
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and _SCHEME.match(value):
+            msg = "path is joined to the credential's base_url; give a full URL as url"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HttpRequestParams:
+        if (self.url is None) == (self.path is None):
+            msg = "give exactly one of url or path"
+            raise ValueError(msg)
+        kinds = [
+            name
+            for name, value in (("json", self.json_), ("form", self.form), ("body", self.body))
+            if value is not None
+        ]
+        if len(kinds) > 1:
+            msg = f"give at most one body (json, form or body), not {' and '.join(kinds)}"
+            raise ValueError(msg)
+        if self.content_type is not None and self.body is None:
+            msg = "content_type applies to a raw body; json and form set their own"
+            raise ValueError(msg)
+        return self
+
+
+def _auth_header(secret: dict[str, Any]) -> str | None:
+    bearer = secret.get("bearer_token")
+    basic = secret.get("basic")
+    if bearer and basic:
+        msg = "the HTTP credential has both bearer_token and basic; keep one"
+        raise ConnectorError(msg, retryable=False)
+    if bearer:
+        return f"Bearer {bearer}"
+    if isinstance(basic, dict):
+        pair = f"{basic.get('username', '')}:{basic.get('password', '')}".encode()
+        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+    return None
+
+
+class HttpRequest(Connector):
+    type = "http_request"
+    Params = HttpRequestParams
+    credential_type = CredentialType.http
+    credential_optional = True
+
+    def build(self, ctx: StepContext, params: HttpRequestParams) -> httpx.Request:
+        secret = ctx.secret or {}
+        if params.path is not None:
+            base_url = secret_value(ctx, "base_url")
+            if base_url is None:
+                msg = "path needs a credential with a base_url; or give a full url"
+                raise ConnectorError(msg, retryable=False)
+            url = f"{base_url.rstrip('/')}/{params.path.lstrip('/')}"
+        else:
+            url = params.url or ""
+        check_http_url(url)
+
+        # Step headers win over the credential's defaults, so one call can override them.
+        headers = httpx.Headers(secret.get("headers") or {})
+        authorization = _auth_header(secret)
+        if authorization is not None:
+            headers["authorization"] = authorization
+        headers.update(params.headers or {})
+
+        content: bytes | None = None
+        if params.body is not None:
+            content = params.body.encode()
+            if params.content_type is not None:
+                headers["content-type"] = params.content_type
+            elif "content-type" not in headers:
+                headers["content-type"] = DEFAULT_RAW_CONTENT_TYPE
+        request = ctx.http.build_request(
+            params.method,
+            merge_query(url, params.query),
+            headers=headers,
+            json=params.json_,
+            data=params.form,
+            content=content,
+        )
+        if params.expected_status:
+            # parse() sees only the response; the request carries what counts as success.
+            request.extensions[_EXPECTED_STATUS] = tuple(params.expected_status)
+        return request
+
+    def parse(self, response: httpx.Response) -> Any:
+        status = response.status_code
+        output = {
+            "status_code": status,
+            "headers": dict(response.headers.items()),
+            "body": response_body(response),
+        }
+        expected = self._expected(response)
+        if status in expected if expected else 200 <= status < 300:
+            return output
+        wanted = ", ".join(map(str, expected)) if expected else "2xx"
+        raise ConnectorError(
+            f"{response.request.method} answered HTTP {status} (expected {wanted})",
+            retryable=is_retryable_status(status),
+            status_code=status,
+            remote_error=error_text(response) or None,
+            retry_after_s=retry_after(response),
+        )
+
+    def _expected(self, response: httpx.Response) -> tuple[int, ...] | None:
+        expected = response.request.extensions.get(_EXPECTED_STATUS)
+        return tuple(expected) if expected else None

@@ -1,0 +1,164 @@
+"""Running a definition's steps in order: render, validate, call, record (shared by real
+executions and dry runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from ipaas.engine.cancellation import StopReason
+from ipaas.engine.connectors import get_connector
+from ipaas.engine.connectors.base import ConnectorError, Endpoints, StepContext
+from ipaas.engine.templating import TemplateRenderError, render
+from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, TriggerData
+from ipaas.kit.clock import utcnow
+from ipaas.kit.http import HttpClient
+from ipaas.kit.secrets import Redactor, mask_headers, mask_url, secret_strings
+from ipaas.workflows.models import Step, WorkflowDefinition
+
+#: Called after every step with the step run and, for the last one run, the execution's
+#: terminal status (``None`` while more steps follow).
+OnStep = Callable[[StepRun, ExecutionStatus | None, "dict[str, Any] | None"], Awaitable[None]]
+
+_STOP_STATUS = {
+    StopReason.cancelled: (StepStatus.cancelled, ExecutionStatus.cancelled, "cancelled by user"),
+    StopReason.timed_out: (StepStatus.timed_out, ExecutionStatus.timed_out, "execution timed out"),
+}
+
+
+@dataclass(slots=True)
+class StepsRun:
+    tenant_id: str
+    execution_id: str
+    definition: WorkflowDefinition
+    trigger: TriggerData
+    #: Decrypted secrets by credential id.
+    secrets: Mapping[str, dict[str, Any]]
+    http: HttpClient
+    endpoints: Endpoints
+    #: Steps already completed by an earlier attempt: their outputs are reused, not re-run.
+    done: Mapping[str, StepRun] = field(default_factory=dict)
+    attempt: int = 1
+    simulate: bool = False
+    stop_reason: Callable[[], StopReason | None] = lambda: None
+
+
+def validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )
+
+
+def connector_message(exc: ConnectorError) -> str:
+    parts = [exc.message]
+    if exc.status_code is not None and str(exc.status_code) not in exc.message:
+        parts.append(f"HTTP {exc.status_code}")
+    if exc.remote_error and exc.remote_error not in exc.message:
+        parts.append(f"remote: {exc.remote_error}")
+    return " | ".join(parts)
+
+
+def describe_request(request: httpx.Request, redactor: Redactor) -> dict[str, Any]:
+    """A sent (or would-be-sent) request as a reader may see it: secrets masked."""
+    content = request.content
+    body: Any
+    try:
+        body = json.loads(content) if content else None
+    except ValueError:
+        body = content.decode("utf-8", "replace")
+    return {
+        "method": request.method,
+        "url": mask_url(str(request.url), redactor),
+        "headers": mask_headers(dict(request.headers.items())),
+        "body": redactor(body),
+    }
+
+
+def _step_secret(step: Step, secrets: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    if step.credential_id is None:
+        return None
+    secret = secrets.get(step.credential_id)
+    if secret is None:
+        msg = f"credential {step.credential_id} not found"
+        raise ConnectorError(msg, retryable=False)
+    return secret
+
+
+async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
+    """Run the steps not yet done; returns the execution's terminal status."""
+    redactor = Redactor(s for secret in run.secrets.values() for s in secret_strings(secret))
+    context: dict[str, Any] = {"trigger": run.trigger.model_dump(mode="json"), "steps": {}}
+    steps = run.definition.steps
+    for position, step in enumerate(steps):
+        previous = run.done.get(step.id)
+        if previous is not None:
+            context["steps"][step.id] = {"output": previous.output, "status": previous.status}
+            continue
+        started_at = utcnow()
+        rendered: Any = None
+        output: Any = None
+        error: str | None = None
+        preview: dict[str, Any] | None = None
+        status = StepStatus.succeeded
+        final: ExecutionStatus | None = None
+        try:
+            connector = get_connector(step.type)
+            if connector is None:
+                msg = f"unknown step type {step.type!r}"
+                raise ConnectorError(msg, retryable=False)
+            rendered = render(step.config, context)
+            params = connector.Params.model_validate(rendered)
+            ctx = StepContext(
+                http=run.http,
+                secret=_step_secret(step, run.secrets),
+                endpoints=run.endpoints,
+                tenant_id=run.tenant_id,
+                execution_id=run.execution_id,
+                step_id=step.id,
+                timeout_s=step.timeout_s,
+            )
+            if run.simulate:
+                preview = describe_request(connector.build(ctx, params), redactor)
+            else:
+                output = await connector.run(ctx, params)
+        except ConnectorError as exc:
+            status, error = StepStatus.failed, connector_message(exc)
+        except ValidationError as exc:
+            status, error = StepStatus.failed, f"invalid params: {validation_message(exc)}"
+        except (TemplateRenderError, ValueError) as exc:
+            status, error = StepStatus.failed, f"{exc}"
+        except asyncio.CancelledError:
+            stopped = _STOP_STATUS.get(run.stop_reason() or StopReason.shutdown)
+            if stopped is None:
+                raise  # shutdown or lease lost: nothing of this attempt is recorded
+            status, final, error = stopped
+        if status is StepStatus.failed:
+            final = ExecutionStatus.failed
+        elif status is StepStatus.succeeded and position == len(steps) - 1:
+            final = ExecutionStatus.succeeded
+        step_run = StepRun(
+            execution_id=run.execution_id,
+            tenant_id=run.tenant_id,
+            step_id=step.id,
+            position=position,
+            type=step.type,
+            status=status,
+            attempt=run.attempt,
+            input=redactor(rendered),
+            output=redactor(output),
+            error=redactor.text(error) if error else None,
+            started_at=started_at,
+            finished_at=utcnow(),
+        )
+        await on_step(step_run, final, preview)
+        if final is not None:
+            return final
+        context["steps"][step.id] = {"output": step_run.output, "status": status}
+    return ExecutionStatus.succeeded

@@ -1,0 +1,188 @@
+"""Queue -> claim -> executor, with at most ``concurrency`` executions at once.
+
+Work beyond the queue's buffer is not dropped: it stays ``queued`` in the store, and the
+worker claims it from there whenever the queue is empty and a slot is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from datetime import timedelta
+
+import structlog
+
+from ipaas.engine.cancellation import StopReason
+from ipaas.engine.executor import Executor
+from ipaas.engine.reaper import run_reaper
+from ipaas.executions.models import Execution
+from ipaas.kit.clock import utcnow
+from ipaas.kit.ids import new_id
+from ipaas.runtime import Runtime
+
+_log = structlog.get_logger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, *, concurrency: int | None = None) -> None:
+        self.runtime = runtime
+        self.concurrency = concurrency or runtime.settings.workers
+        self.owner = worker_name()
+        self.executor = Executor(runtime, self.owner)
+        self._tasks: dict[str, asyncio.Task[object]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def start(self, *, reaper: bool = True) -> None:
+        self._loops = [
+            asyncio.create_task(self._feed(), name="worker-feed"),
+            asyncio.create_task(self._heartbeat(), name="worker-heartbeat"),
+        ]
+        if reaper:
+            self._loops.append(
+                asyncio.create_task(run_reaper(self.runtime, self._stopping), name="reaper")
+            )
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Claim nothing more; let running executions finish within ``grace_s``, then hand
+        the rest back to the queue (they resume on the next start)."""
+        grace_s = self.runtime.settings.shutdown_grace_s if grace_s is None else grace_s
+        self._stopping.set()
+        self._slot_freed.set()
+        feed = self._loops[0] if self._loops else None
+        if feed is not None:
+            feed.cancel()
+            await asyncio.gather(feed, return_exceptions=True)
+        tasks = list(self._tasks.values())
+        if tasks:
+            _log.info("worker_draining", running=len(tasks), grace_s=grace_s)
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for execution_id in list(self._tasks):
+                self.runtime.cancels.stop(execution_id, StopReason.shutdown)
+            if pending:
+                await asyncio.wait(pending)
+        for loop in self._loops[1:]:
+            loop.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        self._loops = []
+
+    # -- claiming ----------------------------------------------------------------------------
+    async def _claim(self, execution_ids: list[str]) -> list[Execution]:
+        settings = self.runtime.settings
+        claimed = []
+        for execution_id in execution_ids:
+            now = utcnow()
+            execution = await self.runtime.store.claim_execution(
+                execution_id,
+                owner=self.owner,
+                now=now,
+                lease_until=now + timedelta(seconds=settings.lease_s),
+                timeout_s=settings.execution_timeout_s,
+            )
+            if execution is not None:
+                claimed.append(execution)
+        return claimed
+
+    async def _claim_from_store(self, limit: int) -> list[Execution]:
+        settings = self.runtime.settings
+        now = utcnow()
+        return await self.runtime.store.claim_next(
+            owner=self.owner,
+            now=now,
+            lease_until=now + timedelta(seconds=settings.lease_s),
+            timeout_s=settings.execution_timeout_s,
+            limit=limit,
+        )
+
+    async def _feed(self) -> None:
+        queue = self.runtime.queue
+        poll_s = self.runtime.settings.poll_interval_s
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._tasks)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                claimed = await self._claim(await queue.receive(free, 0))
+                if not claimed:
+                    claimed = await self._claim_from_store(free)
+                if not claimed:
+                    claimed = await self._claim(await queue.receive(free, poll_s))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # store or queue down: back off, the reaper recovers the rest
+                _log.exception("worker_claim_failed")
+                await asyncio.sleep(poll_s)
+                continue
+            for execution in claimed:
+                self._spawn(execution)
+
+    def _spawn(self, execution: Execution) -> None:
+        task: asyncio.Task[object] = asyncio.create_task(self._run(execution))
+        self._tasks[execution.id] = task
+        self.runtime.cancels.register(execution.id, task)
+
+    async def _run(self, execution: Execution) -> None:
+        cancels = self.runtime.cancels
+        loop = asyncio.get_running_loop()
+        timer = None
+        if execution.deadline_at is not None:
+            remaining = (execution.deadline_at - utcnow()).total_seconds()
+            timer = loop.call_later(
+                max(remaining, 0), cancels.stop, execution.id, StopReason.timed_out
+            )
+        try:
+            await self.executor.execute(execution)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            cancels.unregister(execution.id)
+            self._tasks.pop(execution.id, None)
+            self._slot_freed.set()
+
+    # -- leases ------------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        settings = self.runtime.settings
+        store = self.runtime.store
+        interval = settings.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._tasks)
+            if not ids:
+                continue
+            try:
+                now = utcnow()
+                renewed = await store.renew_leases(
+                    ids, owner=self.owner, lease_until=now + timedelta(seconds=settings.lease_s)
+                )
+                for execution_id in set(ids) - renewed:
+                    self.runtime.cancels.stop(execution_id, StopReason.lease_lost)
+                # Cancels requested through another process reach us here.
+                for execution_id in await store.cancel_requested(list(renewed)):
+                    self.runtime.cancels.stop(execution_id, StopReason.cancelled)
+            except Exception:
+                _log.exception("heartbeat_failed")
+
+    # -- tests and one-shot runs -----------------------------------------------------------
+    async def run_until_empty(self) -> None:
+        """Claim and run queued executions until none are left (arq's burst mode)."""
+        while True:
+            free = self.concurrency - len(self._tasks)
+            claimed = await self._claim_from_store(free) if free > 0 else []
+            for execution in claimed:
+                self._spawn(execution)
+            if not claimed and not self._tasks:
+                return
+            if not claimed or free <= len(claimed):
+                await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,71 @@
+"""The error root: every expected failure carries its HTTP status and a stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IpaasError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+        self.details = details
+
+
+class BadRequest(IpaasError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(IpaasError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "Missing or invalid credentials") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(IpaasError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(IpaasError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(IpaasError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(IpaasError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class ValidationFailed(IpaasError):
+    status_code = 422
+    code = "validation_error"
+
+
+class ServiceUnavailable(IpaasError):
+    status_code = 503
+    code = "unavailable"

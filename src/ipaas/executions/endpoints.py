@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.executions import service as execution_service
+from ipaas.executions.models import ExecutionStatus
+from ipaas.executions.schemas import ExecutionDetail, ExecutionList, ExecutionRead, StepRunRead
+
+router = APIRouter(prefix="/executions", tags=["executions"])
+
+
+@router.get("")
+async def list_executions(
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    workflow_id: str | None = None,
+    status: ExecutionStatus | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=execution_service.MAX_PAGE)] = 50,
+) -> ExecutionList:
+    items, next_cursor = await execution_service.list_(
+        store,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+        status=status,
+        cursor=cursor,
+        limit=limit,
+    )
+    return ExecutionList(items=[ExecutionRead.of(e) for e in items], next_cursor=next_cursor)
+
+
+@router.get("/{execution_id}")
+async def get_execution(
+    execution_id: str, principal: CurrentPrincipal, store: StoreDep
+) -> ExecutionDetail:
+    execution, steps = await execution_service.get(
+        store, tenant_id=principal.tenant_id, execution_id=execution_id
+    )
+    return ExecutionDetail(
+        **ExecutionRead.of(execution).model_dump(),
+        trigger=execution.trigger.model_dump(mode="json"),
+        steps=[StepRunRead.of(s) for s in steps],
+    )
+
+
+@router.post("/{execution_id}/cancel")
+async def cancel_execution(
+    execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> ExecutionRead:
+    execution = await execution_service.cancel(
+        runtime.store, runtime.cancels, tenant_id=principal.tenant_id, execution_id=execution_id
+    )
+    return ExecutionRead.of(execution)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ExecutionStatus(StrEnum):
+    #: Accepted and committed; waiting for a worker (or for ``next_attempt_at``).
+    queued = "queued"
+    #: Claimed by a worker that holds an unexpired lease.
+    running = "running"
+    #: Every step succeeded.
+    succeeded = "succeeded"
+    #: A step failed for good.
+    failed = "failed"
+    #: Cancelled by a user before it finished.
+    cancelled = "cancelled"
+    #: Ran past ``IPAAS_EXECUTION_TIMEOUT_S``.
+    timed_out = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        ExecutionStatus.succeeded,
+        ExecutionStatus.failed,
+        ExecutionStatus.cancelled,
+        ExecutionStatus.timed_out,
+    }
+)
+
+
+class StepStatus(StrEnum):
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    timed_out = "timed_out"
+
+
+class TriggerData(BaseModel):
+    """What started an execution: the webhook request, or a manual run's input."""
+
+    type: str = "webhook"
+    method: str = "POST"
+    body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)
+    content_type: str | None = None
+
+
+class Execution(BaseModel):
+    id: str
+    tenant_id: str
+    workflow_id: str
+    workflow_version: int
+    status: ExecutionStatus
+    trigger: TriggerData
+    error: str | None = None
+    #: How many times a worker claimed it (a crash and re-queue makes it 2).
+    attempt: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    cancel_requested: bool = False
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: ``started_at + IPAAS_EXECUTION_TIMEOUT_S``, fixed at the first claim.
+    deadline_at: datetime | None = None
+
+
+class StepRun(BaseModel):
+    execution_id: str
+    tenant_id: str
+    step_id: str
+    position: int
+    type: str
+    status: StepStatus
+    attempt: int = 1
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds() * 1000

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
+
+
+class StepRunRead(BaseModel):
+    step_id: str
+    type: str
+    status: StepStatus
+    attempt: int
+    input: Any
+    output: Any
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+
+    @classmethod
+    def of(cls, step: StepRun) -> StepRunRead:
+        return cls(
+            step_id=step.step_id,
+            type=step.type,
+            status=step.status,
+            attempt=step.attempt,
+            input=step.input,
+            output=step.output,
+            error=step.error,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+            duration_ms=round(step.duration_ms, 3),
+        )
+
+
+class ExecutionRead(BaseModel):
+    id: str
+    workflow_id: str
+    workflow_version: int
+    status: ExecutionStatus
+    error: str | None
+    attempt: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: float | None
+
+    @classmethod
+    def of(cls, ex: Execution) -> ExecutionRead:
+        duration = (
+            (ex.finished_at - ex.started_at).total_seconds() * 1000
+            if ex.finished_at and ex.started_at
+            else None
+        )
+        return cls(
+            id=ex.id,
+            workflow_id=ex.workflow_id,
+            workflow_version=ex.workflow_version,
+            status=ex.status,
+            error=ex.error,
+            attempt=ex.attempt,
+            cancel_requested=ex.cancel_requested,
+            created_at=ex.created_at,
+            started_at=ex.started_at,
+            finished_at=ex.finished_at,
+            duration_ms=round(duration, 3) if duration is not None else None,
+        )
+
+
+class ExecutionDetail(ExecutionRead):
+    trigger: dict[str, Any]
+    steps: list[StepRunRead]
+
+
+class ExecutionList(BaseModel):
+    items: list[ExecutionRead]
+    next_cursor: str | None

@@ -1,0 +1,121 @@
+"""Keeping secret values out of records, logs and responses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "***"
+
+#: Header names whose values are credentials whatever their content.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-hub-signature-256",
+        "webhook-signature",
+        "stripe-signature",
+        "x-slack-signature",
+    }
+)
+
+#: Query parameter / JSON key names that carry secrets (OpenWeather's ``appid``...).
+SENSITIVE_KEYS = frozenset(
+    {"appid", "api_key", "apikey", "token", "access_token", "password", "secret", "bot_token"}
+)
+
+_SENSITIVE_NAMES = SENSITIVE_KEYS | SENSITIVE_HEADERS
+
+#: Secrets shorter than this are not scrubbed from free text: too likely to hit innocent words.
+_MIN_SCRUB_LEN = 6
+
+
+class Secret:
+    """Holds a secret value whose repr and str never show it (after starlette's ``Secret``)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('**********')"
+
+    __str__ = __repr__
+
+    def get(self) -> str:
+        return self._value
+
+
+def mask_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: (MASK if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers.items()}
+
+
+class Redactor:
+    """Replaces known secret values anywhere in a JSON-like value or string."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted(
+            {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SCRUB_LEN},
+            key=len,
+            reverse=True,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                k: (MASK if str(k).lower() in _SENSITIVE_NAMES and v else self(v))
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        return value
+
+
+def secret_strings(value: Any) -> list[str]:
+    """Every string leaf of a credential's secret, so it can be scrubbed from text."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in secret_strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in secret_strings(v)]
+    return []
+
+
+def mask_url(url: str, redactor: Redactor) -> str:
+    """The URL with secret query values and secret paths (a webhook URL is its own secret)
+    masked, keeping scheme and host so a reader still sees where it goes."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = urlencode(
+        [
+            (k, MASK if k.lower() in _SENSITIVE_NAMES else redactor.text(v))
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    path = parts.path
+    if redactor and redactor.text(url) != url and redactor.text(path) == path:
+        # The secret spans host and path (a whole webhook URL): hide the path.
+        path = "/" + MASK
+    else:
+        path = redactor.text(path)
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))

@@ -1,0 +1,56 @@
+"""What the API, the workers and the CLI share: one typed bundle, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ipaas.config import Settings
+from ipaas.credentials.crypto import CredentialCipher
+from ipaas.engine.cancellation import CancelRegistry
+from ipaas.engine.connectors.base import Endpoints
+from ipaas.engine.queue import JobQueue, create_queue
+from ipaas.kit.http import HttpClient
+from ipaas.stores.base import Store
+from ipaas.webhooks.cache import WorkflowCache
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    queue: JobQueue
+    http: HttpClient
+    cipher: CredentialCipher
+    endpoints: Endpoints
+    workflow_cache: WorkflowCache = field(default_factory=WorkflowCache)
+    cancels: CancelRegistry = field(default_factory=CancelRegistry)
+
+    @classmethod
+    def build(
+        cls, settings: Settings, *, store: Store | None = None, queue: JobQueue | None = None
+    ) -> Runtime:
+        if store is None:
+            from ipaas.stores import create_store
+
+            store = create_store(settings)
+        return cls(
+            settings=settings,
+            store=store,
+            queue=queue if queue is not None else create_queue(settings),
+            http=HttpClient(
+                timeout_s=settings.step_timeout_s, max_connections=max(settings.workers * 2, 20)
+            ),
+            cipher=CredentialCipher(settings.fernet_key),
+            endpoints=Endpoints(
+                slack_api_url=settings.slack_api_url, openweather_url=settings.openweather_url
+            ),
+        )
+
+    async def startup(self) -> None:
+        await self.store.startup()
+        await self.queue.startup()
+
+    async def shutdown(self) -> None:
+        await self.queue.shutdown()
+        await self.http.aclose()
+        await self.store.shutdown()

@@ -1,0 +1,202 @@
+"""The Store port: the source of truth for every tenant's data and every execution's state.
+
+Rules every implementation follows (the contract suite in ``tests/contracts`` checks them):
+
+* Each method is one atomic transaction. Services compose methods and never hold a
+  transaction open; whatever must be atomic is a single method here.
+* Every method that reads or writes tenant data takes ``tenant_id`` and filters on it, so a
+  row of tenant B is invisible (``None`` / ``False`` / absent from lists) to tenant A. The
+  only unscoped reads are the three entry points that *establish* a tenant: login by email,
+  a bearer token by its hash, and the public webhook intake by its unguessable workflow id.
+* Terminal execution states are never overwritten.
+* Timestamps are timezone-aware UTC on the way in and on the way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ipaas.credentials.models import Credential
+from ipaas.executions.models import Execution, ExecutionStatus, StepRun
+from ipaas.tenants.models import ApiToken, Tenant, User
+from ipaas.workflows.models import Workflow, WorkflowDefinition
+
+
+class DuplicateError(Exception):
+    """A unique key (an email, say) already exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPage:
+    items: list[Execution]
+    #: ``(created_at, id)`` of the last item when more rows follow, else ``None``.
+    next_key: tuple[datetime, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """What one reaper pass changed."""
+
+    requeued: list[str]
+    timed_out: list[str]
+
+
+class Store(Protocol):
+    async def startup(self) -> None:
+        """Open connections; the schema must already exist (``ipaas migrate``)."""
+
+    async def shutdown(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the backing database answers."""
+
+    # -- tenants, users, tokens -------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
+        """Sign-up in one transaction. Raises ``DuplicateError`` if the email is taken."""
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        """Unscoped: login establishes the tenant. Emails compare case-insensitively."""
+
+    async def get_token_by_hash(self, token_hash: str) -> ApiToken | None:
+        """Unscoped: authentication establishes the tenant. Revoked tokens are returned too."""
+
+    async def create_token(self, token: ApiToken) -> None: ...
+
+    async def list_tokens(self, tenant_id: str) -> list[ApiToken]:
+        """Unrevoked tokens, newest first."""
+
+    async def revoke_token(self, tenant_id: str, token_id: str, revoked_at: datetime) -> bool:
+        """False when no unrevoked token of this tenant has that id."""
+
+    # -- credentials --------------------------------------------------------------------------
+    async def create_credential(self, credential: Credential) -> None: ...
+
+    async def get_credential(self, tenant_id: str, credential_id: str) -> Credential | None: ...
+
+    async def get_credentials(
+        self, tenant_id: str, credential_ids: Sequence[str]
+    ) -> dict[str, Credential]:
+        """The tenant's credentials among ``credential_ids``, keyed by id (missing ones absent)."""
+
+    async def list_credentials(self, tenant_id: str) -> list[Credential]:
+        """Newest first."""
+
+    async def delete_credential(self, tenant_id: str, credential_id: str) -> bool: ...
+
+    # -- workflows ----------------------------------------------------------------------------
+    async def create_workflow(self, workflow: Workflow) -> None:
+        """Insert the workflow and its version ``workflow.version`` (normally 1)."""
+
+    async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None: ...
+
+    async def get_workflow_for_intake(self, workflow_id: str) -> Workflow | None:
+        """Unscoped: the public webhook URL carries only the (unguessable) workflow id."""
+
+    async def list_workflows(self, tenant_id: str) -> list[Workflow]:
+        """Newest first."""
+
+    async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
+        """Save name/active/trigger/steps/version/updated_at of an existing workflow of
+        ``workflow.tenant_id``; with ``new_version`` also insert the version row
+        ``workflow.version``. False when the workflow does not exist for that tenant."""
+
+    async def delete_workflow(self, tenant_id: str, workflow_id: str) -> bool:
+        """Delete the workflow (its versions and executions stay readable by id)."""
+
+    async def get_workflow_version(
+        self, tenant_id: str, workflow_id: str, version: int
+    ) -> WorkflowDefinition | None:
+        """The definition a given version ran, even after later updates or deletion."""
+
+    # -- executions ---------------------------------------------------------------------------
+    async def create_execution(self, execution: Execution) -> None:
+        """Insert a ``queued`` execution (the event is stored in it)."""
+
+    async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None: ...
+
+    async def list_executions(
+        self,
+        tenant_id: str,
+        *,
+        workflow_id: str | None = None,
+        status: ExecutionStatus | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> ExecutionPage:
+        """Newest first by ``(created_at, id)``; ``before`` is the exclusive keyset cursor."""
+
+    async def count_queued(self, tenant_id: str | None = None) -> int:
+        """Executions in ``queued`` (of one tenant, or all)."""
+
+    async def claim_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        timeout_s: float,
+    ) -> Execution | None:
+        """Compare-and-set ``queued -> running`` for one execution.
+
+        Sets ``lease_owner``/``lease_expires_at``, ``attempt += 1``, ``started_at`` and
+        ``deadline_at = started_at + timeout_s`` when they are still unset. Returns the
+        claimed execution, or ``None`` if it is not ``queued`` (already claimed, terminal,
+        unknown) so a duplicate delivery is harmless.
+        """
+
+    async def claim_next(
+        self, *, owner: str, now: datetime, lease_until: datetime, timeout_s: float, limit: int
+    ) -> list[Execution]:
+        """Claim up to ``limit`` of the oldest ``queued`` executions, as ``claim_execution``.
+        Two concurrent callers never receive the same execution."""
+
+    async def renew_leases(
+        self, execution_ids: Sequence[str], *, owner: str, lease_until: datetime
+    ) -> set[str]:
+        """Heartbeat: extend the leases this owner still holds on running executions.
+        Returns the ids whose lease was extended (a missing id means the lease was lost)."""
+
+    async def cancel_requested(self, execution_ids: Sequence[str]) -> set[str]:
+        """Which of these running executions a user asked to cancel."""
+
+    async def record_step(self, step: StepRun) -> None:
+        """Insert or replace the step run ``(execution_id, step_id, attempt)`` (a checkpoint)."""
+
+    async def list_step_runs(self, tenant_id: str, execution_id: str) -> list[StepRun]:
+        """Ordered by position then attempt."""
+
+    async def finish_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        status: ExecutionStatus,
+        error: str | None,
+        finished_at: datetime,
+        step: StepRun | None = None,
+    ) -> bool:
+        """``running -> status`` (terminal) if ``owner`` still holds the lease; records ``step``
+        in the same transaction. False (and nothing written) otherwise."""
+
+    async def release_execution(self, execution_id: str, *, owner: str) -> bool:
+        """``running -> queued`` for a graceful shutdown; clears the lease."""
+
+    async def request_cancel(
+        self, tenant_id: str, execution_id: str, *, now: datetime
+    ) -> Execution | None:
+        """A ``queued`` execution becomes ``cancelled`` at once; a ``running`` one gets
+        ``cancel_requested`` (its worker finishes it as ``cancelled``); a terminal one is left
+        as it is. Returns the execution after the change, ``None`` if unknown."""
+
+    async def reap(self, *, now: datetime) -> Reaped:
+        """Crash recovery. Running or queued executions whose ``deadline_at`` has passed
+        become ``timed_out`` (running ones only once their lease expired, so the live
+        worker records it first). Running executions whose lease expired go back to
+        ``queued``, or to ``cancelled`` if a cancel was requested."""
+
+    async def queued_ids(self, *, limit: int) -> list[str]:
+        """Oldest queued execution ids (to re-enqueue after a restart)."""

@@ -1,0 +1,341 @@
+"""The in-memory Store: a real implementation (tests, dry runs), not a mock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from ipaas.credentials.models import Credential
+from ipaas.executions.models import Execution, ExecutionStatus, StepRun
+from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
+from ipaas.tenants.models import ApiToken, Tenant, User
+from ipaas.workflows.models import Workflow, WorkflowDefinition
+
+_RUNNING = ExecutionStatus.running
+_QUEUED = ExecutionStatus.queued
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.tenants: dict[str, Tenant] = {}
+        self.users: dict[str, User] = {}
+        self.tokens: dict[str, ApiToken] = {}
+        self.credentials: dict[str, Credential] = {}
+        self.workflows: dict[str, Workflow] = {}
+        self.versions: dict[tuple[str, int], tuple[str, WorkflowDefinition]] = {}
+        self.executions: dict[str, Execution] = {}
+        self.step_runs: dict[str, dict[tuple[str, int], StepRun]] = {}
+        # Every method is atomic: the lock stands in for a transaction where a method awaits.
+        self._lock = asyncio.Lock()
+
+    async def startup(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    # -- tenants --------------------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
+        if await self.get_user_by_email(user.email) is not None:
+            raise DuplicateError("email")
+        self.tenants[tenant.id] = tenant.model_copy()
+        self.users[user.id] = user.model_copy()
+        self.tokens[token.id] = token.model_copy()
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        wanted = email.lower()
+        for user in self.users.values():
+            if user.email.lower() == wanted:
+                return user.model_copy()
+        return None
+
+    async def get_token_by_hash(self, token_hash: str) -> ApiToken | None:
+        for token in self.tokens.values():
+            if token.token_hash == token_hash:
+                return token.model_copy()
+        return None
+
+    async def create_token(self, token: ApiToken) -> None:
+        self.tokens[token.id] = token.model_copy()
+
+    async def list_tokens(self, tenant_id: str) -> list[ApiToken]:
+        rows = [
+            t.model_copy()
+            for t in self.tokens.values()
+            if t.tenant_id == tenant_id and t.revoked_at is None
+        ]
+        return sorted(rows, key=lambda t: (t.created_at, t.id), reverse=True)
+
+    async def revoke_token(self, tenant_id: str, token_id: str, revoked_at: datetime) -> bool:
+        token = self.tokens.get(token_id)
+        if token is None or token.tenant_id != tenant_id or token.revoked_at is not None:
+            return False
+        token.revoked_at = revoked_at
+        return True
+
+    # -- credentials ----------------------------------------------------------------------
+    async def create_credential(self, credential: Credential) -> None:
+        self.credentials[credential.id] = credential.model_copy()
+
+    async def get_credential(self, tenant_id: str, credential_id: str) -> Credential | None:
+        cred = self.credentials.get(credential_id)
+        return cred.model_copy() if cred and cred.tenant_id == tenant_id else None
+
+    async def get_credentials(
+        self, tenant_id: str, credential_ids: Sequence[str]
+    ) -> dict[str, Credential]:
+        found = {}
+        for cid in credential_ids:
+            cred = await self.get_credential(tenant_id, cid)
+            if cred is not None:
+                found[cid] = cred
+        return found
+
+    async def list_credentials(self, tenant_id: str) -> list[Credential]:
+        rows = [c.model_copy() for c in self.credentials.values() if c.tenant_id == tenant_id]
+        return sorted(rows, key=lambda c: (c.created_at, c.id), reverse=True)
+
+    async def delete_credential(self, tenant_id: str, credential_id: str) -> bool:
+        if await self.get_credential(tenant_id, credential_id) is None:
+            return False
+        del self.credentials[credential_id]
+        return True
+
+    # -- workflows ------------------------------------------------------------------------
+    def _save_version(self, workflow: Workflow) -> None:
+        self.versions[(workflow.id, workflow.version)] = (
+            workflow.tenant_id,
+            workflow.definition.model_copy(deep=True),
+        )
+
+    async def create_workflow(self, workflow: Workflow) -> None:
+        self.workflows[workflow.id] = workflow.model_copy(deep=True)
+        self._save_version(workflow)
+
+    async def get_workflow(self, tenant_id: str, workflow_id: str) -> Workflow | None:
+        wf = self.workflows.get(workflow_id)
+        return wf.model_copy(deep=True) if wf and wf.tenant_id == tenant_id else None
+
+    async def get_workflow_for_intake(self, workflow_id: str) -> Workflow | None:
+        wf = self.workflows.get(workflow_id)
+        return wf.model_copy(deep=True) if wf else None
+
+    async def list_workflows(self, tenant_id: str) -> list[Workflow]:
+        rows = [
+            w.model_copy(deep=True) for w in self.workflows.values() if w.tenant_id == tenant_id
+        ]
+        return sorted(rows, key=lambda w: (w.created_at, w.id), reverse=True)
+
+    async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
+        if await self.get_workflow(workflow.tenant_id, workflow.id) is None:
+            return False
+        self.workflows[workflow.id] = workflow.model_copy(deep=True)
+        if new_version:
+            self._save_version(workflow)
+        return True
+
+    async def delete_workflow(self, tenant_id: str, workflow_id: str) -> bool:
+        if await self.get_workflow(tenant_id, workflow_id) is None:
+            return False
+        del self.workflows[workflow_id]
+        return True
+
+    async def get_workflow_version(
+        self, tenant_id: str, workflow_id: str, version: int
+    ) -> WorkflowDefinition | None:
+        found = self.versions.get((workflow_id, version))
+        if found is None or found[0] != tenant_id:
+            return None
+        return found[1].model_copy(deep=True)
+
+    # -- executions -----------------------------------------------------------------------
+    async def create_execution(self, execution: Execution) -> None:
+        self.executions[execution.id] = execution.model_copy(deep=True)
+
+    async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None:
+        ex = self.executions.get(execution_id)
+        return ex.model_copy(deep=True) if ex and ex.tenant_id == tenant_id else None
+
+    async def list_executions(
+        self,
+        tenant_id: str,
+        *,
+        workflow_id: str | None = None,
+        status: ExecutionStatus | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> ExecutionPage:
+        rows = [
+            ex
+            for ex in self.executions.values()
+            if ex.tenant_id == tenant_id
+            and (workflow_id is None or ex.workflow_id == workflow_id)
+            and (status is None or ex.status == status)
+            and (before is None or (ex.created_at, ex.id) < before)
+        ]
+        rows.sort(key=lambda ex: (ex.created_at, ex.id), reverse=True)
+        page = [ex.model_copy(deep=True) for ex in rows[:limit]]
+        more = len(rows) > limit
+        return ExecutionPage(page, (page[-1].created_at, page[-1].id) if more and page else None)
+
+    async def count_queued(self, tenant_id: str | None = None) -> int:
+        return sum(
+            1
+            for ex in self.executions.values()
+            if ex.status == _QUEUED and (tenant_id is None or ex.tenant_id == tenant_id)
+        )
+
+    def _claim(
+        self, ex: Execution, owner: str, now: datetime, lease_until: datetime, timeout_s: float
+    ) -> Execution:
+        ex.status = _RUNNING
+        ex.lease_owner = owner
+        ex.lease_expires_at = lease_until
+        ex.attempt += 1
+        if ex.started_at is None:
+            ex.started_at = now
+        if ex.deadline_at is None:
+            ex.deadline_at = ex.started_at + timedelta(seconds=timeout_s)
+        return ex.model_copy(deep=True)
+
+    async def claim_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        timeout_s: float,
+    ) -> Execution | None:
+        ex = self.executions.get(execution_id)
+        if ex is None or ex.status != _QUEUED:
+            return None
+        return self._claim(ex, owner, now, lease_until, timeout_s)
+
+    async def claim_next(
+        self, *, owner: str, now: datetime, lease_until: datetime, timeout_s: float, limit: int
+    ) -> list[Execution]:
+        queued = sorted(
+            (ex for ex in self.executions.values() if ex.status == _QUEUED),
+            key=lambda ex: (ex.created_at, ex.id),
+        )
+        return [self._claim(ex, owner, now, lease_until, timeout_s) for ex in queued[:limit]]
+
+    async def renew_leases(
+        self, execution_ids: Sequence[str], *, owner: str, lease_until: datetime
+    ) -> set[str]:
+        renewed = set()
+        for eid in execution_ids:
+            ex = self.executions.get(eid)
+            if ex is not None and ex.status == _RUNNING and ex.lease_owner == owner:
+                ex.lease_expires_at = lease_until
+                renewed.add(eid)
+        return renewed
+
+    async def cancel_requested(self, execution_ids: Sequence[str]) -> set[str]:
+        return {
+            eid
+            for eid in execution_ids
+            if (ex := self.executions.get(eid)) is not None
+            and ex.status == _RUNNING
+            and ex.cancel_requested
+        }
+
+    async def record_step(self, step: StepRun) -> None:
+        runs = self.step_runs.setdefault(step.execution_id, {})
+        runs[(step.step_id, step.attempt)] = step.model_copy(deep=True)
+
+    async def list_step_runs(self, tenant_id: str, execution_id: str) -> list[StepRun]:
+        ex = self.executions.get(execution_id)
+        if ex is None or ex.tenant_id != tenant_id:
+            return []
+        runs = self.step_runs.get(execution_id, {}).values()
+        return [
+            s.model_copy(deep=True) for s in sorted(runs, key=lambda s: (s.position, s.attempt))
+        ]
+
+    async def finish_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        status: ExecutionStatus,
+        error: str | None,
+        finished_at: datetime,
+        step: StepRun | None = None,
+    ) -> bool:
+        ex = self.executions.get(execution_id)
+        if ex is None or ex.status != _RUNNING or ex.lease_owner != owner:
+            return False
+        if step is not None:
+            await self.record_step(step)
+        ex.status = status
+        ex.error = error
+        ex.finished_at = finished_at
+        ex.lease_owner = None
+        ex.lease_expires_at = None
+        return True
+
+    async def release_execution(self, execution_id: str, *, owner: str) -> bool:
+        ex = self.executions.get(execution_id)
+        if ex is None or ex.status != _RUNNING or ex.lease_owner != owner:
+            return False
+        ex.status = _QUEUED
+        ex.lease_owner = None
+        ex.lease_expires_at = None
+        return True
+
+    async def request_cancel(
+        self, tenant_id: str, execution_id: str, *, now: datetime
+    ) -> Execution | None:
+        ex = self.executions.get(execution_id)
+        if ex is None or ex.tenant_id != tenant_id:
+            return None
+        if ex.status == _QUEUED:
+            ex.status = ExecutionStatus.cancelled
+            ex.finished_at = now
+            ex.error = "cancelled by user"
+        elif ex.status == _RUNNING:
+            ex.cancel_requested = True
+        return ex.model_copy(deep=True)
+
+    async def reap(self, *, now: datetime) -> Reaped:
+        requeued: list[str] = []
+        timed_out: list[str] = []
+        for ex in self.executions.values():
+            lease_expired = ex.status == _RUNNING and (
+                ex.lease_expires_at is None or ex.lease_expires_at <= now
+            )
+            if ex.status != _QUEUED and not lease_expired:
+                continue
+            if ex.deadline_at is not None and ex.deadline_at <= now:
+                ex.status = ExecutionStatus.timed_out
+                ex.error = "execution timed out"
+            elif lease_expired and ex.cancel_requested:
+                ex.status = ExecutionStatus.cancelled
+                ex.error = "cancelled by user"
+            elif lease_expired:
+                ex.status = _QUEUED
+                ex.lease_owner = None
+                ex.lease_expires_at = None
+                requeued.append(ex.id)
+                continue
+            else:
+                continue
+            ex.finished_at = now
+            ex.lease_owner = None
+            ex.lease_expires_at = None
+            if ex.status == ExecutionStatus.timed_out:
+                timed_out.append(ex.id)
+        return Reaped(requeued, timed_out)
+
+    async def queued_ids(self, *, limit: int) -> list[str]:
+        queued = sorted(
+            (ex for ex in self.executions.values() if ex.status == _QUEUED),
+            key=lambda ex: (ex.created_at, ex.id),
+        )
+        return [ex.id for ex in queued[:limit]]

@@ -1,0 +1,173 @@
+"""The schema as SQLAlchemy Core tables; Alembic migrations create it, never ``create_all``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+# Explicit names keep constraints identical on SQLite and PostgreSQL, so migrations can
+# drop or alter them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC in and out: SQLite keeps no offset, so a naive value read back is UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _id(name: str = "id") -> sa.Column[str]:
+    return sa.Column(name, sa.String(64), primary_key=True)
+
+
+def _tenant_id() -> sa.Column[str]:
+    return sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenant.id"), nullable=False)
+
+
+def _at(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
+    return sa.Column(name, UtcDateTime(), nullable=nullable)
+
+
+tenant = sa.Table(
+    "tenant",
+    metadata,
+    _id(),
+    sa.Column("name", sa.String(200), nullable=False),
+    _at("created_at"),
+)
+
+app_user = sa.Table(
+    "app_user",
+    metadata,
+    _id(),
+    _tenant_id(),
+    # Stored lower-cased: the unique index then makes emails unique case-insensitively on
+    # both dialects without functional indexes.
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    _at("created_at"),
+    sa.Index(None, "email", unique=True),
+    sa.Index(None, "tenant_id"),
+)
+
+api_token = sa.Table(
+    "api_token",
+    metadata,
+    _id(),
+    _tenant_id(),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("app_user.id"), nullable=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=False),
+    _at("created_at"),
+    _at("expires_at", nullable=True),
+    _at("revoked_at", nullable=True),
+    sa.Index(None, "token_hash", unique=True),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+credential = sa.Table(
+    "credential",
+    metadata,
+    _id(),
+    _tenant_id(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("secret_ciphertext", sa.Text(), nullable=False),
+    _at("created_at"),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+workflow = sa.Table(
+    "workflow",
+    metadata,
+    _id(),
+    _tenant_id(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("active", sa.Boolean(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("trigger", sa.JSON(), nullable=False),
+    sa.Column("steps", sa.JSON(), nullable=False),
+    _at("created_at"),
+    _at("updated_at"),
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+# No foreign key to ``workflow``: versions outlive a deleted workflow.
+workflow_version = sa.Table(
+    "workflow_version",
+    metadata,
+    sa.Column("workflow_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True),
+    _tenant_id(),
+    sa.Column("trigger", sa.JSON(), nullable=False),
+    sa.Column("steps", sa.JSON(), nullable=False),
+    _at("created_at"),
+)
+
+# No foreign key to ``workflow`` either: executions stay readable after deletion.
+execution = sa.Table(
+    "execution",
+    metadata,
+    _id(),
+    _tenant_id(),
+    sa.Column("workflow_id", sa.String(64), nullable=False),
+    sa.Column("workflow_version", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.JSON(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    _at("lease_expires_at", nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+    _at("created_at"),
+    _at("started_at", nullable=True),
+    _at("finished_at", nullable=True),
+    _at("deadline_at", nullable=True),
+    # The listing keyset, with and without a workflow filter.
+    sa.Index(None, "tenant_id", "created_at", "id"),
+    sa.Index(None, "tenant_id", "workflow_id", "created_at", "id"),
+    # claim_next / queued_ids / count_queued, and the reaper's scan of running rows.
+    sa.Index(None, "status", "created_at", "id"),
+)
+
+step_run = sa.Table(
+    "step_run",
+    metadata,
+    sa.Column("execution_id", sa.String(64), sa.ForeignKey("execution.id"), primary_key=True),
+    sa.Column("step_id", sa.String(64), primary_key=True),
+    sa.Column("attempt", sa.Integer(), primary_key=True),
+    _tenant_id(),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input", sa.JSON(), nullable=True),
+    sa.Column("output", sa.JSON(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    _at("started_at"),
+    _at("finished_at"),
+)

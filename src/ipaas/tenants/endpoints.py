@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, status
+
+from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.tenants import service as tenant_service
+from ipaas.tenants.schemas import (
+    ApiTokenCreate,
+    ApiTokenCreated,
+    ApiTokenRead,
+    SignupCreate,
+    SignupRead,
+    TokenRead,
+)
+
+router = APIRouter(tags=["auth"])
+
+
+@router.post("/auth/signup", status_code=status.HTTP_201_CREATED)
+async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
+    tenant, token = await tenant_service.signup(
+        runtime.store,
+        email=body.email,
+        password=body.password,
+        tenant_name=body.tenant_name,
+        token_ttl_s=runtime.settings.token_ttl_s,
+    )
+    return SignupRead(access_token=token, tenant_id=tenant.id)
+
+
+@router.post("/auth/token")
+async def login(
+    username: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=256)],
+    runtime: RuntimeDep,
+) -> TokenRead:
+    """OAuth2 password flow: form fields ``username`` (the email) and ``password``."""
+    token = await tenant_service.login(
+        runtime.store, email=username, password=password, token_ttl_s=runtime.settings.token_ttl_s
+    )
+    return TokenRead(access_token=token)
+
+
+@router.get("/tokens", tags=["tokens"])
+async def list_tokens(principal: CurrentPrincipal, store: StoreDep) -> list[ApiTokenRead]:
+    tokens = await tenant_service.list_tokens(store, tenant_id=principal.tenant_id)
+    return [ApiTokenRead.model_validate(t, from_attributes=True) for t in tokens]
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, tags=["tokens"])
+async def create_token(
+    body: ApiTokenCreate, principal: CurrentPrincipal, store: StoreDep
+) -> ApiTokenCreated:
+    token, plaintext = await tenant_service.create_token(
+        store,
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        name=body.name,
+        ttl_s=body.expires_in_s,
+    )
+    return ApiTokenCreated(
+        id=token.id,
+        name=token.name,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        token=plaintext,
+    )
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["tokens"])
+async def revoke_token(token_id: str, principal: CurrentPrincipal, store: StoreDep) -> None:
+    await tenant_service.revoke_token(store, tenant_id=principal.tenant_id, token_id=token_id)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, EmailStr, Field
+
+
+class SignupCreate(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=8, max_length=256)
+    tenant_name: str = Field(min_length=1, max_length=200)
+
+
+class SignupRead(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+    tenant_id: str
+
+
+class TokenRead(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+
+
+class ApiTokenCreate(BaseModel):
+    name: str = Field(default="api", min_length=1, max_length=200)
+    expires_in_s: int | None = Field(default=None, gt=0)
+
+
+class ApiTokenRead(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class ApiTokenCreated(ApiTokenRead):
+    #: Shown once, at creation.
+    token: str

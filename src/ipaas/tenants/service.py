@@ -1,0 +1,120 @@
+"""Sign-up, login and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from ipaas.errors import Conflict, NotFound, Unauthorized
+from ipaas.kit.clock import utcnow
+from ipaas.kit.ids import new_id
+from ipaas.stores.base import DuplicateError, Store
+from ipaas.tenants.models import ApiToken, Tenant, User
+
+TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
+
+_hasher = PasswordHasher()
+# Verifying against a dummy hash when the email is unknown keeps login timing uniform.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: established from a bearer token."""
+
+    tenant_id: str
+    token_id: str
+    user_id: str | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token(
+    tenant_id: str, user_id: str | None, name: str, now: datetime, ttl_s: int | None
+) -> tuple[ApiToken, str]:
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        id=new_id("tok"),
+        tenant_id=tenant_id,
+        user_id=user_id,
+        name=name,
+        token_hash=hash_token(plaintext),
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_s) if ttl_s else None,
+    )
+    return token, plaintext
+
+
+async def signup(
+    store: Store, *, email: str, password: str, tenant_name: str, token_ttl_s: int
+) -> tuple[Tenant, str]:
+    now = utcnow()
+    tenant = Tenant(id=new_id("tn"), name=tenant_name, created_at=now)
+    user = User(
+        id=new_id("usr"),
+        tenant_id=tenant.id,
+        email=email.lower(),
+        password_hash=_hasher.hash(password),
+        created_at=now,
+    )
+    token, plaintext = _new_token(tenant.id, user.id, "signup", now, token_ttl_s)
+    try:
+        await store.create_tenant(tenant, user, token)
+    except DuplicateError as exc:
+        raise Conflict("An account with this email already exists", code="email_taken") from exc
+    return tenant, plaintext
+
+
+async def login(store: Store, *, email: str, password: str, token_ttl_s: int) -> str:
+    user = await store.get_user_by_email(email.lower())
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        user = None
+    if user is None:
+        raise Unauthorized("Incorrect email or password")
+    token, plaintext = _new_token(user.tenant_id, user.id, "login", utcnow(), token_ttl_s)
+    await store.create_token(token)
+    return plaintext
+
+
+async def authenticate(store: Store, token: str) -> Principal:
+    if not token.startswith(TOKEN_PREFIX):
+        raise Unauthorized()
+    found = await store.get_token_by_hash(hash_token(token))
+    if (
+        found is None
+        or found.revoked_at is not None
+        or (found.expires_at is not None and found.expires_at <= utcnow())
+    ):
+        raise Unauthorized()
+    return Principal(tenant_id=found.tenant_id, token_id=found.id, user_id=found.user_id)
+
+
+async def create_token(
+    store: Store,
+    *,
+    tenant_id: str,
+    name: str,
+    user_id: str | None = None,
+    ttl_s: int | None = None,
+) -> tuple[ApiToken, str]:
+    token, plaintext = _new_token(tenant_id, user_id, name, utcnow(), ttl_s)
+    await store.create_token(token)
+    return token, plaintext
+
+
+async def list_tokens(store: Store, *, tenant_id: str) -> list[ApiToken]:
+    return await store.list_tokens(tenant_id)
+
+
+async def revoke_token(store: Store, *, tenant_id: str, token_id: str) -> None:
+    if not await store.revoke_token(tenant_id, token_id, utcnow()):
+        raise NotFound("Token not found")

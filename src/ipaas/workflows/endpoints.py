@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.executions.models import TriggerData
+from ipaas.executions.schemas import ExecutionRead
+from ipaas.webhooks import service as webhook_service
+from ipaas.workflows import service as workflow_service
+from ipaas.workflows.models import Workflow, WorkflowDefinition
+from ipaas.workflows.schemas import (
+    DryRunCreate,
+    DryRunOptions,
+    DryRunRead,
+    WorkflowCreate,
+    WorkflowPatch,
+    WorkflowRead,
+    WorkflowUpdate,
+)
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+
+def _read(request: Request, workflow: Workflow) -> WorkflowRead:
+    base = str(request.base_url).rstrip("/")
+    return WorkflowRead(
+        **workflow.model_dump(exclude={"tenant_id"}),
+        webhook_url=f"{base}/api/webhooks/{workflow.id}",
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_workflow(
+    body: WorkflowCreate, request: Request, principal: CurrentPrincipal, store: StoreDep
+) -> WorkflowRead:
+    workflow = await workflow_service.create(store, tenant_id=principal.tenant_id, data=body)
+    return _read(request, workflow)
+
+
+@router.get("")
+async def list_workflows(
+    request: Request, principal: CurrentPrincipal, store: StoreDep
+) -> list[WorkflowRead]:
+    workflows = await workflow_service.list_(store, tenant_id=principal.tenant_id)
+    return [_read(request, w) for w in workflows]
+
+
+@router.post("/dry-run")
+async def dry_run(
+    body: DryRunCreate, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> DryRunRead:
+    """Run a workflow that is not saved (``mode: simulate`` sends nothing); persists nothing."""
+    return await workflow_service.dry_run(
+        runtime.store,
+        runtime.cipher,
+        runtime.http,
+        runtime.endpoints,
+        tenant_id=principal.tenant_id,
+        definition=WorkflowDefinition(trigger=body.trigger, steps=body.steps),
+        trigger=body.trigger_sample,
+        simulate=body.mode == "simulate",
+    )
+
+
+@router.get("/{workflow_id}")
+async def get_workflow(
+    workflow_id: str, request: Request, principal: CurrentPrincipal, store: StoreDep
+) -> WorkflowRead:
+    workflow = await workflow_service.get(
+        store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    return _read(request, workflow)
+
+
+@router.put("/{workflow_id}")
+async def replace_workflow(
+    workflow_id: str,
+    body: WorkflowUpdate,
+    request: Request,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+) -> WorkflowRead:
+    workflow = await workflow_service.update(
+        runtime.store,
+        runtime.workflow_cache,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+        data=body,
+    )
+    return _read(request, workflow)
+
+
+@router.patch("/{workflow_id}")
+async def patch_workflow(
+    workflow_id: str,
+    body: WorkflowPatch,
+    request: Request,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+) -> WorkflowRead:
+    """Partial update; ``{"active": false}`` deactivates."""
+    workflow = await workflow_service.update(
+        runtime.store,
+        runtime.workflow_cache,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+        data=body,
+    )
+    return _read(request, workflow)
+
+
+@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_workflow(
+    workflow_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> None:
+    await workflow_service.delete(
+        runtime.store,
+        runtime.workflow_cache,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+    )
+
+
+@router.post("/{workflow_id}/dry-run")
+async def dry_run_saved(
+    workflow_id: str,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    body: DryRunOptions | None = None,
+) -> DryRunRead:
+    options = body or DryRunOptions()
+    workflow = await workflow_service.get(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    return await workflow_service.dry_run(
+        runtime.store,
+        runtime.cipher,
+        runtime.http,
+        runtime.endpoints,
+        tenant_id=principal.tenant_id,
+        definition=workflow.definition,
+        trigger=options.trigger_sample,
+        simulate=options.mode == "simulate",
+    )
+
+
+@router.post("/{workflow_id}/run", status_code=status.HTTP_202_ACCEPTED)
+async def run_workflow(
+    workflow_id: str,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    body: TriggerData | None = None,
+) -> ExecutionRead:
+    """Manual trigger: a real execution with ``body`` as its trigger data."""
+    workflow = await workflow_service.get(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    trigger = (body or TriggerData()).model_copy(update={"type": "manual"})
+    execution = await webhook_service.start(
+        runtime.store,
+        runtime.queue,
+        workflow_id=workflow.id,
+        tenant_id=workflow.tenant_id,
+        version=workflow.version,
+        trigger=trigger,
+    )
+    return ExecutionRead.of(execution)

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from ipaas.executions.models import TriggerData
+from ipaas.workflows.models import Step, Trigger
+
+#: The step id the seed's single-action shape maps its action to.
+SEED_STEP_ID = "action"
+
+
+def _from_seed_shape(data: Any) -> Any:
+    """``{"trigger_type", "action_type", "config_json"}`` (v0.2 API) -> the general shape."""
+    if not isinstance(data, dict) or "action_type" not in data:
+        return data
+    data = dict(data)
+    raw = data.pop("config_json", None) or "{}"
+    if isinstance(raw, str):
+        try:
+            config = json.loads(raw)
+        except ValueError as exc:
+            msg = f"config_json is not valid JSON: {exc}"
+            raise ValueError(msg) from exc
+    else:
+        config = raw
+    if not isinstance(config, dict):
+        msg = "config_json must encode a JSON object"
+        raise ValueError(msg)
+    config = dict(config)
+    credential_id = config.pop("credential_id", None)
+    data.setdefault("trigger", {"type": data.pop("trigger_type", "webhook")})
+    data.pop("trigger_type", None)
+    data["steps"] = [
+        {
+            "id": SEED_STEP_ID,
+            "type": data.pop("action_type"),
+            "credential_id": credential_id,
+            "config": config,
+        }
+    ]
+    return data
+
+
+class WorkflowCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    active: bool = True
+    trigger: Trigger = Field(default_factory=Trigger)
+    steps: list[Step] = Field(min_length=1, max_length=50)
+
+    _seed = model_validator(mode="before")(_from_seed_shape)
+
+
+class WorkflowUpdate(WorkflowCreate):
+    """PUT: the whole workflow; a new version when trigger or steps change."""
+
+
+class WorkflowPatch(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    active: bool | None = None
+    trigger: Trigger | None = None
+    steps: list[Step] | None = Field(default=None, min_length=1, max_length=50)
+
+    _seed = model_validator(mode="before")(_from_seed_shape)
+
+
+class WorkflowRead(BaseModel):
+    id: str
+    name: str
+    active: bool
+    version: int
+    trigger: Trigger
+    steps: list[Step]
+    webhook_url: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class DryRunCreate(WorkflowCreate):
+    mode: Literal["run", "simulate"] = "run"
+    trigger_sample: TriggerData = Field(default_factory=TriggerData)
+
+
+class DryRunOptions(BaseModel):
+    mode: Literal["run", "simulate"] = "run"
+    trigger_sample: TriggerData = Field(default_factory=TriggerData)
+
+
+class DryRunStep(BaseModel):
+    step_id: str
+    type: str
+    status: str
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    #: Simulate mode: the exact request that would go out, secrets masked.
+    request: dict[str, Any] | None = None
+    duration_ms: float
+
+
+class DryRunRead(BaseModel):
+    mode: Literal["run", "simulate"]
+    status: str
+    steps: list[DryRunStep]

@@ -1,0 +1,209 @@
+"""Workflows: definitions validated against their connectors, versioned on change."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from ipaas.credentials import service as credential_service
+from ipaas.credentials.crypto import CredentialCipher
+from ipaas.engine.connectors import get_connector
+from ipaas.engine.connectors.base import Endpoints
+from ipaas.engine.steps import StepsRun, run_steps
+from ipaas.engine.templating import check_syntax, is_template
+from ipaas.errors import NotFound, ValidationFailed
+from ipaas.executions.models import ExecutionStatus, StepRun, TriggerData
+from ipaas.kit.clock import utcnow
+from ipaas.kit.http import HttpClient
+from ipaas.kit.ids import new_id
+from ipaas.stores.base import Store
+from ipaas.webhooks.cache import WorkflowCache
+from ipaas.workflows.models import Step, Workflow, WorkflowDefinition
+from ipaas.workflows.schemas import (
+    DryRunRead,
+    DryRunStep,
+    WorkflowCreate,
+    WorkflowPatch,
+    WorkflowUpdate,
+)
+
+
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"
+
+
+def _is_template_error(error: Mapping[str, Any], config: dict[str, Any]) -> bool:
+    """A type error on a value that is still a template is checked after rendering."""
+    value: Any = config
+    for part in error["loc"]:
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and part < len(value)
+        if in_dict or in_list:
+            value = value[part]
+        else:
+            return False
+    return isinstance(value, str) and is_template(value)
+
+
+async def validate_steps(store: Store, *, tenant_id: str, steps: list[Step]) -> None:
+    """Every problem of every step at once, each named by its path (``steps[0].config.text``)."""
+    errors: list[dict[str, Any]] = []
+
+    def add(index: int, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> None:
+        errors.append({"loc": ["body", "steps", index, *loc], "msg": msg, "type": type_})
+
+    seen: set[str] = set()
+    credential_ids = [s.credential_id for s in steps if s.credential_id]
+    credentials = await store.get_credentials(tenant_id, credential_ids) if credential_ids else {}
+    for index, step in enumerate(steps):
+        if step.id in seen:
+            add(index, ["id"], f"duplicate step id {step.id!r}")
+        seen.add(step.id)
+        connector = get_connector(step.type)
+        if connector is None:
+            add(index, ["type"], f"unknown step type {step.type!r}", "unknown_step_type")
+            continue
+        if step.credential_id:
+            credential = credentials.get(step.credential_id)
+            if credential is None:
+                add(index, ["credential_id"], "credential not found", "credential_not_found")
+            elif connector.credential_type and credential.type != connector.credential_type:
+                add(
+                    index,
+                    ["credential_id"],
+                    f"{step.type} needs a {connector.credential_type.value} credential, "
+                    f"not {credential.type.value}",
+                    "credential_type_mismatch",
+                )
+        elif connector.credential_type and not connector.credential_optional:
+            add(index, ["credential_id"], f"{step.type} needs a credential", "missing")
+        for path, msg in check_syntax(step.config):
+            add(index, path.split(".")[1:] or ["config"], msg, "template_syntax")
+        try:
+            connector.Params.model_validate(step.config)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False):
+                if not _is_template_error(err, step.config):
+                    add(index, ["config", *err["loc"]], err["msg"], err["type"])
+    if errors:
+        raise ValidationFailed("Invalid workflow steps", details=errors)
+
+
+async def create(store: Store, *, tenant_id: str, data: WorkflowCreate) -> Workflow:
+    await validate_steps(store, tenant_id=tenant_id, steps=data.steps)
+    now = utcnow()
+    workflow = Workflow(
+        id=new_id("wf"),
+        tenant_id=tenant_id,
+        name=data.name,
+        active=data.active,
+        version=1,
+        trigger=data.trigger,
+        steps=data.steps,
+        created_at=now,
+        updated_at=now,
+    )
+    await store.create_workflow(workflow)
+    return workflow
+
+
+async def get(store: Store, *, tenant_id: str, workflow_id: str) -> Workflow:
+    workflow = await store.get_workflow(tenant_id, workflow_id)
+    if workflow is None:
+        raise WorkflowNotFound("Workflow not found")
+    return workflow
+
+
+async def list_(store: Store, *, tenant_id: str) -> list[Workflow]:
+    return await store.list_workflows(tenant_id)
+
+
+async def update(
+    store: Store,
+    cache: WorkflowCache,
+    *,
+    tenant_id: str,
+    workflow_id: str,
+    data: WorkflowUpdate | WorkflowPatch,
+) -> Workflow:
+    """Apply a change; trigger or step changes make a new version (running executions keep
+    the version they started with)."""
+    workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+    changes = data.model_dump(exclude_unset=not isinstance(data, WorkflowUpdate))
+    changes = {k: v for k, v in changes.items() if v is not None}
+    updated = workflow.model_copy(
+        update={
+            "name": changes.get("name", workflow.name),
+            "active": changes.get("active", workflow.active),
+            "trigger": data.trigger if data.trigger is not None else workflow.trigger,
+            "steps": data.steps if data.steps is not None else workflow.steps,
+            "updated_at": utcnow(),
+        }
+    )
+    new_version = updated.definition != workflow.definition
+    if new_version:
+        await validate_steps(store, tenant_id=tenant_id, steps=updated.steps)
+        updated.version = workflow.version + 1
+    if not await store.update_workflow(updated, new_version=new_version):
+        raise WorkflowNotFound("Workflow not found")
+    cache.invalidate(workflow_id)
+    return updated
+
+
+async def delete(store: Store, cache: WorkflowCache, *, tenant_id: str, workflow_id: str) -> None:
+    if not await store.delete_workflow(tenant_id, workflow_id):
+        raise WorkflowNotFound("Workflow not found")
+    cache.invalidate(workflow_id)
+
+
+async def dry_run(
+    store: Store,
+    cipher: CredentialCipher,
+    http: HttpClient,
+    endpoints: Endpoints,
+    *,
+    tenant_id: str,
+    definition: WorkflowDefinition,
+    trigger: TriggerData,
+    simulate: bool,
+) -> DryRunRead:
+    """Run (or, simulating, only build) every step; nothing is persisted."""
+    await validate_steps(store, tenant_id=tenant_id, steps=definition.steps)
+    credential_ids = sorted({s.credential_id for s in definition.steps if s.credential_id})
+    loaded = await credential_service.load_secrets(
+        store, cipher, tenant_id=tenant_id, credential_ids=credential_ids
+    )
+    results: list[DryRunStep] = []
+
+    async def on_step(
+        step: StepRun, _final: ExecutionStatus | None, preview: dict[str, Any] | None
+    ) -> None:
+        results.append(
+            DryRunStep(
+                step_id=step.step_id,
+                type=step.type,
+                status="simulated" if simulate and step.status == "succeeded" else step.status,
+                input=step.input,
+                output=step.output,
+                error=step.error,
+                request=preview,
+                duration_ms=round(step.duration_ms, 3),
+            )
+        )
+
+    status = await run_steps(
+        StepsRun(
+            tenant_id=tenant_id,
+            execution_id="dry_run",
+            definition=definition,
+            trigger=trigger,
+            secrets={cid: secret for cid, (_, secret) in loaded.items()},
+            http=http,
+            endpoints=endpoints,
+            simulate=simulate,
+        ),
+        on_step,
+    )
+    return DryRunRead(mode="simulate" if simulate else "run", status=status, steps=results)

@@ -1,0 +1,120 @@
+"""The Store backends every contract test runs on: memory, SQLite and (when set) PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from ipaas.stores import MemoryStore, Store
+from ipaas.stores.sql import SqlStore, run_migrations
+from ipaas.stores.sql.tables import metadata
+
+POSTGRES_URL = os.environ.get("IPAAS_TEST_POSTGRES_URL")
+
+_postgres = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not POSTGRES_URL, reason="IPAAS_TEST_POSTGRES_URL is not set"),
+]
+
+#: Same tests, several backends (stamina's BACKENDS); PostgreSQL only when a URL is given.
+BACKENDS = [
+    pytest.param("memory"),
+    pytest.param("sqlite"),
+    pytest.param("postgres", marks=_postgres),
+]
+SQL_BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=_postgres)]
+
+T = TypeVar("T")
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a fresh thread: it may start its own event loop (Alembic does)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
+
+
+async def _execute(url: str, *statements: str, autocommit: bool = False) -> None:
+    engine = create_async_engine(
+        url, poolclass=NullPool, isolation_level="AUTOCOMMIT" if autocommit else None
+    )
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database of its own, dropped afterwards."""
+    assert POSTGRES_URL is not None
+    admin = sa.make_url(POSTGRES_URL)
+    name = f"ipaas_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin_url = admin.render_as_string(hide_password=False)
+    in_thread(
+        lambda: asyncio.run(_execute(admin_url, f'CREATE DATABASE "{name}"', autocommit=True))
+    )
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        in_thread(lambda: asyncio.run(_execute(admin_url, drop, autocommit=True)))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """This run's PostgreSQL database, migrated once; tests empty it before use."""
+    with postgres_database() as url:
+        in_thread(lambda: run_migrations(url))
+        yield url
+
+
+async def _truncate_all(url: str) -> None:
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    await _execute(url, f"TRUNCATE {names} CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A started, empty Store of each backend."""
+    backend: Store
+    match request.param:
+        case "memory":
+            backend = MemoryStore()
+        case "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / 'ipaas.db'}"
+            await asyncio.to_thread(run_migrations, url)
+            backend = SqlStore(url)
+        case "postgres":
+            url = request.getfixturevalue("postgres_url")
+            await _truncate_all(url)
+            backend = SqlStore(url)
+        case other:
+            raise AssertionError(f"unknown backend {other}")
+    await backend.startup()
+    try:
+        yield backend
+    finally:
+        await backend.shutdown()
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def empty_sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new, unmigrated SQL database of each dialect."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    with postgres_database() as url:
+        yield url

@@ -1,0 +1,1085 @@
+"""The Store contract: one suite, run on every backend by the ``store`` fixture."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from pydantic import BaseModel
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from ipaas.config import Settings
+from ipaas.credentials.models import Credential, CredentialType
+from ipaas.executions.models import (
+    Execution,
+    ExecutionStatus,
+    StepRun,
+    StepStatus,
+    TriggerData,
+)
+from ipaas.kit.ids import new_id
+from ipaas.stores import DuplicateError, MemoryStore, Store, create_store
+from ipaas.stores.sql import SqlStore, run_migrations
+from ipaas.stores.sql.migrations import alembic_config
+from ipaas.stores.sql.tables import metadata
+from ipaas.tenants.models import ApiToken, Tenant, User
+from ipaas.workflows.models import Step, Trigger, Workflow
+from tests.contracts.conftest import in_thread
+
+#: Microseconds on purpose: they must survive the round trip.
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+TIMEOUT_S = 300.0
+Q = ExecutionStatus.queued
+R = ExecutionStatus.running
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def assert_utc(model: BaseModel) -> None:
+    for name, value in model:
+        if isinstance(value, datetime):
+            assert value.utcoffset() == timedelta(0), name
+
+
+# -- factories --------------------------------------------------------------------------------
+@dataclass
+class Account:
+    tenant: Tenant
+    user: User
+    token: ApiToken
+
+    @property
+    def id(self) -> str:
+        return self.tenant.id
+
+
+async def new_account(store: Store, email: str | None = None) -> Account:
+    tenant = Tenant(id=new_id("tn"), name="Acme", created_at=T0)
+    user = User(
+        id=new_id("usr"),
+        tenant_id=tenant.id,
+        email=email or f"{new_id('u')}@example.com",
+        password_hash="argon2-hash",
+        created_at=T0,
+    )
+    token = ApiToken(
+        id=new_id("tok"),
+        tenant_id=tenant.id,
+        user_id=user.id,
+        name="signup",
+        token_hash=new_id("hash"),
+        created_at=T0,
+        expires_at=at(3600),
+    )
+    await store.create_tenant(tenant, user, token)
+    return Account(tenant, user, token)
+
+
+def make_workflow(tenant_id: str, *, created_at: datetime = T0, text: str = "hi") -> Workflow:
+    return Workflow(
+        id=new_id("wf"),
+        tenant_id=tenant_id,
+        name="Notify",
+        active=True,
+        version=1,
+        # ``secret`` is an extra field: triggers keep what they are given.
+        trigger=Trigger.model_validate({"type": "webhook", "secret": "whsec_x"}),
+        steps=[
+            Step(
+                id="notify",
+                type="slack_message",
+                credential_id="cred_1",
+                config={"text": text, "nested": {"n": [1, 2.5, None, True]}},
+                timeout_s=5,
+            )
+        ],
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+async def new_workflow(store: Store, tenant_id: str, **kwargs: Any) -> Workflow:
+    workflow = make_workflow(tenant_id, **kwargs)
+    await store.create_workflow(workflow)
+    return workflow
+
+
+async def new_execution(
+    store: Store, tenant_id: str, workflow_id: str, *, created_at: datetime = T0
+) -> Execution:
+    execution = Execution(
+        id=new_id("ex"),
+        tenant_id=tenant_id,
+        workflow_id=workflow_id,
+        workflow_version=1,
+        status=Q,
+        trigger=TriggerData(
+            body={"order": {"id": 42, "items": ["a", "b"], "total": 9.5}},
+            headers={"content-type": "application/json"},
+            query={"q": "1"},
+            content_type="application/json",
+        ),
+        created_at=created_at,
+    )
+    await store.create_execution(execution)
+    return execution
+
+
+def make_step(
+    execution: Execution,
+    step_id: str = "notify",
+    *,
+    position: int = 0,
+    attempt: int = 1,
+    status: StepStatus = StepStatus.succeeded,
+    output: Any = None,
+) -> StepRun:
+    return StepRun(
+        execution_id=execution.id,
+        tenant_id=execution.tenant_id,
+        step_id=step_id,
+        position=position,
+        type="slack_message",
+        status=status,
+        attempt=attempt,
+        input={"text": "hi", "list": [1, None]},
+        output={"ok": True} if output is None else output,
+        started_at=at(1),
+        finished_at=at(2),
+    )
+
+
+async def claim(
+    store: Store,
+    execution_id: str,
+    *,
+    owner: str = "w1",
+    now: datetime = T0,
+    lease_s: float = 30,
+    timeout_s: float = TIMEOUT_S,
+) -> Execution | None:
+    return await store.claim_execution(
+        execution_id,
+        owner=owner,
+        now=now,
+        lease_until=now + timedelta(seconds=lease_s),
+        timeout_s=timeout_s,
+    )
+
+
+@pytest.fixture
+async def acct(store: Store) -> Account:
+    return await new_account(store)
+
+
+@pytest.fixture
+async def wf(store: Store, acct: Account) -> Workflow:
+    return await new_workflow(store, acct.id)
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+async def test_ping(store: Store) -> None:
+    assert await store.ping() is True
+
+
+# -- tenants, users, tokens -------------------------------------------------------------------
+class TestCreateTenant:
+    async def test_user_and_token_are_readable(self, store: Store, acct: Account) -> None:
+        user = await store.get_user_by_email(acct.user.email)
+        assert user is not None
+        assert user.model_dump() == acct.user.model_dump()
+        assert_utc(user)
+        token = await store.get_token_by_hash(acct.token.token_hash)
+        assert token is not None
+        assert token.model_dump() == acct.token.model_dump()
+        assert_utc(token)
+
+    async def test_email_lookup_ignores_case(self, store: Store) -> None:
+        acct = await new_account(store, email="ada@example.com")
+        user = await store.get_user_by_email("ADA@Example.COM")
+        assert user is not None
+        assert user.id == acct.user.id
+        assert user.email.lower() == "ada@example.com"
+
+    async def test_unknown_email_and_hash(self, store: Store, acct: Account) -> None:
+        assert await store.get_user_by_email("nobody@example.com") is None
+        assert await store.get_token_by_hash("nope") is None
+
+    async def test_duplicate_email_is_refused_case_insensitively(self, store: Store) -> None:
+        await new_account(store, email="ada@example.com")
+        with pytest.raises(DuplicateError):
+            await new_account(store, email="Ada@Example.com")
+        # Nothing of the refused sign-up was kept: one user, one tenant's tokens.
+        user = await store.get_user_by_email("ada@example.com")
+        assert user is not None
+        assert len(await store.list_tokens(user.tenant_id)) == 1
+
+    async def test_refused_signup_writes_nothing(self, store: Store) -> None:
+        first = await new_account(store, email="ada@example.com")
+        tenant = Tenant(id=new_id("tn"), name="Other", created_at=T0)
+        user = first.user.model_copy(update={"id": new_id("usr"), "tenant_id": tenant.id})
+        token = ApiToken(
+            id=new_id("tok"),
+            tenant_id=tenant.id,
+            user_id=user.id,
+            name="x",
+            token_hash="unique-hash",
+            created_at=T0,
+        )
+        with pytest.raises(DuplicateError):
+            await store.create_tenant(tenant, user, token)
+        assert await store.get_token_by_hash("unique-hash") is None
+        assert await store.list_tokens(tenant.id) == []
+
+
+class TestTokens:
+    async def test_list_is_newest_first_and_skips_revoked(
+        self, store: Store, acct: Account
+    ) -> None:
+        tokens = [
+            ApiToken(
+                id=new_id("tok"),
+                tenant_id=acct.id,
+                user_id=None,
+                name=f"t{i}",
+                token_hash=new_id("h"),
+                created_at=at(i + 1),
+            )
+            for i in range(3)
+        ]
+        for token in tokens:
+            await store.create_token(token)
+        assert [t.id for t in await store.list_tokens(acct.id)] == [
+            tokens[2].id,
+            tokens[1].id,
+            tokens[0].id,
+            acct.token.id,
+        ]
+        assert await store.revoke_token(acct.id, tokens[1].id, at(10)) is True
+        assert [t.id for t in await store.list_tokens(acct.id)] == [
+            tokens[2].id,
+            tokens[0].id,
+            acct.token.id,
+        ]
+
+    async def test_revoke_once(self, store: Store, acct: Account) -> None:
+        assert await store.revoke_token(acct.id, acct.token.id, at(10)) is True
+        assert await store.revoke_token(acct.id, acct.token.id, at(11)) is False
+        assert await store.revoke_token(acct.id, "tok_unknown", at(11)) is False
+        # Revoked tokens are still found by hash, so auth can tell "revoked" from "unknown".
+        token = await store.get_token_by_hash(acct.token.token_hash)
+        assert token is not None
+        assert token.revoked_at == at(10)
+        assert_utc(token)
+
+
+# -- credentials ------------------------------------------------------------------------------
+def make_credential(tenant_id: str, *, created_at: datetime = T0) -> Credential:
+    return Credential(
+        id=new_id("cred"),
+        tenant_id=tenant_id,
+        name="Slack",
+        type=CredentialType.slack,
+        secret_ciphertext="gAAAA-ciphertext",
+        created_at=created_at,
+    )
+
+
+class TestCredentials:
+    async def test_round_trip_and_list(self, store: Store, acct: Account) -> None:
+        creds = [make_credential(acct.id, created_at=at(i)) for i in range(3)]
+        for cred in creds:
+            await store.create_credential(cred)
+        got = await store.get_credential(acct.id, creds[0].id)
+        assert got is not None
+        assert got.model_dump() == creds[0].model_dump()
+        assert got.type is CredentialType.slack
+        assert_utc(got)
+        assert [c.id for c in await store.list_credentials(acct.id)] == [
+            creds[2].id,
+            creds[1].id,
+            creds[0].id,
+        ]
+
+    async def test_get_many(self, store: Store, acct: Account) -> None:
+        creds = [make_credential(acct.id) for _ in range(3)]
+        for cred in creds:
+            await store.create_credential(cred)
+        found = await store.get_credentials(acct.id, [creds[0].id, creds[2].id, "cred_missing"])
+        assert set(found) == {creds[0].id, creds[2].id}
+        assert found[creds[2].id].model_dump() == creds[2].model_dump()
+        assert await store.get_credentials(acct.id, []) == {}
+
+    async def test_delete(self, store: Store, acct: Account) -> None:
+        cred = make_credential(acct.id)
+        await store.create_credential(cred)
+        assert await store.delete_credential(acct.id, cred.id) is True
+        assert await store.get_credential(acct.id, cred.id) is None
+        assert await store.delete_credential(acct.id, cred.id) is False
+
+
+# -- workflows --------------------------------------------------------------------------------
+class TestWorkflows:
+    async def test_round_trip(self, store: Store, acct: Account, wf: Workflow) -> None:
+        for got in (
+            await store.get_workflow(acct.id, wf.id),
+            await store.get_workflow_for_intake(wf.id),
+        ):
+            assert got is not None
+            assert got.model_dump() == wf.model_dump()
+            assert got.trigger.model_extra == {"secret": "whsec_x"}
+            assert_utc(got)
+        version = await store.get_workflow_version(acct.id, wf.id, 1)
+        assert version is not None
+        assert version.model_dump() == wf.definition.model_dump()
+
+    async def test_unknown(self, store: Store, acct: Account) -> None:
+        assert await store.get_workflow(acct.id, "wf_missing") is None
+        assert await store.get_workflow_for_intake("wf_missing") is None
+        assert await store.get_workflow_version(acct.id, "wf_missing", 1) is None
+
+    async def test_list_newest_first(self, store: Store, acct: Account) -> None:
+        made = [await new_workflow(store, acct.id, created_at=at(i)) for i in range(3)]
+        assert [w.id for w in await store.list_workflows(acct.id)] == [w.id for w in made[::-1]]
+
+    async def test_update_in_place(self, store: Store, acct: Account, wf: Workflow) -> None:
+        changed = wf.model_copy(update={"name": "Renamed", "active": False, "updated_at": at(5)})
+        assert await store.update_workflow(changed, new_version=False) is True
+        got = await store.get_workflow(acct.id, wf.id)
+        assert got is not None
+        assert got.model_dump() == changed.model_dump()
+        assert got.created_at == wf.created_at
+        assert await store.get_workflow_version(acct.id, wf.id, 2) is None
+
+    async def test_new_version_keeps_the_old_one(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        v2 = make_workflow(acct.id, text="v2").model_copy(
+            update={"id": wf.id, "version": 2, "updated_at": at(5)}
+        )
+        assert await store.update_workflow(v2, new_version=True) is True
+        got = await store.get_workflow(acct.id, wf.id)
+        assert got is not None
+        assert got.version == 2
+        assert got.steps[0].config["text"] == "v2"
+        old = await store.get_workflow_version(acct.id, wf.id, 1)
+        new = await store.get_workflow_version(acct.id, wf.id, 2)
+        assert old is not None
+        assert new is not None
+        assert old.steps[0].config["text"] == "hi"
+        assert new.model_dump() == v2.definition.model_dump()
+
+    async def test_update_unknown(self, store: Store, acct: Account) -> None:
+        ghost = make_workflow(acct.id)
+        assert await store.update_workflow(ghost, new_version=True) is False
+        assert await store.get_workflow(acct.id, ghost.id) is None
+        assert await store.get_workflow_version(acct.id, ghost.id, 1) is None
+
+    async def test_delete_keeps_versions_and_executions(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        assert await store.delete_workflow(acct.id, wf.id) is True
+        assert await store.get_workflow(acct.id, wf.id) is None
+        assert await store.get_workflow_for_intake(wf.id) is None
+        assert await store.list_workflows(acct.id) == []
+        assert await store.delete_workflow(acct.id, wf.id) is False
+        assert await store.update_workflow(wf, new_version=False) is False
+        version = await store.get_workflow_version(acct.id, wf.id, 1)
+        assert version is not None
+        assert version.model_dump() == wf.definition.model_dump()
+        assert await store.get_execution(acct.id, ex.id) is not None
+
+
+# -- tenant isolation -------------------------------------------------------------------------
+async def test_tenant_isolation(store: Store) -> None:
+    """Every scoped method called as tenant A misses every row of tenant B."""
+    a, b = await new_account(store), await new_account(store)
+    wf_b = await new_workflow(store, b.id)
+    cred_b = make_credential(b.id)
+    await store.create_credential(cred_b)
+    queued_b = await new_execution(store, b.id, wf_b.id)
+    running_b = await new_execution(store, b.id, wf_b.id)
+    assert await claim(store, running_b.id) is not None
+    await store.record_step(make_step(running_b))
+
+    assert await store.list_tokens(a.id) == [await store.get_token_by_hash(a.token.token_hash)]
+    assert await store.revoke_token(a.id, b.token.id, at(1)) is False
+    assert await store.get_credential(a.id, cred_b.id) is None
+    assert await store.get_credentials(a.id, [cred_b.id]) == {}
+    assert await store.list_credentials(a.id) == []
+    assert await store.delete_credential(a.id, cred_b.id) is False
+    assert await store.get_workflow(a.id, wf_b.id) is None
+    assert await store.list_workflows(a.id) == []
+    hijack = wf_b.model_copy(update={"tenant_id": a.id, "name": "hijacked", "version": 2})
+    assert await store.update_workflow(hijack, new_version=True) is False
+    assert await store.delete_workflow(a.id, wf_b.id) is False
+    assert await store.get_workflow_version(a.id, wf_b.id, 1) is None
+    assert await store.get_workflow_version(a.id, wf_b.id, 2) is None
+    assert await store.get_execution(a.id, queued_b.id) is None
+    assert (await store.list_executions(a.id)).items == []
+    assert (await store.list_executions(a.id, workflow_id=wf_b.id)).items == []
+    assert await store.count_queued(a.id) == 0
+    assert await store.list_step_runs(a.id, running_b.id) == []
+    assert await store.request_cancel(a.id, queued_b.id, now=at(1)) is None
+    assert await store.request_cancel(a.id, running_b.id, now=at(1)) is None
+
+    # ...and B's rows are untouched by all of the above.
+    token_b = await store.get_token_by_hash(b.token.token_hash)
+    assert token_b is not None
+    assert token_b.revoked_at is None
+    assert await store.get_credential(b.id, cred_b.id) is not None
+    still = await store.get_workflow(b.id, wf_b.id)
+    assert still is not None
+    assert still.model_dump() == wf_b.model_dump()
+    ex_q = await store.get_execution(b.id, queued_b.id)
+    ex_r = await store.get_execution(b.id, running_b.id)
+    assert ex_q is not None
+    assert ex_q.status is Q
+    assert ex_r is not None
+    assert ex_r.cancel_requested is False
+    assert await store.count_queued(b.id) == 1
+    assert len(await store.list_step_runs(b.id, running_b.id)) == 1
+
+
+# -- executions -------------------------------------------------------------------------------
+class TestCreateExecution:
+    async def test_round_trip(self, store: Store, acct: Account, wf: Workflow) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        got = await store.get_execution(acct.id, ex.id)
+        assert got is not None
+        assert got.model_dump() == ex.model_dump()
+        assert got.status is Q
+        assert isinstance(got.trigger, TriggerData)
+        assert_utc(got)
+        assert await store.get_execution(acct.id, "ex_missing") is None
+
+    async def test_count_queued(self, store: Store, acct: Account, wf: Workflow) -> None:
+        other = await new_account(store)
+        wf_other = await new_workflow(store, other.id)
+        for _ in range(3):
+            await new_execution(store, acct.id, wf.id)
+        await new_execution(store, other.id, wf_other.id)
+        running = await new_execution(store, acct.id, wf.id)
+        await claim(store, running.id)
+        assert await store.count_queued(acct.id) == 3
+        assert await store.count_queued(other.id) == 1
+        assert await store.count_queued() == 4
+
+
+class TestListExecutions:
+    @pytest.fixture
+    async def rows(self, store: Store, acct: Account, wf: Workflow) -> list[Execution]:
+        """Eleven executions of two workflows, pairs sharing a ``created_at`` (ties on id)."""
+        wf2 = await new_workflow(store, acct.id)
+        made = [
+            await new_execution(store, acct.id, (wf, wf2)[i % 3 == 0].id, created_at=at(i // 2))
+            for i in range(11)
+        ]
+        for ex in made[::4]:
+            await claim(store, ex.id)
+        await store.request_cancel(acct.id, made[1].id, now=at(9))
+        # Another tenant's rows, interleaved in time, must never show up.
+        other = await new_account(store)
+        wf_other = await new_workflow(store, other.id)
+        for i in range(4):
+            await new_execution(store, other.id, wf_other.id, created_at=at(i))
+        current = [await store.get_execution(acct.id, ex.id) for ex in made]
+        return [ex for ex in current if ex is not None]
+
+    @pytest.mark.parametrize("limit", [1, 2, 3, 11, 50])
+    @pytest.mark.parametrize("by_workflow", [False, True])
+    @pytest.mark.parametrize("status", [None, Q, R, ExecutionStatus.cancelled])
+    async def test_pages_cover_everything_once(
+        self,
+        store: Store,
+        acct: Account,
+        rows: list[Execution],
+        limit: int,
+        by_workflow: bool,
+        status: ExecutionStatus | None,
+    ) -> None:
+        workflow_id = rows[0].workflow_id if by_workflow else None
+        expected = sorted(
+            (
+                ex
+                for ex in rows
+                if (workflow_id is None or ex.workflow_id == workflow_id)
+                and (status is None or ex.status == status)
+            ),
+            key=lambda ex: (ex.created_at, ex.id),
+            reverse=True,
+        )
+        assert expected or status is ExecutionStatus.cancelled
+        seen: list[str] = []
+        before = None
+        for _ in range(len(rows) + 2):
+            page = await store.list_executions(
+                acct.id, workflow_id=workflow_id, status=status, before=before, limit=limit
+            )
+            assert len(page.items) <= limit
+            for ex in page.items:
+                assert_utc(ex)
+            seen += [ex.id for ex in page.items]
+            if page.next_key is None:
+                break
+            assert page.items
+            assert page.next_key == (page.items[-1].created_at, page.items[-1].id)
+            before = page.next_key
+        assert seen == [ex.id for ex in expected]
+
+    async def test_exact_fit_has_no_next_page(
+        self, store: Store, acct: Account, rows: list[Execution]
+    ) -> None:
+        page = await store.list_executions(acct.id, limit=len(rows))
+        assert len(page.items) == len(rows)
+        assert page.next_key is None
+
+
+class TestClaimExecution:
+    async def test_claim_sets_lease_attempt_and_deadline(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        claimed = await claim(store, ex.id, owner="w1", now=at(1), lease_s=30)
+        assert claimed is not None
+        assert claimed.status is R
+        assert claimed.lease_owner == "w1"
+        assert claimed.lease_expires_at == at(31)
+        assert claimed.attempt == 1
+        assert claimed.started_at == at(1)
+        assert claimed.deadline_at == at(1 + TIMEOUT_S)
+        assert_utc(claimed)
+        stored = await store.get_execution(acct.id, ex.id)
+        assert stored is not None
+        assert stored.model_dump() == claimed.model_dump()
+
+    async def test_second_claim_loses(self, store: Store, acct: Account, wf: Workflow) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        assert await claim(store, ex.id, owner="w1") is not None
+        assert await claim(store, ex.id, owner="w2") is None
+        stored = await store.get_execution(acct.id, ex.id)
+        assert stored is not None
+        assert stored.lease_owner == "w1"
+        assert stored.attempt == 1
+
+    async def test_unknown_and_terminal_are_not_claimed(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        assert await claim(store, "ex_missing") is None
+        ex = await new_execution(store, acct.id, wf.id)
+        await store.request_cancel(acct.id, ex.id, now=at(1))
+        assert await claim(store, ex.id) is None
+        stored = await store.get_execution(acct.id, ex.id)
+        assert stored is not None
+        assert stored.status is ExecutionStatus.cancelled
+        assert stored.attempt == 0
+
+    async def test_reclaim_keeps_started_at_and_deadline(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1", now=at(1))
+        assert await store.release_execution(ex.id, owner="w1") is True
+        again = await claim(store, ex.id, owner="w2", now=at(50), timeout_s=10)
+        assert again is not None
+        assert again.attempt == 2
+        assert again.lease_owner == "w2"
+        assert again.lease_expires_at == at(80)
+        assert again.started_at == at(1)
+        assert again.deadline_at == at(1 + TIMEOUT_S)
+
+    async def test_concurrent_claims_have_one_winner(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        results = await asyncio.gather(*(claim(store, ex.id, owner=f"w{n}") for n in range(5)))
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1
+        stored = await store.get_execution(acct.id, ex.id)
+        assert stored is not None
+        assert stored.lease_owner == winners[0].lease_owner
+        assert stored.attempt == 1
+
+
+class TestClaimNext:
+    async def test_oldest_first_up_to_limit(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        other = await new_account(store)
+        wf_other = await new_workflow(store, other.id)
+        made = [
+            await new_execution(
+                store,
+                (acct.id, other.id)[i % 2],
+                (wf.id, wf_other.id)[i % 2],
+                created_at=at(10 - i),
+            )
+            for i in range(5)
+        ]
+        done = await new_execution(store, acct.id, wf.id, created_at=at(-10))
+        await store.request_cancel(acct.id, done.id, now=T0)
+        claimed = await store.claim_next(
+            owner="w1", now=at(20), lease_until=at(50), timeout_s=TIMEOUT_S, limit=3
+        )
+        assert [ex.id for ex in claimed] == [made[4].id, made[3].id, made[2].id]
+        for ex in claimed:
+            assert ex.status is R
+            assert ex.lease_owner == "w1"
+            assert ex.lease_expires_at == at(50)
+            assert ex.attempt == 1
+            assert ex.started_at == at(20)
+            assert ex.deadline_at == at(20 + TIMEOUT_S)
+            assert_utc(ex)
+        rest = await store.claim_next(
+            owner="w2", now=at(20), lease_until=at(50), timeout_s=TIMEOUT_S, limit=10
+        )
+        assert [ex.id for ex in rest] == [made[1].id, made[0].id]
+        assert (
+            await store.claim_next(
+                owner="w3", now=at(20), lease_until=at(50), timeout_s=TIMEOUT_S, limit=10
+            )
+            == []
+        )
+
+    async def test_concurrent_callers_never_share(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ids = {(await new_execution(store, acct.id, wf.id, created_at=at(i))).id for i in range(50)}
+
+        async def worker(owner: str) -> list[Execution]:
+            got: list[Execution] = []
+            while batch := await store.claim_next(
+                owner=owner, now=T0, lease_until=at(30), timeout_s=TIMEOUT_S, limit=3
+            ):
+                got += batch
+            return got
+
+        owners = [f"w{n}" for n in range(5)]
+        results = await asyncio.gather(*(worker(owner) for owner in owners))
+        claimed = [ex.id for batch in results for ex in batch]
+        assert len(claimed) == len(set(claimed))
+        assert set(claimed) == ids
+        for owner, batch in zip(owners, results, strict=True):
+            for ex in batch:
+                stored = await store.get_execution(acct.id, ex.id)
+                assert stored is not None
+                assert (stored.status, stored.lease_owner, stored.attempt) == (R, owner, 1)
+        assert await store.count_queued() == 0
+
+
+class TestLeases:
+    async def test_renew_only_for_owner(self, store: Store, acct: Account, wf: Workflow) -> None:
+        mine, theirs, done, queued = [await new_execution(store, acct.id, wf.id) for _ in range(4)]
+        await claim(store, mine.id, owner="w1")
+        await claim(store, theirs.id, owner="w2")
+        await claim(store, done.id, owner="w1")
+        await store.finish_execution(
+            done.id, owner="w1", status=ExecutionStatus.succeeded, error=None, finished_at=at(1)
+        )
+        renewed = await store.renew_leases(
+            [mine.id, theirs.id, done.id, queued.id, "ex_missing"], owner="w1", lease_until=at(99)
+        )
+        assert renewed == {mine.id}
+        got_mine = await store.get_execution(acct.id, mine.id)
+        got_theirs = await store.get_execution(acct.id, theirs.id)
+        assert got_mine is not None
+        assert got_theirs is not None
+        assert got_mine.lease_expires_at == at(99)
+        assert got_theirs.lease_expires_at == at(30)
+        assert await store.renew_leases([], owner="w1", lease_until=at(99)) == set()
+
+    async def test_cancel_requested(self, store: Store, acct: Account, wf: Workflow) -> None:
+        asked, running, queued = [await new_execution(store, acct.id, wf.id) for _ in range(3)]
+        await claim(store, asked.id)
+        await claim(store, running.id)
+        await store.request_cancel(acct.id, asked.id, now=at(1))
+        ids = [asked.id, running.id, queued.id, "ex_missing"]
+        assert await store.cancel_requested(ids) == {asked.id}
+        assert await store.cancel_requested([]) == set()
+
+    async def test_release(self, store: Store, acct: Account, wf: Workflow) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1")
+        assert await store.release_execution(ex.id, owner="w2") is False
+        assert await store.release_execution(ex.id, owner="w1") is True
+        got = await store.get_execution(acct.id, ex.id)
+        assert got is not None
+        assert (got.status, got.lease_owner, got.lease_expires_at) == (Q, None, None)
+        assert await store.release_execution(ex.id, owner="w1") is False
+        assert await store.release_execution("ex_missing", owner="w1") is False
+
+
+class TestSteps:
+    async def test_record_and_list_in_order(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        second = make_step(ex, "b", position=1, output=["x", {"y": None}])
+        first_retry = make_step(ex, "a", position=0, attempt=2)
+        first = make_step(ex, "a", position=0, attempt=1, status=StepStatus.failed)
+        for step in (second, first_retry, first):
+            await store.record_step(step)
+        got = await store.list_step_runs(acct.id, ex.id)
+        assert [s.model_dump() for s in got] == [
+            first.model_dump(),
+            first_retry.model_dump(),
+            second.model_dump(),
+        ]
+        assert got[0].status is StepStatus.failed
+        for step in got:
+            assert_utc(step)
+        assert await store.list_step_runs(acct.id, "ex_missing") == []
+
+    async def test_record_replaces_the_same_attempt(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await store.record_step(make_step(ex, status=StepStatus.failed))
+        replaced = make_step(ex, output={"ts": 3}).model_copy(update={"error": None})
+        await store.record_step(replaced)
+        got = await store.list_step_runs(acct.id, ex.id)
+        assert [s.model_dump() for s in got] == [replaced.model_dump()]
+
+
+class TestFinishExecution:
+    async def test_owner_finishes_with_step(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1")
+        step = make_step(ex, status=StepStatus.failed)
+        assert (
+            await store.finish_execution(
+                ex.id,
+                owner="w1",
+                status=ExecutionStatus.failed,
+                error="boom",
+                finished_at=at(5),
+                step=step,
+            )
+            is True
+        )
+        got = await store.get_execution(acct.id, ex.id)
+        assert got is not None
+        assert (got.status, got.error, got.finished_at) == (ExecutionStatus.failed, "boom", at(5))
+        assert (got.lease_owner, got.lease_expires_at) == (None, None)
+        assert [s.model_dump() for s in await store.list_step_runs(acct.id, ex.id)] == [
+            step.model_dump()
+        ]
+
+    async def test_other_owner_writes_nothing(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1")
+        assert (
+            await store.finish_execution(
+                ex.id,
+                owner="w2",
+                status=ExecutionStatus.succeeded,
+                error=None,
+                finished_at=at(5),
+                step=make_step(ex),
+            )
+            is False
+        )
+        got = await store.get_execution(acct.id, ex.id)
+        assert got is not None
+        assert (got.status, got.lease_owner, got.finished_at) == (R, "w1", None)
+        assert await store.list_step_runs(acct.id, ex.id) == []
+
+    async def test_terminal_is_never_overwritten(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1")
+        assert (
+            await store.finish_execution(
+                ex.id, owner="w1", status=ExecutionStatus.succeeded, error=None, finished_at=at(5)
+            )
+            is True
+        )
+        assert (
+            await store.finish_execution(
+                ex.id,
+                owner="w1",
+                status=ExecutionStatus.failed,
+                error="late",
+                finished_at=at(6),
+                step=make_step(ex),
+            )
+            is False
+        )
+        got = await store.get_execution(acct.id, ex.id)
+        assert got is not None
+        assert (got.status, got.error, got.finished_at) == (
+            ExecutionStatus.succeeded,
+            None,
+            at(5),
+        )
+        assert await store.list_step_runs(acct.id, ex.id) == []
+
+    async def test_queued_and_unknown_are_not_finished(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        for execution_id in (ex.id, "ex_missing"):
+            assert (
+                await store.finish_execution(
+                    execution_id,
+                    owner="w1",
+                    status=ExecutionStatus.succeeded,
+                    error=None,
+                    finished_at=at(5),
+                )
+                is False
+            )
+        got = await store.get_execution(acct.id, ex.id)
+        assert got is not None
+        assert got.status is Q
+
+
+class TestRequestCancel:
+    async def test_queued_is_cancelled_at_once(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        got = await store.request_cancel(acct.id, ex.id, now=at(7))
+        assert got is not None
+        assert got.status is ExecutionStatus.cancelled
+        assert got.finished_at == at(7)
+        assert got.error
+        assert_utc(got)
+        stored = await store.get_execution(acct.id, ex.id)
+        assert stored is not None
+        assert stored.model_dump() == got.model_dump()
+        assert await store.count_queued(acct.id) == 0
+
+    async def test_running_gets_the_flag(self, store: Store, acct: Account, wf: Workflow) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1")
+        got = await store.request_cancel(acct.id, ex.id, now=at(7))
+        assert got is not None
+        assert (got.status, got.cancel_requested, got.lease_owner, got.finished_at) == (
+            R,
+            True,
+            "w1",
+            None,
+        )
+        # The worker then finishes it as cancelled.
+        assert (
+            await store.finish_execution(
+                ex.id,
+                owner="w1",
+                status=ExecutionStatus.cancelled,
+                error="cancelled",
+                finished_at=at(8),
+            )
+            is True
+        )
+
+    async def test_terminal_is_left_alone(self, store: Store, acct: Account, wf: Workflow) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1")
+        await store.finish_execution(
+            ex.id, owner="w1", status=ExecutionStatus.succeeded, error=None, finished_at=at(5)
+        )
+        before = await store.get_execution(acct.id, ex.id)
+        got = await store.request_cancel(acct.id, ex.id, now=at(7))
+        assert before is not None
+        assert got is not None
+        assert got.model_dump() == before.model_dump()
+        assert got.status is ExecutionStatus.succeeded
+        assert got.cancel_requested is False
+
+    async def test_unknown(self, store: Store, acct: Account) -> None:
+        assert await store.request_cancel(acct.id, "ex_missing", now=at(7)) is None
+
+
+class TestReap:
+    async def test_each_rule(self, store: Store, acct: Account, wf: Workflow) -> None:
+        names = [
+            "requeue",
+            "cancel",
+            "timeout_running",
+            "live_past_deadline",
+            "live",
+            "timeout_queued",
+            "queued",
+            "done",
+        ]
+        ex = {name: await new_execution(store, acct.id, wf.id) for name in names}
+        await claim(store, ex["requeue"].id, lease_s=30)
+        await claim(store, ex["cancel"].id, lease_s=30)
+        await store.request_cancel(acct.id, ex["cancel"].id, now=at(1))
+        await claim(store, ex["timeout_running"].id, lease_s=30, timeout_s=10)
+        await claim(store, ex["live_past_deadline"].id, lease_s=1000, timeout_s=10)
+        await claim(store, ex["live"].id, lease_s=1000)
+        await claim(store, ex["timeout_queued"].id, timeout_s=10)
+        await store.release_execution(ex["timeout_queued"].id, owner="w1")
+        await claim(store, ex["done"].id, timeout_s=10)
+        await store.finish_execution(
+            ex["done"].id,
+            owner="w1",
+            status=ExecutionStatus.succeeded,
+            error=None,
+            finished_at=at(5),
+        )
+
+        reaped = await store.reap(now=at(60))
+
+        assert set(reaped.requeued) == {ex["requeue"].id}
+        assert set(reaped.timed_out) == {ex["timeout_running"].id, ex["timeout_queued"].id}
+        got = {name: await store.get_execution(acct.id, e.id) for name, e in ex.items()}
+        state = {name: (e.status, e.lease_owner) for name, e in got.items() if e is not None}
+        assert state == {
+            "requeue": (Q, None),
+            "cancel": (ExecutionStatus.cancelled, None),
+            "timeout_running": (ExecutionStatus.timed_out, None),
+            "live_past_deadline": (R, "w1"),
+            "live": (R, "w1"),
+            "timeout_queued": (ExecutionStatus.timed_out, None),
+            "queued": (Q, None),
+            "done": (ExecutionStatus.succeeded, None),
+        }
+        for name in ("cancel", "timeout_running", "timeout_queued"):
+            ended = got[name]
+            assert ended is not None
+            assert ended.finished_at == at(60)
+            assert ended.error
+            assert ended.lease_expires_at is None
+        requeued = got["requeue"]
+        assert requeued is not None
+        assert requeued.lease_expires_at is None
+        assert requeued.finished_at is None
+        done = got["done"]
+        assert done is not None
+        assert done.finished_at == at(5)
+
+        # A second pass finds nothing left to do.
+        again = await store.reap(now=at(60))
+        assert (again.requeued, again.timed_out) == ([], [])
+
+        # The re-queued execution resumes as a second attempt of the same run.
+        reclaimed = await claim(store, ex["requeue"].id, owner="w2", now=at(61))
+        assert reclaimed is not None
+        assert (reclaimed.attempt, reclaimed.started_at, reclaimed.deadline_at) == (
+            2,
+            T0,
+            at(TIMEOUT_S),
+        )
+
+    async def test_lost_lease_cannot_finish(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1", lease_s=30)
+        await store.reap(now=at(60))
+        await claim(store, ex.id, owner="w2", now=at(61))
+        assert await store.renew_leases([ex.id], owner="w1", lease_until=at(99)) == set()
+        assert (
+            await store.finish_execution(
+                ex.id, owner="w1", status=ExecutionStatus.succeeded, error=None, finished_at=at(62)
+            )
+            is False
+        )
+        assert (
+            await store.finish_execution(
+                ex.id, owner="w2", status=ExecutionStatus.succeeded, error=None, finished_at=at(63)
+            )
+            is True
+        )
+
+
+async def test_queued_ids_oldest_first(store: Store, acct: Account, wf: Workflow) -> None:
+    other = await new_account(store)
+    wf_other = await new_workflow(store, other.id)
+    made = [
+        await new_execution(
+            store, (acct.id, other.id)[i % 2], (wf.id, wf_other.id)[i % 2], created_at=at(10 - i)
+        )
+        for i in range(6)
+    ]
+    await claim(store, made[5].id)
+    await store.request_cancel(acct.id, made[4].id, now=T0)
+    assert await store.queued_ids(limit=3) == [made[3].id, made[2].id, made[1].id]
+    assert await store.queued_ids(limit=10) == [m.id for m in made[3::-1]]
+
+
+# -- the factory and the migrations -----------------------------------------------------------
+class TestCreateStore:
+    @pytest.mark.parametrize(
+        ("url", "kind"),
+        [
+            ("memory://", MemoryStore),
+            ("sqlite+aiosqlite:///./x.db", SqlStore),
+            ("postgresql+asyncpg://u@localhost/db", SqlStore),
+        ],
+    )
+    def test_picks_the_adapter(self, url: str, kind: type) -> None:
+        assert isinstance(create_store(Settings(database_url=url)), kind)
+
+    @pytest.mark.parametrize("url", ["mysql://u@h/db", "sqlite:///x.db", "postgresql://h/db"])
+    def test_refuses_other_schemes(self, url: str) -> None:
+        with pytest.raises(ValueError, match="unsupported"):
+            create_store(Settings(database_url=url))
+
+
+def _schema_diff(url: str) -> list[Any]:
+    async def run() -> list[Any]:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda c: compare_metadata(
+                        MigrationContext.configure(c, opts={"compare_type": True}), metadata
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _table_names(url: str) -> set[str]:
+    async def run() -> set[str]:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+class TestMigrations:
+    def test_create_exactly_the_declared_schema(self, empty_sql_url: str) -> None:
+        in_thread(lambda: run_migrations(empty_sql_url))
+        assert in_thread(lambda: _schema_diff(empty_sql_url)) == []
+
+    def test_rerun_downgrade_and_upgrade(self, empty_sql_url: str) -> None:
+        in_thread(lambda: run_migrations(empty_sql_url))
+        in_thread(lambda: run_migrations(empty_sql_url))  # already at head: a no-op
+        config = alembic_config(empty_sql_url)
+        in_thread(lambda: command.downgrade(config, "base"))
+        assert in_thread(lambda: _table_names(empty_sql_url)) == {"alembic_version"}
+        in_thread(lambda: run_migrations(empty_sql_url))
+        assert in_thread(lambda: _table_names(empty_sql_url)) == {
+            "alembic_version",
+            *metadata.tables,
+        }
+
+
+_ = Connection  # re-exported type used only in lambdas' annotations by readers

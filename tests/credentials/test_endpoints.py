@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ipaas.runtime import Runtime
+from tests.conftest import signup
+
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/SENTINELsecretXYZ"
+
+
+async def create(client: httpx.AsyncClient, auth: dict[str, str], **body: object) -> httpx.Response:
+    return await client.post("/api/credentials", json=body, headers=auth)
+
+
+class TestCreate:
+    @pytest.mark.parametrize(
+        ("type_", "secret"),
+        [
+            ("slack", {"webhook_url": SLACK_URL}),
+            ("slack", {"bot_token": "xoxb-1234-SENTINELsecretXYZ"}),
+            ("discord", {"webhook_url": "https://discord.com/api/webhooks/1/SENTINELsecretXYZ"}),
+            ("openweather", {"api_key": "SENTINELsecretXYZ"}),
+            ("http", {"bearer_token": "SENTINELsecretXYZ", "base_url": "https://api.example.com"}),
+            ("http", {"basic": {"username": "u", "password": "SENTINELsecretXYZ"}}),
+        ],
+    )
+    async def test_secret_is_write_only_and_encrypted(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        type_: str,
+        secret: dict[str, object],
+    ) -> None:
+        response = await create(client, auth, name="main", type=type_, secret=secret)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert set(body) == {"id", "name", "type", "created_at"}
+        assert body["id"].startswith("cred_")
+        for path in ("/api/credentials", f"/api/credentials/{body['id']}"):
+            read = await client.get(path, headers=auth)
+            assert read.status_code == 200
+            assert "SENTINEL" not in read.text
+        stored = next(iter(runtime.store.credentials.values()))  # type: ignore[attr-defined]
+        assert "SENTINEL" not in stored.secret_ciphertext
+        assert "SENTINEL" not in repr(stored)
+        assert runtime.cipher.decrypt(stored.secret_ciphertext) == secret
+
+    async def test_wrong_secret_shape_is_422_without_echo(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await create(
+            client, auth, name="x", type="slack", secret={"webhook_url": "not a url SENTINEL"}
+        )
+        assert response.status_code == 422
+        assert "SENTINEL" not in response.text
+        details = response.json()["error"]["details"]
+        assert details[0]["loc"] == ["body", "secret", "webhook_url"]
+
+    async def test_both_slack_kinds_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await create(
+            client,
+            auth,
+            name="x",
+            type="slack",
+            secret={"webhook_url": SLACK_URL, "bot_token": "xoxb-12345678"},
+        )
+        assert response.status_code == 422
+
+    async def test_unknown_type_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await create(client, auth, name="x", type="smtp", secret={})
+        assert response.status_code == 422
+        assert response.json()["error"]["details"][0]["loc"] == ["body", "type"]
+
+
+class TestIsolation:
+    async def test_other_tenant_gets_404(self, client: httpx.AsyncClient) -> None:
+        a = await signup(client, "a@example.com")
+        b = await signup(client, "b@example.com")
+        a.pop("tenant_id")
+        b.pop("tenant_id")
+        created = await create(client, a, name="x", type="openweather", secret={"api_key": "k"})
+        cid = created.json()["id"]
+        assert (await client.get(f"/api/credentials/{cid}", headers=b)).status_code == 404
+        assert (await client.delete(f"/api/credentials/{cid}", headers=b)).status_code == 404
+        assert (await client.get("/api/credentials", headers=b)).json() == []
+        assert (await client.delete(f"/api/credentials/{cid}", headers=a)).status_code == 204
+        assert (await client.get(f"/api/credentials/{cid}", headers=a)).status_code == 404

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from ipaas.engine.connectors import REGISTRY, ConnectorError, StepContext
+from ipaas.engine.connectors.discord import DiscordMessage, DiscordMessageParams
+from ipaas.kit.http import HttpClient
+from tests.standins.server import StandinServer
+
+connector = DiscordMessage()
+GOOD_TOKEN = "good-token"
+
+
+def make_ctx(http: HttpClient, standin: StandinServer, token: str = GOOD_TOKEN) -> StepContext:
+    url = standin.discord_webhook_url("1200000000000000001", token)
+    return StepContext(http=http, secret={"webhook_url": url})
+
+
+async def run_error(ctx: StepContext, **params: Any) -> ConnectorError:
+    with pytest.raises(ConnectorError) as info:
+        await connector.run(ctx, DiscordMessageParams.model_validate(params))
+    return info.value
+
+
+def test_registered() -> None:
+    assert isinstance(REGISTRY["discord_message"], DiscordMessage)
+    assert DiscordMessage.credential_type == "discord"
+
+
+class TestParams:
+    def test_content(self) -> None:
+        params = DiscordMessageParams.model_validate({"content": "hi", "tts": "true", "wait": 1})
+        assert (params.content, params.tts, params.wait) == ("hi", True, True)
+
+    def test_embeds_alone(self) -> None:
+        params = DiscordMessageParams.model_validate({"embeds": [{"title": "Order 42"}]})
+        assert params.embeds == [{"title": "Order 42"}]
+
+    @pytest.mark.parametrize("config", [{}, {"content": ""}, {"embeds": []}, {"username": "x"}])
+    def test_needs_content_or_embeds(self, config: dict[str, Any]) -> None:
+        with pytest.raises(ValidationError, match="give content or embeds"):
+            DiscordMessageParams.model_validate(config)
+
+    def test_at_most_ten_embeds(self) -> None:
+        with pytest.raises(ValidationError, match="at most 10 items"):
+            DiscordMessageParams.model_validate({"embeds": [{"title": "x"}] * 11})
+
+    def test_content_limit(self) -> None:
+        with pytest.raises(ValidationError, match="at most 2000 characters"):
+            DiscordMessageParams.model_validate({"content": "x" * 2001})
+
+    def test_unknown_key(self) -> None:
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            DiscordMessageParams.model_validate({"content": "x", "text": "y"})
+
+
+class TestBuild:
+    def test_plain(self, http_client: HttpClient, standin: StandinServer) -> None:
+        params = DiscordMessageParams.model_validate({"content": "Order 42", "username": "shop"})
+        request = connector.build(make_ctx(http_client, standin), params)
+        assert request.method == "POST"
+        assert str(request.url) == standin.discord_webhook_url("1200000000000000001", GOOD_TOKEN)
+        assert request.headers["content-type"] == "application/json"
+        assert json.loads(request.content) == {"content": "Order 42", "username": "shop"}
+
+    def test_wait_and_thread_go_to_the_query(
+        self, http_client: HttpClient, standin: StandinServer
+    ) -> None:
+        params = DiscordMessageParams.model_validate(
+            {
+                "content": "hi",
+                "wait": True,
+                "thread_id": "1300000000000000001",
+                "allowed_mentions": {"parse": []},
+            }
+        )
+        request = connector.build(make_ctx(http_client, standin), params)
+        assert request.url.params == httpx.QueryParams(
+            {"wait": "true", "thread_id": "1300000000000000001"}
+        )
+        assert json.loads(request.content) == {"content": "hi", "allowed_mentions": {"parse": []}}
+
+    def test_query_of_the_webhook_url_is_kept(self, http_client: HttpClient) -> None:
+        secret = {"webhook_url": "https://discord.com/api/webhooks/1/t?thread_id=7"}
+        params = DiscordMessageParams.model_validate({"content": "hi", "wait": True})
+        request = connector.build(StepContext(http=http_client, secret=secret), params)
+        assert str(request.url) == "https://discord.com/api/webhooks/1/t?thread_id=7&wait=true"
+
+    def test_credential_without_url(self, http_client: HttpClient) -> None:
+        params = DiscordMessageParams.model_validate({"content": "hi"})
+        with pytest.raises(ConnectorError, match="no webhook_url") as info:
+            connector.build(StepContext(http=http_client, secret={}), params)
+        assert info.value.retryable is False
+
+
+class TestRun:
+    async def test_sent_204(self, http_client: HttpClient, clean_standin: StandinServer) -> None:
+        params = DiscordMessageParams.model_validate({"content": "Order 42 shipped"})
+        output = await connector.run(make_ctx(http_client, clean_standin), params)
+
+        assert output == {"status_code": 204, "message": None}
+        (received,) = clean_standin.requests(kind="discord")
+        assert received["body"] == {"content": "Order 42 shipped"}
+        assert clean_standin.stats()["discord_messages"] == 1
+
+    async def test_wait_returns_the_message(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        params = DiscordMessageParams.model_validate(
+            {
+                "content": "hi",
+                "embeds": [{"title": "Order 42"}],
+                "wait": True,
+                "thread_id": "1300000000000000001",
+            }
+        )
+        output = await connector.run(make_ctx(http_client, clean_standin), params)
+
+        assert output["status_code"] == 200
+        message = output["message"]
+        assert message["content"] == "hi"
+        assert message["embeds"] == [{"title": "Order 42"}]
+        assert message["channel_id"] == "1300000000000000001"
+        assert message["id"].isdigit()
+        (received,) = clean_standin.requests(kind="discord")
+        assert received["query"] == "wait=true&thread_id=1300000000000000001"
+
+    async def test_empty_message_is_final(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        # Discord trims content, so whitespace passes our params but not Discord.
+        error = await run_error(make_ctx(http_client, clean_standin), content="   ")
+        assert error.retryable is False
+        assert error.status_code == 400
+        assert error.remote_error == "Cannot send an empty message"
+
+    async def test_unknown_webhook_is_final(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        error = await run_error(make_ctx(http_client, clean_standin, "unknown-token"), content="x")
+        assert (error.retryable, error.status_code) == (False, 404)
+        assert error.remote_error == "Unknown Webhook"
+
+    async def test_rate_limited_is_retryable(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        error = await run_error(make_ctx(http_client, clean_standin, "ratelimited"), content="x")
+        assert (error.retryable, error.status_code) == (True, 429)
+        assert error.remote_error == "You are being rate limited."
+        # Discord's JSON ``retry_after`` (1.5) is more precise than its header (2).
+        assert error.retry_after_s == 1.5
+
+    async def test_server_error_is_retryable(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        error = await run_error(make_ctx(http_client, clean_standin, "error500"), content="x")
+        assert (error.retryable, error.status_code) == (True, 500)
+
+
+class TestParse:
+    def test_field_errors_are_kept(self) -> None:
+        request = httpx.Request("POST", "https://discord.com/api/webhooks/1/t")
+        body = {
+            "code": 50035,
+            "errors": {"embeds": {"0": {"url": {"_errors": [{"code": "URL_TYPE_INVALID_URL"}]}}}},
+            "message": "Invalid Form Body",
+        }
+        with pytest.raises(ConnectorError) as info:
+            connector.parse(httpx.Response(400, json=body, request=request))
+        assert info.value.remote_error is not None
+        assert info.value.remote_error.startswith("Invalid Form Body {")
+        assert "URL_TYPE_INVALID_URL" in info.value.remote_error

@@ -1,0 +1,379 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from ipaas.engine.reaper import reap_once
+from ipaas.engine.worker import Worker
+from ipaas.kit.clock import utcnow
+from ipaas.runtime import Runtime
+
+SENTINEL = "SENTINELsecretXYZ"
+
+
+async def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
+    """Poll a condition with a deadline (no sleeps as synchronisation)."""
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient, auth: dict[str, str], standin_url: str) -> None:
+        self.client = client
+        self.auth = auth
+        self.standin_url = standin_url
+
+    async def credential(self, type_: str, secret: dict[str, Any]) -> str:
+        r = await self.client.post(
+            "/api/credentials",
+            json={"name": type_, "type": type_, "secret": secret},
+            headers=self.auth,
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def slack(self, hook: str = f"T000/B000/{SENTINEL}") -> str:
+        return await self.credential(
+            "slack", {"webhook_url": f"{self.standin_url}/services/{hook}"}
+        )
+
+    async def workflow(self, steps: list[dict[str, Any]]) -> str:
+        r = await self.client.post(
+            "/api/workflows", json={"name": "wf", "steps": steps}, headers=self.auth
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def fire(self, workflow_id: str, body: Any) -> str:
+        r = await self.client.post(f"/api/webhooks/{workflow_id}", json=body)
+        assert r.status_code == 202, r.text
+        return str(r.json()["execution_id"])
+
+    async def execution(self, execution_id: str) -> dict[str, Any]:
+        r = await self.client.get(f"/api/executions/{execution_id}", headers=self.auth)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def received(self) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient() as c:
+            return list((await c.get(f"{self.standin_url}/_standin/requests")).json())
+
+
+@pytest.fixture
+async def api(client: httpx.AsyncClient, auth: dict[str, str], standin: Any) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient() as c:
+        await c.post(f"{standin.url}/_standin/reset")
+    return Api(client, auth, standin.url)
+
+
+@pytest.fixture
+async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
+    worker = Worker(runtime)
+    yield worker
+    await worker.stop(grace_s=0)
+
+
+class TestRun:
+    async def test_webhook_to_slack(self, api: Api, worker: Worker) -> None:
+        cred = await api.slack()
+        wf = await api.workflow(
+            [
+                {
+                    "id": "notify",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "Order {{ trigger.body.order.id }}"},
+                }
+            ]
+        )
+        ex = await api.fire(wf, {"order": {"id": 1042}})
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "succeeded", detail
+        assert detail["started_at"]
+        assert detail["finished_at"]
+        [step] = detail["steps"]
+        assert step["status"] == "succeeded"
+        assert step["input"] == {"text": "Order 1042"}
+        assert step["attempt"] == 1
+        assert step["duration_ms"] >= 0
+        bodies = [r["body"] for r in await api.received()]
+        assert {"text": "Order 1042"} in bodies
+
+    async def test_outputs_flow_between_steps(self, api: Api, worker: Worker) -> None:
+        weather = await api.credential(
+            "openweather", {"api_key": "good-key-123", "base_url": api.standin_url}
+        )
+        slack = await api.slack()
+        wf = await api.workflow(
+            [
+                {
+                    "id": "weather",
+                    "type": "openweather",
+                    "credential_id": weather,
+                    "config": {"city": "{{ trigger.body.city }}", "units": "metric"},
+                },
+                {
+                    "id": "notify",
+                    "type": "slack_message",
+                    "credential_id": slack,
+                    "config": {
+                        "text": "{{ steps.weather.output.name }}: "
+                        "{{ steps.weather.output.main.temp }}C"
+                    },
+                },
+            ]
+        )
+        ex = await api.fire(wf, {"city": "Berlin"})
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "succeeded", detail
+        weather_out = detail["steps"][0]["output"]
+        text = detail["steps"][1]["input"]["text"]
+        assert text == f"{weather_out['name']}: {weather_out['main']['temp']}C"
+
+    async def test_remote_error_is_recorded_and_execution_fails(
+        self, api: Api, worker: Worker
+    ) -> None:
+        cred = await api.slack(hook="T000/B000/unknown")
+        wf = await api.workflow(
+            [
+                {
+                    "id": "notify",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "hi"},
+                },
+                {
+                    "id": "never",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "not reached"},
+                },
+            ]
+        )
+        ex = await api.fire(wf, {})
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "failed"
+        assert len(detail["steps"]) == 1
+        assert "404" in detail["steps"][0]["error"]
+        assert "no_service" in detail["steps"][0]["error"]
+        assert detail["error"] == detail["steps"][0]["error"]
+
+    async def test_bad_rendered_params_fail_the_step(self, api: Api, worker: Worker) -> None:
+        wf = await api.workflow(
+            [
+                {
+                    "id": "call",
+                    "type": "http_request",
+                    "config": {"url": f"{api.standin_url}/echo", "method": "{{ trigger.body.m }}"},
+                }
+            ]
+        )
+        ex = await api.fire(wf, {"m": "TELEPORT"})
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "failed"
+        assert "method" in detail["steps"][0]["error"]
+
+    async def test_secrets_never_reach_records(
+        self, api: Api, worker: Worker, runtime: Runtime
+    ) -> None:
+        cred = await api.credential(
+            "http",
+            {
+                "base_url": api.standin_url,
+                "bearer_token": SENTINEL,
+                "headers": {"X-Api-Key": SENTINEL},
+            },
+        )
+        wf = await api.workflow(
+            [
+                {
+                    "id": "call",
+                    "type": "http_request",
+                    "credential_id": cred,
+                    "config": {"path": "/echo", "method": "POST", "json": {"hello": "world"}},
+                }
+            ]
+        )
+        ex = await api.fire(wf, {})
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "succeeded", detail
+        # The echo stand-in reflects the headers it received, secret ones included.
+        received = await api.received()
+        assert any(SENTINEL in str(r["headers"]) for r in received)
+        assert SENTINEL not in str(detail)
+        steps = await runtime.store.list_step_runs(detail_tenant(runtime, ex), ex)
+        assert SENTINEL not in str([s.model_dump() for s in steps])
+
+    async def test_running_executions_keep_their_version(self, api: Api, worker: Worker) -> None:
+        cred = await api.slack()
+        steps = [
+            {"id": "n", "type": "slack_message", "credential_id": cred, "config": {"text": "v1"}}
+        ]
+        wf = await api.workflow(steps)
+        ex = await api.fire(wf, {})
+        steps[0]["config"] = {"text": "v2"}
+        r = await api.client.put(
+            f"/api/workflows/{wf}", json={"name": "wf", "steps": steps}, headers=api.auth
+        )
+        assert r.json()["version"] == 2
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["workflow_version"] == 1
+        assert detail["steps"][0]["input"] == {"text": "v1"}
+
+
+def detail_tenant(runtime: Runtime, execution_id: str) -> str:
+    return runtime.store.executions[execution_id].tenant_id  # type: ignore[attr-defined,no-any-return]
+
+
+class TestRecovery:
+    async def test_resumes_after_the_last_completed_step(
+        self, api: Api, runtime: Runtime, worker: Worker
+    ) -> None:
+        cred = await api.slack()
+        wf = await api.workflow(
+            [
+                {
+                    "id": "one",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "first"},
+                },
+                {
+                    "id": "two",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "second"},
+                },
+            ]
+        )
+        ex = await api.fire(wf, {})
+        # A worker that completed step one, then died (its lease is left to expire).
+        crashed = Worker(runtime)
+        [claimed] = await crashed._claim([ex])
+        run = await crashed.executor._prepare(claimed)
+        assert run is not None
+        run.definition.steps = run.definition.steps[:1]
+        from ipaas.engine.steps import run_steps
+
+        async def checkpoint(step: Any, _final: Any, _preview: Any) -> None:
+            await runtime.store.record_step(step)
+
+        await run_steps(run, checkpoint)
+        assert [r["body"]["text"] for r in await api.received()] == ["first"]
+        store = runtime.store.executions[ex]  # type: ignore[attr-defined]
+        store.lease_expires_at = utcnow() - timedelta(seconds=1)
+        reaped = await reap_once(runtime)
+        assert reaped.requeued == [ex]
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "succeeded"
+        assert detail["attempt"] == 2
+        assert [s["step_id"] for s in detail["steps"]] == ["one", "two"]
+        assert [r["body"]["text"] for r in await api.received()] == ["first", "second"]
+
+    async def test_reaper_times_out_overdue_executions(self, api: Api, runtime: Runtime) -> None:
+        cred = await api.slack()
+        wf = await api.workflow(
+            [{"id": "n", "type": "slack_message", "credential_id": cred, "config": {"text": "x"}}]
+        )
+        ex = await api.fire(wf, {})
+        crashed = Worker(runtime)
+        await crashed._claim([ex])
+        row = runtime.store.executions[ex]  # type: ignore[attr-defined]
+        row.lease_expires_at = row.deadline_at = utcnow() - timedelta(seconds=1)
+        reaped = await reap_once(runtime)
+        assert reaped.timed_out == [ex]
+        assert (await api.execution(ex))["status"] == "timed_out"
+
+
+class TestStop:
+    async def _slow(self, api: Api, seconds: float = 30) -> str:
+        return await api.workflow(
+            [
+                {
+                    "id": "slow",
+                    "type": "http_request",
+                    "config": {"url": f"{api.standin_url}/slow?seconds={seconds}"},
+                }
+            ]
+        )
+
+    async def test_cancel_running_stops_the_http_call(
+        self, api: Api, runtime: Runtime, worker: Worker
+    ) -> None:
+        wf = await self._slow(api)
+        ex = await api.fire(wf, {})
+        await worker.start(reaper=False)
+
+        async def in_flight() -> bool:
+            return any(r["path"] == "/slow" for r in await api.received())
+
+        await wait_for(in_flight)
+        started = time.monotonic()
+        r = await api.client.post(f"/api/executions/{ex}/cancel", headers=api.auth)
+        assert r.status_code == 200
+
+        async def cancelled() -> bool:
+            return (await api.execution(ex))["status"] == "cancelled"
+
+        await wait_for(cancelled)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        assert elapsed_ms < 1000
+        detail = await api.execution(ex)
+        assert detail["steps"][0]["status"] == "cancelled"
+
+    async def test_cancel_queued(self, api: Api) -> None:
+        wf = await self._slow(api)
+        ex = await api.fire(wf, {})
+        r = await api.client.post(f"/api/executions/{ex}/cancel", headers=api.auth)
+        assert r.json()["status"] == "cancelled"
+        again = await api.client.post(f"/api/executions/{ex}/cancel", headers=api.auth)
+        assert again.json()["status"] == "cancelled"
+
+    async def test_execution_timeout_ends_in_timed_out(
+        self, api: Api, runtime: Runtime, worker: Worker
+    ) -> None:
+        runtime.settings.execution_timeout_s = 0.3
+        wf = await self._slow(api)
+        ex = await api.fire(wf, {})
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "timed_out"
+        assert detail["steps"][0]["status"] == "timed_out"
+
+    async def test_concurrency_is_bounded_and_nothing_is_dropped(
+        self, api: Api, runtime: Runtime
+    ) -> None:
+        runtime.settings.queue_buffer = 5
+        worker = Worker(runtime, concurrency=4)
+        wf = await self._slow(api, seconds=0.05)
+        ids = [await api.fire(wf, {"n": i}) for i in range(40)]
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, worker.running)
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample())
+        await worker.run_until_empty()
+        sampler.cancel()
+        statuses = {(await api.execution(ex))["status"] for ex in ids}
+        assert statuses == {"succeeded"}
+        assert 1 < peak <= 4

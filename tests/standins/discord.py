@@ -1,0 +1,143 @@
+"""Discord: execute webhook, ``POST /api/webhooks/{id}/{token}`` (also ``/api/v10/...``).
+
+Answers ``204`` (``200`` with the created message when ``?wait=true``), ``400`` JSON errors
+with Discord's codes, ``404 Unknown Webhook`` for a non-numeric id or a token containing
+``unknown``, and 429 / 500 / 503 for a token containing ``ratelimited`` / ``error500`` /
+``unavailable``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.standins.routing import magic_status, recorded
+from tests.standins.state import StandinState
+
+MAX_CONTENT_CHARS = 2000
+MAX_EMBEDS = 10
+#: Discord's epoch (2015-01-01) for snowflake ids.
+_DISCORD_EPOCH_MS = 1_420_070_400_000
+_sequence = itertools.count()
+
+
+def _snowflake() -> str:
+    ms = int(time.time() * 1000) - _DISCORD_EPOCH_MS
+    return str((ms << 22) | (next(_sequence) % 4096))
+
+
+def _error(status: int, message: str, code: int, **extra: Any) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, **extra}, status)
+
+
+def _too_long(field: str, limit: int) -> JSONResponse:
+    detail = {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {limit} or fewer in length."}
+    return _error(400, "Invalid Form Body", 50035, errors={field: {"_errors": [detail]}})
+
+
+def _forced(request: Request, body: bytes, status: int, retry_after: float | None) -> Response:
+    if status == 429:
+        seconds = 1.5 if retry_after is None else retry_after
+        headers = {
+            # The header is whole seconds, rounded up; the JSON keeps the precision.
+            "retry-after": str(int(-(-seconds // 1))),
+            "x-ratelimit-limit": "5",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset-after": str(seconds),
+            "x-ratelimit-scope": "shared",
+        }
+        content = {
+            "message": "You are being rate limited.",
+            "retry_after": seconds,
+            "global": False,
+        }
+        return JSONResponse(content, 429, headers=headers)
+    if status == 404:
+        return _error(404, "Unknown Webhook", 10015)
+    if status == 401:
+        return _error(401, "Invalid Webhook Token", 50027)
+    return JSONResponse({"message": f"{status}: Internal Server Error", "code": 0}, status)
+
+
+def _content_error(payload: Any) -> JSONResponse | None:
+    if not isinstance(payload, dict):
+        return _error(400, "Invalid Form Body", 50035)
+    content, embeds = payload.get("content"), payload.get("embeds")
+    if content is not None and not isinstance(content, str):
+        detail = {"code": "STRING_TYPE_CONVERT", "message": "Could not interpret as string."}
+        return _error(400, "Invalid Form Body", 50035, errors={"content": {"_errors": [detail]}})
+    if isinstance(content, str) and len(content) > MAX_CONTENT_CHARS:
+        return _too_long("content", MAX_CONTENT_CHARS)
+    if embeds is not None and (not isinstance(embeds, list) or len(embeds) > MAX_EMBEDS):
+        return _too_long("embeds", MAX_EMBEDS)
+    # Discord trims content: whitespace alone is empty too.
+    if not (content or "").strip() and not embeds:
+        return _error(400, "Cannot send an empty message", 50006)
+    return None
+
+
+def _message(webhook_id: str, payload: dict[str, Any], thread_id: str | None) -> dict[str, Any]:
+    return {
+        "id": _snowflake(),
+        "type": 0,
+        "content": payload.get("content") or "",
+        "channel_id": thread_id or "1100000000000000001",
+        "author": {
+            "bot": True,
+            "id": webhook_id,
+            "username": payload.get("username") or "Captain Hook",
+            "avatar": None,
+            "discriminator": "0000",
+        },
+        "attachments": [],
+        "embeds": payload.get("embeds") or [],
+        "mentions": [],
+        "mention_roles": [],
+        "pinned": False,
+        "mention_everyone": False,
+        "tts": bool(payload.get("tts", False)),
+        "timestamp": datetime.now(UTC).isoformat(),
+        "edited_timestamp": None,
+        "flags": 0,
+        "components": [],
+        "webhook_id": webhook_id,
+    }
+
+
+def routes(state: StandinState) -> list[Route]:
+    async def execute(request: Request, body: bytes) -> Response:
+        webhook_id = request.path_params["webhook_id"]
+        token = request.path_params["token"]
+        forced = magic_status(token)
+        if forced is not None:
+            return _forced(request, body, forced, None)
+        if not webhook_id.isdigit() or "unknown" in token.lower():
+            return _error(404, "Unknown Webhook", 10015)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return _error(400, "The request body contains invalid JSON.", 50109)
+        problem = _content_error(payload)
+        if problem is not None:
+            return problem
+        key = payload.get("content") or json.dumps(payload.get("embeds"), sort_keys=True)
+        state.deliver("discord", key)
+        if request.query_params.get("wait", "").lower() in ("true", "1"):
+            thread_id = request.query_params.get("thread_id")
+            return JSONResponse(_message(webhook_id, payload, thread_id))
+        return Response(status_code=204)
+
+    return [
+        recorded(state, "discord", path, execute, _forced)
+        for path in (
+            "/api/webhooks/{webhook_id}/{token}",
+            "/api/v{version:int}/webhooks/{webhook_id}/{token}",
+        )
+    ]

@@ -1,0 +1,176 @@
+"""What a stand-in saw: every request, delivered messages, injected faults, slow calls.
+
+Handlers run on the server's event loop thread while tests read from theirs, so every
+mutation and every snapshot holds one lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: Requests kept for ``GET /_standin/requests``; counters in ``stats()`` are never cut.
+DEFAULT_MAX_REQUESTS = 100_000
+
+
+@dataclass(slots=True)
+class Fault:
+    """Answer the next ``count`` requests under ``path_prefix`` with ``status`` (after
+    ``delay_s``); ``status=None`` only delays; ``count=None`` lasts until reset."""
+
+    path_prefix: str = "/"
+    status: int | None = None
+    count: int | None = 1
+    retry_after: float | None = None
+    delay_s: float = 0.0
+
+
+def parse_body(body: bytes) -> Any:
+    """A recorded body: the JSON value when it is JSON, else the text."""
+    if not body:
+        return None
+    text = body.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class StandinState:
+    def __init__(self, *, max_requests: int = DEFAULT_MAX_REQUESTS) -> None:
+        self._lock = threading.Lock()
+        self._requests: deque[dict[str, Any]] = deque(maxlen=max_requests)
+        self._seq = 0
+        self._by_kind: Counter[str] = Counter()
+        self._by_status: Counter[int] = Counter()
+        #: Delivered message texts per service (``slack``, ``discord``).
+        self._delivered: dict[str, Counter[str]] = {}
+        self._faults: list[Fault] = []
+        self._slow_calls: dict[str, dict[str, Any]] = {}
+        #: Set when the server stops, so slow handlers finish instead of holding it open.
+        self.closing = threading.Event()
+
+    def record(
+        self,
+        *,
+        kind: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        status: int,
+        received_at: float,
+        received_monotonic: float,
+    ) -> None:
+        entry = {
+            "kind": kind,
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            # Parsed when read: recording stays cheap under benchmark load.
+            "body": body,
+            "status": status,
+            "received_at": received_at,
+            "received_monotonic": received_monotonic,
+        }
+        with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
+            self._requests.append(entry)
+            self._by_kind[kind] += 1
+            self._by_status[status] += 1
+
+    def deliver(self, service: str, text: str) -> None:
+        """Count one message the stand-in accepted, keyed by its text to spot duplicates."""
+        with self._lock:
+            self._delivered.setdefault(service, Counter())[text] += 1
+
+    def requests(
+        self, *, kind: str | None = None, path_prefix: str | None = None
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            entries = list(self._requests)
+        return [
+            {**e, "body": parse_body(e["body"])}
+            for e in entries
+            if (kind is None or e["kind"] == kind)
+            and (path_prefix is None or e["path"].startswith(path_prefix))
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            stats: dict[str, Any] = {
+                "requests": sum(self._by_kind.values()),
+                "by_kind": dict(self._by_kind),
+                "by_status": {str(k): v for k, v in sorted(self._by_status.items())},
+                "messages": 0,
+                "duplicate_texts": 0,
+            }
+            for service in ("slack", "discord"):
+                texts = self._delivered.get(service, Counter())
+                total = sum(texts.values())
+                duplicates = total - len(texts)
+                stats[f"{service}_messages"] = total
+                stats[f"{service}_distinct_texts"] = len(texts)
+                stats[f"{service}_duplicate_texts"] = duplicates
+                # The most repeated texts, to show what a durability test delivered twice.
+                stats[f"{service}_duplicates"] = {
+                    text: n for text, n in texts.most_common(20) if n > 1
+                }
+                stats["messages"] += total
+                stats["duplicate_texts"] += duplicates
+        return stats
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._by_kind.clear()
+            self._by_status.clear()
+            self._delivered.clear()
+            self._faults.clear()
+            self._slow_calls.clear()
+
+    def add_fault(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(f) for f in self._faults]
+
+    def take_fault(self, path: str) -> Fault | None:
+        """The first fault matching ``path``, using up one of its ``count``."""
+        with self._lock:
+            for fault in self._faults:
+                if path.startswith(fault.path_prefix):
+                    if fault.count is not None:
+                        fault.count -= 1
+                        if fault.count <= 0:
+                            self._faults.remove(fault)
+                    return fault
+        return None
+
+    def slow_event(self, call_id: str, event: str, **fields: Any) -> None:
+        """Record when a ``/slow`` call started, saw its client go, or completed."""
+        with self._lock:
+            call = self._slow_calls.setdefault(call_id, {"id": call_id, "outcome": "running"})
+            call[f"{event}_at"] = time.time()
+            call[f"{event}_monotonic"] = time.monotonic()
+            call.update(fields)
+            if event != "started":
+                call["outcome"] = event
+
+    def slow_calls(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(c) for c in self._slow_calls.values()]
+
+    def slow_call(self, call_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            call = self._slow_calls.get(call_id)
+            return dict(call) if call is not None else None

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.conftest import signup
+
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXX"
+
+
+async def slack_credential(client: httpx.AsyncClient, auth: dict[str, str]) -> str:
+    response = await client.post(
+        "/api/credentials",
+        json={"name": "slack", "type": "slack", "secret": {"webhook_url": SLACK_URL}},
+        headers=auth,
+    )
+    return str(response.json()["id"])
+
+
+def general(credential_id: str, text: str = "Order {{ trigger.body.id }}") -> dict[str, object]:
+    return {
+        "name": "Orders to Slack",
+        "trigger": {"type": "webhook"},
+        "steps": [
+            {
+                "id": "notify",
+                "type": "slack_message",
+                "credential_id": credential_id,
+                "config": {"text": text},
+            }
+        ],
+    }
+
+
+class TestCreate:
+    async def test_general_shape(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+        cid = await slack_credential(client, auth)
+        response = await client.post("/api/workflows", json=general(cid), headers=auth)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["id"].startswith("wf_")
+        assert body["active"] is True
+        assert body["version"] == 1
+        assert body["webhook_url"] == f"http://ipaas.test/api/webhooks/{body['id']}"
+        assert body["steps"][0]["config"] == {"text": "Order {{ trigger.body.id }}"}
+
+    async def test_seed_shape_is_stored_as_general_shape(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        # The seed's dry-run example, verbatim but for the credential id.
+        seed = {
+            "name": "Test Slack",
+            "trigger_type": "webhook",
+            "action_type": "slack_message",
+            "config_json": json.dumps({"credential_id": cid, "slack_message": "Test"}),
+        }
+        response = await client.post("/api/workflows", json=seed, headers=auth)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["trigger"] == {"type": "webhook"}
+        assert body["steps"] == [
+            {
+                "id": "action",
+                "type": "slack_message",
+                "name": None,
+                "credential_id": cid,
+                "config": {"slack_message": "Test"},
+                "timeout_s": None,
+            }
+        ]
+
+    async def test_seed_shape_with_bad_config_json_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        seed = {
+            "name": "x",
+            "trigger_type": "webhook",
+            "action_type": "slack_message",
+            "config_json": "{not json",
+        }
+        response = await client.post("/api/workflows", json=seed, headers=auth)
+        assert response.status_code == 422
+        assert "config_json" in response.text
+
+    async def test_bad_step_config_is_422_naming_the_field(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        body = general(cid)
+        body["steps"][0]["config"] = {"text": "hi", "colour": "red"}  # type: ignore[index]
+        response = await client.post("/api/workflows", json=body, headers=auth)
+        assert response.status_code == 422
+        details = response.json()["error"]["details"]
+        assert ["body", "steps", 0, "config", "colour"] in [d["loc"] for d in details]
+
+    async def test_templated_values_are_checked_after_rendering(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/api/workflows",
+            json={
+                "name": "weather",
+                "steps": [
+                    {
+                        "id": "w",
+                        "type": "http_request",
+                        "config": {"url": "http://example.com", "method": "{{ trigger.body.m }}"},
+                    }
+                ],
+            },
+            headers=auth,
+        )
+        assert response.status_code == 201, response.text
+
+    async def test_unknown_type_missing_credential_and_bad_template(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/api/workflows",
+            json={
+                "name": "x",
+                "steps": [
+                    {"id": "a", "type": "fax_message", "config": {}},
+                    {"id": "b", "type": "slack_message", "config": {"text": "hi"}},
+                    {"id": "c", "type": "http_request", "config": {"url": "{{ oops"}},
+                ],
+            },
+            headers=auth,
+        )
+        assert response.status_code == 422
+        locs = {tuple(d["loc"]) for d in response.json()["error"]["details"]}
+        assert ("body", "steps", 0, "type") in locs
+        assert ("body", "steps", 1, "credential_id") in locs
+        assert ("body", "steps", 2, "url") in locs
+
+    async def test_credential_of_wrong_type_or_tenant_is_422(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        a = await signup(client, "a@example.com")
+        b = await signup(client, "b@example.com")
+        a.pop("tenant_id")
+        b.pop("tenant_id")
+        a_cred = await slack_credential(client, a)
+        response = await client.post("/api/workflows", json=general(a_cred), headers=b)
+        assert response.status_code == 422
+        assert response.json()["error"]["details"][0]["type"] == "credential_not_found"
+
+
+class TestUpdate:
+    async def test_put_makes_a_new_version_and_patch_deactivates(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        wf = (await client.post("/api/workflows", json=general(cid), headers=auth)).json()
+        put = await client.put(
+            f"/api/workflows/{wf['id']}",
+            json=general(cid, "v2 {{ trigger.body.id }}"),
+            headers=auth,
+        )
+        assert put.status_code == 200
+        assert put.json()["version"] == 2
+        renamed = await client.patch(
+            f"/api/workflows/{wf['id']}", json={"name": "renamed"}, headers=auth
+        )
+        assert renamed.json()["version"] == 2  # a rename is not a new version
+        off = await client.patch(f"/api/workflows/{wf['id']}", json={"active": False}, headers=auth)
+        assert off.status_code == 200
+        assert off.json()["active"] is False
+        got = await client.get(f"/api/workflows/{wf['id']}", headers=auth)
+        assert got.json()["name"] == "renamed"
+        assert got.json()["steps"][0]["config"]["text"].startswith("v2")
+
+    async def test_delete_then_404(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+        cid = await slack_credential(client, auth)
+        wf = (await client.post("/api/workflows", json=general(cid), headers=auth)).json()
+        assert (await client.delete(f"/api/workflows/{wf['id']}", headers=auth)).status_code == 204
+        assert (await client.get(f"/api/workflows/{wf['id']}", headers=auth)).status_code == 404
+        assert (await client.post(f"/api/webhooks/{wf['id']}", json={})).status_code == 404
+
+    async def test_other_tenant_gets_404_everywhere(self, client: httpx.AsyncClient) -> None:
+        a = await signup(client, "a@example.com")
+        b = await signup(client, "b@example.com")
+        a.pop("tenant_id")
+        b.pop("tenant_id")
+        cid = await slack_credential(client, a)
+        wf = (await client.post("/api/workflows", json=general(cid), headers=a)).json()
+        path = f"/api/workflows/{wf['id']}"
+        assert (await client.get(path, headers=b)).status_code == 404
+        assert (await client.patch(path, json={"active": False}, headers=b)).status_code == 404
+        assert (await client.put(path, json=general(cid), headers=b)).status_code == 404
+        assert (await client.delete(path, headers=b)).status_code == 404
+        assert (await client.post(f"{path}/run", headers=b)).status_code == 404
+        assert (await client.post(f"{path}/dry-run", headers=b)).status_code == 404
+        assert (await client.get("/api/workflows", headers=b)).json() == []
