@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ipaas.errors import PayloadTooLarge
 from ipaas.kit.ids import new_id
+
+_log = structlog.get_logger("ipaas.access")
 
 
 def _too_large_body(limit: int) -> bytes:
@@ -84,11 +87,27 @@ class RequestIdMiddleware:
                 break
         request_id = request_id or new_id("req")
         header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
             await self.app(scope, receive, send_with_id)
+        finally:
+            # tenant_id joins the context once a bearer token is authenticated.
+            _log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()

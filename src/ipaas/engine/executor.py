@@ -80,13 +80,16 @@ class Executor:
             status = await run_steps(run, on_step)
             if not finished:
                 await finish(status, None, None)
+            log.info("execution_finished", status=status.value, attempt=execution.attempt)
             return status
         except asyncio.CancelledError:
             reason = self.runtime.cancels.reason(execution.id)
             if reason in _STOP_FINAL and not finished:
                 status, error = _STOP_FINAL[reason]
                 await finish(status, error, None)
-                return status
+            log.info("execution_stopped", reason=reason.value if reason else None)
+            if reason in _STOP_FINAL:
+                return _STOP_FINAL[reason][0]
             if reason is StopReason.shutdown and not finished:
                 await store.release_execution(execution.id, owner=self.owner)
             return None

@@ -88,12 +88,18 @@ class Redactor:
         return value
 
 
+#: Credential fields that configure where a call goes rather than prove who makes it.
+NON_SECRET_FIELDS = frozenset({"base_url"})
+
+
 def secret_strings(value: Any) -> list[str]:
     """Every string leaf of a credential's secret, so it can be scrubbed from text."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in secret_strings(v)]
+        return [
+            s for k, v in value.items() if k not in NON_SECRET_FIELDS for s in secret_strings(v)
+        ]
     if isinstance(value, list | tuple):
         return [s for v in value for s in secret_strings(v)]
     return []
@@ -113,7 +119,8 @@ def mask_url(url: str, redactor: Redactor) -> str:
         safe="*",
     )
     path = parts.path
-    if redactor and redactor.text(url) != url and redactor.text(path) == path:
+    base = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    if redactor and redactor.text(base) != base and redactor.text(path) == path:
         # The secret spans host and path (a whole webhook URL): hide the path.
         path = "/" + MASK
     else:

@@ -27,7 +27,7 @@ _TIMED_OUT = "execution timed out"
 
 def _scoped(table: sa.Table, tenant_id: str) -> sa.ColumnElement[bool]:
     """The tenant filter: every tenant-scoped query goes through here."""
-    return sa.true()
+    return table.c.tenant_id == tenant_id
 
 
 def _utc(value: datetime) -> sa.BindParameter[datetime]:

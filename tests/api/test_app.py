@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+
+from ipaas.api.app import create_app
+from ipaas.config import Settings
+from ipaas.runtime import Runtime
+from ipaas.stores.memory import MemoryStore
+
+
+@asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime=Runtime.build(settings, store=MemoryStore()), workers=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+PREFLIGHT = {
+    "Origin": "https://console.example.com",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization,content-type",
+}
+
+
+class TestCors:
+    async def test_closed_by_default(self, settings: Settings) -> None:
+        async with client_for(settings) as client:
+            r = await client.options("/api/workflows", headers=PREFLIGHT)
+            assert "access-control-allow-origin" not in r.headers
+            r = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in r.headers
+
+    async def test_configured_origins_only(self, settings: Settings) -> None:
+        settings = settings.model_copy(update={"cors_origins": ["https://console.example.com"]})
+        async with client_for(settings) as client:
+            r = await client.options("/api/workflows", headers=PREFLIGHT)
+            assert r.status_code == 200
+            assert r.headers["access-control-allow-origin"] == "https://console.example.com"
+            r = await client.options(
+                "/api/workflows", headers={**PREFLIGHT, "Origin": "https://evil.example"}
+            )
+            assert r.status_code == 400
+            assert "access-control-allow-origin" not in r.headers
+
+    def test_env_list_is_comma_separated(self, monkeypatch: object) -> None:
+        import os
+
+        os.environ["IPAAS_CORS_ORIGINS"] = "https://a.example, https://b.example"
+        try:
+            assert Settings().cors_origins == ["https://a.example", "https://b.example"]
+        finally:
+            del os.environ["IPAAS_CORS_ORIGINS"]
+
+
+class TestErrors:
+    async def test_unknown_route_and_method_are_json(self, settings: Settings) -> None:
+        async with client_for(settings) as client:
+            r = await client.get("/api/nope")
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "not_found"
+            r = await client.delete("/api/auth/signup")
+            assert r.status_code == 405
+            assert r.json()["error"]["code"] == "method_not_allowed"
+
+    async def test_malformed_json_is_422(self, settings: Settings) -> None:
+        async with client_for(settings) as client:
+            r = await client.post(
+                "/api/auth/signup", content=b"{", headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 422
+            assert r.json()["error"]["code"] == "validation_error"
+
+    async def test_request_id_is_returned(self, settings: Settings) -> None:
+        async with client_for(settings) as client:
+            r = await client.get("/healthz")
+            assert r.headers["x-request-id"].startswith("req_")
+            r = await client.get("/readyz", headers={"X-Request-ID": "abc"})
+            assert r.headers["x-request-id"] == "abc"
+            assert r.json() == {"status": "ready", "checks": {"store": "ok", "queue": "ok"}}
+
+
+class TestSettings:
+    def test_production_refuses_a_missing_secret_key(self) -> None:
+        import pytest
+        from pydantic import ValidationError
+
+        with pytest.raises(ValidationError, match="IPAAS_SECRET_KEY"):
+            Settings(env="production", secret_key=None)
+
+    def test_development_key_is_generated_once(self, tmp_path: object) -> None:
+        from pathlib import Path
+
+        data = Path(str(tmp_path))
+        first = Settings(data_dir=data).fernet_key
+        assert Settings(data_dir=data).fernet_key == first
+        assert (data / ".ipaas-secret-key").stat().st_mode & 0o777 == 0o600

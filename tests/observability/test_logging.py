@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from ipaas.api.app import create_app
+from ipaas.config import Settings
+from ipaas.engine.worker import Worker
+from ipaas.runtime import Runtime
+from ipaas.stores.memory import MemoryStore
+from tests.conftest import signup
+from tests.standins.server import StandinServer
+
+SENTINEL = "SENTINELsecretXYZ"
+
+
+def lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def test_json_logs_carry_ids_and_never_secrets(
+    settings: Settings, clean_standin: StandinServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings.model_copy(update={"log_format": "json", "log_level": "info"})
+    runtime = Runtime.build(settings, store=MemoryStore())
+    app = create_app(runtime=runtime, workers=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            auth = await signup(client)
+            tenant_id = auth.pop("tenant_id")
+            cred = await client.post(
+                "/api/credentials",
+                json={
+                    "name": "s",
+                    "type": "slack",
+                    "secret": {
+                        "webhook_url": clean_standin.slack_webhook_url(f"T0/B0/unknown{SENTINEL}")
+                    },
+                },
+                headers=auth,
+            )
+            wf = await client.post(
+                "/api/workflows",
+                json={
+                    "name": "w",
+                    "steps": [
+                        {
+                            "id": "n",
+                            "type": "slack_message",
+                            "credential_id": cred.json()["id"],
+                            "config": {"text": "hi"},
+                        }
+                    ],
+                },
+                headers={**auth, "X-Request-ID": "req-from-caller"},
+            )
+            ex = await client.post(f"/api/webhooks/{wf.json()['id']}", json={"a": 1})
+            await Worker(runtime).run_until_empty()
+            detail = await client.get(f"/api/executions/{ex.json()['execution_id']}", headers=auth)
+    assert detail.json()["status"] == "failed"
+    out = capsys.readouterr()
+    logged = lines(out.err + out.out)
+    assert SENTINEL not in out.err + out.out
+    requests = [e for e in logged if e["event"] == "request"]
+    create = next(e for e in requests if e["path"] == "/api/workflows")
+    assert create["request_id"] == "req-from-caller"
+    assert create["tenant_id"] == tenant_id
+    assert create["status"] == 201
+    assert all(e["request_id"] for e in requests)
+    finished = [e for e in logged if e["event"] == "execution_finished"]
+    assert finished[0]["execution_id"] == ex.json()["execution_id"]
+    assert finished[0]["tenant_id"] == tenant_id
+    assert finished[0]["status"] == "failed"

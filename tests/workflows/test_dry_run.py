@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from ipaas.runtime import Runtime
+from tests.standins.server import StandinServer
+
+SENTINEL = "SENTINELsecretXYZ"
+
+
+@pytest.fixture
+async def creds(
+    client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer
+) -> dict[str, str]:
+    async def make(type_: str, secret: dict[str, Any]) -> str:
+        r = await client.post(
+            "/api/credentials",
+            json={"name": type_, "type": type_, "secret": secret},
+            headers=auth,
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    return {
+        "slack": await make(
+            "slack", {"webhook_url": clean_standin.slack_webhook_url(f"T000/B000/{SENTINEL}")}
+        ),
+        "weather": await make("openweather", {"api_key": SENTINEL, "base_url": clean_standin.url}),
+        "http": await make("http", {"base_url": clean_standin.url, "bearer_token": SENTINEL}),
+    }
+
+
+def slack_steps(cred: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "notify",
+            "type": "slack_message",
+            "credential_id": cred,
+            "config": {"text": "Order {{ trigger.body.id }}"},
+        }
+    ]
+
+
+class TestRunMode:
+    async def test_sends_and_persists_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        creds: dict[str, str],
+        runtime: Runtime,
+        clean_standin: StandinServer,
+    ) -> None:
+        r = await client.post(
+            "/api/workflows/dry-run",
+            json={
+                "name": "t",
+                "steps": slack_steps(creds["slack"]),
+                "trigger_sample": {"body": {"id": 7}},
+            },
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["mode"] == "run"
+        assert body["status"] == "succeeded"
+        [step] = body["steps"]
+        assert step["input"] == {"text": "Order 7"}
+        assert step["output"]["status_code"] == 200
+        assert [q["body"] for q in clean_standin.requests()] == [{"text": "Order 7"}]
+        assert runtime.store.executions == {}  # type: ignore[attr-defined]
+        assert runtime.store.workflows == {}  # type: ignore[attr-defined]
+        assert SENTINEL not in r.text
+
+    async def test_failure_is_reported_not_raised(
+        self, client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer
+    ) -> None:
+        r = await client.post(
+            "/api/workflows/dry-run",
+            json={
+                "name": "t",
+                "steps": [
+                    {
+                        "id": "w",
+                        "type": "http_request",
+                        "config": {"url": f"{clean_standin.url}/echo?standin_status=500"},
+                    }
+                ],
+            },
+            headers=auth,
+        )
+        assert r.status_code == 200
+        assert r.json()["status"] == "failed"
+        assert "500" in r.json()["steps"][0]["error"]
+
+
+class TestSimulate:
+    async def test_seed_example_shows_the_request_and_sends_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        creds: dict[str, str],
+        clean_standin: StandinServer,
+    ) -> None:
+        r = await client.post(
+            "/api/workflows/dry-run",
+            json={
+                "name": "Test Slack",
+                "trigger_type": "webhook",
+                "action_type": "slack_message",
+                "config_json": json.dumps(
+                    {"credential_id": creds["slack"], "slack_message": "Test"}
+                ),
+                "mode": "simulate",
+            },
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        [step] = r.json()["steps"]
+        assert step["step_id"] == "action"
+        assert step["status"] == "simulated"
+        request = step["request"]
+        assert request["method"] == "POST"
+        assert request["url"] == f"{clean_standin.url}/***"
+        assert request["body"] == {"text": "Test"}
+        assert request["headers"]["content-type"].startswith("application/json")
+        assert clean_standin.requests() == []
+        assert SENTINEL not in r.text
+
+    async def test_query_and_header_secrets_are_masked(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        creds: dict[str, str],
+        clean_standin: StandinServer,
+    ) -> None:
+        r = await client.post(
+            "/api/workflows/dry-run",
+            json={
+                "name": "t",
+                "mode": "simulate",
+                "trigger_sample": {"body": {"city": "Berlin"}},
+                "steps": [
+                    {
+                        "id": "weather",
+                        "type": "openweather",
+                        "credential_id": creds["weather"],
+                        "config": {"city": "{{ trigger.body.city }}"},
+                    },
+                    {
+                        "id": "call",
+                        "type": "http_request",
+                        "credential_id": creds["http"],
+                        "config": {"path": "/echo", "method": "POST", "json": {"a": 1}},
+                    },
+                ],
+            },
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        weather, call = (s["request"] for s in r.json()["steps"])
+        assert weather["method"] == "GET"
+        assert weather["url"].startswith(f"{clean_standin.url}/data/2.5/weather?")
+        assert "q=Berlin" in weather["url"]
+        assert "appid=***" in weather["url"]
+        assert call["url"] == f"{clean_standin.url}/echo"
+        assert call["headers"]["authorization"] == "***"
+        assert call["body"] == {"a": 1}
+        assert SENTINEL not in r.text
+        assert clean_standin.requests() == []
+
+    async def test_saved_workflow(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        creds: dict[str, str],
+        clean_standin: StandinServer,
+    ) -> None:
+        wf = await client.post(
+            "/api/workflows",
+            json={"name": "t", "steps": slack_steps(creds["slack"])},
+            headers=auth,
+        )
+        r = await client.post(
+            f"/api/workflows/{wf.json()['id']}/dry-run",
+            json={"mode": "simulate", "trigger_sample": {"body": {"id": 9}}},
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["steps"][0]["request"]["body"] == {"text": "Order 9"}
+        assert clean_standin.requests() == []
+
+    async def test_invalid_workflow_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        r = await client.post(
+            "/api/workflows/dry-run",
+            json={
+                "name": "t",
+                "mode": "simulate",
+                "steps": [{"id": "x", "type": "slack_message", "config": {}}],
+            },
+            headers=auth,
+        )
+        assert r.status_code == 422
