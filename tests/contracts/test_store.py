@@ -12,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydantic import BaseModel
-from sqlalchemy import Connection, inspect
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -599,6 +599,19 @@ class TestClaimExecution:
         assert again.started_at == at(1)
         assert again.deadline_at == at(1 + TIMEOUT_S)
 
+    async def test_deadline_counts_from_an_existing_started_at(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex = await new_execution(store, acct.id, wf.id)
+        preset = ex.model_copy(update={"id": new_id("ex"), "started_at": at(-100)})
+        await store.create_execution(preset)
+        claimed = await claim(store, preset.id, now=at(1), timeout_s=60)
+        assert claimed is not None
+        assert (claimed.started_at, claimed.deadline_at) == (at(-100), at(-40))
+        stored = await store.get_execution(acct.id, preset.id)
+        assert stored is not None
+        assert stored.deadline_at == at(-40)
+
     async def test_concurrent_claims_have_one_winner(
         self, store: Store, acct: Account, wf: Workflow
     ) -> None:
@@ -1080,6 +1093,3 @@ class TestMigrations:
             "alembic_version",
             *metadata.tables,
         }
-
-
-_ = Connection  # re-exported type used only in lambdas' annotations by readers
