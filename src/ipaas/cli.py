@@ -34,7 +34,8 @@ async def _serve(settings: Settings, *, workers: bool) -> None:
             # The whole request head must arrive within this time (slow-loris guard); the
             # same limit ends idle keep-alive connections.
             header_read_timeout=int(settings.header_read_timeout_s * 1000),
-            max_buffer_size=settings.max_header_bytes + settings.max_body_bytes,
+            # Bounds the request head only (bodies stream past it): larger heads get 431.
+            max_buffer_size=settings.max_header_bytes,
         ),
         log_enabled=False,
     )

@@ -267,7 +267,7 @@ class TestRecovery:
         [claimed] = await crashed._claim([ex])
         run = await crashed.executor._prepare(claimed)
         assert run is not None
-        run.definition.steps = run.definition.steps[:1]
+        run.definition = run.definition.model_copy(update={"steps": run.definition.steps[:1]})
         from ipaas.engine.steps import run_steps
 
         async def checkpoint(step: Any, _final: Any, _preview: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from ipaas.engine.steps import StepsRun, run_steps
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
+from ipaas.workflows.models import WorkflowDefinition
 
 _log = structlog.get_logger(__name__)
 
@@ -36,10 +38,28 @@ async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+#: Workflow versions are immutable, so a process may keep the ones it ran.
+DEFINITION_CACHE_SIZE = 1024
+
+
 class Executor:
     def __init__(self, runtime: Runtime, owner: str) -> None:
         self.runtime = runtime
         self.owner = owner
+        self._definitions: OrderedDict[tuple[str, str, int], WorkflowDefinition] = OrderedDict()
+
+    async def _definition(self, execution: Execution) -> WorkflowDefinition | None:
+        key = (execution.tenant_id, execution.workflow_id, execution.workflow_version)
+        definition = self._definitions.get(key)
+        if definition is not None:
+            self._definitions.move_to_end(key)
+            return definition
+        definition = await self.runtime.store.get_workflow_version(*key)
+        if definition is not None:
+            self._definitions[key] = definition
+            if len(self._definitions) > DEFINITION_CACHE_SIZE:
+                self._definitions.popitem(last=False)
+        return definition
 
     async def execute(self, execution: Execution) -> ExecutionStatus | None:
         """Run ``execution`` (claimed by ``owner``); the status it ended in, or ``None`` when
@@ -101,9 +121,7 @@ class Executor:
 
     async def _prepare(self, execution: Execution) -> StepsRun | None:
         store = self.runtime.store
-        definition = await store.get_workflow_version(
-            execution.tenant_id, execution.workflow_id, execution.workflow_version
-        )
+        definition = await self._definition(execution)
         if definition is None:
             return None
         done: dict[str, StepRun] = {}

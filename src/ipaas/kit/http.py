@@ -2,11 +2,21 @@
 
 Every connector sends through ``HttpClient.send``; this is the single place where egress
 policy (the SSRF guard) applies.
+
+The client is httpx (its API is what connectors build requests with) over the aiohttp
+transport from ``httpx-aiohttp``: on this project's 2-core reference machine httpx's default
+transport (httpcore on anyio) cost ~1.9 ms of CPU per request to a local server and fell to
+~360 requests/s with 1,000 in flight, against ~1.1 ms and ~1,350 requests/s for the aiohttp
+transport (see docs/benchmarks.md). Cancelling a call closes its connection either way.
 """
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 #: Connect quickly or not at all; a slow remote should not hold a worker slot for long.
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -14,6 +24,10 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_TIMEOUT_S = 30.0
 #: Bytes of a remote response body kept in records and errors.
 MAX_RESPONSE_BYTES = 256 * 1024
+
+
+def _timeout(timeout_s: float) -> httpx.Timeout:
+    return httpx.Timeout(timeout_s, connect=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s))
 
 
 class HttpClient:
@@ -25,31 +39,59 @@ class HttpClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.timeout_s = timeout_s
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            timeout=_timeout(timeout_s),
+            limits=limits,
             follow_redirects=False,
-            transport=transport,
+            transport=transport if transport is not None else AiohttpTransport(limits=limits),
             headers={"user-agent": "simple-ipaas/0.3"},
         )
 
     async def send(
         self, request: httpx.Request, *, timeout_s: float | None = None
     ) -> httpx.Response:
-        """Send and read the whole response (bounded by ``timeout_s``).
+        """Send and read the whole response within ``timeout_s`` (the client's default if
+        unset), end to end: a server that drips its answer cannot hold the call longer.
 
         Cancelling the calling task aborts the request and closes its connection.
         """
-        if timeout_s is not None:
-            request.extensions["timeout"] = httpx.Timeout(
-                timeout_s, connect=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s)
-            ).as_dict()
-        return await self._client.send(request)
+        total = timeout_s if timeout_s is not None else self.timeout_s
+        request.extensions["timeout"] = _timeout(total).as_dict()
+        try:
+            async with asyncio.timeout(total):
+                return await self._client.send(request)
+        except TimeoutError as exc:
+            msg = f"no complete response within {total:g} s"
+            raise httpx.TimeoutException(msg, request=request) from exc
+        except httpx.TimeoutException as exc:
+            # The transport maps every aiohttp connection error, a refused one included, to
+            # ConnectTimeout; only a real timeout may read as one.
+            cause = exc.__cause__
+            if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
+                cause, TimeoutError
+            ):
+                raise httpx.ConnectError(str(cause), request=request) from cause
+            if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+                cause, TimeoutError
+            ):
+                raise httpx.ReadError(
+                    str(cause) or type(cause).__name__, request=request
+                ) from cause
+            raise
+        except aiohttp.ClientError as exc:  # what the transport does not map itself
+            raise httpx.TransportError(f"{type(exc).__name__}: {exc}") from exc
 
     def build_request(self, method: str, url: str, **kwargs: object) -> httpx.Request:
         return self._client.build_request(method, url, **kwargs)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def describe_error(exc: httpx.HTTPError) -> str:
+    """``ConnectError: Cannot connect to host ...``: the kind of failure and its detail."""
+    detail = str(exc) or (str(exc.__cause__) if exc.__cause__ else "")
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

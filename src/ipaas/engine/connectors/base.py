@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ipaas.credentials.models import CredentialType
-from ipaas.kit.http import MAX_RESPONSE_BYTES, HttpClient
+from ipaas.kit.http import MAX_RESPONSE_BYTES, HttpClient, describe_error
 
 #: Characters of a remote error body kept in ``ConnectorError.remote_error``: enough for any
 #: API's error message, small enough for an execution record and a log line.
@@ -88,10 +88,10 @@ class Connector:
         try:
             response = await ctx.http.send(request, timeout_s=ctx.timeout_s)
         except httpx.TimeoutException as exc:
-            msg = f"{type(exc).__name__}: request timed out"
+            msg = f"request timed out: {describe_error(exc)}"
             raise ConnectorError(msg, retryable=True) from exc
         except httpx.HTTPError as exc:
-            raise ConnectorError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            raise ConnectorError(describe_error(exc), retryable=True) from exc
         return self.parse(response)
 
 
