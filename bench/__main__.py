@@ -1,0 +1,443 @@
+"""``python -m bench`` (``make bench``): throughput and latency of the embedded server.
+
+Starts, each in a process of its own: ``ipaas serve`` (SQLite in a temporary directory,
+default settings), the Slack stand-in (``python -m tests.standins``) and the bare-intake
+baseline (``python -m bench.bare_app``). The load generator (``bench.loadgen``, raw asyncio
+HTTP/1.1 keep-alive) runs in this process. After a warm-up, each of ``--runs`` rounds measures:
+
+(a) webhook intake: ``--requests`` POSTs to ``/api/webhooks/{id}`` over ``--connections``
+    connections: requests/s and latency p50/p99;
+(b) end to end, from the same webhooks: deliveries/s at the stand-in
+    (N / (last delivery - first send)) and webhook-to-delivery latency p50/p99 (each body
+    carries its send time, rendered into the Slack text; the stand-in records when the
+    message arrived); every execution must be recorded ``succeeded``;
+(c) the bare ASGI endpoint's intake, same load, and the ratio (a)/(c).
+
+Then it prints the medians, the server's RSS at the end (``VmRSS`` from ``/proc``) and the
+targets. It measures and prints; it asserts nothing. See ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.fernet import Fernet
+from tests.standins.server import StandinProcess, free_port
+
+from bench import loadgen
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 30.0
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+TARGET_RATIO = 0.5
+TARGET_DELIVERIES_PER_S = 1_200
+TARGET_RSS_MIB = 150
+
+
+# -- processes ---------------------------------------------------------------------------------
+def _wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            msg = f"{what} exited with {process.returncode} while starting"
+            raise RuntimeError(msg)
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            msg = f"{what} not ready within {START_TIMEOUT_S}s"
+            raise TimeoutError(msg)
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _process(
+    command: list[str], *, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _ipaas_command() -> str:
+    beside = Path(sys.executable).with_name("ipaas")
+    return str(beside) if beside.exists() else "ipaas"
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """Resident set size now and at its peak (``VmRSS``, ``VmHWM``), in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(value.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- measurements ------------------------------------------------------------------------------
+@dataclass
+class Intake:
+    requests: int
+    ok: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def per_s(self) -> float:
+        return self.requests / self.seconds
+
+
+@dataclass
+class EndToEnd:
+    deliveries: int
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+    not_succeeded: int
+    #: Server CPU time over the round (intake and delivery) / its wall time: 1.0 = one core.
+    server_cpu: float = 0.0
+
+
+def _intake(
+    port: int, make_request: Callable[[int], bytes], total: int, connections: int, status: int
+) -> tuple[Intake, list[loadgen.Result]]:
+    started = time.perf_counter()
+    results = asyncio.run(loadgen.run("127.0.0.1", port, make_request, total, connections))
+    seconds = time.perf_counter() - started
+    latencies = [r.latency_s * 1000 for r in results]
+    errors: dict[str, int] = {}
+    for r in results:
+        if r.status != status:
+            key = str(r.status) if r.status else (r.error or "no response")
+            errors[key] = errors.get(key, 0) + 1
+    intake = Intake(
+        requests=total,
+        ok=total - sum(errors.values()),
+        seconds=seconds,
+        p50_ms=loadgen.percentile(latencies, 0.50),
+        p99_ms=loadgen.percentile(latencies, 0.99),
+        errors=errors,
+    )
+    return intake, results
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.port = free_port()
+        self.bare_port = free_port()
+        self.db_path = workdir / "ipaas.db"
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        self.standin_http: httpx.Client | None = None
+        self.server_pid = 0
+
+    # -- set-up ------------------------------------------------------------------------------
+    def server_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
+        env.update(
+            IPAAS_DATABASE_URL=f"sqlite+aiosqlite:///{self.db_path}",
+            IPAAS_DATA_DIR=str(self.workdir),
+            IPAAS_SECRET_KEY=Fernet.generate_key().decode(),
+            IPAAS_EGRESS_ALLOW="127.0.0.1/32",
+        )
+        return env
+
+    def setup_workflow(self, standin_url: str, headers: dict[str, str]) -> str:
+        credential = self.api.post(
+            "/api/credentials",
+            headers=headers,
+            json={
+                "name": "bench-slack",
+                "type": "slack",
+                "secret": {"webhook_url": f"{standin_url}/services/T000/B000/BENCH"},
+            },
+        )
+        credential.raise_for_status()
+        workflow = self.api.post(
+            "/api/workflows",
+            headers=headers,
+            json={
+                "name": "bench",
+                "trigger": {"type": "webhook"},
+                "steps": [
+                    {
+                        "id": "notify",
+                        "type": "slack_message",
+                        "credential_id": credential.json()["id"],
+                        "config": {"text": "bench {{ trigger.body.n }} {{ trigger.body.t }}"},
+                    }
+                ],
+            },
+        )
+        workflow.raise_for_status()
+        return str(workflow.json()["id"])
+
+    def signup(self) -> dict[str, str]:
+        response = self.api.post(
+            "/api/auth/signup",
+            json={"email": "bench@example.com", "password": "bench password", "tenant_name": "B"},
+        )
+        response.raise_for_status()
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    # -- phases ------------------------------------------------------------------------------
+    def webhook_request(self, workflow_id: str, run: int) -> Callable[[int], bytes]:
+        host = f"127.0.0.1:{self.port}"
+        path = f"/api/webhooks/{workflow_id}"
+
+        def make(i: int) -> bytes:
+            # Built at send time: the body carries when it was sent.
+            return loadgen.json_post(path, {"run": run, "n": i, "t": time.time()}, host=host)
+
+        return make
+
+    def bare_request(self) -> Callable[[int], bytes]:
+        host = f"127.0.0.1:{self.bare_port}"
+
+        def make(i: int) -> bytes:
+            return loadgen.json_post("/intake", {"n": i, "t": time.time()}, host=host)
+
+        return make
+
+    def standin(self) -> httpx.Client:
+        assert self.standin_http is not None
+        return self.standin_http
+
+    def wait_delivered(self, count: int) -> None:
+        deadline = time.monotonic() + self.args.timeout
+        while self.standin().get("/_standin/stats").json()["slack_messages"] < count:
+            if time.monotonic() > deadline:
+                msg = f"fewer than {count} Slack messages after {self.args.timeout}s"
+                raise TimeoutError(msg)
+            time.sleep(0.1)
+
+    def statuses(self, workflow_id: str) -> dict[str, int]:
+        """Execution statuses of one workflow, read from the SQLite file (read-only)."""
+        with contextlib.closing(
+            sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        ) as db:
+            rows = db.execute(
+                "SELECT status, count(*) FROM execution WHERE workflow_id = ? GROUP BY status",
+                (workflow_id,),
+            ).fetchall()
+        return dict(rows)
+
+    def wait_terminal(self, workflow_id: str, expected: int) -> dict[str, int]:
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            counts = self.statuses(workflow_id)
+            done = sum(n for status, n in counts.items() if status in TERMINAL)
+            if done >= expected or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.1)
+
+    def end_to_end(self, workflow_id: str, results: list[loadgen.Result]) -> EndToEnd:
+        total = len(results)
+        self.wait_delivered(total)
+        counts = self.wait_terminal(workflow_id, total)
+        delivered = self.standin().get("/_standin/requests", params={"kind": "slack_webhook"})
+        latencies, arrivals = [], []
+        for request in delivered.json():
+            text = request["body"]["text"]
+            _, _n, sent = text.split(" ")
+            latencies.append((request["received_at"] - float(sent)) * 1000)
+            arrivals.append(request["received_at"])
+        first_sent = min(r.sent_at for r in results)
+        return EndToEnd(
+            deliveries=len(arrivals),
+            per_s=total / (max(arrivals) - first_sent),
+            p50_ms=loadgen.percentile(latencies, 0.50),
+            p99_ms=loadgen.percentile(latencies, 0.99),
+            not_succeeded=total - counts.get("succeeded", 0),
+        )
+
+    def round(self, workflow_id: str, run: int, total: int) -> tuple[Intake, EndToEnd, Intake]:
+        connections = self.args.connections
+        self.standin().post("/_standin/reset").raise_for_status()
+        bare, _ = _intake(self.bare_port, self.bare_request(), total, connections, 202)
+        cpu_before, wall_before = cpu_seconds(self.server_pid), time.perf_counter()
+        webhook, results = _intake(
+            self.port, self.webhook_request(workflow_id, run), total, connections, 202
+        )
+        accepted = [r for r in results if r.status == 202]
+        e2e = self.end_to_end(workflow_id, accepted)
+        e2e.not_succeeded += total - len(accepted)
+        e2e.server_cpu = (cpu_seconds(self.server_pid) - cpu_before) / (
+            time.perf_counter() - wall_before
+        )
+        return webhook, e2e, bare
+
+    # -- the whole run -----------------------------------------------------------------------
+    def main(self) -> int:
+        args = self.args
+        env = self.server_env()
+        with (
+            StandinProcess() as standin,
+            _process(
+                [_ipaas_command(), "serve", "--port", str(self.port)],
+                env=env,
+                log=self.workdir / "server.log",
+            ) as server,
+            _process(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.bare_app",
+                    "--port",
+                    str(self.bare_port),
+                    "--db",
+                    str(self.workdir / "bare.db"),
+                ],
+                env=env,
+                log=self.workdir / "bare.log",
+            ) as bare,
+        ):
+            self.server_pid = server.pid
+            self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
+            _wait_http(f"http://127.0.0.1:{self.port}/readyz", server, "ipaas serve")
+            _wait_http(f"http://127.0.0.1:{self.bare_port}/", bare, "bench.bare_app")
+            headers = self.signup()
+            print(
+                f"bench: {args.runs} runs x {args.requests} webhooks over {args.connections} "
+                f"connections (warm-up {args.warmup}); python {platform.python_version()}, "
+                f"{os.cpu_count()} CPUs; server pid {server.pid}; work dir {self.workdir}",
+                flush=True,
+            )
+            rounds = []
+            for run in range(args.runs + 1):
+                workflow_id = self.setup_workflow(standin.url, headers)
+                total = args.warmup if run == 0 else args.requests
+                webhook, e2e, bare_intake = self.round(workflow_id, run, total)
+                label = "warm-up" if run == 0 else f"run {run}"
+                print(
+                    f"  {label:8} intake {webhook.per_s:7.0f}/s p50 {webhook.p50_ms:6.1f} ms "
+                    f"p99 {webhook.p99_ms:6.1f} ms | deliveries {e2e.per_s:6.0f}/s "
+                    f"p50 {e2e.p50_ms:7.1f} ms p99 {e2e.p99_ms:7.1f} ms "
+                    f"not succeeded {e2e.not_succeeded} | server CPU {e2e.server_cpu:4.0%} | "
+                    f"bare {bare_intake.per_s:6.0f}/s"
+                    + (
+                        f" | errors {webhook.errors} {bare_intake.errors}"
+                        if webhook.errors or bare_intake.errors
+                        else ""
+                    ),
+                    flush=True,
+                )
+                if run > 0:
+                    rounds.append((webhook, e2e, bare_intake))
+            rss, peak = rss_mib(server.pid)
+        _report(rounds, rss, peak)
+        return 0
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _report(rounds: list[tuple[Intake, EndToEnd, Intake]], rss: float, peak: float) -> None:
+    webhook = [r[0] for r in rounds]
+    e2e = [r[1] for r in rounds]
+    bare = [r[2] for r in rounds]
+    a = _median([w.per_s for w in webhook])
+    c = _median([b.per_s for b in bare])
+    b = _median([e.per_s for e in e2e])
+    not_succeeded = sum(e.not_succeeded for e in e2e)
+    errors = sum(w.requests - w.ok for w in webhook)
+    rows = [
+        ("(a) webhook intake", f"{a:,.0f} req/s", _lat(webhook), ""),
+        (
+            "(b) end to end",
+            f"{b:,.0f} deliveries/s",
+            _lat(e2e),
+            f">= {TARGET_DELIVERIES_PER_S:,}/s  {_mark(b >= TARGET_DELIVERIES_PER_S)}",
+        ),
+        ("(c) bare ASGI + SQLite", f"{c:,.0f} req/s", _lat(bare), ""),
+        ("(a)/(c)", f"{a / c:.2f}", "", f">= {TARGET_RATIO}  {_mark(a / c >= TARGET_RATIO)}"),
+        (
+            "(d) server RSS at end",
+            f"{rss:.0f} MiB",
+            f"peak {peak:.0f} MiB",
+            f"<= {TARGET_RSS_MIB} MiB  {_mark(rss <= TARGET_RSS_MIB)}",
+        ),
+    ]
+    print(f"\nmedians of {len(rounds)} runs")
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    header = ("measure", "value", "latency p50 / p99", "target")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    print(
+        f"\nexecutions not recorded succeeded: {not_succeeded}; webhooks not answered 202: {errors}"
+    )
+
+
+def _lat(items: list[Any]) -> str:
+    p50 = _median([i.p50_ms for i in items])
+    p99 = _median([i.p99_ms for i in items])
+    return f"{p50:.1f} / {p99:.1f} ms"
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--runs", type=int, default=3, help="measured rounds (median)")
+    parser.add_argument("--requests", type=int, default=5_000, help="webhooks per round")
+    parser.add_argument("--warmup", type=int, default=500, help="webhooks in the warm-up round")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for a round's deliveries"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
+    args = parser.parse_args(argv)
+    if args.keep:
+        workdir = Path(tempfile.mkdtemp(prefix="ipaas-bench-"))
+        return Bench(args, workdir).main()
+    with tempfile.TemporaryDirectory(prefix="ipaas-bench-") as tmp:
+        return Bench(args, Path(tmp)).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

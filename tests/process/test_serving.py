@@ -1,0 +1,225 @@
+"""Item 12: the server protects itself from slow and oversized clients, closes idle
+keep-alive connections, and shuts down gracefully on SIGTERM (drain running executions for up
+to ``IPAAS_SHUTDOWN_GRACE_S``, leave the rest ``queued`` for the next start, exit 0)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from tests.process.conftest import Api, ServerProcess, Standin, wait_for
+
+pytestmark = pytest.mark.process
+
+HEADER_READ_TIMEOUT_S = 1.0
+#: Scheduling noise on a busy 2-core box; far below what an unguarded server would allow.
+MARGIN_S = 2.0
+BYTE_INTERVAL_S = 0.2
+
+
+@pytest.fixture
+def guarded(
+    make_server: Callable[..., ServerProcess], api_for: Callable[[ServerProcess], Api]
+) -> tuple[ServerProcess, Api]:
+    server = make_server(IPAAS_HEADER_READ_TIMEOUT_S=str(HEADER_READ_TIMEOUT_S)).start()
+    return server, api_for(server)
+
+
+def _connect(server: ServerProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+
+def _read_until_closed(sock: socket.socket, timeout_s: float) -> tuple[bytes, float | None]:
+    """Everything the server sends until it closes the connection, and when (monotonic) it
+    closed; ``None`` if it was still open after ``timeout_s``."""
+    received = b""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            return received, time.monotonic()
+        if not chunk:
+            return received, time.monotonic()
+        received += chunk
+    return received, None
+
+
+def test_slow_header_client_is_cut_off(guarded: tuple[ServerProcess, Api]) -> None:
+    server, api = guarded
+    workflow_id = api.workflow(
+        [{"id": "echo", "type": "http_request", "config": {"url": "http://127.0.0.1:9/"}}]
+    )
+    body = b'{"n": 1}'
+    head = (
+        f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert len(head) * BYTE_INTERVAL_S > 10 * HEADER_READ_TIMEOUT_S  # it would take ages
+
+    with contextlib.closing(_connect(server)) as sock:
+        started = time.monotonic()
+        received, closed_at = b"", None
+        for byte in head:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed_at = time.monotonic()
+                break
+            chunk, closed_at = _read_until_closed(sock, BYTE_INTERVAL_S)
+            received += chunk
+            if closed_at is not None:
+                break
+        with contextlib.suppress(OSError):
+            sock.sendall(body)
+
+    assert closed_at is not None, "the slow client was never cut off"
+    took = closed_at - started
+    print(f"serving: slow-header client cut off after {took:.2f}s")
+    assert took < HEADER_READ_TIMEOUT_S + MARGIN_S
+    assert not received.startswith(b"HTTP/1.1 2"), received[:200]
+    assert api.executions(workflow_id=workflow_id) == []
+
+
+def test_idle_keep_alive_connection_is_closed(guarded: tuple[ServerProcess, Api]) -> None:
+    server, _ = guarded
+    with contextlib.closing(_connect(server)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        response = b""
+        while b'{"status":"ok"}' not in response:
+            chunk = sock.recv(65536)
+            assert chunk, response
+            response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response
+        idle_from = time.monotonic()
+        rest, closed_at = _read_until_closed(sock, HEADER_READ_TIMEOUT_S + 3 * MARGIN_S)
+
+    assert rest == b""
+    assert closed_at is not None, "the idle connection was kept open"
+    idle = closed_at - idle_from
+    print(f"serving: idle keep-alive connection closed after {idle:.2f}s")
+    assert idle < HEADER_READ_TIMEOUT_S + MARGIN_S
+
+
+def _get_with_header(server: ServerProcess, size: int) -> bytes:
+    """``GET /healthz`` with one ``X-Filler`` header of ``size`` bytes; what came back."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: " + b"a" * size + b"\r\n\r\n"
+    with contextlib.closing(_connect(server)) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        received, _ = _read_until_closed(sock, 5)
+    return received
+
+
+def test_oversized_header_is_refused(guarded: tuple[ServerProcess, Api]) -> None:
+    server, _ = guarded
+    # Within IPAAS_MAX_HEADER_BYTES (64 KiB): served.
+    assert _get_with_header(server, 16 * 1024).startswith(b"HTTP/1.1 200")
+    # Far beyond it: a 4xx or a closed connection, never served.
+    received = _get_with_header(server, 200 * 1024)
+    status = received.split(b"\r\n", 1)[0]
+    print(f"serving: 200 KiB header answered {status!r}")
+    assert received == b"" or status[9:10] == b"4", received[:300]
+
+
+def _wait_running(api: Api, workflow_id: str) -> str:
+    running = wait_for(
+        lambda: api.executions(workflow_id=workflow_id, status="running"),
+        timeout_s=10,
+        what="an execution running",
+    )
+    assert len(running) == 1, running
+    return str(running[0]["id"])
+
+
+def test_sigterm_drains_running_and_keeps_the_rest_queued(
+    make_server: Callable[..., ServerProcess],
+    api_for: Callable[[ServerProcess], Api],
+    standin: Standin,
+) -> None:
+    server = make_server(IPAAS_WORKERS="1").start()
+    api = api_for(server)
+    workflow_id = api.slack_workflow(standin.slack_hook(), "drain {{ trigger.body.n }}")
+    standin.add_fault("/services/", delay_s=2.0, count=None)
+    fired = [api.fire(workflow_id, {"n": n}) for n in range(4)]
+    running = _wait_running(api, workflow_id)
+
+    signalled = time.monotonic()
+    server.terminate()
+    assert server.wait(15) == 0, server.stderr_text()[-3000:]
+    took = time.monotonic() - signalled
+    print(f"serving: SIGTERM with one 2 s delivery running -> exit 0 after {took:.2f}s")
+    server.assert_no_errors()
+
+    statuses = server.statuses()
+    assert statuses[running] == "succeeded"
+    assert Counter(statuses[e] for e in fired if e != running) == {"queued": 3}
+    assert standin.stats()["slack_messages"] == 1
+
+    standin.reset()  # no more delays
+    server.start()
+    wait_for(
+        lambda: api.executions(workflow_id=workflow_id),
+        until=lambda items: all(e["status"] == "succeeded" for e in items),
+        timeout_s=15,
+        what="the queued executions finish after restart",
+    )
+    stats = standin.stats()
+    assert stats["slack_messages"] == 3
+    assert stats["slack_duplicate_texts"] == 0
+    server.assert_no_errors()
+
+
+def test_sigterm_after_grace_hands_the_execution_back(
+    make_server: Callable[..., ServerProcess],
+    api_for: Callable[[ServerProcess], Api],
+    standin: Standin,
+) -> None:
+    grace_s = 1.0
+    server = make_server(IPAAS_SHUTDOWN_GRACE_S=str(grace_s)).start()
+    api = api_for(server)
+    workflow_id = api.workflow(
+        [
+            {
+                "id": "slow",
+                "type": "http_request",
+                "config": {"url": f"{standin.url}/slow", "query": {"seconds": "30"}},
+            }
+        ]
+    )
+    execution_id = api.fire(workflow_id, {"n": 1})
+    assert _wait_running(api, workflow_id) == execution_id
+
+    signalled = time.monotonic()
+    server.terminate()
+    assert server.wait(15) == 0, server.stderr_text()[-3000:]
+    took = time.monotonic() - signalled
+    print(f"serving: SIGTERM with a 30 s step, grace {grace_s:.0f}s -> exit 0 after {took:.2f}s")
+    assert took < grace_s + MARGIN_S
+    server.assert_no_errors()
+    assert server.statuses() == {execution_id: "queued"}
+
+    # The next start picks it up again (attempt 2); cancel it rather than wait 30 s.
+    server.start()
+    execution = wait_for(
+        lambda: api.execution(execution_id),
+        until=lambda e: e["status"] == "running",
+        timeout_s=10,
+        what="re-claimed after restart",
+    )
+    assert execution["attempt"] == 2
+    assert api.post(f"/api/executions/{execution_id}/cancel").status_code == 200
+    wait_for(
+        lambda: api.execution(execution_id)["status"],
+        until=lambda status: status == "cancelled",
+        timeout_s=10,
+        what="cancelled",
+    )
