@@ -99,3 +99,12 @@ class TestSettings:
         first = Settings(data_dir=data).fernet_key
         assert Settings(data_dir=data).fernet_key == first
         assert (data / ".ipaas-secret-key").stat().st_mode & 0o777 == 0o600
+
+
+async def test_openapi_documents_every_route_including_intake(settings: Settings) -> None:
+    async with client_for(settings) as client:
+        schema = (await client.get("/openapi.json")).json()
+    intake = schema["paths"]["/api/webhooks/{workflow_id}"]["post"]
+    assert set(intake["responses"]) == {"202", "404", "413", "415", "422", "503"}
+    for path in ("/api/workflows", "/api/executions/{execution_id}/cancel", "/api/auth/signup"):
+        assert path in schema["paths"]

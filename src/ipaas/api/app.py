@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,7 +21,7 @@ from ipaas.executions.endpoints import router as executions_router
 from ipaas.observability.logging import configure_logging
 from ipaas.runtime import Runtime
 from ipaas.tenants.endpoints import router as tenants_router
-from ipaas.webhooks.endpoints import router as webhooks_router
+from ipaas.webhooks import endpoints as webhook_endpoints
 from ipaas.workflows.endpoints import router as workflows_router
 
 health = APIRouter(tags=["health"])
@@ -86,9 +87,10 @@ def create_app(
         credentials_router,
         workflows_router,
         executions_router,
-        webhooks_router,
     ):
         api.include_router(router)
+    # The intake route is first: it is matched before every other route on the hot path.
+    app.router.routes.insert(0, webhook_endpoints.route)
     app.include_router(api)
     app.include_router(health)
     if settings.cors_origins:
@@ -101,4 +103,22 @@ def create_app(
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    _document_intake(app)
     return app
+
+
+def _document_intake(app: FastAPI) -> None:
+    """Add the plain-Starlette intake route to the generated OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()  # FastAPI caches this very dict in app.openapi_schema
+        schema["paths"][webhook_endpoints.PATH] = webhook_endpoints.OPENAPI_PATH
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = (
+            webhook_endpoints.ERROR_SCHEMA
+        )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -17,13 +17,16 @@ from ipaas.tenants.service import Principal
 _bearer = HTTPBearer(auto_error=False, description="An API token (`ipaas_...`)")
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are ``async`` even when they do not await: FastAPI runs plain ``def``
+# dependencies in a thread pool, a hand-off per request on the intake path.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_store(request: Request) -> Store:
-    return get_runtime(request).store
+async def get_store(request: Request) -> Store:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.store
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
