@@ -118,3 +118,15 @@ def empty_sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
         return
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+async def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a migrated, empty SQL database of each dialect."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'ipaas.db'}"
+        await asyncio.to_thread(run_migrations, url)
+        return url
+    url = request.getfixturevalue("postgres_url")
+    await _truncate_all(url)
+    return str(url)

@@ -1,0 +1,193 @@
+"""The SQL store's statements, portable Core built once at import.
+
+Building and cache-keying a Core statement costs more than running it on SQLite, and these
+run for every execution, so each is built here once with named parameters bound at
+execution. Parameter names start with ``p_`` because SQLAlchemy reserves column names for the
+SET clause. The few statements with a dialect-specific part are built per database by
+``SqlStore.startup`` from the fragments in ``engine.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ipaas.executions.models import ExecutionStatus
+from ipaas.stores.sql import tables as t
+
+EX = t.execution
+QUEUED = ExecutionStatus.queued.value
+RUNNING = ExecutionStatus.running.value
+CANCELLED = ExecutionStatus.cancelled.value
+CANCELLED_BY_USER = "cancelled by user"
+TIMED_OUT = "execution timed out"
+STEP_KEY = ("execution_id", "step_id", "attempt")
+VERSION_KEY = ("workflow_id", "version")
+
+
+def p(name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(name)
+
+
+def p_at(name: str) -> sa.BindParameter[datetime]:
+    # Typed, so CASE/COALESCE branches get the UTC conversion too.
+    return sa.bindparam(name, type_=t.UtcDateTime())
+
+
+def scoped(table: sa.Table) -> sa.ColumnElement[bool]:
+    """The tenant filter, built here only; every scoped statement binds ``p_tenant_id``."""
+    return table.c.tenant_id == p("p_tenant_id")
+
+
+def _ids() -> sa.BindParameter[Any]:
+    return sa.bindparam("p_ids", expanding=True)
+
+
+def _limit() -> sa.BindParameter[int]:
+    return sa.bindparam("p_limit", type_=sa.Integer())
+
+
+LEASE_EXPIRED = sa.and_(
+    EX.c.status == RUNNING,
+    sa.or_(EX.c.lease_expires_at.is_(None), EX.c.lease_expires_at <= p_at("p_now")),
+)
+CLAIM = {
+    "status": RUNNING,
+    "lease_owner": p("p_owner"),
+    "lease_expires_at": p_at("p_lease_until"),
+    "attempt": EX.c.attempt + 1,
+    "started_at": sa.func.coalesce(EX.c.started_at, p_at("p_now")),
+    # A first claim fixes the deadline (``p_deadline`` = now + timeout); later claims keep
+    # it. The odd row with a preset ``started_at`` but no deadline is completed with
+    # ``FILL_DEADLINE``, which keeps date arithmetic (it differs per dialect) out of SQL.
+    "deadline_at": sa.case(
+        (sa.and_(EX.c.deadline_at.is_(None), EX.c.started_at.is_(None)), p_at("p_deadline")),
+        else_=EX.c.deadline_at,
+    ),
+}
+_ENDED = {"finished_at": p_at("p_now"), "lease_owner": None, "lease_expires_at": None}
+_HELD = sa.and_(EX.c.id == p("p_id"), EX.c.status == RUNNING, EX.c.lease_owner == p("p_owner"))
+IS_QUEUED = EX.c.status == QUEUED
+
+INSERT_TENANT = sa.insert(t.tenant)
+INSERT_USER = sa.insert(t.app_user)
+INSERT_TOKEN = sa.insert(t.api_token)
+INSERT_CREDENTIAL = sa.insert(t.credential)
+INSERT_WORKFLOW = sa.insert(t.workflow)
+INSERT_VERSION = sa.insert(t.workflow_version)
+INSERT_EXECUTION = sa.insert(EX)
+
+GET_USER = sa.select(t.app_user).where(t.app_user.c.email == p("p_email"))
+GET_TOKEN = sa.select(t.api_token).where(t.api_token.c.token_hash == p("p_hash"))
+LIST_TOKENS = (
+    sa.select(t.api_token)
+    .where(scoped(t.api_token), t.api_token.c.revoked_at.is_(None))
+    .order_by(t.api_token.c.created_at.desc(), t.api_token.c.id.desc())
+)
+REVOKE_TOKEN = (
+    sa.update(t.api_token)
+    .where(scoped(t.api_token), t.api_token.c.id == p("p_id"), t.api_token.c.revoked_at.is_(None))
+    .values(revoked_at=p_at("p_revoked_at"))
+)
+GET_CREDENTIALS = sa.select(t.credential).where(scoped(t.credential), t.credential.c.id.in_(_ids()))
+LIST_CREDENTIALS = (
+    sa.select(t.credential)
+    .where(scoped(t.credential))
+    .order_by(t.credential.c.created_at.desc(), t.credential.c.id.desc())
+)
+DELETE_CREDENTIAL = sa.delete(t.credential).where(
+    scoped(t.credential), t.credential.c.id == p("p_id")
+)
+GET_WORKFLOW = sa.select(t.workflow).where(scoped(t.workflow), t.workflow.c.id == p("p_id"))
+GET_WORKFLOW_FOR_INTAKE = sa.select(t.workflow).where(t.workflow.c.id == p("p_id"))
+LIST_WORKFLOWS = (
+    sa.select(t.workflow)
+    .where(scoped(t.workflow))
+    .order_by(t.workflow.c.created_at.desc(), t.workflow.c.id.desc())
+)
+UPDATE_WORKFLOW = (
+    sa.update(t.workflow)
+    .where(scoped(t.workflow), t.workflow.c.id == p("p_id"))
+    .values(
+        name=p("p_name"),
+        active=p("p_active"),
+        version=p("p_version"),
+        trigger=sa.bindparam("p_trigger", type_=sa.JSON()),
+        steps=sa.bindparam("p_steps", type_=sa.JSON()),
+        updated_at=p_at("p_updated_at"),
+    )
+)
+DELETE_WORKFLOW = sa.delete(t.workflow).where(scoped(t.workflow), t.workflow.c.id == p("p_id"))
+GET_VERSION = sa.select(t.workflow_version.c.trigger, t.workflow_version.c.steps).where(
+    scoped(t.workflow_version),
+    t.workflow_version.c.workflow_id == p("p_id"),
+    t.workflow_version.c.version == p("p_version"),
+)
+GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
+LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
+COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
+COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
+CLAIM_ONE = sa.update(EX).where(EX.c.id == p("p_id"), IS_QUEUED).values(CLAIM).returning(*EX.c)
+FILL_DEADLINE = sa.update(EX).where(EX.c.id == p("p_id")).values(deadline_at=p_at("p_deadline"))
+OLDEST_QUEUED = (
+    sa.select(EX.c.id).where(IS_QUEUED).order_by(EX.c.created_at, EX.c.id).limit(_limit())
+)
+RENEW = (
+    sa.update(EX)
+    .where(EX.c.id.in_(_ids()), EX.c.status == RUNNING, EX.c.lease_owner == p("p_owner"))
+    .values(lease_expires_at=p_at("p_lease_until"))
+    .returning(EX.c.id)
+)
+CANCEL_REQUESTED = sa.select(EX.c.id).where(
+    EX.c.id.in_(_ids()), EX.c.status == RUNNING, EX.c.cancel_requested.is_(True)
+)
+LIST_STEPS = (
+    sa.select(t.step_run)
+    .where(scoped(t.step_run), t.step_run.c.execution_id == p("p_id"))
+    .order_by(t.step_run.c.position, t.step_run.c.attempt)
+)
+FINISH = (
+    sa.update(EX)
+    .where(_HELD)
+    .values(
+        status=p("p_status"),
+        error=p("p_error"),
+        finished_at=p_at("p_finished_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+RELEASE = sa.update(EX).where(_HELD).values(status=QUEUED, lease_owner=None, lease_expires_at=None)
+# One statement for all three cases; SET expressions see the row as it was before.
+REQUEST_CANCEL = (
+    sa.update(EX)
+    .where(scoped(EX), EX.c.id == p("p_id"))
+    .values(
+        status=sa.case((IS_QUEUED, CANCELLED), else_=EX.c.status),
+        finished_at=sa.case((IS_QUEUED, p_at("p_now")), else_=EX.c.finished_at),
+        error=sa.case((IS_QUEUED, CANCELLED_BY_USER), else_=EX.c.error),
+        cancel_requested=sa.case((EX.c.status == RUNNING, sa.true()), else_=EX.c.cancel_requested),
+    )
+    .returning(*EX.c)
+)
+# The reaper's three passes, in the order of the rules' precedence: the deadline first,
+# then a requested cancel, and only then a plain re-queue.
+REAP_TIMED_OUT = (
+    sa.update(EX)
+    .where(EX.c.deadline_at <= p_at("p_now"), sa.or_(IS_QUEUED, LEASE_EXPIRED))
+    .values(status=ExecutionStatus.timed_out.value, error=TIMED_OUT, **_ENDED)
+    .returning(EX.c.id)
+)
+REAP_CANCELLED = (
+    sa.update(EX)
+    .where(LEASE_EXPIRED, EX.c.cancel_requested.is_(True))
+    .values(status=CANCELLED, error=CANCELLED_BY_USER, **_ENDED)
+)
+REAP_REQUEUED = (
+    sa.update(EX)
+    .where(LEASE_EXPIRED)
+    .values(status=QUEUED, lease_owner=None, lease_expires_at=None)
+    .returning(EX.c.id)
+)

@@ -1,0 +1,234 @@
+"""How the SQL ``Database`` runs ops: grouped SQLite commits, failures, cancellation, shutdown.
+
+Tests that need a write batch to be *held* open (so the next ops queue behind it and form
+one batch) block SQLite's writer thread from inside an op; PostgreSQL runs ops on the event
+loop and has no batches, so those tests are SQLite's only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from ipaas.stores.sql import tables as t
+from ipaas.stores.sql.engine import Database, create_database
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+#: Generous: only a broken implementation ever waits this long.
+DEADLINE_S = 10.0
+
+
+def _insert(tenant_id: str) -> Callable[[sa.Connection], None]:
+    def op(conn: sa.Connection) -> None:
+        conn.execute(sa.insert(t.tenant), {"id": tenant_id, "name": "x", "created_at": T0})
+
+    return op
+
+
+def _tenant_ids(conn: sa.Connection) -> set[str]:
+    return set(conn.execute(sa.select(t.tenant.c.id)).scalars())
+
+
+async def _stored_ids(url: str) -> set[str]:
+    """The tenant ids committed, read through a Database of its own."""
+    db = create_database(url)
+    try:
+        return await db.run_read(_tenant_ids)
+    finally:
+        await db.dispose()
+
+
+async def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+async def db(sql_url: str) -> AsyncIterator[Database]:
+    database = create_database(sql_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+def sqlite_url(sql_url: str) -> str:
+    if not sql_url.startswith("sqlite"):
+        pytest.skip("SQLite's write batches only")
+    return sql_url
+
+
+@pytest.fixture
+async def sqlite_db(sqlite_url: str) -> AsyncIterator[Database]:
+    database = create_database(sqlite_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@asynccontextmanager
+async def _writer_held(db: Database) -> AsyncIterator[None]:
+    """Block SQLite's writer thread in an op until the block exits; ops submitted meanwhile
+    queue up and run as the next batch, together."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(_conn: sa.Connection) -> None:
+        started.set()
+        release.wait(DEADLINE_S)
+
+    holder = asyncio.ensure_future(db.run_write(hold))
+    try:
+        await _wait_for(started.is_set)
+        yield
+    finally:
+        release.set()
+    await holder
+
+
+class TestWriteBatch:
+    async def test_a_failing_op_rolls_back_only_itself(self, db: Database, sql_url: str) -> None:
+        def insert_then_fail(conn: sa.Connection) -> None:
+            _insert("tn_b")(conn)
+            raise ValueError("op b fails after its first statement")
+
+        ops = [_insert("tn_a"), insert_then_fail, _insert("tn_c"), _insert("tn_a")]
+        results = await asyncio.gather(*(db.run_write(op) for op in ops), return_exceptions=True)
+        assert isinstance(results[1], ValueError)
+        assert results[2] is None
+        # tn_a twice: one insert wins (on PostgreSQL not necessarily the first one).
+        assert sorted(type(r).__name__ for r in (results[0], results[3])) == [
+            "IntegrityError",
+            "NoneType",
+        ]
+        assert await _stored_ids(sql_url) == {"tn_a", "tn_c"}
+
+    async def test_failures_inside_one_batch(self, sqlite_db: Database, sqlite_url: str) -> None:
+        def insert_then_fail(conn: sa.Connection) -> None:
+            _insert("tn_fail")(conn)
+            raise ValueError("boom")
+
+        ops = [_insert(f"tn_{n}") for n in range(50)]
+        ops[10] = insert_then_fail
+        ops[20] = _insert("tn_1")  # a duplicate key
+        async with _writer_held(sqlite_db):
+            futures = [asyncio.ensure_future(sqlite_db.run_write(op)) for op in ops]
+            await asyncio.sleep(0)  # every op is queued behind the held batch
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(results[10], ValueError)
+        assert isinstance(results[20], sa.exc.IntegrityError)
+        assert [n for n, r in enumerate(results) if r is not None] == [10, 20]
+        expected = {f"tn_{n}" for n in range(50) if n not in (10, 20)}
+        assert await _stored_ids(sqlite_url) == expected
+
+    async def test_a_lost_transaction_fails_the_whole_batch(
+        self, sqlite_db: Database, sqlite_url: str
+    ) -> None:
+        # Some SQLite errors (disk full, I/O) end the transaction: what the batch wrote so
+        # far is gone, so no op of it may report success.
+        def lose_the_transaction(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("ROLLBACK")
+            raise sa.exc.OperationalError("stmt", {}, Exception("database or disk is full"))
+
+        ops = [_insert("tn_a"), lose_the_transaction, _insert("tn_c")]
+        async with _writer_held(sqlite_db):
+            futures = [asyncio.ensure_future(sqlite_db.run_write(op)) for op in ops]
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results), results
+        assert await _stored_ids(sqlite_url) == set()
+        await sqlite_db.run_write(_insert("tn_after"))  # the writer carries on
+        assert await _stored_ids(sqlite_url) == {"tn_after"}
+
+    async def test_results_reach_their_callers(self, db: Database) -> None:
+        results = await asyncio.gather(
+            *(db.run_write(lambda _conn, n=n: n * 2) for n in range(20)),
+            *(db.run_read(lambda _conn, n=n: -n) for n in range(20)),
+        )
+        assert results == [n * 2 for n in range(20)] + [-n for n in range(20)]
+
+
+class TestReads:
+    async def test_a_failing_read_fails_alone(self, db: Database) -> None:
+        def bad(conn: sa.Connection) -> None:
+            conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+        results = await asyncio.gather(
+            db.run_read(_tenant_ids), db.run_read(bad), db.run_read(_tenant_ids),
+            return_exceptions=True,
+        )  # fmt: skip
+        assert results[0] == results[2] == set()
+        assert isinstance(results[1], sa.exc.DBAPIError)
+        assert await db.run_read(_tenant_ids) == set()
+
+    async def test_reads_see_committed_writes(self, db: Database) -> None:
+        await db.run_write(_insert("tn_a"))
+        assert await db.run_read(_tenant_ids) == {"tn_a"}
+
+
+class TestCancellation:
+    async def test_a_started_write_completes(self, db: Database, sql_url: str) -> None:
+        started, release = threading.Event(), threading.Event()
+        sqlite = sql_url.startswith("sqlite")
+
+        def slow_insert(conn: sa.Connection) -> None:
+            started.set()
+            if sqlite:  # on the writer thread: wait for the test
+                release.wait(DEADLINE_S)
+            else:  # on the event loop: must not block it
+                conn.execute(sa.text("SELECT pg_sleep(0.05)"))
+            _insert("tn_a")(conn)
+
+        caller = asyncio.ensure_future(db.run_write(slow_insert))
+        await _wait_for(started.is_set)
+        caller.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await db.dispose()  # waits for the write
+        assert await _stored_ids(sql_url) == {"tn_a"}
+
+    async def test_a_queued_write_is_dropped(self, sqlite_db: Database, sqlite_url: str) -> None:
+        async with _writer_held(sqlite_db):
+            cancelled = asyncio.ensure_future(sqlite_db.run_write(_insert("tn_cancelled")))
+            kept = asyncio.ensure_future(sqlite_db.run_write(_insert("tn_kept")))
+            await asyncio.sleep(0)
+            cancelled.cancel()
+        await kept
+        assert cancelled.cancelled()
+        assert await _stored_ids(sqlite_url) == {"tn_kept"}
+
+
+class TestDispose:
+    async def test_queued_writes_are_committed_first(
+        self, sqlite_db: Database, sqlite_url: str
+    ) -> None:
+        async with _writer_held(sqlite_db):
+            writes = [
+                asyncio.ensure_future(sqlite_db.run_write(_insert(f"tn_{n}"))) for n in range(20)
+            ]
+            await asyncio.sleep(0)
+            disposing = asyncio.ensure_future(sqlite_db.dispose())
+            await asyncio.sleep(0)
+            assert not disposing.done()
+        await disposing
+        assert all(w.done() and w.exception() is None for w in writes)
+        assert await _stored_ids(sqlite_url) == {f"tn_{n}" for n in range(20)}
+        with pytest.raises(RuntimeError, match="closed"):
+            await sqlite_db.run_write(_insert("tn_late"))
+
+    async def test_in_flight_writes_finish(self, db: Database, sql_url: str) -> None:
+        writes = [asyncio.ensure_future(db.run_write(_insert(f"tn_{n}"))) for n in range(20)]
+        await asyncio.sleep(0)
+        await db.dispose()
+        assert await asyncio.gather(*writes) == [None] * 20
+        assert await _stored_ids(sql_url) == {f"tn_{n}" for n in range(20)}
