@@ -79,19 +79,21 @@ class Worker:
     # -- claiming ----------------------------------------------------------------------------
     async def _claim(self, execution_ids: list[str]) -> list[Execution]:
         settings = self.runtime.settings
-        claimed = []
-        for execution_id in execution_ids:
-            now = utcnow()
-            execution = await self.runtime.store.claim_execution(
-                execution_id,
-                owner=self.owner,
-                now=now,
-                lease_until=now + timedelta(seconds=settings.lease_s),
-                timeout_s=settings.execution_timeout_s,
+        now = utcnow()
+        # Concurrent claims share one commit in the SQLite store's group commit.
+        results = await asyncio.gather(
+            *(
+                self.runtime.store.claim_execution(
+                    execution_id,
+                    owner=self.owner,
+                    now=now,
+                    lease_until=now + timedelta(seconds=settings.lease_s),
+                    timeout_s=settings.execution_timeout_s,
+                )
+                for execution_id in execution_ids
             )
-            if execution is not None:
-                claimed.append(execution)
-        return claimed
+        )
+        return [execution for execution in results if execution is not None]
 
     async def _claim_from_store(self, limit: int) -> list[Execution]:
         settings = self.runtime.settings
