@@ -49,3 +49,76 @@ async def test_cancelling_closes_the_connection(
     assert seen is not None
     # Same machine, so CLOCK_MONOTONIC is shared: the server saw the close within 100 ms.
     assert seen["disconnected_monotonic"] - cancelled_at < 0.1
+
+
+class RawServer:
+    """A tiny real HTTP/1.1 server whose answers a test scripts byte for byte."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.heads: list[bytes] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while self.answers:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    self.heads.append(head)
+                    writer.write(self.answers.pop(0))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+def answer(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body
+
+
+async def test_no_cookie_is_carried_between_requests(http_client: HttpClient) -> None:
+    async with RawServer(
+        [answer(b"a", "Set-Cookie: session=tenant-a-secret; Path=/"), answer(b"b")]
+    ) as server:
+        for _ in range(2):
+            await http_client.send(http_client.build_request("GET", f"{server.url}/x"))
+    assert len(server.heads) == 2
+    assert b"tenant-a-secret" not in server.heads[1]
+    assert b"cookie" not in server.heads[1].lower()
+
+
+async def test_gzip_bodies_are_decoded(http_client: HttpClient) -> None:
+    import gzip
+
+    async with RawServer([answer(gzip.compress(b'{"ok": true}'), "Content-Encoding: gzip")]) as s:
+        response = await http_client.send(http_client.build_request("GET", s.url))
+    assert response.json() == {"ok": True}
+
+
+async def test_oversized_bodies_are_refused(http_client: HttpClient) -> None:
+    from ipaas.kit.http import MAX_READ_BYTES
+
+    big = b"x" * (MAX_READ_BYTES + 1)
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(big):x}\r\n".encode()
+        + big
+        + b"\r\n0\r\n\r\n"
+    )
+    for scripted in (answer(big), chunked):
+        async with RawServer([scripted]) as server:
+            with pytest.raises(httpx.TransportError, match="refused"):
+                await http_client.send(http_client.build_request("GET", server.url))
