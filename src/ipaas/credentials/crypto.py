@@ -7,6 +7,9 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+#: Decrypted secrets kept in memory (by ciphertext); cleared whole when full.
+PLAIN_CACHE_SIZE = 1024
+
 
 class CredentialCipher:
     """Encrypts with the first key; decrypts with any (``IPAAS_SECRET_KEY=new,old`` rotates)."""
@@ -17,6 +20,7 @@ class CredentialCipher:
             msg = "no credential encryption key"
             raise ValueError(msg)
         self._fernet = MultiFernet(fernets)
+        self._plain: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return "CredentialCipher(keys='**********')"
@@ -25,6 +29,12 @@ class CredentialCipher:
         return self._fernet.encrypt(json.dumps(secret).encode()).decode()
 
     def decrypt(self, ciphertext: str) -> dict[str, Any]:
+        # Every execution of a workflow decrypts the same ciphertext; remembering the plain
+        # value by ciphertext saves the work. The store is still asked for the credential
+        # each time, so a deleted credential is not used again.
+        cached = self._plain.get(ciphertext)
+        if cached is not None:
+            return dict(cached)
         try:
             value = json.loads(self._fernet.decrypt(ciphertext.encode()))
         except InvalidToken as exc:
@@ -33,4 +43,7 @@ class CredentialCipher:
         if not isinstance(value, dict):
             msg = "credential secret is not an object"
             raise ValueError(msg)
-        return value
+        if len(self._plain) >= PLAIN_CACHE_SIZE:
+            self._plain.clear()
+        self._plain[ciphertext] = value
+        return dict(value)
