@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -77,36 +76,12 @@ class BareApp:
 
 
 async def serve(host: str, port: int, db_path: str) -> None:
-    """Serve like ``ipaas serve`` does (``ipaas.cli._serve``): embedded granian, ASGI with
-    lifespan, the HTTP/1 settings derived from the default ``Settings``."""
-    from granian.constants import Interfaces
-    from granian.http import HTTP1Settings
-    from granian.server.embed import Server
-
+    """Serve exactly as ``ipaas serve`` does (``ipaas.cli.serve_app``: embedded granian, ASGI
+    with lifespan, the HTTP/1 settings from the default ``Settings``)."""
+    from ipaas.cli import serve_app
     from ipaas.config import Settings
 
-    settings = Settings()
-    server = Server(
-        BareApp(db_path),
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        http1_settings=HTTP1Settings(
-            header_read_timeout=int(settings.header_read_timeout_s * 1000),
-            max_buffer_size=settings.max_header_bytes,
-        ),
-        log_enabled=False,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(server.serve())
-    stopped = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    if stopped in done:
-        server.stop()
-    await serving
+    await serve_app(BareApp(db_path), Settings(host=host, port=port))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ipaas.config import Settings
 
@@ -17,14 +18,13 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def _serve(settings: Settings, *, workers: bool) -> None:
+async def serve_app(app: Any, settings: Settings) -> None:
+    """Serve an ASGI app on embedded granian until SIGTERM/SIGINT, then stop intake and let
+    the app's lifespan shut down (which drains the workers)."""
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
-    from ipaas.api.app import create_app
-
-    app = create_app(settings, workers=workers)
     server = Server(
         app,
         address=settings.host,
@@ -45,8 +45,14 @@ async def _serve(settings: Settings, *, workers: bool) -> None:
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if stopped in done:
-        server.stop()  # type: ignore[no-untyped-call]  # stops intake, then the lifespan drains the workers
+        server.stop()  # type: ignore[no-untyped-call]
     await serving
+
+
+async def _serve(settings: Settings, *, workers: bool) -> None:
+    from ipaas.api.app import create_app
+
+    await serve_app(create_app(settings, workers=workers), settings)
 
 
 async def _worker(settings: Settings) -> None:
