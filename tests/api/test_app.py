@@ -108,3 +108,20 @@ async def test_openapi_documents_every_route_including_intake(settings: Settings
     assert set(intake["responses"]) == {"202", "404", "413", "415", "422", "503"}
     for path in ("/api/workflows", "/api/executions/{execution_id}/cancel", "/api/auth/signup"):
         assert path in schema["paths"]
+
+
+async def test_readyz_reports_a_store_that_does_not_answer(settings: Settings) -> None:
+    runtime = Runtime.build(settings, store=MemoryStore())
+    app = create_app(runtime=runtime, workers=False)
+    async with app.router.lifespan_context(app):
+
+        async def down() -> bool:
+            raise ConnectionError("database unreachable")
+
+        runtime.store.ping = down  # type: ignore[method-assign]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.get("/readyz")
+            assert r.status_code == 503
+            assert r.json() == {"status": "unavailable", "checks": {"store": "down", "queue": "ok"}}
+            assert (await client.get("/healthz")).status_code == 200

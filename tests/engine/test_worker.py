@@ -377,3 +377,41 @@ class TestStop:
         statuses = {(await api.execution(ex))["status"] for ex in ids}
         assert statuses == {"succeeded"}
         assert 1 < peak <= 4
+
+
+class TestManualRun:
+    async def test_run_creates_a_manual_execution(self, api: Api, worker: Worker) -> None:
+        cred = await api.slack()
+        wf = await api.workflow(
+            [
+                {
+                    "id": "n",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "manual {{ trigger.body.note }} ({{ trigger.type }})"},
+                }
+            ]
+        )
+        # Like n8n's "execute workflow": a deactivated workflow can still be run by hand.
+        await api.client.patch(f"/api/workflows/{wf}", json={"active": False}, headers=api.auth)
+        r = await api.client.post(
+            f"/api/workflows/{wf}/run", json={"body": {"note": "hi"}}, headers=api.auth
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "queued"
+        await worker.run_until_empty()
+        detail = await api.execution(r.json()["id"])
+        assert detail["status"] == "succeeded"
+        assert detail["trigger"]["type"] == "manual"
+        assert detail["steps"][0]["input"] == {"text": "manual hi (manual)"}
+
+    async def test_run_without_body_and_with_a_bad_one(self, api: Api) -> None:
+        wf = await api.workflow(
+            [{"id": "c", "type": "http_request", "config": {"url": f"{api.standin_url}/echo"}}]
+        )
+        r = await api.client.post(f"/api/workflows/{wf}/run", headers=api.auth)
+        assert r.status_code == 202
+        r = await api.client.post(
+            f"/api/workflows/{wf}/run", json={"headers": "nope"}, headers=api.auth
+        )
+        assert r.status_code == 422
