@@ -21,7 +21,7 @@ TEST_KEY = Fernet.generate_key().decode()
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # In CI the service-backed suites must run: a missing service is a failure, not a skip.
     if os.environ.get("IPAAS_REQUIRE_SERVICES"):
-        for var in ("IPAAS_TEST_POSTGRES_URL",):
+        for var in ("IPAAS_TEST_POSTGRES_URL", "IPAAS_TEST_REDIS_URL"):
             if not os.environ.get(var):
                 raise pytest.UsageError(f"IPAAS_REQUIRE_SERVICES is set but {var} is not")
 

@@ -10,9 +10,13 @@ def create_queue(settings: Settings) -> JobQueue:
     match settings.redis_url:
         case None | "" | "memory://":
             return MemoryQueue(settings.queue_buffer)
+        case str(url) if url.startswith(("redis://", "rediss://")):
+            # Imported here so embedded mode never loads the Redis client (~60 ms).
+            from ipaas.engine.queue.redis import RedisQueue
+
+            return RedisQueue(url)
         case url:
-            msg = f"unsupported queue URL {url!r}: the Redis queue arrives with scale-out mode"
-            raise ValueError(msg)
+            raise ValueError(f"unsupported queue URL {url!r}: use redis:// or rediss://")
 
 
 __all__ = ["JobQueue", "MemoryQueue", "create_queue"]
