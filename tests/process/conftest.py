@@ -1,5 +1,6 @@
-"""Real processes for the process tests: ``ipaas serve`` (``ServerProcess``), the stand-ins
-(``python -m tests.standins``), and a small synchronous API client to set things up.
+"""Real processes for the process tests: ``ipaas serve`` (``ServerProcess``), ``ipaas worker``
+(``WorkerProcess``), the stand-ins (``python -m tests.standins``), and a small synchronous API
+client to set things up.
 
 Every wait polls a condition against a deadline; nothing sleeps to synchronise.
 """
@@ -16,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -78,8 +79,16 @@ class ServerProcess:
     stderr (the JSON log) goes to ``stderr-<n>.log`` in the directory.
     """
 
-    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
+        #: Extra ``ipaas serve`` arguments, e.g. ``("--no-workers", "--no-migrate")``.
+        self.args = tuple(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = data_dir / "ipaas.db"
@@ -107,13 +116,21 @@ class ServerProcess:
         environ.update(self.env)
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [_ipaas_command(), "serve", "--port", str(self.port)],
+                [_ipaas_command(), *self._command()],
                 cwd=self.data_dir,
                 env=environ,
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
             )
+        self._wait_ready()
+        return self
+
+    def _command(self) -> list[str]:
+        return ["serve", "--port", str(self.port), *self.args]
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             code = self.process.poll()
@@ -122,7 +139,7 @@ class ServerProcess:
                 raise RuntimeError(msg)
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
+                    return
             if time.monotonic() > deadline:
                 self.kill()
                 msg = f"ipaas serve not ready within {START_TIMEOUT_S}s:\n{self.stderr_text()}"
@@ -200,6 +217,39 @@ class ServerProcess:
         uri = f"file:{self.db_path}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
             return dict(db.execute("SELECT id, status FROM execution").fetchall())
+
+
+class WorkerProcess(ServerProcess):
+    """``ipaas worker`` (scale-out mode) with the same lifecycle and log helpers. It serves no
+    HTTP, so ``start`` only checks that it did not exit at once; tests wait for its work."""
+
+    def _command(self) -> list[str]:
+        return ["worker", *self.args]
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        try:
+            code = self.process.wait(0.5)
+        except subprocess.TimeoutExpired:
+            return
+        msg = f"ipaas worker exited with {code} while starting:\n{self.stderr_text()}"
+        raise RuntimeError(msg)
+
+
+def run_ipaas(*args: str, env: Mapping[str, str], cwd: Path) -> None:
+    """Run a one-shot ``ipaas`` command (``migrate``, ...) to completion; raise if it fails."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
+    environ.update(env)
+    result = subprocess.run(
+        [_ipaas_command(), *args],
+        cwd=cwd,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-4000:]
 
 
 class Api:

@@ -51,6 +51,6 @@ async def cancel_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:
     execution = await execution_service.cancel(
-        runtime.store, runtime.cancels, tenant_id=principal.tenant_id, execution_id=execution_id
+        runtime.store, runtime.cancel_bus, tenant_id=principal.tenant_id, execution_id=execution_id
     )
     return ExecutionRead.of(execution)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaas.engine.cancellation import CancelRegistry, StopReason
+from ipaas.engine.cancellation import CancelBus
 from ipaas.errors import NotFound
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.kit.clock import utcnow
@@ -47,13 +47,15 @@ async def list_(
 
 
 async def cancel(
-    store: Store, cancels: CancelRegistry, *, tenant_id: str, execution_id: str
+    store: Store, cancel_bus: CancelBus, *, tenant_id: str, execution_id: str
 ) -> Execution:
-    """Queued: cancelled at once. Running: stopped where it runs (here directly; in another
-    process at its next heartbeat), in-flight HTTP call included. Terminal: unchanged."""
+    """Queued: cancelled at once. Running: the store flags it and the bus tells the process
+    running it (this one directly in embedded mode, any worker over Redis pub/sub), which stops
+    it, in-flight HTTP call included; the owner's heartbeat sees the flag if the message is
+    lost. Terminal: unchanged."""
     execution = await store.request_cancel(tenant_id, execution_id, now=utcnow())
     if execution is None:
         raise ExecutionNotFound("Execution not found")
     if execution.status is ExecutionStatus.running:
-        cancels.stop(execution_id, StopReason.cancelled)
+        await cancel_bus.publish(execution_id)
     return execution
