@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.conftest import signup
 
@@ -194,3 +195,74 @@ class TestUpdate:
         assert (await client.post(f"{path}/run", headers=b)).status_code == 404
         assert (await client.post(f"{path}/dry-run", headers=b)).status_code == 404
         assert (await client.get("/api/workflows", headers=b)).json() == []
+
+
+def scheduled(credential_id: str, trigger: dict[str, object]) -> dict[str, object]:
+    return {**general(credential_id), "name": "Every five minutes", "trigger": trigger}
+
+
+class TestScheduleTrigger:
+    async def test_valid_schedule_is_201_and_its_webhook_url_is_404(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        trigger = {"type": "schedule", "cron": "*/5 * * * *", "timezone": "Europe/Berlin"}
+        response = await client.post("/api/workflows", json=scheduled(cid, trigger), headers=auth)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["trigger"] == trigger
+        # Only webhook workflows take webhooks.
+        assert (await client.post(f"/api/webhooks/{body['id']}", json={})).status_code == 404
+
+    async def test_timezone_defaults_to_utc(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        trigger = {"type": "schedule", "cron": "0 9 * * 1-5"}
+        response = await client.post("/api/workflows", json=scheduled(cid, trigger), headers=auth)
+        assert response.status_code == 201, response.text
+        assert response.json()["trigger"] == {**trigger, "timezone": "UTC"}
+
+    @pytest.mark.parametrize(
+        ("trigger", "field"),
+        [
+            ({"type": "schedule"}, "cron"),
+            ({"type": "schedule", "cron": "not cron"}, "cron"),
+            ({"type": "schedule", "cron": "61 * * * *"}, "cron"),
+            ({"type": "schedule", "cron": "0 0 9 * * *"}, "cron"),  # six fields: seconds
+            ({"type": "schedule", "cron": 5}, "cron"),
+            ({"type": "schedule", "cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone"),
+            ({"type": "schedule", "cron": "* * * * *", "timezone": "../../etc/passwd"}, "timezone"),
+        ],
+    )
+    async def test_bad_cron_or_timezone_is_422_naming_the_field(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        trigger: dict[str, object],
+        field: str,
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        response = await client.post("/api/workflows", json=scheduled(cid, trigger), headers=auth)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert [d["loc"] for d in error["details"]] == [["body", "trigger", field]]
+        assert f"trigger.{field}" in error["message"]
+        assert (await client.get("/api/workflows", headers=auth)).json() == []
+
+    async def test_put_and_patch_check_the_schedule_too(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        wf = (await client.post("/api/workflows", json=general(cid), headers=auth)).json()
+        path = f"/api/workflows/{wf['id']}"
+        bad = {"type": "schedule", "cron": "every minute"}
+        put = await client.put(path, json=scheduled(cid, bad), headers=auth)
+        patch = await client.patch(path, json={"trigger": bad}, headers=auth)
+        assert put.status_code == patch.status_code == 422
+        assert [d["loc"] for d in patch.json()["error"]["details"]] == [["body", "trigger", "cron"]]
+        good = {"type": "schedule", "cron": "@hourly", "timezone": "Asia/Tokyo"}
+        patched = await client.patch(path, json={"trigger": good}, headers=auth)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["trigger"] == good
+        assert patched.json()["version"] == 2

@@ -16,6 +16,7 @@ import structlog
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.executor import Executor
 from ipaas.engine.reaper import run_reaper
+from ipaas.engine.scheduler import run_scheduler
 from ipaas.executions.models import Execution
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
@@ -49,8 +50,13 @@ class Worker:
             asyncio.create_task(self._heartbeat(), name="worker-heartbeat"),
         ]
         if reaper:
+            # Every worker process also reaps and schedules: both are safe with many
+            # processes (compare-and-set updates, one execution per tick by a unique key).
             self._loops.append(
                 asyncio.create_task(run_reaper(self.runtime, self._stopping), name="reaper")
+            )
+            self._loops.append(
+                asyncio.create_task(run_scheduler(self.runtime, self._stopping), name="scheduler")
             )
 
     async def stop(self, grace_s: float | None = None) -> None:

@@ -44,7 +44,8 @@ class StepStatus(StrEnum):
 
 
 class TriggerData(BaseModel):
-    """What started an execution: the webhook request, or a manual run's input."""
+    """What started an execution: the webhook request, a manual run's input, or a schedule
+    tick (``type="schedule"``, ``body={"scheduled_for": <tick, ISO in the trigger's zone>}``)."""
 
     type: str = "webhook"
     method: str = "POST"
@@ -72,6 +73,9 @@ class Execution(BaseModel):
     finished_at: datetime | None = None
     #: ``started_at + IPAAS_EXECUTION_TIMEOUT_S``, fixed at the first claim.
     deadline_at: datetime | None = None
+    #: Unique per workflow when set (``schedule:<tick>``; later the ``Idempotency-Key``):
+    #: a second execution with the same key is refused by the store.
+    dedup_key: str | None = None
 
 
 class StepRun(BaseModel):

@@ -6,8 +6,10 @@ Rules every implementation follows (the contract suite in ``tests/contracts`` ch
   transaction open; whatever must be atomic is a single method here.
 * Every method that reads or writes tenant data takes ``tenant_id`` and filters on it, so a
   row of tenant B is invisible (``None`` / ``False`` / absent from lists) to tenant A. The
-  only unscoped reads are the three entry points that *establish* a tenant: login by email,
-  a bearer token by its hash, and the public webhook intake by its unguessable workflow id.
+  only unscoped reads are the entry points that *establish* a tenant: login by email, a
+  bearer token by its hash, the public webhook intake by its unguessable workflow id, and
+  the scheduler's list of scheduled workflows (each carries its ``tenant_id``, which the
+  executions it creates inherit).
 * Terminal execution states are never overwritten.
 * Timestamps are timezone-aware UTC on the way in and on the way out.
 """
@@ -26,7 +28,7 @@ from ipaas.workflows.models import Workflow, WorkflowDefinition
 
 
 class DuplicateError(Exception):
-    """A unique key (an email, say) already exists."""
+    """A unique key (an email, an execution's ``dedup_key``) already exists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,10 @@ class Store(Protocol):
     async def list_workflows(self, tenant_id: str) -> list[Workflow]:
         """Newest first."""
 
+    async def list_scheduled_workflows(self) -> list[Workflow]:
+        """Unscoped: the active workflows of every tenant whose trigger type is ``schedule``,
+        oldest first. The scheduler takes the tenant from each workflow, as intake does."""
+
     async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
         """Save name/active/trigger/steps/version/updated_at of an existing workflow of
         ``workflow.tenant_id``; with ``new_version`` also insert the version row
@@ -113,7 +119,11 @@ class Store(Protocol):
 
     # -- executions ---------------------------------------------------------------------------
     async def create_execution(self, execution: Execution) -> None:
-        """Insert a ``queued`` execution (the event is stored in it)."""
+        """Insert a ``queued`` execution (the event is stored in it).
+
+        ``dedup_key``, when set, is unique per workflow: raises ``DuplicateError`` (and writes
+        nothing) if an execution of ``execution.workflow_id`` already has that key, whatever
+        its status or tenant. Executions without a key never collide."""
 
     async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None: ...
 

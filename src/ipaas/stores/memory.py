@@ -10,7 +10,7 @@ from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
 from ipaas.tenants.models import ApiToken, Tenant, User
-from ipaas.workflows.models import Workflow, WorkflowDefinition
+from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition
 
 _RUNNING = ExecutionStatus.running
 _QUEUED = ExecutionStatus.queued
@@ -25,6 +25,8 @@ class MemoryStore:
         self.workflows: dict[str, Workflow] = {}
         self.versions: dict[tuple[str, int], tuple[str, WorkflowDefinition]] = {}
         self.executions: dict[str, Execution] = {}
+        #: ``(workflow_id, dedup_key) -> execution id``: the unique index of the SQL store.
+        self.dedup_keys: dict[tuple[str, str], str] = {}
         self.step_runs: dict[str, dict[tuple[str, int], StepRun]] = {}
         # Every method is atomic: the lock stands in for a transaction where a method awaits.
         self._lock = asyncio.Lock()
@@ -130,6 +132,14 @@ class MemoryStore:
         ]
         return sorted(rows, key=lambda w: (w.created_at, w.id), reverse=True)
 
+    async def list_scheduled_workflows(self) -> list[Workflow]:
+        rows = [
+            w.model_copy(deep=True)
+            for w in self.workflows.values()
+            if w.active and w.trigger.type is TriggerType.schedule
+        ]
+        return sorted(rows, key=lambda w: (w.created_at, w.id))
+
     async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
         if await self.get_workflow(workflow.tenant_id, workflow.id) is None:
             return False
@@ -154,6 +164,11 @@ class MemoryStore:
 
     # -- executions -----------------------------------------------------------------------
     async def create_execution(self, execution: Execution) -> None:
+        if execution.dedup_key is not None:
+            key = (execution.workflow_id, execution.dedup_key)
+            if key in self.dedup_keys:
+                raise DuplicateError("dedup_key")
+            self.dedup_keys[key] = execution.id
         self.executions[execution.id] = execution.model_copy(deep=True)
 
     async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None:

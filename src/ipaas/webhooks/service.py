@@ -109,7 +109,11 @@ async def start(
     tenant_id: str,
     version: int,
     trigger: TriggerData,
+    dedup_key: str | None = None,
 ) -> Execution:
+    """Commit a ``queued`` execution, then offer its id to the queue. With ``dedup_key``
+    the store raises ``DuplicateError`` (nothing written, nothing enqueued) when that key
+    already has an execution of this workflow."""
     execution = Execution(
         id=new_id("ex"),
         tenant_id=tenant_id,
@@ -118,6 +122,7 @@ async def start(
         status=ExecutionStatus.queued,
         trigger=trigger,
         created_at=utcnow(),
+        dedup_key=dedup_key,
     )
     await store.create_execution(execution)
     try:

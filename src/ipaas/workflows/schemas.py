@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from ipaas.executions.models import TriggerData
-from ipaas.workflows.models import Step, Trigger
+from ipaas.workflows.models import Step, Trigger, check_trigger
+
+#: A trigger as the API accepts it: a schedule's cron and time zone are checked (422 at
+#: ``body.trigger.cron`` / ``body.trigger.timezone``).
+CheckedTrigger = Annotated[Trigger, AfterValidator(check_trigger)]
 
 #: The step id the seed's single-action shape maps its action to.
 SEED_STEP_ID = "action"
@@ -48,7 +52,7 @@ def _from_seed_shape(data: Any) -> Any:
 class WorkflowCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     active: bool = True
-    trigger: Trigger = Field(default_factory=Trigger)
+    trigger: CheckedTrigger = Field(default_factory=Trigger)
     steps: list[Step] = Field(min_length=1, max_length=50)
 
     _seed = model_validator(mode="before")(_from_seed_shape)
@@ -61,7 +65,7 @@ class WorkflowUpdate(WorkflowCreate):
 class WorkflowPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     active: bool | None = None
-    trigger: Trigger | None = None
+    trigger: CheckedTrigger | None = None
     steps: list[Step] | None = Field(default=None, min_length=1, max_length=50)
 
     _seed = model_validator(mode="before")(_from_seed_shape)

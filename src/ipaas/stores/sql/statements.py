@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from ipaas.executions.models import ExecutionStatus
 from ipaas.stores.sql import tables as t
+from ipaas.workflows.models import TriggerType
 
 EX = t.execution
 QUEUED = ExecutionStatus.queued.value
@@ -106,6 +107,16 @@ LIST_WORKFLOWS = (
     sa.select(t.workflow)
     .where(scoped(t.workflow))
     .order_by(t.workflow.c.created_at.desc(), t.workflow.c.id.desc())
+)
+# Unscoped (the scheduler). The JSON path is portable Core: JSON_EXTRACT on SQLite, ->> on
+# PostgreSQL. No index: a full scan of ``workflow`` per scheduler pass is cheap at our sizes.
+LIST_SCHEDULED_WORKFLOWS = (
+    sa.select(t.workflow)
+    .where(
+        t.workflow.c.active.is_(True),
+        t.workflow.c.trigger["type"].as_string() == TriggerType.schedule.value,
+    )
+    .order_by(t.workflow.c.created_at, t.workflow.c.id)
 )
 UPDATE_WORKFLOW = (
     sa.update(t.workflow)

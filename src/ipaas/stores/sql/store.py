@@ -181,6 +181,10 @@ class SqlStore:
         rows = await self._db.run_read(_all(q.LIST_WORKFLOWS, {"p_tenant_id": tenant_id}))
         return [_workflow(row) for row in rows]
 
+    async def list_scheduled_workflows(self) -> list[Workflow]:
+        rows = await self._db.run_read(_all(q.LIST_SCHEDULED_WORKFLOWS, {}))
+        return [_workflow(row) for row in rows]
+
     async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
         params = {
             "p_tenant_id": workflow.tenant_id,
@@ -223,7 +227,14 @@ class SqlStore:
 
     # -- executions -----------------------------------------------------------------------
     async def create_execution(self, execution: Execution) -> None:
-        await self._write_one(q.INSERT_EXECUTION, _execution_values(execution))
+        try:
+            await self._write_one(q.INSERT_EXECUTION, _execution_values(execution))
+        except IntegrityError as exc:
+            # The only unique key a caller can hit is (workflow_id, dedup_key); without a
+            # key, an integrity error is a bug (an unknown tenant) and is raised as it is.
+            if execution.dedup_key is None:
+                raise
+            raise DuplicateError("dedup_key") from exc
 
     async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None:
         params = {"p_tenant_id": tenant_id, "p_id": execution_id}
@@ -465,6 +476,7 @@ def _execution(row: Mapping[Any, Any]) -> Execution:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         deadline_at=row["deadline_at"],
+        dedup_key=row["dedup_key"],
     )
 
 

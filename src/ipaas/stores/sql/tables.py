@@ -148,11 +148,15 @@ execution = sa.Table(
     _at("started_at", nullable=True),
     _at("finished_at", nullable=True),
     _at("deadline_at", nullable=True),
+    # Unique per workflow when set (schedule ticks; later Idempotency-Key). NULLs never
+    # collide in a unique index on SQLite or PostgreSQL.
+    sa.Column("dedup_key", sa.String(255), nullable=True),
     # The listing keyset, with and without a workflow filter.
     sa.Index(None, "tenant_id", "created_at", "id"),
     sa.Index(None, "tenant_id", "workflow_id", "created_at", "id"),
     # claim_next / queued_ids / count_queued, and the reaper's scan of running rows.
     sa.Index(None, "status", "created_at", "id"),
+    sa.Index(None, "workflow_id", "dedup_key", unique=True),
 )
 
 step_run = sa.Table(

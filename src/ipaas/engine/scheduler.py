@@ -1,0 +1,132 @@
+"""Cron triggers -> executions: one per workflow and tick, however many processes run this.
+
+Each pass lists the active ``schedule`` workflows and, for each, computes the latest tick at
+or before ``now`` in the workflow's time zone. That tick becomes a ``queued`` execution whose
+``dedup_key`` is ``schedule:<tick in UTC, ISO>``; the store's unique ``(workflow_id,
+dedup_key)`` index refuses a second one, so schedulers in several processes (or two passes
+of one) never create the same tick twice: the loser gets ``DuplicateError`` and moves on.
+
+Policy (docs/architecture.md, "Schedules"):
+
+* Only the *latest* due tick is ever created. After downtime the last missed tick runs
+  once; the ones before it are skipped, never replayed as a backlog.
+* A tick earlier than the workflow's ``updated_at`` is skipped: a workflow never runs a tick
+  from before it existed or was last changed (created, edited, re-activated), so turning a
+  paused workflow back on does not fire a stale tick at once.
+* A stored schedule that no longer validates (a zone dropped from tzdata) is logged and
+  skipped; the other workflows still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from croniter import croniter  # type: ignore[import-untyped]
+from pydantic import ValidationError
+
+from ipaas.engine.queue import JobQueue
+from ipaas.executions.models import TriggerData
+from ipaas.kit.clock import utcnow
+from ipaas.runtime import Runtime
+from ipaas.stores.base import DuplicateError, Store
+from ipaas.webhooks import service as webhook_service
+from ipaas.workflows.models import Workflow
+
+_log = structlog.get_logger(__name__)
+
+#: Seconds between passes. Cron has minute resolution, so a tick starts at most a second
+#: late. A pass is cheap: one read of the scheduled workflows, and an insert only for a
+#: tick not yet handled (the in-process ``last_ticks`` memo skips the rest).
+SCHEDULER_INTERVAL_S = 1.0
+
+#: ``get_prev`` returns the tick strictly before its start, so start just after ``now`` to
+#: include a tick that falls exactly on ``now`` (datetimes have microsecond resolution).
+_JUST_AFTER = timedelta(microseconds=1)
+
+
+def due_tick(workflow: Workflow, now: datetime) -> datetime | None:
+    """The latest tick at or before ``now`` (aware, in the workflow's zone), or ``None`` when
+    that tick is older than the workflow's last change. Raises ``ValidationError`` for a
+    schedule that does not validate."""
+    schedule = workflow.trigger.schedule
+    local_now = (now + _JUST_AFTER).astimezone(schedule.zone)
+    tick: datetime = croniter(schedule.cron, local_now).get_prev(datetime)
+    if tick < workflow.updated_at:
+        return None
+    return tick
+
+
+def dedup_key(tick: datetime) -> str:
+    """The execution's unique key for one tick: the same instant gives the same key in
+    every process, whatever zone it was computed in."""
+    return f"schedule:{tick.astimezone(UTC).isoformat()}"
+
+
+async def schedule_once(
+    store: Store,
+    queue: JobQueue,
+    *,
+    now: datetime,
+    last_ticks: dict[str, datetime] | None = None,
+) -> list[str]:
+    """One pass: create the due tick's execution for every scheduled workflow.
+
+    Returns the ids of the executions this call created (ticks another process or an earlier
+    pass created already are not included). ``last_ticks`` (workflow id -> last tick handled)
+    is an optional memo kept across passes by ``run_scheduler``: it saves the insert, and its
+    refusal, for a tick already handled; correctness never depends on it.
+    """
+    created: list[str] = []
+    workflows = await store.list_scheduled_workflows()
+    if last_ticks is not None:
+        # Forget workflows that are no longer scheduled (deleted, paused, re-triggered).
+        live = {wf.id for wf in workflows}
+        for workflow_id in list(last_ticks):
+            if workflow_id not in live:
+                del last_ticks[workflow_id]
+    for workflow in workflows:
+        try:
+            tick = due_tick(workflow, now)
+        except ValidationError:
+            _log.warning("schedule_invalid", workflow_id=workflow.id, exc_info=True)
+            continue
+        if tick is None or (last_ticks is not None and last_ticks.get(workflow.id) == tick):
+            continue
+        try:
+            execution = await webhook_service.start(
+                store,
+                queue,
+                workflow_id=workflow.id,
+                tenant_id=workflow.tenant_id,
+                version=workflow.version,
+                trigger=TriggerData(type="schedule", body={"scheduled_for": tick.isoformat()}),
+                dedup_key=dedup_key(tick),
+            )
+        except DuplicateError:
+            pass  # another process, or an earlier pass, created this tick
+        else:
+            created.append(execution.id)
+            _log.info(
+                "schedule_fired",
+                workflow_id=workflow.id,
+                execution_id=execution.id,
+                scheduled_for=tick.isoformat(),
+            )
+        if last_ticks is not None:
+            last_ticks[workflow.id] = tick
+    return created
+
+
+async def run_scheduler(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Run ``schedule_once`` every ``SCHEDULER_INTERVAL_S`` until ``stop`` is set."""
+    last_ticks: dict[str, datetime] = {}
+    while not stop.is_set():
+        try:
+            await schedule_once(runtime.store, runtime.queue, now=utcnow(), last_ticks=last_ticks)
+        except Exception:  # a failing database must not kill the loop; next pass retries
+            _log.exception("scheduler_failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SCHEDULER_INTERVAL_S)
