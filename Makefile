@@ -23,6 +23,7 @@ test: install
 # The service-backed suites: PostgreSQL and Redis must be reachable (no skipping).
 test-integration: install
 	@test -n "$$IPAAS_TEST_POSTGRES_URL" || (echo "set IPAAS_TEST_POSTGRES_URL (see README)"; exit 2)
+	@test -n "$$IPAAS_TEST_REDIS_URL" || (echo "set IPAAS_TEST_REDIS_URL (see README)"; exit 2)
 	IPAAS_REQUIRE_SERVICES=1 $(BIN)/pytest -q -m "postgres or redis"
 
 bench: install
