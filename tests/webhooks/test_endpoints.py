@@ -10,7 +10,7 @@ import pytest
 from ipaas.executions.models import ExecutionStatus
 from ipaas.runtime import Runtime
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "webhooks"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 
 
 @pytest.fixture
