@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
 from ipaas.kit.clock import utcnow
+from ipaas.kit.periodic import run_every
 from ipaas.runtime import Runtime
 from ipaas.stores.base import Reaped
 
@@ -24,10 +24,6 @@ async def reap_once(runtime: Runtime) -> Reaped:
 
 
 async def run_reaper(runtime: Runtime, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await reap_once(runtime)
-        except Exception:  # a failing database must not kill the loop; next pass retries
-            _log.exception("reaper_failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), runtime.settings.reaper_interval_s)
+    await run_every(
+        runtime.settings.reaper_interval_s, stop, lambda: reap_once(runtime), name="reaper"
+    )

@@ -20,7 +20,6 @@ Policy (docs/architecture.md, "Schedules"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 from ipaas.engine.queue import JobQueue
 from ipaas.executions.models import TriggerData
 from ipaas.kit.clock import utcnow
+from ipaas.kit.periodic import run_every
 from ipaas.runtime import Runtime
 from ipaas.stores.base import DuplicateError, Store
 from ipaas.webhooks import service as webhook_service
@@ -123,10 +123,9 @@ async def schedule_once(
 async def run_scheduler(runtime: Runtime, stop: asyncio.Event) -> None:
     """Run ``schedule_once`` every ``SCHEDULER_INTERVAL_S`` until ``stop`` is set."""
     last_ticks: dict[str, datetime] = {}
-    while not stop.is_set():
-        try:
-            await schedule_once(runtime.store, runtime.queue, now=utcnow(), last_ticks=last_ticks)
-        except Exception:  # a failing database must not kill the loop; next pass retries
-            _log.exception("scheduler_failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), SCHEDULER_INTERVAL_S)
+    await run_every(
+        SCHEDULER_INTERVAL_S,
+        stop,
+        lambda: schedule_once(runtime.store, runtime.queue, now=utcnow(), last_ticks=last_ticks),
+        name="scheduler",
+    )
