@@ -11,7 +11,7 @@ import structlog
 
 from ipaas.credentials import service as credential_service
 from ipaas.engine.cancellation import StopReason
-from ipaas.engine.steps import StepsRun, run_steps
+from ipaas.engine.steps import STOP_OUTCOMES, StepsRun, run_steps
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
@@ -21,10 +21,7 @@ _log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-_STOP_FINAL = {
-    StopReason.cancelled: (ExecutionStatus.cancelled, "cancelled by user"),
-    StopReason.timed_out: (ExecutionStatus.timed_out, "execution timed out"),
-}
+_STOP_FINAL = {reason: (status, error) for reason, (_, status, error) in STOP_OUTCOMES.items()}
 
 
 async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:

@@ -26,7 +26,8 @@ from ipaas.workflows.models import Step, WorkflowDefinition
 #: terminal status (``None`` while more steps follow).
 OnStep = Callable[[StepRun, ExecutionStatus | None, "dict[str, Any] | None"], Awaitable[None]]
 
-_STOP_STATUS = {
+#: What a user cancel or the execution timeout makes of the step in flight and the execution.
+STOP_OUTCOMES = {
     StopReason.cancelled: (StepStatus.cancelled, ExecutionStatus.cancelled, "cancelled by user"),
     StopReason.timed_out: (StepStatus.timed_out, ExecutionStatus.timed_out, "execution timed out"),
 }
@@ -135,7 +136,7 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
         except (TemplateRenderError, ValueError) as exc:
             status, error = StepStatus.failed, f"{exc}"
         except asyncio.CancelledError:
-            stopped = _STOP_STATUS.get(run.stop_reason() or StopReason.shutdown)
+            stopped = STOP_OUTCOMES.get(run.stop_reason() or StopReason.shutdown)
             if stopped is None:
                 raise  # shutdown or lease lost: nothing of this attempt is recorded
             status, final, error = stopped
