@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ipaas.api.errors import error_response
 from ipaas.errors import PayloadTooLarge
 from ipaas.kit.ids import new_id
 
 _log = structlog.get_logger("ipaas.access")
-
-
-def _too_large_body(limit: int) -> bytes:
-    return json.dumps(
-        {"error": {"code": "payload_too_large", "message": f"Body exceeds {limit} bytes"}}
-    ).encode()
 
 
 class BodyLimitMiddleware:
@@ -38,7 +32,12 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await self._refuse(send)
+                    exc = PayloadTooLarge(f"Body exceeds {self.max_bytes} bytes")
+                    # Refused before the app runs, so rendered here, by the same function.
+                    response = error_response(
+                        exc.status_code, exc.code, exc.message, headers={"connection": "close"}
+                    )
+                    await response(scope, receive, send)
                     return
         received = 0
         limit = self.max_bytes
@@ -53,21 +52,6 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited, send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = _too_large_body(self.max_bytes)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 class RequestIdMiddleware:
