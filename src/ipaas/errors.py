@@ -69,3 +69,17 @@ class ValidationFailed(IpaasError):
 class ServiceUnavailable(IpaasError):
     status_code = 503
     code = "unavailable"
+
+
+#: What a 503 for an unreachable database tells clients to wait: about a restart's length.
+STORE_RETRY_AFTER_S = 5
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The database cannot be reached (down, restarting, out of connections). Nothing was
+    written, or the caller cannot know: a client should retry (intake answers 503)."""
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str = "The database is unavailable; retry later") -> None:
+        super().__init__(message, headers={"Retry-After": str(STORE_RETRY_AFTER_S)})

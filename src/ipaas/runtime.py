@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+
+import structlog
 
 from ipaas.config import Settings
 from ipaas.credentials.crypto import CredentialCipher
@@ -15,9 +18,15 @@ from ipaas.engine.cancellation import (
 )
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.queue import JobQueue, create_queue
+from ipaas.errors import StoreUnavailable
 from ipaas.kit.http import HttpClient
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
+
+_log = structlog.get_logger(__name__)
+
+#: Longest pause between attempts to reach the database at start-up.
+STARTUP_RETRY_MAX_S = 5.0
 
 
 @dataclass(slots=True)
@@ -63,7 +72,7 @@ class Runtime:
         )
 
     async def startup(self) -> None:
-        await self.store.startup()
+        await self._start_store()
         await self.queue.startup()
         # Every process subscribes: where the execution does not run, a cancel is a no-op.
         await self.cancel_bus.start(self._cancel_here)
@@ -73,6 +82,20 @@ class Runtime:
         await self.queue.shutdown()
         await self.http.aclose()
         await self.store.shutdown()
+
+    async def _start_store(self) -> None:
+        """Wait for the database: a process started during an outage (or before the database
+        after a reboot) comes up when it returns instead of exiting."""
+        pause = 0.2
+        while True:
+            try:
+                await self.store.startup()
+            except StoreUnavailable:
+                _log.warning("store_unreachable_at_startup", retry_in_s=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, STARTUP_RETRY_MAX_S)
+            else:
+                return
 
     def _cancel_here(self, execution_id: str) -> None:
         self.cancels.stop(execution_id, StopReason.cancelled)

@@ -22,7 +22,7 @@ from ipaas.stores.sql.tables import metadata
 
 POSTGRES_URL = os.environ.get("IPAAS_TEST_POSTGRES_URL")
 
-_postgres = [
+POSTGRES_ONLY = [
     pytest.mark.postgres,
     pytest.mark.skipif(not POSTGRES_URL, reason="IPAAS_TEST_POSTGRES_URL is not set"),
 ]
@@ -31,9 +31,9 @@ _postgres = [
 BACKENDS = [
     pytest.param("memory"),
     pytest.param("sqlite"),
-    pytest.param("postgres", marks=_postgres),
+    pytest.param("postgres", marks=POSTGRES_ONLY),
 ]
-SQL_BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=_postgres)]
+SQL_BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=POSTGRES_ONLY)]
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-async def _truncate_all(url: str) -> None:
+async def truncate_all(url: str) -> None:
     names = ", ".join(table.name for table in metadata.sorted_tables)
     await _execute(url, f"TRUNCATE {names} CASCADE")
 
@@ -99,7 +99,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             backend = SqlStore(url)
         case "postgres":
             url = request.getfixturevalue("postgres_url")
-            await _truncate_all(url)
+            await truncate_all(url)
             backend = SqlStore(url)
         case other:
             raise AssertionError(f"unknown backend {other}")
@@ -128,5 +128,5 @@ async def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         await asyncio.to_thread(run_migrations, url)
         return url
     url = request.getfixturevalue("postgres_url")
-    await _truncate_all(url)
+    await truncate_all(url)
     return str(url)

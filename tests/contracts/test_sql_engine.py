@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
+from ipaas.errors import StoreUnavailable
 from ipaas.stores.sql import tables as t
-from ipaas.stores.sql.engine import Database, create_database
+from ipaas.stores.sql.engine import PG_CONNECT_TIMEOUT_S, Database, create_database
+from tests.contracts.conftest import POSTGRES_ONLY, POSTGRES_URL, truncate_all
+from tests.process.faultproxy import FaultProxy
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 #: Generous: only a broken implementation ever waits this long.
@@ -232,3 +235,55 @@ class TestDispose:
         await db.dispose()
         assert await asyncio.gather(*writes) == [None] * 20
         assert await _stored_ids(sql_url) == {f"tn_{n}" for n in range(20)}
+
+
+class TestPostgresOutage:
+    """PostgreSQL going away is ``StoreUnavailable`` (the API's 503), fast, and the pool
+    recovers by itself. The outage is a TCP proxy that resets and refuses connections."""
+
+    pytestmark = POSTGRES_ONLY
+
+    @pytest.fixture
+    def proxy(self) -> Iterator[FaultProxy]:
+        assert POSTGRES_URL is not None
+        url = sa.make_url(POSTGRES_URL)
+        with FaultProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+            yield proxy
+
+    @pytest.fixture
+    async def proxied_db(self, postgres_url: str, proxy: FaultProxy) -> AsyncIterator[Database]:
+        url = sa.make_url(postgres_url).set(host="127.0.0.1", port=proxy.port)
+        database = create_database(url.render_as_string(hide_password=False))
+        try:
+            yield database
+        finally:
+            await database.dispose()
+
+    async def test_an_unreachable_server_is_store_unavailable_within_seconds(
+        self, proxied_db: Database, proxy: FaultProxy
+    ) -> None:
+        await proxied_db.run_read(_tenant_ids)  # a pooled connection, then the outage
+        proxy.cut()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StoreUnavailable):
+            await proxied_db.run_read(_tenant_ids)
+        with pytest.raises(StoreUnavailable):
+            await proxied_db.run_write(_insert("tn_during"))
+        assert asyncio.get_running_loop().time() - started < PG_CONNECT_TIMEOUT_S
+
+    async def test_the_pool_recovers_when_the_server_returns(
+        self, proxied_db: Database, proxy: FaultProxy, postgres_url: str
+    ) -> None:
+        await truncate_all(postgres_url)
+        await proxied_db.run_read(_tenant_ids)
+        proxy.cut()
+        proxy.restore()
+        # The pooled connection died with the "server": a read runs again on a new one.
+        assert await proxied_db.run_read(_tenant_ids) == set()
+        await proxied_db.run_write(_insert("tn_after"))
+        assert await _stored_ids(postgres_url) == {"tn_after"}
+
+    async def test_other_errors_are_not_translated(self, proxied_db: Database) -> None:
+        await proxied_db.run_write(_insert("tn_twice"))
+        with pytest.raises(sa.exc.IntegrityError):
+            await proxied_db.run_write(_insert("tn_twice"))

@@ -11,6 +11,7 @@ import pytest
 
 from ipaas.engine.reaper import reap_once
 from ipaas.engine.worker import Worker
+from ipaas.errors import StoreUnavailable
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
 
@@ -415,3 +416,74 @@ class TestManualRun:
             f"/api/workflows/{wf}/run", json={"headers": "nope"}, headers=api.auth
         )
         assert r.status_code == 422
+
+
+class TestDatabaseOutage:
+    """A store write that meets a database outage waits for it (up to one lease) instead of
+    failing the execution: the step that happened is recorded, not repeated."""
+
+    @staticmethod
+    def _failing(store: Any, name: str, times: float) -> list[int]:
+        """Make ``store.<name>`` raise ``StoreUnavailable`` ``times`` times, then work."""
+        calls: list[int] = []
+        real = getattr(store, name)
+
+        async def flaky(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) <= times:
+                raise StoreUnavailable
+            return await real(*args, **kwargs)
+
+        setattr(store, name, flaky)
+        return calls
+
+    async def _slack_execution(self, api: Api) -> str:
+        cred = await api.slack()
+        wf = await api.workflow(
+            [
+                {
+                    "id": "one",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "first"},
+                },
+                {
+                    "id": "two",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "second"},
+                },
+            ]
+        )
+        return await api.fire(wf, {})
+
+    async def test_writes_wait_out_a_short_outage(
+        self, api: Api, worker: Worker, runtime: Runtime
+    ) -> None:
+        ex = await self._slack_execution(api)
+        steps = self._failing(runtime.store, "record_step", 3)
+        finishes = self._failing(runtime.store, "finish_execution", 2)
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "succeeded", detail
+        assert [s["status"] for s in detail["steps"]] == ["succeeded", "succeeded"]
+        assert len(steps) > 3  # the three failures, then the writes that worked
+        assert len(finishes) == 3
+        texts = [r["body"]["text"] for r in await api.received()]
+        assert texts == ["first", "second"]  # nothing sent twice
+
+    async def test_an_outage_past_the_lease_leaves_the_row_to_the_reaper(
+        self, api: Api, worker: Worker, runtime: Runtime
+    ) -> None:
+        runtime.settings.lease_s = 0.3
+        ex = await self._slack_execution(api)
+        self._failing(runtime.store, "record_step", float("inf"))
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        # Not failed by the outage: still the claimant's until its lease runs out.
+        assert detail["status"] == "running", detail
+        assert worker.running == 0
+        runtime.store.record_step = type(runtime.store).record_step.__get__(runtime.store)
+        await asyncio.sleep(0.35)
+        reaped = await reap_once(runtime)
+        assert reaped.requeued == [ex]

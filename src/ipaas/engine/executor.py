@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import structlog
@@ -12,6 +13,7 @@ import structlog
 from ipaas.credentials import service as credential_service
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.steps import STOP_OUTCOMES, StepsRun, run_steps
+from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
@@ -33,6 +35,11 @@ async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:
     except asyncio.CancelledError:
         await task
         raise
+
+
+#: First and longest pause between attempts of a store write during a database outage.
+OUTAGE_RETRY_FIRST_S = 0.1
+OUTAGE_RETRY_MAX_S = 2.0
 
 
 #: Workflow versions are immutable, so a process may keep the ones it ran.
@@ -58,6 +65,23 @@ class Executor:
                 self._definitions.popitem(last=False)
         return definition
 
+    async def _outlasting(self, write: Callable[[], Awaitable[T]], execution_id: str) -> T:
+        """Run a store write, waiting out a database outage for up to one lease: a step that
+        happened is then recorded when the database returns, not repeated by another worker.
+        Past the lease the row is the reaper's anyway, and ``StoreUnavailable`` is raised."""
+        deadline = time.monotonic() + self.runtime.settings.lease_s
+        pause = OUTAGE_RETRY_FIRST_S
+        while True:
+            try:
+                return await write()
+            except StoreUnavailable:
+                if time.monotonic() + pause > deadline:
+                    raise
+                if pause == OUTAGE_RETRY_FIRST_S:
+                    _log.warning("store_write_waiting", execution_id=execution_id)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, OUTAGE_RETRY_MAX_S)
+
     async def execute(self, execution: Execution) -> ExecutionStatus | None:
         """Run ``execution`` (claimed by ``owner``); the status it ended in, or ``None`` when
         it was handed back (shutdown) or taken over (lease lost)."""
@@ -67,14 +91,18 @@ class Executor:
         async def finish(status: ExecutionStatus, error: str | None, step: StepRun | None) -> None:
             nonlocal finished
             finished = True
+            finished_at = utcnow()
             await _uncancellable(
-                store.finish_execution(
+                self._outlasting(
+                    lambda: store.finish_execution(
+                        execution.id,
+                        owner=self.owner,
+                        status=status,
+                        error=error,
+                        finished_at=finished_at,
+                        step=step,
+                    ),
                     execution.id,
-                    owner=self.owner,
-                    status=status,
-                    error=error,
-                    finished_at=utcnow(),
-                    step=step,
                 )
             )
 
@@ -82,7 +110,9 @@ class Executor:
             step: StepRun, final: ExecutionStatus | None, _preview: dict[str, Any] | None
         ) -> None:
             if final is None:
-                await _uncancellable(store.record_step(step))
+                await _uncancellable(
+                    self._outlasting(lambda: store.record_step(step), execution.id)
+                )
             else:
                 await finish(
                     final, step.error if final is not ExecutionStatus.succeeded else None, step
@@ -109,6 +139,11 @@ class Executor:
                 return _STOP_FINAL[reason][0]
             if reason is StopReason.shutdown and not finished:
                 await store.release_execution(execution.id, owner=self.owner)
+            return None
+        except StoreUnavailable:
+            # Nothing can be recorded: the lease runs out and the reaper hands the execution
+            # to a worker once the database is back (completed steps are not repeated).
+            log.warning("execution_abandoned", reason="store_unavailable")
             return None
         except Exception as exc:  # a bug or an unreadable credential must not strand the row
             log.exception("execution_crashed")

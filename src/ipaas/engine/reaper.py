@@ -16,8 +16,11 @@ _log = structlog.get_logger(__name__)
 
 async def reap_once(runtime: Runtime) -> Reaped:
     reaped = await runtime.store.reap(now=utcnow())
-    for execution_id in reaped.requeued:
-        await runtime.queue.enqueue(execution_id)
+    try:
+        for execution_id in reaped.requeued:
+            await runtime.queue.enqueue(execution_id)
+    except Exception as exc:  # queued in the store: workers claim them from there
+        _log.warning("reaper_enqueue_failed", error=repr(exc))
     if reaped.requeued or reaped.timed_out:
         _log.info("reaped", requeued=len(reaped.requeued), timed_out=len(reaped.timed_out))
     return reaped

@@ -17,6 +17,7 @@ from ipaas.engine.cancellation import StopReason
 from ipaas.engine.executor import Executor
 from ipaas.engine.reaper import run_reaper
 from ipaas.engine.scheduler import run_scheduler
+from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
@@ -39,12 +40,16 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        #: Outages are logged when they start and end, not on every poll.
+        self._queue_down = False
+        self._store_down = False
 
     @property
     def running(self) -> int:
         return len(self._tasks)
 
     async def start(self, *, reaper: bool = True) -> None:
+        _log.info("worker_started", owner=self.owner, concurrency=self.concurrency)
         self._loops = [
             asyncio.create_task(self._feed(), name="worker-feed"),
             asyncio.create_task(self._heartbeat(), name="worker-heartbeat"),
@@ -112,8 +117,24 @@ class Worker:
             limit=limit,
         )
 
+    async def _receive(self, limit: int, wait_s: float) -> list[str]:
+        """Ids from the queue; none while it is unreachable (the store still has every
+        queued execution, and ``_feed`` claims from it)."""
+        try:
+            ids = await self.runtime.queue.receive(limit, wait_s)
+        except Exception as exc:
+            if not self._queue_down:
+                _log.warning("queue_unreachable", error=repr(exc))
+                self._queue_down = True
+            if wait_s:
+                await asyncio.sleep(wait_s)
+            return []
+        if self._queue_down:
+            _log.info("queue_reachable")
+            self._queue_down = False
+        return ids
+
     async def _feed(self) -> None:
-        queue = self.runtime.queue
         poll_s = self.runtime.settings.poll_interval_s
         while not self._stopping.is_set():
             free = self.concurrency - len(self._tasks)
@@ -122,17 +143,26 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                claimed = await self._claim(await queue.receive(free, 0))
+                claimed = await self._claim(await self._receive(free, 0))
                 if not claimed:
                     claimed = await self._claim_from_store(free)
                 if not claimed:
-                    claimed = await self._claim(await queue.receive(free, poll_s))
+                    claimed = await self._claim(await self._receive(free, poll_s))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # store or queue down: back off, the reaper recovers the rest
+            except StoreUnavailable:  # wait for the database; the reaper recovers the rest
+                if not self._store_down:
+                    _log.warning("store_unreachable")
+                    self._store_down = True
+                await asyncio.sleep(poll_s)
+                continue
+            except Exception:
                 _log.exception("worker_claim_failed")
                 await asyncio.sleep(poll_s)
                 continue
+            if self._store_down:
+                _log.info("store_reachable")
+                self._store_down = False
             for execution in claimed:
                 self._spawn(execution)
 
@@ -152,6 +182,8 @@ class Worker:
             )
         try:
             await self.executor.execute(execution)
+        except StoreUnavailable:  # stopping it could not be recorded: the reaper will
+            _log.warning("execution_abandoned", execution_id=execution.id)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -179,6 +211,8 @@ class Worker:
                 # Cancels requested through another process reach us here.
                 for execution_id in await store.cancel_requested(list(renewed)):
                     self.runtime.cancels.stop(execution_id, StopReason.cancelled)
+            except StoreUnavailable:  # the feed loop logs the outage
+                continue
             except Exception:
                 _log.exception("heartbeat_failed")
 

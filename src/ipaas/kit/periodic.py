@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from ipaas.errors import ServiceUnavailable
+
 _log = structlog.get_logger(__name__)
 
 
@@ -19,6 +21,8 @@ async def run_every(
     while not stop.is_set():
         try:
             await pass_()
+        except ServiceUnavailable as exc:  # an outage, not a bug: no traceback per pass
+            _log.warning(f"{name}_failed", error=exc.message)
         except Exception:
             _log.exception(f"{name}_failed")
         with contextlib.suppress(TimeoutError):

@@ -127,6 +127,6 @@ async def start(
     await store.create_execution(execution)
     try:
         await queue.enqueue(execution.id)
-    except Exception:  # committed already: a worker's store poll or the reaper picks it up
-        _log.warning("enqueue_failed", execution_id=execution.id, exc_info=True)
+    except Exception as exc:  # committed already: a worker's store poll or the reaper takes it
+        _log.warning("enqueue_failed", execution_id=execution.id, error=repr(exc))
     return execution

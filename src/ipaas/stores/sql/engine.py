@@ -24,6 +24,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from ipaas.errors import StoreUnavailable
+
 T = TypeVar("T")
 
 #: Pragmas every SQLite connection gets. WAL lets readers run beside the writer;
@@ -387,7 +389,15 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: sa.URL) -> None:
         self._engine: AsyncEngine = create_async_engine(
-            url, pool_size=10, max_overflow=20, pool_recycle=1800, **_ENGINE_ARGS
+            url,
+            pool_size=10,
+            max_overflow=20,
+            pool_recycle=1800,
+            # An unreachable server fails a request within seconds (asyncpg's connect timeout
+            # is 60 s; the pool's checkout wait 30 s): the caller answers 503 instead.
+            pool_timeout=PG_POOL_TIMEOUT_S,
+            connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+            **_ENGINE_ARGS,
         )
         # Same pool, but no BEGIN/COMMIT round trips around a statement that is atomic
         # on its own: a third of the round trips of a transaction.
@@ -396,6 +406,21 @@ class PostgresDatabase(Database):
         self._writes: set[asyncio.Task[Any]] = set()
 
     async def run_read(self, op: Callable[[sa.Connection], T]) -> T:
+        try:
+            return await self._read(op)
+        except sa.exc.DBAPIError as exc:
+            # A pooled connection that died with the server (restart, failover): SQLAlchemy
+            # has invalidated the pool; a read is safe to run once more on a fresh one.
+            if not exc.connection_invalidated:
+                raise _translated(exc) from exc
+        except Exception as exc:
+            raise _translated(exc) from exc
+        try:
+            return await self._read(op)
+        except Exception as exc:
+            raise _translated(exc) from exc
+
+    async def _read(self, op: Callable[[sa.Connection], T]) -> T:
         async with self._autocommit.connect() as conn:
             return await conn.run_sync(op)
 
@@ -416,6 +441,13 @@ class PostgresDatabase(Database):
             task.exception()
 
     async def _write(self, op: Callable[[sa.Connection], T], *, one_statement: bool) -> T:
+        # Never retried here: whether a write that lost its connection committed is unknown.
+        try:
+            return await self._write_once(op, one_statement=one_statement)
+        except Exception as exc:
+            raise _translated(exc) from exc
+
+    async def _write_once(self, op: Callable[[sa.Connection], T], *, one_statement: bool) -> T:
         if one_statement:
             async with self._autocommit.connect() as conn:
                 return await conn.run_sync(op)
@@ -441,6 +473,30 @@ class PostgresDatabase(Database):
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await self._engine.dispose()
+
+
+#: Seconds to open a connection to PostgreSQL, and to wait for a free one in the pool.
+PG_CONNECT_TIMEOUT_S = 5.0
+PG_POOL_TIMEOUT_S = 10.0
+#: SQLSTATE classes that mean "the server is not there for you now": connection exception,
+#: operator intervention (shutdown, restart), insufficient resources (too many connections).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "57", "53"})
+
+
+def _translated(exc: Exception) -> Exception:
+    """``StoreUnavailable`` for an error that means PostgreSQL cannot be reached (the API
+    answers 503 + ``Retry-After``; the engine waits); any other error unchanged."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return StoreUnavailable()
+    cause: BaseException | None = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    while cause is not None:
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+            return StoreUnavailable()
+        if isinstance(cause, OSError | TimeoutError | sa.exc.TimeoutError):
+            return StoreUnavailable()
+        cause = cause.__cause__
+    return exc
 
 
 def _excluded(stmt: sqlite.Insert | postgresql.Insert, key: Sequence[str]) -> dict[str, Any]:
