@@ -95,6 +95,27 @@ class TestSharedGroup:
         assert await survivor.receive(10, 0) == ["ex_orphan"]
         assert await survivor.receive(10, 0) == []  # taken over and acknowledged: once
 
+    async def test_consumers_of_killed_workers_are_pruned_once_idle_and_empty(
+        self, make_queue: QueueMaker
+    ) -> None:
+        producer = await started(make_queue(consumer="producer"))
+        await producer.enqueue("ex_held")
+        async with Redis.from_url(str(REDIS_URL)) as redis:
+            # Two SIGKILLed workers: one read nothing, one died holding an unacked entry.
+            await redis.xreadgroup(producer.group, "killed-idle", {producer.stream: ">"}, count=1)
+            await redis.xgroup_createconsumer(producer.stream, producer.group, "killed-empty")
+            await asyncio.sleep(0.1)
+            survivor = await started(
+                make_queue(consumer="survivor", reclaim_idle_s=10, prune_idle_s=0.05)
+            )
+            assert await survivor.receive(10, 0) == []
+            names = {
+                c["name"] for c in await redis.xinfo_consumers(survivor.stream, survivor.group)
+            }
+        # The empty one is gone; the one holding an entry stays until XAUTOCLAIM takes it.
+        assert b"killed-empty" not in names
+        assert b"killed-idle" in names
+
     async def test_a_lost_group_is_recreated(self, make_queue: QueueMaker) -> None:
         q = await started(make_queue())
         # Redis restarted without persistence: the stream and its group are gone.

@@ -19,6 +19,10 @@ or the reaper finds it. Entries that stay unacknowledged (a worker killed betwee
 read cancelled in flight) are taken over with ``XAUTOCLAIM`` once idle for ``reclaim_idle_s``,
 as taskiq's ``listen()`` does. taskiq's retries, results and scheduler are not used.
 
+Consumers of SIGKILLed workers would pile up in the group (a clean stop removes its own): at each
+reclaim, consumers idle for ``prune_idle_s`` with nothing pending are deleted. Deleting a live
+one is harmless too: its next read recreates it.
+
 If Redis loses the consumer group (a restart without persistence), the next read recreates it.
 """
 
@@ -60,6 +64,7 @@ class RedisQueue:
         consumer: str | None = None,
         maxlen: int = 100_000,
         reclaim_idle_s: float = 60.0,
+        prune_idle_s: float = 3600.0,
         connect_timeout_s: float = 5.0,
     ) -> None:
         self.stream = stream
@@ -67,6 +72,7 @@ class RedisQueue:
         self.consumer = consumer or _consumer_name()
         self._reclaim_idle_ms = max(int(reclaim_idle_s * 1000), 0)
         self._last_reclaim = float("-inf")
+        self._prune_idle_ms = int(prune_idle_s * 1000)
         self._connect_timeout_s = connect_timeout_s
         self._broker = RedisStreamBroker(
             url,
@@ -163,7 +169,18 @@ class RedisQueue:
             return []
         # [next start id, claimed entries, deleted ids]; entries trimmed away come back empty.
         entries: list[_Entry] = response[1]
+        await self._prune_consumers()
         return entries
+
+    async def _prune_consumers(self) -> None:
+        try:
+            consumers = await self._redis.xinfo_consumers(self.stream, self.group)
+            for consumer in consumers:
+                name, idle, pending = consumer["name"], consumer["idle"], consumer["pending"]
+                if pending == 0 and idle >= self._prune_idle_ms and name != self.consumer:
+                    await self._redis.xgroup_delconsumer(self.stream, self.group, name)
+        except RedisError as error:  # tidying only: the next reclaim tries again
+            _log.warning("redis_queue_prune_failed", stream=self.stream, error=repr(error))
 
     async def _create_group(self) -> None:
         try:
