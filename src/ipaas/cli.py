@@ -1,4 +1,4 @@
-"""The ``ipaas`` command: serve, worker, migrate, token create."""
+"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create."""
 
 from __future__ import annotations
 
@@ -74,6 +74,28 @@ async def _worker(settings: Settings) -> None:
         await runtime.shutdown()
 
 
+async def _scheduler(settings: Settings) -> None:
+    """The reaper and the scheduler alone, with no executions run here: ticks and crash
+    recovery go on however many workers run (workers run both loops too; that is safe)."""
+    import structlog
+
+    from ipaas.engine.reaper import run_reaper
+    from ipaas.engine.scheduler import run_scheduler
+    from ipaas.observability.logging import configure_logging
+    from ipaas.runtime import Runtime
+
+    configure_logging(settings)
+    runtime = Runtime.build(settings)
+    await runtime.startup()
+    stop = asyncio.Event()
+    _install_signals(stop)
+    structlog.get_logger(__name__).info("scheduler_started")
+    try:
+        await asyncio.gather(run_reaper(runtime, stop), run_scheduler(runtime, stop))
+    finally:
+        await runtime.shutdown()
+
+
 async def _token_create(settings: Settings, *, email: str, name: str) -> int:
     from ipaas.runtime import Runtime
     from ipaas.tenants import service as tenant_service
@@ -120,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--no-workers", action="store_true", help="API only (scale-out mode)")
     serve.add_argument("--no-migrate", action="store_true")
     sub.add_parser("worker", help="run executions from the queue (scale-out mode)")
+    scheduler_help = "run schedules and crash recovery only (scale-out mode)"
+    sub.add_parser("scheduler", help=scheduler_help, description=scheduler_help)
     sub.add_parser("migrate", help="upgrade the database schema to the latest version")
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="print a new API token for a user's tenant")
@@ -138,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(_serve(settings, workers=not args.no_workers))
         case "worker":
             _run(_worker(settings))
+        case "scheduler":
+            _run(_scheduler(settings))
         case "migrate":
             _migrate(settings)
         case "token":

@@ -1,6 +1,7 @@
 """Real processes for the process tests: ``ipaas serve`` (``ServerProcess``), ``ipaas worker``
-(``WorkerProcess``), the stand-ins (``python -m tests.standins``), and a small synchronous API
-client to set things up.
+(``WorkerProcess``), the lines of ``deploy/Procfile`` (``ProcfileProcess``), the stand-ins
+(``python -m tests.standins``), a small synchronous API client to set things up, and the
+scale-out services (a PostgreSQL database and a Redis database of the test's own).
 
 Every wait polls a condition against a deadline; nothing sleeps to synchronise.
 """
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -21,12 +23,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from bench import loadgen
 from cryptography.fernet import Fernet
+from redis import Redis
 
+from tests.contracts.conftest import postgres_database
 from tests.standins.server import StandinProcess, free_port
 
 T = TypeVar("T")
@@ -37,6 +42,23 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 SECRET_KEY = Fernet.generate_key().decode()
+PROCFILE = _REPO_ROOT / "deploy" / "Procfile"
+POSTGRES_URL = os.environ.get("IPAAS_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("IPAAS_TEST_REDIS_URL")
+#: The queue's stream and group names are fixed, so the scale-out tests own a Redis database
+#: index (flushed before and after each); pub/sub channels span databases, ids are unique.
+PROCESS_REDIS_DB = 14
+
+#: Marks for a test that runs ``ipaas`` processes on PostgreSQL and Redis.
+SCALED_OUT_MARKS = [
+    pytest.mark.process,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.skipif(
+        not (POSTGRES_URL and REDIS_URL),
+        reason="needs IPAAS_TEST_POSTGRES_URL and IPAAS_TEST_REDIS_URL",
+    ),
+]
 
 
 def _ipaas_command() -> str:
@@ -116,7 +138,7 @@ class ServerProcess:
         environ.update(self.env)
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [_ipaas_command(), *self._command()],
+                self._argv(),
                 cwd=self.data_dir,
                 env=environ,
                 stdin=subprocess.DEVNULL,
@@ -125,6 +147,9 @@ class ServerProcess:
             )
         self._wait_ready()
         return self
+
+    def _argv(self) -> list[str]:
+        return [_ipaas_command(), *self._command()]
 
     def _command(self) -> list[str]:
         return ["serve", "--port", str(self.port), *self.args]
@@ -227,13 +252,87 @@ class WorkerProcess(ServerProcess):
         return ["worker", *self.args]
 
     def _wait_ready(self) -> None:
-        assert self.process is not None
-        try:
-            code = self.process.wait(0.5)
-        except subprocess.TimeoutExpired:
-            return
-        msg = f"ipaas worker exited with {code} while starting:\n{self.stderr_text()}"
-        raise RuntimeError(msg)
+        _check_alive(self)
+
+
+def _check_alive(process: ServerProcess, wait_s: float = 0.5) -> None:
+    """For processes that serve no HTTP: they did not exit (within ``wait_s``)."""
+    assert process.process is not None
+    try:
+        code = process.process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        return
+    msg = f"{process._argv()} exited with {code} while starting:\n{process.stderr_text()}"
+    raise RuntimeError(msg)
+
+
+def procfile() -> dict[str, str]:
+    """``deploy/Procfile``: process type -> command line."""
+    lines = {}
+    for line in PROCFILE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            kind, _, command = line.partition(":")
+            lines[kind.strip()] = command.strip()
+    return lines
+
+
+def _procfile_env(env: Mapping[str, str]) -> dict[str, str]:
+    # The installed ``ipaas`` on PATH, as on a host where the package is installed.
+    path = f"{Path(_ipaas_command()).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {"IPAAS_HOST": "127.0.0.1", **env, "PATH": path}
+
+
+class ProcfileProcess(ServerProcess):
+    """One process type of ``deploy/Procfile``, started the way a Procfile runner (honcho,
+    foreman) starts it: the line through ``sh``, with ``PORT`` set. The ``api`` type is ready
+    once ``/readyz`` answers; the others once they did not exit at once."""
+
+    def __init__(self, kind: str, data_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(data_dir, env=env)
+        self.kind = kind
+        self.line = procfile()[kind]
+        self.env.update(_procfile_env({"PORT": str(self.port)}))
+
+    def _argv(self) -> list[str]:
+        # ``exec``: signals reach ipaas itself, not the shell.
+        return ["sh", "-c", f"exec {self.line}"]
+
+    def _wait_ready(self) -> None:
+        if self.kind == "api":
+            super()._wait_ready()
+        elif self.kind in _STARTED_EVENTS:
+            event = _STARTED_EVENTS[self.kind]
+            wait_for(
+                lambda: (
+                    _check_alive(self, 0),
+                    any(e.get("event") == event for e in self.log_events()),
+                ),
+                until=lambda checked: checked[1],
+                timeout_s=START_TIMEOUT_S,
+                what=f"{self.kind} logs {event}",
+            )
+        else:
+            _check_alive(self)
+
+
+#: What a Procfile process that serves no HTTP logs once it is up.
+_STARTED_EVENTS = {"worker": "worker_started", "scheduler": "scheduler_started"}
+
+
+def run_procfile(kind: str, *, env: Mapping[str, str], cwd: Path) -> None:
+    """Run a one-shot Procfile line (``release``) to completion; raise if it fails."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
+    environ.update(_procfile_env(env))
+    result = subprocess.run(
+        ["sh", "-c", f"exec {procfile()[kind]}"],
+        cwd=cwd,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-4000:]
 
 
 def run_ipaas(*args: str, env: Mapping[str, str], cwd: Path) -> None:
@@ -444,3 +543,66 @@ def api_for() -> Iterator[Callable[[ServerProcess], Api]]:
     yield make
     for api in clients:
         api.close()
+
+
+# -- scale-out services ------------------------------------------------------------------------
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A new PostgreSQL database of this test's own (not migrated), dropped afterwards."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The test Redis on the process tests' database index, empty before and after."""
+    assert REDIS_URL is not None
+    url = urlsplit(REDIS_URL)._replace(path=f"/{PROCESS_REDIS_DB}").geturl()
+    with Redis.from_url(url) as redis:
+        redis.flushdb()
+    try:
+        yield url
+    finally:
+        with Redis.from_url(url) as redis:
+            redis.flushdb()
+
+
+class Fleet:
+    """Scale-out processes started from ``deploy/Procfile`` over one data directory: each
+    ``start(kind)`` gets a directory of its own; ``stop_all`` stops every one still running."""
+
+    def __init__(self, root: Path, env: Mapping[str, str]) -> None:
+        self.root = root
+        self.env = {"IPAAS_SECRET_KEY": SECRET_KEY, **env}
+        self.processes: list[ProcfileProcess] = []
+
+    def migrate(self) -> None:
+        run_procfile("release", env=self.env, cwd=self.root)
+
+    def start(self, kind: str, **env: str) -> ProcfileProcess:
+        data_dir = self.root / f"{kind}-{len(self.processes)}"
+        data_dir.mkdir()
+        process = ProcfileProcess(kind, data_dir, env={**self.env, **env})
+        self.processes.append(process)
+        return process.start()
+
+    def running(self, kind: str) -> list[ProcfileProcess]:
+        return [p for p in self.processes if p.kind == kind and p.running()]
+
+    def kill_one(self, kind: str, rng: random.Random) -> ProcfileProcess:
+        victim = rng.choice(self.running(kind))
+        victim.kill()
+        return victim
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+    def error_events(self) -> list[dict[str, Any]]:
+        """``error``-level log lines of every process's current run."""
+        return [
+            e
+            for p in self.processes
+            for e in p.log_events()
+            if e.get("level") in ("error", "critical")
+        ]

@@ -4,21 +4,11 @@ remote side, as in the embedded cancel test."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
-
-import pytest
-import sqlalchemy as sa
-from redis import Redis
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from tests.process.conftest import (
+    SCALED_OUT_MARKS,
     SECRET_KEY,
     TERMINAL,
     Api,
@@ -30,58 +20,7 @@ from tests.process.conftest import (
 )
 from tests.process.test_cancel import CANCEL_BUDGET_S, _slow_workflow
 
-POSTGRES_URL = os.environ.get("IPAAS_TEST_POSTGRES_URL")
-REDIS_URL = os.environ.get("IPAAS_TEST_REDIS_URL")
-#: The queue's stream and group names are fixed, so this test owns a Redis database of its own
-#: (flushed before and after). Pub/sub channels span databases; execution ids are unique.
-REDIS_DB = 14
-
-pytestmark = [
-    pytest.mark.process,
-    pytest.mark.postgres,
-    pytest.mark.redis,
-    pytest.mark.skipif(
-        not (POSTGRES_URL and REDIS_URL),
-        reason="needs IPAAS_TEST_POSTGRES_URL and IPAAS_TEST_REDIS_URL",
-    ),
-]
-
-
-async def _admin(url: str, statement: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A new PostgreSQL database of this test's own (not migrated), dropped afterwards."""
-    assert POSTGRES_URL is not None
-    admin = sa.make_url(POSTGRES_URL)
-    admin_url = admin.render_as_string(hide_password=False)
-    name = f"ipaas_cancel_{os.getpid()}_{secrets.token_hex(4)}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The test Redis on a database index of its own, empty before and after."""
-    assert REDIS_URL is not None
-    url = urlsplit(REDIS_URL)._replace(path=f"/{REDIS_DB}").geturl()
-    with Redis.from_url(url) as redis:
-        redis.flushdb()
-    try:
-        yield url
-    finally:
-        with Redis.from_url(url) as redis:
-            redis.flushdb()
+pytestmark = SCALED_OUT_MARKS
 
 
 def test_cancel_through_the_api_process_stops_the_worker_call_within_100_ms(

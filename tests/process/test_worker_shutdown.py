@@ -4,18 +4,16 @@ finish within ``IPAAS_SHUTDOWN_GRACE_S``; what is still running then goes back t
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from redis import Redis
 
 from ipaas.stores.sql import run_migrations
-from tests.contracts.conftest import in_thread, postgres_database
+from tests.contracts.conftest import in_thread
 from tests.process.conftest import (
+    SCALED_OUT_MARKS,
     TERMINAL,
     Api,
     ServerProcess,
@@ -25,46 +23,11 @@ from tests.process.conftest import (
 )
 from tests.process.test_cancel import _slow_workflow
 
-POSTGRES_URL = os.environ.get("IPAAS_TEST_POSTGRES_URL")
-REDIS_URL = os.environ.get("IPAAS_TEST_REDIS_URL")
-#: The queue's stream and group names are fixed: this test owns a Redis database of its own
-#: (flushed before and after), as in test_cancel_scaled.
-REDIS_DB = 14
 #: SIGTERM -> exit, beyond the grace: stopping the loops, closing pools, interpreter exit.
 EXIT_MARGIN_S = 3.0
 DELIVERY_DELAY_S = 1.5
 
-pytestmark = [
-    pytest.mark.process,
-    pytest.mark.postgres,
-    pytest.mark.redis,
-    pytest.mark.skipif(
-        not (POSTGRES_URL and REDIS_URL),
-        reason="needs IPAAS_TEST_POSTGRES_URL and IPAAS_TEST_REDIS_URL",
-    ),
-]
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A new, migrated PostgreSQL database of this test's own, dropped afterwards."""
-    with postgres_database() as url:
-        in_thread(lambda: run_migrations(url))
-        yield url
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The test Redis on a database index of its own, empty before and after."""
-    assert REDIS_URL is not None
-    url = urlsplit(REDIS_URL)._replace(path=f"/{REDIS_DB}").geturl()
-    with Redis.from_url(url) as redis:
-        redis.flushdb()
-    try:
-        yield url
-    finally:
-        with Redis.from_url(url) as redis:
-            redis.flushdb()
+pytestmark = SCALED_OUT_MARKS
 
 
 @pytest.fixture
@@ -72,6 +35,7 @@ def scaled_out(
     tmp_path: Path, database_url: str, redis_url: str
 ) -> Iterator[tuple[ServerProcess, Api]]:
     """``ipaas serve --no-workers`` on the test's database and Redis, with a signed-up client."""
+    in_thread(lambda: run_migrations(database_url))
     env = {"IPAAS_DATABASE_URL": database_url, "IPAAS_REDIS_URL": redis_url}
     (tmp_path / "api").mkdir()
     api_process = ServerProcess(tmp_path / "api", env=env, args=("--no-workers", "--no-migrate"))
