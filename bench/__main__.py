@@ -14,7 +14,14 @@ HTTP/1.1 keep-alive) runs in this process. After a warm-up, each of ``--runs`` r
 (c) the bare ASGI endpoint's intake, same load, and the ratio (a)/(c).
 
 Then it prints the medians, the server's RSS at the end (``VmRSS`` from ``/proc``) and the
-targets. It measures and prints; it asserts nothing. See ``docs/benchmarks.md``.
+targets.
+
+Scale-out (issue 3): the same rounds (a) and (b) against ``ipaas serve --no-workers`` plus 1, 2
+and 4 ``ipaas worker`` processes on PostgreSQL + Redis (``--postgres-url``, ``--redis-url``;
+defaults: the local services, as in CI), each size on a new database, printed beside the
+embedded figures of the same run. Skipped, with the reason, when the services are not reachable.
+
+It measures and prints; it asserts nothing. See ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ from bench import loadgen
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+SCALE_OUT_WORKERS = (1, 2, 4)
+#: The scale-out rounds' Redis database index (flushed before each size).
+BENCH_REDIS_DB = 13
 
 TARGET_RATIO = 0.5
 TARGET_DELIVERIES_PER_S = 1_200
@@ -166,7 +177,8 @@ class Bench:
         self.db_path = workdir / "ipaas.db"
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
         self.standin_http: httpx.Client | None = None
-        self.server_pid = 0
+        #: The processes whose CPU time a round reports (the server; API + workers).
+        self.server_pids: list[int] = []
 
     # -- set-up ------------------------------------------------------------------------------
     def server_env(self) -> dict[str, str]:
@@ -248,6 +260,9 @@ class Bench:
                 raise TimeoutError(msg)
             time.sleep(0.1)
 
+    def server_cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.server_pids)
+
     def statuses(self, workflow_id: str) -> dict[str, int]:
         """Execution statuses of one workflow, read from the SQLite file (read-only)."""
         with contextlib.closing(
@@ -292,17 +307,34 @@ class Bench:
         connections = self.args.connections
         self.standin().post("/_standin/reset").raise_for_status()
         bare, _ = _intake(self.bare_port, self.bare_request(), total, connections, 202)
-        cpu_before, wall_before = cpu_seconds(self.server_pid), time.perf_counter()
+        webhook, e2e = self.webhooks_round(workflow_id, run, total)
+        return webhook, e2e, bare
+
+    def webhooks_round(self, workflow_id: str, run: int, total: int) -> tuple[Intake, EndToEnd]:
+        """(a) and (b): ``total`` webhooks, then wait for every delivery."""
+        self.standin().post("/_standin/reset").raise_for_status()
+        cpu_before, wall_before = self.server_cpu_seconds(), time.perf_counter()
         webhook, results = _intake(
-            self.port, self.webhook_request(workflow_id, run), total, connections, 202
+            self.port, self.webhook_request(workflow_id, run), total, self.args.connections, 202
         )
         accepted = [r for r in results if r.status == 202]
         e2e = self.end_to_end(workflow_id, accepted)
         e2e.not_succeeded += total - len(accepted)
-        e2e.server_cpu = (cpu_seconds(self.server_pid) - cpu_before) / (
+        e2e.server_cpu = (self.server_cpu_seconds() - cpu_before) / (
             time.perf_counter() - wall_before
         )
-        return webhook, e2e, bare
+        return webhook, e2e
+
+    def print_round(self, label: str, webhook: Intake, e2e: EndToEnd, extra: str = "") -> None:
+        print(
+            f"  {label:8} intake {webhook.per_s:7.0f}/s p50 {webhook.p50_ms:6.1f} ms "
+            f"p99 {webhook.p99_ms:6.1f} ms | deliveries {e2e.per_s:6.0f}/s "
+            f"p50 {e2e.p50_ms:7.1f} ms p99 {e2e.p99_ms:7.1f} ms "
+            f"not succeeded {e2e.not_succeeded} | server CPU {e2e.server_cpu:4.0%}"
+            + extra
+            + (f" | errors {webhook.errors}" if webhook.errors else ""),
+            flush=True,
+        )
 
     # -- the whole run -----------------------------------------------------------------------
     def main(self) -> int:
@@ -329,7 +361,7 @@ class Bench:
                 log=self.workdir / "bare.log",
             ) as bare,
         ):
-            self.server_pid = server.pid
+            self.server_pids = [server.pid]
             self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
             _wait_http(f"http://127.0.0.1:{self.port}/readyz", server, "ipaas serve")
             _wait_http(f"http://127.0.0.1:{self.bare_port}/", bare, "bench.bare_app")
@@ -346,24 +378,155 @@ class Bench:
                 total = args.warmup if run == 0 else args.requests
                 webhook, e2e, bare_intake = self.round(workflow_id, run, total)
                 label = "warm-up" if run == 0 else f"run {run}"
-                print(
-                    f"  {label:8} intake {webhook.per_s:7.0f}/s p50 {webhook.p50_ms:6.1f} ms "
-                    f"p99 {webhook.p99_ms:6.1f} ms | deliveries {e2e.per_s:6.0f}/s "
-                    f"p50 {e2e.p50_ms:7.1f} ms p99 {e2e.p99_ms:7.1f} ms "
-                    f"not succeeded {e2e.not_succeeded} | server CPU {e2e.server_cpu:4.0%} | "
-                    f"bare {bare_intake.per_s:6.0f}/s"
-                    + (
-                        f" | errors {webhook.errors} {bare_intake.errors}"
-                        if webhook.errors or bare_intake.errors
-                        else ""
-                    ),
-                    flush=True,
-                )
+                bare_errors = f" | bare errors {bare_intake.errors}" if bare_intake.errors else ""
+                extra = f" | bare {bare_intake.per_s:6.0f}/s{bare_errors}"
+                self.print_round(label, webhook, e2e, extra)
                 if run > 0:
                     rounds.append((webhook, e2e, bare_intake))
             rss, peak = rss_mib(server.pid)
-        _report(rounds, rss, peak)
+            _report(rounds, rss, peak)
+            if not args.no_scale_out:
+                scaled = scale_out(args, self.workdir, standin)
+                _report_scale_out(_median([r[1].per_s for r in rounds]), scaled)
         return 0
+
+
+# -- scale-out ---------------------------------------------------------------------------------
+class ScaleOutBench(Bench):
+    """``ipaas serve --no-workers`` + ``workers`` x ``ipaas worker`` on a new PostgreSQL
+    database and the bench's Redis database."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path, database_url: str) -> None:
+        super().__init__(args, workdir)
+        self.database_url = database_url
+
+    def server_env(self) -> dict[str, str]:
+        env = super().server_env()
+        env.update(IPAAS_DATABASE_URL=self.database_url, IPAAS_REDIS_URL=_redis_url(self.args))
+        return env
+
+    def statuses(self, workflow_id: str) -> dict[str, int]:
+        query = "SELECT status, count(*) FROM execution WHERE workflow_id = $1 GROUP BY status"
+        rows = asyncio.run(_pg_fetch(self.database_url, query, workflow_id))
+        return {str(status): int(n) for status, n in rows}
+
+    def run(self, standin: StandinProcess, workers: int) -> list[tuple[Intake, EndToEnd]]:
+        env = self.server_env()
+        subprocess.run([_ipaas_command(), "migrate"], env=env, check=True, cwd=self.workdir)
+        logs = self.workdir / f"scale-out-{workers}"
+        logs.mkdir()
+        api_command = [_ipaas_command(), "serve", "--port", str(self.port), "--no-workers"]
+        with contextlib.ExitStack() as stack:
+            api = stack.enter_context(
+                _process([*api_command, "--no-migrate"], env=env, log=logs / "api.log")
+            )
+            pids = [api.pid]
+            for n in range(workers):
+                worker = stack.enter_context(
+                    _process([_ipaas_command(), "worker"], env=env, log=logs / f"worker-{n}.log")
+                )
+                pids.append(worker.pid)
+            self.server_pids = pids
+            self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
+            _wait_http(f"http://127.0.0.1:{self.port}/readyz", api, "ipaas serve --no-workers")
+            headers = self.signup()
+            rounds = []
+            for run in range(self.args.scale_out_runs + 1):
+                workflow_id = self.setup_workflow(standin.url, headers)
+                total = self.args.warmup if run == 0 else self.args.requests
+                webhook, e2e = self.webhooks_round(workflow_id, run, total)
+                label = "warm-up" if run == 0 else f"run {run}"
+                self.print_round(label, webhook, e2e)
+                if run > 0:
+                    rounds.append((webhook, e2e))
+            return rounds
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    return str(httpx.URL(args.redis_url).copy_with(path=f"/{BENCH_REDIS_DB}"))
+
+
+async def _pg_fetch(url: str, query: str, *params: Any) -> list[Any]:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return list(await connection.fetch(query, *params))
+    finally:
+        await connection.close()
+
+
+async def _pg_admin(url: str, statement: str) -> None:
+    await _pg_fetch(url, statement)
+
+
+def _services_down(args: argparse.Namespace) -> str | None:
+    from redis import Redis
+
+    try:
+        asyncio.run(_pg_fetch(args.postgres_url, "SELECT 1"))
+    except Exception as exc:
+        return f"PostgreSQL at {args.postgres_url}: {exc!r}"
+    try:
+        with Redis.from_url(_redis_url(args), socket_connect_timeout=2) as redis:
+            redis.ping()
+    except Exception as exc:
+        return f"Redis at {args.redis_url}: {exc!r}"
+    return None
+
+
+def scale_out(
+    args: argparse.Namespace, workdir: Path, standin: StandinProcess
+) -> dict[int, list[tuple[Intake, EndToEnd]]] | str:
+    """Every size's rounds, or why the scale-out runs were skipped."""
+    from redis import Redis
+
+    down = _services_down(args)
+    if down is not None:
+        return down
+    results = {}
+    for workers in SCALE_OUT_WORKERS:
+        print(f"\nscale-out: 1 API + {workers} worker process(es) on PostgreSQL + Redis")
+        name = f"ipaas_bench_{os.getpid()}_{workers}"
+        asyncio.run(_pg_admin(args.postgres_url, f'CREATE DATABASE "{name}"'))
+        with Redis.from_url(_redis_url(args)) as redis:
+            redis.flushdb()
+        database_url = str(httpx.URL(args.postgres_url).copy_with(path=f"/{name}"))
+        try:
+            results[workers] = ScaleOutBench(args, workdir, database_url).run(standin, workers)
+        finally:
+            drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+            asyncio.run(_pg_admin(args.postgres_url, drop))
+    return results
+
+
+def _report_scale_out(
+    embedded_per_s: float, scaled: dict[int, list[tuple[Intake, EndToEnd]]] | str
+) -> None:
+    if isinstance(scaled, str):
+        print(f"\nscale-out runs skipped: {scaled}")
+        return
+    print(f"\nscale-out medians beside the embedded end to end ({embedded_per_s:,.0f}/s)")
+    header = ("processes", "intake", "deliveries", "latency p50 / p99", "vs embedded", "lost")
+    rows = [header]
+    for workers, rounds in scaled.items():
+        intake = _median([w.per_s for w, _ in rounds])
+        per_s = _median([e.per_s for _, e in rounds])
+        lost = sum(e.not_succeeded for _, e in rounds)
+        ratio = per_s / embedded_per_s
+        rows.append(
+            (
+                f"1 API + {workers} worker{'s' if workers > 1 else ''}",
+                f"{intake:,.0f} req/s",
+                f"{per_s:,.0f}/s",
+                _lat([e for _, e in rounds]),
+                f"{ratio:.2f}x  {_mark(ratio >= 1.0)}",
+                f"{lost}  {_mark(lost == 0)}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in (rows[0], tuple("-" * w for w in widths), *rows[1:]):
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def _median(values: list[float]) -> float:
@@ -431,6 +594,18 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=300.0, help="seconds to wait for a round's deliveries"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
+    parser.add_argument("--no-scale-out", action="store_true", help="embedded rounds only")
+    parser.add_argument("--scale-out-runs", type=int, default=2, help="rounds per size")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "IPAAS_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        ),
+        help="an admin URL: each size gets a new database beside it",
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("IPAAS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
     args = parser.parse_args(argv)
     if args.keep:
         workdir = Path(tempfile.mkdtemp(prefix="ipaas-bench-"))
