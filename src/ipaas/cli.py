@@ -1,9 +1,11 @@
-"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create."""
+"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create, tenant limits."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -116,6 +118,69 @@ async def _token_create(settings: Settings, *, email: str, name: str) -> int:
     return 0
 
 
+#: ``ipaas tenant limits`` options -> ``TenantLimits`` fields.
+_LIMIT_OPTIONS = {
+    "rate": "rate_limit",
+    "burst": "rate_burst",
+    "max_queued": "max_queued",
+    "max_concurrency": "max_concurrency",
+}
+
+
+def _limit_value(text: str) -> float | None:
+    """A positive number, or ``default`` (back to the setting's default)."""
+    if text == "default":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number or 'default': {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if value <= 0 or not math.isfinite(value):
+        msg = f"must be positive: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+async def _tenant_limits(settings: Settings, *, tenant_id: str, changes: dict[str, Any]) -> int:
+    from pydantic import ValidationError
+
+    from ipaas.errors import NotFound
+    from ipaas.stores import create_store
+    from ipaas.tenants import service as tenant_service
+    from ipaas.tenants.models import TenantLimits
+
+    store = create_store(settings)
+    await store.startup()
+    try:
+        if changes:
+            tenant = await tenant_service.set_limits(store, tenant_id=tenant_id, changes=changes)
+        else:
+            tenant = await tenant_service.get(store, tenant_id=tenant_id)
+    except NotFound:
+        print(f"no tenant {tenant_id}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    finally:
+        await store.shutdown()
+    defaults = TenantLimits.model_construct(
+        rate_limit=settings.tenant_rate_limit,
+        rate_burst=settings.tenant_rate_burst,
+        max_queued=settings.tenant_max_queued,
+        max_concurrency=None,
+    )
+    effective = tenant_service.effective_limits(tenant.limits, defaults)
+    report = {
+        "tenant_id": tenant.id,
+        "overrides": tenant.limits.model_dump(),
+        "effective": effective.model_dump(),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _migrate(settings: Settings) -> None:
     if settings.database_url.startswith("memory"):
         return
@@ -149,6 +214,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     create = token.add_parser("create", help="print a new API token for a user's tenant")
     create.add_argument("--email", required=True)
     create.add_argument("--name", default="cli")
+    tenant = sub.add_parser("tenant", help="tenants (operator)").add_subparsers(
+        dest="action", required=True
+    )
+    limits = tenant.add_parser(
+        "limits",
+        help="show or set a tenant's intake limits (a number, or 'default' to clear)",
+    )
+    limits.add_argument("tenant_id")
+    limits.add_argument(
+        "--rate", type=_limit_value, default=argparse.SUPPRESS, help="sustained webhooks per second"
+    )
+    limits.add_argument(
+        "--burst", type=_limit_value, default=argparse.SUPPRESS, help="webhooks at once"
+    )
+    limits.add_argument(
+        "--max-queued", type=_limit_value, default=argparse.SUPPRESS, help="queued executions"
+    )
+    limits.add_argument(
+        "--max-concurrency", type=_limit_value, default=argparse.SUPPRESS, help="running executions"
+    )
     args = parser.parse_args(argv)
 
     overrides = {}
@@ -168,6 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _migrate(settings)
         case "token":
             return asyncio.run(_token_create(settings, email=args.email, name=args.name))
+        case "tenant":
+            # Options default to SUPPRESS: only the typed ones are attributes.
+            given = {
+                field: getattr(args, option)
+                for option, field in _LIMIT_OPTIONS.items()
+                if hasattr(args, option)
+            }
+            return asyncio.run(_tenant_limits(settings, tenant_id=args.tenant_id, changes=given))
     return 0
 
 

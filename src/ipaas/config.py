@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     workers: int = Field(default=10, ge=1, le=1000)
     queue_buffer: int = Field(default=100, ge=1)
     queue_max_depth: int | None = Field(default=None, ge=1)
+    #: Per-tenant intake guard rails; ``ipaas tenant limits`` overrides them per tenant.
+    #: Sustained webhooks per second per tenant (unset: no rate limit).
+    tenant_rate_limit: float | None = Field(default=None, gt=0)
+    #: Webhooks a tenant may send at once (unset: one second's worth of the rate).
+    tenant_rate_burst: int | None = Field(default=None, ge=1)
+    #: Queued executions per tenant at most (unset: no per-tenant limit).
+    tenant_max_queued: int | None = Field(default=None, ge=1)
+    #: How long the intake trusts a counted queue depth before counting again (0: count
+    #: on every webhook). Its own accepts are added at once; other processes' accepts and
+    #: the workers' claims are seen at the next count.
+    queue_depth_cache_s: float = Field(default=1.0, ge=0)
+    #: A repeated Idempotency-Key / webhook-id / body-path key within this time answers
+    #: 200 with the first execution; after it, the key starts a new execution.
+    idempotency_window_s: float = Field(default=86_400.0, gt=0)
     execution_timeout_s: float = Field(default=300.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
     #: Lease of a running execution; a worker heartbeats at a third of it.

@@ -66,6 +66,11 @@ class ValidationFailed(IpaasError):
     code = "validation_error"
 
 
+class TooManyRequests(IpaasError):
+    status_code = 429
+    code = "rate_limited"
+
+
 class ServiceUnavailable(IpaasError):
     status_code = 503
     code = "unavailable"

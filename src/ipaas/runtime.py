@@ -22,6 +22,7 @@ from ipaas.errors import StoreUnavailable
 from ipaas.kit.http import HttpClient
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
+from ipaas.webhooks.intake import Intake
 
 _log = structlog.get_logger(__name__)
 
@@ -37,7 +38,9 @@ class Runtime:
     http: HttpClient
     cipher: CredentialCipher
     endpoints: Endpoints
-    workflow_cache: WorkflowCache = field(default_factory=WorkflowCache)
+    workflow_cache: WorkflowCache
+    #: The webhook intake's caches, rate limiter and queue-depth counts.
+    intake: Intake
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     #: Carries a cancel to the process running the execution (Redis pub/sub when scaled out).
     cancel_bus: CancelBus = field(default_factory=LocalCancelBus)
@@ -55,6 +58,8 @@ class Runtime:
             from ipaas.stores import create_store
 
             store = create_store(settings)
+        cipher = CredentialCipher(settings.fernet_key)
+        workflow_cache = WorkflowCache()
         return cls(
             settings=settings,
             store=store,
@@ -65,7 +70,9 @@ class Runtime:
             http=HttpClient(
                 timeout_s=settings.step_timeout_s, max_connections=max(settings.workers * 2, 20)
             ),
-            cipher=CredentialCipher(settings.fernet_key),
+            cipher=cipher,
+            workflow_cache=workflow_cache,
+            intake=Intake.build(settings, cipher=cipher, workflows=workflow_cache),
             endpoints=Endpoints(
                 slack_api_url=settings.slack_api_url, openweather_url=settings.openweather_url
             ),
@@ -80,6 +87,7 @@ class Runtime:
     async def shutdown(self) -> None:
         await self.cancel_bus.stop()
         await self.queue.shutdown()
+        await self.intake.limiter.aclose()
         await self.http.aclose()
         await self.store.shutdown()
 

@@ -105,8 +105,35 @@ async def test_openapi_documents_every_route_including_intake(settings: Settings
     async with client_for(settings) as client:
         schema = (await client.get("/openapi.json")).json()
     intake = schema["paths"]["/api/webhooks/{workflow_id}"]["post"]
-    assert set(intake["responses"]) == {"202", "404", "413", "415", "422", "503"}
-    for path in ("/api/workflows", "/api/executions/{execution_id}/cancel", "/api/auth/signup"):
+    assert set(intake["responses"]) == {
+        "200",
+        "202",
+        "401",
+        "404",
+        "413",
+        "415",
+        "422",
+        "429",
+        "503",
+    }
+    assert set(intake["responses"]["429"]["headers"]) == {
+        "Retry-After",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+        "RateLimit-Policy",
+    }
+    assert "Retry-After" in intake["responses"]["503"]["headers"]
+    assert (
+        "duplicate"
+        in intake["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    )
+    for path in (
+        "/api/workflows",
+        "/api/executions/{execution_id}/cancel",
+        "/api/auth/signup",
+        "/api/tenant",
+    ):
         assert path in schema["paths"]
 
 

@@ -11,6 +11,8 @@ class CredentialType(StrEnum):
     discord = "discord"
     openweather = "openweather"
     http = "http"
+    #: Verifies incoming webhooks (a trigger's ``auth``); no connector uses it.
+    webhook_secret = "webhook_secret"  # noqa: S105 - a type name, not a secret
 
 
 class Credential(BaseModel):

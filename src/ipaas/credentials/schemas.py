@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ipaas.credentials.models import CredentialType
+
+WHSEC_PREFIX = "whsec_"
 
 
 class _Secret(BaseModel):
@@ -45,11 +48,31 @@ class HttpSecret(_Secret):
     basic: BasicAuth | None = None
 
 
+class WebhookSecret(_Secret):
+    """A webhook signing secret. During a rotation both ``secret`` and ``previous_secret``
+    verify; for Standard Webhooks it is the ``whsec_<base64>`` the sender shows."""
+
+    secret: str = Field(min_length=8, max_length=512)
+    previous_secret: str | None = Field(default=None, min_length=8, max_length=512)
+
+    @field_validator("secret", "previous_secret")
+    @classmethod
+    def _whsec_is_base64(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(WHSEC_PREFIX):
+            try:
+                base64.b64decode(value.removeprefix(WHSEC_PREFIX), validate=True)
+            except ValueError:
+                msg = "a whsec_ secret must be base64 after the prefix"
+                raise ValueError(msg) from None
+        return value
+
+
 SECRET_MODELS: dict[CredentialType, type[_Secret]] = {
     CredentialType.slack: SlackSecret,
     CredentialType.discord: DiscordSecret,
     CredentialType.openweather: OpenWeatherSecret,
     CredentialType.http: HttpSecret,
+    CredentialType.webhook_secret: WebhookSecret,
 }
 
 

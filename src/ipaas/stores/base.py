@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
-from ipaas.tenants.models import ApiToken, Tenant, User
+from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import Workflow, WorkflowDefinition
 
 
@@ -58,6 +58,12 @@ class Store(Protocol):
     # -- tenants, users, tokens -------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
         """Sign-up in one transaction. Raises ``DuplicateError`` if the email is taken."""
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """The tenant with its limit overrides (the intake reads it through a short cache)."""
+
+    async def set_tenant_limits(self, tenant_id: str, limits: TenantLimits) -> bool:
+        """Replace all of the tenant's limit overrides. False when the tenant is unknown."""
 
     async def get_user_by_email(self, email: str) -> User | None:
         """Unscoped: login establishes the tenant. Emails compare case-insensitively."""
@@ -124,6 +130,17 @@ class Store(Protocol):
         ``dedup_key``, when set, is unique per workflow: raises ``DuplicateError`` (and writes
         nothing) if an execution of ``execution.workflow_id`` already has that key, whatever
         its status or tenant. Executions without a key never collide."""
+
+    async def create_execution_once(
+        self, execution: Execution, *, expired_before: datetime
+    ) -> str | None:
+        """Insert a ``queued`` execution whose ``dedup_key`` is set, unless the key is taken.
+
+        When another execution of ``execution.workflow_id`` holds the key and was created at
+        or after ``expired_before``, nothing is written and that execution's id is returned
+        (also when both callers race on two processes: the unique key decides). A holder
+        created before ``expired_before`` gives the key up (its ``dedup_key`` becomes NULL)
+        in the same transaction as the insert. Returns ``None`` when inserted."""
 
     async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None: ...
 

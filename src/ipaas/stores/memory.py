@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
-from ipaas.tenants.models import ApiToken, Tenant, User
+from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition
 
 _RUNNING = ExecutionStatus.running
@@ -44,9 +44,20 @@ class MemoryStore:
     async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
         if await self.get_user_by_email(user.email) is not None:
             raise DuplicateError("email")
-        self.tenants[tenant.id] = tenant.model_copy()
+        self.tenants[tenant.id] = tenant.model_copy(deep=True)
         self.users[user.id] = user.model_copy()
         self.tokens[token.id] = token.model_copy()
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        tenant = self.tenants.get(tenant_id)
+        return tenant.model_copy(deep=True) if tenant else None
+
+    async def set_tenant_limits(self, tenant_id: str, limits: TenantLimits) -> bool:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return False
+        tenant.limits = limits.model_copy()
+        return True
 
     async def get_user_by_email(self, email: str) -> User | None:
         wanted = email.lower()
@@ -170,6 +181,21 @@ class MemoryStore:
                 raise DuplicateError("dedup_key")
             self.dedup_keys[key] = execution.id
         self.executions[execution.id] = execution.model_copy(deep=True)
+
+    async def create_execution_once(
+        self, execution: Execution, *, expired_before: datetime
+    ) -> str | None:
+        assert execution.dedup_key is not None
+        key = (execution.workflow_id, execution.dedup_key)
+        holder_id = self.dedup_keys.get(key)
+        if holder_id is not None:
+            holder = self.executions[holder_id]
+            if holder.created_at >= expired_before:
+                return holder_id
+            holder.dedup_key = None  # expired: the key moves to the new execution
+            del self.dedup_keys[key]
+        await self.create_execution(execution)
+        return None
 
     async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None:
         ex = self.executions.get(execution_id)

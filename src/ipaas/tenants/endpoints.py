@@ -12,6 +12,7 @@ from ipaas.tenants.schemas import (
     ApiTokenRead,
     SignupCreate,
     SignupRead,
+    TenantRead,
     TokenRead,
 )
 
@@ -72,3 +73,16 @@ async def create_token(
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["tokens"])
 async def revoke_token(token_id: str, principal: CurrentPrincipal, store: StoreDep) -> None:
     await tenant_service.revoke_token(store, tenant_id=principal.tenant_id, token_id=token_id)
+
+
+@router.get("/tenant", tags=["tenant"])
+async def get_tenant(principal: CurrentPrincipal, runtime: RuntimeDep) -> TenantRead:
+    """The caller's tenant and its intake limits (set by the operator, read-only here)."""
+    tenant = await tenant_service.get(runtime.store, tenant_id=principal.tenant_id)
+    return TenantRead(
+        id=tenant.id,
+        name=tenant.name,
+        created_at=tenant.created_at,
+        limits=tenant_service.effective_limits(tenant.limits, runtime.intake.default_limits()),
+        overrides=tenant.limits,
+    )

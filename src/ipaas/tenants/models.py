@@ -2,13 +2,28 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+
+class TenantLimits(BaseModel):
+    """An operator's overrides of the intake guard rails for one tenant (``ipaas tenant
+    limits``); ``None`` means the setting's default. Never settable by the tenant."""
+
+    #: Sustained webhooks per second (``IPAAS_TENANT_RATE_LIMIT``).
+    rate_limit: float | None = Field(default=None, gt=0)
+    #: Webhooks that may arrive at once (``IPAAS_TENANT_RATE_BURST``).
+    rate_burst: int | None = Field(default=None, ge=1)
+    #: Queued executions at most (``IPAAS_TENANT_MAX_QUEUED``).
+    max_queued: int | None = Field(default=None, ge=1)
+    #: Executions running at once; stored for the fairness work, not enforced yet.
+    max_concurrency: int | None = Field(default=None, ge=1)
 
 
 class Tenant(BaseModel):
     id: str
     name: str
     created_at: datetime
+    limits: TenantLimits = Field(default_factory=TenantLimits)
 
 
 class User(BaseModel):

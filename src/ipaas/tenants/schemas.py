@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, EmailStr, Field
 
+from ipaas.tenants.models import TenantLimits
+
 
 class SignupCreate(BaseModel):
     email: EmailStr
@@ -37,3 +39,13 @@ class ApiTokenRead(BaseModel):
 class ApiTokenCreated(ApiTokenRead):
     #: Shown once, at creation.
     token: str
+
+
+class TenantRead(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+    #: What applies now: each override, else the server's default (``null``: no limit).
+    limits: TenantLimits
+    #: Set by the operator (``ipaas tenant limits``); read-only here.
+    overrides: TenantLimits

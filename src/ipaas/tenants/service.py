@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from ipaas.errors import Conflict, NotFound, Unauthorized
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import DuplicateError, Store
-from ipaas.tenants.models import ApiToken, Tenant, User
+from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 
 TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
@@ -118,3 +119,44 @@ async def list_tokens(store: Store, *, tenant_id: str) -> list[ApiToken]:
 async def revoke_token(store: Store, *, tenant_id: str, token_id: str) -> None:
     if not await store.revoke_token(tenant_id, token_id, utcnow()):
         raise NotFound("Token not found")
+
+
+class TenantNotFound(NotFound):
+    code = "tenant_not_found"
+
+
+def effective_limits(overrides: TenantLimits, defaults: TenantLimits) -> TenantLimits:
+    """Each override, else the default; a rate without a burst gets one second's worth."""
+    rate = overrides.rate_limit if overrides.rate_limit is not None else defaults.rate_limit
+    burst = overrides.rate_burst if overrides.rate_burst is not None else defaults.rate_burst
+    if rate is None:
+        burst = None
+    elif burst is None:
+        burst = max(1, math.ceil(rate))
+    return TenantLimits.model_construct(
+        rate_limit=rate,
+        rate_burst=burst,
+        max_queued=overrides.max_queued
+        if overrides.max_queued is not None
+        else defaults.max_queued,
+        max_concurrency=overrides.max_concurrency
+        if overrides.max_concurrency is not None
+        else defaults.max_concurrency,
+    )
+
+
+async def get(store: Store, *, tenant_id: str) -> Tenant:
+    tenant = await store.get_tenant(tenant_id)
+    if tenant is None:
+        raise TenantNotFound("Tenant not found")
+    return tenant
+
+
+async def set_limits(store: Store, *, tenant_id: str, changes: dict[str, float | None]) -> Tenant:
+    """Operator only (``ipaas tenant limits``): apply ``changes`` (``None`` restores the
+    default) to the tenant's overrides."""
+    tenant = await get(store, tenant_id=tenant_id)
+    limits = TenantLimits.model_validate(tenant.limits.model_dump() | changes)
+    if not await store.set_tenant_limits(tenant_id, limits):
+        raise TenantNotFound("Tenant not found")
+    return tenant.model_copy(update={"limits": limits})

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from urllib.parse import parse_qsl
 
 import structlog
+from pydantic import ValidationError
 
+from ipaas.credentials.models import CredentialType
 from ipaas.engine.queue import JobQueue
 from ipaas.errors import NotFound, ServiceUnavailable, UnsupportedMediaType, ValidationFailed
 from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
@@ -15,8 +20,14 @@ from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.kit.secrets import mask_headers
 from ipaas.stores.base import Store
-from ipaas.webhooks.cache import WorkflowCache
-from ipaas.workflows.models import TriggerType
+from ipaas.tenants import service as tenant_service
+from ipaas.tenants.models import TenantLimits
+from ipaas.webhooks.cache import IntakeWorkflow
+from ipaas.webhooks.idempotency import dedup_key
+from ipaas.webhooks.intake import Intake
+from ipaas.webhooks.ratelimit import rate_for
+from ipaas.webhooks.signatures import SignatureRejected, verify
+from ipaas.workflows.models import TriggerType, WebhookOptions
 
 _log = structlog.get_logger(__name__)
 
@@ -72,33 +83,104 @@ def trigger_data(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    execution_id: str
+    #: An earlier webhook with the same idempotency key made ``execution_id``.
+    duplicate: bool = False
+
+
 async def accept(
     store: Store,
     queue: JobQueue,
-    cache: WorkflowCache,
+    intake: Intake,
     *,
     workflow_id: str,
-    trigger: TriggerData,
-    max_queue_depth: int | None,
-) -> Execution:
-    """Persist a webhook as a queued execution, then offer it to the workers."""
-    workflow = await cache.get(workflow_id, store.get_workflow_for_intake)
-    if workflow is None or not workflow.active or workflow.trigger.type is not TriggerType.webhook:
+    body: bytes,
+    content_type: str | None,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+) -> Accepted:
+    """Verify, rate-limit and deduplicate a webhook, then persist it as a queued execution
+    and offer it to the workers. Every refusal raises before anything is written.
+
+    ``headers`` must look names up case-insensitively (Starlette's ``Headers`` do)."""
+    target = await intake.workflows.get(workflow_id, partial(_load_workflow, store))
+    if target is None:
         raise WorkflowNotFound("Workflow not found or inactive")
-    if max_queue_depth is not None and await store.count_queued() >= max_queue_depth:
-        raise ServiceUnavailable(
-            "Too much work queued; retry later",
-            code="queue_full",
-            headers={"Retry-After": _RETRY_AFTER_S},
+    workflow, options = target.workflow, target.options
+    if target.misconfigured:
+        raise SignatureRejected(
+            "This workflow's webhook options are invalid; save it again", code="auth_misconfigured"
         )
-    return await start(
+    if options.auth is not None:
+        secrets = await intake.secrets.get(
+            (workflow.tenant_id, options.auth.credential_id), partial(_load_secrets, store, intake)
+        )
+        verify(options.auth, secrets, body, headers)  # the raw bytes, before parsing
+    await _check_limits(store, intake, workflow.tenant_id)
+    trigger = trigger_data(body=body, content_type=content_type, headers=headers, query=query)
+    key = dedup_key(options.idempotency, headers, trigger.body)
+    execution, first_id = await _start(
         store,
         queue,
         workflow_id=workflow.id,
         tenant_id=workflow.tenant_id,
         version=workflow.version,
         trigger=trigger,
+        dedup_key=key,
+        window_s=intake.settings.idempotency_window_s,
     )
+    if first_id is not None:
+        return Accepted(first_id, duplicate=True)
+    intake.depth.added(workflow.tenant_id)
+    return Accepted(execution.id)
+
+
+async def _load_workflow(store: Store, workflow_id: str) -> IntakeWorkflow | None:
+    workflow = await store.get_workflow_for_intake(workflow_id)
+    if workflow is None or not workflow.active or workflow.trigger.type is not TriggerType.webhook:
+        return None
+    try:
+        options = workflow.trigger.webhook
+    except ValidationError:
+        _log.error("webhook_options_invalid", workflow_id=workflow_id)
+        return IntakeWorkflow(workflow, WebhookOptions(), misconfigured=True)
+    return IntakeWorkflow(workflow, options)
+
+
+async def _load_secrets(store: Store, intake: Intake, key: tuple[str, str]) -> tuple[str, ...]:
+    tenant_id, credential_id = key
+    credential = await store.get_credential(tenant_id, credential_id)
+    if credential is None or credential.type is not CredentialType.webhook_secret:
+        return ()
+    secret = intake.cipher.decrypt(credential.secret_ciphertext)
+    return tuple(s for s in (secret.get("secret"), secret.get("previous_secret")) if s)
+
+
+async def _check_limits(store: Store, intake: Intake, tenant_id: str) -> None:
+    """The tenant's rate (429), then the global and the tenant's queue depth (503)."""
+    tenant = await intake.tenants.get(tenant_id, store.get_tenant)
+    limits = tenant_service.effective_limits(
+        tenant.limits if tenant is not None else TenantLimits(), intake.default_limits()
+    )
+    if limits.rate_limit is not None:
+        await intake.limiter.hit(tenant_id, rate_for(limits.rate_limit, limits.rate_burst))
+    max_depth = intake.settings.queue_max_depth
+    if max_depth is not None and await intake.depth.count(store, None) >= max_depth:
+        raise ServiceUnavailable(
+            "Too much work queued; retry later",
+            code="queue_full",
+            headers={"Retry-After": _RETRY_AFTER_S},
+        )
+    if limits.max_queued is not None and (
+        await intake.depth.count(store, tenant_id) >= limits.max_queued
+    ):
+        raise ServiceUnavailable(
+            "This tenant has too much work queued; retry later",
+            code="tenant_queue_full",
+            headers={"Retry-After": _RETRY_AFTER_S},
+        )
 
 
 async def start(
@@ -114,7 +196,47 @@ async def start(
     """Commit a ``queued`` execution, then offer its id to the queue. With ``dedup_key``
     the store raises ``DuplicateError`` (nothing written, nothing enqueued) when that key
     already has an execution of this workflow."""
-    execution = Execution(
+    execution = _new_execution(workflow_id, tenant_id, version, trigger, dedup_key)
+    await store.create_execution(execution)
+    await _enqueue(queue, execution.id)
+    return execution
+
+
+async def _start(
+    store: Store,
+    queue: JobQueue,
+    *,
+    workflow_id: str,
+    tenant_id: str,
+    version: int,
+    trigger: TriggerData,
+    dedup_key: str | None,
+    window_s: float,
+) -> tuple[Execution, str | None]:
+    """``start`` for a webhook: with an idempotency key, an execution of the workflow
+    that holds the key and is younger than ``window_s`` wins, and its id comes back
+    second (nothing written, nothing enqueued)."""
+    if dedup_key is None:
+        return await start(
+            store,
+            queue,
+            workflow_id=workflow_id,
+            tenant_id=tenant_id,
+            version=version,
+            trigger=trigger,
+        ), None
+    execution = _new_execution(workflow_id, tenant_id, version, trigger, dedup_key)
+    expired_before = execution.created_at - timedelta(seconds=window_s)
+    first_id = await store.create_execution_once(execution, expired_before=expired_before)
+    if first_id is None:
+        await _enqueue(queue, execution.id)
+    return execution, first_id
+
+
+def _new_execution(
+    workflow_id: str, tenant_id: str, version: int, trigger: TriggerData, dedup_key: str | None
+) -> Execution:
+    return Execution(
         id=new_id("ex"),
         tenant_id=tenant_id,
         workflow_id=workflow_id,
@@ -124,9 +246,10 @@ async def start(
         created_at=utcnow(),
         dedup_key=dedup_key,
     )
-    await store.create_execution(execution)
+
+
+async def _enqueue(queue: JobQueue, execution_id: str) -> None:
     try:
-        await queue.enqueue(execution.id)
+        await queue.enqueue(execution_id)
     except Exception as exc:  # committed already: a worker's store poll or the reaper takes it
-        _log.warning("enqueue_failed", execution_id=execution.id, error=repr(exc))
-    return execution
+        _log.warning("enqueue_failed", execution_id=execution_id, error=repr(exc))

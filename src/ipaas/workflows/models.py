@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TriggerType(StrEnum):
@@ -50,9 +50,74 @@ class Schedule(BaseModel):
         return ZoneInfo(self.timezone)
 
 
+class WebhookAuthScheme(StrEnum):
+    #: ``webhook-id``/``webhook-timestamp``/``webhook-signature`` (standardwebhooks.com).
+    standard_webhooks = "standard_webhooks"
+    #: One header holding the HMAC-SHA256 of the raw body (GitHub, Shopify, ...).
+    hmac_sha256 = "hmac_sha256"
+
+
+#: An HTTP header name (RFC 9110 token).
+HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
+#: ``event.id``, ``data.items.0.id``: object keys and list indexes joined by dots.
+BODY_PATH_PATTERN = r"^[^.\s]{1,100}(\.[^.\s]{1,100}){0,15}$"
+HMAC_DEFAULTS = {"header": "X-Hub-Signature-256", "prefix": "sha256=", "encoding": "hex"}
+
+
+class WebhookAuth(BaseModel):
+    """How a webhook trigger authenticates its caller. The secret is a ``webhook_secret``
+    credential of the tenant (``secret`` and, while rotating, ``previous_secret``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: WebhookAuthScheme
+    credential_id: str = Field(min_length=1, max_length=64)
+    #: ``hmac_sha256`` only: the header, the text before the signature, hex or base64.
+    header: str | None = Field(default=None, pattern=HEADER_PATTERN)
+    prefix: str | None = Field(default=None, max_length=32)
+    encoding: Literal["hex", "base64"] | None = None
+
+    @model_validator(mode="after")
+    def _scheme_fields(self) -> WebhookAuth:
+        given = [name for name in HMAC_DEFAULTS if getattr(self, name) is not None]
+        if self.scheme is WebhookAuthScheme.standard_webhooks and given:
+            msg = f"{', '.join(given)}: only for the hmac_sha256 scheme"
+            raise ValueError(msg)
+        if self.scheme is WebhookAuthScheme.hmac_sha256:
+            for name, default in HMAC_DEFAULTS.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, default)
+        return self
+
+
+class IdempotencySource(BaseModel):
+    """Where a webhook's idempotency key is, besides the ``Idempotency-Key`` and
+    ``webhook-id`` headers: a provider's event id in the body, or another header."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body_path: str | None = Field(default=None, pattern=BODY_PATH_PATTERN)
+    header: str | None = Field(default=None, pattern=HEADER_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IdempotencySource:
+        if (self.body_path is None) == (self.header is None):
+            msg = "give exactly one of body_path or header"
+            raise ValueError(msg)
+        return self
+
+
+class WebhookOptions(BaseModel):
+    """The options of a ``webhook`` trigger (other keys of the trigger are ignored here)."""
+
+    auth: WebhookAuth | None = None
+    idempotency: IdempotencySource | None = None
+
+
 class Trigger(BaseModel):
-    """What starts a workflow. Other keys are kept as given (a webhook's ``secret``, a
-    schedule's ``cron`` and ``timezone``); the API checks them with ``check_trigger``."""
+    """What starts a workflow. Other keys are kept as given (a webhook's ``auth`` and
+    ``idempotency``, a schedule's ``cron`` and ``timezone``); the API checks them with
+    ``check_trigger``."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -62,6 +127,11 @@ class Trigger(BaseModel):
     def schedule(self) -> Schedule:
         """The schedule of a ``schedule`` trigger; raises ``ValidationError`` if invalid."""
         return Schedule.model_validate(self.model_extra or {})
+
+    @property
+    def webhook(self) -> WebhookOptions:
+        """The options of a ``webhook`` trigger; raises ``ValidationError`` if invalid."""
+        return WebhookOptions.model_validate(self.model_extra or {})
 
 
 def check_trigger(trigger: Trigger) -> Trigger:
@@ -73,6 +143,16 @@ def check_trigger(trigger: Trigger) -> Trigger:
         schedule = trigger.schedule  # a ValidationError here carries the field's location
         if trigger.model_extra is not None:
             trigger.model_extra.update(cron=schedule.cron, timezone=schedule.timezone)
+    if trigger.type is TriggerType.webhook and trigger.model_extra is not None:
+        if "secret" in trigger.model_extra:
+            # A secret in the workflow JSON would be stored and shown in plain text.
+            msg = "secret: store it as a webhook_secret credential and set auth.credential_id"
+            raise ValueError(msg)
+        options = trigger.webhook
+        for name in ("auth", "idempotency"):
+            value = getattr(options, name)
+            if value is not None:
+                trigger.model_extra[name] = value.model_dump(exclude_none=True)
     return trigger
 
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from ipaas.credentials import service as credential_service
 from ipaas.credentials.crypto import CredentialCipher
+from ipaas.credentials.models import CredentialType
 from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.steps import StepsRun, run_steps
@@ -20,7 +21,7 @@ from ipaas.kit.http import HttpClient
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
-from ipaas.workflows.models import Step, Workflow, WorkflowDefinition
+from ipaas.workflows.models import Step, Trigger, TriggerType, Workflow, WorkflowDefinition
 from ipaas.workflows.schemas import (
     DryRunRead,
     DryRunStep,
@@ -47,8 +48,37 @@ def _is_template_error(error: Mapping[str, Any], config: dict[str, Any]) -> bool
     return isinstance(value, str) and is_template(value)
 
 
-async def validate_steps(store: Store, *, tenant_id: str, steps: list[Step]) -> None:
-    """Every problem of every step at once, each named by its path (``steps[0].config.text``)."""
+async def validate_definition(
+    store: Store, *, tenant_id: str, trigger: Trigger, steps: list[Step]
+) -> None:
+    """Every problem of the trigger and of every step at once, each named by its path
+    (``trigger.auth.credential_id``, ``steps[0].config.text``)."""
+    errors = await _trigger_errors(store, tenant_id=tenant_id, trigger=trigger)
+    errors += await _step_errors(store, tenant_id=tenant_id, steps=steps)
+    if errors:
+        raise ValidationFailed("Invalid workflow", details=errors)
+
+
+async def _trigger_errors(
+    store: Store, *, tenant_id: str, trigger: Trigger
+) -> list[dict[str, Any]]:
+    """A webhook trigger's ``auth`` must name a ``webhook_secret`` credential of the tenant."""
+    if trigger.type is not TriggerType.webhook:
+        return []
+    auth = trigger.webhook.auth
+    if auth is None:
+        return []
+    loc = ["body", "trigger", "auth", "credential_id"]
+    credential = await store.get_credential(tenant_id, auth.credential_id)
+    if credential is None:
+        return [{"loc": loc, "msg": "credential not found", "type": "credential_not_found"}]
+    if credential.type is not CredentialType.webhook_secret:
+        msg = f"webhook auth needs a webhook_secret credential, not {credential.type.value}"
+        return [{"loc": loc, "msg": msg, "type": "credential_type_mismatch"}]
+    return []
+
+
+async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
 
     def add(index: int, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> None:
@@ -87,12 +117,11 @@ async def validate_steps(store: Store, *, tenant_id: str, steps: list[Step]) -> 
             for err in exc.errors(include_url=False, include_input=False):
                 if not _is_template_error(err, step.config):
                     add(index, ["config", *err["loc"]], err["msg"], err["type"])
-    if errors:
-        raise ValidationFailed("Invalid workflow steps", details=errors)
+    return errors
 
 
 async def create(store: Store, *, tenant_id: str, data: WorkflowCreate) -> Workflow:
-    await validate_steps(store, tenant_id=tenant_id, steps=data.steps)
+    await validate_definition(store, tenant_id=tenant_id, trigger=data.trigger, steps=data.steps)
     now = utcnow()
     workflow = Workflow(
         id=new_id("wf"),
@@ -144,7 +173,9 @@ async def update(
     )
     new_version = updated.definition != workflow.definition
     if new_version:
-        await validate_steps(store, tenant_id=tenant_id, steps=updated.steps)
+        await validate_definition(
+            store, tenant_id=tenant_id, trigger=updated.trigger, steps=updated.steps
+        )
         updated.version = workflow.version + 1
     if not await store.update_workflow(updated, new_version=new_version):
         raise WorkflowNotFound("Workflow not found")
@@ -170,7 +201,9 @@ async def dry_run(
     simulate: bool,
 ) -> DryRunRead:
     """Run (or, simulating, only build) every step; nothing is persisted."""
-    await validate_steps(store, tenant_id=tenant_id, steps=definition.steps)
+    await validate_definition(
+        store, tenant_id=tenant_id, trigger=definition.trigger, steps=definition.steps
+    )
     credential_ids = sorted({s.credential_id for s in definition.steps if s.credential_id})
     loaded = await credential_service.load_secrets(
         store, cipher, tenant_id=tenant_id, credential_ids=credential_ids

@@ -99,6 +99,12 @@ class Database(ABC):
         with the same ``key``."""
 
     @abstractmethod
+    def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
+        """INSERT a row (values given at execution) unless its unique ``key`` is taken,
+        waiting for a concurrent inserter of the same key to finish first; RETURNING the
+        primary key when inserted, no row otherwise."""
+
+    @abstractmethod
     async def dispose(self) -> None:
         """Finish the ops already submitted, then close every connection."""
 
@@ -167,6 +173,10 @@ class SqliteDatabase(Database):
     def upsert(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
         stmt = sqlite.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=_excluded(stmt, key))
+
+    def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(key))
+        return stmt.returning(*table.primary_key.columns)
 
     async def dispose(self) -> None:
         await asyncio.gather(self._writes.close(), self._reads.close())
@@ -468,6 +478,12 @@ class PostgresDatabase(Database):
     def upsert(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
         stmt = postgresql.insert(table)
         return stmt.on_conflict_do_update(index_elements=list(key), set_=_excluded(stmt, key))
+
+    def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
+        # ON CONFLICT waits for a concurrent transaction holding the same key to commit or
+        # roll back, then skips or inserts: no unique-violation error aborts ours.
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(key))
+        return stmt.returning(*table.primary_key.columns)
 
     async def dispose(self) -> None:
         if self._writes:

@@ -26,6 +26,7 @@ CANCELLED_BY_USER = "cancelled by user"
 TIMED_OUT = "execution timed out"
 STEP_KEY = ("execution_id", "step_id", "attempt")
 VERSION_KEY = ("workflow_id", "version")
+DEDUP_KEY = ("workflow_id", "dedup_key")
 
 
 def p(name: str) -> sa.BindParameter[Any]:
@@ -80,6 +81,17 @@ INSERT_WORKFLOW = sa.insert(t.workflow)
 INSERT_VERSION = sa.insert(t.workflow_version)
 INSERT_EXECUTION = sa.insert(EX)
 
+GET_TENANT = sa.select(t.tenant).where(t.tenant.c.id == p("p_tenant_id"))
+SET_TENANT_LIMITS = (
+    sa.update(t.tenant)
+    .where(t.tenant.c.id == p("p_tenant_id"))
+    .values(
+        rate_limit=p("p_rate_limit"),
+        rate_burst=p("p_rate_burst"),
+        max_queued=p("p_max_queued"),
+        max_concurrency=p("p_max_concurrency"),
+    )
+)
 GET_USER = sa.select(t.app_user).where(t.app_user.c.email == p("p_email"))
 GET_TOKEN = sa.select(t.api_token).where(t.api_token.c.token_hash == p("p_hash"))
 LIST_TOKENS = (
@@ -136,6 +148,14 @@ GET_VERSION = sa.select(t.workflow_version.c.trigger, t.workflow_version.c.steps
     t.workflow_version.c.workflow_id == p("p_id"),
     t.workflow_version.c.version == p("p_version"),
 )
+_DEDUP = sa.and_(EX.c.workflow_id == p("p_workflow_id"), EX.c.dedup_key == p("p_dedup_key"))
+# An expired holder gives its key up, so the insert that follows in the same transaction
+# can take it; on PostgreSQL a concurrent caller waits on the row lock and then no longer
+# matches (the key is NULL by then).
+RELEASE_EXPIRED_KEY = (
+    sa.update(EX).where(_DEDUP, EX.c.created_at < p_at("p_expired_before")).values(dedup_key=None)
+)
+DEDUP_HOLDER = sa.select(EX.c.id).where(_DEDUP)
 GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
 LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
 COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)

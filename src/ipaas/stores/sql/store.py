@@ -21,12 +21,13 @@ from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
 from ipaas.stores.sql.engine import Database, create_database
-from ipaas.tenants.models import ApiToken, Tenant, User
+from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition
 
 _EX = q.EX
 _Row = sa.Row[Any]
 _SELECT_1 = sa.text("SELECT 1")
+_DEDUP_ATTEMPTS = 3
 
 
 # -- ops: the common shapes -------------------------------------------------------------------
@@ -73,6 +74,7 @@ class SqlStore:
         # The statements with a dialect-specific part, built once per database.
         self._upsert_step = db.upsert(t.step_run, q.STEP_KEY)
         self._upsert_version = db.upsert(t.workflow_version, q.VERSION_KEY)
+        self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY)
         self._claim_next = (
             sa.update(_EX)
             # ``status`` again: on PostgreSQL the UPDATE re-checks it under the row lock.
@@ -99,7 +101,7 @@ class SqlStore:
 
     # -- tenants, users, tokens -----------------------------------------------------------
     async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
-        tenant_values = dict(tenant)
+        tenant_values = _tenant_values(tenant)
         user_values = dict(user) | {"email": user.email.lower()}
         token_values = dict(token)
 
@@ -112,6 +114,26 @@ class SqlStore:
             await self._db.run_write(op)
         except IntegrityError as exc:
             raise DuplicateError("email") from exc
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = await self._db.run_read(_first(q.GET_TENANT, {"p_tenant_id": tenant_id}))
+        if row is None:
+            return None
+        return Tenant(
+            id=row.id,
+            name=row.name,
+            created_at=row.created_at,
+            limits=TenantLimits(
+                rate_limit=row.rate_limit,
+                rate_burst=row.rate_burst,
+                max_queued=row.max_queued,
+                max_concurrency=row.max_concurrency,
+            ),
+        )
+
+    async def set_tenant_limits(self, tenant_id: str, limits: TenantLimits) -> bool:
+        params = {"p_tenant_id": tenant_id} | {f"p_{k}": v for k, v in limits}
+        return await self._write_one(q.SET_TENANT_LIMITS, params) == 1
 
     async def get_user_by_email(self, email: str) -> User | None:
         row = await self._db.run_read(_first(q.GET_USER, {"p_email": email.lower()}))
@@ -235,6 +257,34 @@ class SqlStore:
             if execution.dedup_key is None:
                 raise
             raise DuplicateError("dedup_key") from exc
+
+    async def create_execution_once(
+        self, execution: Execution, *, expired_before: datetime
+    ) -> str | None:
+        assert execution.dedup_key is not None
+        values = _execution_values(execution)
+        params = {
+            "p_workflow_id": execution.workflow_id,
+            "p_dedup_key": execution.dedup_key,
+            "p_expired_before": expired_before,
+        }
+        insert_once = self._insert_once
+
+        def op(conn: sa.Connection) -> str | None:
+            conn.execute(q.RELEASE_EXPIRED_KEY, params)
+            # The unique (workflow_id, dedup_key) index decides between racing callers; a
+            # holder that gives its key up between our insert and our read (its window
+            # just ended) sends us round again.
+            for _ in range(_DEDUP_ATTEMPTS):
+                if conn.execute(insert_once, values).first() is not None:
+                    return None
+                holder: str | None = conn.execute(q.DEDUP_HOLDER, params).scalar()
+                if holder is not None:
+                    return holder
+            msg = "dedup key neither free nor held"
+            raise RuntimeError(msg)
+
+        return await self._db.run_write(op)
 
     async def get_execution(self, tenant_id: str, execution_id: str) -> Execution | None:
         params = {"p_tenant_id": tenant_id, "p_id": execution_id}
@@ -426,6 +476,12 @@ def _fill_deadlines(
 # -- rows <-> domain models -----------------------------------------------------------------
 # ``dict(model)`` is a shallow field dict: nested models stay models, and the engine's JSON
 # serializer (pydantic-core) writes them without a ``model_dump`` pass first.
+def _tenant_values(tenant: Tenant) -> dict[str, Any]:
+    return {"id": tenant.id, "name": tenant.name, "created_at": tenant.created_at} | dict(
+        tenant.limits
+    )
+
+
 def _credential(row: _Row) -> Credential:
     return Credential.model_construct(**{**row._mapping, "type": CredentialType(row.type)})
 

@@ -59,6 +59,11 @@ tenant = sa.Table(
     _id(),
     sa.Column("name", sa.String(200), nullable=False),
     _at("created_at"),
+    # Operator overrides of the intake guard rails (NULL: the setting's default).
+    sa.Column("rate_limit", sa.Float(), nullable=True),
+    sa.Column("rate_burst", sa.Integer(), nullable=True),
+    sa.Column("max_queued", sa.Integer(), nullable=True),
+    sa.Column("max_concurrency", sa.Integer(), nullable=True),
 )
 
 app_user = sa.Table(

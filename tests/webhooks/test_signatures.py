@@ -1,0 +1,344 @@
+"""Item 6: webhook authentication per trigger (Standard Webhooks, or an HMAC-SHA256 header)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from ipaas.runtime import Runtime
+from tests.conftest import signup
+from tests.webhooks.conftest import NewWorkflow, executions_of
+from tests.webhooks.test_endpoints import FIXTURES
+
+#: GitHub's documented test vector (docs "Validating webhook deliveries").
+GITHUB_SECRET = "It's a Secret to Everybody"
+GITHUB_BODY = b"Hello, World!"
+GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+OLD_WHSEC = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
+CONTACT = (FIXTURES / "standard-webhooks" / "contact.created.json").read_bytes()
+
+
+async def credential(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    secret: dict[str, str],
+    type_: str = "webhook_secret",
+) -> str:
+    response = await client.post(
+        "/api/credentials", json={"name": "signing", "type": type_, "secret": secret}, headers=auth
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def standard_headers(
+    secret: str, body: bytes, *, msg_id: str = "msg_1", at: float | None = None
+) -> dict[str, str]:
+    timestamp = datetime.fromtimestamp(at if at is not None else time.time(), tz=UTC)
+    signature = Webhook(secret).sign(msg_id, timestamp, body.decode())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+class TestHmac:
+    @pytest.fixture
+    async def workflow_id(
+        self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
+    ) -> str:
+        cred = await credential(client, auth, {"secret": GITHUB_SECRET})
+        return await new_workflow(
+            {"type": "webhook", "auth": {"scheme": "hmac_sha256", "credential_id": cred}}
+        )
+
+    async def test_githubs_test_vector_is_accepted(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            content=GITHUB_BODY,
+            headers={"x-hub-signature-256": GITHUB_SIGNATURE, "content-type": "text/plain"},
+        )
+        assert response.status_code == 202, response.text
+        (stored,) = executions_of(runtime, workflow_id)
+        assert stored.trigger.body == "Hello, World!"
+
+    async def test_a_real_github_payload_signed_as_github_does(
+        self, client: httpx.AsyncClient, workflow_id: str
+    ) -> None:
+        body = (FIXTURES / "github" / "push.json").read_bytes()
+        digest = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            content=body,
+            headers={"X-Hub-Signature-256": f"sha256={digest}", "content-type": "application/json"},
+        )
+        assert response.status_code == 202, response.text
+
+    @pytest.mark.parametrize(
+        ("headers", "code"),
+        [
+            ({}, "signature_missing"),
+            ({"x-hub-signature-256": ""}, "signature_missing"),
+            ({"x-hub-signature-256": GITHUB_SIGNATURE.replace("757", "758")}, "signature_invalid"),
+            ({"x-hub-signature-256": GITHUB_SIGNATURE[7:]}, "signature_invalid"),
+            ({"x-hub-signature-256": "sha256=not-hex"}, "signature_invalid"),
+            ({"x-hub-signature-256": "sha1=757107ea"}, "signature_invalid"),
+        ],
+    )
+    async def test_missing_or_bad_is_401_and_persists_nothing(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        workflow_id: str,
+        headers: dict[str, str],
+        code: str,
+    ) -> None:
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            content=GITHUB_BODY,
+            headers=headers | {"content-type": "text/plain"},
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == code
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_a_changed_body_is_refused(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            content=GITHUB_BODY + b" ",
+            headers={"x-hub-signature-256": GITHUB_SIGNATURE},
+        )
+        assert response.status_code == 401
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_base64_header_and_rotation(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+    ) -> None:
+        cred = await credential(
+            client, auth, {"secret": "new-shopify-secret", "previous_secret": "old-shopify-secret"}
+        )
+        workflow_id = await new_workflow(
+            {
+                "type": "webhook",
+                "auth": {
+                    "scheme": "hmac_sha256",
+                    "credential_id": cred,
+                    "header": "X-Shopify-Hmac-Sha256",
+                    "prefix": "",
+                    "encoding": "base64",
+                },
+            }
+        )
+        body = b'{"id": 820982911946154508}'
+        for secret, expected in (
+            ("new-shopify-secret", 202),
+            ("old-shopify-secret", 202),
+            ("other-shopify-secret", 401),
+        ):
+            mac = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+            response = await client.post(
+                f"/api/webhooks/{workflow_id}",
+                content=body,
+                headers={"x-shopify-hmac-sha256": mac.decode(), "content-type": "application/json"},
+            )
+            assert response.status_code == expected, (secret, response.text)
+        assert len(executions_of(runtime, workflow_id)) == 2
+
+
+class TestStandardWebhooks:
+    @pytest.fixture
+    async def workflow_id(
+        self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
+    ) -> str:
+        cred = await credential(client, auth, {"secret": WHSEC, "previous_secret": OLD_WHSEC})
+        return await new_workflow(
+            {"type": "webhook", "auth": {"scheme": "standard_webhooks", "credential_id": cred}}
+        )
+
+    async def test_signed_with_either_secret_is_accepted(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        for n, secret in enumerate((WHSEC, OLD_WHSEC)):
+            response = await client.post(
+                f"/api/webhooks/{workflow_id}",
+                content=CONTACT,
+                headers=standard_headers(secret, CONTACT, msg_id=f"msg_{n}"),
+            )
+            assert response.status_code == 202, response.text
+        stored = executions_of(runtime, workflow_id)
+        assert stored[0].trigger.body["type"] == "contact.created"
+        assert stored[0].trigger.headers["webhook-signature"] == "***"
+
+    @pytest.mark.parametrize(
+        ("change", "code"),
+        [
+            ({"webhook-signature": None}, "signature_missing"),
+            ({"webhook-id": None}, "signature_missing"),
+            ({"webhook-id": "msg_other"}, "signature_invalid"),
+            ({"webhook-signature": "v1,AAAA"}, "signature_invalid"),
+            ({"webhook-signature": "garbage"}, "signature_invalid"),
+            ({"webhook-timestamp": "yesterday"}, "signature_invalid"),
+        ],
+    )
+    async def test_missing_or_bad_is_401_and_persists_nothing(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        workflow_id: str,
+        change: dict[str, Any],
+        code: str,
+    ) -> None:
+        headers = standard_headers(WHSEC, CONTACT)
+        for name, value in change.items():
+            if value is None:
+                del headers[name]
+            else:
+                headers[name] = value
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}", content=CONTACT, headers=headers
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == code
+        assert executions_of(runtime, workflow_id) == []
+
+    @pytest.mark.parametrize("offset_s", [-301, 301])
+    async def test_outside_the_5_minute_tolerance_is_401(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str, offset_s: int
+    ) -> None:
+        headers = standard_headers(WHSEC, CONTACT, at=time.time() + offset_s)
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}", content=CONTACT, headers=headers
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "signature_expired"
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_within_the_tolerance_is_accepted(
+        self, client: httpx.AsyncClient, workflow_id: str
+    ) -> None:
+        headers = standard_headers(WHSEC, CONTACT, at=time.time() - 240)
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}", content=CONTACT, headers=headers
+        )
+        assert response.status_code == 202
+
+
+class TestTriggerValidation:
+    async def post(
+        self, client: httpx.AsyncClient, auth: dict[str, str], trigger: dict[str, Any]
+    ) -> httpx.Response:
+        return await client.post(
+            "/api/workflows",
+            json={
+                "name": "x",
+                "trigger": trigger,
+                "steps": [
+                    {"id": "call", "type": "http_request", "config": {"url": "http://x.test"}}
+                ],
+            },
+            headers=auth,
+        )
+
+    @staticmethod
+    def locs(response: httpx.Response) -> list[list[Any]]:
+        assert response.status_code == 422, response.text
+        return [d["loc"] for d in response.json()["error"]["details"]]
+
+    async def test_the_credential_must_exist_and_be_the_tenants(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        other = await signup(client, "grace@example.com")
+        other.pop("tenant_id")
+        theirs = await credential(client, other, {"secret": GITHUB_SECRET})
+        for cred in ("cred_missing", theirs):
+            trigger = {"type": "webhook", "auth": {"scheme": "hmac_sha256", "credential_id": cred}}
+            response = await self.post(client, auth, trigger)
+            assert self.locs(response) == [["body", "trigger", "auth", "credential_id"]]
+            assert response.json()["error"]["details"][0]["type"] == "credential_not_found"
+
+    async def test_the_credential_must_be_a_webhook_secret(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        slack = await credential(
+            client, auth, {"webhook_url": "https://hooks.slack.test/x"}, "slack"
+        )
+        trigger = {
+            "type": "webhook",
+            "auth": {"scheme": "standard_webhooks", "credential_id": slack},
+        }
+        response = await self.post(client, auth, trigger)
+        assert self.locs(response) == [["body", "trigger", "auth", "credential_id"]]
+        assert response.json()["error"]["details"][0]["type"] == "credential_type_mismatch"
+
+    @pytest.mark.parametrize(
+        "trigger",
+        [
+            {"type": "webhook", "auth": {"scheme": "md5", "credential_id": "cred_x"}},
+            {"type": "webhook", "auth": {"scheme": "hmac_sha256"}},
+            {
+                "type": "webhook",
+                "auth": {"scheme": "standard_webhooks", "credential_id": "c", "header": "X"},
+            },
+            {
+                "type": "webhook",
+                "auth": {"scheme": "hmac_sha256", "credential_id": "c", "encoding": "hex2"},
+            },
+            {"type": "webhook", "secret": "plain-text-secret"},
+            {"type": "webhook", "idempotency": {}},
+        ],
+    )
+    async def test_bad_shapes_are_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str], trigger: dict[str, Any]
+    ) -> None:
+        response = await self.post(client, auth, trigger)
+        assert response.status_code == 422, response.text
+        assert all(loc[:2] == ["body", "trigger"] for loc in self.locs(response))
+
+    async def test_hmac_defaults_are_written_into_the_trigger(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cred = await credential(client, auth, {"secret": GITHUB_SECRET})
+        trigger = {"type": "webhook", "auth": {"scheme": "hmac_sha256", "credential_id": cred}}
+        response = await self.post(client, auth, trigger)
+        assert response.status_code == 201, response.text
+        assert response.json()["trigger"]["auth"] == {
+            "scheme": "hmac_sha256",
+            "credential_id": cred,
+            "header": "X-Hub-Signature-256",
+            "prefix": "sha256=",
+            "encoding": "hex",
+        }
+
+    async def test_a_whsec_secret_must_be_base64(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/api/credentials",
+            json={
+                "name": "s",
+                "type": "webhook_secret",
+                "secret": {"secret": "whsec_!!!not-base64"},
+            },
+            headers=auth,
+        )
+        assert response.status_code == 422
+        assert "whsec_!!!" not in response.text
