@@ -16,8 +16,10 @@ def create_store(settings: Settings) -> Store:
         case "sqlite+aiosqlite" | "postgresql+asyncpg":
             # Imported here so the memory store never loads SQLAlchemy.
             from ipaas.stores.sql import SqlStore
+            from ipaas.stores.sql.engine import PoolSize
 
-            return SqlStore(settings.database_url)
+            pool = PoolSize(settings.db_pool_size, settings.db_pool_overflow)
+            return SqlStore(settings.database_url, pool=pool)
         case _:
             msg = (
                 f"unsupported IPAAS_DATABASE_URL scheme {scheme!r}: use memory://, "

@@ -390,6 +390,15 @@ class _Batcher:
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PoolSize:
+    """Connections one process keeps open (``size``) and may open beyond them at peaks
+    (``overflow``): at most ``size + overflow`` per process (IPAAS_DB_POOL_SIZE/_OVERFLOW)."""
+
+    size: int = 10
+    overflow: int = 20
+
+
 class PostgresDatabase(Database):
     """PostgreSQL: one pool; row locks with SKIP LOCKED keep concurrent claimers apart.
 
@@ -397,11 +406,11 @@ class PostgresDatabase(Database):
     proceed in parallel on their own connections, and the server commits them.
     """
 
-    def __init__(self, url: sa.URL) -> None:
+    def __init__(self, url: sa.URL, pool: PoolSize) -> None:
         self._engine: AsyncEngine = create_async_engine(
             url,
-            pool_size=10,
-            max_overflow=20,
+            pool_size=pool.size,
+            max_overflow=pool.overflow,
             pool_recycle=1800,
             # An unreachable server fails a request within seconds (asyncpg's connect timeout
             # is 60 s; the pool's checkout wait 30 s): the caller answers 503 instead.
@@ -519,14 +528,15 @@ def _excluded(stmt: sqlite.Insert | postgresql.Insert, key: Sequence[str]) -> di
     return {col.name: stmt.excluded[col.name] for col in stmt.table.c if col.name not in key}
 
 
-def create_database(database_url: str) -> Database:
-    """The ``Database`` for a ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URL."""
+def create_database(database_url: str, *, pool: PoolSize | None = None) -> Database:
+    """The ``Database`` for a ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URL
+    (``pool`` sizes PostgreSQL's connection pool; SQLite has its fixed threads)."""
     url = sa.make_url(database_url)
     match url.drivername:
         case "sqlite+aiosqlite":
             return SqliteDatabase(url)
         case "postgresql+asyncpg":
-            return PostgresDatabase(url)
+            return PostgresDatabase(url, pool or PoolSize())
         case other:
             msg = f"unsupported SQL driver {other!r}: use sqlite+aiosqlite or postgresql+asyncpg"
             raise ValueError(msg)

@@ -20,7 +20,7 @@ from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepSta
 from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
-from ipaas.stores.sql.engine import Database, create_database
+from ipaas.stores.sql.engine import Database, PoolSize, create_database
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition
 
@@ -49,8 +49,9 @@ def _rowcount(stmt: sa.Executable, params: Mapping[str, Any]) -> Callable[[sa.Co
 class SqlStore:
     """The ``Store`` on SQLite (``sqlite+aiosqlite``) or PostgreSQL (``postgresql+asyncpg``)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, pool: PoolSize | None = None) -> None:
         self._url = database_url
+        self._pool = pool
         self._database: Database | None = None
 
     @property
@@ -63,7 +64,7 @@ class SqlStore:
     async def startup(self) -> None:
         if self._database is not None:
             return
-        db = create_database(self._url)
+        db = create_database(self._url, pool=self._pool)
         try:
             # Connect now: a wrong URL or an unreachable server fails start-up, not a request.
             await db.run_read(_first(_SELECT_1, {}))
