@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ipaas.config import Settings
 from ipaas.credentials.crypto import CredentialCipher
+from ipaas.engine.breaker import CircuitBreaker
 from ipaas.engine.cancellation import (
     CancelBus,
     CancelRegistry,
@@ -28,6 +29,7 @@ class Runtime:
     http: HttpClient
     cipher: CredentialCipher
     endpoints: Endpoints
+    breaker: CircuitBreaker
     workflow_cache: WorkflowCache = field(default_factory=WorkflowCache)
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     #: Carries a cancel to the process running the execution (Redis pub/sub when scaled out).
@@ -59,6 +61,12 @@ class Runtime:
             cipher=CredentialCipher(settings.fernet_key),
             endpoints=Endpoints(
                 slack_api_url=settings.slack_api_url, openweather_url=settings.openweather_url
+            ),
+            breaker=CircuitBreaker(
+                store,
+                threshold=settings.circuit_failure_threshold,
+                cooldown_s=settings.circuit_cooldown_s,
+                probe_s=settings.step_timeout_s,
             ),
         )
 

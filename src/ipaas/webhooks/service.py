@@ -110,6 +110,7 @@ async def start(
     version: int,
     trigger: TriggerData,
     dedup_key: str | None = None,
+    replay_of: str | None = None,
 ) -> Execution:
     """Commit a ``queued`` execution, then offer its id to the queue. With ``dedup_key``
     the store raises ``DuplicateError`` (nothing written, nothing enqueued) when that key
@@ -123,6 +124,7 @@ async def start(
         trigger=trigger,
         created_at=utcnow(),
         dedup_key=dedup_key,
+        replay_of=replay_of,
     )
     await store.create_execution(execution)
     try:
