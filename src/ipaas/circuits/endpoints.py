@@ -12,6 +12,6 @@ router = APIRouter(prefix="/circuits", tags=["circuits"])
 @router.get("")
 async def list_circuits(principal: CurrentPrincipal, store: StoreDep) -> CircuitList:
     """The circuit breakers of the tenant's destination hosts: every host a step failed to
-    reach at least once since its last success."""
+    reach at least once (closed circuits included)."""
     circuits = await circuit_service.list_(store, tenant_id=principal.tenant_id)
     return CircuitList(items=[CircuitRead.of(c) for c in circuits])
