@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from ipaas.config import Settings
+from ipaas.engine.queue.redis import RedisQueue
 from ipaas.engine.worker import Worker
+from ipaas.executions.models import ExecutionStatus, TriggerData
 from ipaas.runtime import Runtime
+from ipaas.stores.memory import MemoryStore
+from ipaas.webhooks import service as webhook_service
+from ipaas.workflows import service as workflow_service
+from ipaas.workflows.schemas import WorkflowCreate
 from tests.conftest import signup
 from tests.standins.server import StandinServer
 
@@ -351,3 +360,78 @@ class TestIsolation:
         assert (await api.execution(ex))["status"] == "cancelled"
         listed = await api.client.get("/api/executions", headers=api.auth)
         assert len(listed.json()["items"]) == 1  # no replay was created
+
+
+REDIS_URL = os.environ.get("IPAAS_TEST_REDIS_URL")
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not REDIS_URL, reason="IPAAS_TEST_REDIS_URL is not set")
+async def test_scaled_out_retries_come_back_through_the_redis_queue(
+    settings: Settings, clean_standin: StandinServer
+) -> None:
+    """Two worker processes (two runtimes over one store and one Redis stream). Their store
+    poll is 30 s, so the retries can only come back through the queue, within seconds."""
+    assert REDIS_URL is not None
+    suffix = uuid.uuid4().hex
+    stream, group = f"ipaas-test:{suffix}", f"ipaas-test-{suffix}"
+    store = MemoryStore()
+    slow_poll = settings.model_copy(update={"poll_interval_s": 30.0})
+    runtimes = [
+        Runtime.build(
+            slow_poll,
+            store=store,
+            queue=RedisQueue(REDIS_URL, stream=stream, group=group, consumer=name),
+        )
+        for name in ("a", "b")
+    ]
+    workers = [Worker(runtime) for runtime in runtimes]
+    for runtime in runtimes:
+        await runtime.startup()
+    try:
+        for worker in workers:
+            await worker.start()
+        clean_standin.add_fault("/echo/flaky", status=503, count=2, retry_after=0)
+        workflow = await workflow_service.create(
+            store,
+            tenant_id="tn_a",
+            data=WorkflowCreate.model_validate(
+                {
+                    "name": "w",
+                    "steps": [
+                        {
+                            "id": "call",
+                            "type": "http_request",
+                            "config": {"url": f"{clean_standin.url}/echo/flaky"},
+                            "retry": FAST_RETRY,
+                        }
+                    ],
+                }
+            ),
+        )
+        started = time.monotonic()
+        execution = await webhook_service.start(
+            store,
+            runtimes[0].queue,
+            workflow_id=workflow.id,
+            tenant_id="tn_a",
+            version=1,
+            trigger=TriggerData(),
+        )
+
+        async def succeeded() -> bool:
+            current = await store.get_execution("tn_a", execution.id)
+            return current is not None and current.status is ExecutionStatus.succeeded
+
+        await wait_for(succeeded, timeout_s=15, what="success")
+        assert time.monotonic() - started < 10  # well under one 30 s store poll
+        steps = await store.list_step_runs("tn_a", execution.id)
+        assert [(s.attempt, s.status_code) for s in steps] == [(1, 503), (2, 503), (3, None)]
+        assert len([r for r in clean_standin.requests() if r["path"] == "/echo/flaky"]) == 3
+    finally:
+        for worker in workers:
+            await worker.stop(grace_s=0)
+        for runtime in runtimes:
+            await runtime.shutdown()
+        async with Redis.from_url(REDIS_URL) as redis:
+            await redis.delete(stream)
