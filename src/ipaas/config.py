@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     #: How often an idle worker polls the store for queued executions the queue did not carry.
     poll_interval_s: float = Field(default=1.0, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    #: The longest a remote's ``Retry-After`` may make a step wait before its next attempt.
+    retry_after_max_s: float = Field(default=300.0, ge=0)
+    #: Consecutive failures (connection errors, timeouts, 408, 429, 5xx) of one tenant's
+    #: calls to one host that open its circuit.
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    #: How long an open circuit turns calls away before one probe may go through.
+    circuit_cooldown_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     #: Slow-client guard: the whole request head must arrive within this time; also the
     #: keep-alive idle limit.

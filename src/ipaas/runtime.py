@@ -9,6 +9,7 @@ import structlog
 
 from ipaas.config import Settings
 from ipaas.credentials.crypto import CredentialCipher
+from ipaas.engine.breaker import CircuitBreaker
 from ipaas.engine.cancellation import (
     CancelBus,
     CancelRegistry,
@@ -41,6 +42,8 @@ class Runtime:
     workflow_cache: WorkflowCache
     #: The webhook intake's caches, rate limiter and queue-depth counts.
     intake: Intake
+    #: Per (tenant, host) circuits of outbound calls (state shared through the store).
+    breaker: CircuitBreaker
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     #: Carries a cancel to the process running the execution (Redis pub/sub when scaled out).
     cancel_bus: CancelBus = field(default_factory=LocalCancelBus)
@@ -75,6 +78,12 @@ class Runtime:
             intake=Intake.build(settings, cipher=cipher, workflows=workflow_cache),
             endpoints=Endpoints(
                 slack_api_url=settings.slack_api_url, openweather_url=settings.openweather_url
+            ),
+            breaker=CircuitBreaker(
+                store,
+                threshold=settings.circuit_failure_threshold,
+                cooldown_s=settings.circuit_cooldown_s,
+                probe_s=settings.step_timeout_s,
             ),
         )
 

@@ -192,6 +192,9 @@ class StandinServer(_Controls):
         """Fail (or delay) matching requests; see ``Fault``."""
         self.state.add_fault(Fault(path_prefix=path_prefix, **fields))
 
+    def clear_faults(self) -> None:
+        self.state.clear_faults()
+
     async def wait_until(
         self, condition: Callable[[], bool], *, timeout_s: float = 5.0, what: str = "condition"
     ) -> None:

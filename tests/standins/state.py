@@ -140,6 +140,11 @@ class StandinState:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self) -> None:
+        """The remote recovers: requests keep being recorded."""
+        with self._lock:
+            self._faults.clear()
+
     def faults(self) -> list[dict[str, Any]]:
         with self._lock:
             return [asdict(f) for f in self._faults]

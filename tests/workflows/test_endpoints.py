@@ -69,6 +69,7 @@ class TestCreate:
                 "credential_id": cid,
                 "config": {"slack_message": "Test"},
                 "timeout_s": None,
+                "retry": None,
             }
         ]
 

@@ -14,6 +14,7 @@ from ipaas import __version__
 from ipaas.api import errors
 from ipaas.api.deps import RuntimeDep
 from ipaas.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ipaas.circuits.endpoints import router as circuits_router
 from ipaas.config import Settings
 from ipaas.credentials.endpoints import router as credentials_router
 from ipaas.engine.worker import Worker
@@ -87,6 +88,7 @@ def create_app(
         credentials_router,
         workflows_router,
         executions_router,
+        circuits_router,
     ):
         api.include_router(router)
     # The intake route is first: it is matched before every other route on the hot path.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -12,6 +12,7 @@ import structlog
 
 from ipaas.credentials import service as credential_service
 from ipaas.engine.cancellation import StopReason
+from ipaas.engine.retries import RetryRules
 from ipaas.engine.steps import STOP_OUTCOMES, StepsRun, run_steps
 from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
@@ -41,6 +42,7 @@ async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:
 OUTAGE_RETRY_FIRST_S = 0.1
 OUTAGE_RETRY_MAX_S = 2.0
 
+CIRCUIT_OPEN = "circuit_open"
 
 #: Workflow versions are immutable, so a process may keep the ones it ran.
 DEFINITION_CACHE_SIZE = 1024
@@ -109,9 +111,28 @@ class Executor:
         async def on_step(
             step: StepRun, final: ExecutionStatus | None, _preview: dict[str, Any] | None
         ) -> None:
+            nonlocal finished
             if final is None:
                 await _uncancellable(
                     self._outlasting(lambda: store.record_step(step), execution.id)
+                )
+            elif final is ExecutionStatus.queued:
+                # The retry waits in the store; this worker's slot is free meanwhile.
+                next_attempt_at = step.next_attempt_at
+                assert next_attempt_at is not None
+                finished = True
+                deferred_at = utcnow()
+                await _uncancellable(
+                    self._outlasting(
+                        lambda: store.defer_execution(
+                            execution.id,
+                            owner=self.owner,
+                            next_attempt_at=next_attempt_at,
+                            step=step,
+                            now=deferred_at,
+                        ),
+                        execution.id,
+                    )
                 )
             else:
                 await finish(
@@ -127,7 +148,10 @@ class Executor:
             status = await run_steps(run, on_step)
             if not finished:
                 await finish(status, None, None)
-            log.info("execution_finished", status=status.value, attempt=execution.attempt)
+            if status is ExecutionStatus.queued:
+                log.info("execution_deferred", attempt=execution.attempt)
+            else:
+                log.info("execution_finished", status=status.value, attempt=execution.attempt)
             return status
         except asyncio.CancelledError:
             reason = self.runtime.cancels.reason(execution.id)
@@ -157,12 +181,22 @@ class Executor:
         if definition is None:
             return None
         done: dict[str, StepRun] = {}
-        if execution.attempt > 1:  # resumed after a crash: completed steps are not repeated
-            done = {
-                s.step_id: s
-                for s in await store.list_step_runs(execution.tenant_id, execution.id)
-                if s.status is StepStatus.succeeded
-            }
+        made: Counter[str] = Counter()
+        attempts: dict[str, int] = {}
+        if execution.attempt > 1:
+            # Resumed (a retry, a manual retry, a crash): completed steps are not repeated.
+            for s in await store.list_step_runs(execution.tenant_id, execution.id):
+                if s.status is StepStatus.succeeded:
+                    done[s.step_id] = s
+                    continue
+                if s.error_code == CIRCUIT_OPEN:
+                    continue  # the call was not made; the next attempt takes its number
+                attempts[s.step_id] = max(attempts.get(s.step_id, 1), s.attempt + 1)
+                # Attempts before a manual retry (which resets ``started_at``) do not count.
+                if s.status is StepStatus.failed and (
+                    execution.started_at is None or s.started_at >= execution.started_at
+                ):
+                    made[s.step_id] += 1
         credential_ids = sorted({s.credential_id for s in definition.steps if s.credential_id})
         secrets: dict[str, dict[str, Any]] = {}
         if credential_ids:
@@ -183,6 +217,12 @@ class Executor:
             http=self.runtime.http,
             endpoints=self.runtime.endpoints,
             done=done,
-            attempt=execution.attempt,
+            attempts=attempts,
+            retry=RetryRules(
+                made=made,
+                deadline_at=execution.deadline_at,
+                max_retry_after_s=self.runtime.settings.retry_after_max_s,
+            ),
+            circuit=self.runtime.breaker.gate(execution.tenant_id),
             stop_reason=lambda: cancels.reason(execution.id),
         )

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.connectors import get_connector
-from ipaas.engine.connectors.base import ConnectorError, Endpoints, StepContext
+from ipaas.engine.connectors.base import CircuitGate, ConnectorError, Endpoints, StepContext
+from ipaas.engine.retries import RetryRules
 from ipaas.engine.templating import TemplateRenderError, render
 from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, TriggerData
 from ipaas.kit.clock import utcnow
@@ -23,7 +24,8 @@ from ipaas.kit.secrets import Redactor, mask_headers, mask_url, secret_strings
 from ipaas.workflows.models import Step, WorkflowDefinition
 
 #: Called after every step with the step run and, for the last one run, the execution's
-#: terminal status (``None`` while more steps follow).
+#: terminal status (``None`` while more steps follow; ``queued`` when the step will be
+#: retried at its ``next_attempt_at``).
 OnStep = Callable[[StepRun, ExecutionStatus | None, "dict[str, Any] | None"], Awaitable[None]]
 
 #: What a user cancel or the execution timeout makes of the step in flight and the execution.
@@ -45,7 +47,11 @@ class StepsRun:
     endpoints: Endpoints
     #: Steps already completed by an earlier attempt: their outputs are reused, not re-run.
     done: Mapping[str, StepRun] = field(default_factory=dict)
-    attempt: int = 1
+    #: The attempt number each step's next run records (1 when absent).
+    attempts: Mapping[str, int] = field(default_factory=dict)
+    #: ``None``: a failure is final (dry runs).
+    retry: RetryRules | None = None
+    circuit: CircuitGate | None = None
     simulate: bool = False
     stop_reason: Callable[[], StopReason | None] = lambda: None
 
@@ -109,8 +115,9 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
         preview: dict[str, Any] | None = None
         status = StepStatus.succeeded
         final: ExecutionStatus | None = None
+        failure: ConnectorError | None = None
+        connector = get_connector(step.type)
         try:
-            connector = get_connector(step.type)
             if connector is None:
                 msg = f"unknown step type {step.type!r}"
                 raise ConnectorError(msg, retryable=False)
@@ -124,13 +131,14 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
                 execution_id=run.execution_id,
                 step_id=step.id,
                 timeout_s=step.timeout_s,
+                circuit=run.circuit,
             )
             if run.simulate:
                 preview = describe_request(connector.build(ctx, params), redactor)
             else:
                 output = await connector.run(ctx, params)
         except ConnectorError as exc:
-            status, error = StepStatus.failed, connector_message(exc)
+            status, error, failure = StepStatus.failed, connector_message(exc), exc
         except ValidationError as exc:
             status, error = StepStatus.failed, f"invalid params: {validation_message(exc)}"
         except (TemplateRenderError, ValueError) as exc:
@@ -140,8 +148,17 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             if stopped is None:
                 raise  # shutdown or lease lost: nothing of this attempt is recorded
             status, final, error = stopped
+        finished_at = utcnow()
+        next_attempt_at = None
         if status is StepStatus.failed:
             final = ExecutionStatus.failed
+            if failure is not None and connector is not None and run.retry is not None:
+                policy = connector.retry.overridden(step.retry)
+                next_attempt_at = run.retry.next_attempt_at(step.id, policy, failure, finished_at)
+                if next_attempt_at is not None:
+                    final = ExecutionStatus.queued
+                elif failure.retryable and run.retry.attempts(step.id) > 1:
+                    error = f"{error} (gave up after {run.retry.attempts(step.id)} attempts)"
         elif status is StepStatus.succeeded and position == len(steps) - 1:
             final = ExecutionStatus.succeeded
         step_run = StepRun(
@@ -151,12 +168,15 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             position=position,
             type=step.type,
             status=status,
-            attempt=run.attempt,
+            attempt=run.attempts.get(step.id, 1),
             input=redactor(rendered),
             output=redactor(output),
             error=redactor.text(error) if error else None,
+            error_code=failure.code if failure is not None else None,
+            status_code=failure.status_code if failure is not None else None,
+            next_attempt_at=next_attempt_at,
             started_at=started_at,
-            finished_at=utcnow(),
+            finished_at=finished_at,
         )
         await on_step(step_run, final, preview)
         if final is not None:

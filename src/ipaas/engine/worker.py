@@ -16,11 +16,13 @@ import structlog
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.executor import Executor
 from ipaas.engine.reaper import run_reaper
+from ipaas.engine.retries import DUE_RETRY_INTERVAL_S, enqueue_due_retries
 from ipaas.engine.scheduler import run_scheduler
 from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
+from ipaas.kit.periodic import run_every
 from ipaas.runtime import Runtime
 
 _log = structlog.get_logger(__name__)
@@ -63,6 +65,14 @@ class Worker:
             self._loops.append(
                 asyncio.create_task(run_scheduler(self.runtime, self._stopping), name="scheduler")
             )
+            self._loops.append(
+                asyncio.create_task(
+                    run_every(
+                        DUE_RETRY_INTERVAL_S, self._stopping, self._retry_pass, name="retry_pass"
+                    ),
+                    name="retry-pass",
+                )
+            )
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Claim nothing more; let running executions finish within ``grace_s``, then hand
@@ -86,6 +96,11 @@ class Worker:
             loop.cancel()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
         self._loops = []
+
+    async def _retry_pass(self) -> None:
+        """Due retries onto the queue; this process's view of unhealthy circuits refreshed."""
+        await enqueue_due_retries(self.runtime)
+        await self.runtime.breaker.refresh()
 
     # -- claiming ----------------------------------------------------------------------------
     async def _claim(self, execution_ids: list[str]) -> list[Execution]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.executions import service as execution_service
@@ -52,5 +52,28 @@ async def cancel_execution(
 ) -> ExecutionRead:
     execution = await execution_service.cancel(
         runtime.store, runtime.cancel_bus, tenant_id=principal.tenant_id, execution_id=execution_id
+    )
+    return ExecutionRead.of(execution)
+
+
+@router.post("/{execution_id}/retry", status_code=status.HTTP_202_ACCEPTED)
+async def retry_execution(
+    execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> ExecutionRead:
+    """Resume a failed, timed-out or cancelled execution from the step that did not succeed
+    (409 for any other status)."""
+    execution = await execution_service.retry(
+        runtime.store, runtime.queue, tenant_id=principal.tenant_id, execution_id=execution_id
+    )
+    return ExecutionRead.of(execution)
+
+
+@router.post("/{execution_id}/replay", status_code=status.HTTP_201_CREATED)
+async def replay_execution(
+    execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> ExecutionRead:
+    """A new execution with the same trigger data (``replay_of`` names the original)."""
+    execution = await execution_service.replay(
+        runtime.store, runtime.queue, tenant_id=principal.tenant_id, execution_id=execution_id
     )
     return ExecutionRead.of(execution)

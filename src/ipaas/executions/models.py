@@ -76,6 +76,10 @@ class Execution(BaseModel):
     #: Unique per workflow when set (``schedule:<tick>``; later the ``Idempotency-Key``):
     #: a second execution with the same key is refused by the store.
     dedup_key: str | None = None
+    #: While ``queued`` for a retry (or a circuit's cooldown): no worker claims it before.
+    next_attempt_at: datetime | None = None
+    #: The execution this one replays (``POST /api/executions/{id}/replay``).
+    replay_of: str | None = None
 
 
 class StepRun(BaseModel):
@@ -85,10 +89,17 @@ class StepRun(BaseModel):
     position: int
     type: str
     status: StepStatus
+    #: The step's own attempt number: 1, then 2 for its first retry...
     attempt: int = 1
     input: Any = None
     output: Any = None
     error: str | None = None
+    #: A stable code for some failures: ``circuit_open``, ``timeout``, ``connection_error``.
+    error_code: str | None = None
+    #: The remote's HTTP status of a failed call.
+    status_code: int | None = None
+    #: Set when this failed attempt is retried: when the next one is due.
+    next_attempt_at: datetime | None = None
     started_at: datetime
     finished_at: datetime
 

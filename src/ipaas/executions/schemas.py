@@ -16,6 +16,10 @@ class StepRunRead(BaseModel):
     input: Any
     output: Any
     error: str | None
+    error_code: str | None
+    status_code: int | None
+    #: This attempt failed and the step runs again then.
+    next_attempt_at: datetime | None
     started_at: datetime
     finished_at: datetime
     duration_ms: float
@@ -30,6 +34,9 @@ class StepRunRead(BaseModel):
             input=step.input,
             output=step.output,
             error=step.error,
+            error_code=step.error_code,
+            status_code=step.status_code,
+            next_attempt_at=step.next_attempt_at,
             started_at=step.started_at,
             finished_at=step.finished_at,
             duration_ms=round(step.duration_ms, 3),
@@ -48,6 +55,9 @@ class ExecutionRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_ms: float | None
+    #: Queued for a retry: not started before then.
+    next_attempt_at: datetime | None
+    replay_of: str | None
 
     @classmethod
     def of(cls, ex: Execution) -> ExecutionRead:
@@ -68,6 +78,8 @@ class ExecutionRead(BaseModel):
             started_at=ex.started_at,
             finished_at=ex.finished_at,
             duration_ms=round(duration, 3) if duration is not None else None,
+            next_attempt_at=ex.next_attempt_at,
+            replay_of=ex.replay_of,
         )
 
 

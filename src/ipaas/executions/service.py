@@ -1,19 +1,37 @@
-"""Reading and cancelling executions."""
+"""Reading, cancelling, retrying and replaying executions."""
 
 from __future__ import annotations
 
+import structlog
+
 from ipaas.engine.cancellation import CancelBus
-from ipaas.errors import NotFound
+from ipaas.engine.queue import JobQueue
+from ipaas.errors import Conflict, NotFound
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.kit.clock import utcnow
 from ipaas.kit.pagination import Cursor
 from ipaas.stores.base import Store
+from ipaas.webhooks import service as webhook_service
+
+_log = structlog.get_logger(__name__)
 
 MAX_PAGE = 200
+#: What ``POST /api/executions/{id}/retry`` resumes. A cancel or a timeout is resumable
+#: on the user's say-so like a failure; a success is replayed instead, and a queued or
+#: running execution is still under way.
+RESUMABLE = (ExecutionStatus.failed, ExecutionStatus.timed_out, ExecutionStatus.cancelled)
 
 
 class ExecutionNotFound(NotFound):
     code = "execution_not_found"
+
+
+class ExecutionNotRetryable(Conflict):
+    code = "execution_not_retryable"
+
+
+class WorkflowGone(Conflict):
+    code = "workflow_not_found"
 
 
 async def get(
@@ -59,3 +77,44 @@ async def cancel(
     if execution.status is ExecutionStatus.running:
         await cancel_bus.publish(execution_id)
     return execution
+
+
+async def retry(store: Store, queue: JobQueue, *, tenant_id: str, execution_id: str) -> Execution:
+    """Resume a failed, timed-out or cancelled execution from its first step that did not
+    succeed: completed steps are not run again and their outputs stay available to later
+    steps' templates. The retried step gets a new attempt budget and the execution a new
+    deadline."""
+    execution = await store.requeue_execution(tenant_id, execution_id, statuses=RESUMABLE)
+    if execution is None:
+        current = await store.get_execution(tenant_id, execution_id)
+        if current is None:
+            raise ExecutionNotFound("Execution not found")
+        allowed = ", ".join(status.value for status in RESUMABLE)
+        raise ExecutionNotRetryable(
+            f"Execution is {current.status.value}; only {allowed} executions can be retried"
+        )
+    try:
+        await queue.enqueue(execution.id)
+    except Exception:  # committed already: a worker's store poll picks it up
+        _log.warning("enqueue_failed", execution_id=execution.id, exc_info=True)
+    return execution
+
+
+async def replay(store: Store, queue: JobQueue, *, tenant_id: str, execution_id: str) -> Execution:
+    """A new execution of the workflow's current version with the original trigger data,
+    linked to the original by ``replay_of``."""
+    original = await store.get_execution(tenant_id, execution_id)
+    if original is None:
+        raise ExecutionNotFound("Execution not found")
+    workflow = await store.get_workflow(tenant_id, original.workflow_id)
+    if workflow is None:
+        raise WorkflowGone("The execution's workflow has been deleted")
+    return await webhook_service.start(
+        store,
+        queue,
+        workflow_id=workflow.id,
+        tenant_id=tenant_id,
+        version=workflow.version,
+        trigger=original.trigger,
+        replay_of=original.id,
+    )

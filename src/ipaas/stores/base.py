@@ -7,9 +7,10 @@ Rules every implementation follows (the contract suite in ``tests/contracts`` ch
 * Every method that reads or writes tenant data takes ``tenant_id`` and filters on it, so a
   row of tenant B is invisible (``None`` / ``False`` / absent from lists) to tenant A. The
   only unscoped reads are the entry points that *establish* a tenant: login by email, a
-  bearer token by its hash, the public webhook intake by its unguessable workflow id, and
+  bearer token by its hash, the public webhook intake by its unguessable workflow id,
   the scheduler's list of scheduled workflows (each carries its ``tenant_id``, which the
-  executions it creates inherit).
+  executions it creates inherit), and the engine's list of circuits that are not closed
+  (each carries its ``tenant_id``; every process keeps them to fail fast without a query).
 * Terminal execution states are never overwritten.
 * Timestamps are timezone-aware UTC on the way in and on the way out.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from ipaas.circuits.models import Circuit
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
@@ -170,16 +172,18 @@ class Store(Protocol):
         """Compare-and-set ``queued -> running`` for one execution.
 
         Sets ``lease_owner``/``lease_expires_at``, ``attempt += 1``, ``started_at`` and
-        ``deadline_at = started_at + timeout_s`` when they are still unset. Returns the
-        claimed execution, or ``None`` if it is not ``queued`` (already claimed, terminal,
-        unknown) so a duplicate delivery is harmless.
+        ``deadline_at = started_at + timeout_s`` when they are still unset, and clears
+        ``next_attempt_at``. Returns the claimed execution, or ``None`` if it is not
+        ``queued`` (already claimed, terminal, unknown) or waits for a ``next_attempt_at``
+        after ``now``, so a duplicate or early delivery is harmless.
         """
 
     async def claim_next(
         self, *, owner: str, now: datetime, lease_until: datetime, timeout_s: float, limit: int
     ) -> list[Execution]:
-        """Claim up to ``limit`` of the oldest ``queued`` executions, as ``claim_execution``.
-        Two concurrent callers never receive the same execution."""
+        """Claim up to ``limit`` of the oldest ``queued`` executions that are due (no
+        ``next_attempt_at`` after ``now``), as ``claim_execution``. Two concurrent callers
+        never receive the same execution."""
 
     async def renew_leases(
         self, execution_ids: Sequence[str], *, owner: str, lease_until: datetime
@@ -212,6 +216,32 @@ class Store(Protocol):
     async def release_execution(self, execution_id: str, *, owner: str) -> bool:
         """``running -> queued`` for a graceful shutdown; clears the lease."""
 
+    async def defer_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        next_attempt_at: datetime,
+        step: StepRun,
+        now: datetime,
+    ) -> bool:
+        """A step will be retried: ``running -> queued`` with ``next_attempt_at``, lease
+        cleared, ``step`` recorded, in one transaction, if ``owner`` still holds the lease
+        (False and nothing written otherwise). When a cancel was requested meanwhile the
+        execution becomes ``cancelled`` (at ``now``) instead."""
+
+    async def take_due_retries(self, *, now: datetime, limit: int) -> list[str]:
+        """Queued executions whose ``next_attempt_at`` has come: clears it (they are now
+        ordinary queued work) and returns their ids, each to one caller only."""
+
+    async def requeue_execution(
+        self, tenant_id: str, execution_id: str, *, statuses: Sequence[ExecutionStatus]
+    ) -> Execution | None:
+        """A manual retry: an execution in one of ``statuses`` goes back to ``queued`` with
+        ``error``, ``started_at``, ``finished_at``, ``deadline_at``, ``next_attempt_at`` and
+        ``cancel_requested`` cleared; step runs are kept. Returns it, or ``None`` when it is
+        unknown to the tenant or not in one of ``statuses`` (nothing written)."""
+
     async def request_cancel(
         self, tenant_id: str, execution_id: str, *, now: datetime
     ) -> Execution | None:
@@ -226,4 +256,36 @@ class Store(Protocol):
         ``queued``, or to ``cancelled`` if a cancel was requested."""
 
     async def queued_ids(self, *, limit: int) -> list[str]:
-        """Oldest queued execution ids (to re-enqueue after a restart)."""
+        """Oldest queued execution ids (to re-enqueue after a restart); executions waiting
+        for a later ``next_attempt_at`` are left out."""
+
+    # -- circuit breakers ---------------------------------------------------------------------
+    async def list_circuits(self, tenant_id: str) -> list[Circuit]:
+        """The tenant's circuits, by host."""
+
+    async def get_circuit(self, tenant_id: str, host: str) -> Circuit | None: ...
+
+    async def list_unclosed_circuits(self) -> list[Circuit]:
+        """Unscoped: every tenant's open and half-open circuits (each carries its tenant)."""
+
+    async def record_circuit_failure(
+        self, tenant_id: str, host: str, *, now: datetime, threshold: int, retry_at: datetime
+    ) -> Circuit:
+        """One more consecutive failure (the circuit is created on the first). A closed
+        circuit that reaches ``threshold`` failures, and a half-open one (its probe
+        failed), become ``open`` with ``opened_at = now`` and ``retry_at``; an open one
+        stays as it is. Atomic: concurrent failures are all counted."""
+
+    async def record_circuit_success(
+        self, tenant_id: str, host: str, *, now: datetime
+    ) -> Circuit | None:
+        """A call went through: a closed circuit's count is reset, a half-open one closes
+        (its probe succeeded); an open one is left alone (its cooldown decides). Returns the
+        circuit as it is now, ``None`` if there is none."""
+
+    async def claim_circuit_probe(
+        self, tenant_id: str, host: str, *, now: datetime, probe_until: datetime
+    ) -> bool:
+        """Compare-and-set: an open circuit whose ``retry_at`` has come (or a half-open one
+        whose probe lapsed) becomes ``half_open`` with ``retry_at = probe_until``. True for
+        the one caller that may send the probe."""

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
@@ -14,6 +15,7 @@ from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition
 
 _RUNNING = ExecutionStatus.running
 _QUEUED = ExecutionStatus.queued
+_CLOSED = CircuitState.closed
 
 
 class MemoryStore:
@@ -28,6 +30,7 @@ class MemoryStore:
         #: ``(workflow_id, dedup_key) -> execution id``: the unique index of the SQL store.
         self.dedup_keys: dict[tuple[str, str], str] = {}
         self.step_runs: dict[str, dict[tuple[str, int], StepRun]] = {}
+        self.circuits: dict[tuple[str, str], Circuit] = {}
         # Every method is atomic: the lock stands in for a transaction where a method awaits.
         self._lock = asyncio.Lock()
 
@@ -237,6 +240,7 @@ class MemoryStore:
         ex.lease_owner = owner
         ex.lease_expires_at = lease_until
         ex.attempt += 1
+        ex.next_attempt_at = None
         if ex.started_at is None:
             ex.started_at = now
         if ex.deadline_at is None:
@@ -253,7 +257,7 @@ class MemoryStore:
         timeout_s: float,
     ) -> Execution | None:
         ex = self.executions.get(execution_id)
-        if ex is None or ex.status != _QUEUED:
+        if ex is None or not _due(ex, now):
             return None
         return self._claim(ex, owner, now, lease_until, timeout_s)
 
@@ -261,7 +265,7 @@ class MemoryStore:
         self, *, owner: str, now: datetime, lease_until: datetime, timeout_s: float, limit: int
     ) -> list[Execution]:
         queued = sorted(
-            (ex for ex in self.executions.values() if ex.status == _QUEUED),
+            (ex for ex in self.executions.values() if _due(ex, now)),
             key=lambda ex: (ex.created_at, ex.id),
         )
         return [self._claim(ex, owner, now, lease_until, timeout_s) for ex in queued[:limit]]
@@ -330,6 +334,58 @@ class MemoryStore:
         ex.lease_expires_at = None
         return True
 
+    async def defer_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        next_attempt_at: datetime,
+        step: StepRun,
+        now: datetime,
+    ) -> bool:
+        ex = self.executions.get(execution_id)
+        if ex is None or ex.status != _RUNNING or ex.lease_owner != owner:
+            return False
+        await self.record_step(step)
+        ex.lease_owner = None
+        ex.lease_expires_at = None
+        if ex.cancel_requested:
+            ex.status = ExecutionStatus.cancelled
+            ex.error = "cancelled by user"
+            ex.finished_at = now
+        else:
+            ex.status = _QUEUED
+            ex.next_attempt_at = next_attempt_at
+        return True
+
+    async def take_due_retries(self, *, now: datetime, limit: int) -> list[str]:
+        due = sorted(
+            (
+                ex
+                for ex in self.executions.values()
+                if ex.status == _QUEUED
+                and ex.next_attempt_at is not None
+                and ex.next_attempt_at <= now
+            ),
+            key=lambda ex: (ex.next_attempt_at, ex.id),
+        )[:limit]
+        for ex in due:
+            ex.next_attempt_at = None
+        return [ex.id for ex in due]
+
+    async def requeue_execution(
+        self, tenant_id: str, execution_id: str, *, statuses: Sequence[ExecutionStatus]
+    ) -> Execution | None:
+        ex = self.executions.get(execution_id)
+        if ex is None or ex.tenant_id != tenant_id or ex.status not in statuses:
+            return None
+        ex.status = _QUEUED
+        ex.error = None
+        ex.started_at = ex.finished_at = ex.deadline_at = ex.next_attempt_at = None
+        ex.cancel_requested = False
+        ex.lease_owner = ex.lease_expires_at = None
+        return ex.model_copy(deep=True)
+
     async def request_cancel(
         self, tenant_id: str, execution_id: str, *, now: datetime
     ) -> Execution | None:
@@ -379,4 +435,66 @@ class MemoryStore:
             (ex for ex in self.executions.values() if ex.status == _QUEUED),
             key=lambda ex: (ex.created_at, ex.id),
         )
-        return [ex.id for ex in queued[:limit]]
+        return [ex.id for ex in queued if ex.next_attempt_at is None][:limit]
+
+    # -- circuit breakers -----------------------------------------------------------------
+    async def list_circuits(self, tenant_id: str) -> list[Circuit]:
+        rows = [c.model_copy() for (tid, _), c in self.circuits.items() if tid == tenant_id]
+        return sorted(rows, key=lambda c: c.host)
+
+    async def get_circuit(self, tenant_id: str, host: str) -> Circuit | None:
+        circuit = self.circuits.get((tenant_id, host))
+        return circuit.model_copy() if circuit else None
+
+    async def list_unclosed_circuits(self) -> list[Circuit]:
+        return [c.model_copy() for c in self.circuits.values() if c.state != _CLOSED]
+
+    async def record_circuit_failure(
+        self, tenant_id: str, host: str, *, now: datetime, threshold: int, retry_at: datetime
+    ) -> Circuit:
+        circuit = self.circuits.setdefault(
+            (tenant_id, host), Circuit(tenant_id=tenant_id, host=host, updated_at=now)
+        )
+        circuit.failures += 1
+        circuit.updated_at = now
+        if circuit.state == CircuitState.half_open or (
+            circuit.state == _CLOSED and circuit.failures >= threshold
+        ):
+            circuit.state = CircuitState.open
+            circuit.opened_at = now
+            circuit.retry_at = retry_at
+        return circuit.model_copy()
+
+    async def record_circuit_success(
+        self, tenant_id: str, host: str, *, now: datetime
+    ) -> Circuit | None:
+        circuit = self.circuits.get((tenant_id, host))
+        if circuit is None:
+            return None
+        if circuit.state != CircuitState.open and (
+            circuit.state != _CLOSED or circuit.failures != 0
+        ):
+            circuit.state = _CLOSED
+            circuit.failures = 0
+            circuit.opened_at = circuit.retry_at = None
+            circuit.updated_at = now
+        return circuit.model_copy()
+
+    async def claim_circuit_probe(
+        self, tenant_id: str, host: str, *, now: datetime, probe_until: datetime
+    ) -> bool:
+        circuit = self.circuits.get((tenant_id, host))
+        if (
+            circuit is None
+            or circuit.state == _CLOSED
+            or (circuit.retry_at is not None and circuit.retry_at > now)
+        ):
+            return False
+        circuit.state = CircuitState.half_open
+        circuit.retry_at = probe_until
+        circuit.updated_at = now
+        return True
+
+
+def _due(ex: Execution, now: datetime) -> bool:
+    return ex.status == _QUEUED and (ex.next_attempt_at is None or ex.next_attempt_at <= now)

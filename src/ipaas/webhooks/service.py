@@ -192,11 +192,12 @@ async def start(
     version: int,
     trigger: TriggerData,
     dedup_key: str | None = None,
+    replay_of: str | None = None,
 ) -> Execution:
     """Commit a ``queued`` execution, then offer its id to the queue. With ``dedup_key``
     the store raises ``DuplicateError`` (nothing written, nothing enqueued) when that key
     already has an execution of this workflow."""
-    execution = _new_execution(workflow_id, tenant_id, version, trigger, dedup_key)
+    execution = _new_execution(workflow_id, tenant_id, version, trigger, dedup_key, replay_of)
     await store.create_execution(execution)
     await _enqueue(queue, execution.id)
     return execution
@@ -234,7 +235,12 @@ async def _start(
 
 
 def _new_execution(
-    workflow_id: str, tenant_id: str, version: int, trigger: TriggerData, dedup_key: str | None
+    workflow_id: str,
+    tenant_id: str,
+    version: int,
+    trigger: TriggerData,
+    dedup_key: str | None,
+    replay_of: str | None = None,
 ) -> Execution:
     return Execution(
         id=new_id("ex"),
@@ -245,6 +251,7 @@ def _new_execution(
         trigger=trigger,
         created_at=utcnow(),
         dedup_key=dedup_key,
+        replay_of=replay_of,
     )
 
 

@@ -156,6 +156,29 @@ def check_trigger(trigger: Trigger) -> Trigger:
     return trigger
 
 
+class RetryConfig(BaseModel):
+    """A step's retry settings; a field left out keeps the connector's default
+    (``Connector.retry``). ``max_attempts`` counts the first call: 1 means no retry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+    #: The backoff before the first retry; it doubles per retry, capped by ``max_delay_s``.
+    initial_delay_s: float | None = Field(default=None, ge=0, le=3600)
+    max_delay_s: float | None = Field(default=None, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if (
+            self.initial_delay_s is not None
+            and self.max_delay_s is not None
+            and self.max_delay_s < self.initial_delay_s
+        ):
+            msg = "max_delay_s must not be less than initial_delay_s"
+            raise ValueError(msg)
+        return self
+
+
 class Step(BaseModel):
     id: str = Field(pattern=STEP_ID_PATTERN)
     type: str
@@ -163,6 +186,7 @@ class Step(BaseModel):
     credential_id: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    retry: RetryConfig | None = None
 
 
 class WorkflowDefinition(BaseModel):

@@ -36,6 +36,8 @@ def _from_seed_shape(data: Any) -> Any:
         raise ValueError(msg)
     config = dict(config)
     credential_id = config.pop("credential_id", None)
+    # No connector has a ``retry`` param: in the seed's config it is the step's policy.
+    retry = config.pop("retry", None)
     data.setdefault("trigger", {"type": data.pop("trigger_type", "webhook")})
     data.pop("trigger_type", None)
     data["steps"] = [
@@ -44,6 +46,7 @@ def _from_seed_shape(data: Any) -> Any:
             "type": data.pop("action_type"),
             "credential_id": credential_id,
             "config": config,
+            **({"retry": retry} if retry is not None else {}),
         }
     ]
     return data

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ipaas.credentials.models import CredentialType
 from ipaas.kit.http import MAX_RESPONSE_BYTES, HttpClient, describe_error
+from ipaas.workflows.models import RetryConfig
 
 #: Characters of a remote error body kept in ``ConnectorError.remote_error``: enough for any
 #: API's error message, small enough for an execution record and a log line.
@@ -20,7 +22,8 @@ MAX_ERROR_CHARS = 2048
 
 
 class ConnectorError(Exception):
-    """A step failed. ``retryable`` says whether trying again later could succeed."""
+    """A step failed. ``retryable`` says whether trying again later could succeed: a timeout,
+    a connection error, 408, 429 or 5xx; not another 4xx, nor invalid params."""
 
     def __init__(
         self,
@@ -30,6 +33,7 @@ class ConnectorError(Exception):
         status_code: int | None = None,
         remote_error: str | None = None,
         retry_after_s: float | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -37,6 +41,49 @@ class ConnectorError(Exception):
         self.status_code = status_code
         self.remote_error = remote_error
         self.retry_after_s = retry_after_s
+        #: A stable code for the step record (``timeout``, ``connection_error``...).
+        self.code = code
+
+
+class CircuitOpenError(ConnectorError):
+    """The destination's circuit is open: the call was not made. Try again at ``retry_at``."""
+
+    def __init__(self, host: str, retry_at: datetime) -> None:
+        super().__init__(
+            f"circuit open for {host}: not called, next try at {retry_at.isoformat()}",
+            retryable=True,
+            code="circuit_open",
+        )
+        self.host = host
+        self.retry_at = retry_at
+
+
+class CircuitGate(Protocol):
+    """The circuit breaker as a step sees it (bound to the step's tenant)."""
+
+    async def before(self, host: str) -> None:
+        """Raise ``CircuitOpenError`` when ``host`` must not be called now."""
+
+    async def after(self, host: str, *, failed: bool) -> None:
+        """Report a call's outcome; ``failed`` for a retryable-class failure only."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a connector's failed calls are retried unless a step says otherwise."""
+
+    #: Calls in all, the first included.
+    max_attempts: int = 3
+    #: Backoff before the first retry; doubled per retry up to ``max_delay_s``, then a
+    #: random part of it is taken (full jitter), so failed callers do not return in step.
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def overridden(self, config: RetryConfig | None) -> RetryPolicy:
+        """This policy with the fields a step's ``retry`` sets."""
+        if config is None:
+            return self
+        return replace(self, **{k: v for k, v in config if v is not None})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +104,8 @@ class StepContext:
     execution_id: str = ""
     step_id: str = ""
     timeout_s: float | None = None
+    #: The circuit breaker of the step's tenant; ``None`` in dry runs and unit tests.
+    circuit: CircuitGate | None = None
 
 
 class Params(BaseModel):
@@ -74,6 +123,8 @@ class Connector:
     credential_type: ClassVar[CredentialType | None]
     #: Whether a step may omit its credential (``http_request`` may call a public URL).
     credential_optional: ClassVar[bool] = False
+    #: How failed calls are retried; a step's ``retry`` overrides single fields.
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
 
     def build(self, ctx: StepContext, params: Any) -> httpx.Request:
         """The exact request this step sends (shown as-is, masked, by a simulated dry run)."""
@@ -85,14 +136,29 @@ class Connector:
 
     async def run(self, ctx: StepContext, params: Any) -> Any:
         request = self.build(ctx, params)
+        gate, host = ctx.circuit, destination(request.url)
+        if gate is not None:
+            await gate.before(host)
         try:
             response = await ctx.http.send(request, timeout_s=ctx.timeout_s)
+            result = self.parse(response)
         except httpx.TimeoutException as exc:
             msg = f"request timed out: {describe_error(exc)}"
-            raise ConnectorError(msg, retryable=True) from exc
+            error = ConnectorError(msg, retryable=True, code="timeout")
+            error.__cause__ = exc
         except httpx.HTTPError as exc:
-            raise ConnectorError(describe_error(exc), retryable=True) from exc
-        return self.parse(response)
+            error = ConnectorError(describe_error(exc), retryable=True, code="connection_error")
+            error.__cause__ = exc
+        except ConnectorError as exc:
+            error = exc
+        else:
+            if gate is not None:
+                await gate.after(host, failed=False)
+            return result
+        if gate is not None:
+            # A 4xx or an unusable answer still shows the host is up: not a failure here.
+            await gate.after(host, failed=error.retryable)
+        raise error
 
 
 def response_text(response: httpx.Response) -> str:
@@ -142,4 +208,10 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def is_retryable_status(status_code: int) -> bool:
-    return status_code == 429 or status_code >= 500
+    """408 (request timeout), 429 (rate limited) and 5xx may pass; other 4xx will not."""
+    return status_code in (408, 429) or status_code >= 500
+
+
+def destination(url: httpx.URL) -> str:
+    """The circuit breaker's key for a URL: ``host``, or ``host:port`` for another port."""
+    return f"{url.host}:{url.port}" if url.port is not None else url.host

@@ -13,6 +13,7 @@ from ipaas.engine.connectors.base import (
     Connector,
     ConnectorError,
     Params,
+    RetryPolicy,
     StepContext,
     error_text,
     is_retryable_status,
@@ -67,6 +68,8 @@ class DiscordMessage(Connector):
     type = "discord_message"
     Params = DiscordMessageParams
     credential_type = CredentialType.discord
+    # Discord's webhook rate limits are tight (about 5 per 2 s) and come with Retry-After.
+    retry = RetryPolicy(max_attempts=5, initial_delay_s=1.0, max_delay_s=60.0)
 
     def build(self, ctx: StepContext, params: DiscordMessageParams) -> httpx.Request:
         webhook_url = secret_value(ctx, "webhook_url")

@@ -15,6 +15,7 @@ from ipaas.engine.connectors.base import (
     Connector,
     ConnectorError,
     Params,
+    RetryPolicy,
     StepContext,
     error_text,
     is_retryable_status,
@@ -133,6 +134,8 @@ class HttpRequest(Connector):
     Params = HttpRequestParams
     credential_type = CredentialType.http
     credential_optional = True
+    # Any method, so possibly not idempotent: few retries by default; steps may ask for more.
+    retry = RetryPolicy(max_attempts=3, initial_delay_s=1.0, max_delay_s=60.0)
 
     def build(self, ctx: StepContext, params: HttpRequestParams) -> httpx.Request:
         secret = ctx.secret or {}

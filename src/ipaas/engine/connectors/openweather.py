@@ -12,6 +12,7 @@ from ipaas.engine.connectors.base import (
     Connector,
     ConnectorError,
     Params,
+    RetryPolicy,
     StepContext,
     error_text,
     is_retryable_status,
@@ -51,6 +52,8 @@ class OpenWeather(Connector):
     type = "openweather"
     Params = OpenWeatherParams
     credential_type = CredentialType.openweather
+    # A read: safe to repeat, and stale weather soon stops being useful.
+    retry = RetryPolicy(max_attempts=3, initial_delay_s=1.0, max_delay_s=30.0)
 
     def build(self, ctx: StepContext, params: OpenWeatherParams) -> httpx.Request:
         api_key = secret_value(ctx, "api_key")

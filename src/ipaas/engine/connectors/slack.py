@@ -16,6 +16,7 @@ from ipaas.engine.connectors.base import (
     Connector,
     ConnectorError,
     Params,
+    RetryPolicy,
     StepContext,
     error_text,
     is_retryable_status,
@@ -117,6 +118,8 @@ class SlackMessage(Connector):
     type = "slack_message"
     Params = SlackMessageParams
     credential_type = CredentialType.slack
+    # Slack rate-limits per channel and says when to come back (Retry-After): worth waiting.
+    retry = RetryPolicy(max_attempts=5, initial_delay_s=1.0, max_delay_s=60.0)
 
     def build(self, ctx: StepContext, params: SlackMessageParams) -> httpx.Request:
         payload = params.model_dump(exclude_none=True)

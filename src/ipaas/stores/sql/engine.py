@@ -94,9 +94,12 @@ class Database(ABC):
         """Make the ``claim_next`` candidate subselect safe against concurrent claimers."""
 
     @abstractmethod
-    def upsert(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
-        """INSERT a row (values given at execution), or UPDATE the other columns of the row
-        with the same ``key``."""
+    def upsert(
+        self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
+    ) -> sa.Insert:
+        """INSERT a row (values given at execution), or UPDATE the row with the same
+        ``key``: with ``set_`` (expressions that may read the existing row), else every
+        other column from the new values."""
 
     @abstractmethod
     def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
@@ -170,9 +173,13 @@ class SqliteDatabase(Database):
         # One writer (see the class docstring): nothing else can claim meanwhile.
         return query
 
-    def upsert(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
+    def upsert(
+        self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
+    ) -> sa.Insert:
         stmt = sqlite.insert(table)
-        return stmt.on_conflict_do_update(index_elements=list(key), set_=_excluded(stmt, key))
+        return stmt.on_conflict_do_update(
+            index_elements=list(key), set_=set_ if set_ is not None else _excluded(stmt, key)
+        )
 
     def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
         stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(key))
@@ -484,9 +491,13 @@ class PostgresDatabase(Database):
         )
         return sa.select(claimable.c.id)
 
-    def upsert(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
+    def upsert(
+        self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
+    ) -> sa.Insert:
         stmt = postgresql.insert(table)
-        return stmt.on_conflict_do_update(index_elements=list(key), set_=_excluded(stmt, key))
+        return stmt.on_conflict_do_update(
+            index_elements=list(key), set_=set_ if set_ is not None else _excluded(stmt, key)
+        )
 
     def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
         # ON CONFLICT waits for a concurrent transaction holding the same key to commit or

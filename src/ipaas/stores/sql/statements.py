@@ -14,11 +14,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ipaas.circuits.models import CircuitState
 from ipaas.executions.models import ExecutionStatus
 from ipaas.stores.sql import tables as t
 from ipaas.workflows.models import TriggerType
 
 EX = t.execution
+CI = t.circuit
+CLOSED = CircuitState.closed.value
+OPEN = CircuitState.open.value
+HALF_OPEN = CircuitState.half_open.value
 QUEUED = ExecutionStatus.queued.value
 RUNNING = ExecutionStatus.running.value
 CANCELLED = ExecutionStatus.cancelled.value
@@ -60,6 +65,7 @@ CLAIM = {
     "lease_owner": p("p_owner"),
     "lease_expires_at": p_at("p_lease_until"),
     "attempt": EX.c.attempt + 1,
+    "next_attempt_at": None,
     "started_at": sa.func.coalesce(EX.c.started_at, p_at("p_now")),
     # A first claim fixes the deadline (``p_deadline`` = now + timeout); later claims keep
     # it. The odd row with a preset ``started_at`` but no deadline is completed with
@@ -72,6 +78,11 @@ CLAIM = {
 _ENDED = {"finished_at": p_at("p_now"), "lease_owner": None, "lease_expires_at": None}
 _HELD = sa.and_(EX.c.id == p("p_id"), EX.c.status == RUNNING, EX.c.lease_owner == p("p_owner"))
 IS_QUEUED = EX.c.status == QUEUED
+#: Queued and not waiting for a later ``next_attempt_at``.
+IS_DUE = sa.and_(
+    IS_QUEUED,
+    sa.or_(EX.c.next_attempt_at.is_(None), EX.c.next_attempt_at <= p_at("p_now")),
+)
 
 INSERT_TENANT = sa.insert(t.tenant)
 INSERT_USER = sa.insert(t.app_user)
@@ -160,10 +171,18 @@ GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
 LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
 COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
 COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
-CLAIM_ONE = sa.update(EX).where(EX.c.id == p("p_id"), IS_QUEUED).values(CLAIM).returning(*EX.c)
+CLAIM_ONE = sa.update(EX).where(EX.c.id == p("p_id"), IS_DUE).values(CLAIM).returning(*EX.c)
 FILL_DEADLINE = sa.update(EX).where(EX.c.id == p("p_id")).values(deadline_at=p_at("p_deadline"))
 OLDEST_QUEUED = (
-    sa.select(EX.c.id).where(IS_QUEUED).order_by(EX.c.created_at, EX.c.id).limit(_limit())
+    sa.select(EX.c.id)
+    .where(IS_QUEUED, EX.c.next_attempt_at.is_(None))
+    .order_by(EX.c.created_at, EX.c.id)
+    .limit(_limit())
+)
+OLDEST_DUE = sa.select(EX.c.id).where(IS_DUE).order_by(EX.c.created_at, EX.c.id).limit(_limit())
+HAS_COME = sa.and_(IS_QUEUED, EX.c.next_attempt_at <= p_at("p_now"))
+DUE_RETRIES = (
+    sa.select(EX.c.id).where(HAS_COME).order_by(EX.c.next_attempt_at, EX.c.id).limit(_limit())
 )
 RENEW = (
     sa.update(EX)
@@ -191,6 +210,39 @@ FINISH = (
     )
 )
 RELEASE = sa.update(EX).where(_HELD).values(status=QUEUED, lease_owner=None, lease_expires_at=None)
+_CANCEL_ASKED = EX.c.cancel_requested.is_(True)
+DEFER = (
+    sa.update(EX)
+    .where(_HELD)
+    .values(
+        status=sa.case((_CANCEL_ASKED, CANCELLED), else_=QUEUED),
+        next_attempt_at=sa.case((_CANCEL_ASKED, sa.null()), else_=p_at("p_next_attempt_at")),
+        finished_at=sa.case((_CANCEL_ASKED, p_at("p_now")), else_=EX.c.finished_at),
+        error=sa.case((_CANCEL_ASKED, CANCELLED_BY_USER), else_=EX.c.error),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+REQUEUE = (
+    sa.update(EX)
+    .where(
+        scoped(EX),
+        EX.c.id == p("p_id"),
+        EX.c.status.in_(sa.bindparam("p_statuses", expanding=True)),
+    )
+    .values(
+        status=QUEUED,
+        error=None,
+        started_at=None,
+        finished_at=None,
+        deadline_at=None,
+        next_attempt_at=None,
+        cancel_requested=False,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(*EX.c)
+)
 # One statement for all three cases; SET expressions see the row as it was before.
 REQUEST_CANCEL = (
     sa.update(EX)
@@ -221,4 +273,41 @@ REAP_REQUEUED = (
     .where(LEASE_EXPIRED)
     .values(status=QUEUED, lease_owner=None, lease_expires_at=None)
     .returning(EX.c.id)
+)
+
+GET_CIRCUIT = sa.select(CI).where(scoped(CI), CI.c.host == p("p_host"))
+LIST_CIRCUITS = sa.select(CI).where(scoped(CI)).order_by(CI.c.host)
+LIST_UNCLOSED_CIRCUITS = sa.select(CI).where(CI.c.state != CLOSED)
+# What a failure does to an existing row (the SET of ``record_circuit_failure``'s upsert):
+# SET expressions see the row as it was, so ``_OPENS`` is decided on the old values.
+_OPENS = sa.or_(
+    CI.c.state == HALF_OPEN,
+    sa.and_(CI.c.state == CLOSED, CI.c.failures + 1 >= p("p_threshold")),
+)
+CIRCUIT_FAILURE_SET = {
+    "failures": CI.c.failures + 1,
+    "state": sa.case((_OPENS, OPEN), else_=CI.c.state),
+    "opened_at": sa.case((_OPENS, p_at("p_now")), else_=CI.c.opened_at),
+    "retry_at": sa.case((_OPENS, p_at("p_retry_at")), else_=CI.c.retry_at),
+    "updated_at": p_at("p_now"),
+}
+CIRCUIT_SUCCESS = (
+    sa.update(CI)
+    .where(
+        scoped(CI),
+        CI.c.host == p("p_host"),
+        CI.c.state != OPEN,
+        sa.or_(CI.c.state != CLOSED, CI.c.failures != 0),
+    )
+    .values(state=CLOSED, failures=0, opened_at=None, retry_at=None, updated_at=p_at("p_now"))
+)
+CLAIM_PROBE = (
+    sa.update(CI)
+    .where(
+        scoped(CI),
+        CI.c.host == p("p_host"),
+        CI.c.state != CLOSED,
+        sa.or_(CI.c.retry_at.is_(None), CI.c.retry_at <= p_at("p_now")),
+    )
+    .values(state=HALF_OPEN, retry_at=p_at("p_probe_until"), updated_at=p_at("p_now"))
 )

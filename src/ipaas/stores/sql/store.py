@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus, TriggerData
 from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
@@ -79,10 +80,20 @@ class SqlStore:
         self._claim_next = (
             sa.update(_EX)
             # ``status`` again: on PostgreSQL the UPDATE re-checks it under the row lock.
-            .where(_EX.c.id.in_(db.lock_claimable(q.OLDEST_QUEUED)), q.IS_QUEUED)
+            .where(_EX.c.id.in_(db.lock_claimable(q.OLDEST_DUE)), q.IS_QUEUED)
             .values(q.CLAIM)
             .returning(*_EX.c)
         )
+        self._take_due = (
+            sa.update(_EX)
+            # ``HAS_COME`` again: a concurrent taker's row no longer matches after its update.
+            .where(_EX.c.id.in_(db.lock_claimable(q.DUE_RETRIES)), q.HAS_COME)
+            .values(next_attempt_at=None)
+            .returning(_EX.c.id)
+        )
+        self._circuit_failure = db.upsert(
+            t.circuit, ("tenant_id", "host"), q.CIRCUIT_FAILURE_SET
+        ).returning(*t.circuit.c)
 
     async def shutdown(self) -> None:
         if self._database is not None:
@@ -423,6 +434,50 @@ class SqlStore:
     async def release_execution(self, execution_id: str, *, owner: str) -> bool:
         return await self._write_one(q.RELEASE, {"p_id": execution_id, "p_owner": owner}) == 1
 
+    async def defer_execution(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        next_attempt_at: datetime,
+        step: StepRun,
+        now: datetime,
+    ) -> bool:
+        params = {
+            "p_id": execution_id,
+            "p_owner": owner,
+            "p_next_attempt_at": next_attempt_at,
+            "p_now": now,
+        }
+        step_values = _step_values(step)
+        upsert_step = self._upsert_step
+
+        def op(conn: sa.Connection) -> bool:
+            if conn.execute(q.DEFER, params).rowcount != 1:
+                return False
+            conn.execute(upsert_step, step_values)
+            return True
+
+        return await self._db.run_write(op)
+
+    async def take_due_retries(self, *, now: datetime, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        params = {"p_now": now, "p_limit": limit}
+        rows = await self._db.run_write(_all(self._take_due, params), one_statement=True)
+        return [row.id for row in rows]
+
+    async def requeue_execution(
+        self, tenant_id: str, execution_id: str, *, statuses: Sequence[ExecutionStatus]
+    ) -> Execution | None:
+        params = {
+            "p_tenant_id": tenant_id,
+            "p_id": execution_id,
+            "p_statuses": [status.value for status in statuses],
+        }
+        row = await self._db.run_write(_first(q.REQUEUE, params), one_statement=True)
+        return None if row is None else _execution(row._mapping)
+
     async def request_cancel(
         self, tenant_id: str, execution_id: str, *, now: datetime
     ) -> Execution | None:
@@ -445,6 +500,64 @@ class SqlStore:
     async def queued_ids(self, *, limit: int) -> list[str]:
         rows = await self._db.run_read(_all(q.OLDEST_QUEUED, {"p_limit": limit}))
         return [row.id for row in rows]
+
+    # -- circuit breakers -----------------------------------------------------------------
+    async def list_circuits(self, tenant_id: str) -> list[Circuit]:
+        rows = await self._db.run_read(_all(q.LIST_CIRCUITS, {"p_tenant_id": tenant_id}))
+        return [_circuit(row) for row in rows]
+
+    async def get_circuit(self, tenant_id: str, host: str) -> Circuit | None:
+        params = {"p_tenant_id": tenant_id, "p_host": host}
+        row = await self._db.run_read(_first(q.GET_CIRCUIT, params))
+        return None if row is None else _circuit(row)
+
+    async def list_unclosed_circuits(self) -> list[Circuit]:
+        rows = await self._db.run_read(_all(q.LIST_UNCLOSED_CIRCUITS, {}))
+        return [_circuit(row) for row in rows]
+
+    async def record_circuit_failure(
+        self, tenant_id: str, host: str, *, now: datetime, threshold: int, retry_at: datetime
+    ) -> Circuit:
+        opens = threshold <= 1
+        values = {
+            # The row a first failure inserts; an existing row takes ``CIRCUIT_FAILURE_SET``.
+            "tenant_id": tenant_id,
+            "host": host,
+            "state": (CircuitState.open if opens else CircuitState.closed).value,
+            "failures": 1,
+            "opened_at": now if opens else None,
+            "retry_at": retry_at if opens else None,
+            "updated_at": now,
+            "p_threshold": threshold,
+            "p_now": now,
+            "p_retry_at": retry_at,
+        }
+        row = await self._db.run_write(_first(self._circuit_failure, values), one_statement=True)
+        assert row is not None  # an upsert with RETURNING always returns its row
+        return _circuit(row)
+
+    async def record_circuit_success(
+        self, tenant_id: str, host: str, *, now: datetime
+    ) -> Circuit | None:
+        params = {"p_tenant_id": tenant_id, "p_host": host, "p_now": now}
+
+        def op(conn: sa.Connection) -> _Row | None:
+            conn.execute(q.CIRCUIT_SUCCESS, params)
+            return conn.execute(q.GET_CIRCUIT, params).first()
+
+        row = await self._db.run_write(op)
+        return None if row is None else _circuit(row)
+
+    async def claim_circuit_probe(
+        self, tenant_id: str, host: str, *, now: datetime, probe_until: datetime
+    ) -> bool:
+        params = {
+            "p_tenant_id": tenant_id,
+            "p_host": host,
+            "p_now": now,
+            "p_probe_until": probe_until,
+        }
+        return await self._write_one(q.CLAIM_PROBE, params) == 1
 
 
 # -- claiming -------------------------------------------------------------------------------
@@ -534,6 +647,8 @@ def _execution(row: Mapping[Any, Any]) -> Execution:
         finished_at=row["finished_at"],
         deadline_at=row["deadline_at"],
         dedup_key=row["dedup_key"],
+        next_attempt_at=row["next_attempt_at"],
+        replay_of=row["replay_of"],
     )
 
 
@@ -543,3 +658,7 @@ def _step_values(step: StepRun) -> dict[str, Any]:
 
 def _step_run(row: _Row) -> StepRun:
     return StepRun.model_construct(**{**row._mapping, "status": StepStatus(row.status)})
+
+
+def _circuit(row: _Row) -> Circuit:
+    return Circuit.model_construct(**{**row._mapping, "state": CircuitState(row.state)})

@@ -156,12 +156,17 @@ execution = sa.Table(
     # Unique per workflow when set (schedule ticks; later Idempotency-Key). NULLs never
     # collide in a unique index on SQLite or PostgreSQL.
     sa.Column("dedup_key", sa.String(255), nullable=True),
+    # Set while a retry (or a circuit's cooldown) waits; cleared when it is due or claimed.
+    _at("next_attempt_at", nullable=True),
+    sa.Column("replay_of", sa.String(64), nullable=True),
     # The listing keyset, with and without a workflow filter.
     sa.Index(None, "tenant_id", "created_at", "id"),
     sa.Index(None, "tenant_id", "workflow_id", "created_at", "id"),
     # claim_next / queued_ids / count_queued, and the reaper's scan of running rows.
     sa.Index(None, "status", "created_at", "id"),
     sa.Index(None, "workflow_id", "dedup_key", unique=True),
+    # The due-retry pass: almost every row is NULL here, so the range it scans is short.
+    sa.Index(None, "next_attempt_at"),
 )
 
 step_run = sa.Table(
@@ -177,6 +182,25 @@ step_run = sa.Table(
     sa.Column("input", sa.JSON(), nullable=True),
     sa.Column("output", sa.JSON(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("error_code", sa.String(32), nullable=True),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    _at("next_attempt_at", nullable=True),
     _at("started_at"),
     _at("finished_at"),
+)
+
+# One row per (tenant, destination host) that ever failed; written on failures and state
+# changes only, never for a success on a healthy circuit.
+circuit = sa.Table(
+    "circuit",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenant.id"), primary_key=True),
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failures", sa.Integer(), nullable=False),
+    _at("opened_at", nullable=True),
+    _at("retry_at", nullable=True),
+    _at("updated_at"),
+    # Every process reads the circuits that are not closed once a second.
+    sa.Index(None, "state"),
 )

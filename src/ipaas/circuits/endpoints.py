@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ipaas.api.deps import CurrentPrincipal, StoreDep
+from ipaas.circuits import service as circuit_service
+from ipaas.circuits.schemas import CircuitList, CircuitRead
+
+router = APIRouter(prefix="/circuits", tags=["circuits"])
+
+
+@router.get("")
+async def list_circuits(principal: CurrentPrincipal, store: StoreDep) -> CircuitList:
+    """The circuit breakers of the tenant's destination hosts: every host a step failed to
+    reach at least once (closed circuits included)."""
+    circuits = await circuit_service.list_(store, tenant_id=principal.tenant_id)
+    return CircuitList(items=[CircuitRead.of(c) for c in circuits])
