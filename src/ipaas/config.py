@@ -11,6 +11,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ipaas.kit.egress import parse_allow
+
 
 class Environment(StrEnum):
     development = "development"
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
     header_read_timeout_s: float = Field(default=10.0, gt=0)
     max_header_bytes: int = Field(default=65_536, ge=8192)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Exceptions to the SSRF guard (kit/egress.py): CIDRs, addresses or host names that
+    #: outbound steps may reach although they are not public. Empty: public addresses only.
     egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_format: LogFormat = LogFormat.json
     log_level: str = "info"
@@ -69,6 +73,12 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _valid_egress_allow(cls, value: list[str]) -> list[str]:
+        parse_allow(value)  # a typo must stop the start, not silently allow nothing
         return value
 
     @model_validator(mode="after")

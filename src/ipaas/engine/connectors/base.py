@@ -12,6 +12,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ipaas.credentials.models import CredentialType
+from ipaas.kit.egress import EgressRefused
 from ipaas.kit.http import MAX_RESPONSE_BYTES, HttpClient, describe_error
 
 #: Characters of a remote error body kept in ``ConnectorError.remote_error``: enough for any
@@ -87,6 +88,10 @@ class Connector:
         request = self.build(ctx, params)
         try:
             response = await ctx.http.send(request, timeout_s=ctx.timeout_s)
+        except EgressRefused as exc:
+            # The same destination is refused on every try: the step's config must change.
+            msg = f"{exc.code}: {exc}; IPAAS_EGRESS_ALLOW lists exceptions"
+            raise ConnectorError(msg, retryable=False) from exc
         except httpx.TimeoutException as exc:
             msg = f"request timed out: {describe_error(exc)}"
             raise ConnectorError(msg, retryable=True) from exc
