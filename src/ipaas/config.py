@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     queue_max_depth: int | None = Field(default=None, ge=1)
     execution_timeout_s: float = Field(default=300.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
+    #: Time budget of rendering one step's templates; over it fails the step.
+    template_timeout_s: float = Field(default=1.0, gt=0)
     #: Lease of a running execution; a worker heartbeats at a third of it.
     lease_s: float = Field(default=30.0, gt=0)
     #: How often the reaper looks for expired leases and timed-out executions.

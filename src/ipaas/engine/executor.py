@@ -150,4 +150,5 @@ class Executor:
             done=done,
             attempt=execution.attempt,
             stop_reason=lambda: cancels.reason(execution.id),
+            template_timeout_s=self.runtime.settings.template_timeout_s,
         )

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import ConnectorError, Endpoints, StepContext
-from ipaas.engine.templating import TemplateRenderError, render
+from ipaas.engine.templating import DEFAULT_TIMEOUT_S, TemplateRenderError, render
 from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
@@ -47,6 +47,8 @@ class StepsRun:
     done: Mapping[str, StepRun] = field(default_factory=dict)
     attempt: int = 1
     simulate: bool = False
+    #: Time budget of rendering one step's config (``IPAAS_TEMPLATE_TIMEOUT_S``).
+    template_timeout_s: float = DEFAULT_TIMEOUT_S
     stop_reason: Callable[[], StopReason | None] = lambda: None
 
 
@@ -114,7 +116,7 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             if connector is None:
                 msg = f"unknown step type {step.type!r}"
                 raise ConnectorError(msg, retryable=False)
-            rendered = render(step.config, context)
+            rendered = render(step.config, context, timeout_s=run.template_timeout_s)
             params = connector.Params.model_validate(rendered)
             ctx = StepContext(
                 http=run.http,
