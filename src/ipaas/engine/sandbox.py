@@ -6,8 +6,8 @@ worker's event loop (a thread hand-off would cost ~10x a typical render), so the
 cooperative checks at the places where work can multiply, and size checks before every
 operation that can amplify its input:
 
-- **time**: every loop iteration (each ``for`` iterable is wrapped at compile time), call,
-  filter and intercepted operator checks the render's deadline; nothing else can repeat work.
+- **time**: loop iterations (each ``for`` iterable is wrapped at compile time) and calls
+  (macros, methods) check the render's deadline; nothing else can repeat work.
 - **iterations**: all loops of one render together run at most ``MAX_ITERATIONS`` times.
 - **output**: everything emitted, at any depth (set blocks and macro bodies too), counts
   against ``MAX_EMITTED_CHARS``; a loop counts its literal text once per iteration.
@@ -96,12 +96,6 @@ _BUDGET: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
 
 def start_budget(timeout_s: float) -> Budget:
     return Budget(deadline=time.monotonic() + timeout_s, timeout_s=timeout_s)
-
-
-def _tick() -> None:
-    budget = _BUDGET.get()
-    if budget is not None:
-        budget.tick()
 
 
 def _too_long(what: str, size: int) -> TemplateLimitError:
