@@ -11,6 +11,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ipaas.kit.egress import parse_allow
+
 
 class Environment(StrEnum):
     development = "development"
@@ -60,6 +62,8 @@ class Settings(BaseSettings):
     idempotency_window_s: float = Field(default=86_400.0, gt=0)
     execution_timeout_s: float = Field(default=300.0, gt=0)
     step_timeout_s: float = Field(default=30.0, gt=0)
+    #: Time budget of rendering one step's templates; over it fails the step.
+    template_timeout_s: float = Field(default=1.0, gt=0)
     #: Lease of a running execution; a worker heartbeats at a third of it.
     lease_s: float = Field(default=30.0, gt=0)
     #: How often the reaper looks for expired leases and timed-out executions.
@@ -80,6 +84,8 @@ class Settings(BaseSettings):
     header_read_timeout_s: float = Field(default=10.0, gt=0)
     max_header_bytes: int = Field(default=65_536, ge=8192)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Exceptions to the SSRF guard (kit/egress.py): CIDRs, addresses or host names that
+    #: outbound steps may reach although they are not public. Empty: public addresses only.
     egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_format: LogFormat = LogFormat.json
     log_level: str = "info"
@@ -93,6 +99,12 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _valid_egress_allow(cls, value: list[str]) -> list[str]:
+        parse_allow(value)  # a typo must stop the start, not silently allow nothing
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from ipaas.engine.cancellation import (
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.queue import JobQueue, create_queue
 from ipaas.errors import StoreUnavailable
+from ipaas.kit.egress import EgressPolicy
 from ipaas.kit.http import HttpClient
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
@@ -71,7 +72,9 @@ class Runtime:
             if cancel_bus is not None
             else create_cancel_bus(settings.redis_url),
             http=HttpClient(
-                timeout_s=settings.step_timeout_s, max_connections=max(settings.workers * 2, 20)
+                timeout_s=settings.step_timeout_s,
+                max_connections=max(settings.workers * 2, 20),
+                egress=EgressPolicy.from_allow(settings.egress_allow),
             ),
             cipher=cipher,
             workflow_cache=workflow_cache,

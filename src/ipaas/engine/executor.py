@@ -225,4 +225,5 @@ class Executor:
             ),
             circuit=self.runtime.breaker.gate(execution.tenant_id),
             stop_reason=lambda: cancels.reason(execution.id),
+            template_timeout_s=self.runtime.settings.template_timeout_s,
         )

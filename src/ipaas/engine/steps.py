@@ -16,7 +16,7 @@ from ipaas.engine.cancellation import StopReason
 from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import CircuitGate, ConnectorError, Endpoints, StepContext
 from ipaas.engine.retries import RetryRules
-from ipaas.engine.templating import TemplateRenderError, render
+from ipaas.engine.templating import DEFAULT_TIMEOUT_S, TemplateRenderError, render
 from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
@@ -53,6 +53,8 @@ class StepsRun:
     retry: RetryRules | None = None
     circuit: CircuitGate | None = None
     simulate: bool = False
+    #: Time budget of rendering one step's config (``IPAAS_TEMPLATE_TIMEOUT_S``).
+    template_timeout_s: float = DEFAULT_TIMEOUT_S
     stop_reason: Callable[[], StopReason | None] = lambda: None
 
 
@@ -121,7 +123,7 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             if connector is None:
                 msg = f"unknown step type {step.type!r}"
                 raise ConnectorError(msg, retryable=False)
-            rendered = render(step.config, context)
+            rendered = render(step.config, context, timeout_s=run.template_timeout_s)
             params = connector.Params.model_validate(rendered)
             ctx = StepContext(
                 http=run.http,

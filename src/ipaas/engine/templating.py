@@ -2,6 +2,7 @@
 
 A string that is exactly one expression (``"{{ trigger.body.items }}"``) renders to the
 native value, so lists and objects pass through untouched; any other string renders to text.
+What a template may cost (time, loops, size) is bounded by ``engine/sandbox.py``.
 """
 
 from __future__ import annotations
@@ -10,42 +11,38 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
+
+from ipaas.engine.sandbox import (
+    DEFAULT_TIMEOUT_S,
+    MAX_RANGE,
+    LimitedEnvironment,
+    TemplateLimitError,
+    run_with_budget,
+    start_budget,
+)
 
 #: Output of one rendered string; larger output fails the step instead of bloating a record.
 MAX_RENDERED_CHARS = 64 * 1024
-#: ``range()`` inside templates is capped so ``range(10**9)`` cannot hang a worker.
-MAX_RANGE = 10_000
 
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}|\{\{|\{%).)*)\}\}$", re.S)
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "MAX_RANGE",
+    "MAX_RENDERED_CHARS",
+    "TemplateRenderError",
+    "check_syntax",
+    "is_template",
+    "render",
+]
 
 
 class TemplateRenderError(Exception):
     """A template could not be compiled or rendered; the message says where."""
 
 
-def _safe_range(*args: int) -> range:
-    r = range(*args)
-    if len(r) > MAX_RANGE:
-        msg = f"range of {len(r)} items exceeds the limit of {MAX_RANGE}"
-        raise TemplateRenderError(msg)
-    return r
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    def __init__(self) -> None:
-        super().__init__(autoescape=False, undefined=Undefined)
-        self.globals = {"range": _safe_range}
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # Payload keys win over dict methods: ``trigger.body.items`` is the "items" field.
-        if isinstance(obj, dict) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-
-_ENV = _Environment()
+_ENV = LimitedEnvironment()
 
 
 def is_template(value: str) -> bool:
@@ -60,15 +57,24 @@ def _compile(source: str) -> Any:
     return ("text", _ENV.from_string(source))
 
 
-def render_string(source: str, context: dict[str, Any]) -> Any:
+def _render_string(source: str, context: dict[str, Any]) -> Any:
     if not is_template(source):
         return source
     try:
         kind, compiled = _compile(source)
         value = compiled(**context) if kind == "expr" else compiled.render(context)
-    except TemplateRenderError:
-        raise
-    except (TemplateError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+    except TemplateLimitError as exc:
+        raise TemplateRenderError(str(exc)) from exc
+    except (
+        TemplateError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        ArithmeticError,
+        LookupError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
         msg = f"{type(exc).__name__}: {exc}"
         raise TemplateRenderError(msg) from exc
     if isinstance(value, str) and len(value) > MAX_RENDERED_CHARS:
@@ -77,18 +83,26 @@ def render_string(source: str, context: dict[str, Any]) -> Any:
     return value
 
 
-def render(value: Any, context: dict[str, Any], path: str = "config") -> Any:
-    """Render every string leaf of a JSON-like value; errors name the failing field."""
+def render(value: Any, context: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+    """Render every string leaf of a JSON-like value; errors name the failing field.
+
+    All leaves share one budget: over ``timeout_s`` in total fails the render.
+    """
+    budget = start_budget(timeout_s)
+    return run_with_budget(budget, lambda: _render(value, context, "config"))
+
+
+def _render(value: Any, context: dict[str, Any], path: str) -> Any:
     if isinstance(value, str):
         try:
-            return render_string(value, context)
+            return _render_string(value, context)
         except TemplateRenderError as exc:
             msg = f"{path}: {exc}"
             raise TemplateRenderError(msg) from exc
     if isinstance(value, dict):
-        return {k: render(v, context, f"{path}.{k}") for k, v in value.items()}
+        return {k: _render(v, context, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 

@@ -59,6 +59,7 @@ async def dry_run(
         definition=WorkflowDefinition(trigger=body.trigger, steps=body.steps),
         trigger=body.trigger_sample,
         simulate=body.mode == "simulate",
+        template_timeout_s=runtime.settings.template_timeout_s,
     )
 
 
@@ -141,6 +142,7 @@ async def dry_run_saved(
         definition=workflow.definition,
         trigger=options.trigger_sample,
         simulate=options.mode == "simulate",
+        template_timeout_s=runtime.settings.template_timeout_s,
     )
 
 

@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ipaas.credentials.models import CredentialType
+from ipaas.kit.egress import EgressRefused
 from ipaas.kit.http import MAX_RESPONSE_BYTES, HttpClient, describe_error
 from ipaas.workflows.models import RetryConfig
 
@@ -142,6 +143,11 @@ class Connector:
         try:
             response = await ctx.http.send(request, timeout_s=ctx.timeout_s)
             result = self.parse(response)
+        except EgressRefused as exc:
+            # The same destination is refused on every try: the step's config must change.
+            # Nothing was sent, so the host's circuit learns nothing either way.
+            msg = f"{exc.code}: {exc}; IPAAS_EGRESS_ALLOW lists exceptions"
+            raise ConnectorError(msg, retryable=False, code=exc.code) from exc
         except httpx.TimeoutException as exc:
             msg = f"request timed out: {describe_error(exc)}"
             error = ConnectorError(msg, retryable=True, code="timeout")
