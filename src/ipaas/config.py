@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     env: Environment = Environment.development
     database_url: str = "sqlite+aiosqlite:///./ipaas.db"
     #: PostgreSQL connections per process: kept open, and opened beyond them at peaks.
-    db_pool_size: int = Field(default=10, ge=1)
-    db_pool_overflow: int = Field(default=20, ge=0)
+    db_pool_size: int = Field(default=20, ge=1)
+    db_pool_overflow: int = Field(default=0, ge=0)
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080

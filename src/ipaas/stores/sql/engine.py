@@ -400,10 +400,12 @@ class _Batcher:
 @dataclass(frozen=True, slots=True)
 class PoolSize:
     """Connections one process keeps open (``size``) and may open beyond them at peaks
-    (``overflow``): at most ``size + overflow`` per process (IPAAS_DB_POOL_SIZE/_OVERFLOW)."""
+    (``overflow``): at most ``size + overflow`` per process (IPAAS_DB_POOL_SIZE/_OVERFLOW).
+    No overflow by default: an overflow connection is closed when returned, so bursts beyond
+    the pool would spend their time opening connections (see docs/operations.md, Sizing)."""
 
-    size: int = 10
-    overflow: int = 20
+    size: int = 20
+    overflow: int = 0
 
 
 class PostgresDatabase(Database):
