@@ -16,6 +16,7 @@ from ipaas.engine.retries import RetryRules
 from ipaas.engine.steps import STOP_OUTCOMES, StepsRun, run_steps
 from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
+from ipaas.kit.cache import TtlCache
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
 from ipaas.workflows.models import WorkflowDefinition
@@ -44,6 +45,9 @@ OUTAGE_RETRY_MAX_S = 2.0
 
 CIRCUIT_OPEN = "circuit_open"
 
+#: How long a worker reuses the decrypted secrets of a set of credentials.
+SECRETS_TTL_S = 2.0
+
 #: Workflow versions are immutable, so a process may keep the ones it ran.
 DEFINITION_CACHE_SIZE = 1024
 
@@ -53,6 +57,12 @@ class Executor:
         self.runtime = runtime
         self.owner = owner
         self._definitions: OrderedDict[tuple[str, str, int], WorkflowDefinition] = OrderedDict()
+        #: Credentials are immutable (created or deleted, never changed): a worker keeps the
+        #: decrypted secrets of a step set briefly instead of reading them per execution. A
+        #: deleted credential stays usable here for at most the TTL.
+        self._secrets: TtlCache[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = TtlCache(
+            SECRETS_TTL_S
+        )
 
     async def _definition(self, execution: Execution) -> WorkflowDefinition | None:
         key = (execution.tenant_id, execution.workflow_id, execution.workflow_version)
@@ -175,6 +185,16 @@ class Executor:
                 await finish(ExecutionStatus.failed, f"internal error: {type(exc).__name__}", None)
             return ExecutionStatus.failed
 
+    async def _load_secrets(self, key: tuple[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
+        tenant_id, credential_ids = key
+        loaded = await credential_service.load_secrets(
+            self.runtime.store,
+            self.runtime.cipher,
+            tenant_id=tenant_id,
+            credential_ids=credential_ids,
+        )
+        return {cid: secret for cid, (_, secret) in loaded.items()}
+
     async def _prepare(self, execution: Execution) -> StepsRun | None:
         store = self.runtime.store
         definition = await self._definition(execution)
@@ -200,13 +220,9 @@ class Executor:
         credential_ids = sorted({s.credential_id for s in definition.steps if s.credential_id})
         secrets: dict[str, dict[str, Any]] = {}
         if credential_ids:
-            loaded = await credential_service.load_secrets(
-                store,
-                self.runtime.cipher,
-                tenant_id=execution.tenant_id,
-                credential_ids=credential_ids,
+            secrets = await self._secrets.get(
+                (execution.tenant_id, tuple(credential_ids)), self._load_secrets
             )
-            secrets = {cid: secret for cid, (_, secret) in loaded.items()}
         cancels = self.runtime.cancels
         return StepsRun(
             tenant_id=execution.tenant_id,
