@@ -62,6 +62,15 @@ _ENGINE_ARGS: Mapping[str, Any] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class GuardedUpsert:
+    """See ``Database.update_then_upsert``."""
+
+    make: Callable[[Mapping[str, Any], Mapping[str, Any]], Callable[[sa.Connection], bool]]
+    #: The op is a single statement: ``run_write`` needs no transaction around it.
+    one_statement: bool
+
+
 class Database(ABC):
     """Runs ops on one database, and supplies the SQL fragments that differ per dialect.
 
@@ -106,6 +115,28 @@ class Database(ABC):
         """INSERT a row (values given at execution) unless its unique ``key`` is taken,
         waiting for a concurrent inserter of the same key to finish first; RETURNING the
         primary key when inserted, no row otherwise."""
+
+    def update_then_upsert(
+        self, update: sa.Update, table: sa.Table, key: Sequence[str]
+    ) -> GuardedUpsert:
+        """An op factory: ``make(update_params, row)`` runs ``update`` and, only when it
+        matched a row, upserts ``row`` into ``table`` (by ``key``), atomically; the op says
+        whether it matched. Run it with ``run_write(op, one_statement=make.one_statement)``.
+        """
+        upsert = self.upsert(table, key)
+
+        def make(
+            update_params: Mapping[str, Any], row: Mapping[str, Any]
+        ) -> Callable[[sa.Connection], bool]:
+            def op(conn: sa.Connection) -> bool:
+                if conn.execute(update, update_params).rowcount != 1:
+                    return False
+                conn.execute(upsert, row)
+                return True
+
+            return op
+
+        return GuardedUpsert(make, one_statement=False)
 
     @abstractmethod
     async def dispose(self) -> None:
@@ -500,6 +531,36 @@ class PostgresDatabase(Database):
         return stmt.on_conflict_do_update(
             index_elements=list(key), set_=set_ if set_ is not None else _excluded(stmt, key)
         )
+
+    def update_then_upsert(
+        self, update: sa.Update, table: sa.Table, key: Sequence[str]
+    ) -> GuardedUpsert:
+        # One statement, so one round trip instead of BEGIN, two statements and COMMIT:
+        #   WITH guard AS (UPDATE ... RETURNING 1)
+        #   INSERT INTO t SELECT <the row as parameters> WHERE EXISTS (SELECT FROM guard)
+        #   ON CONFLICT (key) DO UPDATE ... RETURNING 1
+        # The data-modifying CTE runs exactly once; the row is written only if it matched.
+        columns = list(table.c)
+        guard = update.returning(sa.literal_column("1").label("matched")).cte("guard")
+        row = sa.select(
+            *(sa.bindparam(f"row_{c.name}", type_=c.type).label(c.name) for c in columns)
+        ).where(sa.exists(sa.select(guard.c.matched)))
+        insert = postgresql.insert(table).from_select([c.name for c in columns], row)
+        stmt: sa.Executable = insert.on_conflict_do_update(
+            index_elements=list(key), set_=_excluded(insert, key)
+        ).returning(sa.literal_column("1"))
+
+        def make(
+            update_params: Mapping[str, Any], values: Mapping[str, Any]
+        ) -> Callable[[sa.Connection], bool]:
+            params = {**update_params, **{f"row_{k}": v for k, v in values.items()}}
+
+            def op(conn: sa.Connection) -> bool:
+                return conn.execute(stmt, params).first() is not None
+
+            return op
+
+        return GuardedUpsert(make, one_statement=True)
 
     def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
         # ON CONFLICT waits for a concurrent transaction holding the same key to commit or

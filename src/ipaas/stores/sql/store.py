@@ -75,6 +75,8 @@ class SqlStore:
         self._database = db
         # The statements with a dialect-specific part, built once per database.
         self._upsert_step = db.upsert(t.step_run, q.STEP_KEY)
+        self._finish_with_step = db.update_then_upsert(q.FINISH, t.step_run, q.STEP_KEY)
+        self._defer_with_step = db.update_then_upsert(q.DEFER, t.step_run, q.STEP_KEY)
         self._upsert_version = db.upsert(t.workflow_version, q.VERSION_KEY)
         self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY)
         self._claim_next = (
@@ -424,17 +426,10 @@ class SqlStore:
         }
         if step is None:
             return await self._write_one(q.FINISH, params) == 1
-        step_values = _step_values(step)
-        upsert_step = self._upsert_step
-
-        def op(conn: sa.Connection) -> bool:
-            # The status change goes first: when the lease is lost, the step is not written.
-            if conn.execute(q.FINISH, params).rowcount != 1:
-                return False
-            conn.execute(upsert_step, step_values)
-            return True
-
-        return await self._db.run_write(op)
+        # The status change guards the step: when the lease is lost, the step is not written.
+        write = self._finish_with_step
+        op = write.make(params, _step_values(step))
+        return await self._db.run_write(op, one_statement=write.one_statement)
 
     async def release_execution(self, execution_id: str, *, owner: str) -> bool:
         return await self._write_one(q.RELEASE, {"p_id": execution_id, "p_owner": owner}) == 1
@@ -454,16 +449,9 @@ class SqlStore:
             "p_next_attempt_at": next_attempt_at,
             "p_now": now,
         }
-        step_values = _step_values(step)
-        upsert_step = self._upsert_step
-
-        def op(conn: sa.Connection) -> bool:
-            if conn.execute(q.DEFER, params).rowcount != 1:
-                return False
-            conn.execute(upsert_step, step_values)
-            return True
-
-        return await self._db.run_write(op)
+        write = self._defer_with_step
+        op = write.make(params, _step_values(step))
+        return await self._db.run_write(op, one_statement=write.one_statement)
 
     async def take_due_retries(self, *, now: datetime, limit: int) -> list[str]:
         if limit <= 0:
