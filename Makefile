@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration bench lint format typecheck coverage clean
+.PHONY: install run test test-integration bench bench-fairness lint format typecheck coverage clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test-integration: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Issue 4, item 3: tenant A floods 5,000 webhooks at a slow endpoint, tenant B sends 50.
+bench-fairness: install
+	$(BIN)/python -m bench.fairness
 
 lint: install
 	$(BIN)/ruff format --check src tests bench

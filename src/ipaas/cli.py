@@ -169,7 +169,7 @@ async def _tenant_limits(settings: Settings, *, tenant_id: str, changes: dict[st
         rate_limit=settings.tenant_rate_limit,
         rate_burst=settings.tenant_rate_burst,
         max_queued=settings.tenant_max_queued,
-        max_concurrency=None,
+        max_concurrency=settings.default_tenant_concurrency,
     )
     effective = tenant_service.effective_limits(tenant.limits, defaults)
     report = {

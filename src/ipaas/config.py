@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     tenant_rate_burst: int | None = Field(default=None, ge=1)
     #: Queued executions per tenant at most (unset: no per-tenant limit).
     tenant_max_queued: int | None = Field(default=None, ge=1)
+    #: Executions of one tenant running at once, across all worker processes (the claim
+    #: enforces it). Unset: 80% of ``workers`` (at least 1), so one tenant's flood leaves a
+    #: fifth of an embedded server's slots to the others; scaled out, set it to about 80% of
+    #: all processes' slots. 0: no cap (round-robin claiming only).
+    tenant_max_concurrency: int | None = Field(default=None, ge=0)
     #: How long the intake trusts a counted queue depth before counting again (0: count
     #: on every webhook). Its own accepts are added at once; other processes' accepts and
     #: the workers' claims are seen at the next count.
@@ -127,6 +132,13 @@ class Settings(BaseSettings):
             path.write_bytes(Fernet.generate_key())
             path.chmod(0o600)
         return path.read_bytes().strip()
+
+    @property
+    def default_tenant_concurrency(self) -> int | None:
+        """The cap of a tenant without a ``max_concurrency`` override (``None``: no cap)."""
+        if self.tenant_max_concurrency is None:
+            return max(1, self.workers * 4 // 5)
+        return self.tenant_max_concurrency or None
 
     @property
     def is_sqlite(self) -> bool:

@@ -138,8 +138,12 @@ class TestTenantEndpoint:
             "rate_limit": 20.0,
             "rate_burst": 20,
             "max_queued": 500,
-            "max_concurrency": None,
+            # Unset IPAAS_TENANT_MAX_CONCURRENCY: 80% of IPAAS_WORKERS.
+            "max_concurrency": runtime.settings.workers * 4 // 5,
         }
+        runtime.settings.tenant_max_concurrency = 0  # no cap
+        body = (await client.get("/api/tenant", headers=auth)).json()
+        assert body["limits"]["max_concurrency"] is None
         await runtime.store.set_tenant_limits(
             body["id"], TenantLimits(rate_burst=100, max_concurrency=4)
         )

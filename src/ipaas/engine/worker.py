@@ -115,6 +115,7 @@ class Worker:
                     now=now,
                     lease_until=now + timedelta(seconds=settings.lease_s),
                     timeout_s=settings.execution_timeout_s,
+                    tenant_cap=settings.default_tenant_concurrency,
                 )
                 for execution_id in execution_ids
             )
@@ -130,6 +131,7 @@ class Worker:
             lease_until=now + timedelta(seconds=settings.lease_s),
             timeout_s=settings.execution_timeout_s,
             limit=limit,
+            tenant_cap=settings.default_tenant_concurrency,
         )
 
     async def _receive(self, limit: int, wait_s: float) -> list[str]:
@@ -149,6 +151,30 @@ class Worker:
             self._queue_down = False
         return ids
 
+    async def _wait_for_work(self, limit: int, wait_s: float) -> list[str]:
+        """Ids from the queue, or none as soon as one of our executions ends.
+
+        A tenant at its cap has its ids refused by ``claim_execution`` and its queued work
+        waits in the store; the end of one of its executions is what makes room, so the
+        store is asked again then rather than after up to a poll interval. A read cut short
+        can leave an id unacknowledged in the Redis stream: a harmless duplicate later, the
+        row itself being claimed from the store.
+        """
+        if not self._tasks:
+            return await self._receive(limit, wait_s)
+        receive = asyncio.ensure_future(self._receive(limit, wait_s))
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        try:
+            await asyncio.wait((receive, freed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            freed.cancel()
+            if not receive.done():
+                receive.cancel()
+            await asyncio.gather(receive, freed, return_exceptions=True)
+        if receive.cancelled() or receive.exception() is not None:
+            return []
+        return receive.result()
+
     async def _feed(self) -> None:
         poll_s = self.runtime.settings.poll_interval_s
         while not self._stopping.is_set():
@@ -157,12 +183,15 @@ class Worker:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            # Set by every execution that ends from here on: its tenant may be under its cap
+            # again, and its queued work only ``claim_next`` can see (see ``_wait_for_work``).
+            self._slot_freed.clear()
             try:
                 claimed = await self._claim(await self._receive(free, 0))
                 if not claimed:
                     claimed = await self._claim_from_store(free)
                 if not claimed:
-                    claimed = await self._claim(await self._receive(free, poll_s))
+                    claimed = await self._claim(await self._wait_for_work(free, poll_s))
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable:  # wait for the database; the reaper recovers the rest

@@ -168,6 +168,7 @@ class Store(Protocol):
         now: datetime,
         lease_until: datetime,
         timeout_s: float,
+        tenant_cap: int | None = None,
     ) -> Execution | None:
         """Compare-and-set ``queued -> running`` for one execution.
 
@@ -176,14 +177,27 @@ class Store(Protocol):
         ``next_attempt_at``. Returns the claimed execution, or ``None`` if it is not
         ``queued`` (already claimed, terminal, unknown) or waits for a ``next_attempt_at``
         after ``now``, so a duplicate or early delivery is harmless.
+
+        Also ``None`` (and the execution stays ``queued``) when its tenant already has its
+        cap of executions ``running``: the tenant's ``max_concurrency``, else
+        ``tenant_cap`` (``None``: no cap). The cap is exact across concurrent callers.
         """
 
     async def claim_next(
-        self, *, owner: str, now: datetime, lease_until: datetime, timeout_s: float, limit: int
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        timeout_s: float,
+        limit: int,
+        tenant_cap: int | None = None,
     ) -> list[Execution]:
-        """Claim up to ``limit`` of the oldest ``queued`` executions that are due (no
-        ``next_attempt_at`` after ``now``), as ``claim_execution``. Two concurrent callers
-        never receive the same execution."""
+        """Claim up to ``limit`` ``queued`` executions that are due (no ``next_attempt_at``
+        after ``now``), as ``claim_execution``, oldest first within a tenant and fair across
+        tenants: each one goes to the tenant with the fewest running (ties: the older
+        waiting execution), and no tenant passes its cap (as in ``claim_execution``). Two
+        concurrent callers never receive the same execution."""
 
     async def renew_leases(
         self, execution_ids: Sequence[str], *, owner: str, lease_until: datetime

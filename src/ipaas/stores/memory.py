@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
+from ipaas.stores import fairness
 from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition
@@ -255,20 +256,51 @@ class MemoryStore:
         now: datetime,
         lease_until: datetime,
         timeout_s: float,
+        tenant_cap: int | None = None,
     ) -> Execution | None:
         ex = self.executions.get(execution_id)
         if ex is None or not _due(ex, now):
             return None
+        running = self._running_per_tenant().get(ex.tenant_id, 0)
+        if fairness.room(running, self._cap(ex.tenant_id, tenant_cap), 1) == 0:
+            return None
         return self._claim(ex, owner, now, lease_until, timeout_s)
 
     async def claim_next(
-        self, *, owner: str, now: datetime, lease_until: datetime, timeout_s: float, limit: int
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        timeout_s: float,
+        limit: int,
+        tenant_cap: int | None = None,
     ) -> list[Execution]:
-        queued = sorted(
-            (ex for ex in self.executions.values() if _due(ex, now)),
-            key=lambda ex: (ex.created_at, ex.id),
-        )
-        return [self._claim(ex, owner, now, lease_until, timeout_s) for ex in queued[:limit]]
+        if limit <= 0:
+            return []
+        due: dict[str, list[Execution]] = {}
+        for ex in sorted(self.executions.values(), key=lambda ex: (ex.created_at, ex.id)):
+            if _due(ex, now):
+                due.setdefault(ex.tenant_id, []).append(ex)
+        running = self._running_per_tenant()
+        for tenant_id, rows in due.items():
+            cap = self._cap(tenant_id, tenant_cap)
+            del rows[fairness.room(running.get(tenant_id, 0), cap, limit) :]
+        chosen = fairness.share(due, running, limit)
+        chosen.sort(key=lambda ex: (ex.created_at, ex.id))
+        return [self._claim(ex, owner, now, lease_until, timeout_s) for ex in chosen]
+
+    def _running_per_tenant(self) -> dict[str, int]:
+        running: dict[str, int] = {}
+        for ex in self.executions.values():
+            if ex.status == _RUNNING:
+                running[ex.tenant_id] = running.get(ex.tenant_id, 0) + 1
+        return running
+
+    def _cap(self, tenant_id: str, default: int | None) -> int | None:
+        tenant = self.tenants.get(tenant_id)
+        override = tenant.limits.max_concurrency if tenant is not None else None
+        return fairness.cap_of(override, default)
 
     async def renew_leases(
         self, execution_ids: Sequence[str], *, owner: str, lease_until: datetime

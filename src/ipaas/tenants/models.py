@@ -15,7 +15,7 @@ class TenantLimits(BaseModel):
     rate_burst: int | None = Field(default=None, ge=1)
     #: Queued executions at most (``IPAAS_TENANT_MAX_QUEUED``).
     max_queued: int | None = Field(default=None, ge=1)
-    #: Executions running at once; stored for the fairness work, not enforced yet.
+    #: Executions running at once, across all workers (``IPAAS_TENANT_MAX_CONCURRENCY``).
     max_concurrency: int | None = Field(default=None, ge=1)
 
 

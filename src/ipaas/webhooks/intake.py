@@ -47,5 +47,5 @@ class Intake:
             rate_limit=s.tenant_rate_limit,
             rate_burst=s.tenant_rate_burst,
             max_queued=s.tenant_max_queued,
-            max_concurrency=None,
+            max_concurrency=s.default_tenant_concurrency,
         )

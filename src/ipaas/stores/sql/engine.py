@@ -103,6 +103,22 @@ class Database(ABC):
         """Make the ``claim_next`` candidate subselect safe against concurrent claimers."""
 
     @abstractmethod
+    def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        """Make a read of rows the transaction will then update lock them, skipping rows
+        another transaction holds."""
+
+    @abstractmethod
+    def wait_tenant_lock(self) -> sa.Executable | None:
+        """A statement that waits for the claim lock of the tenant of execution ``p_id``,
+        held to the end of the transaction; ``None`` where claims cannot overlap."""
+
+    @abstractmethod
+    def try_tenant_locks(self) -> sa.Executable | None:
+        """A statement that takes the claim locks of the tenants ``p_tenant_ids`` that no
+        other transaction holds, without waiting, and returns their ids; ``None`` where
+        claims cannot overlap."""
+
+    @abstractmethod
     def upsert(
         self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
     ) -> sa.Insert:
@@ -203,6 +219,15 @@ class SqliteDatabase(Database):
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
         # One writer (see the class docstring): nothing else can claim meanwhile.
         return query
+
+    def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        return query
+
+    def wait_tenant_lock(self) -> None:
+        return None  # one writer: a claim's count of running rows cannot go stale
+
+    def try_tenant_locks(self) -> None:
+        return None
 
     def upsert(
         self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
@@ -524,6 +549,27 @@ class PostgresDatabase(Database):
         )
         return sa.select(claimable.c.id)
 
+    # A tenant's claims are serialized by a transaction-level advisory lock, so the count of
+    # its running rows that a claim checks against the cap is taken after every earlier claim
+    # of that tenant committed (READ COMMITTED: each statement sees the latest commits). Without
+    # it two claimers could each see N-1 running and both start one. ``claim_next`` only
+    # *tries* the locks (a tenant being claimed elsewhere is skipped, like SKIP LOCKED rows),
+    # so it never waits and cannot deadlock; ``claim_execution`` waits for its one tenant.
+    def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        return query.with_for_update(skip_locked=True)
+
+    def wait_tenant_lock(self) -> sa.Executable:
+        return sa.text(
+            "SELECT pg_advisory_xact_lock(:p_lock_space, hashtext(tenant_id)) "
+            "FROM execution WHERE id = :p_id"
+        ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
+
+    def try_tenant_locks(self) -> sa.Executable:
+        return sa.text(
+            "SELECT tenant_id FROM unnest(CAST(:p_tenant_ids AS text[])) AS tenant_id "
+            "WHERE pg_try_advisory_xact_lock(:p_lock_space, hashtext(tenant_id))"
+        ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
+
     def upsert(
         self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
     ) -> sa.Insert:
@@ -574,6 +620,10 @@ class PostgresDatabase(Database):
         await self._engine.dispose()
 
 
+#: The first key of the claim locks (``pg_advisory_xact_lock(int, int)``), so they cannot
+#: collide with another application's advisory locks on the same database; the second key
+#: is the tenant id's hash (two tenants sharing a hash only share a lock).
+_CLAIM_LOCK_SPACE = 0x1FA1
 #: Seconds to open a connection to PostgreSQL, and to wait for a free one in the pool.
 PG_CONNECT_TIMEOUT_S = 5.0
 PG_POOL_TIMEOUT_S = 10.0

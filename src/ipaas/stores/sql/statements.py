@@ -171,7 +171,55 @@ GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
 LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
 COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
 COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
-CLAIM_ONE = sa.update(EX).where(EX.c.id == p("p_id"), IS_DUE).values(CLAIM).returning(*EX.c)
+# -- fairness: per-tenant caps and round-robin claims (``stores/fairness.py``) ---------------
+_RUN = EX.alias("run")
+TENANT = t.tenant
+#: The tenant's cap: its override, else the caller's default (``p_cap``, NULL: no cap).
+_CAP = sa.func.coalesce(
+    sa.select(TENANT.c.max_concurrency).where(TENANT.c.id == EX.c.tenant_id).scalar_subquery(),
+    sa.bindparam("p_cap", type_=sa.Integer()),
+)
+_RUNNING_OF_ROW_TENANT = (
+    sa.select(sa.func.count())
+    .select_from(_RUN)
+    .where(_RUN.c.status == RUNNING, _RUN.c.tenant_id == EX.c.tenant_id)
+    .scalar_subquery()
+)
+UNDER_CAP = sa.or_(_CAP.is_(None), _RUNNING_OF_ROW_TENANT < _CAP)
+CLAIM_ONE = (
+    sa.update(EX).where(EX.c.id == p("p_id"), IS_DUE, UNDER_CAP).values(CLAIM).returning(*EX.c)
+)
+# The tenants with queued work, one index probe each on ``(status, tenant_id, ...)`` (a loose
+# index scan): ``SELECT DISTINCT`` would read every queued row, 100,000 of one flooding
+# tenant included. Waiting retries count too; the per-tenant read below skips them.
+_NEXT_TENANT = sa.select(sa.func.min(EX.c.tenant_id)).where(IS_QUEUED)
+_queued_tenant = sa.select(_NEXT_TENANT.scalar_subquery().label("tenant_id")).cte(
+    "queued_tenant", recursive=True
+)
+_queued_tenant = _queued_tenant.union_all(
+    sa.select(
+        _NEXT_TENANT.where(EX.c.tenant_id > _queued_tenant.c.tenant_id).scalar_subquery()
+    ).where(_queued_tenant.c.tenant_id.is_not(None))
+)
+QUEUED_TENANTS = sa.select(_queued_tenant.c.tenant_id).where(
+    _queued_tenant.c.tenant_id.is_not(None)
+)
+RUNNING_PER_TENANT = (
+    sa.select(EX.c.tenant_id, sa.func.count())
+    .where(EX.c.status == RUNNING, EX.c.tenant_id.in_(_ids()))
+    .group_by(EX.c.tenant_id)
+)
+TENANT_CAPS = sa.select(TENANT.c.id, TENANT.c.max_concurrency).where(TENANT.c.id.in_(_ids()))
+DUE_OF_TENANT = (
+    sa.select(EX.c.id, EX.c.tenant_id, EX.c.created_at)
+    .where(EX.c.tenant_id == p("p_tenant_id"), IS_DUE)
+    .order_by(EX.c.created_at, EX.c.id)
+    .limit(_limit())
+)
+# No ``status`` re-check: the rows were read (and on PostgreSQL locked) in the same
+# transaction. With one, SQLite's planner walks the ``status`` index (every queued row)
+# instead of the primary key.
+CLAIM_IDS = sa.update(EX).where(EX.c.id.in_(_ids())).values(CLAIM).returning(*EX.c)
 FILL_DEADLINE = sa.update(EX).where(EX.c.id == p("p_id")).values(deadline_at=p_at("p_deadline"))
 OLDEST_QUEUED = (
     sa.select(EX.c.id)
@@ -179,7 +227,6 @@ OLDEST_QUEUED = (
     .order_by(EX.c.created_at, EX.c.id)
     .limit(_limit())
 )
-OLDEST_DUE = sa.select(EX.c.id).where(IS_DUE).order_by(EX.c.created_at, EX.c.id).limit(_limit())
 HAS_COME = sa.and_(IS_QUEUED, EX.c.next_attempt_at <= p_at("p_now"))
 DUE_RETRIES = (
     sa.select(EX.c.id).where(HAS_COME).order_by(EX.c.next_attempt_at, EX.c.id).limit(_limit())

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus, TriggerData
+from ipaas.stores import fairness
 from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
@@ -79,13 +80,8 @@ class SqlStore:
         self._defer_with_step = db.update_then_upsert(q.DEFER, t.step_run, q.STEP_KEY)
         self._upsert_version = db.upsert(t.workflow_version, q.VERSION_KEY)
         self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY)
-        self._claim_next = (
-            sa.update(_EX)
-            # ``status`` again: on PostgreSQL the UPDATE re-checks it under the row lock.
-            .where(_EX.c.id.in_(db.lock_claimable(q.OLDEST_DUE)), q.IS_QUEUED)
-            .values(q.CLAIM)
-            .returning(*_EX.c)
-        )
+        # The rows a fair claim reads, locked until it has updated them (PostgreSQL).
+        self._due_of_tenant = db.skip_locked(q.DUE_OF_TENANT)
         self._take_due = (
             sa.update(_EX)
             # ``HAS_COME`` again: a concurrent taker's row no longer matches after its update.
@@ -355,10 +351,17 @@ class SqlStore:
         now: datetime,
         lease_until: datetime,
         timeout_s: float,
+        tenant_cap: int | None = None,
     ) -> Execution | None:
-        params = _claim_params(owner, now, lease_until, timeout_s) | {"p_id": execution_id}
+        params = _claim_params(owner, now, lease_until, timeout_s) | {
+            "p_id": execution_id,
+            "p_cap": tenant_cap,
+        }
+        lock = self._db.wait_tenant_lock()
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
+            if lock is not None:
+                conn.execute(lock, {"p_id": execution_id})
             return _fill_deadlines(conn, conn.execute(q.CLAIM_ONE, params).all(), timeout_s)
 
         # One statement in all but the odd case ``_fill_deadlines`` completes, whose second
@@ -368,15 +371,42 @@ class SqlStore:
         return _execution(claimed[0]) if claimed else None
 
     async def claim_next(
-        self, *, owner: str, now: datetime, lease_until: datetime, timeout_s: float, limit: int
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        timeout_s: float,
+        limit: int,
+        tenant_cap: int | None = None,
     ) -> list[Execution]:
         if limit <= 0:
             return []
-        params = _claim_params(owner, now, lease_until, timeout_s) | {"p_limit": limit}
-        claim_next = self._claim_next
+        params = _claim_params(owner, now, lease_until, timeout_s)
+        lock = self._db.try_tenant_locks()
+        due_of_tenant = self._due_of_tenant
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
-            return _fill_deadlines(conn, conn.execute(claim_next, params).all(), timeout_s)
+            tenants = list(conn.execute(q.QUEUED_TENANTS).scalars())
+            if tenants and lock is not None:
+                tenants = list(conn.execute(lock, {"p_tenant_ids": tenants}).scalars())
+            if not tenants:
+                return []
+            running = dict(_running_per_tenant(conn, tenants))
+            due = _due_per_tenant(
+                conn,
+                due_of_tenant,
+                running,
+                tenants,
+                limit=limit,
+                default_cap=tenant_cap,
+                now=now,
+            )
+            chosen = [row.id for row in fairness.share(due, running, limit)]
+            if not chosen:
+                return []
+            rows = conn.execute(q.CLAIM_IDS, params | {"p_ids": chosen}).all()
+            return _fill_deadlines(conn, rows, timeout_s)
 
         claimed = [
             _execution(row) for row in await self._db.run_write(op, one_statement=True)
@@ -563,6 +593,40 @@ def _claim_params(
         "p_lease_until": lease_until,
         "p_deadline": now + timedelta(seconds=timeout_s),
     }
+
+
+def _running_per_tenant(conn: sa.Connection, tenants: list[str]) -> list[tuple[str, int]]:
+    return [(row[0], int(row[1])) for row in conn.execute(q.RUNNING_PER_TENANT, {"p_ids": tenants})]
+
+
+def _due_per_tenant(
+    conn: sa.Connection,
+    due_of_tenant: sa.Select[Any],
+    running: Mapping[str, int],
+    tenants: list[str],
+    *,
+    now: datetime,
+    limit: int,
+    default_cap: int | None,
+) -> dict[str, list[sa.Row[str, str, datetime]]]:
+    """Each tenant's oldest due executions, as many as its cap leaves room for (at most
+    ``limit``): one short index range per tenant. The tenants with the fewest running are
+    read first, and reading stops at ``limit`` tenants with work, so a claim costs at most
+    ``limit`` such reads however many tenants wait (the rest have at least as many running
+    and come first in a later claim once these have caught up)."""
+    caps = dict(conn.execute(q.TENANT_CAPS, {"p_ids": tenants}).all())
+    due: dict[str, list[sa.Row[str, str, datetime]]] = {}
+    for tenant_id in sorted(tenants, key=lambda tenant_id: (running.get(tenant_id, 0), tenant_id)):
+        cap = fairness.cap_of(caps.get(tenant_id), default_cap)
+        room = fairness.room(running.get(tenant_id, 0), cap, limit)
+        if room == 0:
+            continue
+        params = {"p_tenant_id": tenant_id, "p_now": now, "p_limit": room}
+        if rows := list(conn.execute(due_of_tenant, params).all()):
+            due[tenant_id] = rows
+            if len(due) >= limit:
+                break
+    return due
 
 
 def _fill_deadlines(

@@ -164,6 +164,9 @@ execution = sa.Table(
     sa.Index(None, "tenant_id", "workflow_id", "created_at", "id"),
     # claim_next / queued_ids / count_queued, and the reaper's scan of running rows.
     sa.Index(None, "status", "created_at", "id"),
+    # Fair claims: the tenants with queued work (a loose index scan), each tenant's oldest
+    # due rows, and each tenant's running count against its cap.
+    sa.Index(None, "status", "tenant_id", "created_at", "id"),
     sa.Index(None, "workflow_id", "dedup_key", unique=True),
     # The due-retry pass: almost every row is NULL here, so the range it scans is short.
     sa.Index(None, "next_attempt_at"),

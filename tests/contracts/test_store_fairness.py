@@ -1,0 +1,184 @@
+"""Fair claims: per-tenant concurrency caps and round-robin across tenants, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ipaas.executions.models import Execution, ExecutionStatus
+from ipaas.stores import Store
+from ipaas.tenants.models import TenantLimits
+from ipaas.workflows.models import Workflow
+from tests.contracts.test_store import (
+    TIMEOUT_S,
+    Account,
+    at,
+    claim,
+    new_account,
+    new_execution,
+    new_workflow,
+)
+from tests.contracts.test_store_retries import deferred
+
+
+async def claim_next(
+    store: Store, limit: int, *, cap: int | None = None, owner: str = "w1"
+) -> list[Execution]:
+    return await store.claim_next(
+        owner=owner,
+        now=at(20),
+        lease_until=at(50),
+        timeout_s=TIMEOUT_S,
+        limit=limit,
+        tenant_cap=cap,
+    )
+
+
+async def queue(store: Store, acct: Account, wf: Workflow, n: int, *, first: int) -> list[str]:
+    """``n`` queued executions, created at ``first``, ``first + 0.01``, ..."""
+    return [
+        (await new_execution(store, acct.id, wf.id, created_at=at(first + i / 100))).id
+        for i in range(n)
+    ]
+
+
+async def finish(store: Store, ex: Execution) -> None:
+    assert await store.finish_execution(
+        ex.id, owner=ex.lease_owner or "", status=ExecutionStatus.succeeded, error=None,
+        finished_at=at(21),
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def a(store: Store) -> tuple[Account, Workflow]:
+    acct = await new_account(store)
+    return acct, await new_workflow(store, acct.id)
+
+
+@pytest.fixture
+async def b(store: Store) -> tuple[Account, Workflow]:
+    acct = await new_account(store)
+    return acct, await new_workflow(store, acct.id)
+
+
+class TestCap:
+    async def test_claim_next_stops_at_the_default_cap(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        await queue(store, *a, 10, first=0)
+        first = await claim_next(store, 10, cap=3)
+        assert len(first) == 3
+        assert await claim_next(store, 10, cap=3) == []
+        await finish(store, first[0])
+        assert len(await claim_next(store, 10, cap=3)) == 1
+        assert await store.count_queued(a[0].id) == 6
+
+    async def test_the_tenants_override_wins_both_ways(
+        self, store: Store, a: tuple[Account, Workflow], b: tuple[Account, Workflow]
+    ) -> None:
+        await store.set_tenant_limits(a[0].id, TenantLimits(max_concurrency=1))
+        await store.set_tenant_limits(b[0].id, TenantLimits(max_concurrency=5))
+        await queue(store, *a, 6, first=0)
+        await queue(store, *b, 6, first=1)
+        claimed = await claim_next(store, 20, cap=2)
+        per_tenant = {acct.id: sum(ex.tenant_id == acct.id for ex in claimed) for acct, _ in (a, b)}
+        assert per_tenant == {a[0].id: 1, b[0].id: 5}
+
+    async def test_no_cap_without_default_or_override(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        await queue(store, *a, 7, first=0)
+        assert len(await claim_next(store, 10)) == 7
+
+    async def test_claim_by_id_refused_at_the_cap_and_left_queued(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        ids = await queue(store, *a, 3, first=0)
+        await store.set_tenant_limits(a[0].id, TenantLimits(max_concurrency=2))
+        first = [await claim(store, ex_id) for ex_id in ids[:2]]
+        assert all(ex is not None for ex in first)
+        assert await claim(store, ids[2]) is None
+        refused = await store.get_execution(a[0].id, ids[2])
+        assert refused is not None
+        assert (refused.status, refused.attempt) == (ExecutionStatus.queued, 0)
+        assert first[0] is not None
+        await finish(store, first[0])
+        assert await claim(store, ids[2]) is not None
+
+    async def test_claim_by_id_uses_the_default_cap(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        ids = await queue(store, *a, 2, first=0)
+        kwargs = {"owner": "w1", "now": at(1), "lease_until": at(30), "timeout_s": TIMEOUT_S}
+        assert await store.claim_execution(ids[0], **kwargs, tenant_cap=1) is not None
+        assert await store.claim_execution(ids[1], **kwargs, tenant_cap=1) is None
+        assert await store.claim_execution(ids[1], **kwargs, tenant_cap=2) is not None
+
+    async def test_exact_under_concurrent_claimers(
+        self, store: Store, a: tuple[Account, Workflow], b: tuple[Account, Workflow]
+    ) -> None:
+        ids = await queue(store, *a, 40, first=0)
+        await queue(store, *b, 10, first=1)
+
+        async def by_id(ex_id: str) -> list[Execution]:
+            ex = await store.claim_execution(
+                ex_id, owner="wq", now=at(20), lease_until=at(50), timeout_s=TIMEOUT_S,
+                tenant_cap=5,
+            )  # fmt: skip
+            return [] if ex is None else [ex]
+
+        results = await asyncio.gather(
+            *(claim_next(store, 3, cap=5, owner=f"w{n}") for n in range(8)),
+            *(by_id(ex_id) for ex_id in ids[::2]),
+        )
+        claimed = [ex for batch in results for ex in batch]
+        assert len({ex.id for ex in claimed}) == len(claimed)
+        assert sum(ex.tenant_id == a[0].id for ex in claimed) == 5
+        # A claimer skips a tenant another one is claiming for (PostgreSQL): B may lag.
+        assert sum(ex.tenant_id == b[0].id for ex in claimed) <= 5
+        claimed += await claim_next(store, 20, cap=5)
+        assert sum(ex.tenant_id == b[0].id for ex in claimed) == 5
+        assert await claim_next(store, 20, cap=5) == []
+
+
+class TestRoundRobin:
+    async def test_interleaves_tenants_not_fifo(
+        self, store: Store, a: tuple[Account, Workflow], b: tuple[Account, Workflow]
+    ) -> None:
+        flood = await queue(store, *a, 20, first=0)
+        few = await queue(store, *b, 3, first=5)
+        assert {ex.id for ex in await claim_next(store, 4)} == {*flood[:2], *few[:2]}
+        # Two running each: the older head (A's) first, then B's.
+        assert [ex.id for ex in await claim_next(store, 2)] == [flood[2], few[2]]
+        assert [ex.id for ex in await claim_next(store, 2)] == flood[3:5]
+
+    async def test_fewest_running_first(
+        self, store: Store, a: tuple[Account, Workflow], b: tuple[Account, Workflow]
+    ) -> None:
+        ids = await queue(store, *a, 3, first=0)
+        for ex_id in ids:
+            assert await claim(store, ex_id) is not None
+        await queue(store, *a, 5, first=1)
+        later = await queue(store, *b, 5, first=2)
+        assert [ex.id for ex in await claim_next(store, 3)] == later[:3]
+
+    async def test_waiting_retries_are_skipped(
+        self, store: Store, a: tuple[Account, Workflow], b: tuple[Account, Workflow]
+    ) -> None:
+        waiting = await deferred(store, b[0], b[1], until=100)
+        ids = await queue(store, *a, 2, first=5)
+        assert [ex.id for ex in await claim_next(store, 5)] == ids
+        ex = await store.get_execution(b[0].id, waiting)
+        assert ex is not None
+        assert ex.status is ExecutionStatus.queued
+
+    async def test_many_tenants_each_get_one(self, store: Store) -> None:
+        tenants = []
+        for n in range(6):
+            acct = await new_account(store)
+            wf = await new_workflow(store, acct.id)
+            await queue(store, acct, wf, 4, first=n)
+            tenants.append(acct.id)
+        claimed = await claim_next(store, 6)
+        assert sorted(ex.tenant_id for ex in claimed) == sorted(tenants)
