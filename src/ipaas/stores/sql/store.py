@@ -364,10 +364,9 @@ class SqlStore:
                 conn.execute(lock, {"p_id": execution_id})
             return _fill_deadlines(conn, conn.execute(q.CLAIM_ONE, params).all(), timeout_s)
 
-        # One statement in all but the odd case ``_fill_deadlines`` completes, whose second
-        # statement only fills in a deadline: no transaction around it (two round trips fewer
-        # on PostgreSQL).
-        claimed = await self._db.run_write(op, one_statement=True)
+        # The tenant lock (PostgreSQL) lasts until the transaction ends, so the cap's count
+        # and the claim must share one: never run this in autocommit.
+        claimed = await self._db.run_write(op)
         return _execution(claimed[0]) if claimed else None
 
     async def claim_next(
@@ -408,9 +407,8 @@ class SqlStore:
             rows = conn.execute(q.CLAIM_IDS, params | {"p_ids": chosen}).all()
             return _fill_deadlines(conn, rows, timeout_s)
 
-        claimed = [
-            _execution(row) for row in await self._db.run_write(op, one_statement=True)
-        ]  # one statement, as in claim_execution
+        # One transaction: the rows are chosen, then claimed, under the tenants' locks.
+        claimed = [_execution(row) for row in await self._db.run_write(op)]
         # RETURNING has no defined order; callers expect the oldest first.
         return sorted(claimed, key=lambda ex: (ex.created_at, ex.id))
 
