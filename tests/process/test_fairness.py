@@ -17,19 +17,24 @@ from tests.process.conftest import ServerProcess, Standin
 pytestmark = pytest.mark.process
 
 FLOOD = 1_500
+#: Each of A's deliveries is held this long at the stand-in.
+SLOW_S = 0.5
 
 
 def test_flooding_tenant_does_not_starve_another(
     make_server: Callable[..., ServerProcess], standin: Standin
 ) -> None:
     server = make_server(IPAAS_WORKERS="10", IPAAS_LOG_LEVEL="warning").start()
-    result = fairness.run(server.url, standin.url, flood=FLOOD, probes=50, slow_s=0.5)
+    result = fairness.run(server.url, standin.url, flood=FLOOD, probes=50, slow_s=SLOW_S)
     print(f"\n{result.report()}")
     assert result.flood_accepted == FLOOD
     assert (result.baseline.succeeded, result.flooded.succeeded) == (50, 50)
     assert result.flooded.delivered == 50
-    # Not asserted: on this shared 2-core machine B's p99 during A's intake burst is
-    # dominated by CPU contention in the one serving process and misses 3x in some runs
-    # (B's probes sent after the burst are back at the baseline); see docs/benchmarks.md.
+    # Without fairness B's executions would wait behind A's backlog: FLOOD slow calls over
+    # 10 slots, minutes. B never waits for even one of A's slow calls to end (with caps off,
+    # IPAAS_TENANT_MAX_CONCURRENCY=0, this fails: p99 ~540 ms, 24x).
+    assert result.flooded.p99_ms < SLOW_S * 1000, result.report()
+    # The 3x ratio is measured by ``make bench-fairness`` (docs/benchmarks.md): p99s of 50
+    # samples on a shared 2-core machine are too noisy for a test to assert it.
     print(f"B p99 ratio {result.ratio:.2f}x (target {fairness.TARGET_RATIO}x)")
     server.assert_no_errors()

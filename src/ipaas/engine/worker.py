@@ -45,6 +45,8 @@ class Worker:
         #: Outages are logged when they start and end, not on every poll.
         self._queue_down = False
         self._store_down = False
+        #: Claim from the store (fair across tenants) before reading the queue.
+        self._prefer_store = False
 
     @property
     def running(self) -> int:
@@ -187,7 +189,17 @@ class Worker:
             # again, and its queued work only ``claim_next`` can see (see ``_wait_for_work``).
             self._slot_freed.clear()
             try:
-                claimed = await self._claim(await self._receive(free, 0))
+                claimed = []
+                if self._prefer_store:
+                    claimed = await self._claim_from_store(free)
+                    self._prefer_store = bool(claimed)
+                if not claimed:
+                    received = await self._receive(free, 0)
+                    claimed = await self._claim(received)
+                    # Ids refused: their tenant is at its cap (or another worker had them).
+                    # The queue is FIFO over every tenant, so another tenant's id may wait
+                    # behind many more of those; claim fairly from the store while it yields.
+                    self._prefer_store = len(claimed) < len(received)
                 if not claimed:
                     claimed = await self._claim_from_store(free)
                 if not claimed:
