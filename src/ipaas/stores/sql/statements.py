@@ -171,6 +171,26 @@ GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
 LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
 COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
 COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
+# Three aggregates on the (status, created_at, id) index in one round trip.
+QUEUE_STATS = sa.select(
+    COUNT_QUEUED.scalar_subquery(),
+    sa.select(sa.func.min(EX.c.created_at)).where(IS_DUE).scalar_subquery(),
+    sa.select(sa.func.count())
+    .select_from(EX)
+    .where(EX.c.status == RUNNING, EX.c.lease_expires_at < p_at("p_now"))
+    .scalar_subquery(),
+)
+TERMINAL = tuple(s.value for s in ExecutionStatus if s.terminal)
+LIST_FINISHED = (
+    sa.select(EX.c.status, EX.c.started_at, EX.c.finished_at)
+    .where(
+        scoped(EX),
+        EX.c.status.in_(TERMINAL),
+        EX.c.finished_at >= p_at("p_since"),
+    )
+    .order_by(EX.c.finished_at.desc())
+    .limit(_limit())
+)
 CLAIM_ONE = sa.update(EX).where(EX.c.id == p("p_id"), IS_DUE).values(CLAIM).returning(*EX.c)
 FILL_DEADLINE = sa.update(EX).where(EX.c.id == p("p_id")).values(deadline_at=p_at("p_deadline"))
 OLDEST_QUEUED = (

@@ -18,7 +18,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus, TriggerData
-from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
+from ipaas.stores.base import (
+    DuplicateError,
+    ExecutionPage,
+    FinishedExecution,
+    QueueStats,
+    Reaped,
+)
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
 from ipaas.stores.sql.engine import Database, PoolSize, create_database
@@ -345,6 +351,26 @@ class SqlStore:
         assert row is not None  # an aggregate always returns a row
         return int(row[0])
 
+    async def queue_stats(self, *, now: datetime) -> QueueStats:
+        row = await self._db.run_read(_first(q.QUEUE_STATS, {"p_now": now}))
+        assert row is not None  # aggregates always return a row
+        queued, oldest, expired = tuple(row)
+        return QueueStats(int(queued), oldest, int(expired))
+
+    async def list_finished(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[FinishedExecution]:
+        params = {"p_tenant_id": tenant_id, "p_since": since, "p_limit": limit}
+        rows = await self._db.run_read(_all(q.LIST_FINISHED, params))
+        return [
+            FinishedExecution(
+                ExecutionStatus(row.status),
+                row.finished_at,
+                (row.finished_at - row.started_at).total_seconds() if row.started_at else 0.0,
+            )
+            for row in rows
+        ]
+
     async def claim_execution(
         self,
         execution_id: str,
@@ -649,6 +675,7 @@ def _execution(row: Mapping[Any, Any]) -> Execution:
         dedup_key=row["dedup_key"],
         next_attempt_at=row["next_attempt_at"],
         replay_of=row["replay_of"],
+        trace_context=row["trace_context"],
     )
 
 
