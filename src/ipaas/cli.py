@@ -57,11 +57,24 @@ async def _serve(settings: Settings, *, workers: bool) -> None:
     await serve_app(create_app(settings, workers=workers), settings)
 
 
+def _metrics_server(
+    settings: Settings, store: Any, stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """``GET /metrics`` on IPAAS_METRICS_PORT for a process without the API."""
+    from ipaas.observability.exporter import serve_metrics
+
+    if settings.metrics_port is None:
+        return None
+    return asyncio.create_task(serve_metrics(store, settings.host, settings.metrics_port, stop))
+
+
 async def _worker(settings: Settings) -> None:
     from ipaas.engine.worker import Worker
+    from ipaas.observability import tracing
     from ipaas.observability.logging import configure_logging
     from ipaas.runtime import Runtime
 
+    tracing.configure_tracing(settings)
     configure_logging(settings)
     runtime = Runtime.build(settings)
     await runtime.startup()
@@ -69,11 +82,16 @@ async def _worker(settings: Settings) -> None:
     stop = asyncio.Event()
     _install_signals(stop)
     await worker.start()
+    exporter = _metrics_server(settings, runtime.store, stop)
     try:
         await stop.wait()
     finally:
         await worker.stop()
+        stop.set()
+        if exporter is not None:
+            await exporter
         await runtime.shutdown()
+        tracing.shutdown_tracing()
 
 
 async def _scheduler(settings: Settings) -> None:
@@ -83,19 +101,26 @@ async def _scheduler(settings: Settings) -> None:
 
     from ipaas.engine.reaper import run_reaper
     from ipaas.engine.scheduler import run_scheduler
+    from ipaas.observability import tracing
     from ipaas.observability.logging import configure_logging
     from ipaas.runtime import Runtime
 
+    tracing.configure_tracing(settings)
     configure_logging(settings)
     runtime = Runtime.build(settings)
     await runtime.startup()
     stop = asyncio.Event()
     _install_signals(stop)
     structlog.get_logger(__name__).info("scheduler_started")
+    exporter = _metrics_server(settings, runtime.store, stop)
     try:
         await asyncio.gather(run_reaper(runtime, stop), run_scheduler(runtime, stop))
     finally:
+        stop.set()
+        if exporter is not None:
+            await exporter
         await runtime.shutdown()
+        tracing.shutdown_tracing()
 
 
 async def _token_create(settings: Settings, *, email: str, name: str) -> int:
