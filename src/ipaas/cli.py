@@ -1,4 +1,4 @@
-"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create, tenant limits."""
+"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create, tenant limits, stats."""
 
 from __future__ import annotations
 
@@ -206,6 +206,26 @@ async def _tenant_limits(settings: Settings, *, tenant_id: str, changes: dict[st
     return 0
 
 
+async def _stats(settings: Settings, *, tenant_id: str, window_s: int) -> int:
+    from ipaas.executions import stats as execution_stats
+    from ipaas.kit.clock import utcnow
+    from ipaas.stores import create_store
+
+    store = create_store(settings)
+    await store.startup()
+    try:
+        if await store.get_tenant(tenant_id) is None:
+            print(f"no tenant {tenant_id}", file=sys.stderr)
+            return 1
+        report = await execution_stats.for_tenant(
+            store, tenant_id=tenant_id, window_s=window_s, now=utcnow()
+        )
+    finally:
+        await store.shutdown()
+    print(report.model_dump_json(indent=2))
+    return 0
+
+
 def _migrate(settings: Settings) -> None:
     if settings.database_url.startswith("memory"):
         return
@@ -259,6 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits.add_argument(
         "--max-concurrency", type=_limit_value, default=argparse.SUPPRESS, help="running executions"
     )
+    stats = sub.add_parser(
+        "stats", help="a tenant's executions per minute by status and duration percentiles"
+    )
+    stats.add_argument("tenant_id")
+    stats.add_argument(
+        "--window", type=int, default=3600, help="seconds back from now (60 to 86400)"
+    )
     args = parser.parse_args(argv)
 
     overrides = {}
@@ -286,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if hasattr(args, option)
             }
             return asyncio.run(_tenant_limits(settings, tenant_id=args.tenant_id, changes=given))
+        case "stats":
+            window_s = min(max(args.window, 60), 86_400)
+            return asyncio.run(_stats(settings, tenant_id=args.tenant_id, window_s=window_s))
     return 0
 
 

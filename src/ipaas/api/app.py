@@ -19,6 +19,7 @@ from ipaas.config import Settings
 from ipaas.credentials.endpoints import router as credentials_router
 from ipaas.engine.worker import Worker
 from ipaas.executions.endpoints import router as executions_router
+from ipaas.executions.endpoints import stats_router
 from ipaas.observability import metrics, tracing
 from ipaas.observability.logging import configure_logging
 from ipaas.runtime import Runtime
@@ -99,6 +100,7 @@ def create_app(
         credentials_router,
         workflows_router,
         executions_router,
+        stats_router,
         circuits_router,
     ):
         api.include_router(router)
