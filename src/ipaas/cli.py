@@ -100,6 +100,7 @@ async def _scheduler(settings: Settings) -> None:
     import structlog
 
     from ipaas.engine.reaper import run_reaper
+    from ipaas.engine.retention import run_retention
     from ipaas.engine.scheduler import run_scheduler
     from ipaas.observability import tracing
     from ipaas.observability.logging import configure_logging
@@ -114,7 +115,9 @@ async def _scheduler(settings: Settings) -> None:
     structlog.get_logger(__name__).info("scheduler_started")
     exporter = _metrics_server(settings, runtime.store, stop)
     try:
-        await asyncio.gather(run_reaper(runtime, stop), run_scheduler(runtime, stop))
+        await asyncio.gather(
+            run_reaper(runtime, stop), run_scheduler(runtime, stop), run_retention(runtime, stop)
+        )
     finally:
         stop.set()
         if exporter is not None:

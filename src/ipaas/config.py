@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     #: Exceptions to the SSRF guard (kit/egress.py): CIDRs, addresses or host names that
     #: outbound steps may reach although they are not public. Empty: public addresses only.
     egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Finished executions older than this are deleted (unset: none is deleted for age).
+    retention_days: float | None = Field(default=30.0, gt=0)
+    #: Finished executions kept per tenant, newest first (unset: no count limit).
+    retention_max_executions: int | None = Field(default=100_000, ge=1)
+    #: How often workers and the scheduler prune (and, on SQLite, compact the file).
+    retention_interval_s: float = Field(default=300.0, gt=0)
     #: ``ipaas worker`` / ``ipaas scheduler`` serve ``GET /metrics`` on this port (on
     #: IPAAS_HOST); unset: not served. The API serves it on its own port always.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

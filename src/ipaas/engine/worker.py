@@ -17,6 +17,7 @@ import structlog
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.executor import Executor
 from ipaas.engine.reaper import run_reaper
+from ipaas.engine.retention import run_retention
 from ipaas.engine.retries import DUE_RETRY_INTERVAL_S, enqueue_due_retries
 from ipaas.engine.scheduler import run_scheduler
 from ipaas.errors import StoreUnavailable
@@ -80,6 +81,9 @@ class Worker:
             )
             self._loops.append(
                 asyncio.create_task(run_scheduler(self.runtime, self._stopping), name="scheduler")
+            )
+            self._loops.append(
+                asyncio.create_task(run_retention(self.runtime, self._stopping), name="retention")
             )
             self._loops.append(
                 asyncio.create_task(

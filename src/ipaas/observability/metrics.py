@@ -68,6 +68,9 @@ EXECUTIONS_RUNNING = Gauge("ipaas_executions_running", "Executions running in th
 REAPER_REQUEUED = Counter(
     "ipaas_reaper_requeued", "Running executions whose lease expired, put back in the queue"
 )
+EXECUTIONS_PRUNED = Counter(
+    "ipaas_executions_pruned", "Finished executions deleted by the retention job"
+)
 REAPER_TIMED_OUT = Counter("ipaas_reaper_timed_out", "Executions the reaper timed out")
 # From the store at scrape time: the same value in every process (take max, not sum).
 QUEUE_DEPTH = Gauge("ipaas_queue_depth", "Queued executions, all tenants (from the store)")

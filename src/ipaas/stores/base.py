@@ -188,6 +188,22 @@ class Store(Protocol):
         """The tenant's executions that reached a terminal state at or after ``since``,
         newest first, at most ``limit``."""
 
+    # -- retention ----------------------------------------------------------------------------
+    async def list_tenant_ids(self) -> list[str]:
+        """Unscoped: every tenant's id (the retention job walks them one by one)."""
+
+    async def prune_executions(
+        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+    ) -> int:
+        """Delete up to ``limit`` of the tenant's finished executions (and their step runs):
+        first those beyond the newest ``keep`` by ``finished_at``, then those finished before
+        ``finished_before``. Queued and running executions are never touched. Returns how
+        many were deleted; fewer than ``limit`` means none is left to prune."""
+
+    async def compact(self) -> None:
+        """Give the space of deleted rows back to the file system where the database does
+        not do it itself (SQLite: incremental vacuum and a WAL checkpoint)."""
+
     async def claim_execution(
         self,
         execution_id: str,

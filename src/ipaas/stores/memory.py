@@ -295,6 +295,38 @@ class MemoryStore:
             for ex in done
         ]
 
+    async def list_tenant_ids(self) -> list[str]:
+        return sorted(self.tenants)
+
+    async def prune_executions(
+        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+    ) -> int:
+        finished = sorted(
+            (
+                ex
+                for ex in self.executions.values()
+                if ex.tenant_id == tenant_id and ex.finished_at is not None
+            ),
+            key=lambda ex: ex.finished_at or datetime.min,
+            reverse=True,
+        )
+        doomed = finished[keep:] if keep is not None else []
+        if finished_before is not None:
+            doomed += [
+                ex
+                for ex in reversed(finished[: keep if keep is not None else len(finished)])
+                if ex.finished_at is not None and ex.finished_at < finished_before
+            ]
+        for ex in doomed[:limit]:
+            del self.executions[ex.id]
+            self.step_runs.pop(ex.id, None)
+            if ex.dedup_key is not None:
+                self.dedup_keys.pop((ex.workflow_id, ex.dedup_key), None)
+        return len(doomed[:limit])
+
+    async def compact(self) -> None:
+        return None
+
     async def claim_execution(
         self,
         execution_id: str,

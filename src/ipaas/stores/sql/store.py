@@ -371,6 +371,34 @@ class SqlStore:
             for row in rows
         ]
 
+    async def list_tenant_ids(self) -> list[str]:
+        return [row[0] for row in await self._db.run_read(_all(q.LIST_TENANT_IDS, {}))]
+
+    async def prune_executions(
+        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+    ) -> int:
+        def op(conn: sa.Connection) -> int:
+            scope = {"p_tenant_id": tenant_id, "p_limit": limit}
+            ids: list[str] = []
+            if keep is not None:
+                rows = conn.execute(q.PRUNE_BEYOND_KEEP, scope | {"p_keep": keep})
+                ids = [row[0] for row in rows]
+            if finished_before is not None and len(ids) < limit:
+                rows = conn.execute(
+                    q.PRUNE_OLDER, scope | {"p_before": finished_before, "p_limit": limit}
+                )
+                ids += [row[0] for row in rows if row[0] not in set(ids)][: limit - len(ids)]
+            if not ids:
+                return 0
+            params = {"p_tenant_id": tenant_id, "p_ids": ids}
+            conn.execute(q.DELETE_STEP_RUNS, params)
+            return int(conn.execute(q.DELETE_EXECUTIONS, params).rowcount)
+
+        return await self._db.run_write(op)
+
+    async def compact(self) -> None:
+        await self._db.compact()
+
     async def claim_execution(
         self,
         execution_id: str,
