@@ -27,7 +27,7 @@ test-integration: install
 	IPAAS_REQUIRE_SERVICES=1 $(BIN)/pytest -q -m "postgres or redis"
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --tracing
 
 lint: install
 	$(BIN)/ruff format --check src tests bench

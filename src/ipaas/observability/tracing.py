@@ -15,6 +15,7 @@ instrumentations record full URLs, which for Slack and Discord webhooks are secr
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -100,9 +101,8 @@ def server_span(name: str, headers: Mapping[str, str]) -> AbstractContextManager
     if _tracer is None:
         return _NOOP
     from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    parent = TraceContextTextMapPropagator().extract(headers)
+    parent = _propagator().extract(headers)
     return _tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER)
 
 
@@ -166,9 +166,14 @@ def inject(headers: Any) -> None:
 
 
 def _inject(carrier: Any) -> None:
+    _propagator().inject(carrier)
+
+
+@functools.cache
+def _propagator() -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    TraceContextTextMapPropagator().inject(carrier)
+    return TraceContextTextMapPropagator()
 
 
 def _context_of(traceparent: str | None) -> Any:
@@ -176,9 +181,7 @@ def _context_of(traceparent: str | None) -> Any:
         from opentelemetry.context import Context
 
         return Context()  # a new trace, not a child of whatever is current
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    return _propagator().extract({"traceparent": traceparent})
 
 
 def current_ids() -> tuple[str, str] | None:
