@@ -27,7 +27,7 @@ test-integration: install
 	IPAAS_REQUIRE_SERVICES=1 $(BIN)/pytest -q -m "postgres or redis"
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --tracing
 
 # Issue 4, item 3: tenant A floods 5,000 webhooks at a slow endpoint, tenant B sends 50.
 bench-fairness: install

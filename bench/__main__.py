@@ -16,6 +16,10 @@ HTTP/1.1 keep-alive) runs in this process. After a warm-up, each of ``--runs`` r
 Then it prints the medians, the server's RSS at the end (``VmRSS`` from ``/proc``) and the
 targets.
 
+Tracing (``--tracing``): after the embedded rounds, the same rounds (a) and (b) against a
+second ``ipaas serve`` with OpenTelemetry on (``OTEL_TRACES_EXPORTER=otlp``, batched export to
+``bench.otlp_sink``, every trace sampled), printed beside the figures with tracing off.
+
 Scale-out (issue 3): the same rounds (a) and (b) against ``ipaas serve --no-workers`` plus 1, 2
 and 4 ``ipaas worker`` processes on PostgreSQL + Redis (``--postgres-url``, ``--redis-url``;
 defaults: the local services, as in CI), each size on a new database, printed beside the
@@ -385,10 +389,70 @@ class Bench:
                     rounds.append((webhook, e2e, bare_intake))
             rss, peak = rss_mib(server.pid)
             _report(rounds, rss, peak)
+            if args.tracing:
+                traced = TracedBench(args, self.workdir).run(standin)
+                _report_tracing(rounds, traced)
             if not args.no_scale_out:
                 scaled = scale_out(args, self.workdir, standin)
                 _report_scale_out(_median([r[1].per_s for r in rounds]), scaled)
         return 0
+
+
+# -- tracing on ---------------------------------------------------------------------------------
+class TracedBench(Bench):
+    """The embedded server again, on a new database, with every trace exported over OTLP."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__(args, workdir / "traced")
+        self.workdir.mkdir()
+        self.sink_port = free_port()
+
+    def server_env(self) -> dict[str, str]:
+        env = {k: v for k, v in super().server_env().items() if not k.startswith("OTEL_")}
+        env.update(
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{self.sink_port}",
+            OTEL_SERVICE_NAME="ipaas-bench",
+        )
+        return env
+
+    def run(self, standin: StandinProcess) -> list[tuple[Intake, EndToEnd]]:
+        env = self.server_env()
+        command = [_ipaas_command(), "serve", "--port", str(self.port)]
+        sink_command = [sys.executable, "-m", "bench.otlp_sink", "--port", str(self.sink_port)]
+        print("\ntracing on: OTEL_TRACES_EXPORTER=otlp to a local sink, all traces sampled")
+        with (
+            _process(sink_command, env=env, log=self.workdir / "sink.log"),
+            _process(command, env=env, log=self.workdir / "server.log") as server,
+        ):
+            self.server_pids = [server.pid]
+            self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
+            _wait_http(f"http://127.0.0.1:{self.port}/readyz", server, "ipaas serve (tracing)")
+            headers = self.signup()
+            rounds = []
+            for run in range(self.args.runs + 1):
+                workflow_id = self.setup_workflow(standin.url, headers)
+                total = self.args.warmup if run == 0 else self.args.requests
+                webhook, e2e = self.webhooks_round(workflow_id, run, total)
+                self.print_round("warm-up" if run == 0 else f"run {run}", webhook, e2e)
+                if run > 0:
+                    rounds.append((webhook, e2e))
+            return rounds
+
+
+def _report_tracing(
+    off: list[tuple[Intake, EndToEnd, Intake]], on: list[tuple[Intake, EndToEnd]]
+) -> None:
+    rows = [
+        ("(a) webhook intake, req/s", [r[0].per_s for r in off], [r[0].per_s for r in on]),
+        ("    intake p99, ms", [r[0].p99_ms for r in off], [r[0].p99_ms for r in on]),
+        ("(b) end to end, deliveries/s", [r[1].per_s for r in off], [r[1].per_s for r in on]),
+        ("    webhook-to-delivery p99, ms", [r[1].p99_ms for r in off], [r[1].p99_ms for r in on]),
+    ]
+    print("\ntracing off vs on (medians)")
+    for name, a, b in rows:
+        before, after = _median(a), _median(b)
+        print(f"  {name:32} off {before:9,.1f}  on {after:9,.1f}  ({after / before - 1:+.0%})")
 
 
 # -- scale-out ---------------------------------------------------------------------------------
@@ -595,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
     parser.add_argument("--no-scale-out", action="store_true", help="embedded rounds only")
+    parser.add_argument(
+        "--tracing", action="store_true", help="also run the embedded rounds with tracing on"
+    )
     parser.add_argument("--scale-out-runs", type=int, default=2, help="rounds per size")
     parser.add_argument(
         "--postgres-url",

@@ -1,4 +1,4 @@
-"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create, tenant limits."""
+"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create, tenant limits, stats."""
 
 from __future__ import annotations
 
@@ -57,11 +57,24 @@ async def _serve(settings: Settings, *, workers: bool) -> None:
     await serve_app(create_app(settings, workers=workers), settings)
 
 
+def _metrics_server(
+    settings: Settings, store: Any, stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """``GET /metrics`` on IPAAS_METRICS_PORT for a process without the API."""
+    from ipaas.observability.exporter import serve_metrics
+
+    if settings.metrics_port is None:
+        return None
+    return asyncio.create_task(serve_metrics(store, settings.host, settings.metrics_port, stop))
+
+
 async def _worker(settings: Settings) -> None:
     from ipaas.engine.worker import Worker
+    from ipaas.observability import tracing
     from ipaas.observability.logging import configure_logging
     from ipaas.runtime import Runtime
 
+    tracing.configure_tracing(settings)
     configure_logging(settings)
     runtime = Runtime.build(settings)
     await runtime.startup()
@@ -69,11 +82,16 @@ async def _worker(settings: Settings) -> None:
     stop = asyncio.Event()
     _install_signals(stop)
     await worker.start()
+    exporter = _metrics_server(settings, runtime.store, stop)
     try:
         await stop.wait()
     finally:
         await worker.stop()
+        stop.set()
+        if exporter is not None:
+            await exporter
         await runtime.shutdown()
+        tracing.shutdown_tracing()
 
 
 async def _scheduler(settings: Settings) -> None:
@@ -82,20 +100,30 @@ async def _scheduler(settings: Settings) -> None:
     import structlog
 
     from ipaas.engine.reaper import run_reaper
+    from ipaas.engine.retention import run_retention
     from ipaas.engine.scheduler import run_scheduler
+    from ipaas.observability import tracing
     from ipaas.observability.logging import configure_logging
     from ipaas.runtime import Runtime
 
+    tracing.configure_tracing(settings)
     configure_logging(settings)
     runtime = Runtime.build(settings)
     await runtime.startup()
     stop = asyncio.Event()
     _install_signals(stop)
     structlog.get_logger(__name__).info("scheduler_started")
+    exporter = _metrics_server(settings, runtime.store, stop)
     try:
-        await asyncio.gather(run_reaper(runtime, stop), run_scheduler(runtime, stop))
+        await asyncio.gather(
+            run_reaper(runtime, stop), run_scheduler(runtime, stop), run_retention(runtime, stop)
+        )
     finally:
+        stop.set()
+        if exporter is not None:
+            await exporter
         await runtime.shutdown()
+        tracing.shutdown_tracing()
 
 
 async def _token_create(settings: Settings, *, email: str, name: str) -> int:
@@ -181,6 +209,26 @@ async def _tenant_limits(settings: Settings, *, tenant_id: str, changes: dict[st
     return 0
 
 
+async def _stats(settings: Settings, *, tenant_id: str, window_s: int) -> int:
+    from ipaas.executions import stats as execution_stats
+    from ipaas.kit.clock import utcnow
+    from ipaas.stores import create_store
+
+    store = create_store(settings)
+    await store.startup()
+    try:
+        if await store.get_tenant(tenant_id) is None:
+            print(f"no tenant {tenant_id}", file=sys.stderr)
+            return 1
+        report = await execution_stats.for_tenant(
+            store, tenant_id=tenant_id, window_s=window_s, now=utcnow()
+        )
+    finally:
+        await store.shutdown()
+    print(report.model_dump_json(indent=2))
+    return 0
+
+
 def _migrate(settings: Settings) -> None:
     if settings.database_url.startswith("memory"):
         return
@@ -234,6 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits.add_argument(
         "--max-concurrency", type=_limit_value, default=argparse.SUPPRESS, help="running executions"
     )
+    stats = sub.add_parser(
+        "stats", help="a tenant's executions per minute by status and duration percentiles"
+    )
+    stats.add_argument("tenant_id")
+    stats.add_argument(
+        "--window", type=int, default=3600, help="seconds back from now (60 to 86400)"
+    )
     args = parser.parse_args(argv)
 
     overrides = {}
@@ -261,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if hasattr(args, option)
             }
             return asyncio.run(_tenant_limits(settings, tenant_id=args.tenant_id, changes=given))
+        case "stats":
+            window_s = min(max(args.window, 60), 86_400)
+            return asyncio.run(_stats(settings, tenant_id=args.tenant_id, window_s=window_s))
     return 0
 
 

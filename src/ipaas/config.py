@@ -92,6 +92,21 @@ class Settings(BaseSettings):
     #: Exceptions to the SSRF guard (kit/egress.py): CIDRs, addresses or host names that
     #: outbound steps may reach although they are not public. Empty: public addresses only.
     egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Finished executions older than this are deleted (unset: none is deleted for age).
+    retention_days: float | None = Field(default=30.0, gt=0)
+    #: Finished executions kept per tenant, newest first (unset: no count limit).
+    retention_max_executions: int | None = Field(default=100_000, ge=1)
+    #: How often workers and the scheduler prune (and, on SQLite, compact the file).
+    retention_interval_s: float = Field(default=300.0, gt=0)
+    #: ``ipaas worker`` / ``ipaas scheduler`` serve ``GET /metrics`` on this port (on
+    #: IPAAS_HOST); unset: not served. The API serves it on its own port always.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    #: OpenTelemetry's own variables, unprefixed (its SDK reads the rest itself:
+    #: OTEL_EXPORTER_OTLP_*, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES). Tracing is on
+    #: only when OTEL_TRACES_EXPORTER is ``otlp`` or ``console``.
+    otel_traces_exporter: str | None = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otel_service_name: str = Field(default="ipaas", validation_alias="OTEL_SERVICE_NAME")
     log_format: LogFormat = LogFormat.json
     log_level: str = "info"
     token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)

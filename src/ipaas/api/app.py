@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ipaas import __version__
 from ipaas.api import errors
@@ -19,6 +19,8 @@ from ipaas.config import Settings
 from ipaas.credentials.endpoints import router as credentials_router
 from ipaas.engine.worker import Worker
 from ipaas.executions.endpoints import router as executions_router
+from ipaas.executions.endpoints import stats_router
+from ipaas.observability import metrics, tracing
 from ipaas.observability.logging import configure_logging
 from ipaas.runtime import Runtime
 from ipaas.tenants.endpoints import router as tenants_router
@@ -48,6 +50,13 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     )
 
 
+@health.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(request: Request, runtime: RuntimeDep) -> Response:
+    """This process's Prometheus metrics (workers and schedulers serve their own)."""
+    body = await metrics.render(runtime.store, request.app.state.metrics_gauges)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -56,6 +65,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app. With ``workers`` the lifespan also runs the embedded worker + reaper."""
     settings = settings or (runtime.settings if runtime else Settings())
+    tracing.configure_tracing(settings)
     configure_logging(settings)
     runtime = runtime or Runtime.build(settings)
 
@@ -72,6 +82,7 @@ def create_app(
             if worker is not None:
                 await worker.stop()
             await runtime.shutdown()
+            tracing.flush_tracing()
 
     app = FastAPI(
         title="Simple iPaaS",
@@ -81,6 +92,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.runtime = runtime
+    app.state.metrics_gauges = metrics.StoreGauges()
     errors.install(app)
     api = APIRouter(prefix="/api")
     for router in (
@@ -88,6 +100,7 @@ def create_app(
         credentials_router,
         workflows_router,
         executions_router,
+        stats_router,
         circuits_router,
     ):
         api.include_router(router)

@@ -18,6 +18,7 @@ from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
 from ipaas.kit.cache import TtlCache
 from ipaas.kit.clock import utcnow
+from ipaas.observability import metrics
 from ipaas.runtime import Runtime
 from ipaas.workflows.models import WorkflowDefinition
 
@@ -104,7 +105,7 @@ class Executor:
             nonlocal finished
             finished = True
             finished_at = utcnow()
-            await _uncancellable(
+            written = await _uncancellable(
                 self._outlasting(
                     lambda: store.finish_execution(
                         execution.id,
@@ -117,11 +118,19 @@ class Executor:
                     execution.id,
                 )
             )
+            if written:  # else another worker owns it now and counts it
+                metrics.execution_finished(status, execution.started_at, finished_at)
 
         async def on_step(
             step: StepRun, final: ExecutionStatus | None, _preview: dict[str, Any] | None
         ) -> None:
             nonlocal finished
+            metrics.step_finished(
+                step.type,
+                step.status.value,
+                (step.finished_at - step.started_at).total_seconds(),
+                retried=final is ExecutionStatus.queued,
+            )
             if final is None:
                 await _uncancellable(
                     self._outlasting(lambda: store.record_step(step), execution.id)

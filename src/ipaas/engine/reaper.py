@@ -8,6 +8,7 @@ import structlog
 
 from ipaas.kit.clock import utcnow
 from ipaas.kit.periodic import run_every
+from ipaas.observability.metrics import REAPER_REQUEUED, REAPER_TIMED_OUT
 from ipaas.runtime import Runtime
 from ipaas.stores.base import Reaped
 
@@ -16,6 +17,8 @@ _log = structlog.get_logger(__name__)
 
 async def reap_once(runtime: Runtime) -> Reaped:
     reaped = await runtime.store.reap(now=utcnow())
+    REAPER_REQUEUED.inc(len(reaped.requeued))
+    REAPER_TIMED_OUT.inc(len(reaped.timed_out))
     try:
         for execution_id in reaped.requeued:
             await runtime.queue.enqueue(execution_id)

@@ -21,6 +21,7 @@ from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, Trigge
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
 from ipaas.kit.secrets import Redactor, mask_headers, mask_url, secret_strings
+from ipaas.observability import tracing
 from ipaas.workflows.models import Step, WorkflowDefinition
 
 #: Called after every step with the step run and, for the last one run, the execution's
@@ -138,7 +139,10 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             if run.simulate:
                 preview = describe_request(connector.build(ctx, params), redactor)
             else:
-                output = await connector.run(ctx, params)
+                with tracing.span(
+                    "step", **{"ipaas.step_id": step.id, "ipaas.connector": step.type}
+                ):
+                    output = await connector.run(ctx, params)
         except ConnectorError as exc:
             status, error, failure = StepStatus.failed, connector_message(exc), exc
         except ValidationError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from datetime import timedelta
 
 import structlog
@@ -16,6 +17,7 @@ import structlog
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.executor import Executor
 from ipaas.engine.reaper import run_reaper
+from ipaas.engine.retention import run_retention
 from ipaas.engine.retries import DUE_RETRY_INTERVAL_S, enqueue_due_retries
 from ipaas.engine.scheduler import run_scheduler
 from ipaas.errors import StoreUnavailable
@@ -23,6 +25,8 @@ from ipaas.executions.models import Execution
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.kit.periodic import run_every
+from ipaas.observability import tracing
+from ipaas.observability.metrics import EXECUTIONS_RUNNING
 from ipaas.runtime import Runtime
 
 _log = structlog.get_logger(__name__)
@@ -30,6 +34,19 @@ _log = structlog.get_logger(__name__)
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
+
+
+def _traced_claims(claimed: list[Execution], start_ns: int) -> None:
+    if tracing.enabled():
+        end_ns = time.time_ns()
+        for execution in claimed:
+            tracing.record(
+                "claim",
+                execution.trace_context,
+                start_ns,
+                end_ns,
+                **{tracing.EXECUTION_ID: execution.id},
+            )
 
 
 class Worker:
@@ -66,6 +83,9 @@ class Worker:
             )
             self._loops.append(
                 asyncio.create_task(run_scheduler(self.runtime, self._stopping), name="scheduler")
+            )
+            self._loops.append(
+                asyncio.create_task(run_retention(self.runtime, self._stopping), name="retention")
             )
             self._loops.append(
                 asyncio.create_task(
@@ -108,6 +128,7 @@ class Worker:
     async def _claim(self, execution_ids: list[str]) -> list[Execution]:
         settings = self.runtime.settings
         now = utcnow()
+        start_ns = time.time_ns()
         # Concurrent claims share one commit in the SQLite store's group commit.
         results = await asyncio.gather(
             *(
@@ -122,12 +143,15 @@ class Worker:
                 for execution_id in execution_ids
             )
         )
-        return [execution for execution in results if execution is not None]
+        claimed = [execution for execution in results if execution is not None]
+        _traced_claims(claimed, start_ns)
+        return claimed
 
     async def _claim_from_store(self, limit: int) -> list[Execution]:
         settings = self.runtime.settings
         now = utcnow()
-        return await self.runtime.store.claim_next(
+        start_ns = time.time_ns()
+        claimed = await self.runtime.store.claim_next(
             owner=self.owner,
             now=now,
             lease_until=now + timedelta(seconds=settings.lease_s),
@@ -135,6 +159,8 @@ class Worker:
             limit=limit,
             tenant_cap=settings.default_tenant_concurrency,
         )
+        _traced_claims(claimed, start_ns)
+        return claimed
 
     async def _receive(self, limit: int, wait_s: float) -> list[str]:
         """Ids from the queue; none while it is unreachable (the store still has every
@@ -226,6 +252,7 @@ class Worker:
         task: asyncio.Task[object] = asyncio.create_task(self._run(execution))
         self._tasks[execution.id] = task
         self.runtime.cancels.register(execution.id, task)
+        EXECUTIONS_RUNNING.inc()
 
     async def _run(self, execution: Execution) -> None:
         cancels = self.runtime.cancels
@@ -237,7 +264,14 @@ class Worker:
                 max(remaining, 0), cancels.stop, execution.id, StopReason.timed_out
             )
         try:
-            await self.executor.execute(execution)
+            with tracing.continued(
+                "execution",
+                execution.trace_context,
+                **{tracing.EXECUTION_ID: execution.id, "ipaas.attempt": execution.attempt},
+            ) as span:
+                status = await self.executor.execute(execution)
+                if span is not None and status is not None:
+                    span.set_attribute("ipaas.status", status.value)
         except StoreUnavailable:  # stopping it could not be recorded: the reaper will
             _log.warning("execution_abandoned", execution_id=execution.id)
         finally:
@@ -245,6 +279,7 @@ class Worker:
                 timer.cancel()
             cancels.unregister(execution.id)
             self._tasks.pop(execution.id, None)
+            EXECUTIONS_RUNNING.dec()
             self._slot_freed.set()
 
     # -- leases ------------------------------------------------------------------------------

@@ -6,10 +6,34 @@ from fastapi import APIRouter, Query, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.executions import service as execution_service
+from ipaas.executions import stats as execution_stats
 from ipaas.executions.models import ExecutionStatus
-from ipaas.executions.schemas import ExecutionDetail, ExecutionList, ExecutionRead, StepRunRead
+from ipaas.executions.schemas import (
+    ExecutionDetail,
+    ExecutionList,
+    ExecutionRead,
+    ExecutionStats,
+    StepRunRead,
+)
+from ipaas.kit.clock import utcnow
 
 router = APIRouter(prefix="/executions", tags=["executions"])
+stats_router = APIRouter(prefix="/stats", tags=["executions"])
+
+
+@stats_router.get("")
+async def get_stats(
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    window_s: Annotated[
+        int, Query(ge=execution_stats.MIN_WINDOW_S, le=execution_stats.MAX_WINDOW_S)
+    ] = 3600,
+) -> ExecutionStats:
+    """Your executions that finished in the last ``window_s`` seconds: per minute by status,
+    and duration percentiles."""
+    return await execution_stats.for_tenant(
+        store, tenant_id=principal.tenant_id, window_s=window_s, now=utcnow()
+    )
 
 
 @router.get("")

@@ -80,6 +80,9 @@ class Execution(BaseModel):
     next_attempt_at: datetime | None = None
     #: The execution this one replays (``POST /api/executions/{id}/replay``).
     replay_of: str | None = None
+    #: W3C ``traceparent`` of the span that queued it (tracing on): the worker's spans,
+    #: in whatever process, join that trace. ``None`` when tracing is off.
+    trace_context: str | None = None
 
 
 class StepRun(BaseModel):

@@ -91,3 +91,26 @@ class ExecutionDetail(ExecutionRead):
 class ExecutionList(BaseModel):
     items: list[ExecutionRead]
     next_cursor: str | None
+
+
+class MinuteCounts(BaseModel):
+    #: The minute's start (UTC).
+    minute: datetime
+    #: Executions that finished in it, by terminal status (absent: none).
+    counts: dict[str, int]
+
+
+class ExecutionStats(BaseModel):
+    since: datetime
+    until: datetime
+    #: Executions that reached a terminal status in the window.
+    total: int
+    #: More than the readable maximum finished: the oldest part of the window is left out.
+    truncated: bool
+    by_status: dict[str, int]
+    #: ``by_status`` divided by the window's minutes.
+    per_minute_avg: dict[str, float]
+    #: Minutes with at least one execution, oldest first.
+    per_minute: list[MinuteCounts]
+    #: First start to terminal status, nearest-rank ``p50``/``p95``/``p99`` (``null``: none).
+    duration_s: dict[str, float | None]

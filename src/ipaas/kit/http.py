@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
 from ipaas.kit.egress import EgressPolicy, VettingResolver
+from ipaas.observability import tracing
 
 #: Connect quickly or not at all; a slow remote should not hold a worker slot for long.
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -115,6 +116,17 @@ class HttpClient:
 
         Cancelling the calling task aborts the request and closes its connection.
         """
+        if not tracing.enabled():
+            return await self._send(request, timeout_s)
+        url = request.url
+        with tracing.client_span(request.method, url.host, url.port) as span:
+            tracing.inject(request.headers)
+            response = await self._send(request, timeout_s)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _send(self, request: httpx.Request, timeout_s: float | None) -> httpx.Response:
         total = timeout_s if timeout_s is not None else self.timeout_s
         request.extensions["timeout"] = _timeout(total).as_dict()
         try:

@@ -10,6 +10,7 @@ import structlog
 
 from ipaas.config import Environment, LogFormat, Settings
 from ipaas.kit.secrets import MASK, SENSITIVE_HEADERS, SENSITIVE_KEYS
+from ipaas.observability import tracing
 
 _SENSITIVE = SENSITIVE_KEYS | SENSITIVE_HEADERS | {"secret", "webhook_url", "secret_ciphertext"}
 
@@ -22,7 +23,17 @@ def redact_sensitive(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def add_trace_ids(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``trace_id`` and ``span_id`` of the current span (installed only with tracing on)."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
 def configure_logging(settings: Settings) -> None:
+    """Call after ``configure_tracing``: trace ids join log lines only when it is on."""
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
@@ -35,6 +46,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_sensitive,
     ]
+    if tracing.enabled():
+        shared.append(add_trace_ids)
     structlog.configure(
         processors=[
             *shared,

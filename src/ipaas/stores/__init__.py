@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ipaas.config import Settings
-from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped, Store
+from ipaas.stores.base import (
+    DuplicateError,
+    ExecutionPage,
+    FinishedExecution,
+    QueueStats,
+    Reaped,
+    Store,
+)
 from ipaas.stores.memory import MemoryStore
 
 
@@ -31,7 +38,9 @@ def create_store(settings: Settings) -> Store:
 __all__ = [
     "DuplicateError",
     "ExecutionPage",
+    "FinishedExecution",
     "MemoryStore",
+    "QueueStats",
     "Reaped",
     "Store",
     "create_store",

@@ -48,6 +48,25 @@ class Reaped:
     timed_out: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The work waiting and stuck, for operators' metrics (all tenants)."""
+
+    queued: int
+    #: ``created_at`` of the oldest queued execution that is due (not waiting for a retry).
+    oldest_due_at: datetime | None
+    #: Running executions whose lease expired: their worker died; the reaper takes them.
+    lease_expired: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedExecution:
+    status: ExecutionStatus
+    finished_at: datetime
+    #: ``finished_at - started_at`` (0 when it never started: cancelled while queued).
+    duration_s: float
+
+
 class Store(Protocol):
     async def startup(self) -> None:
         """Open connections; the schema must already exist (``ipaas migrate``)."""
@@ -159,6 +178,31 @@ class Store(Protocol):
 
     async def count_queued(self, tenant_id: str | None = None) -> int:
         """Executions in ``queued`` (of one tenant, or all)."""
+
+    async def queue_stats(self, *, now: datetime) -> QueueStats:
+        """Unscoped, for the operator's ``/metrics``: queued, oldest due, expired leases."""
+
+    async def list_finished(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[FinishedExecution]:
+        """The tenant's executions that reached a terminal state at or after ``since``,
+        newest first, at most ``limit``."""
+
+    # -- retention ----------------------------------------------------------------------------
+    async def list_tenant_ids(self) -> list[str]:
+        """Unscoped: every tenant's id (the retention job walks them one by one)."""
+
+    async def prune_executions(
+        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+    ) -> int:
+        """Delete up to ``limit`` of the tenant's finished executions (and their step runs):
+        first those beyond the newest ``keep`` by ``finished_at``, then those finished before
+        ``finished_before``. Queued and running executions are never touched. Returns how
+        many were deleted; fewer than ``limit`` means none is left to prune."""
+
+    async def compact(self) -> None:
+        """Give the space of deleted rows back to the file system where the database does
+        not do it itself (SQLite: incremental vacuum and a WAL checkpoint)."""
 
     async def claim_execution(
         self,

@@ -10,7 +10,13 @@ from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.stores import fairness
-from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
+from ipaas.stores.base import (
+    DuplicateError,
+    ExecutionPage,
+    FinishedExecution,
+    QueueStats,
+    Reaped,
+)
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition
 
@@ -247,6 +253,80 @@ class MemoryStore:
         if ex.deadline_at is None:
             ex.deadline_at = ex.started_at + timedelta(seconds=timeout_s)
         return ex.model_copy(deep=True)
+
+    async def queue_stats(self, *, now: datetime) -> QueueStats:
+        queued = [ex for ex in self.executions.values() if ex.status == _QUEUED]
+        due = [
+            ex.created_at
+            for ex in queued
+            if ex.next_attempt_at is None or ex.next_attempt_at <= now
+        ]
+        expired = sum(
+            1
+            for ex in self.executions.values()
+            if ex.status == ExecutionStatus.running
+            and ex.lease_expires_at is not None
+            and ex.lease_expires_at < now
+        )
+        return QueueStats(len(queued), min(due, default=None), expired)
+
+    async def list_finished(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[FinishedExecution]:
+        done = sorted(
+            (
+                ex
+                for ex in self.executions.values()
+                if ex.tenant_id == tenant_id
+                and ex.status.terminal
+                and ex.finished_at is not None
+                and ex.finished_at >= since
+            ),
+            key=lambda ex: ex.finished_at or since,
+            reverse=True,
+        )[:limit]
+        return [
+            FinishedExecution(
+                ex.status,
+                ex.finished_at or since,
+                (ex.finished_at - ex.started_at).total_seconds()
+                if ex.finished_at and ex.started_at
+                else 0.0,
+            )
+            for ex in done
+        ]
+
+    async def list_tenant_ids(self) -> list[str]:
+        return sorted(self.tenants)
+
+    async def prune_executions(
+        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+    ) -> int:
+        finished = sorted(
+            (
+                ex
+                for ex in self.executions.values()
+                if ex.tenant_id == tenant_id and ex.finished_at is not None
+            ),
+            key=lambda ex: ex.finished_at or datetime.min,
+            reverse=True,
+        )
+        doomed = finished[keep:] if keep is not None else []
+        if finished_before is not None:
+            doomed += [
+                ex
+                for ex in reversed(finished[: keep if keep is not None else len(finished)])
+                if ex.finished_at is not None and ex.finished_at < finished_before
+            ]
+        for ex in doomed[:limit]:
+            del self.executions[ex.id]
+            self.step_runs.pop(ex.id, None)
+            if ex.dedup_key is not None:
+                self.dedup_keys.pop((ex.workflow_id, ex.dedup_key), None)
+        return len(doomed[:limit])
+
+    async def compact(self) -> None:
+        return None
 
     async def claim_execution(
         self,

@@ -4,12 +4,15 @@ go through the app's one exception handler; the OpenAPI entry is written out bel
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ipaas.errors import IpaasError
+from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
 
@@ -17,17 +20,34 @@ PATH = "/api/webhooks/{workflow_id}"
 
 
 async def receive_webhook(request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    with tracing.server_span("POST /api/webhooks/{workflow_id}", request.headers) as span:
+        response = await _receive(request, started)
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status_code)
+        return response
+
+
+async def _receive(request: Request, started: float) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    accepted = await webhook_service.accept(
-        runtime.store,
-        runtime.queue,
-        runtime.intake,
-        workflow_id=request.path_params["workflow_id"],
-        body=await request.body(),
-        content_type=request.headers.get("content-type"),
-        headers=request.headers,
-        query=request.query_params,
-    )
+    try:
+        accepted = await webhook_service.accept(
+            runtime.store,
+            runtime.queue,
+            runtime.intake,
+            workflow_id=request.path_params["workflow_id"],
+            body=await request.body(),
+            content_type=request.headers.get("content-type"),
+            headers=request.headers,
+            query=request.query_params,
+        )
+    except IpaasError as exc:
+        metrics.webhook_refused(exc.code, exc.status_code, started)
+        raise
+    except Exception:
+        metrics.webhook_refused("internal_error", 500, started)
+        raise
+    metrics.webhook_answered(started, duplicate=accepted.duplicate)
     content: dict[str, Any] = {
         "execution_id": accepted.execution_id,
         "status_url": f"/api/executions/{accepted.execution_id}",

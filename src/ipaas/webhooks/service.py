@@ -19,6 +19,7 @@ from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.kit.secrets import mask_headers
+from ipaas.observability import tracing
 from ipaas.stores.base import Store
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.models import TenantLimits
@@ -121,16 +122,19 @@ async def accept(
     await _check_limits(store, intake, workflow.tenant_id)
     trigger = trigger_data(body=body, content_type=content_type, headers=headers, query=query)
     key = dedup_key(options.idempotency, headers, trigger.body)
-    execution, first_id = await _start(
-        store,
-        queue,
-        workflow_id=workflow.id,
-        tenant_id=workflow.tenant_id,
-        version=workflow.version,
-        trigger=trigger,
-        dedup_key=key,
-        window_s=intake.settings.idempotency_window_s,
-    )
+    with tracing.span("enqueue") as span:
+        execution, first_id = await _start(
+            store,
+            queue,
+            workflow_id=workflow.id,
+            tenant_id=workflow.tenant_id,
+            version=workflow.version,
+            trigger=trigger,
+            dedup_key=key,
+            window_s=intake.settings.idempotency_window_s,
+        )
+        if span is not None:
+            span.set_attribute(tracing.EXECUTION_ID, first_id or execution.id)
     if first_id is not None:
         return Accepted(first_id, duplicate=True)
     intake.depth.added(workflow.tenant_id)
@@ -252,6 +256,8 @@ def _new_execution(
         created_at=utcnow(),
         dedup_key=dedup_key,
         replay_of=replay_of,
+        # The worker's spans continue from here, in whatever process (None: tracing off).
+        trace_context=tracing.current_traceparent(),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,9 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
+    # After a checkpoint the WAL file is cut back to this size instead of staying as large
+    # as its largest burst.
+    f"PRAGMA journal_size_limit={64 * 1024 * 1024}",
 )
 
 #: Most write ops one SQLite transaction commits together. Bounds how long the batch's
@@ -158,6 +162,9 @@ class Database(ABC):
     async def dispose(self) -> None:
         """Finish the ops already submitted, then close every connection."""
 
+    async def compact(self) -> None:  # noqa: B027 - a no-op unless the dialect needs one
+        """Give deleted rows' space back to the file system (PostgreSQL: autovacuum does)."""
+
 
 # -- SQLite -----------------------------------------------------------------------------------
 class SqliteDatabase(Database):
@@ -185,6 +192,7 @@ class SqliteDatabase(Database):
         if url.database in (None, "", ":memory:"):
             msg = "an in-memory SQLite database cannot be shared; use memory:// instead"
             raise ValueError(msg)
+        self._path = str(url.database)
         sync_url = url.set(drivername="sqlite")  # pysqlite
         # ``isolation_level=None`` turns off pysqlite's own transaction handling, which would
         # otherwise interfere with SAVEPOINTs; ``_run_write_batch`` begins and commits.
@@ -216,6 +224,9 @@ class SqliteDatabase(Database):
         # Statement or not, every op gets a SAVEPOINT: it costs microseconds.
         return await self._writes.submit(op)
 
+    async def compact(self) -> None:
+        await asyncio.to_thread(_compact_sqlite, self._path)
+
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
         # One writer (see the class docstring): nothing else can claim meanwhile.
         return query
@@ -245,6 +256,23 @@ class SqliteDatabase(Database):
         await asyncio.gather(self._writes.close(), self._reads.close())
         for engine in self._engines:
             engine.dispose()
+
+
+#: Pages one compaction frees at most (4 KiB each): bounds how long it holds the write lock.
+SQLITE_VACUUM_PAGES = 20_000
+
+
+def _compact_sqlite(path: str) -> None:
+    """On a connection of its own (the writer thread's batches stay as they are): free pages
+    go back to the file system (``auto_vacuum=INCREMENTAL``, set by ``run_migrations``),
+    then the WAL is checkpointed and truncated. Waits on ``busy_timeout`` for the writer."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        # executescript steps the pragma to the end; execute() would free a single page.
+        connection.executescript(f"PRAGMA incremental_vacuum({SQLITE_VACUUM_PAGES});")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        connection.close()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

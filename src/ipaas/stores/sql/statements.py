@@ -220,6 +220,48 @@ DUE_OF_TENANT = (
 # transaction. With one, SQLite's planner walks the ``status`` index (every queued row)
 # instead of the primary key.
 CLAIM_IDS = sa.update(EX).where(EX.c.id.in_(_ids())).values(CLAIM).returning(*EX.c)
+
+# Three aggregates on the (status, created_at, id) index in one round trip.
+QUEUE_STATS = sa.select(
+    COUNT_QUEUED.scalar_subquery(),
+    sa.select(sa.func.min(EX.c.created_at)).where(IS_DUE).scalar_subquery(),
+    sa.select(sa.func.count())
+    .select_from(EX)
+    .where(EX.c.status == RUNNING, EX.c.lease_expires_at < p_at("p_now"))
+    .scalar_subquery(),
+)
+LIST_TENANT_IDS = sa.select(t.tenant.c.id).order_by(t.tenant.c.id)
+# ``finished_at`` is set exactly when an execution is terminal; both use the
+# (tenant_id, finished_at) index.
+_FINISHED = sa.and_(scoped(EX), EX.c.finished_at.is_not(None))
+PRUNE_BEYOND_KEEP = (
+    sa.select(EX.c.id)
+    .where(_FINISHED)
+    .order_by(EX.c.finished_at.desc())
+    .limit(_limit())
+    .offset(sa.bindparam("p_keep", type_=sa.Integer()))
+)
+PRUNE_OLDER = (
+    sa.select(EX.c.id)
+    .where(_FINISHED, EX.c.finished_at < p_at("p_before"))
+    .order_by(EX.c.finished_at)
+    .limit(_limit())
+)
+DELETE_STEP_RUNS = sa.delete(t.step_run).where(
+    scoped(t.step_run), t.step_run.c.execution_id.in_(_ids())
+)
+DELETE_EXECUTIONS = sa.delete(EX).where(scoped(EX), EX.c.id.in_(_ids()))
+TERMINAL = tuple(s.value for s in ExecutionStatus if s.terminal)
+LIST_FINISHED = (
+    sa.select(EX.c.status, EX.c.started_at, EX.c.finished_at)
+    .where(
+        scoped(EX),
+        EX.c.status.in_(TERMINAL),
+        EX.c.finished_at >= p_at("p_since"),
+    )
+    .order_by(EX.c.finished_at.desc())
+    .limit(_limit())
+)
 FILL_DEADLINE = sa.update(EX).where(EX.c.id == p("p_id")).values(deadline_at=p_at("p_deadline"))
 OLDEST_QUEUED = (
     sa.select(EX.c.id)

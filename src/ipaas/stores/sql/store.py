@@ -19,7 +19,13 @@ from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus, TriggerData
 from ipaas.stores import fairness
-from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
+from ipaas.stores.base import (
+    DuplicateError,
+    ExecutionPage,
+    FinishedExecution,
+    QueueStats,
+    Reaped,
+)
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
 from ipaas.stores.sql.engine import Database, PoolSize, create_database
@@ -342,6 +348,54 @@ class SqlStore:
         row = await self._db.run_read(op)
         assert row is not None  # an aggregate always returns a row
         return int(row[0])
+
+    async def queue_stats(self, *, now: datetime) -> QueueStats:
+        row = await self._db.run_read(_first(q.QUEUE_STATS, {"p_now": now}))
+        assert row is not None  # aggregates always return a row
+        queued, oldest, expired = tuple(row)
+        return QueueStats(int(queued), oldest, int(expired))
+
+    async def list_finished(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[FinishedExecution]:
+        params = {"p_tenant_id": tenant_id, "p_since": since, "p_limit": limit}
+        rows = await self._db.run_read(_all(q.LIST_FINISHED, params))
+        return [
+            FinishedExecution(
+                ExecutionStatus(row.status),
+                row.finished_at,
+                (row.finished_at - row.started_at).total_seconds() if row.started_at else 0.0,
+            )
+            for row in rows
+        ]
+
+    async def list_tenant_ids(self) -> list[str]:
+        return [row[0] for row in await self._db.run_read(_all(q.LIST_TENANT_IDS, {}))]
+
+    async def prune_executions(
+        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+    ) -> int:
+        def op(conn: sa.Connection) -> int:
+            scope = {"p_tenant_id": tenant_id, "p_limit": limit}
+            ids: list[str] = []
+            if keep is not None:
+                rows = conn.execute(q.PRUNE_BEYOND_KEEP, scope | {"p_keep": keep})
+                ids = [row[0] for row in rows]
+            if finished_before is not None and len(ids) < limit:
+                rows = conn.execute(
+                    q.PRUNE_OLDER, scope | {"p_before": finished_before, "p_limit": limit}
+                )
+                ids += [row[0] for row in rows if row[0] not in set(ids)][: limit - len(ids)]
+            if not ids:
+                return 0
+            params = {"p_tenant_id": tenant_id, "p_ids": ids}
+            conn.execute(q.DELETE_STEP_RUNS, params)
+            return int(conn.execute(q.DELETE_EXECUTIONS, params).rowcount)
+
+        return await self._db.run_write(op)
+
+    async def compact(self) -> None:
+        await self._db.compact()
 
     async def claim_execution(
         self,
@@ -704,6 +758,7 @@ def _execution(row: Mapping[Any, Any]) -> Execution:
         dedup_key=row["dedup_key"],
         next_attempt_at=row["next_attempt_at"],
         replay_of=row["replay_of"],
+        trace_context=row["trace_context"],
     )
 
 

@@ -159,6 +159,8 @@ execution = sa.Table(
     # Set while a retry (or a circuit's cooldown) waits; cleared when it is due or claimed.
     _at("next_attempt_at", nullable=True),
     sa.Column("replay_of", sa.String(64), nullable=True),
+    # W3C traceparent (55 characters today; room for a later version).
+    sa.Column("trace_context", sa.String(128), nullable=True),
     # The listing keyset, with and without a workflow filter.
     sa.Index(None, "tenant_id", "created_at", "id"),
     sa.Index(None, "tenant_id", "workflow_id", "created_at", "id"),
@@ -170,6 +172,8 @@ execution = sa.Table(
     sa.Index(None, "workflow_id", "dedup_key", unique=True),
     # The due-retry pass: almost every row is NULL here, so the range it scans is short.
     sa.Index(None, "next_attempt_at"),
+    # GET /api/stats: a tenant's executions finished within a window.
+    sa.Index(None, "tenant_id", "finished_at"),
 )
 
 step_run = sa.Table(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
 
 _HERE = Path(__file__).parent
+#: ``PRAGMA auto_vacuum`` values: 0 none, 1 full, 2 incremental.
+INCREMENTAL = 2
 
 
 def alembic_config(database_url: str) -> Config:
@@ -31,3 +35,23 @@ def run_migrations(database_url: str) -> None:
     a worker thread (``asyncio.to_thread``), since the async driver runs its own loop.
     """
     command.upgrade(alembic_config(database_url), "head")
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        enable_incremental_vacuum(url.database)
+
+
+def enable_incremental_vacuum(path: str) -> None:
+    """Let the retention job give deleted rows' pages back to the file system.
+
+    ``auto_vacuum`` can be changed only before the first table exists or by a ``VACUUM``
+    (which rewrites the file): a database made before this setting existed is rewritten
+    once, here, while nothing else runs (``ipaas migrate`` / ``ipaas serve``). Later calls
+    find it set and cost one pragma.
+    """
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            connection.execute("VACUUM")
+    finally:
+        connection.close()
