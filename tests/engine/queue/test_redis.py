@@ -116,6 +116,18 @@ class TestSharedGroup:
         assert b"killed-empty" not in names
         assert b"killed-idle" in names
 
+    async def test_enqueue_writes_what_taskiq_itself_would(self, make_queue: QueueMaker) -> None:
+        q = await started(make_queue())
+        await q.enqueue("ex_ours")
+        await q._deliver.kiq("ex_taskiq")  # the broker's own send path
+        async with Redis.from_url(str(REDIS_URL)) as redis:
+            entries = await redis.xrange(q.stream)
+        ours, theirs = (q._broker.formatter.loads(fields[b"data"]) for _, fields in entries)
+        assert (ours.task_name, ours.args) == (theirs.task_name, ["ex_ours"])
+        assert theirs.args == ["ex_taskiq"]
+        assert set(ours.model_dump()) == set(theirs.model_dump())
+        assert await q.receive(10, 0) == ["ex_ours", "ex_taskiq"]
+
     async def test_a_lost_group_is_recreated(self, make_queue: QueueMaker) -> None:
         q = await started(make_queue())
         # Redis restarted without persistence: the stream and its group are gone.
