@@ -44,6 +44,8 @@ ENV = {
     "IPAAS_LEASE_S": "3",
     "IPAAS_REAPER_INTERVAL_S": "0.5",
     "IPAAS_POLL_INTERVAL_S": "0.2",
+    # The cap is global: ~80% of all slots, as docs/operations.md says for scale-out.
+    "IPAAS_TENANT_MAX_CONCURRENCY": str(WORKERS * CONCURRENCY * 8 // 10),
 }
 
 

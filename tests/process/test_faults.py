@@ -44,7 +44,13 @@ RATE = 40
 RESUME_BUDGET_S = 10.0
 #: No intake request may hang through an outage.
 ANSWER_BUDGET_S = 6.0
-ENV = {"IPAAS_WORKERS": "8", "IPAAS_LEASE_S": "5", "IPAAS_POLL_INTERVAL_S": "0.2"}
+#: Two workers of 8; the tenant cap is global: ~80% of all slots (docs/operations.md).
+ENV = {
+    "IPAAS_WORKERS": "8",
+    "IPAAS_LEASE_S": "5",
+    "IPAAS_POLL_INTERVAL_S": "0.2",
+    "IPAAS_TENANT_MAX_CONCURRENCY": "12",
+}
 
 
 @dataclass(frozen=True, slots=True)
