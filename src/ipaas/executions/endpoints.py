@@ -5,14 +5,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.api.errors import AUTHENTICATED, responses
 from ipaas.executions import service as execution_service
 from ipaas.executions.models import ExecutionStatus
 from ipaas.executions.schemas import ExecutionDetail, ExecutionList, ExecutionRead, StepRunRead
 
-router = APIRouter(prefix="/executions", tags=["executions"])
+router = APIRouter(prefix="/executions", tags=["executions"], responses=AUTHENTICATED)
+_BY_ID = responses(404, 422)
 
 
-@router.get("")
+@router.get("", responses=responses(400, 422, s400="Invalid `cursor`"))
 async def list_executions(
     principal: CurrentPrincipal,
     store: StoreDep,
@@ -32,7 +34,7 @@ async def list_executions(
     return ExecutionList(items=[ExecutionRead.of(e) for e in items], next_cursor=next_cursor)
 
 
-@router.get("/{execution_id}")
+@router.get("/{execution_id}", responses=_BY_ID)
 async def get_execution(
     execution_id: str, principal: CurrentPrincipal, store: StoreDep
 ) -> ExecutionDetail:
@@ -46,7 +48,7 @@ async def get_execution(
     )
 
 
-@router.post("/{execution_id}/cancel")
+@router.post("/{execution_id}/cancel", responses=_BY_ID)
 async def cancel_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:
@@ -56,7 +58,12 @@ async def cancel_execution(
     return ExecutionRead.of(execution)
 
 
-@router.post("/{execution_id}/retry", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{execution_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_BY_ID
+    | responses(409, s409="Not failed, timed out or cancelled, or its workflow is deleted"),
+)
 async def retry_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:
@@ -68,7 +75,11 @@ async def retry_execution(
     return ExecutionRead.of(execution)
 
 
-@router.post("/{execution_id}/replay", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{execution_id}/replay",
+    status_code=status.HTTP_201_CREATED,
+    responses=_BY_ID | responses(409, s409="The execution's workflow has been deleted"),
+)
 async def replay_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:
