@@ -194,3 +194,13 @@ def test_documented_step_types_are_the_registry() -> None:
     from ipaas.workflows.models import STEP_TYPES
 
     assert sorted(REGISTRY) == list(STEP_TYPES)
+
+
+async def test_a_misspelled_execution_filter_is_refused(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    # Ignored, it would list every execution as though the filter had matched.
+    response = await client.get("/api/executions", headers=auth, params={"stauts": "failed"})
+    assert response.status_code == 422, response.text
+    response = await client.get("/api/executions", headers=auth, params={"status": "failed"})
+    assert response.status_code == 200, response.text

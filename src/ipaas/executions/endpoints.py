@@ -7,8 +7,13 @@ from fastapi import APIRouter, Query, status
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, responses
 from ipaas.executions import service as execution_service
-from ipaas.executions.models import ExecutionStatus
-from ipaas.executions.schemas import ExecutionDetail, ExecutionList, ExecutionRead, StepRunRead
+from ipaas.executions.schemas import (
+    ExecutionDetail,
+    ExecutionFilter,
+    ExecutionList,
+    ExecutionRead,
+    StepRunRead,
+)
 
 router = APIRouter(prefix="/executions", tags=["executions"], responses=AUTHENTICATED)
 _BY_ID = responses(404, 422)
@@ -18,18 +23,15 @@ _BY_ID = responses(404, 422)
 async def list_executions(
     principal: CurrentPrincipal,
     store: StoreDep,
-    workflow_id: str | None = None,
-    status: ExecutionStatus | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=execution_service.MAX_PAGE)] = 50,
+    query: Annotated[ExecutionFilter, Query()],
 ) -> ExecutionList:
     items, next_cursor = await execution_service.list_(
         store,
         tenant_id=principal.tenant_id,
-        workflow_id=workflow_id,
-        status=status,
-        cursor=cursor,
-        limit=limit,
+        workflow_id=query.workflow_id,
+        status=query.status,
+        cursor=query.cursor,
+        limit=query.limit,
     )
     return ExecutionList(items=[ExecutionRead.of(e) for e in items], next_cursor=next_cursor)
 
