@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration bench bench-fairness lint format typecheck coverage clean
+.PHONY: install run test test-integration fuzz bench bench-fairness lint format typecheck coverage clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test-integration: install
 	@test -n "$$IPAAS_TEST_POSTGRES_URL" || (echo "set IPAAS_TEST_POSTGRES_URL (see README)"; exit 2)
 	@test -n "$$IPAAS_TEST_REDIS_URL" || (echo "set IPAAS_TEST_REDIS_URL (see README)"; exit 2)
 	IPAAS_REQUIRE_SERVICES=1 $(BIN)/pytest -q -m "postgres or redis"
+
+# schemathesis over the whole API, long and with a random seed (make test runs a short,
+# deterministic pass of the same test). IPAAS_FUZZ_EXAMPLES: examples per operation.
+fuzz: install
+	IPAAS_FUZZ_EXAMPLES=$${IPAAS_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q tests/api/test_fuzz.py
 
 bench: install
 	$(BIN)/python -m bench --tracing

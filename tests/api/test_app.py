@@ -152,3 +152,55 @@ async def test_readyz_reports_a_store_that_does_not_answer(settings: Settings) -
             assert r.status_code == 503
             assert r.json() == {"status": "unavailable", "checks": {"store": "down", "queue": "ok"}}
             assert (await client.get("/healthz")).status_code == 200
+
+
+class TestDocumentedErrors:
+    """Found by schemathesis (tests/api/test_fuzz.py): each is pinned here by name."""
+
+    async def test_every_authenticated_route_documents_401_and_its_error_body(
+        self, settings: Settings
+    ) -> None:
+        async with client_for(settings) as client:
+            schema = (await client.get("/openapi.json")).json()
+        public = {"/api/auth/signup", "/api/auth/token", "/api/webhooks/{workflow_id}"}
+        for path, item in schema["paths"].items():
+            for method, operation in item.items():
+                responses = operation["responses"]
+                if path.startswith("/api/") and path not in public:
+                    assert "401" in responses, (method, path)
+                if "{" in path:
+                    assert "404" in responses, (method, path)
+                for status, response in responses.items():
+                    if status.startswith(("4", "5")) and path != "/readyz":
+                        body = response["content"]["application/json"]["schema"]
+                        assert body == {"$ref": "#/components/schemas/Error"}, (path, status)
+
+    async def test_405_allows_every_method_of_the_path(self, client: httpx.AsyncClient) -> None:
+        response = await client.request("OPTIONS", "/api/workflows/wf_x")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "DELETE, GET, PATCH, PUT"
+
+    async def test_token_lifetime_past_a_datetime_is_422_not_500(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        response = await client.post(
+            "/api/tokens", headers=auth, json={"expires_in_s": 18479889688682700099026944}
+        )
+        assert response.status_code == 422, response.text
+
+
+def test_documented_step_types_are_the_registry() -> None:
+    from ipaas.engine.connectors import REGISTRY
+    from ipaas.workflows.models import STEP_TYPES
+
+    assert sorted(REGISTRY) == list(STEP_TYPES)
+
+
+async def test_a_misspelled_execution_filter_is_refused(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    # Ignored, it would list every execution as though the filter had matched.
+    response = await client.get("/api/executions", headers=auth, params={"stauts": "failed"})
+    assert response.status_code == 422, response.text
+    response = await client.get("/api/executions", headers=auth, params={"status": "failed"})
+    assert response.status_code == 200, response.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -9,7 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from ipaas.errors import IpaasError
 
@@ -24,6 +27,57 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class Error(BaseModel):
+    """Every error: ``{"error": {"code", "message", "details"?}}``."""
+
+    error: ErrorInfo
+
+
+def _header(description: str, type_: str = "string") -> dict[str, Any]:
+    return {"description": description, "schema": {"type": type_}}
+
+
+_RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"description": "A body that cannot be parsed, or a malformed parameter"},
+    401: {
+        "description": "Missing, invalid, expired or revoked bearer token",
+        "headers": {"WWW-Authenticate": _header("`Bearer`")},
+    },
+    404: {"description": "No such object in the caller's tenant (`*_not_found`)"},
+    409: {"description": "The object is not in a state that allows this"},
+    413: {"description": "Body larger than IPAAS_MAX_BODY_BYTES"},
+    422: {"description": "Invalid request (`validation_error`; `details` names each field)"},
+    503: {
+        "description": "The database is unavailable (`store_unavailable`); retry later",
+        "headers": {"Retry-After": _header("Seconds to wait", "integer")},
+    },
+}
+
+
+def responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all with the ``Error`` body;
+    ``descriptions`` (``s409="..."``) replaces a status's generic description."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry = {**_RESPONSES[status], "model": Error}
+        if f"s{status}" in descriptions:
+            entry["description"] = descriptions[f"s{status}"]
+        documented[status] = entry
+    return documented
+
+
+#: Every route behind a bearer token (401) that reads the store (503).
+AUTHENTICATED = responses(401, 503)
+#: Every route that takes a JSON body (400 unparseable, 413 too large, 422 invalid).
+WITH_BODY = responses(400, 413, 422)
 
 
 def error_response(
@@ -45,6 +99,32 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k in {"loc", "msg", "type"}} for e in errors]
 
 
+def _allowed_methods(request: Request) -> str | None:
+    # Starlette's 405 names the methods of the first route matching the path only, but a path
+    # such as /api/workflows/{id} is several routes (GET, PUT, PATCH, DELETE): Allow must list
+    # them all. The documented paths say which (the intake route included); where two match
+    # (/api/workflows/dry-run and /api/workflows/{id}) the one with fewer parameters is the
+    # resource, as in the OpenAPI document.
+    table: list[tuple[int, re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_table", None
+    )
+    if table is None:
+        paths = request.app.openapi()["paths"]
+        table = sorted(
+            (
+                (p.count("{"), compile_path(p)[0], {m.upper() for m in item})
+                for p, item in paths.items()
+            ),
+            key=lambda row: row[0],
+        )
+        request.app.state.allow_table = table
+    matching = [(n, allowed) for n, regex, allowed in table if regex.match(request.url.path)]
+    if not matching:
+        return None
+    fewest = matching[0][0]
+    return ", ".join(sorted({m for n, allowed in matching if n == fewest for m in allowed}))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(IpaasError)
     async def _ipaas(_: Request, exc: IpaasError) -> JSONResponse:
@@ -61,11 +141,13 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(
-            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        allow = _allowed_methods(request) if exc.status_code == 405 else None
+        if allow is not None:
+            headers = {**(headers or {}), "Allow": allow}
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

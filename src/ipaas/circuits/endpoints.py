@@ -3,10 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ipaas.api.deps import CurrentPrincipal, StoreDep
+from ipaas.api.errors import AUTHENTICATED
 from ipaas.circuits import service as circuit_service
 from ipaas.circuits.schemas import CircuitList, CircuitRead
 
-router = APIRouter(prefix="/circuits", tags=["circuits"])
+router = APIRouter(prefix="/circuits", tags=["circuits"], responses=AUTHENTICATED)
 
 
 @router.get("")

@@ -3,17 +3,19 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
 from ipaas.credentials import service as credential_service
 from ipaas.credentials.schemas import CredentialCreate, CredentialRead
 
-router = APIRouter(prefix="/credentials", tags=["credentials"])
+router = APIRouter(prefix="/credentials", tags=["credentials"], responses=AUTHENTICATED)
+_BY_ID = responses(404, 422)
 
 
 def _read(credential: object) -> CredentialRead:
     return CredentialRead.model_validate(credential, from_attributes=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=WITH_BODY)
 async def create_credential(
     body: CredentialCreate, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> CredentialRead:
@@ -28,7 +30,7 @@ async def list_credentials(principal: CurrentPrincipal, store: StoreDep) -> list
     return [_read(c) for c in await credential_service.list_(store, tenant_id=principal.tenant_id)]
 
 
-@router.get("/{credential_id}")
+@router.get("/{credential_id}", responses=_BY_ID)
 async def get_credential(
     credential_id: str, principal: CurrentPrincipal, store: StoreDep
 ) -> CredentialRead:
@@ -39,7 +41,7 @@ async def get_credential(
     )
 
 
-@router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_BY_ID)
 async def delete_credential(
     credential_id: str, principal: CurrentPrincipal, store: StoreDep
 ) -> None:

@@ -5,11 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.api.errors import AUTHENTICATED, responses
 from ipaas.executions import service as execution_service
 from ipaas.executions import stats as execution_stats
-from ipaas.executions.models import ExecutionStatus
 from ipaas.executions.schemas import (
     ExecutionDetail,
+    ExecutionFilter,
     ExecutionList,
     ExecutionRead,
     ExecutionStats,
@@ -17,11 +18,12 @@ from ipaas.executions.schemas import (
 )
 from ipaas.kit.clock import utcnow
 
-router = APIRouter(prefix="/executions", tags=["executions"])
-stats_router = APIRouter(prefix="/stats", tags=["executions"])
+router = APIRouter(prefix="/executions", tags=["executions"], responses=AUTHENTICATED)
+stats_router = APIRouter(prefix="/stats", tags=["executions"], responses=AUTHENTICATED)
+_BY_ID = responses(404, 422)
 
 
-@stats_router.get("")
+@stats_router.get("", responses=responses(422))
 async def get_stats(
     principal: CurrentPrincipal,
     store: StoreDep,
@@ -36,27 +38,24 @@ async def get_stats(
     )
 
 
-@router.get("")
+@router.get("", responses=responses(400, 422, s400="Invalid `cursor`"))
 async def list_executions(
     principal: CurrentPrincipal,
     store: StoreDep,
-    workflow_id: str | None = None,
-    status: ExecutionStatus | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=execution_service.MAX_PAGE)] = 50,
+    query: Annotated[ExecutionFilter, Query()],
 ) -> ExecutionList:
     items, next_cursor = await execution_service.list_(
         store,
         tenant_id=principal.tenant_id,
-        workflow_id=workflow_id,
-        status=status,
-        cursor=cursor,
-        limit=limit,
+        workflow_id=query.workflow_id,
+        status=query.status,
+        cursor=query.cursor,
+        limit=query.limit,
     )
     return ExecutionList(items=[ExecutionRead.of(e) for e in items], next_cursor=next_cursor)
 
 
-@router.get("/{execution_id}")
+@router.get("/{execution_id}", responses=_BY_ID)
 async def get_execution(
     execution_id: str, principal: CurrentPrincipal, store: StoreDep
 ) -> ExecutionDetail:
@@ -70,7 +69,7 @@ async def get_execution(
     )
 
 
-@router.post("/{execution_id}/cancel")
+@router.post("/{execution_id}/cancel", responses=_BY_ID)
 async def cancel_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:
@@ -80,7 +79,12 @@ async def cancel_execution(
     return ExecutionRead.of(execution)
 
 
-@router.post("/{execution_id}/retry", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{execution_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_BY_ID
+    | responses(409, s409="Not failed, timed out or cancelled, or its workflow is deleted"),
+)
 async def retry_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:
@@ -92,7 +96,11 @@ async def retry_execution(
     return ExecutionRead.of(execution)
 
 
-@router.post("/{execution_id}/replay", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{execution_id}/replay",
+    status_code=status.HTTP_201_CREATED,
+    responses=_BY_ID | responses(409, s409="The execution's workflow has been deleted"),
+)
 async def replay_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:

@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+#: The largest page of executions one request returns.
+MAX_PAGE = 200
+
 
 class ExecutionStatus(StrEnum):
     #: Accepted and committed; waiting for a worker (or for ``next_attempt_at``).

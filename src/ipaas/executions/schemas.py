@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
+from ipaas.executions.models import MAX_PAGE, Execution, ExecutionStatus, StepRun, StepStatus
 
 
 class StepRunRead(BaseModel):
@@ -86,6 +86,18 @@ class ExecutionRead(BaseModel):
 class ExecutionDetail(ExecutionRead):
     trigger: dict[str, Any]
     steps: list[StepRunRead]
+
+
+class ExecutionFilter(BaseModel):
+    """``GET /api/executions``'s query. Unknown parameters are refused (422): a misspelled
+    filter (``?stauts=failed``) would otherwise list every execution as if it had matched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str | None = None
+    status: ExecutionStatus | None = None
+    cursor: str | None = None
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 
 
 class ExecutionList(BaseModel):

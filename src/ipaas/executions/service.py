@@ -7,7 +7,7 @@ import structlog
 from ipaas.engine.cancellation import CancelBus
 from ipaas.engine.queue import JobQueue
 from ipaas.errors import Conflict, NotFound
-from ipaas.executions.models import Execution, ExecutionStatus, StepRun
+from ipaas.executions.models import MAX_PAGE, Execution, ExecutionStatus, StepRun
 from ipaas.kit.clock import utcnow
 from ipaas.kit.pagination import Cursor
 from ipaas.stores.base import Store
@@ -15,7 +15,6 @@ from ipaas.webhooks import service as webhook_service
 
 _log = structlog.get_logger(__name__)
 
-MAX_PAGE = 200
 #: What ``POST /api/executions/{id}/retry`` resumes. A cancel or a timeout is resumable
 #: on the user's say-so like a failure; a success is replayed instead, and a queued or
 #: running execution is still under way.

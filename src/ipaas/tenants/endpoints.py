@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.schemas import (
     ApiTokenCreate,
@@ -19,7 +20,11 @@ from ipaas.tenants.schemas import (
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/signup", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/auth/signup",
+    status_code=status.HTTP_201_CREATED,
+    responses=WITH_BODY | responses(409, 503, s409="The email has an account (`email_taken`)"),
+)
 async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
     tenant, token = await tenant_service.signup(
         runtime.store,
@@ -31,10 +36,14 @@ async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
     return SignupRead(access_token=token, tenant_id=tenant.id)
 
 
-@router.post("/auth/token")
+@router.post(
+    "/auth/token",
+    responses=WITH_BODY | responses(401, 503, s401="Incorrect email or password"),
+)
 async def login(
-    username: Annotated[str, Form(max_length=320)],
-    password: Annotated[str, Form(max_length=256)],
+    # min_length: an empty form field reads as a missing one (422), so the schema says so.
+    username: Annotated[str, Form(min_length=1, max_length=320)],
+    password: Annotated[str, Form(min_length=1, max_length=256)],
     runtime: RuntimeDep,
 ) -> TokenRead:
     """OAuth2 password flow: form fields ``username`` (the email) and ``password``."""
@@ -44,13 +53,18 @@ async def login(
     return TokenRead(access_token=token)
 
 
-@router.get("/tokens", tags=["tokens"])
+@router.get("/tokens", tags=["tokens"], responses=AUTHENTICATED)
 async def list_tokens(principal: CurrentPrincipal, store: StoreDep) -> list[ApiTokenRead]:
     tokens = await tenant_service.list_tokens(store, tenant_id=principal.tenant_id)
     return [ApiTokenRead.model_validate(t, from_attributes=True) for t in tokens]
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED, tags=["tokens"])
+@router.post(
+    "/tokens",
+    status_code=status.HTTP_201_CREATED,
+    tags=["tokens"],
+    responses=AUTHENTICATED | WITH_BODY,
+)
 async def create_token(
     body: ApiTokenCreate, principal: CurrentPrincipal, store: StoreDep
 ) -> ApiTokenCreated:
@@ -70,12 +84,17 @@ async def create_token(
     )
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["tokens"])
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["tokens"],
+    responses=AUTHENTICATED | responses(404, 422),
+)
 async def revoke_token(token_id: str, principal: CurrentPrincipal, store: StoreDep) -> None:
     await tenant_service.revoke_token(store, tenant_id=principal.tenant_id, token_id=token_id)
 
 
-@router.get("/tenant", tags=["tenant"])
+@router.get("/tenant", tags=["tenant"], responses=AUTHENTICATED)
 async def get_tenant(principal: CurrentPrincipal, runtime: RuntimeDep) -> TenantRead:
     """The caller's tenant and its intake limits (set by the operator, read-only here)."""
     tenant = await tenant_service.get(runtime.store, tenant_id=principal.tenant_id)

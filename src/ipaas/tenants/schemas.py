@@ -24,9 +24,13 @@ class TokenRead(BaseModel):
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
 
 
+MAX_TOKEN_TTL_S = 10 * 365 * 24 * 3600
+
+
 class ApiTokenCreate(BaseModel):
     name: str = Field(default="api", min_length=1, max_length=200)
-    expires_in_s: int | None = Field(default=None, gt=0)
+    #: At most ten years: a datetime cannot hold much more (a larger value was a 500).
+    expires_in_s: int | None = Field(default=None, gt=0, le=MAX_TOKEN_TTL_S)
 
 
 class ApiTokenRead(BaseModel):

@@ -149,8 +149,8 @@ OPENAPI_PATH: dict[str, Any] = {
             "422": _error("Body declared JSON but invalid"),
             "429": _error("Over the tenant's webhook rate (`rate_limited`)", _RATE_HEADERS),
             "503": _error(
-                "Queue over IPAAS_QUEUE_MAX_DEPTH (`queue_full`) or the tenant's queued limit "
-                "(`tenant_queue_full`)",
+                "Queue over IPAAS_QUEUE_MAX_DEPTH (`queue_full`), the tenant's queued limit "
+                "(`tenant_queue_full`), or the database unavailable (`store_unavailable`)",
                 _RETRY_AFTER,
             ),
         },

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
+from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
 from ipaas.executions.models import TriggerData
 from ipaas.executions.schemas import ExecutionRead
 from ipaas.webhooks import service as webhook_service
@@ -18,7 +19,9 @@ from ipaas.workflows.schemas import (
     WorkflowUpdate,
 )
 
-router = APIRouter(prefix="/workflows", tags=["workflows"])
+router = APIRouter(prefix="/workflows", tags=["workflows"], responses=AUTHENTICATED)
+_BY_ID = responses(404, 422)
+_BY_ID_WITH_BODY = responses(404) | WITH_BODY
 
 
 def _read(request: Request, workflow: Workflow) -> WorkflowRead:
@@ -29,7 +32,7 @@ def _read(request: Request, workflow: Workflow) -> WorkflowRead:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=WITH_BODY)
 async def create_workflow(
     body: WorkflowCreate, request: Request, principal: CurrentPrincipal, store: StoreDep
 ) -> WorkflowRead:
@@ -45,7 +48,7 @@ async def list_workflows(
     return [_read(request, w) for w in workflows]
 
 
-@router.post("/dry-run")
+@router.post("/dry-run", responses=WITH_BODY)
 async def dry_run(
     body: DryRunCreate, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> DryRunRead:
@@ -63,7 +66,7 @@ async def dry_run(
     )
 
 
-@router.get("/{workflow_id}")
+@router.get("/{workflow_id}", responses=_BY_ID)
 async def get_workflow(
     workflow_id: str, request: Request, principal: CurrentPrincipal, store: StoreDep
 ) -> WorkflowRead:
@@ -73,7 +76,7 @@ async def get_workflow(
     return _read(request, workflow)
 
 
-@router.put("/{workflow_id}")
+@router.put("/{workflow_id}", responses=_BY_ID_WITH_BODY)
 async def replace_workflow(
     workflow_id: str,
     body: WorkflowUpdate,
@@ -91,7 +94,7 @@ async def replace_workflow(
     return _read(request, workflow)
 
 
-@router.patch("/{workflow_id}")
+@router.patch("/{workflow_id}", responses=_BY_ID_WITH_BODY)
 async def patch_workflow(
     workflow_id: str,
     body: WorkflowPatch,
@@ -110,7 +113,7 @@ async def patch_workflow(
     return _read(request, workflow)
 
 
-@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_BY_ID)
 async def delete_workflow(
     workflow_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> None:
@@ -122,7 +125,7 @@ async def delete_workflow(
     )
 
 
-@router.post("/{workflow_id}/dry-run")
+@router.post("/{workflow_id}/dry-run", responses=_BY_ID_WITH_BODY)
 async def dry_run_saved(
     workflow_id: str,
     principal: CurrentPrincipal,
@@ -146,7 +149,7 @@ async def dry_run_saved(
     )
 
 
-@router.post("/{workflow_id}/run", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{workflow_id}/run", status_code=status.HTTP_202_ACCEPTED, responses=_BY_ID_WITH_BODY)
 async def run_workflow(
     workflow_id: str,
     principal: CurrentPrincipal,

@@ -16,6 +16,9 @@ class TriggerType(StrEnum):
 
 
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+#: The step types of ``engine.connectors.REGISTRY``, for the API schema (the registry imports
+#: this module; a test keeps the two equal). Validation itself asks the registry.
+STEP_TYPES = ("discord_message", "http_request", "openweather", "slack_message")
 
 
 class Schedule(BaseModel):
@@ -181,7 +184,7 @@ class RetryConfig(BaseModel):
 
 class Step(BaseModel):
     id: str = Field(pattern=STEP_ID_PATTERN)
-    type: str
+    type: str = Field(json_schema_extra={"enum": list(STEP_TYPES)})
     name: str | None = None
     credential_id: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,164 @@
+"""schemathesis against ``/openapi.json``: every operation, authenticated as a tenant that owns
+a credential, a workflow and executions, with every check schemathesis has. A response the
+schema does not describe, or any 5xx, fails.
+
+``make test`` runs a bounded, deterministic pass (``FUZZ_EXAMPLES`` per operation and phase);
+``make fuzz`` sets ``IPAAS_FUZZ_EXAMPLES`` high and a random seed for a long run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from cryptography.fernet import Fernet
+from schemathesis.config import SchemathesisConfig
+from schemathesis.python import asgi
+
+from ipaas.api.app import create_app
+from ipaas.config import Settings
+from ipaas.runtime import Runtime
+from ipaas.stores.memory import MemoryStore
+
+#: Examples per operation in the fuzzing phase: enough to reach every schema branch once in
+#: ``make test`` (the coverage phase adds its systematic cases on top).
+FUZZ_EXAMPLES = int(os.environ.get("IPAAS_FUZZ_EXAMPLES", "8"))
+#: ``make fuzz`` explores; ``make test`` replays the same cases every run.
+DETERMINISTIC = "IPAAS_FUZZ_EXAMPLES" not in os.environ
+
+
+def _config() -> SchemathesisConfig:
+    return SchemathesisConfig.from_dict(
+        {
+            "generation": {
+                "mode": "all",  # schema-valid and schema-violating data
+                "max-examples": FUZZ_EXAMPLES,
+                "deterministic": DETERMINISTIC,
+            },
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": True},
+                "fuzzing": {"enabled": True},
+            },
+            "checks": {"enabled": True},
+            "operations": _SEMANTIC_422,
+        }
+    )
+
+
+#: Where the API answers a schema-valid request with 422 by design, because validity depends
+#: on the tenant's data or on a rule JSON Schema cannot state. For these operations (and only
+#: these statuses) ``positive_data_acceptance`` also accepts 422 (or 400 for a cursor); every
+#: other check applies unchanged, and any other status still fails the check:
+#: - a credential's ``secret`` shape depends on its ``type`` (slack: ``webhook_url`` or
+#:   ``bot_token``; webhook_secret: ``secret``), validated per type;
+#: - a step's ``credential_id`` must name one of the tenant's credentials of the right kind,
+#:   its ``config`` must pass the connector's own params, ``retry.max_delay_s`` must not be
+#:   less than ``initial_delay_s``: a generated workflow passes these only by luck;
+#: - sign-up refuses special-use email domains (``.test``, ``.invalid``) that ``format: email``
+#:   allows;
+#: - an execution ``cursor`` is an opaque token the API issued; any other string is a 400.
+_SEMANTIC_422: list[dict[str, Any]] = [
+    {
+        "include-path-regex": path,
+        "checks": {
+            "positive_data_acceptance": {"expected-statuses": ["2XX", 401, 404, 409, status]}
+        },
+    }
+    for path, status in (
+        ("^/api/credentials$", 422),
+        ("^/api/workflows", 422),
+        ("^/api/auth/signup$", 422),
+        ("^/api/executions$", 400),
+    )
+]
+
+
+def _app(data_dir: Path) -> Any:
+    settings = Settings(
+        env="test",
+        database_url="memory://",
+        secret_key=Fernet.generate_key().decode(),
+        data_dir=data_dir,
+        log_format="console",
+        log_level="critical",
+        # Generated URLs must not leave the machine: nothing is allowed past the SSRF guard,
+        # and the one name that resolves here (localhost) is refused by it.
+        egress_allow=[],
+        step_timeout_s=2,
+    )
+    return create_app(runtime=Runtime.build(settings, store=MemoryStore()), workers=False)
+
+
+# Built at collection (``parametrize`` needs the operations); it starts (lifespan) on the
+# first request. Nothing is written to the data directory: the store is in memory and the
+# secret key is given. (``schemathesis.pytest.from_fixture`` would build it lazily, but it
+# fails on pytest 9.)
+APP = _app(Path(tempfile.gettempdir()))
+schema = schemathesis.openapi.from_dict(APP.openapi(), config=_config())
+schema.app = APP
+
+
+@pytest.fixture(scope="module")
+def auth_headers() -> Iterator[dict[str, str]]:
+    """The seeded tenant's bearer token; the app stops after the module."""
+    yield _seed(APP)
+    asgi.shutdown_lifespans()
+
+
+def _seed(app: Any) -> dict[str, str]:
+    """A tenant with a credential, a workflow, a queued and a cancelled execution."""
+    with asgi.get_client(app) as client:
+        response = client.post(
+            "/api/auth/signup",
+            json={"email": "fuzz@example.com", "password": "correct horse", "tenant_name": "F"},
+        )
+        assert response.status_code == 201, response.text
+        headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        credential = client.post(
+            "/api/credentials",
+            headers=headers,
+            json={
+                "name": "slack",
+                "type": "slack",
+                "secret": {"webhook_url": "https://hooks.slack.invalid/services/T/B/X"},
+            },
+        ).json()["id"]
+        workflow = client.post(
+            "/api/workflows",
+            headers=headers,
+            json={
+                "name": "fuzzed",
+                "steps": [
+                    {
+                        "id": "notify",
+                        "type": "slack_message",
+                        "credential_id": credential,
+                        "config": {"text": "{{ trigger.body }}"},
+                    }
+                ],
+            },
+        ).json()["id"]
+        for _ in range(2):
+            response = client.post(f"/api/webhooks/{workflow}", json={"n": 1})
+            assert response.status_code == 202, response.text
+        cancelled = response.json()["execution_id"]
+        response = client.post(f"/api/executions/{cancelled}/cancel", headers=headers)
+        assert response.status_code == 200, response.text
+    return headers
+
+
+@schema.parametrize()
+def test_api_conforms_to_its_schema(case: Any, auth_headers: dict[str, str]) -> None:
+    case.call_and_validate(headers=auth_headers, base_url=f"http://{asgi.HOST}")
+
+
+def test_make_fuzz_is_documented() -> None:
+    root = Path(__file__).resolve().parents[2]
+    assert "fuzz:" in (root / "Makefile").read_text()
+    assert "make fuzz" in (root / "README.md").read_text()
