@@ -22,6 +22,8 @@ from ipaas.executions.endpoints import router as executions_router
 from ipaas.observability.logging import configure_logging
 from ipaas.runtime import Runtime
 from ipaas.tenants.endpoints import router as tenants_router
+from ipaas.web import error_page, is_console_path
+from ipaas.web import install as install_console
 from ipaas.webhooks import endpoints as webhook_endpoints
 from ipaas.workflows.endpoints import router as workflows_router
 
@@ -81,7 +83,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.runtime = runtime
-    errors.install(app)
+    errors.install(app, errors.HtmlErrors(is_console_path, error_page))
     api = APIRouter(prefix="/api")
     for router in (
         tenants_router,
@@ -95,6 +97,7 @@ def create_app(
     app.router.routes.insert(0, webhook_endpoints.route)
     app.include_router(api)
     app.include_router(health)
+    install_console(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,0 +1,97 @@
+"""What the console's dashboard shows: the last hour of a tenant's executions.
+
+Built on the store's keyset listing (newest first, stopping at the window's start), so it
+needs no new store method; ``MAX_SCANNED`` bounds the work for a very busy tenant, and the
+figures then say they were cut short.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ipaas.executions.models import Execution, ExecutionStatus
+from ipaas.stores.base import Store
+
+WINDOW = timedelta(hours=1)
+#: The most executions one summary reads (200 per query).
+MAX_SCANNED = 20_000
+_PAGE = 200
+FAILED = (ExecutionStatus.failed, ExecutionStatus.timed_out)
+
+
+@dataclass(slots=True)
+class FailingWorkflow:
+    workflow_id: str
+    failed: int
+    total: int
+
+
+@dataclass(slots=True)
+class Summary:
+    since: datetime
+    #: 60 buckets, oldest first: per minute, a count per status.
+    per_minute: list[dict[ExecutionStatus, int]]
+    total: int
+    p50_ms: float | None
+    p95_ms: float | None
+    queue_depth: int
+    failing: list[FailingWorkflow] = field(default_factory=list)
+    truncated: bool = False
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of ``values`` (``q`` in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+async def _recent(store: Store, tenant_id: str, since: datetime) -> tuple[list[Execution], bool]:
+    found: list[Execution] = []
+    before = None
+    while len(found) < MAX_SCANNED:
+        page = await store.list_executions(tenant_id, before=before, limit=_PAGE)
+        for execution in page.items:
+            if execution.created_at < since:
+                return found, False
+            found.append(execution)
+        if page.next_key is None:
+            return found, False
+        before = page.next_key
+    return found, True
+
+
+async def summarize(store: Store, *, tenant_id: str, now: datetime) -> Summary:
+    since = (now - WINDOW).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    executions, truncated = await _recent(store, tenant_id, since)
+    per_minute: list[dict[ExecutionStatus, int]] = [{} for _ in range(60)]
+    durations: list[float] = []
+    by_workflow: dict[str, list[int]] = {}
+    for execution in executions:
+        index = min(59, int((execution.created_at - since).total_seconds() // 60))
+        bucket = per_minute[index]
+        bucket[execution.status] = bucket.get(execution.status, 0) + 1
+        if execution.started_at and execution.finished_at:
+            durations.append((execution.finished_at - execution.started_at).total_seconds() * 1000)
+        counts = by_workflow.setdefault(execution.workflow_id, [0, 0])
+        counts[1] += 1
+        if execution.status in FAILED:
+            counts[0] += 1
+    failing = sorted(
+        (FailingWorkflow(wid, failed, total) for wid, (failed, total) in by_workflow.items()),
+        key=lambda f: (-f.failed, f.workflow_id),
+    )
+    return Summary(
+        since=since,
+        per_minute=per_minute,
+        total=len(executions),
+        p50_ms=percentile(durations, 50),
+        p95_ms=percentile(durations, 95),
+        queue_depth=await store.count_queued(tenant_id),
+        failing=[f for f in failing if f.failed][:10],
+        truncated=truncated,
+    )
