@@ -379,3 +379,15 @@ class TestPages:
         headers: dict[str, Any] = dict(page.headers)
         assert headers["cache-control"] == "no-store"
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
+
+
+class TestExecutionFilters:
+    async def test_any_status_and_a_bad_status(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        # The filter form sends empty values for "all workflows" / "any status".
+        assert (await client.get("/executions?workflow_id=&status=")).status_code == 200
+        assert (await client.get("/executions/rows?workflow_id=&status=")).status_code == 200
+        bad = await client.get("/executions?status=bogus")
+        assert bad.status_code == 400
+        assert "Unknown status" in bad.text
+        assert bad.headers["content-type"].startswith("text/html")

@@ -14,7 +14,7 @@ from ipaas.api.deps import RuntimeDep
 from ipaas.credentials import service as credential_service
 from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate
 from ipaas.engine.connectors import REGISTRY
-from ipaas.errors import Conflict, Unauthorized, ValidationFailed
+from ipaas.errors import BadRequest, Conflict, Unauthorized, ValidationFailed
 from ipaas.executions import service as execution_service
 from ipaas.executions import stats
 from ipaas.executions.models import ExecutionStatus, TriggerData
@@ -439,14 +439,20 @@ async def _executions(
     principal: SessionPrincipal,
     runtime: RuntimeDep,
     workflow_id: Annotated[str | None, Query(max_length=64)] = None,
-    status: ExecutionStatus | None = None,
+    status: Annotated[str, Query(max_length=20)] = "",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
+    # The filter form sends ``status=`` for "any status".
+    try:
+        wanted = ExecutionStatus(status) if status else None
+    except ValueError:
+        allowed = ", ".join(s.value for s in ExecutionStatus)
+        raise BadRequest(f"Unknown status {status!r}; one of {allowed}") from None
     items, next_cursor = await execution_service.list_(
         runtime.store,
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id or None,
-        status=status,
+        status=wanted,
         cursor=cursor or None,
         limit=50,
     )
@@ -454,7 +460,7 @@ async def _executions(
     return {
         "executions": [ExecutionRead.of(e) for e in items],
         "next_cursor": next_cursor,
-        "filters": {"workflow_id": workflow_id or "", "status": status.value if status else ""},
+        "filters": {"workflow_id": workflow_id or "", "status": status},
         "statuses": list(ExecutionStatus),
         "workflows": workflows,
         "names": {w.id: w.name for w in workflows},
