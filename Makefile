@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration bench lint format typecheck coverage clean
+.PHONY: install run test test-integration bench lint format typecheck coverage clean screenshots
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test-integration: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Every console page at 375 and 1280 px (needs /usr/bin/chromium: apt-get install chromium).
+screenshots: install
+	$(BIN)/python -m tests.web.screenshots docs/screenshots
 
 lint: install
 	$(BIN)/ruff format --check src tests bench
