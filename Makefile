@@ -28,6 +28,7 @@ test-integration: install
 
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.console
 
 # Every console page at 375 and 1280 px (needs /usr/bin/chromium: apt-get install chromium).
 screenshots: install

@@ -36,6 +36,8 @@ from ipaas.workflows import service as workflow_service
 from ipaas.workflows.schemas import WorkflowPatch
 
 router = APIRouter(include_in_schema=False)
+#: The workflows list's success rate is over this many latest executions per workflow.
+RECENT_RUNS = 20
 Csrf = [CsrfChecked]
 
 CONNECTOR_FIELDS = {kind: forms.fields_for(c.Params) for kind, c in REGISTRY.items()}
@@ -165,7 +167,7 @@ async def workflows(
             workflow_id=workflow.id,
             status=None,
             cursor=None,
-            limit=50,
+            limit=RECENT_RUNS,
         )
         finished = [e for e in recent if e.status.terminal]
         succeeded = sum(e.status is ExecutionStatus.succeeded for e in finished)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus, TriggerData
-from ipaas.stores.base import DuplicateError, ExecutionPage, Reaped
+from ipaas.stores.base import DuplicateError, ExecutionOutcome, ExecutionPage, Reaped
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
 from ipaas.stores.sql.engine import Database, PoolSize, create_database
@@ -335,6 +335,18 @@ class SqlStore:
         items = [_execution(row._mapping) for row in rows[:limit]]
         more = len(rows) > limit
         return ExecutionPage(items, (items[-1].created_at, items[-1].id) if more else None)
+
+    async def list_outcomes(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[ExecutionOutcome]:
+        params = {"p_tenant_id": tenant_id, "p_since": since, "p_limit": limit}
+        rows = await self._db.run_read(_all(q.LIST_OUTCOMES, params))
+        return [
+            ExecutionOutcome(
+                r.workflow_id, ExecutionStatus(r.status), r.created_at, r.started_at, r.finished_at
+            )
+            for r in rows
+        ]
 
     async def count_queued(self, tenant_id: str | None = None) -> int:
         if tenant_id is None:
