@@ -169,3 +169,25 @@ async def test_bad_input_and_missing_pages_in_the_browser(
     await page.wait_for_url(f"{server.url}/login")
     await page.goto(f"{server.url}/workflows")
     await page.wait_for_url(f"{server.url}/login")
+
+
+async def test_keyboard_reaches_the_form_with_a_visible_focus(
+    page: Page, console_server: ServerProcess
+) -> None:
+    await page.set_viewport_size({"width": 375, "height": 800})
+    await page.goto(f"{console_server.url}/login")
+    await page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    await pw_expect(skip).to_be_focused()
+    assert await skip.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
+    # Tab on to the email field: every control on the way is reachable and labelled.
+    for _ in range(10):
+        await page.keyboard.press("Tab")
+        if await page.get_by_label("Email").evaluate("e => e === document.activeElement"):
+            break
+    email = page.get_by_label("Email")
+    await pw_expect(email).to_be_focused()
+    assert await email.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
+    # Nothing is wider than a phone's screen.
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375
