@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ipaas.web.endpoints import router
+from ipaas.web.pages import router
 from ipaas.web.render import render
 from ipaas.web.session import LoginRequired, clear_session
 
