@@ -343,9 +343,14 @@ class TestPages:
         assert page.status_code == 404
         assert page.headers["content-type"].startswith("text/html")
         assert "Not found" in page.text
+        assert "Log out" not in page.text
         api = await client.get("/api/no/such")
         assert api.status_code == 404
         assert api.json()["error"]["code"] == "not_found"
+        await console_signup(client)
+        signed_in = await client.get("/no/such/page")
+        assert signed_in.status_code == 404
+        assert "Log out" in signed_in.text
 
     async def test_dashboard_counts_the_last_hour(self, client: httpx.AsyncClient) -> None:
         await console_signup(client)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -49,7 +49,9 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
 #: Renders an error as a page, for requests ``HtmlErrors.wants`` says are the console's.
 class HtmlErrors:
     def __init__(
-        self, wants: Callable[[str], bool], page: Callable[[Request, int, str], Response]
+        self,
+        wants: Callable[[str], bool],
+        page: Callable[[Request, int, str], Awaitable[Response]],
     ) -> None:
         self.wants = wants
         self.page = page
@@ -62,7 +64,7 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
     @app.exception_handler(IpaasError)
     async def _ipaas(request: Request, exc: IpaasError) -> Response:
         if html is not None and as_page(request):
-            return html.page(request, exc.status_code, exc.message)
+            return await html.page(request, exc.status_code, exc.message)
         return error_response(
             exc.status_code, exc.code, exc.message, details=exc.details, headers=exc.headers
         )
@@ -72,7 +74,7 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
         details = _clean_validation_errors(exc.errors())
         fields = ", ".join(".".join(str(p) for p in d["loc"][1:]) or "body" for d in details)
         if html is not None and as_page(request):
-            return html.page(request, 422, f"Invalid request: {fields}")
+            return await html.page(request, 422, f"Invalid request: {fields}")
         return error_response(
             422, "validation_error", f"Invalid request: {fields}", details=details
         )
@@ -80,7 +82,7 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if html is not None and as_page(request):
-            return html.page(request, exc.status_code, str(exc.detail))
+            return await html.page(request, exc.status_code, str(exc.detail))
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
@@ -90,5 +92,5 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
     async def _unhandled(request: Request, exc: Exception) -> Response:
         _log.error("unhandled_error", path=request.url.path, exc_info=exc)
         if html is not None and as_page(request):
-            return html.page(request, 500, "Something went wrong on our side; it was logged.")
+            return await html.page(request, 500, "Something went wrong on our side; it was logged.")
         return error_response(500, "internal_error", "Internal server error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from importlib.resources import files
 
 from fastapi import FastAPI, Request
@@ -10,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ipaas.web.pages import router
 from ipaas.web.render import render
-from ipaas.web.session import LoginRequired, clear_session
+from ipaas.web.session import LoginRequired, clear_session, session_principal
 
 #: Paths that belong to the API or the operator, not the console: errors there stay JSON.
 _NOT_CONSOLE = ("/api/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
@@ -30,8 +31,12 @@ def is_console_path(path: str) -> bool:
     return not path.startswith(_NOT_CONSOLE)
 
 
-def error_page(request: Request, status: int, message: str) -> Response:
+async def error_page(request: Request, status: int, message: str) -> Response:
     """A plain page for an error on a console path (the API's message, never a traceback)."""
+    if getattr(request.state, "principal", None) is None:
+        # An unknown path runs no dependency: find out whether to show the signed-in menu.
+        with contextlib.suppress(Exception):
+            await session_principal(request)
     title = _TITLES.get(status, "Something went wrong")
     return render(request, "error.html", {"title": title, "message": message}, status)
 
