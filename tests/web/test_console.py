@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -266,6 +267,41 @@ class TestWorkflowForm:
         assert "Orders to Slack" in page.text
         assert "/api/webhooks/wf_" in page.text
         assert "curl -X POST" in page.text
+
+    async def test_editing_in_the_form_keeps_what_it_does_not_show(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        definition = {
+            "trigger": {"type": "webhook", "idempotency": {"body_path": "id"}},
+            "steps": [
+                {
+                    "id": "notify",
+                    "name": "Tell the team",
+                    "type": "slack_message",
+                    "credential_id": credential_id,
+                    "config": {"text": "hi"},
+                    "retry": {"max_attempts": 2},
+                    "timeout_s": 5,
+                }
+            ],
+        }
+        created = await post_form(
+            client,
+            "/workflows/new",
+            "/workflows/new",
+            {"mode": "json", "name": "w", "active": "true", "definition": json.dumps(definition)},
+        )
+        assert created.status_code == 303, created.text
+        edit = created.headers["location"] + "/edit"
+        form = _workflow_form(credential_id, slots="2", name="renamed")
+        saved = await post_form(client, edit, edit, form)
+        assert saved.status_code == 303, saved.text
+        page = await client.get(edit)
+        for kept in ('"body_path": "id"', '"name": "Tell the team"', '"max_attempts": 2'):
+            assert kept in page.text.replace("&#34;", '"'), kept
+        assert "Order {{ trigger.body.id }}" in page.text
 
     async def test_the_service_error_sits_next_to_its_field(
         self, client: httpx.AsyncClient

@@ -132,6 +132,8 @@ class WorkflowForm:
         if self.current is not None and index < len(self.current.steps):
             before = self.current.steps[index]
             if before.type == kind:  # keep what the form does not show
+                if before.name is not None:
+                    step["name"] = before.name
                 if before.retry is not None:
                     step["retry"] = before.retry.model_dump(exclude_none=True)
                 if before.timeout_s is not None:
