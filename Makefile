@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration fuzz bench bench-fairness lint format typecheck coverage clean
+.PHONY: install run test test-integration fuzz bench bench-fairness lint format typecheck coverage clean screenshots
 
 install: $(STAMP)
 
@@ -33,10 +33,15 @@ fuzz: install
 
 bench: install
 	$(BIN)/python -m bench --tracing
+	$(BIN)/python -m bench.console
 
 # Issue 4, item 3: tenant A floods 5,000 webhooks at a slow endpoint, tenant B sends 50.
 bench-fairness: install
 	$(BIN)/python -m bench.fairness
+
+# Every console page at 375 and 1280 px (needs /usr/bin/chromium: apt-get install chromium).
+screenshots: install
+	$(BIN)/python -m tests.web.screenshots docs/screenshots
 
 lint: install
 	$(BIN)/ruff format --check src tests bench

@@ -477,6 +477,28 @@ class TestCreateExecution:
         assert await store.count_queued() == 4
 
 
+class TestListOutcomes:
+    async def test_window_newest_first_tenant_scoped(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        other = await new_account(store)
+        wf_other = await new_workflow(store, other.id)
+        await new_execution(store, acct.id, wf.id, created_at=at(-1))  # before the window
+        made = [await new_execution(store, acct.id, wf.id, created_at=at(n)) for n in range(4)]
+        await new_execution(store, other.id, wf_other.id, created_at=at(2))
+        await claim(store, made[3].id)
+
+        got = await store.list_outcomes(acct.id, since=T0, limit=10)
+        assert [o.created_at for o in got] == [at(3), at(2), at(1), at(0)]
+        assert [o.status for o in got] == [R, Q, Q, Q]
+        assert {o.workflow_id for o in got} == {wf.id}
+        assert got[0].started_at is not None
+        assert got[0].started_at.utcoffset() == timedelta(0)
+        assert got[1].finished_at is None
+        assert len(await store.list_outcomes(acct.id, since=T0, limit=2)) == 2
+        assert await store.list_outcomes(acct.id, since=at(10), limit=10) == []
+
+
 class TestListExecutions:
     @pytest.fixture
     async def rows(self, store: Store, acct: Account, wf: Workflow) -> list[Execution]:

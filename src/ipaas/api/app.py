@@ -24,6 +24,8 @@ from ipaas.observability import metrics, tracing
 from ipaas.observability.logging import configure_logging
 from ipaas.runtime import Runtime
 from ipaas.tenants.endpoints import router as tenants_router
+from ipaas.web import error_page, is_console_path
+from ipaas.web import install as install_console
 from ipaas.webhooks import endpoints as webhook_endpoints
 from ipaas.workflows.endpoints import router as workflows_router
 
@@ -93,7 +95,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.metrics_gauges = metrics.StoreGauges()
-    errors.install(app)
+    errors.install(app, errors.HtmlErrors(is_console_path, error_page))
     api = APIRouter(prefix="/api")
     for router in (
         tenants_router,
@@ -108,6 +110,7 @@ def create_app(
     app.router.routes.insert(0, webhook_endpoints.route)
     app.include_router(api)
     app.include_router(health)
+    install_console(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
@@ -125,23 +126,43 @@ def _allowed_methods(request: Request) -> str | None:
     return ", ".join(sorted({m for n, allowed in matching if n == fewest for m in allowed}))
 
 
-def install(app: FastAPI) -> None:
+#: Renders an error as a page, for requests ``HtmlErrors.wants`` says are the console's.
+class HtmlErrors:
+    def __init__(
+        self,
+        wants: Callable[[str], bool],
+        page: Callable[[Request, int, str], Awaitable[Response]],
+    ) -> None:
+        self.wants = wants
+        self.page = page
+
+
+def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
+    def as_page(request: Request) -> bool:
+        return html is not None and html.wants(request.url.path)
+
     @app.exception_handler(IpaasError)
-    async def _ipaas(_: Request, exc: IpaasError) -> JSONResponse:
+    async def _ipaas(request: Request, exc: IpaasError) -> Response:
+        if html is not None and as_page(request):
+            return await html.page(request, exc.status_code, exc.message)
         return error_response(
             exc.status_code, exc.code, exc.message, details=exc.details, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = _clean_validation_errors(exc.errors())
         fields = ", ".join(".".join(str(p) for p in d["loc"][1:]) or "body" for d in details)
+        if html is not None and as_page(request):
+            return await html.page(request, 422, f"Invalid request: {fields}")
         return error_response(
             422, "validation_error", f"Invalid request: {fields}", details=details
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if html is not None and as_page(request):
+            return await html.page(request, exc.status_code, str(exc.detail))
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         headers = getattr(exc, "headers", None)
         allow = _allowed_methods(request) if exc.status_code == 405 else None
@@ -150,6 +171,8 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    async def _unhandled(request: Request, exc: Exception) -> Response:
         _log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        if html is not None and as_page(request):
+            return await html.page(request, 500, "Something went wrong on our side; it was logged.")
         return error_response(500, "internal_error", "Internal server error")

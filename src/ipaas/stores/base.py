@@ -41,6 +41,17 @@ class ExecutionPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutionOutcome:
+    """The few columns of an execution that a summary counts (no trigger data to decode)."""
+
+    workflow_id: str
+    status: ExecutionStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Reaped:
     """What one reaper pass changed."""
 
@@ -175,6 +186,12 @@ class Store(Protocol):
         limit: int = 50,
     ) -> ExecutionPage:
         """Newest first by ``(created_at, id)``; ``before`` is the exclusive keyset cursor."""
+
+    async def list_outcomes(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[ExecutionOutcome]:
+        """Executions created at or after ``since``, newest first, at most ``limit``."""
+        ...
 
     async def count_queued(self, tenant_id: str | None = None) -> int:
         """Executions in ``queued`` (of one tenant, or all)."""

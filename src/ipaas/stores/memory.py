@@ -12,6 +12,7 @@ from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.stores import fairness
 from ipaas.stores.base import (
     DuplicateError,
+    ExecutionOutcome,
     ExecutionPage,
     FinishedExecution,
     QueueStats,
@@ -232,6 +233,25 @@ class MemoryStore:
         page = [ex.model_copy(deep=True) for ex in rows[:limit]]
         more = len(rows) > limit
         return ExecutionPage(page, (page[-1].created_at, page[-1].id) if more and page else None)
+
+    async def list_outcomes(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[ExecutionOutcome]:
+        rows = sorted(
+            (
+                ex
+                for ex in self.executions.values()
+                if ex.tenant_id == tenant_id and ex.created_at >= since
+            ),
+            key=lambda ex: (ex.created_at, ex.id),
+            reverse=True,
+        )[:limit]
+        return [
+            ExecutionOutcome(
+                ex.workflow_id, ex.status, ex.created_at, ex.started_at, ex.finished_at
+            )
+            for ex in rows
+        ]
 
     async def count_queued(self, tenant_id: str | None = None) -> int:
         return sum(

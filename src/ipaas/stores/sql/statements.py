@@ -169,6 +169,12 @@ RELEASE_EXPIRED_KEY = (
 DEDUP_HOLDER = sa.select(EX.c.id).where(_DEDUP)
 GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
 LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
+LIST_OUTCOMES = (
+    sa.select(EX.c.workflow_id, EX.c.status, EX.c.created_at, EX.c.started_at, EX.c.finished_at)
+    .where(scoped(EX), EX.c.created_at >= p_at("p_since"))
+    .order_by(EX.c.created_at.desc(), EX.c.id.desc())
+    .limit(_limit())
+)
 COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
 COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
 # -- fairness: per-tenant caps and round-robin claims (``stores/fairness.py``) ---------------

@@ -21,6 +21,7 @@ from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepSta
 from ipaas.stores import fairness
 from ipaas.stores.base import (
     DuplicateError,
+    ExecutionOutcome,
     ExecutionPage,
     FinishedExecution,
     QueueStats,
@@ -339,6 +340,18 @@ class SqlStore:
         items = [_execution(row._mapping) for row in rows[:limit]]
         more = len(rows) > limit
         return ExecutionPage(items, (items[-1].created_at, items[-1].id) if more else None)
+
+    async def list_outcomes(
+        self, tenant_id: str, *, since: datetime, limit: int
+    ) -> list[ExecutionOutcome]:
+        params = {"p_tenant_id": tenant_id, "p_since": since, "p_limit": limit}
+        rows = await self._db.run_read(_all(q.LIST_OUTCOMES, params))
+        return [
+            ExecutionOutcome(
+                r.workflow_id, ExecutionStatus(r.status), r.created_at, r.started_at, r.finished_at
+            )
+            for r in rows
+        ]
 
     async def count_queued(self, tenant_id: str | None = None) -> int:
         if tenant_id is None:

@@ -1,0 +1,149 @@
+"""Sign up, log in, log out, and the API tokens page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from ipaas.api.deps import RuntimeDep
+from ipaas.errors import Conflict, Unauthorized
+from ipaas.tenants import service as tenant_service
+from ipaas.tenants.schemas import SignupCreate
+from ipaas.web.pages._common import Csrf, read_form, see_other, validation_errors
+from ipaas.web.render import render
+from ipaas.web.session import SessionPrincipal, clear_session, set_session
+
+router = APIRouter()
+
+
+@router.get("/signup")
+async def signup_page(request: Request) -> HTMLResponse:
+    return render(request, "signup.html", {"values": {}, "errors": {}})
+
+
+@router.post("/signup", dependencies=Csrf)
+async def signup(request: Request, runtime: RuntimeDep) -> Response:
+    form = await read_form(request)
+    values = {k: form.get(k, "") for k in ("email", "tenant_name")}
+    try:
+        body = SignupCreate(
+            email=form.get("email", ""),
+            password=form.get("password", ""),
+            tenant_name=form.get("tenant_name", ""),
+        )
+        _, token = await tenant_service.signup(
+            runtime.store,
+            email=body.email,
+            password=body.password,
+            tenant_name=body.tenant_name,
+            token_ttl_s=runtime.settings.token_ttl_s,
+        )
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        return render(request, "signup.html", {"values": values, "errors": errors}, 422)
+    except Conflict as exc:
+        errors = {"email": exc.message}
+        return render(request, "signup.html", {"values": values, "errors": errors}, 409)
+    response = see_other("/")
+    set_session(request, response, token, runtime.settings.token_ttl_s)
+    return response
+
+
+@router.get("/login")
+async def login_page(request: Request, expired: bool = False) -> HTMLResponse:
+    notice = "Your session has expired or was ended. Please log in again." if expired else ""
+    return render(request, "login.html", {"values": {}, "errors": {}, "notice": notice})
+
+
+@router.post("/login", dependencies=Csrf)
+async def login(request: Request, runtime: RuntimeDep) -> Response:
+    form = await read_form(request)
+    email = form.get("email", "")
+    try:
+        token = await tenant_service.login(
+            runtime.store,
+            email=email,
+            password=form.get("password", ""),
+            token_ttl_s=runtime.settings.token_ttl_s,
+        )
+    except Unauthorized as exc:
+        context = {"values": {"email": email}, "errors": {"form": exc.message}, "notice": ""}
+        return render(request, "login.html", context, 401)
+    response = see_other("/")
+    set_session(request, response, token, runtime.settings.token_ttl_s)
+    return response
+
+
+@router.post("/logout", dependencies=Csrf)
+async def logout(request: Request, principal: SessionPrincipal, runtime: RuntimeDep) -> Response:
+    await tenant_service.revoke_token(
+        runtime.store, tenant_id=principal.tenant_id, token_id=principal.token_id
+    )
+    response = see_other("/login")
+    clear_session(request, response)
+    return response
+
+
+async def _tokens_page(
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+    *,
+    created: str | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    tokens = await tenant_service.list_tokens(runtime.store, tenant_id=principal.tenant_id)
+    context = {
+        "tokens": tokens,
+        "current": principal.token_id,
+        "created": created,
+        "errors": errors or {},
+    }
+    return render(request, "tokens.html", context, status)
+
+
+@router.get("/tokens")
+async def tokens(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    return await _tokens_page(request, principal, runtime)
+
+
+@router.post("/tokens", dependencies=Csrf)
+async def create_token(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    form = await read_form(request)
+    name = form.get("name", "").strip()
+    days = form.get("expires_in_days", "").strip()
+    errors = {}
+    if not name or len(name) > 200:
+        errors["name"] = "give a name of 1 to 200 characters"
+    if days and (not days.isdigit() or int(days) < 1):
+        errors["expires_in_days"] = "a whole number of days, 1 or more (or empty: no expiry)"
+    if errors:
+        return await _tokens_page(request, principal, runtime, errors=errors, status=422)
+    _, plaintext = await tenant_service.create_token(
+        runtime.store,
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        name=name,
+        ttl_s=int(days) * 86400 if days else None,
+    )
+    return await _tokens_page(request, principal, runtime, created=plaintext)
+
+
+@router.post("/tokens/{token_id}/revoke", dependencies=Csrf)
+async def revoke_token(
+    token_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    await tenant_service.revoke_token(
+        runtime.store, tenant_id=principal.tenant_id, token_id=token_id
+    )
+    if token_id == principal.token_id:  # this very session: it has just ended
+        response = see_other("/login?expired=true")
+        clear_session(request, response)
+        return response
+    return see_other("/tokens")

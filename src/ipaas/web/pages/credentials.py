@@ -1,0 +1,83 @@
+"""Credentials: list, create (secrets write-only), delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from ipaas.api.deps import RuntimeDep
+from ipaas.credentials import service as credential_service
+from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate
+from ipaas.errors import ValidationFailed
+from ipaas.web import forms
+from ipaas.web.pages._common import Csrf, read_form, see_other, validation_errors
+from ipaas.web.render import render
+from ipaas.web.session import SessionPrincipal
+
+router = APIRouter()
+SECRET_FIELDS = {kind.value: forms.fields_for(model) for kind, model in SECRET_MODELS.items()}
+
+
+async def _credentials_page(
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    credentials = await credential_service.list_(runtime.store, tenant_id=principal.tenant_id)
+    context = {
+        "credentials": credentials,
+        "secret_fields": SECRET_FIELDS,
+        "values": values or {"type": "slack"},
+        "errors": errors or {},
+    }
+    return render(request, "credentials.html", context, status)
+
+
+@router.get("/credentials")
+async def credentials(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    return await _credentials_page(request, principal, runtime)
+
+
+@router.post("/credentials", dependencies=Csrf)
+async def create_credential(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    form = await read_form(request)
+    kind = form.get("type", "")
+    # Only the name and type are ever rendered back: a secret is never put in a page.
+    values = {"name": form.get("name", ""), "type": kind}
+    fields = SECRET_FIELDS.get(kind, [])
+    secret, errors = forms.read(fields, form, f"secret.{kind}.")
+    errors = {f"secret.{k}": v for k, v in errors.items()}
+    if not errors:
+        try:
+            data = CredentialCreate(name=form.get("name", ""), type=kind, secret=secret)
+            await credential_service.create(
+                runtime.store, runtime.cipher, tenant_id=principal.tenant_id, data=data
+            )
+        except ValidationError as exc:
+            errors = validation_errors(exc)
+        except ValidationFailed as exc:
+            errors = forms.errors_by_field(exc.details) or {"form": exc.message}
+        else:
+            return see_other("/credentials")
+    return await _credentials_page(
+        request, principal, runtime, values=values, errors=errors, status=422
+    )
+
+
+@router.post("/credentials/{credential_id}/delete", dependencies=Csrf)
+async def delete_credential(
+    credential_id: str, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    await credential_service.delete(
+        runtime.store, tenant_id=principal.tenant_id, credential_id=credential_id
+    )
+    return see_other("/credentials")

@@ -1,0 +1,249 @@
+"""Workflows: list, editor, webhook, activation, dry run and simulate, manual run."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ipaas.api.deps import RuntimeDep
+from ipaas.credentials import service as credential_service
+from ipaas.engine.connectors import REGISTRY
+from ipaas.errors import ValidationFailed
+from ipaas.executions import service as execution_service
+from ipaas.executions.models import ExecutionStatus, TriggerData
+from ipaas.web import forms
+from ipaas.web.pages._common import Csrf, read_form, see_other
+from ipaas.web.render import render
+from ipaas.web.session import SessionPrincipal
+from ipaas.web.workflow_form import WorkflowForm
+from ipaas.webhooks import service as webhook_service
+from ipaas.workflows import service as workflow_service
+from ipaas.workflows.schemas import WorkflowPatch
+
+router = APIRouter()
+#: The workflows list's success rate is over this many latest executions per workflow.
+RECENT_RUNS = 20
+CONNECTOR_FIELDS = {kind: forms.fields_for(c.Params) for kind, c in REGISTRY.items()}
+
+
+def webhook_url(request: Request, workflow_id: str) -> str:
+    return f"{str(request.base_url).rstrip('/')}/api/webhooks/{workflow_id}"
+
+
+@router.get("/workflows")
+async def workflows(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    rows = []
+    for workflow in await workflow_service.list_(runtime.store, tenant_id=principal.tenant_id):
+        recent, _ = await execution_service.list_(
+            runtime.store,
+            tenant_id=principal.tenant_id,
+            workflow_id=workflow.id,
+            status=None,
+            cursor=None,
+            limit=RECENT_RUNS,
+        )
+        finished = [e for e in recent if e.status.terminal]
+        succeeded = sum(e.status is ExecutionStatus.succeeded for e in finished)
+        rows.append(
+            {
+                "workflow": workflow,
+                "last_run": recent[0] if recent else None,
+                "success_rate": round(100 * succeeded / len(finished)) if finished else None,
+                "sample": len(finished),
+            }
+        )
+    return render(request, "workflows.html", {"rows": rows})
+
+
+async def _workflow_form_context(
+    runtime: RuntimeDep, principal: SessionPrincipal
+) -> dict[str, Any]:
+    credentials = await credential_service.list_(runtime.store, tenant_id=principal.tenant_id)
+    return {
+        "connectors": CONNECTOR_FIELDS,
+        "credential_types": {
+            kind: c.credential_type.value if c.credential_type else None
+            for kind, c in REGISTRY.items()
+        },
+        "credentials": credentials,
+    }
+
+
+FormContext = Annotated[dict[str, Any], Depends(_workflow_form_context)]
+
+
+@router.get("/workflows/new")
+async def new_workflow(request: Request, context: FormContext) -> HTMLResponse:
+    form = WorkflowForm.blank()
+    return render(request, "workflow_form.html", {**context, "form": form, "workflow": None})
+
+
+@router.post("/workflows/new", dependencies=Csrf)
+async def create_workflow(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep, context: FormContext
+) -> Response:
+    form = WorkflowForm.parse(await read_form(request), CONNECTOR_FIELDS)
+    data = form.to_create()
+    if data is not None:
+        try:
+            workflow = await workflow_service.create(
+                runtime.store, tenant_id=principal.tenant_id, data=data
+            )
+        except ValidationFailed as exc:
+            form.add_errors(forms.errors_by_field(exc.details), exc.message)
+        else:
+            return see_other(f"/workflows/{workflow.id}")
+    context = {**context, "form": form, "workflow": None}
+    return render(request, "workflow_form.html", context, 422)
+
+
+@router.get("/workflows/{workflow_id}")
+async def workflow_detail(
+    workflow_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    workflow = await workflow_service.get(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    context = {
+        "workflow": workflow,
+        "webhook_url": webhook_url(request, workflow.id),
+        "sample": '{"order": {"id": 1042, "total": 99.5}}',
+        "result": None,
+        "errors": {},
+    }
+    return render(request, "workflow.html", context)
+
+
+@router.get("/workflows/{workflow_id}/edit")
+async def edit_workflow(
+    workflow_id: str,
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+    context: FormContext,
+) -> HTMLResponse:
+    workflow = await workflow_service.get(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    form = WorkflowForm.of(workflow, CONNECTOR_FIELDS)
+    return render(request, "workflow_form.html", {**context, "form": form, "workflow": workflow})
+
+
+@router.post("/workflows/{workflow_id}/edit", dependencies=Csrf)
+async def update_workflow(
+    workflow_id: str,
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+    context: FormContext,
+) -> Response:
+    workflow = await workflow_service.get(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    form = WorkflowForm.parse(await read_form(request), CONNECTOR_FIELDS, current=workflow)
+    data = form.to_update()
+    if data is not None:
+        try:
+            await workflow_service.update(
+                runtime.store,
+                runtime.workflow_cache,
+                tenant_id=principal.tenant_id,
+                workflow_id=workflow_id,
+                data=data,
+            )
+        except ValidationFailed as exc:
+            form.add_errors(forms.errors_by_field(exc.details), exc.message)
+        else:
+            return see_other(f"/workflows/{workflow_id}")
+    context = {**context, "form": form, "workflow": workflow}
+    return render(request, "workflow_form.html", context, 422)
+
+
+@router.post("/workflows/{workflow_id}/active", dependencies=Csrf)
+async def set_active(
+    workflow_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    form = await read_form(request)
+    await workflow_service.update(
+        runtime.store,
+        runtime.workflow_cache,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+        data=WorkflowPatch(active=form.get("active") == "true"),
+    )
+    return see_other(f"/workflows/{workflow_id}")
+
+
+@router.post("/workflows/{workflow_id}/delete", dependencies=Csrf)
+async def delete_workflow(
+    workflow_id: str, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    await workflow_service.delete(
+        runtime.store,
+        runtime.workflow_cache,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+    )
+    return see_other("/workflows")
+
+
+@router.post("/workflows/{workflow_id}/dry-run", dependencies=Csrf)
+async def dry_run(
+    workflow_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    workflow = await workflow_service.get(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    form = await read_form(request)
+    sample = form.get("sample", "")
+    context: dict[str, Any] = {
+        "workflow": workflow,
+        "webhook_url": webhook_url(request, workflow.id),
+        "sample": sample,
+        "result": None,
+        "errors": {},
+    }
+    try:
+        body = json.loads(sample) if sample.strip() else None
+    except ValueError as exc:
+        context["errors"] = {"sample": f"not valid JSON: {exc}"}
+        return render(request, "workflow.html", context, 422)
+    try:
+        context["result"] = await workflow_service.dry_run(
+            runtime.store,
+            runtime.cipher,
+            runtime.http,
+            runtime.endpoints,
+            tenant_id=principal.tenant_id,
+            definition=workflow.definition,
+            trigger=TriggerData(body=body, content_type="application/json"),
+            simulate=form.get("mode") == "simulate",
+            template_timeout_s=runtime.settings.template_timeout_s,
+        )
+    except ValidationFailed as exc:
+        context["errors"] = {"sample": exc.message, **forms.errors_by_field(exc.details)}
+        return render(request, "workflow.html", context, 422)
+    return render(request, "workflow.html", context)
+
+
+@router.post("/workflows/{workflow_id}/run", dependencies=Csrf)
+async def run_workflow(
+    workflow_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    workflow = await workflow_service.get(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
+    )
+    execution = await webhook_service.start(
+        runtime.store,
+        runtime.queue,
+        workflow_id=workflow.id,
+        tenant_id=workflow.tenant_id,
+        version=workflow.version,
+        trigger=TriggerData(type="manual"),
+    )
+    return see_other(f"/executions/{execution.id}")

@@ -1,0 +1,434 @@
+"""The console over ASGI (no browser): sessions, CSRF, secrets, tenant isolation, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from ipaas.web.session import CSRF_COOKIE, SESSION_COOKIE
+
+SECRET_URL = "http://127.0.0.1:9/services/T000/B000/SENTINELsecretXYZ"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = _CSRF.search(page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+async def post_form(
+    client: httpx.AsyncClient, page: str, action: str, data: dict[str, str]
+) -> httpx.Response:
+    """Submit a form the way a browser does: token from the page, cookies from the jar."""
+    token = csrf_of(await client.get(page))
+    return await client.post(action, data={"csrf_token": token, **data})
+
+
+async def console_signup(client: httpx.AsyncClient, email: str = "ada@example.com") -> None:
+    response = await post_form(
+        client,
+        "/signup",
+        "/signup",
+        {"email": email, "password": "correct horse battery", "tenant_name": "Acme"},
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/"
+
+
+def new_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Another browser against the same app (its own cookie jar)."""
+    return httpx.AsyncClient(transport=client._transport, base_url=client.base_url)
+
+
+class TestSession:
+    async def test_signup_sets_an_httponly_lax_session_cookie(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        token = csrf_of(await client.get("/signup"))
+        response = await client.post(
+            "/signup",
+            data={
+                "csrf_token": token,
+                "email": "ada@example.com",
+                "password": "correct horse battery",
+                "tenant_name": "Acme",
+            },
+        )
+        cookies = [c for c in response.headers.get_list("set-cookie") if SESSION_COOKIE in c]
+        assert len(cookies) == 1
+        assert "HttpOnly" in cookies[0]
+        assert "SameSite=lax" in cookies[0]
+        assert "Secure" not in cookies[0]  # plain HTTP here
+        assert (await client.get("/")).status_code == 200
+
+    async def test_cookies_are_secure_over_tls(self, client: httpx.AsyncClient) -> None:
+        async with httpx.AsyncClient(
+            transport=client._transport, base_url="https://ipaas.test"
+        ) as tls:
+            page = await tls.get("/login")
+            assert "Secure" in page.headers["set-cookie"]
+
+    async def test_without_a_session_pages_redirect_to_login(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        for path in ("/", "/workflows", "/credentials", "/executions", "/tokens"):
+            response = await client.get(path)
+            assert response.status_code == 303, path
+            assert response.headers["location"] == "/login"
+
+    async def test_logout_ends_the_session_in_the_store(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        stolen = client.cookies[SESSION_COOKIE]
+        response = await post_form(client, "/", "/logout", {})
+        assert response.status_code == 303
+        assert (await client.get("/")).status_code == 303
+        # The cookie's token was revoked, not just forgotten: a copy of it is refused too,
+        # by the console and by the API.
+        async with new_client(client) as other:
+            other.cookies.set(SESSION_COOKIE, stolen)
+            response = await other.get("/workflows")
+            assert response.status_code == 303
+            assert response.headers["location"] == "/login?expired=true"
+        api = await client.get("/api/workflows", headers={"Authorization": f"Bearer {stolen}"})
+        assert api.status_code == 401
+
+    async def test_expired_session_shows_a_clear_login_page(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        client.cookies.set(SESSION_COOKIE, "ipaas_not-a-live-token")
+        response = await client.get("/executions", follow_redirects=True)
+        assert response.status_code == 200
+        assert "Your session has expired" in response.text
+        assert "Traceback" not in response.text
+
+    async def test_a_polled_fragment_answers_401_when_the_session_is_gone(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        client.cookies.set(SESSION_COOKIE, "ipaas_gone")
+        assert (await client.get("/dashboard/live")).status_code == 401
+
+    async def test_bad_login_is_refused_with_a_message(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        async with new_client(client) as other:
+            response = await post_form(
+                other, "/login", "/login", {"email": "ada@example.com", "password": "wrong!!!"}
+            )
+            assert response.status_code == 401
+            assert "Incorrect email or password" in response.text
+            good = await post_form(
+                other,
+                "/login",
+                "/login",
+                {"email": "ada@example.com", "password": "correct horse battery"},
+            )
+            assert good.status_code == 303
+            assert (await other.get("/tokens")).status_code == 200
+
+
+class TestCsrf:
+    @pytest.mark.parametrize("token", [None, "", "forged-token"])
+    async def test_signup_without_the_right_token_is_refused(
+        self, client: httpx.AsyncClient, token: str | None
+    ) -> None:
+        await client.get("/signup")  # the browser holds a real CSRF cookie
+        data = {"email": "x@example.com", "password": "correct horse", "tenant_name": "X"}
+        if token is not None:
+            data["csrf_token"] = token
+        response = await client.post("/signup", data=data)
+        assert response.status_code == 403
+        assert "could not be verified" in response.text
+        assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+
+    async def test_every_signed_in_form_checks_the_token(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        for action in (
+            "/logout",
+            "/credentials",
+            "/workflows/new",
+            "/tokens",
+            "/executions/ex_x/cancel",
+            "/workflows/wf_x/active",
+        ):
+            response = await client.post(action, data={"csrf_token": "forged"})
+            assert response.status_code == 403, action
+        # ...and the session survived the forged logout.
+        assert (await client.get("/")).status_code == 200
+
+    async def test_a_token_from_another_browser_does_not_work(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        async with new_client(client) as attacker:
+            foreign = csrf_of(await attacker.get("/login"))
+        response = await client.post("/tokens", data={"csrf_token": foreign, "name": "x"})
+        assert response.status_code == 403
+
+    async def test_the_header_works_for_scripts(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        token = client.cookies[CSRF_COOKIE]
+        response = await client.post(
+            "/tokens", data={"name": "ci"}, headers={"X-CSRF-Token": token}
+        )
+        assert response.status_code == 200
+        assert "shown only once" in response.text
+
+
+class TestSecrets:
+    async def test_a_stored_secret_is_never_rendered(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        response = await post_form(
+            client,
+            "/credentials",
+            "/credentials",
+            {"name": "team-slack", "type": "slack", "secret.slack.webhook_url": SECRET_URL},
+        )
+        assert response.status_code == 303, response.text
+        page = await client.get("/credentials")
+        assert "team-slack" in page.text
+        assert "SENTINEL" not in page.text
+        new = await client.get("/workflows/new")
+        assert "team-slack" in new.text
+        assert "SENTINEL" not in new.text
+
+    async def test_a_refused_secret_is_not_echoed_back(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        response = await post_form(
+            client,
+            "/credentials",
+            "/credentials",
+            {
+                "name": "bad",
+                "type": "slack",
+                "secret.slack.webhook_url": SECRET_URL,
+                "secret.slack.bot_token": "SENTINELbotTOKEN",  # both: refused
+            },
+        )
+        assert response.status_code == 422
+        assert "exactly one of webhook_url or bot_token" in response.text
+        assert "SENTINEL" not in response.text
+
+    async def test_the_api_error_is_shown_next_to_the_field(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        response = await post_form(
+            client,
+            "/credentials",
+            "/credentials",
+            {"name": "d", "type": "discord", "secret.discord.webhook_url": "not a url"},
+        )
+        assert response.status_code == 422
+        assert 'id="err-secret-webhook_url"' in response.text
+        assert 'aria-describedby="err-secret-webhook_url"' in response.text
+
+
+def _workflow_form(credential_id: str = "", **extra: str) -> dict[str, str]:
+    return {
+        "mode": "form",
+        "slots": "1",
+        "name": "Orders to Slack",
+        "active": "true",
+        "trigger.type": "webhook",
+        "steps.0.id": "notify",
+        "steps.0.type": "slack_message",
+        "steps.0.credential_id": credential_id,
+        "steps.0.config.slack_message.text": "Order {{ trigger.body.id }}",
+        **extra,
+    }
+
+
+async def _credential(client: httpx.AsyncClient) -> str:
+    await post_form(
+        client,
+        "/credentials",
+        "/credentials",
+        {"name": "team-slack", "type": "slack", "secret.slack.webhook_url": SECRET_URL},
+    )
+    listed = await client.get("/credentials")
+    found = re.search(r"<code>(cred_[^<]+)</code>", listed.text)
+    assert found
+    return found.group(1)
+
+
+class TestWorkflowForm:
+    async def test_create_from_the_generated_form(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        response = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        assert response.status_code == 303, response.text
+        page = await client.get(response.headers["location"])
+        assert "Orders to Slack" in page.text
+        assert "/api/webhooks/wf_" in page.text
+        assert "curl -X POST" in page.text
+
+    async def test_editing_in_the_form_keeps_what_it_does_not_show(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        definition = {
+            "trigger": {"type": "webhook", "idempotency": {"body_path": "id"}},
+            "steps": [
+                {
+                    "id": "notify",
+                    "name": "Tell the team",
+                    "type": "slack_message",
+                    "credential_id": credential_id,
+                    "config": {"text": "hi"},
+                    "retry": {"max_attempts": 2},
+                    "timeout_s": 5,
+                }
+            ],
+        }
+        created = await post_form(
+            client,
+            "/workflows/new",
+            "/workflows/new",
+            {"mode": "json", "name": "w", "active": "true", "definition": json.dumps(definition)},
+        )
+        assert created.status_code == 303, created.text
+        edit = created.headers["location"] + "/edit"
+        form = _workflow_form(credential_id, slots="2", name="renamed")
+        saved = await post_form(client, edit, edit, form)
+        assert saved.status_code == 303, saved.text
+        page = await client.get(edit)
+        for kept in ('"body_path": "id"', '"name": "Tell the team"', '"max_attempts": 2'):
+            assert kept in page.text.replace("&#34;", '"'), kept
+        assert "Order {{ trigger.body.id }}" in page.text
+
+    async def test_the_service_error_sits_next_to_its_field(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        response = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form("cred_nope")
+        )
+        assert response.status_code == 422
+        assert 'id="err-steps-0-credential_id"' in response.text
+        assert "credential not found" in response.text
+
+    async def test_a_bad_param_is_flagged_on_the_param(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        form = _workflow_form(credential_id, **{"steps.0.config.slack_message.blocks": "[oops"})
+        response = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert response.status_code == 422
+        assert 'id="err-steps-0-config-blocks"' in response.text
+        assert "not valid JSON" in response.text
+
+    async def test_the_json_editor_reports_its_errors(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        response = await post_form(
+            client,
+            "/workflows/new",
+            "/workflows/new",
+            {"mode": "json", "name": "j", "definition": '{"steps": []}'},
+        )
+        assert response.status_code == 422
+        assert "steps" in response.text
+        assert 'class="alert"' in response.text
+
+
+class TestIsolation:
+    async def test_another_tenants_pages_are_not_found(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client, "a@example.com")
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        workflow_path = created.headers["location"]
+        workflow_id = workflow_path.rsplit("/", 1)[1]
+        fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1})
+        execution_id = fired.json()["execution_id"]
+
+        async with new_client(client) as other:
+            await console_signup(other, "b@example.com")
+            for path in (workflow_path, f"{workflow_path}/edit", f"/executions/{execution_id}"):
+                response = await other.get(path)
+                assert response.status_code == 404, path
+                assert response.headers["content-type"].startswith("text/html")
+            for path in ("/workflows", "/executions", "/credentials", "/"):
+                page = await other.get(path)
+                assert page.status_code == 200
+                for foreign in (workflow_id, execution_id, credential_id, "Orders to Slack"):
+                    assert foreign not in page.text, (path, foreign)
+            for action in (
+                f"/executions/{execution_id}/cancel",
+                f"/credentials/{credential_id}/delete",
+                f"{workflow_path}/active",
+            ):
+                response = await post_form(other, "/", action, {"active": "false"})
+                assert response.status_code == 404, action
+        # Untouched for its owner.
+        assert "Orders to Slack" in (await client.get("/workflows")).text
+        assert credential_id in (await client.get("/credentials")).text
+
+
+class TestPages:
+    async def test_unknown_page_is_a_page_and_the_api_stays_json(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        page = await client.get("/no/such/page")
+        assert page.status_code == 404
+        assert page.headers["content-type"].startswith("text/html")
+        assert "Not found" in page.text
+        assert "Log out" not in page.text
+        api = await client.get("/api/no/such")
+        assert api.status_code == 404
+        assert api.json()["error"]["code"] == "not_found"
+        await console_signup(client)
+        signed_in = await client.get("/no/such/page")
+        assert signed_in.status_code == 404
+        assert "Log out" in signed_in.text
+
+    async def test_dashboard_counts_the_last_hour(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        for n in range(3):
+            fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": n})
+            assert fired.status_code == 202
+        live = await client.get("/dashboard/live")
+        assert re.search(r'data-metric="total">3<', live.text)
+        # No worker runs in these tests: all three wait in the queue.
+        assert re.search(r'data-metric="queue">3<', live.text)
+        assert "queued 3" in live.text
+
+    async def test_token_is_shown_once(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        created = await post_form(client, "/tokens", "/tokens", {"name": "ci"})
+        token = re.search(r'value="(ipaas_[^"]+)"', created.text)
+        assert token
+        api = await client.get(
+            "/api/workflows", headers={"Authorization": f"Bearer {token.group(1)}"}
+        )
+        assert api.status_code == 200
+        assert token.group(1) not in (await client.get("/tokens")).text
+
+    async def test_pages_are_not_cached_or_framed(self, client: httpx.AsyncClient) -> None:
+        page = await client.get("/login")
+        headers: dict[str, Any] = dict(page.headers)
+        assert headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+
+
+class TestExecutionFilters:
+    async def test_any_status_and_a_bad_status(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        # The filter form sends empty values for "all workflows" / "any status".
+        assert (await client.get("/executions?workflow_id=&status=")).status_code == 200
+        assert (await client.get("/executions/rows?workflow_id=&status=")).status_code == 200
+        bad = await client.get("/executions?status=bogus")
+        assert bad.status_code == 400
+        assert "Unknown status" in bad.text
+        assert bad.headers["content-type"].startswith("text/html")
