@@ -7,6 +7,7 @@ worker claims it from there whenever the queue is empty and a slot is free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -30,6 +31,10 @@ from ipaas.observability.metrics import EXECUTIONS_RUNNING
 from ipaas.runtime import Runtime
 
 _log = structlog.get_logger(__name__)
+
+#: While everything queued is at its tenant's cap: how soon the store is asked again if none
+#: of our executions ends first (another tenant's new work waits at most this long).
+CAPPED_RECHECK_S = 0.02
 
 
 def worker_name() -> str:
@@ -179,6 +184,11 @@ class Worker:
             self._queue_down = False
         return ids
 
+    async def _wait_freed(self, timeout_s: float) -> None:
+        """Until one of our executions ends, or ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), timeout_s)
+
     async def _wait_for_work(self, limit: int, wait_s: float) -> list[str]:
         """Ids from the queue, or none as soon as one of our executions ends.
 
@@ -218,6 +228,12 @@ class Worker:
                 claimed = []
                 if self._prefer_store:
                     claimed = await self._claim_from_store(free)
+                    if not claimed and self._tasks:
+                        # What is queued belongs to tenants at their cap; their room comes
+                        # back when an execution ends. Reading the queue now would only
+                        # spend a refused claim per id (a busy loop): look again shortly.
+                        await self._wait_freed(CAPPED_RECHECK_S)
+                        continue
                     self._prefer_store = bool(claimed)
                 if not claimed:
                     received = await self._receive(free, 0)
@@ -229,7 +245,9 @@ class Worker:
                 if not claimed:
                     claimed = await self._claim_from_store(free)
                 if not claimed:
-                    claimed = await self._claim(await self._wait_for_work(free, poll_s))
+                    received = await self._wait_for_work(free, poll_s)
+                    claimed = await self._claim(received)
+                    self._prefer_store = len(claimed) < len(received)
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable:  # wait for the database; the reaper recovers the rest
