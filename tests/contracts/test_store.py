@@ -39,6 +39,8 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TIMEOUT_S = 300.0
 Q = ExecutionStatus.queued
 R = ExecutionStatus.running
+S = ExecutionStatus.succeeded
+F = ExecutionStatus.failed
 
 
 def at(seconds: float) -> datetime:
@@ -477,27 +479,35 @@ class TestCreateExecution:
         assert await store.count_queued() == 4
 
 
-class TestListOutcomes:
-    async def test_window_newest_first_tenant_scoped(
+class TestExecutionFigures:
+    async def test_counts_per_minute_and_workflow_durations_tenant_scoped(
         self, store: Store, acct: Account, wf: Workflow
     ) -> None:
         other = await new_account(store)
         wf_other = await new_workflow(store, other.id)
+        wf2 = await new_workflow(store, acct.id)
         await new_execution(store, acct.id, wf.id, created_at=at(-1))  # before the window
-        made = [await new_execution(store, acct.id, wf.id, created_at=at(n)) for n in range(4)]
-        await new_execution(store, other.id, wf_other.id, created_at=at(2))
-        await claim(store, made[3].id)
+        await new_execution(store, other.id, wf_other.id, created_at=at(5))  # another tenant
+        ok = await new_execution(store, acct.id, wf.id, created_at=at(0))
+        bad = await new_execution(store, acct.id, wf2.id, created_at=at(61))
+        await new_execution(store, acct.id, wf.id, created_at=at(62))
+        await new_execution(store, acct.id, wf.id, created_at=at(7200))  # past the last edge
+        for execution, status, seconds in ((ok, S, 1.5), (bad, F, 0.25)):
+            await claim(store, execution.id, now=at(100))
+            await store.finish_execution(
+                execution.id,
+                owner="w1",
+                status=status,
+                error=None,
+                finished_at=at(100 + seconds),
+            )
 
-        got = await store.list_outcomes(acct.id, since=T0, limit=10)
-        assert [o.created_at for o in got] == [at(3), at(2), at(1), at(0)]
-        assert [o.status for o in got] == [R, Q, Q, Q]
-        assert {o.workflow_id for o in got} == {wf.id}
-        assert got[0].started_at is not None
-        assert got[0].started_at.utcoffset() == timedelta(0)
-        assert got[1].finished_at is None
-        assert len(await store.list_outcomes(acct.id, since=T0, limit=2)) == 2
-        assert await store.list_outcomes(acct.id, since=at(10), limit=10) == []
-
+        got = await store.execution_figures(acct.id, since=T0)
+        assert sorted(got.per_minute) == [(0, S, 1), (1, F, 1), (1, Q, 1), (59, Q, 1)]
+        assert sorted(got.per_workflow) == sorted([(wf.id, 0, 3), (wf2.id, 1, 1)])
+        assert got.durations_s == pytest.approx([0.25, 1.5], abs=0.01)
+        empty = await store.execution_figures(acct.id, since=at(10_000))
+        assert (empty.per_minute, empty.per_workflow, empty.durations_s) == ([], [], [])
 
 class TestListExecutions:
     @pytest.fixture

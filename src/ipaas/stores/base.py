@@ -40,15 +40,22 @@ class ExecutionPage:
     next_key: tuple[datetime, str] | None
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionOutcome:
-    """The few columns of an execution that a summary counts (no trigger data to decode)."""
+#: Minutes ``Store.execution_figures`` counts per status.
+FIGURE_MINUTES = 60
 
-    workflow_id: str
-    status: ExecutionStatus
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFigures:
+    """A tenant's executions created since a moment, aggregated by the store (the console's
+    dashboard): no row is read into Python."""
+
+    #: ``(minute, status, count)``: minute ``i`` holds executions created in
+    #: ``[since + i min, since + (i + 1) min)``; the last one also everything later.
+    per_minute: list[tuple[int, ExecutionStatus, int]]
+    #: ``(workflow_id, failed or timed out, all)``.
+    per_workflow: list[tuple[str, int, int]]
+    #: Seconds from first start to the end, of every finished one, ascending.
+    durations_s: list[float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +194,9 @@ class Store(Protocol):
     ) -> ExecutionPage:
         """Newest first by ``(created_at, id)``; ``before`` is the exclusive keyset cursor."""
 
-    async def list_outcomes(
-        self, tenant_id: str, *, since: datetime, limit: int
-    ) -> list[ExecutionOutcome]:
-        """Executions created at or after ``since``, newest first, at most ``limit``."""
+    async def execution_figures(self, tenant_id: str, *, since: datetime) -> ExecutionFigures:
+        """Counts per minute and status, per workflow, and the run durations of the tenant's
+        executions created at or after ``since`` (``FIGURE_MINUTES`` minute buckets)."""
         ...
 
     async def count_queued(self, tenant_id: str | None = None) -> int:

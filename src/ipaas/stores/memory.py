@@ -11,8 +11,9 @@ from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.stores import fairness
 from ipaas.stores.base import (
+    FIGURE_MINUTES,
     DuplicateError,
-    ExecutionOutcome,
+    ExecutionFigures,
     ExecutionPage,
     FinishedExecution,
     QueueStats,
@@ -234,24 +235,25 @@ class MemoryStore:
         more = len(rows) > limit
         return ExecutionPage(page, (page[-1].created_at, page[-1].id) if more and page else None)
 
-    async def list_outcomes(
-        self, tenant_id: str, *, since: datetime, limit: int
-    ) -> list[ExecutionOutcome]:
-        rows = sorted(
-            (
-                ex
-                for ex in self.executions.values()
-                if ex.tenant_id == tenant_id and ex.created_at >= since
-            ),
-            key=lambda ex: (ex.created_at, ex.id),
-            reverse=True,
-        )[:limit]
-        return [
-            ExecutionOutcome(
-                ex.workflow_id, ex.status, ex.created_at, ex.started_at, ex.finished_at
-            )
-            for ex in rows
-        ]
+    async def execution_figures(self, tenant_id: str, *, since: datetime) -> ExecutionFigures:
+        minutes: dict[tuple[int, ExecutionStatus], int] = {}
+        workflows: dict[str, list[int]] = {}
+        durations: list[float] = []
+        for ex in self.executions.values():
+            if ex.tenant_id != tenant_id or ex.created_at < since:
+                continue
+            minute = min(FIGURE_MINUTES - 1, int((ex.created_at - since).total_seconds() // 60))
+            minutes[minute, ex.status] = minutes.get((minute, ex.status), 0) + 1
+            counts = workflows.setdefault(ex.workflow_id, [0, 0])
+            counts[0] += ex.status in (ExecutionStatus.failed, ExecutionStatus.timed_out)
+            counts[1] += 1
+            if ex.started_at is not None and ex.finished_at is not None:
+                durations.append((ex.finished_at - ex.started_at).total_seconds())
+        return ExecutionFigures(
+            per_minute=[(m, status, n) for (m, status), n in sorted(minutes.items())],
+            per_workflow=[(wid, f, n) for wid, (f, n) in sorted(workflows.items())],
+            durations_s=sorted(durations),
+        )
 
     async def count_queued(self, tenant_id: str | None = None) -> int:
         return sum(

@@ -123,6 +123,12 @@ class Database(ABC):
         claims cannot overlap."""
 
     @abstractmethod
+    def seconds_between(
+        self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[float]:
+        """``end - start`` in seconds, as a float, computed by the database."""
+
+    @abstractmethod
     def upsert(
         self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
     ) -> sa.Insert:
@@ -239,6 +245,11 @@ class SqliteDatabase(Database):
 
     def try_tenant_locks(self) -> None:
         return None
+
+    def seconds_between(
+        self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[float]:
+        return (sa.func.julianday(end) - sa.func.julianday(start)) * 86_400.0
 
     def upsert(
         self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None
@@ -597,6 +608,11 @@ class PostgresDatabase(Database):
             "SELECT tenant_id FROM unnest(CAST(:p_tenant_ids AS text[])) AS tenant_id "
             "WHERE pg_try_advisory_xact_lock(:p_lock_space, hashtext(tenant_id))"
         ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
+
+    def seconds_between(
+        self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[float]:
+        return sa.cast(sa.extract("epoch", end - start), sa.Float)
 
     def upsert(
         self, table: sa.Table, key: Sequence[str], set_: Mapping[str, Any] | None = None

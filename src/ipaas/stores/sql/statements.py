@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from ipaas.circuits.models import CircuitState
 from ipaas.executions.models import ExecutionStatus
+from ipaas.stores.base import FIGURE_MINUTES
 from ipaas.stores.sql import tables as t
 from ipaas.workflows.models import TriggerType
 
@@ -169,12 +170,25 @@ RELEASE_EXPIRED_KEY = (
 DEDUP_HOLDER = sa.select(EX.c.id).where(_DEDUP)
 GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
 LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
-LIST_OUTCOMES = (
-    sa.select(EX.c.workflow_id, EX.c.status, EX.c.created_at, EX.c.started_at, EX.c.finished_at)
-    .where(scoped(EX), EX.c.created_at >= p_at("p_since"))
-    .order_by(EX.c.created_at.desc(), EX.c.id.desc())
-    .limit(_limit())
+# The console's figures, aggregated in SQL. A minute's bucket is a CASE over bound minute
+# edges (``p_m1`` .. ``p_m59``), which needs no dialect's date functions.
+_SINCE = sa.and_(scoped(EX), EX.c.created_at >= p_at("p_since"))
+_MINUTE = sa.case(
+    *((EX.c.created_at < p_at(f"p_m{i}"), i - 1) for i in range(1, FIGURE_MINUTES)),
+    else_=FIGURE_MINUTES - 1,
 )
+_BY_MINUTE = sa.select(_MINUTE.label("minute"), EX.c.status).where(_SINCE).subquery()
+FIGURES_PER_MINUTE = sa.select(_BY_MINUTE.c.minute, _BY_MINUTE.c.status, sa.func.count()).group_by(
+    _BY_MINUTE.c.minute, _BY_MINUTE.c.status
+)
+_FAILED_STATUSES = [ExecutionStatus.failed.value, ExecutionStatus.timed_out.value]
+_FAILED = sa.case((EX.c.status.in_(_FAILED_STATUSES), 1), else_=0)
+FIGURES_PER_WORKFLOW = (
+    sa.select(EX.c.workflow_id, sa.func.sum(_FAILED), sa.func.count())
+    .where(_SINCE)
+    .group_by(EX.c.workflow_id)
+)
+RUN_FINISHED = sa.and_(_SINCE, EX.c.started_at.is_not(None), EX.c.finished_at.is_not(None))
 COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
 COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
 # -- fairness: per-tenant caps and round-robin claims (``stores/fairness.py``) ---------------
