@@ -509,6 +509,7 @@ class TestExecutionFigures:
         empty = await store.execution_figures(acct.id, since=at(10_000))
         assert (empty.per_minute, empty.per_workflow, empty.durations_s) == ([], [], [])
 
+
 class TestListExecutions:
     @pytest.fixture
     async def rows(self, store: Store, acct: Account, wf: Workflow) -> list[Execution]:
