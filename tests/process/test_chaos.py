@@ -27,7 +27,7 @@ from tests.process.conftest import (
     wait_for,
 )
 
-pytestmark = [*SCALED_OUT_MARKS, pytest.mark.timeout(300)]
+pytestmark = [*SCALED_OUT_MARKS, pytest.mark.chaos, pytest.mark.timeout(300)]
 
 WEBHOOKS = 3_000
 WORKERS = 3

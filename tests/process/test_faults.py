@@ -33,7 +33,7 @@ from tests.process.conftest import (
 )
 from tests.process.faultproxy import FaultProxy
 
-pytestmark = SCALED_OUT_MARKS
+pytestmark = [*SCALED_OUT_MARKS, pytest.mark.chaos]
 
 OUTAGE_S = 10.0
 BEFORE_S = 3.0
