@@ -151,6 +151,10 @@ class Worker:
         )
         claimed = [execution for execution in results if execution is not None]
         _traced_claims(claimed, start_ns)
+        # Ids refused: their tenant is at its cap (or another worker had them). The queue is
+        # FIFO over every tenant, so another tenant's id may wait behind many more of those;
+        # the feed loop claims fairly from the store first while that yields.
+        self._prefer_store = len(claimed) < len(execution_ids)
         return claimed
 
     async def _claim_from_store(self, limit: int) -> list[Execution]:
@@ -237,18 +241,11 @@ class Worker:
                         continue
                     self._prefer_store = bool(claimed)
                 if not claimed:
-                    received = await self._receive(free, 0)
-                    claimed = await self._claim(received)
-                    # Ids refused: their tenant is at its cap (or another worker had them).
-                    # The queue is FIFO over every tenant, so another tenant's id may wait
-                    # behind many more of those; claim fairly from the store while it yields.
-                    self._prefer_store = len(claimed) < len(received)
+                    claimed = await self._claim(await self._receive(free, 0))
                 if not claimed:
                     claimed = await self._claim_from_store(free)
                 if not claimed:
-                    received = await self._wait_for_work(free, poll_s)
-                    claimed = await self._claim(received)
-                    self._prefer_store = len(claimed) < len(received)
+                    claimed = await self._claim(await self._wait_for_work(free, poll_s))
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable:  # wait for the database; the reaper recovers the rest
