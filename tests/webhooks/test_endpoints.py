@@ -2,13 +2,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ipaas.api.app import create_app
+from ipaas.config import Settings
 from ipaas.executions.models import ExecutionStatus
 from ipaas.runtime import Runtime
+from ipaas.stores.memory import MemoryStore
+from tests.conftest import signup
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 
@@ -121,3 +126,107 @@ class TestIntake:
         response = await client.post(f"/api/webhooks/{workflow_id}", json={})
         assert response.headers["retry-after"].isdigit()
         assert response.json()["error"]["code"] == "queue_full"
+
+
+class TestFastPath:
+    """The intake is answered ahead of FastAPI's middleware (``IntakeFastPath``): what those
+    layers did for every route, it must do for this one."""
+
+    async def test_request_id_on_answers_and_refusals(
+        self, client: httpx.AsyncClient, workflow_id: str
+    ) -> None:
+        accepted = await client.post(f"/api/webhooks/{workflow_id}", json={})
+        assert accepted.status_code == 202
+        assert accepted.headers["x-request-id"].startswith("req_")
+        assert accepted.headers["content-type"] == "application/json"
+        refused = await client.post(
+            "/api/webhooks/wf_nope", json={}, headers={"X-Request-ID": "trace-me"}
+        )
+        assert refused.status_code == 404
+        assert refused.headers["x-request-id"] == "trace-me"
+        assert refused.json()["error"]["code"] == "workflow_not_found"
+
+    async def test_an_unexpected_error_is_a_json_500(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        async def broken(*_: object, **__: object) -> None:
+            raise RuntimeError("boom")
+
+        runtime.store.create_execution = broken  # type: ignore[method-assign]
+        response = await client.post(f"/api/webhooks/{workflow_id}", json={})
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": {"code": "internal_error", "message": "Internal server error"}
+        }
+        assert response.headers["x-request-id"].startswith("req_")
+
+    async def test_the_access_log_names_the_request(
+        self, settings: Settings, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        settings = settings.model_copy(update={"log_format": "json", "log_level": "info"})
+        async with _client(Runtime.build(settings, store=MemoryStore())) as client:
+            url = await _webhook_url(client)
+            capsys.readouterr()
+            await client.post(url, json={}, headers={"X-Request-ID": "r1"})
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "{" in line]
+        access = [line for line in lines if line.get("event") == "request"]
+        assert access == [
+            {
+                "event": "request",
+                "request_id": "r1",
+                "method": "POST",
+                "path": url,
+                "status": 202,
+                "duration_ms": access[0]["duration_ms"],
+                "level": "info",
+                "timestamp": access[0]["timestamp"],
+            }
+        ]
+
+    @pytest.mark.parametrize("path", ["/api/webhooks/", "/api/webhooks/a/b"])
+    async def test_other_paths_are_the_apps(self, client: httpx.AsyncClient, path: str) -> None:
+        response = await client.post(path, json={})
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+
+    async def test_other_methods_are_the_apps(
+        self, client: httpx.AsyncClient, workflow_id: str
+    ) -> None:
+        response = await client.get(f"/api/webhooks/{workflow_id}")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+
+    async def test_cors_requests_get_cors_headers(self, runtime: Runtime) -> None:
+        runtime.settings.cors_origins = ["https://console.example.com"]
+        async with _client(runtime) as client:
+            url = await _webhook_url(client)
+            origin = {"Origin": "https://console.example.com"}
+            response = await client.post(url, json={}, headers=origin)
+            assert response.status_code == 202
+            assert response.headers["access-control-allow-origin"] == origin["Origin"]
+            assert response.headers["x-request-id"].startswith("req_")
+            plain = await client.post(url, json={})
+            assert plain.status_code == 202
+            assert "access-control-allow-origin" not in plain.headers
+
+
+@asynccontextmanager
+async def _client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime=runtime, workers=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+async def _webhook_url(client: httpx.AsyncClient) -> str:
+    auth = await signup(client)
+    created = await client.post(
+        "/api/workflows",
+        json={
+            "name": "w",
+            "steps": [{"id": "s", "type": "http_request", "config": {"url": "http://x.test"}}],
+        },
+        headers={"Authorization": auth["Authorization"]},
+    )
+    return f"/api/webhooks/{created.json()['id']}"

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from ipaas import __version__
 from ipaas.api import errors
@@ -59,12 +60,26 @@ async def prometheus_metrics(request: Request, runtime: RuntimeDep) -> Response:
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
+class IpaasApp(FastAPI):
+    """FastAPI, with the webhook intake answered before its middleware stack."""
+
+    intake: webhook_endpoints.IntakeFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.intake is not None:
+            workflow_id = self.intake.workflow_id(scope)
+            if workflow_id is not None:
+                await self.intake(scope, receive, send, workflow_id)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     runtime: Runtime | None = None,
     workers: bool = True,
-) -> FastAPI:
+) -> IpaasApp:
     """Build the app. With ``workers`` the lifespan also runs the embedded worker + reaper."""
     settings = settings or (runtime.settings if runtime else Settings())
     tracing.configure_tracing(settings)
@@ -86,7 +101,7 @@ def create_app(
             await runtime.shutdown()
             tracing.flush_tracing()
 
-    app = FastAPI(
+    app = IpaasApp(
         title="Simple iPaaS",
         version=__version__,
         lifespan=lifespan,
@@ -121,6 +136,9 @@ def create_app(
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.intake = webhook_endpoints.IntakeFastPath(
+        runtime, max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins)
+    )
     _document_intake(app)
     return app
 

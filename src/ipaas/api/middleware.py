@@ -54,6 +54,28 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
 
+def request_id(scope: Scope) -> str:
+    """The caller's ``X-Request-ID`` (at most 64 characters), else a new id."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            given: str = value.decode("latin-1")[:64]
+            if given:
+                return given
+            break
+    return new_id("req")
+
+
+def log_request(scope: Scope, status: int, started: float) -> None:
+    """The access log line of one request."""
+    _log.info(
+        "request",
+        method=scope["method"],
+        path=scope["path"],
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
 class RequestIdMiddleware:
     """Every request gets an id (or keeps the caller's ``X-Request-ID``), in logs and reply."""
 
@@ -64,13 +86,8 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:64]
-                break
-        request_id = request_id or new_id("req")
-        header = (b"x-request-id", request_id.encode("latin-1"))
+        rid = request_id(scope)
+        header = (b"x-request-id", rid.encode("latin-1"))
         status = 500
         started = time.perf_counter()
 
@@ -82,16 +99,10 @@ class RequestIdMiddleware:
             await send(message)
 
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        structlog.contextvars.bind_contextvars(request_id=rid)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             # tenant_id joins the context once a bearer token is authenticated.
-            _log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            log_request(scope, status, started)
             structlog.contextvars.clear_contextvars()

@@ -1,61 +1,164 @@
-"""Public intake, as a plain Starlette route: the hottest path skips FastAPI's dependency and
-serialization machinery (about 1.6x the requests/s here; docs/benchmarks.md). Errors still
-go through the app's one exception handler; the OpenAPI entry is written out below."""
+"""Public intake, the hottest path: answered by ``IntakeFastPath`` ahead of FastAPI's middleware
+and routing (the plain Starlette ``route`` below takes only what the fast path passes on).
+Errors render as everywhere else; the OpenAPI entry is written out below."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from starlette.requests import Request
+import structlog
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from ipaas.errors import IpaasError
+from ipaas.api.errors import error_response
+from ipaas.api.middleware import log_request, request_id
+from ipaas.errors import IpaasError, PayloadTooLarge
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
 
 PATH = "/api/webhooks/{workflow_id}"
+_PREFIX = "/api/webhooks/"
+
+_log = structlog.get_logger("ipaas.api.errors")
 
 
-async def receive_webhook(request: Request) -> JSONResponse:
+async def accept(
+    runtime: Runtime, workflow_id: str, body: bytes, headers: Headers, query: QueryParams
+) -> JSONResponse:
+    """The answer to one webhook: 202 (or 200 for a duplicate); refusals raise."""
     started = time.perf_counter()
-    with tracing.server_span("POST /api/webhooks/{workflow_id}", request.headers) as span:
-        response = await _receive(request, started)
+    with tracing.server_span("POST /api/webhooks/{workflow_id}", headers) as span:
+        try:
+            accepted = await webhook_service.accept(
+                runtime.store,
+                runtime.queue,
+                runtime.intake,
+                workflow_id=workflow_id,
+                body=body,
+                content_type=headers.get("content-type"),
+                headers=headers,
+                query=query,
+            )
+        except IpaasError as exc:
+            metrics.webhook_refused(exc.code, exc.status_code, started)
+            if span is not None:
+                span.set_attribute("http.response.status_code", exc.status_code)
+            raise
+        except Exception:
+            metrics.webhook_refused("internal_error", 500, started)
+            raise
+        metrics.webhook_answered(started, duplicate=accepted.duplicate)
+        status = 200 if accepted.duplicate else 202
         if span is not None:
-            span.set_attribute("http.response.status_code", response.status_code)
-        return response
-
-
-async def _receive(request: Request, started: float) -> JSONResponse:
-    runtime: Runtime = request.app.state.runtime
-    try:
-        accepted = await webhook_service.accept(
-            runtime.store,
-            runtime.queue,
-            runtime.intake,
-            workflow_id=request.path_params["workflow_id"],
-            body=await request.body(),
-            content_type=request.headers.get("content-type"),
-            headers=request.headers,
-            query=request.query_params,
-        )
-    except IpaasError as exc:
-        metrics.webhook_refused(exc.code, exc.status_code, started)
-        raise
-    except Exception:
-        metrics.webhook_refused("internal_error", 500, started)
-        raise
-    metrics.webhook_answered(started, duplicate=accepted.duplicate)
+            span.set_attribute("http.response.status_code", status)
     content: dict[str, Any] = {
         "execution_id": accepted.execution_id,
         "status_url": f"/api/executions/{accepted.execution_id}",
     }
     if accepted.duplicate:
         content["duplicate"] = True
-        return JSONResponse(content, status_code=200)
-    return JSONResponse(content, status_code=202)
+    return JSONResponse(content, status_code=status)
+
+
+async def receive_webhook(request: Request) -> JSONResponse:
+    """The routed intake: requests ``IntakeFastPath`` leaves to the app (CORS)."""
+    return await accept(
+        request.app.state.runtime,
+        request.path_params["workflow_id"],
+        await request.body(),
+        request.headers,
+        request.query_params,
+    )
+
+
+class IntakeFastPath:
+    """``POST /api/webhooks/{workflow_id}`` as one pure ASGI handler, ahead of the app.
+
+    Through FastAPI a webhook crossed a dozen ASGI layers (error, telemetry and body-limit
+    middlewares, exception handling, routing, the request/response wrappers), which cost
+    more than the intake's own work (docs/benchmarks.md). This handler does what those
+    layers did for this one route: request id, body cap while streaming (413), error
+    rendering, access log. It leaves a request to the app when CORS is configured and the
+    request has an ``Origin`` (the CORS middleware answers those).
+    """
+
+    def __init__(self, runtime: Runtime, *, max_body_bytes: int, cors: bool) -> None:
+        self.runtime = runtime
+        self.max_body_bytes = max_body_bytes
+        self.cors = cors
+
+    def workflow_id(self, scope: Scope) -> str | None:
+        """The workflow id when the fast path answers this request, else ``None``."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path: str = scope["path"]
+        if not path.startswith(_PREFIX):
+            return None
+        workflow_id = path[len(_PREFIX) :]
+        if not workflow_id or "/" in workflow_id:
+            return None
+        if self.cors and any(name == b"origin" for name, _ in scope["headers"]):
+            return None
+        return workflow_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, workflow_id: str) -> None:
+        started = time.perf_counter()
+        rid = request_id(scope)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        headers = Headers(scope=scope)
+        status = 500
+        try:
+            try:
+                body = await self._body(headers, receive)
+                response = await accept(
+                    self.runtime, workflow_id, body, headers, QueryParams(scope["query_string"])
+                )
+            except ClientDisconnect:
+                status = 499  # nobody to answer; nothing was accepted
+                return
+            except IpaasError as exc:
+                extra = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else {}
+                response = error_response(
+                    exc.status_code,
+                    exc.code,
+                    exc.message,
+                    details=exc.details,
+                    headers={**exc.headers, **extra},
+                )
+            except Exception as exc:
+                _log.error("unhandled_error", path=scope["path"], exc_info=exc)
+                response = error_response(500, "internal_error", "Internal server error")
+            response.headers["x-request-id"] = rid
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            log_request(scope, status, started)
+            structlog.contextvars.clear_contextvars()
+
+    async def _body(self, headers: Headers, receive: Receive) -> bytes:
+        limit = self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"Body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk: bytes = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"Body exceeds {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 route = Route(PATH, receive_webhook, methods=["POST"])
