@@ -35,6 +35,7 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         log_format="console",
         log_level="warning",
+        log_flush_s=0,  # capsys reads lines right after they are logged
         egress_allow=["127.0.0.1/32"],
         poll_interval_s=0.05,
     )

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     otel_service_name: str = Field(default="ipaas", validation_alias="OTEL_SERVICE_NAME")
     log_format: LogFormat = LogFormat.json
     log_level: str = "info"
+    #: Lines below ``warning`` are written in batches at most this often (seconds), so a
+    #: busy server makes one write per batch instead of one per line; a warning or error is
+    #: written at once, with every line before it. 0: every line at once. A SIGKILL loses
+    #: at most this much of info lines.
+    log_flush_s: float = Field(default=0.1, ge=0, le=10)
     token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     #: Overrides of connector base URLs (tests point them at local stand-ins).
     slack_api_url: str = "https://slack.com/api"

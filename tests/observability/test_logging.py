@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
+import time
 from typing import Any
 
 import httpx
@@ -9,6 +13,7 @@ import pytest
 from ipaas.api.app import create_app
 from ipaas.config import Settings
 from ipaas.engine.worker import Worker
+from ipaas.observability.logging import LOG_BUFFER_CHARS, BufferedLogger, LineBuffer
 from ipaas.runtime import Runtime
 from ipaas.stores.memory import MemoryStore
 from tests.conftest import signup
@@ -75,3 +80,65 @@ async def test_json_logs_carry_ids_and_never_secrets(
     assert finished[0]["execution_id"] == ex.json()["execution_id"]
     assert finished[0]["tenant_id"] == tenant_id
     assert finished[0]["status"] == "failed"
+
+
+class TestLineBuffer:
+    """Info lines are batched (``IPAAS_LOG_FLUSH_S``); warnings are written at once."""
+
+    def test_info_lines_wait_for_the_tick_in_order(self) -> None:
+        out = io.StringIO()
+        buffer = LineBuffer(out, flush_s=0.05)
+        try:
+            logger = BufferedLogger(buffer)
+            for n in range(3):
+                logger.info(f"line {n}")
+            assert out.getvalue() == ""
+            deadline = time.monotonic() + 5
+            while not out.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert out.getvalue() == "line 0\nline 1\nline 2\n"
+        finally:
+            buffer.close()
+
+    def test_a_warning_writes_everything_before_it_at_once(self) -> None:
+        out = io.StringIO()
+        buffer = LineBuffer(out, flush_s=60)
+        try:
+            logger = BufferedLogger(buffer)
+            logger.info("first")
+            logger.warning("second")
+            assert out.getvalue() == "first\nsecond\n"
+            logger.error("third")
+            assert out.getvalue().endswith("third\n")
+        finally:
+            buffer.close()
+
+    def test_a_full_buffer_is_written_at_once(self) -> None:
+        out = io.StringIO()
+        buffer = LineBuffer(out, flush_s=60)
+        try:
+            line = "x" * 1000
+            for _ in range(LOG_BUFFER_CHARS // 1000 + 1):
+                BufferedLogger(buffer).info(line)
+            assert len(out.getvalue()) > LOG_BUFFER_CHARS
+        finally:
+            buffer.close()
+
+    def test_zero_writes_every_line_at_once(self) -> None:
+        out = io.StringIO()
+        BufferedLogger(LineBuffer(out, flush_s=0)).info("now")
+        assert out.getvalue() == "now\n"
+
+    def test_kept_lines_are_written_when_the_process_exits(self) -> None:
+        script = (
+            "from ipaas.config import Settings\n"
+            "from ipaas.observability.logging import configure_logging\n"
+            "import structlog\n"
+            "configure_logging(Settings(env='test', log_flush_s=10))\n"
+            "structlog.get_logger().info('kept_until_exit')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert [line["event"] for line in lines(done.stderr)] == ["kept_until_exit"]
