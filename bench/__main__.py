@@ -103,6 +103,18 @@ def _process(
                 process.wait()
 
 
+def _settings(args: argparse.Namespace) -> dict[str, str]:
+    """``--set NAME=VALUE`` as ``IPAAS_NAME`` variables."""
+    settings = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            msg = f"--set takes NAME=VALUE, not {item!r}"
+            raise SystemExit(msg)
+        settings[f"IPAAS_{name.upper()}"] = value
+    return settings
+
+
 def _ipaas_command() -> str:
     beside = Path(sys.executable).with_name("ipaas")
     return str(beside) if beside.exists() else "ipaas"
@@ -194,6 +206,7 @@ class Bench:
             IPAAS_SECRET_KEY=Fernet.generate_key().decode(),
             IPAAS_EGRESS_ALLOW="127.0.0.1/32",
         )
+        env.update(_settings(self.args))
         return env
 
     def setup_workflow(self, standin_url: str, headers: dict[str, str]) -> str:
@@ -374,7 +387,8 @@ class Bench:
             print(
                 f"bench: {args.runs} runs x {args.requests} webhooks over {args.connections} "
                 f"connections (warm-up {args.warmup}); python {platform.python_version()}, "
-                f"{os.cpu_count()} CPUs; server pid {server.pid}; work dir {self.workdir}",
+                f"{os.cpu_count()} CPUs; server pid {server.pid}; work dir {self.workdir}"
+                + "".join(f"; {k}={v}" for k, v in _settings(args).items()),
                 flush=True,
             )
             rounds = []
@@ -669,6 +683,13 @@ def main(argv: list[str] | None = None) -> int:
         "--tracing", action="store_true", help="also run the embedded rounds with tracing on"
     )
     parser.add_argument("--scale-out-runs", type=int, default=2, help="rounds per size")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the measured server (IPAAS_NAME), e.g. --set WORKERS=40; repeatable",
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get(

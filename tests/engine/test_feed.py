@@ -68,3 +68,69 @@ async def test_storm_beyond_the_buffer_is_worked_off_from_the_store(
     # Store claims run back to back, not one poll interval (5 s) per batch.
     assert elapsed < 5
     assert len(clean_standin.requests(path_prefix="/echo")) == 60
+
+
+async def test_a_settled_execution_hands_its_slot_on_before_its_write_lands(
+    settings: Settings, clean_standin: StandinServer
+) -> None:
+    """With one slot, the second execution starts while the first one's finish is still
+    being written: the write of an outcome does not hold a slot (Worker._settled)."""
+    store = MemoryStore()
+    runtime = Runtime.build(settings.model_copy(update={"tenant_max_concurrency": 0}), store=store)
+    await runtime.startup()
+    workflow = await workflow_service.create(
+        runtime.store,
+        tenant_id="tn_a",
+        data=WorkflowCreate(
+            name="w",
+            steps=[
+                {
+                    "id": "c",
+                    "type": "http_request",  # type: ignore[list-item]
+                    "config": {"url": f"{clean_standin.url}/echo"},
+                }
+            ],
+        ),
+    )
+    ids = [
+        (
+            await webhook_service.start(
+                runtime.store,
+                runtime.queue,
+                workflow_id=workflow.id,
+                tenant_id="tn_a",
+                version=1,
+                trigger=TriggerData(body={"n": n}),
+            )
+        ).id
+        for n in range(2)
+    ]
+    first_write = asyncio.Event()
+    release = asyncio.Event()
+    finish = store.finish_execution
+
+    async def slow_first_finish(execution_id: str, **kwargs: object) -> bool:
+        if execution_id == ids[0]:
+            first_write.set()
+            await release.wait()
+        return await finish(execution_id, **kwargs)  # type: ignore[arg-type]
+
+    store.finish_execution = slow_first_finish  # type: ignore[method-assign]
+    worker = Worker(runtime, concurrency=1)
+    await worker.start(reaper=False)
+    try:
+        await asyncio.wait_for(first_write.wait(), 10)
+        deadline = time.monotonic() + 10
+        while store.executions[ids[1]].status is not ExecutionStatus.succeeded:
+            assert time.monotonic() < deadline, "the second execution waited for the write"
+            await asyncio.sleep(0.01)
+        assert store.executions[ids[0]].status is ExecutionStatus.running
+        assert worker.running == 0  # the first holds no slot while its write is pending
+        release.set()
+        while store.executions[ids[0]].status is not ExecutionStatus.succeeded:
+            assert time.monotonic() < deadline, "the first write never landed"
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        await worker.stop(grace_s=5)
+        await runtime.shutdown()

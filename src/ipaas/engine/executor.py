@@ -29,7 +29,7 @@ T = TypeVar("T")
 _STOP_FINAL = {reason: (status, error) for reason, (_, status, error) in STOP_OUTCOMES.items()}
 
 
-async def _uncancellable(coro: Coroutine[Any, Any, T]) -> T:
+async def _uncancellable(coro: Coroutine[Any, Any, T] | asyncio.Future[T]) -> T:
     """Let a store write finish even if the execution is cancelled meanwhile, so a step that
     happened is never left half-recorded."""
     task = asyncio.ensure_future(coro)
@@ -54,9 +54,19 @@ DEFINITION_CACHE_SIZE = 1024
 
 
 class Executor:
-    def __init__(self, runtime: Runtime, owner: str) -> None:
+    """Runs claimed executions for one worker.
+
+    ``on_settled(execution_id)`` is called once an execution's outcome is decided and only
+    writing it remains (finish, or defer to a retry): the worker may then start another in
+    its place while the write is under way.
+    """
+
+    def __init__(
+        self, runtime: Runtime, owner: str, on_settled: Callable[[str], None] | None = None
+    ) -> None:
         self.runtime = runtime
         self.owner = owner
+        self._on_settled = on_settled or (lambda _: None)
         self._definitions: OrderedDict[tuple[str, str, int], WorkflowDefinition] = OrderedDict()
         #: Credentials are immutable (created or deleted, never changed): a worker keeps the
         #: decrypted secrets of a step set briefly instead of reading them per execution. A
@@ -95,6 +105,16 @@ class Executor:
             await asyncio.sleep(pause)
             pause = min(pause * 2, OUTAGE_RETRY_MAX_S)
 
+    def _settling_write(
+        self, write: Callable[[], Awaitable[bool]], execution_id: str
+    ) -> asyncio.Task[bool]:
+        """Start the write of an execution's outcome, then tell the worker its slot is free.
+        The write's task takes its first step (which hands the write to the store) before
+        ``on_settled`` runs, so the SQLite store applies it before the next claim."""
+        task = asyncio.ensure_future(self._outlasting(write, execution_id))
+        asyncio.get_running_loop().call_soon(self._on_settled, execution_id)
+        return task
+
     async def execute(self, execution: Execution) -> ExecutionStatus | None:
         """Run ``execution`` (claimed by ``owner``); the status it ended in, or ``None`` when
         it was handed back (shutdown) or taken over (lease lost)."""
@@ -105,19 +125,18 @@ class Executor:
             nonlocal finished
             finished = True
             finished_at = utcnow()
-            written = await _uncancellable(
-                self._outlasting(
-                    lambda: store.finish_execution(
-                        execution.id,
-                        owner=self.owner,
-                        status=status,
-                        error=error,
-                        finished_at=finished_at,
-                        step=step,
-                    ),
+            write = self._settling_write(
+                lambda: store.finish_execution(
                     execution.id,
-                )
+                    owner=self.owner,
+                    status=status,
+                    error=error,
+                    finished_at=finished_at,
+                    step=step,
+                ),
+                execution.id,
             )
+            written = await _uncancellable(write)
             if written:  # else another worker owns it now and counts it
                 metrics.execution_finished(status, execution.started_at, finished_at)
 
@@ -141,18 +160,17 @@ class Executor:
                 assert next_attempt_at is not None
                 finished = True
                 deferred_at = utcnow()
-                await _uncancellable(
-                    self._outlasting(
-                        lambda: store.defer_execution(
-                            execution.id,
-                            owner=self.owner,
-                            next_attempt_at=next_attempt_at,
-                            step=step,
-                            now=deferred_at,
-                        ),
+                write = self._settling_write(
+                    lambda: store.defer_execution(
                         execution.id,
-                    )
+                        owner=self.owner,
+                        next_attempt_at=next_attempt_at,
+                        step=step,
+                        now=deferred_at,
+                    ),
+                    execution.id,
                 )
+                await _uncancellable(write)
             else:
                 await finish(
                     final, step.error if final is not ExecutionStatus.succeeded else None, step

@@ -60,8 +60,10 @@ class Worker:
         self.runtime = runtime
         self.concurrency = concurrency or runtime.settings.workers
         self.owner = worker_name()
-        self.executor = Executor(runtime, self.owner)
+        self.executor = Executor(runtime, self.owner, on_settled=self._settled)
         self._tasks: dict[str, asyncio.Task[object]] = {}
+        #: Executions whose outcome is decided and being written: their slot is free.
+        self._settling: set[str] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -70,10 +72,22 @@ class Worker:
         self._store_down = False
         #: Claim from the store (fair across tenants) before reading the queue.
         self._prefer_store = False
+        #: The last claim from the store got fewer executions than it asked for.
+        self._store_short = False
 
     @property
     def running(self) -> int:
-        return len(self._tasks)
+        """Executions holding a slot: claimed, and not yet settled."""
+        return len(self._tasks) - len(self._settling)
+
+    def _settled(self, execution_id: str) -> None:
+        """The execution's outcome is decided; only its write remains. Its slot goes to the
+        next execution now, so the next claim overlaps that write instead of waiting for it
+        (on SQLite both share the writer's order: the claim counts the tenant's running
+        executions after the finish is applied)."""
+        if execution_id in self._tasks and execution_id not in self._settling:
+            self._settling.add(execution_id)
+            self._slot_freed.set()
 
     async def start(self, *, reaper: bool = True) -> None:
         _log.info("worker_started", owner=self.owner, concurrency=self.concurrency)
@@ -154,7 +168,11 @@ class Worker:
         # Ids refused: their tenant is at its cap (or another worker had them). The queue is
         # FIFO over every tenant, so another tenant's id may wait behind many more of those;
         # the feed loop claims fairly from the store first while that yields.
-        self._prefer_store = len(claimed) < len(execution_ids)
+        if len(claimed) < len(execution_ids):
+            self._prefer_store = True
+            self._store_short = False  # ask the store at once
+        else:
+            self._prefer_store = False
         return claimed
 
     async def _claim_from_store(self, limit: int) -> list[Execution]:
@@ -221,25 +239,34 @@ class Worker:
     async def _feed(self) -> None:
         poll_s = self.runtime.settings.poll_interval_s
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._tasks)
+            free = self.concurrency - self.running
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            # Set by every execution that ends from here on: its tenant may be under its cap
-            # again, and its queued work only ``claim_next`` can see (see ``_wait_for_work``).
-            self._slot_freed.clear()
             try:
                 claimed = []
                 if self._prefer_store:
-                    claimed = await self._claim_from_store(free)
-                    if not claimed and self._tasks:
-                        # What is queued belongs to tenants at their cap; their room comes
-                        # back when an execution ends. Reading the queue now would only
-                        # spend a refused claim per id (a busy loop): look again shortly.
+                    if self._store_short and self._tasks and not self._slot_freed.is_set():
+                        # The last store claim got less than it asked for, and none of our
+                        # executions has settled since: the rest of what is queued belongs
+                        # to tenants at their cap (or nothing is), and their room comes
+                        # back when an execution settles. Asking again now, or reading the
+                        # queue (a refused claim per id), would be a busy loop: look again
+                        # then, or shortly.
                         await self._wait_freed(CAPPED_RECHECK_S)
+                        free = self.concurrency - self.running
+                    # Set by every execution that settles from here on: its tenant may be
+                    # under its cap again, and its queued work only ``claim_next`` can see
+                    # (see ``_wait_for_work``).
+                    self._slot_freed.clear()
+                    claimed = await self._claim_from_store(free)
+                    self._store_short = len(claimed) < free
+                    if not claimed and self._tasks:
                         continue
                     self._prefer_store = bool(claimed)
+                else:
+                    self._slot_freed.clear()
                 if not claimed:
                     claimed = await self._claim(await self._receive(free, 0))
                 if not claimed:
@@ -295,6 +322,7 @@ class Worker:
                 timer.cancel()
             cancels.unregister(execution.id)
             self._tasks.pop(execution.id, None)
+            self._settling.discard(execution.id)
             EXECUTIONS_RUNNING.dec()
             self._slot_freed.set()
 

@@ -398,11 +398,13 @@ class _Lane:
 class _Batcher:
     """Queues ops from the event loop and runs them in batches, one thread hand-off each.
 
-    A batch starts as soon as a lane is free, after the current event loop iteration (so the
-    ops that callers woken together submit travel together), and takes every queued op up
-    to ``max_batch``. The lane's thread runs it and posts the outcomes back in one
-    ``call_soon_threadsafe``. An op whose caller was cancelled while it was still queued is
-    dropped; once in a batch it runs to the end and its outcome is discarded.
+    A batch starts as soon as a lane is free, one event loop iteration after the current one
+    (so the ops that callers woken together submit travel together, and so do the ops of the
+    tasks those callers wake in turn: a worker's next claim joins the finish that freed its
+    slot), and takes every queued op up to ``max_batch``. The lane's thread runs it and
+    posts the outcomes back in one ``call_soon_threadsafe``. An op whose caller was
+    cancelled while it was still queued is dropped; once in a batch it runs to the end and
+    its outcome is discarded.
     """
 
     def __init__(
@@ -430,7 +432,8 @@ class _Batcher:
         self._pending.append(_Job(op, future))
         if self._idle and not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush, loop)
+            # Two hops: see the class docstring.
+            loop.call_soon(loop.call_soon, self._flush, loop)
         return future
 
     async def close(self) -> None:
