@@ -204,3 +204,27 @@ async def test_a_misspelled_execution_filter_is_refused(
     assert response.status_code == 422, response.text
     response = await client.get("/api/executions", headers=auth, params={"status": "failed"})
     assert response.status_code == 200, response.text
+
+
+def test_the_embedded_server_loads_no_redis_client_and_hashes_nothing_at_start(
+    tmp_path: object,
+) -> None:
+    """Memory (issue 2's RSS target): the embedded server has no Redis, so it does not load
+    the client, and no argon2 hash (64 MiB while it runs) is made before someone logs in."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from ipaas.api.app import create_app\n"
+        "from ipaas.config import Settings\n"
+        f"create_app(Settings(env='test', database_url='sqlite+aiosqlite:///{tmp_path}/x.db',"
+        f" data_dir='{tmp_path}'))\n"
+        "import ipaas.tenants.service as s\n"
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))\n"
+        "print(s._dummy_hash.cache_info().currsize)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["[]", "0"], done.stdout + done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import secrets
@@ -20,8 +21,14 @@ from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
 _hasher = PasswordHasher()
-# Verifying against a dummy hash when the email is unknown keeps login timing uniform.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against a dummy hash when the email is unknown keeps login timing uniform.
+    Made on first use, not at import: an argon2 hash takes 64 MiB while it runs, which every
+    process (workers too) would otherwise reach at start."""
+    return _hasher.hash("not-a-real-password")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +83,7 @@ async def signup(
 async def login(store: Store, *, email: str, password: str, token_ttl_s: int) -> str:
     user = await store.get_user_by_email(email.lower())
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         user = None
     if user is None:

@@ -17,15 +17,18 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import structlog
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import ConnectionPool
 
 from ipaas.errors import TooManyRequests
+
+if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool
 
 _log = structlog.get_logger(__name__)
 
@@ -73,7 +76,10 @@ class TenantRateLimiter:
             storage = MemoryStorage()
         else:
             # redis-py (already here for the queue) rather than limits' default coredis,
-            # on a pool of our own so that ``aclose`` can close it.
+            # on a pool of our own so that ``aclose`` can close it. Imported here: the
+            # embedded server, which has no Redis, does not load the client (memory).
+            from redis.asyncio import ConnectionPool
+
             self._pool = ConnectionPool.from_url(redis_url)
             storage = RedisStorage(
                 f"async+{redis_url}",
