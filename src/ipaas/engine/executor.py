@@ -176,7 +176,8 @@ class Executor:
                     final, step.error if final is not ExecutionStatus.succeeded else None, step
                 )
 
-        log = _log.bind(execution_id=execution.id, tenant_id=execution.tenant_id)
+        # Passed to each line rather than bound: binding builds a logger per execution.
+        ids = {"execution_id": execution.id, "tenant_id": execution.tenant_id}
         try:
             run = await self._prepare(execution)
             if run is None:
@@ -186,16 +187,18 @@ class Executor:
             if not finished:
                 await finish(status, None, None)
             if status is ExecutionStatus.queued:
-                log.info("execution_deferred", attempt=execution.attempt)
+                _log.info("execution_deferred", attempt=execution.attempt, **ids)
             else:
-                log.info("execution_finished", status=status.value, attempt=execution.attempt)
+                _log.info(
+                    "execution_finished", status=status.value, attempt=execution.attempt, **ids
+                )
             return status
         except asyncio.CancelledError:
             reason = self.runtime.cancels.reason(execution.id)
             if reason in _STOP_FINAL and not finished:
                 status, error = _STOP_FINAL[reason]
                 await finish(status, error, None)
-            log.info("execution_stopped", reason=reason.value if reason else None)
+            _log.info("execution_stopped", reason=reason.value if reason else None, **ids)
             if reason in _STOP_FINAL:
                 return _STOP_FINAL[reason][0]
             if reason is StopReason.shutdown and not finished:
@@ -204,10 +207,10 @@ class Executor:
         except StoreUnavailable:
             # Nothing can be recorded: the lease runs out and the reaper hands the execution
             # to a worker once the database is back (completed steps are not repeated).
-            log.warning("execution_abandoned", reason="store_unavailable")
+            _log.warning("execution_abandoned", reason="store_unavailable", **ids)
             return None
         except Exception as exc:  # a bug or an unreadable credential must not strand the row
-            log.exception("execution_crashed")
+            _log.exception("execution_crashed", **ids)
             if not finished:
                 await finish(ExecutionStatus.failed, f"internal error: {type(exc).__name__}", None)
             return ExecutionStatus.failed

@@ -4,6 +4,7 @@ Errors render as everywhere else; the OpenAPI entry is written out below."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -29,8 +30,9 @@ _log = structlog.get_logger("ipaas.api.errors")
 
 async def accept(
     runtime: Runtime, workflow_id: str, body: bytes, headers: Headers, query: QueryParams
-) -> JSONResponse:
-    """The answer to one webhook: 202 (or 200 for a duplicate); refusals raise."""
+) -> tuple[int, dict[str, Any]]:
+    """The answer to one webhook: 202 (or 200 for a duplicate) and its JSON; refusals
+    raise."""
     started = time.perf_counter()
     with tracing.server_span("POST /api/webhooks/{workflow_id}", headers) as span:
         try:
@@ -62,18 +64,19 @@ async def accept(
     }
     if accepted.duplicate:
         content["duplicate"] = True
-    return JSONResponse(content, status_code=status)
+    return status, content
 
 
 async def receive_webhook(request: Request) -> JSONResponse:
     """The routed intake: requests ``IntakeFastPath`` leaves to the app (CORS)."""
-    return await accept(
+    status, content = await accept(
         request.app.state.runtime,
         request.path_params["workflow_id"],
         await request.body(),
         request.headers,
         request.query_params,
     )
+    return JSONResponse(content, status_code=status)
 
 
 class IntakeFastPath:
@@ -116,7 +119,7 @@ class IntakeFastPath:
         try:
             try:
                 body = await self._body(headers, receive)
-                response = await accept(
+                status, content = await accept(
                     self.runtime, workflow_id, body, headers, QueryParams(scope["query_string"])
                 )
             except ClientDisconnect:
@@ -134,6 +137,23 @@ class IntakeFastPath:
             except Exception as exc:
                 _log.error("unhandled_error", path=scope["path"], exc_info=exc)
                 response = error_response(500, "internal_error", "Internal server error")
+            else:
+                # Sent as two ASGI messages directly: Starlette's response object was an
+                # eighth of the intake's samples in a profile of make bench.
+                payload = json.dumps(content, separators=(",", ":")).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                            (b"x-request-id", rid.encode("latin-1")),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": payload})
+                return
             response.headers["x-request-id"] = rid
             status = response.status_code
             await response(scope, receive, send)

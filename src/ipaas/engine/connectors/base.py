@@ -169,7 +169,21 @@ class Connector:
 
 def response_text(response: httpx.Response) -> str:
     """The remote body as text, cut to ``MAX_RESPONSE_BYTES``."""
-    return response.content[:MAX_RESPONSE_BYTES].decode(response.encoding or "utf-8", "replace")
+    charset = _charset(response.headers.get("content-type", ""))
+    try:
+        return response.content[:MAX_RESPONSE_BYTES].decode(charset, "replace")
+    except LookupError:  # a charset Python does not know
+        return response.content[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")
+
+
+def _charset(content_type: str) -> str:
+    """The ``charset`` parameter of a Content-Type, else UTF-8 (httpx's ``encoding`` parses
+    the header with the email package: a few percent of a Slack step's CPU in a profile)."""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"') or "utf-8"
+    return "utf-8"
 
 
 def response_body(response: httpx.Response) -> Any:
