@@ -53,8 +53,11 @@ async def serve_app(app: Any, settings: Settings) -> None:
 
 async def _serve(settings: Settings, *, workers: bool) -> None:
     from ipaas.api.app import create_app
+    from ipaas.kit.heap import settle_after_startup
 
-    await serve_app(create_app(settings, workers=workers), settings)
+    await serve_app(
+        create_app(settings, workers=workers, on_started=settle_after_startup), settings
+    )
 
 
 def _metrics_server(
@@ -70,6 +73,7 @@ def _metrics_server(
 
 async def _worker(settings: Settings) -> None:
     from ipaas.engine.worker import Worker
+    from ipaas.kit.heap import settle_after_startup
     from ipaas.observability import tracing
     from ipaas.observability.logging import configure_logging
     from ipaas.runtime import Runtime
@@ -83,6 +87,7 @@ async def _worker(settings: Settings) -> None:
     _install_signals(stop)
     await worker.start()
     exporter = _metrics_server(settings, runtime.store, stop)
+    settle_after_startup()
     try:
         await stop.wait()
     finally:
@@ -102,6 +107,7 @@ async def _scheduler(settings: Settings) -> None:
     from ipaas.engine.reaper import run_reaper
     from ipaas.engine.retention import run_retention
     from ipaas.engine.scheduler import run_scheduler
+    from ipaas.kit.heap import settle_after_startup
     from ipaas.observability import tracing
     from ipaas.observability.logging import configure_logging
     from ipaas.runtime import Runtime
@@ -114,6 +120,7 @@ async def _scheduler(settings: Settings) -> None:
     _install_signals(stop)
     structlog.get_logger(__name__).info("scheduler_started")
     exporter = _metrics_server(settings, runtime.store, stop)
+    settle_after_startup()
     try:
         await asyncio.gather(
             run_reaper(runtime, stop), run_scheduler(runtime, stop), run_retention(runtime, stop)

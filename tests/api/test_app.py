@@ -228,3 +228,30 @@ def test_the_embedded_server_loads_no_redis_client_and_hashes_nothing_at_start(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.split("\n")[:2] == ["[]", "0"], done.stdout + done.stderr
+
+
+async def test_on_started_runs_once_everything_has_started(settings: Settings) -> None:
+    calls: list[bool] = []
+    runtime = Runtime.build(settings, store=MemoryStore())
+    app = create_app(runtime=runtime, workers=True, on_started=lambda: calls.append(True))
+    async with app.router.lifespan_context(app):
+        assert calls == [True]
+        assert app.state.worker is not None
+
+
+def test_settle_after_startup_freezes_and_raises_the_young_threshold() -> None:
+    """In a child process: a frozen heap stays frozen for the rest of the process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import gc\n"
+        "from ipaas.kit.heap import YOUNG_THRESHOLD, settle_after_startup\n"
+        "before = gc.get_freeze_count()\n"
+        "settle_after_startup()\n"
+        "print(before, gc.get_freeze_count() > 1_000, gc.get_threshold()[0] == YOUNG_THRESHOLD)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["0", "True", "True"], done.stdout + done.stderr

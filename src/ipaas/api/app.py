@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -79,8 +79,10 @@ def create_app(
     *,
     runtime: Runtime | None = None,
     workers: bool = True,
+    on_started: Callable[[], None] | None = None,
 ) -> IpaasApp:
-    """Build the app. With ``workers`` the lifespan also runs the embedded worker + reaper."""
+    """Build the app. With ``workers`` the lifespan also runs the embedded worker + reaper;
+    ``on_started`` is called once everything has started (``ipaas serve``: GC settings)."""
     settings = settings or (runtime.settings if runtime else Settings())
     tracing.configure_tracing(settings)
     configure_logging(settings)
@@ -93,6 +95,8 @@ def create_app(
         app.state.worker = worker
         if worker is not None:
             await worker.start()
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:
