@@ -122,3 +122,17 @@ async def test_oversized_bodies_are_refused(http_client: HttpClient) -> None:
         async with RawServer([scripted]) as server:
             with pytest.raises(httpx.TransportError, match="refused"):
                 await http_client.send(http_client.build_request("GET", server.url))
+
+
+def test_build_request_merges_headers_like_httpx(http_client: HttpClient) -> None:
+    url = "https://hooks.example.com/services/T0/B0/x?a=1"
+    first = http_client.build_request("POST", url, content=b"{}", headers={"Accept": "text/x"})
+    second = http_client.build_request("POST", url, json={"k": "v"})
+    assert first.headers["user-agent"].startswith("simple-ipaas/")
+    assert first.headers["accept"] == "text/x"  # the call's own header wins
+    assert second.headers["accept"] == "*/*"  # and does not leak into the next request
+    assert second.headers["content-type"] == "application/json"
+    assert second.content == b'{"k":"v"}'
+    assert str(second.url) == url
+    assert first.headers["host"] == "hooks.example.com"
+    assert "timeout" in first.extensions

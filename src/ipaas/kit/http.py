@@ -13,12 +13,15 @@ transport (see docs/benchmarks.md). Cancelling a call closes its connection eith
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from ipaas.kit.egress import EgressPolicy, VettingResolver
 from ipaas.observability import tracing
@@ -31,6 +34,8 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_RESPONSE_BYTES = 256 * 1024
 #: A remote answer larger than this fails the call instead of filling a worker's memory.
 MAX_READ_BYTES = 10 * 1024 * 1024
+#: Read size of a body without Content-Length.
+_CHUNK_BYTES = 64 * 1024
 
 
 def _timeout(timeout_s: float) -> httpx.Timeout:
@@ -69,8 +74,59 @@ class GuardedTransport(AiohttpTransport):
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.policy.check_url(str(request.url))
-        return await super().handle_async_request(request)
+        """The request, and its whole response body read here (at most ``MAX_READ_BYTES``).
+
+        The base transport streams the body through httpx's byte-stream layers, which the
+        caller then read back into a new response: about a third of the client's CPU per
+        call against a local server (docs/benchmarks.md). Error mapping is the base
+        transport's own (``map_aiohttp_exceptions``)."""
+        url = str(request.url)
+        self.policy.check_url(url)
+        try:
+            data: bytes | None = request.content or None
+        except httpx.RequestNotRead:  # a streamed body: the base transport sends those
+            return await _read_whole(await super().handle_async_request(request), request)
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        timeout = request.extensions.get("timeout", {})
+        with map_aiohttp_exceptions():
+            async with self.client.request(
+                method=request.method,
+                url=url,
+                headers=request.headers,
+                data=data,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                    connect=timeout.get("pool"),
+                ),
+            ) as response:
+                declared = response.content_length
+                if declared is not None and declared > MAX_READ_BYTES:
+                    raise _too_large(request)
+                if declared is not None:
+                    body = await response.read()
+                else:
+                    raw = bytearray()
+                    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+                        raw += chunk
+                        if len(raw) > MAX_READ_BYTES:
+                            raise _too_large(request)
+                    body = bytes(raw)
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        # Built over the raw bytes, the response decodes them (gzip...) like a read one.
+        return httpx.Response(
+            response.status,
+            headers=response.raw_headers,
+            content=body,
+            request=request,
+            extensions=extensions,
+        )
 
 
 class HttpClient:
@@ -154,31 +210,58 @@ class HttpClient:
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         response = await self._transport.handle_async_request(request)
-        try:
-            declared = int(response.headers.get("content-length") or 0)
-            if declared > MAX_READ_BYTES:
-                raise _too_large(request)
-            raw = bytearray()
-            async for chunk in response.aiter_raw():
-                raw += chunk
-                if len(raw) > MAX_READ_BYTES:
-                    raise _too_large(request)
-        finally:
-            await response.aclose()
-        # A fresh response over the raw bytes decodes them (gzip...) like a read one.
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            content=bytes(raw),
-            request=request,
-            extensions=response.extensions,
-        )
+        if isinstance(self._transport, GuardedTransport):
+            return response  # read whole, and capped, by the transport
+        return await _read_whole(response, request)
 
-    def build_request(self, method: str, url: str, **kwargs: object) -> httpx.Request:
-        return self._client.build_request(method, url, **kwargs)  # type: ignore[arg-type]
+    def build_request(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Request:
+        """``httpx.AsyncClient.build_request`` (the client's default headers, then
+        ``headers``; its timeout; no cookies), without parsing a URL again on every call:
+        webhook and API URLs repeat, and httpx's URL parser was the largest part of
+        building a request in a profile of make bench."""
+        merged = httpx.Headers(self._client.headers)
+        if headers:
+            merged.update(headers)
+        return httpx.Request(
+            method,
+            _parsed_url(url),
+            headers=merged,
+            extensions={"timeout": self._client.timeout.as_dict()},
+            **kwargs,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()  # closes the transport's connections too
+
+
+async def _read_whole(response: httpx.Response, request: httpx.Request) -> httpx.Response:
+    """A streamed response read into a new one, refused past ``MAX_READ_BYTES``."""
+    try:
+        declared = int(response.headers.get("content-length") or 0)
+        if declared > MAX_READ_BYTES:
+            raise _too_large(request)
+        raw = bytearray()
+        async for chunk in response.aiter_raw():
+            raw += chunk
+            if len(raw) > MAX_READ_BYTES:
+                raise _too_large(request)
+    finally:
+        await response.aclose()
+    # A fresh response over the raw bytes decodes them (gzip...) like a read one.
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        content=bytes(raw),
+        request=request,
+        extensions=response.extensions,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(url: str) -> httpx.URL:
+    return httpx.URL(url)  # immutable: requests may share one
 
 
 def _too_large(request: httpx.Request) -> httpx.TransportError:
