@@ -11,6 +11,7 @@ are unbounded in number, and ``GET /api/stats`` answers per-tenant questions ins
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -108,21 +109,29 @@ def connector_label(step_type: str) -> str:
     return step_type if step_type in CONNECTORS else "unknown"
 
 
+# The labelled children of the per-execution metrics, looked up once per label set
+# (``labels()`` takes a lock and builds a key on every call). The label sets are bounded.
+_finished = functools.cache(EXECUTIONS_FINISHED.labels)
+_execution_seconds = functools.cache(EXECUTION_SECONDS.labels)
+_step_seconds = functools.cache(STEP_SECONDS.labels)
+_step_retries = functools.cache(STEP_RETRIES.labels)
+
+
 def execution_finished(
     status: ExecutionStatus, started_at: datetime | None, finished_at: datetime
 ) -> None:
-    EXECUTIONS_FINISHED.labels(status.value).inc()
+    _finished(status.value).inc()
     if started_at is not None:
-        EXECUTION_SECONDS.labels(status.value).observe(
+        _execution_seconds(status.value).observe(
             max((finished_at - started_at).total_seconds(), 0.0)
         )
 
 
 def step_finished(step_type: str, status: str, seconds: float, *, retried: bool) -> None:
     connector = connector_label(step_type)
-    STEP_SECONDS.labels(connector, status).observe(max(seconds, 0.0))
+    _step_seconds(connector, status).observe(max(seconds, 0.0))
     if retried:
-        STEP_RETRIES.labels(connector).inc()
+        _step_retries(connector).inc()
 
 
 @dataclass(slots=True)

@@ -768,7 +768,8 @@ def _execution(row: Mapping[Any, Any]) -> Execution:
         workflow_id=row["workflow_id"],
         workflow_version=row["workflow_version"],
         status=ExecutionStatus(row["status"]),
-        trigger=TriggerData.model_validate(row["trigger"]),
+        # Written by this store from a TriggerData: rebuilt without validating it again.
+        trigger=TriggerData.model_construct(**row["trigger"]),
         error=row["error"],
         attempt=row["attempt"],
         lease_owner=row["lease_owner"],
