@@ -133,6 +133,34 @@ class TestWriteBatch:
         expected = {f"tn_{n}" for n in range(50) if n not in (10, 20)}
         assert await _stored_ids(sqlite_url) == expected
 
+    async def test_single_statements_fail_alone_without_a_savepoint(
+        self, sqlite_db: Database, sqlite_url: str
+    ) -> None:
+        # ``one_statement`` ops skip the SAVEPOINT: SQLite's statement journal must undo a
+        # statement that fails partway (here after inserting its first row) by itself.
+        def two_rows_second_taken(conn: sa.Connection) -> None:
+            # One INSERT ... VALUES (...), (...) statement (not an executemany).
+            conn.execute(
+                sa.insert(t.tenant).values(
+                    [
+                        {"id": "tn_partial", "name": "x", "created_at": T0},
+                        {"id": "tn_1", "name": "x", "created_at": T0},
+                    ]
+                )
+            )
+
+        ops = [_insert(f"tn_{n}") for n in range(10)]
+        ops[5] = two_rows_second_taken
+        async with _writer_held(sqlite_db):
+            futures = [
+                asyncio.ensure_future(sqlite_db.run_write(op, one_statement=True)) for op in ops
+            ]
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert isinstance(results[5], sa.exc.IntegrityError)
+        assert [n for n, r in enumerate(results) if r is not None] == [5]
+        assert await _stored_ids(sqlite_url) == {f"tn_{n}" for n in range(10) if n != 5}
+
     async def test_a_lost_transaction_fails_the_whole_batch(
         self, sqlite_db: Database, sqlite_url: str
     ) -> None:

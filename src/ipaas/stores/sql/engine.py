@@ -227,8 +227,10 @@ class SqliteDatabase(Database):
     async def run_write(
         self, op: Callable[[sa.Connection], T], *, one_statement: bool = False
     ) -> T:
-        # Statement or not, every op gets a SAVEPOINT: it costs microseconds.
-        return await self._writes.submit(op)
+        # A single statement needs no SAVEPOINT: SQLite undoes a failed statement by itself
+        # (its statement journal) and the transaction goes on. Each SAVEPOINT and RELEASE
+        # is a call that lets go of the GIL and waits to take it back.
+        return await self._writes.submit(_SingleStatement(op) if one_statement else op)
 
     async def compact(self) -> None:
         await asyncio.to_thread(_compact_sqlite, self._path)
@@ -295,6 +297,16 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
         cursor.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _SingleStatement:
+    """A write op that runs one statement (``run_write(..., one_statement=True)``)."""
+
+    op: Callable[[sa.Connection], Any]
+
+    def __call__(self, conn: sa.Connection) -> Any:
+        return self.op(conn)
+
+
 class _TransactionLostError(Exception):
     """SQLite rolled the whole transaction back on an op's error (disk full, I/O error)."""
 
@@ -311,6 +323,14 @@ def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
     try:
         driver.execute("BEGIN IMMEDIATE")
         for op in ops:
+            if isinstance(op, _SingleStatement):
+                try:
+                    outcomes.append(_Outcome(ok=True, value=op(conn)))
+                except Exception as exc:
+                    if not driver.in_transaction:
+                        raise _TransactionLostError from exc
+                    outcomes.append(_Outcome(ok=False, value=exc))
+                continue
             driver.execute("SAVEPOINT op")
             try:
                 result = op(conn)
