@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from ipaas.config import Settings
 from ipaas.engine.queue.memory import MemoryQueue
 from ipaas.engine.worker import Worker
@@ -70,12 +72,16 @@ async def test_storm_beyond_the_buffer_is_worked_off_from_the_store(
     assert len(clean_standin.requests(path_prefix="/echo")) == 60
 
 
-async def test_a_settled_execution_hands_its_slot_on_before_its_write_lands(
-    settings: Settings, clean_standin: StandinServer
+@pytest.mark.parametrize("in_order", [True, False])
+async def test_a_settled_execution_hands_its_slot_on_when_its_write_allows(
+    settings: Settings, clean_standin: StandinServer, in_order: bool
 ) -> None:
-    """With one slot, the second execution starts while the first one's finish is still
-    being written: the write of an outcome does not hold a slot (Worker._settled)."""
+    """With one slot, and the first execution's finish held: where the store applies writes
+    in order, the second execution starts meanwhile (the write of an outcome holds no
+    slot, Worker._settled); elsewhere it waits for the write, which a claim beside it
+    could not count yet."""
     store = MemoryStore()
+    store.writes_in_order = in_order  # type: ignore[misc]
     runtime = Runtime.build(settings.model_copy(update={"tenant_max_concurrency": 0}), store=store)
     await runtime.startup()
     workflow = await workflow_service.create(
@@ -121,14 +127,19 @@ async def test_a_settled_execution_hands_its_slot_on_before_its_write_lands(
     try:
         await asyncio.wait_for(first_write.wait(), 10)
         deadline = time.monotonic() + 10
-        while store.executions[ids[1]].status is not ExecutionStatus.succeeded:
-            assert time.monotonic() < deadline, "the second execution waited for the write"
-            await asyncio.sleep(0.01)
+        if in_order:
+            while store.executions[ids[1]].status is not ExecutionStatus.succeeded:
+                assert time.monotonic() < deadline, "the second execution waited for the write"
+                await asyncio.sleep(0.01)
+            assert worker.running == 0  # the first holds no slot while its write is pending
+        else:
+            await asyncio.sleep(0.3)
+            assert store.executions[ids[1]].status is ExecutionStatus.queued
+            assert worker.running == 1
         assert store.executions[ids[0]].status is ExecutionStatus.running
-        assert worker.running == 0  # the first holds no slot while its write is pending
         release.set()
-        while store.executions[ids[0]].status is not ExecutionStatus.succeeded:
-            assert time.monotonic() < deadline, "the first write never landed"
+        while {store.executions[i].status for i in ids} != {ExecutionStatus.succeeded}:
+            assert time.monotonic() < deadline, "not both succeeded"
             await asyncio.sleep(0.01)
     finally:
         release.set()

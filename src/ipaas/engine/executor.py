@@ -108,11 +108,16 @@ class Executor:
     def _settling_write(
         self, write: Callable[[], Awaitable[bool]], execution_id: str
     ) -> asyncio.Task[bool]:
-        """Start the write of an execution's outcome, then tell the worker its slot is free.
-        The write's task takes its first step (which hands the write to the store) before
-        ``on_settled`` runs, so the SQLite store applies it before the next claim."""
+        """Start the write of an execution's outcome, and tell the worker its slot is free:
+        at once where the store applies writes in order (the write's task takes its first
+        step, which hands the write over, before ``on_settled`` runs, so the next claim is
+        applied after it); else once the write is done, since a claim running beside it
+        would still count this execution against its tenant's cap."""
         task = asyncio.ensure_future(self._outlasting(write, execution_id))
-        asyncio.get_running_loop().call_soon(self._on_settled, execution_id)
+        if self.runtime.store.writes_in_order:
+            asyncio.get_running_loop().call_soon(self._on_settled, execution_id)
+        else:
+            task.add_done_callback(lambda _: self._on_settled(execution_id))
         return task
 
     async def execute(self, execution: Execution) -> ExecutionStatus | None:

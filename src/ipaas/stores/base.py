@@ -94,6 +94,14 @@ class Store(Protocol):
     async def ping(self) -> bool:
         """True when the backing database answers."""
 
+    @property
+    def writes_in_order(self) -> bool:
+        """True when a write called after another is applied after it even while the first
+        is still under way (one writer: SQLite's thread, the memory store's event loop).
+        The worker then starts the next execution as soon as an execution's last write is
+        handed over; elsewhere it waits for that write (a claim could not count it yet)."""
+        ...
+
     # -- tenants, users, tokens -------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
         """Sign-up in one transaction. Raises ``DuplicateError`` if the email is taken."""

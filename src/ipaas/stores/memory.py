@@ -28,6 +28,10 @@ _CLOSED = CircuitState.closed
 
 
 class MemoryStore:
+    #: Every method applies its change in its first step (nothing in it suspends): in call
+    #: order.
+    writes_in_order = True
+
     def __init__(self) -> None:
         self.tenants: dict[str, Tenant] = {}
         self.users: dict[str, User] = {}

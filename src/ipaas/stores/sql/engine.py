@@ -85,6 +85,9 @@ class Database(ABC):
     that was called completes. ``dispose`` waits for both kinds.
     """
 
+    #: Writes are applied in the order ``run_write`` was called (``Store.writes_in_order``).
+    writes_in_order = False
+
     @abstractmethod
     async def run_read(self, op: Callable[[sa.Connection], T]) -> T:
         """Run a read-only op. Each statement sees the latest committed data (autocommit),
@@ -193,6 +196,9 @@ class SqliteDatabase(Database):
     their own connections and threads and run in autocommit; in WAL mode they never wait
     for the writer.
     """
+
+    #: One writer thread runs the queued writes in order.
+    writes_in_order = True
 
     def __init__(self, url: sa.URL) -> None:
         if url.database in (None, "", ":memory:"):

@@ -65,6 +65,10 @@ class SqlStore:
         self._database: Database | None = None
 
     @property
+    def writes_in_order(self) -> bool:
+        return self._db.writes_in_order
+
+    @property
     def _db(self) -> Database:
         if self._database is None:
             msg = "SqlStore.startup() has not been awaited"
