@@ -141,6 +141,19 @@ class TestCap:
         assert sum(ex.tenant_id == b[0].id for ex in claimed) == 5
         assert await claim_next(store, 20, cap=5) == []
 
+    async def test_concurrent_claimers_of_one_tenant_wait_rather_than_come_back_empty(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        # One busy tenant, several workers (PostgreSQL: each claim takes the tenant's lock):
+        # a claimer that finds the tenant being claimed elsewhere waits for that claim to
+        # end and then takes its own share, instead of returning nothing and polling.
+        await queue(store, *a, 24, first=0)
+        results = await asyncio.gather(
+            *(claim_next(store, 3, cap=None, owner=f"w{n}") for n in range(8))
+        )
+        assert [len(batch) for batch in results] == [3] * 8
+        assert len({ex.id for batch in results for ex in batch}) == 24
+
 
 class TestRoundRobin:
     async def test_interleaves_tenants_not_fifo(

@@ -120,6 +120,11 @@ class Database(ABC):
         held to the end of the transaction; ``None`` where claims cannot overlap."""
 
     @abstractmethod
+    def wait_tenant_lock_of(self) -> sa.Executable | None:
+        """A statement that waits for the claim lock of tenant ``p_tenant_id``, held to the
+        end of the transaction; ``None`` where claims cannot overlap."""
+
+    @abstractmethod
     def try_tenant_locks(self) -> sa.Executable | None:
         """A statement that takes the claim locks of the tenants ``p_tenant_ids`` that no
         other transaction holds, without waiting, and returns their ids; ``None`` where
@@ -250,6 +255,9 @@ class SqliteDatabase(Database):
 
     def wait_tenant_lock(self) -> None:
         return None  # one writer: a claim's count of running rows cannot go stale
+
+    def wait_tenant_lock_of(self) -> None:
+        return None
 
     def try_tenant_locks(self) -> None:
         return None
@@ -620,9 +628,10 @@ class PostgresDatabase(Database):
     # A tenant's claims are serialized by a transaction-level advisory lock, so the count of
     # its running rows that a claim checks against the cap is taken after every earlier claim
     # of that tenant committed (READ COMMITTED: each statement sees the latest commits). Without
-    # it two claimers could each see N-1 running and both start one. ``claim_next`` only
-    # *tries* the locks (a tenant being claimed elsewhere is skipped, like SKIP LOCKED rows),
-    # so it never waits and cannot deadlock; ``claim_execution`` waits for its one tenant.
+    # it two claimers could each see N-1 running and both start one. ``claim_next`` first
+    # *tries* the locks (a tenant being claimed elsewhere is skipped, like SKIP LOCKED rows);
+    # only when it got none does it wait for one, holding no lock itself, so no deadlock is
+    # possible; ``claim_execution`` waits for its one tenant.
     def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
 
@@ -630,6 +639,11 @@ class PostgresDatabase(Database):
         return sa.text(
             "SELECT pg_advisory_xact_lock(:p_lock_space, hashtext(tenant_id)) "
             "FROM execution WHERE id = :p_id"
+        ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
+
+    def wait_tenant_lock_of(self) -> sa.Executable:
+        return sa.text(
+            "SELECT pg_advisory_xact_lock(:p_lock_space, hashtext(:p_tenant_id))"
         ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
 
     def try_tenant_locks(self) -> sa.Executable:

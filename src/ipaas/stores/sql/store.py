@@ -464,12 +464,21 @@ class SqlStore:
             return []
         params = _claim_params(owner, now, lease_until, timeout_s)
         lock = self._db.try_tenant_locks()
+        wait = self._db.wait_tenant_lock_of()
         due_of_tenant = self._due_of_tenant
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
             tenants = list(conn.execute(q.QUEUED_TENANTS).scalars())
             if tenants and lock is not None:
-                tenants = list(conn.execute(lock, {"p_tenant_ids": tenants}).scalars())
+                locked = list(conn.execute(lock, {"p_tenant_ids": tenants}).scalars())
+                if not locked and wait is not None:
+                    # Every tenant with work is being claimed elsewhere (with one busy
+                    # tenant, always): wait the other claim out (a short transaction)
+                    # instead of coming back empty and polling. This transaction holds no
+                    # lock yet, so the wait cannot close a cycle.
+                    conn.execute(wait, {"p_tenant_id": tenants[0]})
+                    locked = tenants[:1]
+                tenants = locked
             if not tenants:
                 return []
             running = dict(_running_per_tenant(conn, tenants))
