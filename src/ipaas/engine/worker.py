@@ -81,10 +81,10 @@ class Worker:
         return len(self._tasks) - len(self._settling)
 
     def _settled(self, execution_id: str) -> None:
-        """The execution's outcome is decided; only its write remains. Its slot goes to the
-        next execution now, so the next claim overlaps that write instead of waiting for it
-        (on SQLite both share the writer's order: the claim counts the tenant's running
-        executions after the finish is applied)."""
+        """The executor's word that the execution's outcome is decided and its write handed
+        over (where the store applies writes in order: the next claim, applied after it,
+        counts the tenant's running executions correctly) or done (elsewhere). Its slot
+        goes to the next execution now, so claiming overlaps the rest of the write."""
         if execution_id in self._tasks and execution_id not in self._settling:
             self._settling.add(execution_id)
             self._slot_freed.set()
