@@ -14,6 +14,33 @@ from ipaas.kit.ids import new_id
 _log = structlog.get_logger("ipaas.access")
 
 
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
+    """The request's ``Content-Length`` says more than ``max_bytes``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value) > max_bytes
+            except ValueError:
+                return False
+    return False
+
+
+def limited_receive(receive: Receive, max_bytes: int) -> Receive:
+    """``receive`` that raises ``PayloadTooLarge`` once the body passes ``max_bytes``."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise PayloadTooLarge(f"Body exceeds {max_bytes} bytes")
+        return message
+
+    return limited
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` while they stream in, not after buffering them."""
 
@@ -25,33 +52,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    exc = PayloadTooLarge(f"Body exceeds {self.max_bytes} bytes")
-                    # Refused before the app runs, so rendered here, by the same function.
-                    response = error_response(
-                        exc.status_code, exc.code, exc.message, headers={"connection": "close"}
-                    )
-                    await response(scope, receive, send)
-                    return
-        received = 0
-        limit = self.max_bytes
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"Body exceeds {limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
+        if declared_too_large(scope, self.max_bytes):
+            exc = PayloadTooLarge(f"Body exceeds {self.max_bytes} bytes")
+            # Refused before the app runs, so rendered here, by the same function.
+            response = error_response(
+                exc.status_code, exc.code, exc.message, headers={"connection": "close"}
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, limited_receive(receive, self.max_bytes), send)
 
 
 def request_id(scope: Scope) -> str:

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ipaas.api.errors import error_response
-from ipaas.api.middleware import log_request, request_id
+from ipaas.api.middleware import declared_too_large, limited_receive, log_request, request_id
 from ipaas.errors import IpaasError, PayloadTooLarge
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
@@ -118,7 +118,7 @@ class IntakeFastPath:
         status = 500
         try:
             try:
-                body = await self._body(headers, receive)
+                body = await self._body(scope, receive)
                 status, content = await accept(
                     self.runtime, workflow_id, body, headers, QueryParams(scope["query_string"])
                 )
@@ -161,22 +161,17 @@ class IntakeFastPath:
             log_request(scope, status, started)
             structlog.contextvars.clear_contextvars()
 
-    async def _body(self, headers: Headers, receive: Receive) -> bytes:
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.max_body_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared_too_large(scope, limit):
             raise PayloadTooLarge(f"Body exceeds {limit} bytes")
+        receive = limited_receive(receive, limit)
         chunks: list[bytes] = []
-        received = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect
-            chunk: bytes = message.get("body", b"")
-            received += len(chunk)
-            if received > limit:
-                raise PayloadTooLarge(f"Body exceeds {limit} bytes")
-            chunks.append(chunk)
+            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
