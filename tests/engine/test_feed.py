@@ -17,14 +17,8 @@ from ipaas.workflows.schemas import WorkflowCreate
 from tests.standins.server import StandinServer
 
 
-async def test_storm_beyond_the_buffer_is_worked_off_from_the_store(
-    settings: Settings, clean_standin: StandinServer
-) -> None:
-    queue = MemoryQueue(buffer_size=5)
-    runtime = Runtime.build(
-        settings.model_copy(update={"poll_interval_s": 5.0}), store=MemoryStore(), queue=queue
-    )
-    await runtime.startup()
+async def queue_echo_calls(runtime: Runtime, standin: StandinServer, count: int) -> list[str]:
+    """``count`` queued executions of a one-step workflow that calls the stand-in's echo."""
     workflow = await workflow_service.create(
         runtime.store,
         tenant_id="tn_a",
@@ -34,12 +28,12 @@ async def test_storm_beyond_the_buffer_is_worked_off_from_the_store(
                 {
                     "id": "c",
                     "type": "http_request",  # type: ignore[list-item]
-                    "config": {"url": f"{clean_standin.url}/echo"},
+                    "config": {"url": f"{standin.url}/echo"},
                 }
             ],
         ),
     )
-    ids = [
+    return [
         (
             await webhook_service.start(
                 runtime.store,
@@ -50,8 +44,19 @@ async def test_storm_beyond_the_buffer_is_worked_off_from_the_store(
                 trigger=TriggerData(body={"n": n}),
             )
         ).id
-        for n in range(60)
+        for n in range(count)
     ]
+
+
+async def test_storm_beyond_the_buffer_is_worked_off_from_the_store(
+    settings: Settings, clean_standin: StandinServer
+) -> None:
+    queue = MemoryQueue(buffer_size=5)
+    runtime = Runtime.build(
+        settings.model_copy(update={"poll_interval_s": 5.0}), store=MemoryStore(), queue=queue
+    )
+    await runtime.startup()
+    ids = await queue_echo_calls(runtime, clean_standin, 60)
     assert queue.dropped == 55  # the buffer held 5: the rest exist only in the store
     worker = Worker(runtime, concurrency=3)
     started = time.monotonic()
@@ -84,33 +89,7 @@ async def test_a_settled_execution_hands_its_slot_on_when_its_write_allows(
     store.writes_in_order = in_order  # type: ignore[misc]
     runtime = Runtime.build(settings.model_copy(update={"tenant_max_concurrency": 0}), store=store)
     await runtime.startup()
-    workflow = await workflow_service.create(
-        runtime.store,
-        tenant_id="tn_a",
-        data=WorkflowCreate(
-            name="w",
-            steps=[
-                {
-                    "id": "c",
-                    "type": "http_request",  # type: ignore[list-item]
-                    "config": {"url": f"{clean_standin.url}/echo"},
-                }
-            ],
-        ),
-    )
-    ids = [
-        (
-            await webhook_service.start(
-                runtime.store,
-                runtime.queue,
-                workflow_id=workflow.id,
-                tenant_id="tn_a",
-                version=1,
-                trigger=TriggerData(body={"n": n}),
-            )
-        ).id
-        for n in range(2)
-    ]
+    ids = await queue_echo_calls(runtime, clean_standin, 2)
     first_write = asyncio.Event()
     release = asyncio.Event()
     finish = store.finish_execution
