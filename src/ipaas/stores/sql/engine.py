@@ -326,7 +326,8 @@ class _TransactionLostError(Exception):
 
 
 def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
-    """Run ``ops`` in one transaction, each in a SAVEPOINT; on the writer thread."""
+    """Run ``ops`` in one transaction, each op of several statements in a SAVEPOINT; on the
+    writer thread."""
     # Transaction statements go to the driver directly: ``Connection.begin_nested()`` costs
     # ~130 us of SQLAlchemy bookkeeping per op, a bare SAVEPOINT ~5 us; and a ``begin``
     # event listener would make SQLAlchemy dispatch events around every statement.
@@ -337,15 +338,10 @@ def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
     try:
         driver.execute("BEGIN IMMEDIATE")
         for op in ops:
-            if isinstance(op, _SingleStatement):
-                try:
-                    outcomes.append(_Outcome(ok=True, value=op(conn)))
-                except Exception as exc:
-                    if not driver.in_transaction:
-                        raise _TransactionLostError from exc
-                    outcomes.append(_Outcome(ok=False, value=exc))
-                continue
-            driver.execute("SAVEPOINT op")
+            # A single statement needs no SAVEPOINT (``SqliteDatabase.run_write``).
+            guarded = not isinstance(op, _SingleStatement)
+            if guarded:
+                driver.execute("SAVEPOINT op")
             try:
                 result = op(conn)
             except Exception as exc:
@@ -354,11 +350,13 @@ def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
                 # then autocommit one by one.
                 if not driver.in_transaction:
                     raise _TransactionLostError from exc
-                driver.execute("ROLLBACK TO op")
-                driver.execute("RELEASE op")
+                if guarded:
+                    driver.execute("ROLLBACK TO op")
+                    driver.execute("RELEASE op")
                 outcomes.append(_Outcome(ok=False, value=exc))
             else:
-                driver.execute("RELEASE op")
+                if guarded:
+                    driver.execute("RELEASE op")
                 outcomes.append(_Outcome(ok=True, value=result))
         driver.commit()
     except Exception as exc:  # BEGIN or COMMIT failed, or the transaction was lost
