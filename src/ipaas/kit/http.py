@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -105,17 +105,12 @@ class GuardedTransport(AiohttpTransport):
                 ),
             ) as response:
                 declared = response.content_length
-                if declared is not None and declared > MAX_READ_BYTES:
-                    raise _too_large(request)
+                _refuse_declared(declared, request)
                 if declared is not None:
                     body = await response.read()
                 else:
-                    raw = bytearray()
-                    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-                        raw += chunk
-                        if len(raw) > MAX_READ_BYTES:
-                            raise _too_large(request)
-                    body = bytes(raw)
+                    chunks = response.content.iter_chunked(_CHUNK_BYTES)
+                    body = await _read_capped(chunks, request)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
@@ -239,21 +234,15 @@ class HttpClient:
 async def _read_whole(response: httpx.Response, request: httpx.Request) -> httpx.Response:
     """A streamed response read into a new one, refused past ``MAX_READ_BYTES``."""
     try:
-        declared = int(response.headers.get("content-length") or 0)
-        if declared > MAX_READ_BYTES:
-            raise _too_large(request)
-        raw = bytearray()
-        async for chunk in response.aiter_raw():
-            raw += chunk
-            if len(raw) > MAX_READ_BYTES:
-                raise _too_large(request)
+        _refuse_declared(int(response.headers.get("content-length") or 0), request)
+        body = await _read_capped(response.aiter_raw(), request)
     finally:
         await response.aclose()
     # A fresh response over the raw bytes decodes them (gzip...) like a read one.
     return httpx.Response(
         response.status_code,
         headers=response.headers,
-        content=bytes(raw),
+        content=body,
         request=request,
         extensions=response.extensions,
     )
@@ -262,6 +251,22 @@ async def _read_whole(response: httpx.Response, request: httpx.Request) -> httpx
 @functools.lru_cache(maxsize=1024)
 def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)  # immutable: requests may share one
+
+
+def _refuse_declared(declared: int | None, request: httpx.Request) -> None:
+    """Refuse a body whose Content-Length is over ``MAX_READ_BYTES`` before reading it."""
+    if declared is not None and declared > MAX_READ_BYTES:
+        raise _too_large(request)
+
+
+async def _read_capped(chunks: AsyncIterator[bytes], request: httpx.Request) -> bytes:
+    """The chunks joined, refused as soon as they pass ``MAX_READ_BYTES``."""
+    raw = bytearray()
+    async for chunk in chunks:
+        raw += chunk
+        if len(raw) > MAX_READ_BYTES:
+            raise _too_large(request)
+    return bytes(raw)
 
 
 def _too_large(request: httpx.Request) -> httpx.TransportError:
