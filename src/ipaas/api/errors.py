@@ -95,6 +95,23 @@ def error_response(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+def ipaas_error_response(exc: IpaasError, *, headers: dict[str, str] | None = None) -> JSONResponse:
+    """How every ``IpaasError`` is answered (``headers`` added to its own)."""
+    return error_response(
+        exc.status_code,
+        exc.code,
+        exc.message,
+        details=exc.details,
+        headers={**exc.headers, **headers} if headers else exc.headers,
+    )
+
+
+def internal_error_response(path: str, exc: Exception) -> JSONResponse:
+    """Log an unexpected exception and answer a JSON 500 that says nothing of it."""
+    _log.error("unhandled_error", path=path, exc_info=exc)
+    return error_response(500, "internal_error", "Internal server error")
+
+
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     # The input may be a secret (a credential's body): never echo it back.
     return [{k: v for k, v in e.items() if k in {"loc", "msg", "type"}} for e in errors]
@@ -145,9 +162,7 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
     async def _ipaas(request: Request, exc: IpaasError) -> Response:
         if html is not None and as_page(request):
             return await html.page(request, exc.status_code, exc.message)
-        return error_response(
-            exc.status_code, exc.code, exc.message, details=exc.details, headers=exc.headers
-        )
+        return ipaas_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -172,7 +187,7 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:
-        _log.error("unhandled_error", path=request.url.path, exc_info=exc)
         if html is not None and as_page(request):
+            _log.error("unhandled_error", path=request.url.path, exc_info=exc)
             return await html.page(request, 500, "Something went wrong on our side; it was logged.")
-        return error_response(500, "internal_error", "Internal server error")
+        return internal_error_response(request.url.path, exc)

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ipaas.api.errors import error_response
+from ipaas.api.errors import internal_error_response, ipaas_error_response
 from ipaas.api.middleware import declared_too_large, limited_receive, log_request, request_id
 from ipaas.errors import IpaasError, PayloadTooLarge
 from ipaas.observability import metrics, tracing
@@ -24,8 +24,6 @@ from ipaas.webhooks import service as webhook_service
 
 PATH = "/api/webhooks/{workflow_id}"
 _PREFIX = "/api/webhooks/"
-
-_log = structlog.get_logger("ipaas.api.errors")
 
 
 async def accept(
@@ -126,17 +124,10 @@ class IntakeFastPath:
                 status = 499  # nobody to answer; nothing was accepted
                 return
             except IpaasError as exc:
-                extra = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else {}
-                response = error_response(
-                    exc.status_code,
-                    exc.code,
-                    exc.message,
-                    details=exc.details,
-                    headers={**exc.headers, **extra},
-                )
+                close = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else None
+                response = ipaas_error_response(exc, headers=close)
             except Exception as exc:
-                _log.error("unhandled_error", path=scope["path"], exc_info=exc)
-                response = error_response(500, "internal_error", "Internal server error")
+                response = internal_error_response(scope["path"], exc)
             else:
                 # Sent as two ASGI messages directly: Starlette's response object was an
                 # eighth of the intake's samples in a profile of make bench.
