@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from ipaas.config import Environment, LogFormat, Settings
@@ -33,6 +36,38 @@ def add_trace_ids(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         event.setdefault("trace_id", ids[0])
         event.setdefault("span_id", ids[1])
     return event
+
+
+#: The last whole second ``add_timestamp`` formatted, and its text.
+_second: tuple[int, str] = (-1, "")
+
+
+def add_timestamp(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``timestamp``: UTC, ISO 8601 with microseconds and ``Z`` (as structlog's
+    ``TimeStamper(fmt="iso", utc=True)``), formatting the date and time once a second.
+
+    structlog's stamper builds a ``datetime`` and its ``isoformat`` for every line: a
+    quarter of the access log's cost per webhook (docs/benchmarks.md)."""
+    global _second  # a tuple, replaced whole: threads that race both write a right one
+    now = time.time()
+    whole = int(now)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    event["timestamp"] = f"{second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+    return event
+
+
+def _dumps(event: dict[str, Any], **kw: Any) -> str:
+    """JSON for ``JSONRenderer`` by orjson: ~4x cheaper per line than ``json.dumps``, which
+    was half the access log's cost per webhook. Non-string keys are written as strings;
+    what orjson cannot write goes through structlog's fallback (``__structlog__``, repr),
+    and a line orjson refuses whole (an integer beyond 64 bits) through ``json.dumps``."""
+    default = kw.get("default")
+    try:
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(event, default=default)
 
 
 #: Info lines buffered beyond this many characters are written at once.
@@ -145,12 +180,12 @@ def configure_logging(settings: Settings) -> None:
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
         if settings.log_format is LogFormat.console
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_dumps)
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_timestamp,
         redact_sensitive,
     ]
     if tracing.enabled():
