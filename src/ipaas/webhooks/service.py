@@ -21,8 +21,6 @@ from ipaas.kit.ids import new_id
 from ipaas.kit.secrets import mask_headers
 from ipaas.observability import tracing
 from ipaas.stores.base import Store
-from ipaas.tenants import service as tenant_service
-from ipaas.tenants.models import TenantLimits
 from ipaas.webhooks.cache import IntakeWorkflow
 from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
@@ -165,9 +163,7 @@ async def _load_secrets(store: Store, intake: Intake, key: tuple[str, str]) -> t
 async def _check_limits(store: Store, intake: Intake, tenant_id: str) -> None:
     """The tenant's rate (429), then the global and the tenant's queue depth (503)."""
     tenant = await intake.tenants.get(tenant_id, store.get_tenant)
-    limits = tenant_service.effective_limits(
-        tenant.limits if tenant is not None else TenantLimits(), intake.default_limits()
-    )
+    limits = intake.limits_for(tenant)
     if limits.rate_limit is not None:
         await intake.limiter.hit(tenant_id, rate_for(limits.rate_limit, limits.rate_burst))
     max_depth = intake.settings.queue_max_depth

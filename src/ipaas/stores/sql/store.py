@@ -30,7 +30,7 @@ from ipaas.stores.base import (
 )
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
-from ipaas.stores.sql.engine import Database, PoolSize, create_database
+from ipaas.stores.sql.engine import Database, PoolSize, RowInsert, create_database
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition
 
@@ -274,7 +274,9 @@ class SqlStore:
     # -- executions -----------------------------------------------------------------------
     async def create_execution(self, execution: Execution) -> None:
         try:
-            await self._write_one(q.INSERT_EXECUTION, _execution_values(execution))
+            await self._db.run_write(
+                RowInsert(q.INSERT_EXECUTION, _execution_values(execution)), one_statement=True
+            )
         except IntegrityError as exc:
             # The only unique key a caller can hit is (workflow_id, dedup_key); without a
             # key, an integrity error is a bug (an unknown tenant) and is raised as it is.
@@ -771,7 +773,9 @@ def _workflow(row: _Row) -> Workflow:
 
 
 def _execution_values(execution: Execution) -> dict[str, Any]:
-    return dict(execution) | {"status": execution.status.value}
+    # A model's __dict__ holds exactly its fields: copying it costs ~0.5 us where dict(model),
+    # which iterates the model, cost ~8 (once per webhook and per step run).
+    return {**execution.__dict__, "status": execution.status.value}
 
 
 def _execution(row: Mapping[Any, Any]) -> Execution:
@@ -800,7 +804,7 @@ def _execution(row: Mapping[Any, Any]) -> Execution:
 
 
 def _step_values(step: StepRun) -> dict[str, Any]:
-    return dict(step) | {"status": step.status.value}
+    return {**step.__dict__, "status": step.status.value}
 
 
 def _step_run(row: _Row) -> StepRun:
