@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from ipaas.errors import StoreUnavailable
 from ipaas.stores.sql import tables as t
-from ipaas.stores.sql.engine import PG_CONNECT_TIMEOUT_S, Database, create_database
+from ipaas.stores.sql.engine import PG_CONNECT_TIMEOUT_S, Database, RowInsert, create_database
 from tests.contracts.conftest import POSTGRES_ONLY, POSTGRES_URL, truncate_all
 from tests.process.faultproxy import FaultProxy
 
@@ -77,6 +77,16 @@ async def sqlite_db(sqlite_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@asynccontextmanager
+async def _writer_held_if_sqlite(db: Database, url: str) -> AsyncIterator[None]:
+    """``_writer_held`` on SQLite (so the ops form one batch); nothing on PostgreSQL."""
+    if not url.startswith("sqlite"):
+        yield
+        return
+    async with _writer_held(db):
+        yield
 
 
 @asynccontextmanager
@@ -160,6 +170,31 @@ class TestWriteBatch:
         assert isinstance(results[5], sa.exc.IntegrityError)
         assert [n for n, r in enumerate(results) if r is not None] == [5]
         assert await _stored_ids(sqlite_url) == {f"tn_{n}" for n in range(10) if n != 5}
+
+    async def test_row_inserts_run_together_and_fail_alone(
+        self, db: Database, sql_url: str
+    ) -> None:
+        # Consecutive RowInserts of one statement are one executemany on SQLite; a row that
+        # fails (a taken key) must fail alone, and the rows around it must be committed.
+        stmt = sa.insert(t.tenant)
+        rows = [{"id": f"tn_{n}", "name": "x", "created_at": T0} for n in range(30)]
+        rows[12] = {"id": "tn_3", "name": "x", "created_at": T0}  # tn_3 again
+        ops: list[Callable[[sa.Connection], object]] = [RowInsert(stmt, row) for row in rows]
+        ops[20] = _insert("tn_between")  # another kind of op splits the run
+        async with _writer_held_if_sqlite(db, sql_url):
+            futures = [asyncio.ensure_future(db.run_write(op, one_statement=True)) for op in ops]
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [n for n, r in enumerate(results) if isinstance(r, Exception)]
+        if sql_url.startswith("sqlite"):
+            assert failed == [12]  # the first tn_3 was queued first
+            assert isinstance(results[12], sa.exc.IntegrityError)
+        else:  # concurrent connections: either tn_3 may win
+            assert len(failed) == 1
+            assert failed[0] in (3, 12)
+        assert all(results[n] == 1 for n in range(30) if n not in (*failed, 20))
+        expected = {f"tn_{n}" for n in range(30) if n not in (12, 20)} | {"tn_between"}
+        assert await _stored_ids(sql_url) == expected
 
     async def test_a_lost_transaction_fails_the_whole_batch(
         self, sqlite_db: Database, sqlite_url: str
