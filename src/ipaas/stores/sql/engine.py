@@ -145,10 +145,13 @@ class Database(ABC):
         other column from the new values."""
 
     @abstractmethod
-    def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
+    def insert_unless_taken(
+        self, table: sa.Table, key: Sequence[str], *, where: sa.TextClause | None = None
+    ) -> sa.Executable:
         """INSERT a row (values given at execution) unless its unique ``key`` is taken,
         waiting for a concurrent inserter of the same key to finish first; RETURNING the
-        primary key when inserted, no row otherwise."""
+        primary key when inserted, no row otherwise. ``where``: the predicate of the key's
+        partial unique index."""
 
     def update_then_upsert(
         self, update: sa.Update, table: sa.Table, key: Sequence[str]
@@ -277,8 +280,12 @@ class SqliteDatabase(Database):
             index_elements=list(key), set_=set_ if set_ is not None else _excluded(stmt, key)
         )
 
-    def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(key))
+    def insert_unless_taken(
+        self, table: sa.Table, key: Sequence[str], *, where: sa.TextClause | None = None
+    ) -> sa.Executable:
+        stmt = sqlite.insert(table).on_conflict_do_nothing(
+            index_elements=list(key), index_where=where
+        )
         return stmt.returning(*table.primary_key.columns)
 
     async def dispose(self) -> None:
@@ -751,10 +758,14 @@ class PostgresDatabase(Database):
 
         return GuardedUpsert(make, one_statement=True)
 
-    def insert_unless_taken(self, table: sa.Table, key: Sequence[str]) -> sa.Executable:
+    def insert_unless_taken(
+        self, table: sa.Table, key: Sequence[str], *, where: sa.TextClause | None = None
+    ) -> sa.Executable:
         # ON CONFLICT waits for a concurrent transaction holding the same key to commit or
         # roll back, then skips or inserts: no unique-violation error aborts ours.
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(key))
+        stmt = postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=list(key), index_where=where
+        )
         return stmt.returning(*table.primary_key.columns)
 
     async def dispose(self) -> None:

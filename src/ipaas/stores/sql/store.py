@@ -93,7 +93,7 @@ class SqlStore:
         self._finish_with_step = db.update_then_upsert(q.FINISH, t.step_run, q.STEP_KEY)
         self._defer_with_step = db.update_then_upsert(q.DEFER, t.step_run, q.STEP_KEY)
         self._upsert_version = db.upsert(t.workflow_version, q.VERSION_KEY)
-        self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY)
+        self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY, where=t.DEDUP_KEY_SET)
         # The rows a fair claim reads, locked until it has updated them (PostgreSQL).
         self._due_of_tenant = db.skip_locked(q.DUE_OF_TENANT)
         self._take_due = (

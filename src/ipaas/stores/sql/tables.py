@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -134,7 +135,18 @@ workflow_version = sa.Table(
     _at("created_at"),
 )
 
+
 # No foreign key to ``workflow`` either: executions stay readable after deletion.
+def _where_set(column: str) -> dict[str, Any]:
+    """A partial index's predicate, ``column IS NOT NULL``, on both dialects."""
+    predicate = sa.text(f"{column} IS NOT NULL")
+    return {"sqlite_where": predicate, "postgresql_where": predicate}
+
+
+#: ``dedup_key``'s unique index covers only rows with a key: ``ON CONFLICT`` names it so.
+DEDUP_KEY_SET = sa.text("dedup_key IS NOT NULL")
+
+
 execution = sa.Table(
     "execution",
     metadata,
@@ -169,11 +181,14 @@ execution = sa.Table(
     # Fair claims: the tenants with queued work (a loose index scan), each tenant's oldest
     # due rows, and each tenant's running count against its cap.
     sa.Index(None, "status", "tenant_id", "created_at", "id"),
-    sa.Index(None, "workflow_id", "dedup_key", unique=True),
+    # Partial (this and the next two): most rows have no key, no pending retry and, while
+    # they are new, no finish; an index that leaves those rows out costs the insert nothing.
+    # Every query that uses one compares the column, which implies IS NOT NULL.
+    sa.Index(None, "workflow_id", "dedup_key", unique=True, **_where_set("dedup_key")),
     # The due-retry pass: almost every row is NULL here, so the range it scans is short.
-    sa.Index(None, "next_attempt_at"),
+    sa.Index(None, "next_attempt_at", **_where_set("next_attempt_at")),
     # GET /api/stats: a tenant's executions finished within a window.
-    sa.Index(None, "tenant_id", "finished_at"),
+    sa.Index(None, "tenant_id", "finished_at", **_where_set("finished_at")),
 )
 
 step_run = sa.Table(
