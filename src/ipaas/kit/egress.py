@@ -11,6 +11,7 @@ is the address that is connected to (no second lookup, no DNS rebinding window):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -185,19 +186,34 @@ class EgressPolicy:
     def allows_name(self, host: str) -> bool:
         return bool(self.allowed_names) and _normalise_name(host) in self.allowed_names
 
-    def check_url(self, url: str) -> None:
+    def check_url(self, url: str | URL) -> None:
         """Refuse a non-http(s) scheme or a refused IP-literal host before any connection.
 
-        ``url`` is parsed the way aiohttp will parse it, so the host checked here is the host
-        aiohttp connects to.
+        ``url`` is parsed the way aiohttp will parse it (or is aiohttp's own ``URL``), so the
+        host checked here is the host aiohttp connects to. The verdict depends on nothing
+        else, so it is remembered per policy and URL (webhook and API URLs repeat).
         """
-        parsed = URL(url)
+        refused = _refusal_of(self, url)
+        if refused is not None:
+            raise EgressRefused(*refused)
+
+    def _refusal_of_url(self, url: str | URL) -> tuple[str, str] | None:
+        try:
+            self._check_url(url)
+        except EgressRefused as exc:
+            return exc.host, exc.reason
+        return None
+
+    def _check_url(self, url: str | URL) -> None:
+        parsed = url if isinstance(url, URL) else URL(url)
         scheme = parsed.scheme.lower()
         host = parsed.raw_host or ""
         if scheme not in SCHEMES:
-            raise EgressRefused(host or url, f"uses the scheme {scheme!r}; only http(s) is allowed")
+            raise EgressRefused(
+                host or str(url), f"uses the scheme {scheme!r}; only http(s) is allowed"
+            )
         if not host:
-            raise EgressRefused(url, "has no host")
+            raise EgressRefused(str(url), "has no host")
         try:
             address = literal_address(host)
         except ValueError:
@@ -224,6 +240,12 @@ class EgressPolicy:
         if not vetted:
             raise EgressRefused(host, f"resolves to {', '.join(refused) or 'no address'}")
         return vetted
+
+
+@functools.lru_cache(maxsize=1024)
+def _refusal_of(policy: EgressPolicy, url: str | URL) -> tuple[str, str] | None:
+    """``EgressPolicy.check_url``'s verdict: ``(what, why)`` when refused, else ``None``."""
+    return policy._refusal_of_url(url)
 
 
 def _odd_literal(host: str) -> str:

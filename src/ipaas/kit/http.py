@@ -22,6 +22,7 @@ import httpx
 from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
+from yarl import URL
 
 from ipaas.kit.egress import EgressPolicy, VettingResolver
 from ipaas.observability import tracing
@@ -80,7 +81,9 @@ class GuardedTransport(AiohttpTransport):
         caller then read back into a new response: about a third of the client's CPU per
         call against a local server (docs/benchmarks.md). Error mapping is the base
         transport's own (``map_aiohttp_exceptions``)."""
-        url = str(request.url)
+        # aiohttp's own URL, parsed once per distinct URL: the guard checks it and aiohttp
+        # uses it as it is (a string would be parsed by both, on every call).
+        url = _yarl_url(str(request.url))
         self.policy.check_url(url)
         try:
             data: bytes | None = request.content or None
@@ -246,6 +249,11 @@ async def _read_whole(response: httpx.Response, request: httpx.Request) -> httpx
         request=request,
         extensions=response.extensions,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _yarl_url(url: str) -> URL:
+    return URL(url)  # as aiohttp would parse the string (``ClientSession._build_url``)
 
 
 @functools.lru_cache(maxsize=1024)
