@@ -57,6 +57,20 @@ async def test_ids_come_out_in_order(queue: JobQueue) -> None:
     assert await queue.receive(10, 1.0) == ["ex_0", "ex_1", "ex_2"]
 
 
+async def test_concurrent_enqueues_each_arrive_once_in_order(queue: JobQueue) -> None:
+    # Redis pipelines the XADDs of one event-loop iteration (MAX_PIPELINE per pipeline);
+    # the memory buffer holds BUFFER ids (beyond, work waits in the store).
+    n = 600 if isinstance(queue, RedisQueue) else BUFFER
+    await asyncio.gather(*(queue.enqueue(f"ex_{i}") for i in range(n)))
+    received: list[str] = []
+    while len(received) < n:
+        batch = await queue.receive(250, 1.0)
+        assert batch, f"only {len(received)} of {n} ids arrived"
+        received += batch
+    assert received == [f"ex_{i}" for i in range(n)]
+    assert await queue.receive(10, 0) == []
+
+
 async def test_receive_respects_max_items(queue: JobQueue) -> None:
     for n in range(4):
         await queue.enqueue(f"ex_{n}")

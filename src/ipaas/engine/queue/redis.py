@@ -48,6 +48,8 @@ from ipaas.engine.queue.memory import DELIVER_TASK
 
 _log = structlog.get_logger(__name__)
 
+#: Most XADDs one pipeline sends.
+MAX_PIPELINE = 256
 #: Extra time on top of a blocking read's own timeout before the connection counts as dead.
 _READ_GRACE_S = 10.0
 
@@ -91,6 +93,9 @@ class RedisQueue:
             socket_connect_timeout=connect_timeout_s,
         )
         self._redis: Redis = Redis(connection_pool=self._broker.connection_pool)
+        #: Messages enqueued in this event-loop iteration, and the pipelines in flight.
+        self._unsent: list[tuple[bytes | str, asyncio.Future[None]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
         async def deliver(execution_id: str) -> None:
             """Never runs here: ``receive`` reads the stream itself (see the module docstring)."""
@@ -105,6 +110,10 @@ class RedisQueue:
             _log.warning("redis_queue_unreachable", stream=self.stream, exc_info=True)
 
     async def shutdown(self) -> None:
+        if self._unsent:
+            self._send_queued()
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
         await self._forget_consumer()
         await self._redis.aclose()
         await self._broker.shutdown()  # disconnects the connection pool
@@ -117,6 +126,9 @@ class RedisQueue:
             return False
 
     async def enqueue(self, execution_id: str) -> None:
+        """Sends are pipelined: the ids enqueued in one event-loop iteration (concurrent
+        webhooks) go to Redis as one pipeline of XADDs, one connection checkout and one
+        round trip for all; each caller returns once its XADD is answered, as alone."""
         message = TaskiqMessage(
             task_id=uuid.uuid4().hex,
             task_name=DELIVER_TASK,
@@ -126,7 +138,40 @@ class RedisQueue:
             kwargs={},
         )
         data = self._broker.formatter.dumps(message).message
-        await self._redis.xadd(self.stream, {b"data": data}, maxlen=self._maxlen, approximate=True)
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] = loop.create_future()
+        if not self._unsent:
+            loop.call_soon(self._send_queued)
+        self._unsent.append((data, sent))
+        await sent
+
+    def _send_queued(self) -> None:
+        queued, self._unsent = self._unsent, []
+        task = asyncio.create_task(self._send_in_order(queued))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_in_order(self, queued: list[tuple[bytes | str, asyncio.Future[None]]]) -> None:
+        # One pipeline after the other, so the stream keeps the order of the enqueues.
+        for start in range(0, len(queued), MAX_PIPELINE):
+            await self._send(queued[start : start + MAX_PIPELINE])
+
+    async def _send(self, queued: list[tuple[bytes | str, asyncio.Future[None]]]) -> None:
+        error: BaseException | None = None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for data, _ in queued:
+                    pipe.xadd(self.stream, {b"data": data}, maxlen=self._maxlen, approximate=True)
+                await pipe.execute()
+        except Exception as exc:  # every caller gets it (the store keeps the work)
+            error = exc
+        for _, sent in queued:
+            if sent.done():  # its caller was cancelled; the XADD went anyway
+                continue
+            if error is None:
+                sent.set_result(None)
+            else:
+                sent.set_exception(error)
 
     async def receive(self, max_items: int, timeout_s: float) -> list[str]:
         if max_items <= 0:
