@@ -693,13 +693,18 @@ class PostgresDatabase(Database):
     async def _insert_group(self, jobs: list[tuple[RowInsert, asyncio.Future[int]]]) -> None:
         ops = [op for op, _ in jobs]
         outcomes: list[BaseException | int]
+        if len(ops) == 1:
+            self._settle(
+                jobs,
+                await asyncio.gather(
+                    self._write(ops[0], one_statement=True), return_exceptions=True
+                ),
+            )
+            return
         try:
-            if len(ops) == 1:
-                outcomes = [await self._write(ops[0], one_statement=True)]
-            else:
-                stmt, rows = ops[0].stmt, [op.values for op in ops]
-                await self._write(lambda conn: conn.execute(stmt, rows), one_statement=False)
-                outcomes = [1] * len(ops)
+            stmt, rows = ops[0].stmt, [op.values for op in ops]
+            await self._write(lambda conn: conn.execute(stmt, rows), one_statement=False)
+            outcomes = [1] * len(ops)
         except (sa.exc.IntegrityError, sa.exc.DataError):
             # A row the server refused: the transaction was rolled back whole, so nothing is
             # inserted yet; each row goes again on its own, and only the bad one fails.
@@ -708,6 +713,12 @@ class PostgresDatabase(Database):
             )
         except Exception as exc:  # e.g. the connection lost: not retried (see ``_write``)
             outcomes = [exc] * len(ops)
+        self._settle(jobs, outcomes)
+
+    @staticmethod
+    def _settle(
+        jobs: list[tuple[RowInsert, asyncio.Future[int]]], outcomes: Sequence[BaseException | int]
+    ) -> None:
         for (_, future), outcome in zip(jobs, outcomes, strict=True):
             if future.done():  # never: shielded from its caller
                 continue
