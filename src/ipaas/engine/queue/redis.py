@@ -45,6 +45,7 @@ from taskiq.message import TaskiqMessage
 from taskiq_redis import RedisStreamBroker
 
 from ipaas.engine.queue.memory import DELIVER_TASK
+from ipaas.kit.batching import LoopBatch
 
 _log = structlog.get_logger(__name__)
 
@@ -93,9 +94,8 @@ class RedisQueue:
             socket_connect_timeout=connect_timeout_s,
         )
         self._redis: Redis = Redis(connection_pool=self._broker.connection_pool)
-        #: Messages enqueued in this event-loop iteration, and the pipelines in flight.
-        self._unsent: list[tuple[bytes | str, asyncio.Future[None]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        #: Messages to XADD, a loop iteration's worth at a time.
+        self._unsent: LoopBatch[bytes | str, None] = LoopBatch(self._send)
 
         async def deliver(execution_id: str) -> None:
             """Never runs here: ``receive`` reads the stream itself (see the module docstring)."""
@@ -110,10 +110,7 @@ class RedisQueue:
             _log.warning("redis_queue_unreachable", stream=self.stream, exc_info=True)
 
     async def shutdown(self) -> None:
-        if self._unsent:
-            self._send_queued()
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._unsent.drain()
         await self._forget_consumer()
         await self._redis.aclose()
         await self._broker.shutdown()  # disconnects the connection pool
@@ -127,8 +124,8 @@ class RedisQueue:
 
     async def enqueue(self, execution_id: str) -> None:
         """Sends are pipelined: the ids enqueued in one event-loop iteration (concurrent
-        webhooks) go to Redis as one pipeline of XADDs, one connection checkout and one
-        round trip for all; each caller returns once its XADD is answered, as alone."""
+        webhooks) go to Redis as one pipeline of XADDs (``_send``), one connection checkout
+        and one round trip for all; each caller returns once its XADD is answered."""
         message = TaskiqMessage(
             task_id=uuid.uuid4().hex,
             task_name=DELIVER_TASK,
@@ -137,41 +134,26 @@ class RedisQueue:
             args=[execution_id],
             kwargs={},
         )
-        data = self._broker.formatter.dumps(message).message
-        loop = asyncio.get_running_loop()
-        sent: asyncio.Future[None] = loop.create_future()
-        if not self._unsent:
-            loop.call_soon(self._send_queued)
-        self._unsent.append((data, sent))
-        await sent
+        await self._unsent.submit(self._broker.formatter.dumps(message).message)
 
-    def _send_queued(self) -> None:
-        queued, self._unsent = self._unsent, []
-        task = asyncio.create_task(self._send_in_order(queued))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send_in_order(self, queued: list[tuple[bytes | str, asyncio.Future[None]]]) -> None:
-        # One pipeline after the other, so the stream keeps the order of the enqueues.
-        for start in range(0, len(queued), MAX_PIPELINE):
-            await self._send(queued[start : start + MAX_PIPELINE])
-
-    async def _send(self, queued: list[tuple[bytes | str, asyncio.Future[None]]]) -> None:
-        error: BaseException | None = None
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for data, _ in queued:
-                    pipe.xadd(self.stream, {b"data": data}, maxlen=self._maxlen, approximate=True)
-                await pipe.execute()
-        except Exception as exc:  # every caller gets it (the store keeps the work)
-            error = exc
-        for _, sent in queued:
-            if sent.done():  # its caller was cancelled; the XADD went anyway
-                continue
-            if error is None:
-                sent.set_result(None)
+    async def _send(self, messages: list[bytes | str]) -> list[BaseException | None]:
+        """One pipeline of XADDs per ``MAX_PIPELINE`` messages, one after the other, so the
+        stream keeps the order of the enqueues; a failed pipeline fails its messages."""
+        outcomes: list[BaseException | None] = []
+        for start in range(0, len(messages), MAX_PIPELINE):
+            chunk = messages[start : start + MAX_PIPELINE]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for data in chunk:
+                        pipe.xadd(
+                            self.stream, {b"data": data}, maxlen=self._maxlen, approximate=True
+                        )
+                    await pipe.execute()
+            except Exception as exc:  # its callers get it (the store keeps the work)
+                outcomes += [exc] * len(chunk)
             else:
-                sent.set_exception(error)
+                outcomes += [None] * len(chunk)
+        return outcomes
 
     async def receive(self, max_items: int, timeout_s: float) -> list[str]:
         if max_items <= 0:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from ipaas.errors import StoreUnavailable
+from ipaas.kit.batching import LoopBatch
 
 T = TypeVar("T")
 
@@ -631,8 +632,8 @@ class PostgresDatabase(Database):
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         # Writes in flight, shielded from their callers' cancellation; ``dispose`` waits.
         self._writes: set[asyncio.Task[Any]] = set()
-        # RowInserts queued in this event-loop iteration, inserted together (``_insert``).
-        self._inserts: list[tuple[RowInsert, asyncio.Future[int]]] = []
+        # RowInserts, inserted a loop iteration's worth at a time (``_insert_rows``).
+        self._inserts: LoopBatch[RowInsert, int] = LoopBatch(self._insert_rows)
 
     async def run_read(self, op: Callable[[sa.Connection], T]) -> T:
         try:
@@ -657,7 +658,7 @@ class PostgresDatabase(Database):
         self, op: Callable[[sa.Connection], T], *, one_statement: bool = False
     ) -> T:
         if isinstance(op, RowInsert):
-            return cast(T, await self._insert(op))
+            return cast(T, await self._inserts.submit(op))
         # A task of its own, so a cancelled caller does not roll back (or, worse, abandon
         # mid-COMMIT) a write that has started: it completes, and its outcome is dropped.
         task = asyncio.create_task(self._write(op, one_statement=one_statement))
@@ -665,67 +666,47 @@ class PostgresDatabase(Database):
         task.add_done_callback(self._write_done)
         return await asyncio.shield(task)
 
-    async def _insert(self, op: RowInsert) -> int:
-        """Group commit for plain inserts: the RowInserts queued in one event-loop iteration
-        (concurrent webhooks) go to the server as one executemany in one transaction, so
-        one pooled connection, one round trip and one COMMIT (one WAL flush) serve them all.
-        Each caller hears back after that COMMIT, as alone."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        if not self._inserts:
-            asyncio.get_running_loop().call_soon(self._flush_inserts)
-        self._inserts.append((op, future))
-        # Shielded: a cancelled caller's row is still inserted (every write called completes).
-        return await asyncio.shield(future)
+    async def _insert_rows(self, ops: list[RowInsert]) -> list[BaseException | int]:
+        """Group commit for plain inserts (``self._inserts``): the RowInserts of one event-loop
+        iteration (concurrent webhooks) go as one executemany per statement in one
+        transaction, so one pooled connection, one round trip and one COMMIT (one WAL flush)
+        serve them all."""
+        groups: dict[int, list[int]] = {}
+        for index, op in enumerate(ops):
+            groups.setdefault(id(op.stmt), []).append(index)
+        chunks = [
+            indexes[start : start + PG_MAX_INSERT_BATCH]
+            for indexes in groups.values()
+            for start in range(0, len(indexes), PG_MAX_INSERT_BATCH)
+        ]
+        results = await asyncio.gather(
+            *(self._insert_group([ops[i] for i in chunk]) for chunk in chunks)
+        )
+        outcomes: list[BaseException | int] = [0] * len(ops)
+        for chunk, chunk_outcomes in zip(chunks, results, strict=True):
+            for index, outcome in zip(chunk, chunk_outcomes, strict=True):
+                outcomes[index] = outcome
+        return outcomes
 
-    def _flush_inserts(self) -> None:
-        queued, self._inserts = self._inserts, []
-        groups: dict[int, list[tuple[RowInsert, asyncio.Future[int]]]] = {}
-        for job in queued:
-            groups.setdefault(id(job[0].stmt), []).append(job)
-        for jobs in groups.values():
-            for start in range(0, len(jobs), PG_MAX_INSERT_BATCH):
-                task = asyncio.create_task(
-                    self._insert_group(jobs[start : start + PG_MAX_INSERT_BATCH])
-                )
-                self._writes.add(task)
-                task.add_done_callback(self._write_done)
-
-    async def _insert_group(self, jobs: list[tuple[RowInsert, asyncio.Future[int]]]) -> None:
-        ops = [op for op, _ in jobs]
-        outcomes: list[BaseException | int]
+    async def _insert_group(self, ops: list[RowInsert]) -> list[BaseException | int]:
         if len(ops) == 1:
-            self._settle(
-                jobs,
+            return list(
                 await asyncio.gather(
                     self._write(ops[0], one_statement=True), return_exceptions=True
-                ),
+                )
             )
-            return
+        stmt, rows = ops[0].stmt, [op.values for op in ops]
         try:
-            stmt, rows = ops[0].stmt, [op.values for op in ops]
             await self._write(lambda conn: conn.execute(stmt, rows), one_statement=False)
-            outcomes = [1] * len(ops)
         except (sa.exc.IntegrityError, sa.exc.DataError):
             # A row the server refused: the transaction was rolled back whole, so nothing is
             # inserted yet; each row goes again on its own, and only the bad one fails.
-            outcomes = await asyncio.gather(
+            return await asyncio.gather(
                 *(self._write(op, one_statement=True) for op in ops), return_exceptions=True
             )
         except Exception as exc:  # e.g. the connection lost: not retried (see ``_write``)
-            outcomes = [exc] * len(ops)
-        self._settle(jobs, outcomes)
-
-    @staticmethod
-    def _settle(
-        jobs: list[tuple[RowInsert, asyncio.Future[int]]], outcomes: Sequence[BaseException | int]
-    ) -> None:
-        for (_, future), outcome in zip(jobs, outcomes, strict=True):
-            if future.done():  # never: shielded from its caller
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            return [exc] * len(ops)
+        return [1] * len(ops)
 
     def _write_done(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
@@ -839,8 +820,7 @@ class PostgresDatabase(Database):
         return stmt.returning(*table.primary_key.columns)
 
     async def dispose(self) -> None:
-        if self._inserts:
-            self._flush_inserts()
+        await self._inserts.drain()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await self._engine.dispose()
