@@ -197,32 +197,25 @@ class EgressPolicy:
         if refused is not None:
             raise EgressRefused(*refused)
 
-    def _refusal_of_url(self, url: str | URL) -> tuple[str, str] | None:
-        try:
-            self._check_url(url)
-        except EgressRefused as exc:
-            return exc.host, exc.reason
-        return None
-
-    def _check_url(self, url: str | URL) -> None:
+    def url_refusal(self, url: str | URL) -> tuple[str, str] | None:
+        """What ``check_url`` refuses in ``url`` and why, or ``None`` (not cached)."""
         parsed = url if isinstance(url, URL) else URL(url)
         scheme = parsed.scheme.lower()
         host = parsed.raw_host or ""
         if scheme not in SCHEMES:
-            raise EgressRefused(
-                host or str(url), f"uses the scheme {scheme!r}; only http(s) is allowed"
-            )
+            return host or str(url), f"uses the scheme {scheme!r}; only http(s) is allowed"
         if not host:
-            raise EgressRefused(str(url), "has no host")
+            return str(url), "has no host"
         try:
             address = literal_address(host)
         except ValueError:
-            raise EgressRefused(host, _odd_literal(host)) from None
+            return host, _odd_literal(host)
         if address is None:
-            return  # a host name: VettingResolver checks what it resolves to
+            return None  # a host name: VettingResolver checks what it resolves to
         reason = self.refusal(address)
         if reason is not None:
-            raise EgressRefused(host, f"is not a public address ({reason})")
+            return host, f"is not a public address ({reason})"
+        return None
 
     def vet(self, host: str, results: list[ResolveResult]) -> list[ResolveResult]:
         """The resolved addresses of ``host`` a connection may use; ``EgressRefused`` if none."""
@@ -245,7 +238,7 @@ class EgressPolicy:
 @functools.lru_cache(maxsize=1024)
 def _refusal_of(policy: EgressPolicy, url: str | URL) -> tuple[str, str] | None:
     """``EgressPolicy.check_url``'s verdict: ``(what, why)`` when refused, else ``None``."""
-    return policy._refusal_of_url(url)
+    return policy.url_refusal(url)
 
 
 def _odd_literal(host: str) -> str:
