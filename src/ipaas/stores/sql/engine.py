@@ -369,8 +369,11 @@ def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
                 outcomes.extend([_Outcome(ok=True, value=1)] * len(run))
                 index += len(run)
                 continue
-            outcomes.append(_run_op(conn, driver, ops[index]))
-            index += 1
+            # A failed group's rows each run alone, not regrouped: a bad row near its end
+            # would otherwise fail one executemany after another.
+            alone: Sequence[_Op] = run or ops[index : index + 1]
+            outcomes.extend(_run_op(conn, driver, op) for op in alone)
+            index += len(alone)
         driver.commit()
     except Exception as exc:  # BEGIN or COMMIT failed, or the transaction was lost
         # Nothing of this batch was committed: every caller gets the error.
@@ -690,11 +693,10 @@ class PostgresDatabase(Database):
 
     async def _insert_group(self, ops: list[RowInsert]) -> list[BaseException | int]:
         if len(ops) == 1:
-            return list(
-                await asyncio.gather(
-                    self._write(ops[0], one_statement=True), return_exceptions=True
-                )
-            )
+            try:
+                return [await self._write(ops[0], one_statement=True)]
+            except Exception as exc:
+                return [exc]
         stmt, rows = ops[0].stmt, [op.values for op in ops]
         try:
             await self._write(lambda conn: conn.execute(stmt, rows), one_statement=False)
