@@ -7,7 +7,7 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ipaas.api.errors import error_response
+from ipaas.api.errors import ipaas_error_response
 from ipaas.errors import PayloadTooLarge
 from ipaas.kit.ids import new_id
 
@@ -55,9 +55,7 @@ class BodyLimitMiddleware:
         if declared_too_large(scope, self.max_bytes):
             exc = PayloadTooLarge(f"Body exceeds {self.max_bytes} bytes")
             # Refused before the app runs, so rendered here, by the same function.
-            response = error_response(
-                exc.status_code, exc.code, exc.message, headers={"connection": "close"}
-            )
+            response = ipaas_error_response(exc, headers={"connection": "close"})
             await response(scope, receive, send)
             return
         await self.app(scope, limited_receive(receive, self.max_bytes), send)
