@@ -8,6 +8,7 @@ loop and has no batches, so those tests are SQLite's only.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -106,6 +107,21 @@ async def _writer_held(db: Database) -> AsyncIterator[None]:
     finally:
         release.set()
     await holder
+
+
+async def test_sqlite_file_is_in_wal_mode_before_any_op(sqlite_url: str) -> None:
+    # Set once, up front: lanes that each switched on their first connection could fail
+    # with "database is locked" when two opened at once on a file not yet in WAL.
+    path = sa.make_url(sqlite_url).database
+    assert path is not None
+    with sqlite3.connect(path) as check:
+        check.execute("PRAGMA journal_mode=DELETE")  # as a file new to WAL
+    database = create_database(sqlite_url)
+    try:
+        with sqlite3.connect(path) as check:
+            assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        await database.dispose()
 
 
 class TestWriteBatch:

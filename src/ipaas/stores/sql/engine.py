@@ -30,13 +30,12 @@ from ipaas.kit.batching import LoopBatch
 
 T = TypeVar("T")
 
-#: Pragmas every SQLite connection gets. WAL lets readers run beside the writer;
-#: ``synchronous=NORMAL`` is durable across process crashes in WAL mode (only an OS crash
-#: can lose the last transactions) and much faster than FULL; ``busy_timeout`` makes a
-#: writer in *another* process (``ipaas token create``) wait instead of failing at once;
-#: SQLite ignores foreign keys unless asked.
+#: Pragmas every SQLite connection gets (WAL, which lets readers run beside the writer, is
+#: set once on the file: ``_use_wal``). ``synchronous=NORMAL`` is durable across process
+#: crashes in WAL mode (only an OS crash can lose the last transactions) and much faster
+#: than FULL; ``busy_timeout`` makes a writer in *another* process (``ipaas token create``)
+#: wait instead of failing at once; SQLite ignores foreign keys unless asked.
 SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
@@ -214,6 +213,7 @@ class SqliteDatabase(Database):
             msg = "an in-memory SQLite database cannot be shared; use memory:// instead"
             raise ValueError(msg)
         self._path = str(url.database)
+        _use_wal(self._path)
         sync_url = url.set(drivername="sqlite")  # pysqlite
         # ``isolation_level=None`` turns off pysqlite's own transaction handling, which would
         # otherwise interfere with SAVEPOINTs; ``_run_write_batch`` begins and commits.
@@ -308,6 +308,20 @@ def _compact_sqlite(path: str) -> None:
         # executescript steps the pragma to the end; execute() would free a single page.
         connection.executescript(f"PRAGMA incremental_vacuum({SQLITE_VACUUM_PAGES});")
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        connection.close()
+
+
+def _use_wal(path: str) -> None:
+    """Put the file in WAL mode (it stays so) before any lane connects.
+
+    Switching needs the file to itself. When each lane's first connection asked for it, two
+    opening side by side on a file not yet in WAL could fail with "database is locked":
+    SQLite refuses a lock upgrade that might deadlock at once, without waiting out
+    ``busy_timeout`` (seen as a rare failure of a contract test on a fresh database)."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL").fetchall()
     finally:
         connection.close()
 
