@@ -125,10 +125,10 @@ class Database(ABC):
         end of the transaction; ``None`` where claims cannot overlap."""
 
     @abstractmethod
-    def try_tenant_locks(self) -> sa.Executable | None:
-        """A statement that takes the claim locks of the tenants ``p_tenant_ids`` that no
-        other transaction holds, without waiting, and returns their ids; ``None`` where
-        claims cannot overlap."""
+    def try_tenant_locks(self, tenants: sa.Select[str]) -> sa.Select[str, bool]:
+        """``tenants`` (a query of tenant ids), each with whether this transaction now holds
+        its claim lock: taken where no other transaction holds it, without waiting (always
+        true where claims cannot overlap)."""
 
     @abstractmethod
     def seconds_between(
@@ -265,8 +265,9 @@ class SqliteDatabase(Database):
     def wait_tenant_lock_of(self) -> None:
         return None
 
-    def try_tenant_locks(self) -> None:
-        return None
+    def try_tenant_locks(self, tenants: sa.Select[str]) -> sa.Select[str, bool]:
+        queued = tenants.subquery("tenants")
+        return sa.select(queued.c[0], sa.true().label("locked"))
 
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
@@ -776,11 +777,13 @@ class PostgresDatabase(Database):
             "SELECT pg_advisory_xact_lock(:p_lock_space, hashtext(:p_tenant_id))"
         ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
 
-    def try_tenant_locks(self) -> sa.Executable:
-        return sa.text(
-            "SELECT tenant_id FROM unnest(CAST(:p_tenant_ids AS text[])) AS tenant_id "
-            "WHERE pg_try_advisory_xact_lock(:p_lock_space, hashtext(tenant_id))"
-        ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
+    def try_tenant_locks(self, tenants: sa.Select[str]) -> sa.Select[str, bool]:
+        queued = tenants.subquery("tenants")
+        tenant_id = queued.c[0]
+        locked = sa.func.pg_try_advisory_xact_lock(
+            sa.literal(_CLAIM_LOCK_SPACE), sa.func.hashtext(tenant_id)
+        )
+        return sa.select(tenant_id, locked.label("locked"))
 
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]

@@ -224,12 +224,16 @@ _queued_tenant = _queued_tenant.union_all(
 QUEUED_TENANTS = sa.select(_queued_tenant.c.tenant_id).where(
     _queued_tenant.c.tenant_id.is_not(None)
 )
-RUNNING_PER_TENANT = (
-    sa.select(EX.c.tenant_id, sa.func.count())
-    .where(EX.c.status == RUNNING, EX.c.tenant_id.in_(_ids()))
-    .group_by(EX.c.tenant_id)
-)
-TENANT_CAPS = sa.select(TENANT.c.id, TENANT.c.max_concurrency).where(TENANT.c.id.in_(_ids()))
+#: Each tenant's cap override and running count, in one round trip (read after the tenants'
+#: claim locks are taken, so the counts include every earlier claim of theirs).
+TENANT_ROOM = sa.select(
+    TENANT.c.id,
+    TENANT.c.max_concurrency,
+    sa.select(sa.func.count())
+    .select_from(_RUN)
+    .where(_RUN.c.status == RUNNING, _RUN.c.tenant_id == TENANT.c.id)
+    .scalar_subquery(),
+).where(TENANT.c.id.in_(_ids()))
 DUE_OF_TENANT = (
     sa.select(EX.c.id, EX.c.tenant_id, EX.c.created_at)
     .where(EX.c.tenant_id == p("p_tenant_id"), IS_DUE)

@@ -96,6 +96,7 @@ class SqlStore:
         self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY, where=t.DEDUP_KEY_SET)
         # The rows a fair claim reads, locked until it has updated them (PostgreSQL).
         self._due_of_tenant = db.skip_locked(q.DUE_OF_TENANT)
+        self._queued_tenants = db.try_tenant_locks(q.QUEUED_TENANTS)
         self._take_due = (
             sa.update(_EX)
             # ``HAS_COME`` again: a concurrent taker's row no longer matches after its update.
@@ -465,29 +466,32 @@ class SqlStore:
         if limit <= 0:
             return []
         params = _claim_params(owner, now, lease_until, timeout_s)
-        lock = self._db.try_tenant_locks()
+        queued_tenants = self._queued_tenants
         wait = self._db.wait_tenant_lock_of()
         due_of_tenant = self._due_of_tenant
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
-            tenants = list(conn.execute(q.QUEUED_TENANTS).scalars())
-            if tenants and lock is not None:
-                locked = list(conn.execute(lock, {"p_tenant_ids": tenants}).scalars())
-                if not locked and wait is not None:
-                    # Every tenant with work is being claimed elsewhere (with one busy
-                    # tenant, always): wait the other claim out (a short transaction)
-                    # instead of coming back empty and polling. This transaction holds no
-                    # lock yet, so the wait cannot close a cycle.
-                    conn.execute(wait, {"p_tenant_id": tenants[0]})
-                    locked = tenants[:1]
-                tenants = locked
+            # The tenants with queued work, each with whether its claim lock was taken now
+            # (PostgreSQL: tried without waiting, in the same round trip; SQLite: always).
+            queued = conn.execute(queued_tenants).all()
+            tenants = [tenant_id for tenant_id, locked in queued if locked]
+            if queued and not tenants and wait is not None:
+                # Every tenant with work is being claimed elsewhere (with one busy tenant,
+                # always): wait the other claim out (a short transaction) instead of
+                # coming back empty and polling. This transaction holds no lock yet, so
+                # the wait cannot close a cycle.
+                conn.execute(wait, {"p_tenant_id": queued[0][0]})
+                tenants = [queued[0][0]]
             if not tenants:
                 return []
-            running = dict(_running_per_tenant(conn, tenants))
+            room = conn.execute(q.TENANT_ROOM, {"p_ids": tenants}).all()
+            running = {tenant_id: int(count) for tenant_id, _, count in room if count}
+            caps = {tenant_id: cap for tenant_id, cap, _ in room}
             due = _due_per_tenant(
                 conn,
                 due_of_tenant,
                 running,
+                caps,
                 tenants,
                 limit=limit,
                 default_cap=tenant_cap,
@@ -685,14 +689,11 @@ def _claim_params(
     }
 
 
-def _running_per_tenant(conn: sa.Connection, tenants: list[str]) -> list[tuple[str, int]]:
-    return [(row[0], int(row[1])) for row in conn.execute(q.RUNNING_PER_TENANT, {"p_ids": tenants})]
-
-
 def _due_per_tenant(
     conn: sa.Connection,
     due_of_tenant: sa.Select[Any],
     running: Mapping[str, int],
+    caps: Mapping[str, int | None],
     tenants: list[str],
     *,
     now: datetime,
@@ -704,7 +705,6 @@ def _due_per_tenant(
     read first, and reading stops at ``limit`` tenants with work, so a claim costs at most
     ``limit`` such reads however many tenants wait (the rest have at least as many running
     and come first in a later claim once these have caught up)."""
-    caps = dict(conn.execute(q.TENANT_CAPS, {"p_ids": tenants}).all())
     due: dict[str, list[sa.Row[str, str, datetime]]] = {}
     for tenant_id in sorted(tenants, key=lambda tenant_id: (running.get(tenant_id, 0), tenant_id)):
         cap = fairness.cap_of(caps.get(tenant_id), default_cap)
