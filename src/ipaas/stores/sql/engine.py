@@ -714,7 +714,9 @@ class PostgresDatabase(Database):
                 return [exc]
         stmt, rows = ops[0].stmt, [op.values for op in ops]
         try:
-            await self._write(lambda conn: conn.execute(stmt, rows), one_statement=False)
+            # One round trip: asyncpg's executemany is atomic on its own (one implicit
+            # transaction, since asyncpg 0.22), so no BEGIN and COMMIT around it.
+            await self._write(lambda conn: conn.execute(stmt, rows), one_statement=True)
         except (sa.exc.IntegrityError, sa.exc.DataError):
             # A row the server refused: the transaction was rolled back whole, so nothing is
             # inserted yet; each row goes again on its own, and only the bad one fails.
