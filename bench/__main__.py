@@ -23,7 +23,10 @@ second ``ipaas serve`` with OpenTelemetry on (``OTEL_TRACES_EXPORTER=otlp``, bat
 Scale-out (issue 3): the same rounds (a) and (b) against ``ipaas serve --no-workers`` plus 1, 2
 and 4 ``ipaas worker`` processes on PostgreSQL + Redis (``--postgres-url``, ``--redis-url``;
 defaults: the local services, as in CI), each size on a new database, printed beside the
-embedded figures of the same run. Skipped, with the reason, when the services are not reachable.
+embedded figures of the same run: the embedded rounds' median, and one more embedded round
+measured right before each size (this machine's speed drifts over a run, so a size is also
+compared with the embedded figure measured next to it). Skipped, with the reason, when the
+services are not reachable.
 
 It measures and prints; it asserts nothing. See ``docs/benchmarks.md``.
 """
@@ -408,7 +411,17 @@ class Bench:
                 traced = TracedBench(args, self.workdir).run(standin)
                 _report_tracing(rounds, traced)
             if not args.no_scale_out:
-                scaled = scale_out(args, self.workdir, standin)
+
+                def embedded_round() -> float:
+                    """One more embedded round (b), right before a scale-out size: this
+                    machine's speed drifts over a run, so each size is also compared with
+                    the embedded figure measured next to it."""
+                    workflow_id = self.setup_workflow(standin.url, headers)
+                    _, e2e = self.webhooks_round(workflow_id, args.runs + 1, args.requests)
+                    print(f"  embedded round beside it: deliveries {e2e.per_s:6.0f}/s", flush=True)
+                    return e2e.per_s
+
+                scaled = scale_out(args, self.workdir, standin, embedded_round)
                 _report_scale_out(_median([r[1].per_s for r in rounds]), scaled)
         return 0
 
@@ -560,9 +573,13 @@ def _services_down(args: argparse.Namespace) -> str | None:
 
 
 def scale_out(
-    args: argparse.Namespace, workdir: Path, standin: StandinProcess
-) -> dict[int, list[tuple[Intake, EndToEnd]]] | str:
-    """Every size's rounds, or why the scale-out runs were skipped."""
+    args: argparse.Namespace,
+    workdir: Path,
+    standin: StandinProcess,
+    embedded_round: Callable[[], float],
+) -> dict[int, tuple[list[tuple[Intake, EndToEnd]], float]] | str:
+    """Every size's rounds with the embedded deliveries/s measured just before them, or why
+    the scale-out runs were skipped."""
     from redis import Redis
 
     down = _services_down(args)
@@ -571,13 +588,15 @@ def scale_out(
     results = {}
     for workers in SCALE_OUT_WORKERS:
         print(f"\nscale-out: 1 API + {workers} worker process(es) on PostgreSQL + Redis")
+        beside = embedded_round()
         name = f"ipaas_bench_{os.getpid()}_{workers}"
         asyncio.run(_pg_admin(args.postgres_url, f'CREATE DATABASE "{name}"'))
         with Redis.from_url(_redis_url(args)) as redis:
             redis.flushdb()
         database_url = str(httpx.URL(args.postgres_url).copy_with(path=f"/{name}"))
         try:
-            results[workers] = ScaleOutBench(args, workdir, database_url).run(standin, workers)
+            rounds = ScaleOutBench(args, workdir, database_url).run(standin, workers)
+            results[workers] = (rounds, beside)
         finally:
             drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
             asyncio.run(_pg_admin(args.postgres_url, drop))
@@ -585,19 +604,31 @@ def scale_out(
 
 
 def _report_scale_out(
-    embedded_per_s: float, scaled: dict[int, list[tuple[Intake, EndToEnd]]] | str
+    embedded_per_s: float, scaled: dict[int, tuple[list[tuple[Intake, EndToEnd]], float]] | str
 ) -> None:
     if isinstance(scaled, str):
         print(f"\nscale-out runs skipped: {scaled}")
         return
-    print(f"\nscale-out medians beside the embedded end to end ({embedded_per_s:,.0f}/s)")
-    header = ("processes", "intake", "deliveries", "latency p50 / p99", "vs embedded", "lost")
+    print(
+        f"\nscale-out medians beside the embedded end to end: the run's median "
+        f"({embedded_per_s:,.0f}/s) and the one embedded round measured just before each size"
+    )
+    header = (
+        "processes",
+        "intake",
+        "deliveries",
+        "latency p50 / p99",
+        "vs embedded median",
+        "vs embedded beside",
+        "lost",
+    )
     rows = [header]
-    for workers, rounds in scaled.items():
+    for workers, (rounds, beside_per_s) in scaled.items():
         intake = _median([w.per_s for w, _ in rounds])
         per_s = _median([e.per_s for _, e in rounds])
         lost = sum(e.not_succeeded for _, e in rounds)
         ratio = per_s / embedded_per_s
+        beside = per_s / beside_per_s
         rows.append(
             (
                 f"1 API + {workers} worker{'s' if workers > 1 else ''}",
@@ -605,6 +636,7 @@ def _report_scale_out(
                 f"{per_s:,.0f}/s",
                 _lat([e for _, e in rounds]),
                 f"{ratio:.2f}x  {_mark(ratio >= 1.0)}",
+                f"{beside:.2f}x ({beside_per_s:,.0f}/s)  {_mark(beside >= 1.0)}",
                 f"{lost}  {_mark(lost == 0)}",
             )
         )
