@@ -19,7 +19,13 @@ import sqlalchemy as sa
 
 from ipaas.errors import StoreUnavailable
 from ipaas.stores.sql import tables as t
-from ipaas.stores.sql.engine import PG_CONNECT_TIMEOUT_S, Database, RowInsert, create_database
+from ipaas.stores.sql.engine import (
+    PG_CONNECT_TIMEOUT_S,
+    Database,
+    PoolSize,
+    RowInsert,
+    create_database,
+)
 from tests.contracts.conftest import POSTGRES_ONLY, POSTGRES_URL, truncate_all
 from tests.process.faultproxy import FaultProxy
 
@@ -366,3 +372,81 @@ class TestPostgresOutage:
         await proxied_db.run_write(_insert("tn_twice"))
         with pytest.raises(sa.exc.IntegrityError):
             await proxied_db.run_write(_insert("tn_twice"))
+
+
+def _backend_pid(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+class TestPostgresHeldConnections:
+    """Single-statement ops run on autocommit connections kept out of the pool between ops
+    (``_HeldConnections``): reused while healthy, given back when an op may have left one
+    in a bad state, never so many that a transaction cannot get a connection."""
+
+    pytestmark = POSTGRES_ONLY
+
+    @staticmethod
+    def _database(postgres_url: str, size: int) -> Database:
+        return create_database(postgres_url, pool=PoolSize(size=size))
+
+    async def test_a_cancelled_statement_does_not_spoil_the_next_ops(
+        self, postgres_url: str
+    ) -> None:
+        db = self._database(postgres_url, size=2)  # one held connection
+        try:
+            first = await db.run_read(_backend_pid)
+            sleeping = asyncio.ensure_future(
+                db.run_read(lambda conn: conn.execute(sa.text("SELECT pg_sleep(5)")).all())
+            )
+            await asyncio.sleep(0.2)
+            sleeping.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sleeping
+            started = asyncio.get_running_loop().time()
+            # Not the connection with a statement maybe still running on it: a new one.
+            assert await db.run_read(_backend_pid) != first
+            await db.run_write(_insert("tn_after_cancel"), one_statement=True)
+            assert "tn_after_cancel" in await db.run_read(_tenant_ids)
+            assert asyncio.get_running_loop().time() - started < 2.0
+        finally:
+            await db.dispose()
+
+    async def test_a_refused_statement_keeps_its_connection(self, postgres_url: str) -> None:
+        await truncate_all(postgres_url)
+        db = self._database(postgres_url, size=2)
+        try:
+            pid = await db.run_read(_backend_pid)
+            await db.run_write(_insert("tn_once"), one_statement=True)
+            with pytest.raises(sa.exc.IntegrityError):
+                await db.run_write(_insert("tn_once"), one_statement=True)
+            assert await db.run_read(_backend_pid) == pid
+        finally:
+            await db.dispose()
+
+    async def test_transactions_still_get_connections(self, postgres_url: str) -> None:
+        # A pool of 4: at most 2 held. Many concurrent single statements, and transactions
+        # beside them, all complete without waiting for the pool's timeout.
+        db = self._database(postgres_url, size=4)
+        try:
+
+            def slow(conn: sa.Connection) -> None:
+                conn.execute(sa.text("SELECT pg_sleep(0.2)"))
+
+            started = asyncio.get_running_loop().time()
+            await asyncio.gather(
+                *(db.run_read(slow) for _ in range(6)),
+                *(db.run_write(slow) for _ in range(2)),
+            )
+            assert asyncio.get_running_loop().time() - started < DEADLINE_S / 2
+        finally:
+            await db.dispose()
+
+    async def test_a_pool_of_one_holds_nothing(self, postgres_url: str) -> None:
+        db = self._database(postgres_url, size=1)
+        try:
+            await db.run_read(_tenant_ids)
+            started = asyncio.get_running_loop().time()
+            await db.run_write(lambda conn: conn.execute(sa.text("SELECT 1")).all())
+            assert asyncio.get_running_loop().time() - started < 2.0
+        finally:
+            await db.dispose()

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from ipaas.errors import StoreUnavailable
@@ -626,6 +626,90 @@ class PoolSize:
     overflow: int = 0
 
 
+class _HeldConnections:
+    """Autocommit connections kept checked out of the pool between single-statement ops (at
+    most ``size``), each lent to one op at a time; when all are lent, an op checks one out of
+    the pool as before. Checking a connection out of SQLAlchemy's pool and back in cost ~150
+    us of client CPU per op here, as much as the statement's own work (docs/benchmarks.md).
+
+    A connection is lent again only after its op succeeded or the server refused the
+    statement (an integrity error, say). After anything else (a lost connection, a
+    cancelled op that may have left a command in flight) it is invalidated and given back
+    to the pool, which opens a new one when needed; a lost connection also gives back every
+    idle one, as SQLAlchemy's pool invalidates all of its own on a disconnect.
+    """
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        self._engine = engine
+        self._size = size
+        self._idle: list[AsyncConnection] = []
+        self._lent = 0
+        self._giving_back: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def run(self, op: Callable[[sa.Connection], T]) -> T:
+        if self._idle:
+            conn = self._idle.pop()
+            self._lent += 1
+        elif self._lent < self._size:
+            self._lent += 1  # counted before the await: concurrent callers see it
+            try:
+                conn = await self._engine.connect()
+            except BaseException:
+                self._lent -= 1
+                raise
+        else:
+            async with self._engine.connect() as pooled:
+                return await pooled.run_sync(op)
+        try:
+            result = await conn.run_sync(op)
+        except sa.exc.DBAPIError as exc:
+            self._lent -= 1
+            if exc.connection_invalidated:
+                self._give_back(conn, invalidate=False)  # SQLAlchemy invalidated it
+                for idle in self._idle:
+                    self._give_back(idle, invalidate=False)
+                self._idle.clear()
+            elif _refused_by_server(exc):
+                self._keep(conn)
+            else:
+                self._give_back(conn, invalidate=True)
+            raise
+        except BaseException:
+            self._lent -= 1
+            self._give_back(conn, invalidate=True)
+            raise
+        self._lent -= 1
+        self._keep(conn)
+        return result
+
+    def _keep(self, conn: AsyncConnection) -> None:
+        if self._closed:  # an op that outlasted ``close``: nothing may stay held
+            self._give_back(conn, invalidate=False)
+        else:
+            self._idle.append(conn)
+
+    def _give_back(self, conn: AsyncConnection, *, invalidate: bool) -> None:
+        async def give_back() -> None:
+            with contextlib.suppress(Exception):
+                if invalidate:
+                    await conn.invalidate()
+                await conn.close()
+
+        # A task of its own: the op's caller may be being cancelled.
+        task = asyncio.create_task(give_back())
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def close(self) -> None:
+        self._closed = True
+        for idle in self._idle:
+            self._give_back(idle, invalidate=False)
+        self._idle.clear()
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
+
+
 class PostgresDatabase(Database):
     """PostgreSQL: one pool; row locks with SKIP LOCKED keep concurrent claimers apart.
 
@@ -648,6 +732,9 @@ class PostgresDatabase(Database):
         # Same pool, but no BEGIN/COMMIT round trips around a statement that is atomic
         # on its own: a third of the round trips of a transaction.
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Half the pool at most (none with a pool of one), so transactions always find
+        # connections in it too.
+        self._held = _HeldConnections(self._autocommit, pool.size // 2)
         # Writes in flight, shielded from their callers' cancellation; ``dispose`` waits.
         self._writes: set[asyncio.Task[Any]] = set()
         # RowInserts, inserted a loop iteration's worth at a time (``_insert_rows``).
@@ -669,8 +756,7 @@ class PostgresDatabase(Database):
             raise _translated(exc) from exc
 
     async def _read(self, op: Callable[[sa.Connection], T]) -> T:
-        async with self._autocommit.connect() as conn:
-            return await conn.run_sync(op)
+        return await self._held.run(op)
 
     async def run_write(
         self, op: Callable[[sa.Connection], T], *, one_statement: bool = False
@@ -742,8 +828,7 @@ class PostgresDatabase(Database):
 
     async def _write_once(self, op: Callable[[sa.Connection], T], *, one_statement: bool) -> T:
         if one_statement:
-            async with self._autocommit.connect() as conn:
-                return await conn.run_sync(op)
+            return await self._held.run(op)
         async with self._engine.begin() as conn:
             return await conn.run_sync(op)
 
@@ -844,6 +929,7 @@ class PostgresDatabase(Database):
         await self._inserts.drain()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._held.close()
         await self._engine.dispose()
 
 
@@ -873,6 +959,18 @@ def _translated(exc: Exception) -> Exception:
             return StoreUnavailable()
         cause = cause.__cause__
     return exc
+
+
+def _refused_by_server(exc: sa.exc.DBAPIError) -> bool:
+    """The server answered the statement with an error of its own (a constraint, bad data):
+    the connection is as good as before."""
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return sqlstate[:2] not in _UNAVAILABLE_SQLSTATE_CLASSES
+        cause = cause.__cause__
+    return False
 
 
 def _excluded(stmt: sqlite.Insert | postgresql.Insert, key: Sequence[str]) -> dict[str, Any]:
