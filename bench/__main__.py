@@ -510,6 +510,11 @@ class ScaleOutBench(Bench):
         slots = workers * Settings().workers
         env["IPAAS_TENANT_MAX_CONCURRENCY"] = str(max(1, slots * 8 // 10))
         subprocess.run([_ipaas_command(), "migrate"], env=env, check=True, cwd=self.workdir)
+        # docs/operations.md (Sizing): the pools of every process must stay below PostgreSQL's
+        # max_connections (100 here); a worker's store calls are bounded by IPAAS_WORKERS,
+        # so its pool is that plus room for claims, heartbeats and the reaper: 1 API (20) +
+        # 4 workers (15 each) = 80.
+        worker_env = env | {"IPAAS_DB_POOL_SIZE": str(Settings().workers + 5)}
         logs = self.workdir / f"scale-out-{workers}"
         logs.mkdir()
         api_command = [_ipaas_command(), "serve", "--port", str(self.port), "--no-workers"]
@@ -520,7 +525,9 @@ class ScaleOutBench(Bench):
             pids = [api.pid]
             for n in range(workers):
                 worker = stack.enter_context(
-                    _process([_ipaas_command(), "worker"], env=env, log=logs / f"worker-{n}.log")
+                    _process(
+                        [_ipaas_command(), "worker"], env=worker_env, log=logs / f"worker-{n}.log"
+                    )
                 )
                 pids.append(worker.pid)
             self.server_pids = pids

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from ipaas.errors import StoreUnavailable
+from ipaas.stores.sql import engine
 from ipaas.stores.sql import tables as t
 from ipaas.stores.sql.engine import (
     PG_CONNECT_TIMEOUT_S,
@@ -441,12 +442,38 @@ class TestPostgresHeldConnections:
         finally:
             await db.dispose()
 
-    async def test_a_pool_of_one_holds_nothing(self, postgres_url: str) -> None:
+    @pytest.mark.parametrize(("size", "connections"), [(4, 2), (1, 1)])
+    async def test_connections_are_reused_per_kind(
+        self, postgres_url: str, size: int, connections: int
+    ) -> None:
+        # Sequential ops reuse one connection per kind (autocommit, transaction); a pool of
+        # one serves both kinds on its one connection.
+        db = self._database(postgres_url, size=size)
+        try:
+            pids = set()
+            for _ in range(5):
+                pids.add(await db.run_read(_backend_pid))
+                pids.add(await db.run_write(_backend_pid))  # a transaction
+                pids.add(await db.run_write(_backend_pid, one_statement=True))
+            assert len(pids) == connections
+        finally:
+            await db.dispose()
+
+    async def test_a_full_pool_is_store_unavailable_after_its_timeout(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(engine, "PG_POOL_TIMEOUT_S", 0.5)
         db = self._database(postgres_url, size=1)
         try:
-            await db.run_read(_tenant_ids)
+            busy = asyncio.ensure_future(
+                db.run_write(lambda conn: conn.execute(sa.text("SELECT pg_sleep(2)")).all())
+            )
+            await asyncio.sleep(0.1)
             started = asyncio.get_running_loop().time()
-            await db.run_write(lambda conn: conn.execute(sa.text("SELECT 1")).all())
-            assert asyncio.get_running_loop().time() - started < 2.0
+            with pytest.raises(StoreUnavailable):
+                await db.run_read(_tenant_ids)
+            assert 0.4 < asyncio.get_running_loop().time() - started < 1.5
+            await busy
+            await db.run_read(_tenant_ids)  # free again
         finally:
             await db.dispose()

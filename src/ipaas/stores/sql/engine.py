@@ -626,76 +626,147 @@ class PoolSize:
     overflow: int = 0
 
 
-class _HeldConnections:
-    """Autocommit connections kept checked out of the pool between single-statement ops (at
-    most ``size``), each lent to one op at a time; when all are lent, an op checks one out of
-    the pool as before. Checking a connection out of SQLAlchemy's pool and back in cost ~150
-    us of client CPU per op here, as much as the statement's own work (docs/benchmarks.md).
+@dataclass(slots=True, eq=False)
+class _Held:
+    conn: AsyncConnection
+    autocommit: bool
 
-    A connection is lent again only after its op succeeded or the server refused the
-    statement (an integrity error, say). After anything else (a lost connection, a
-    cancelled op that may have left a command in flight) it is invalidated and given back
-    to the pool, which opens a new one when needed; a lost connection also gives back every
-    idle one, as SQLAlchemy's pool invalidates all of its own on a disconnect.
+
+class _HeldConnections:
+    """Every op's connection, kept checked out of SQLAlchemy's pool between ops and lent to
+    one op at a time. Checking a connection out of the pool and back in cost ~120-190 us of
+    client CPU per op here, as much as a statement's own work (docs/benchmarks.md).
+
+    Idle ones are kept per mode (autocommit for single statements, READ COMMITTED
+    transactions for the rest). An op takes an idle one of its mode, else opens one while
+    fewer than ``size`` (the pool's size) are open, else switches an idle one of the other
+    mode (switching on every op cost ~160 us per switch in a micro-benchmark), else waits
+    up to ``timeout_s`` (the pool's timeout: then ``StoreUnavailable``). So a process keeps
+    up to its pool's size open: its peak of concurrent single statements plus that of
+    transactions.
+
+    A connection is lent again only after its op succeeded or the server refused a statement
+    (a constraint, bad data). After anything else (a lost connection, a cancelled op that may
+    have left a command in flight) it is invalidated and given back to the pool, which
+    opens a new one when needed; a lost connection also gives back every idle one, as the
+    pool invalidates all of its own on a disconnect.
     """
 
-    def __init__(self, engine: AsyncEngine, size: int) -> None:
+    def __init__(self, engine: AsyncEngine, size: int, timeout_s: float, *, overflow: bool) -> None:
+        #: Its connections start in autocommit.
         self._engine = engine
         self._size = size
-        self._idle: list[AsyncConnection] = []
-        self._lent = 0
+        #: When all are lent: borrow one of the pool's overflow connections (closed when
+        #: returned) rather than wait.
+        self._overflow = overflow
+        self._timeout_s = timeout_s
+        self._idle: dict[bool, list[_Held]] = {True: [], False: []}
+        #: Lent, idle or being opened.
+        self._open = 0
+        self._freed = asyncio.Event()
         self._giving_back: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def run(self, op: Callable[[sa.Connection], T]) -> T:
-        if self._idle:
-            conn = self._idle.pop()
-            self._lent += 1
-        elif self._lent < self._size:
-            self._lent += 1  # counted before the await: concurrent callers see it
-            try:
-                conn = await self._engine.connect()
-            except BaseException:
-                self._lent -= 1
-                raise
-        else:
-            async with self._engine.connect() as pooled:
-                return await pooled.run_sync(op)
+    async def run(self, op: Callable[[sa.Connection], T], *, transaction: bool) -> T:
+        # After ``close``, or beyond the held ones with overflow allowed: from the pool.
+        if self._closed or (self._overflow and self._open >= self._size and not self._idle_any):
+            return await self._run_pooled(op, transaction=transaction)
+        held = await self._acquire(autocommit=not transaction)
         try:
-            result = await conn.run_sync(op)
-        except sa.exc.DBAPIError as exc:
-            self._lent -= 1
-            if exc.connection_invalidated:
-                self._give_back(conn, invalidate=False)  # SQLAlchemy invalidated it
-                for idle in self._idle:
-                    self._give_back(idle, invalidate=False)
-                self._idle.clear()
-            elif _refused_by_server(exc):
-                self._keep(conn)
+            if transaction:
+                async with held.conn.begin():
+                    result = await held.conn.run_sync(op)
             else:
-                self._give_back(conn, invalidate=True)
+                result = await held.conn.run_sync(op)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                self._give_back(held, invalidate=False)  # SQLAlchemy invalidated it
+                for idle in (*self._idle[True], *self._idle[False]):
+                    self._give_back(idle, invalidate=False)
+                self._idle[True].clear()
+                self._idle[False].clear()
+            elif _refused_by_server(exc):
+                self._keep(held)
+            else:
+                self._give_back(held, invalidate=True)
             raise
         except BaseException:
-            self._lent -= 1
-            self._give_back(conn, invalidate=True)
+            self._give_back(held, invalidate=True)
             raise
-        self._lent -= 1
-        self._keep(conn)
+        self._keep(held)
         return result
 
-    def _keep(self, conn: AsyncConnection) -> None:
-        if self._closed:  # an op that outlasted ``close``: nothing may stay held
-            self._give_back(conn, invalidate=False)
-        else:
-            self._idle.append(conn)
+    @property
+    def _idle_any(self) -> bool:
+        return bool(self._idle[True] or self._idle[False])
 
-    def _give_back(self, conn: AsyncConnection, *, invalidate: bool) -> None:
+    async def _run_pooled(self, op: Callable[[sa.Connection], T], *, transaction: bool) -> T:
+        async with self._engine.connect() as pooled:
+            if not transaction:
+                return await pooled.run_sync(op)
+            await pooled.execution_options(isolation_level=_TRANSACTIONS)
+            async with pooled.begin():
+                return await pooled.run_sync(op)
+
+    async def _acquire(self, *, autocommit: bool) -> _Held:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        while True:
+            if self._idle[autocommit]:
+                return self._idle[autocommit].pop()
+            if self._open < self._size:
+                self._open += 1  # counted before the await: concurrent callers see it
+                try:
+                    held = _Held(await self._engine.connect(), autocommit=True)
+                    await self._switch(held, autocommit=autocommit)
+                except BaseException:
+                    self._open -= 1
+                    self._freed.set()
+                    raise
+                return held
+            if self._idle[not autocommit]:
+                held = self._idle[not autocommit].pop()
+                try:
+                    await self._switch(held, autocommit=autocommit)
+                except BaseException:
+                    self._give_back(held, invalidate=True)
+                    raise
+                return held
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                msg = f"no PostgreSQL connection free within {self._timeout_s:g} s"
+                raise sa.exc.TimeoutError(msg)
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), remaining)
+
+    @staticmethod
+    async def _switch(held: _Held, *, autocommit: bool) -> None:
+        if held.autocommit != autocommit:
+            level = "AUTOCOMMIT" if autocommit else _TRANSACTIONS
+            if held.conn.in_transaction():
+                # SQLAlchemy begins its own transaction object even in autocommit, where
+                # ending it sends nothing; the level can change only between them.
+                await held.conn.commit()
+            await held.conn.execution_options(isolation_level=level)
+            held.autocommit = autocommit
+
+    def _keep(self, held: _Held) -> None:
+        if self._closed:  # an op that outlasted ``close``: nothing may stay held
+            self._give_back(held, invalidate=False)
+            return
+        self._idle[held.autocommit].append(held)
+        self._freed.set()
+
+    def _give_back(self, held: _Held, *, invalidate: bool) -> None:
         async def give_back() -> None:
             with contextlib.suppress(Exception):
                 if invalidate:
-                    await conn.invalidate()
-                await conn.close()
+                    await held.conn.invalidate()
+                await held.conn.close()
 
+        self._open -= 1
+        self._freed.set()
         # A task of its own: the op's caller may be being cancelled.
         task = asyncio.create_task(give_back())
         self._giving_back.add(task)
@@ -703,11 +774,17 @@ class _HeldConnections:
 
     async def close(self) -> None:
         self._closed = True
-        for idle in self._idle:
+        for idle in (*self._idle[True], *self._idle[False]):
             self._give_back(idle, invalidate=False)
-        self._idle.clear()
+        self._idle[True].clear()
+        self._idle[False].clear()
         if self._giving_back:
             await asyncio.gather(*self._giving_back, return_exceptions=True)
+
+
+#: The isolation level of every transaction: each statement sees the latest commits (what
+#: the claim's tenant locks rely on).
+_TRANSACTIONS = "READ COMMITTED"
 
 
 class PostgresDatabase(Database):
@@ -732,9 +809,9 @@ class PostgresDatabase(Database):
         # Same pool, but no BEGIN/COMMIT round trips around a statement that is atomic
         # on its own: a third of the round trips of a transaction.
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
-        # Half the pool at most (none with a pool of one), so transactions always find
-        # connections in it too.
-        self._held = _HeldConnections(self._autocommit, pool.size // 2)
+        self._held = _HeldConnections(
+            self._autocommit, pool.size, PG_POOL_TIMEOUT_S, overflow=pool.overflow > 0
+        )
         # Writes in flight, shielded from their callers' cancellation; ``dispose`` waits.
         self._writes: set[asyncio.Task[Any]] = set()
         # RowInserts, inserted a loop iteration's worth at a time (``_insert_rows``).
@@ -756,7 +833,7 @@ class PostgresDatabase(Database):
             raise _translated(exc) from exc
 
     async def _read(self, op: Callable[[sa.Connection], T]) -> T:
-        return await self._held.run(op)
+        return await self._held.run(op, transaction=False)
 
     async def run_write(
         self, op: Callable[[sa.Connection], T], *, one_statement: bool = False
@@ -827,10 +904,7 @@ class PostgresDatabase(Database):
             raise _translated(exc) from exc
 
     async def _write_once(self, op: Callable[[sa.Connection], T], *, one_statement: bool) -> T:
-        if one_statement:
-            return await self._held.run(op)
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(op)
+        return await self._held.run(op, transaction=not one_statement)
 
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
         # Rows another transaction is claiming are skipped rather than waited for, and the
