@@ -4,14 +4,17 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import argon2.profiles
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from cryptography.fernet import Fernet
 
 from ipaas.api.app import create_app
 from ipaas.config import Settings
 from ipaas.runtime import Runtime
 from ipaas.stores.memory import MemoryStore
+from ipaas.tenants import service as tenant_service
 
 pytest_plugins = ["tests.standins.fixtures"]
 
@@ -24,6 +27,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for var in ("IPAAS_TEST_POSTGRES_URL", "IPAAS_TEST_REDIS_URL"):
             if not os.environ.get(var):
                 raise pytest.UsageError(f"IPAAS_REQUIRE_SERVICES is set but {var} is not")
+
+
+#: The hasher the product uses (argon2id, RFC 9106's low-memory profile: 64 MiB, 3 passes),
+#: kept for the test that checks it; ~150 ms a hash on the CI machine.
+PRODUCTION_HASHER = tenant_service._hasher
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests hash passwords with argon2-cffi's profile for tests (same argon2id
+    format, minimal cost): a sign-up or log-in was ~150 ms of argon2 each, a fifth of
+    ``make test``. Server processes that tests start keep the real cost."""
+    monkeypatch.setattr(tenant_service, "_hasher", _CHEAP_HASHER)
+
+
+_CHEAP_HASHER = PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
 
 
 @pytest.fixture

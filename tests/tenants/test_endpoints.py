@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import argon2
+import argon2.profiles
 import httpx
 
 from ipaas.runtime import Runtime
 from ipaas.tenants.service import hash_token
-from tests.conftest import signup
+from tests.conftest import PRODUCTION_HASHER, signup
 
 PASSWORD = "correct horse battery"
 
@@ -53,6 +55,16 @@ class TestSignup:
         stored = await runtime.store.get_token_by_hash(hash_token(token))
         assert stored is not None
         assert token not in stored.model_dump_json()
+
+    def test_the_product_hashes_with_argon2id_at_full_cost(self) -> None:
+        # In-process tests swap in a cheap hasher (tests/conftest.py); the product's own:
+        assert PRODUCTION_HASHER.type is argon2.Type.ID
+        params = argon2.profiles.RFC_9106_LOW_MEMORY
+        assert (PRODUCTION_HASHER.memory_cost, PRODUCTION_HASHER.time_cost) == (
+            params.memory_cost,
+            params.time_cost,
+        )
+        assert PRODUCTION_HASHER.verify(PRODUCTION_HASHER.hash(PASSWORD), PASSWORD)
 
 
 class TestLogin:
