@@ -199,12 +199,19 @@ _CAP = sa.func.coalesce(
     sa.select(TENANT.c.max_concurrency).where(TENANT.c.id == EX.c.tenant_id).scalar_subquery(),
     sa.bindparam("p_cap", type_=sa.Integer()),
 )
-_RUNNING_OF_ROW_TENANT = (
-    sa.select(sa.func.count())
-    .select_from(_RUN)
-    .where(_RUN.c.status == RUNNING, _RUN.c.tenant_id == EX.c.tenant_id)
-    .scalar_subquery()
-)
+
+
+def _running_of(tenant_id: sa.ColumnElement[str]) -> sa.ScalarSelect[int]:
+    """How many executions of the tenant ``tenant_id`` (a correlated column) are running."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(_RUN)
+        .where(_RUN.c.status == RUNNING, _RUN.c.tenant_id == tenant_id)
+        .scalar_subquery()
+    )
+
+
+_RUNNING_OF_ROW_TENANT = _running_of(EX.c.tenant_id)
 UNDER_CAP = sa.or_(_CAP.is_(None), _RUNNING_OF_ROW_TENANT < _CAP)
 CLAIM_ONE = (
     sa.update(EX).where(EX.c.id == p("p_id"), IS_DUE, UNDER_CAP).values(CLAIM).returning(*EX.c)
@@ -226,14 +233,9 @@ QUEUED_TENANTS = sa.select(_queued_tenant.c.tenant_id).where(
 )
 #: Each tenant's cap override and running count, in one round trip (read after the tenants'
 #: claim locks are taken, so the counts include every earlier claim of theirs).
-TENANT_ROOM = sa.select(
-    TENANT.c.id,
-    TENANT.c.max_concurrency,
-    sa.select(sa.func.count())
-    .select_from(_RUN)
-    .where(_RUN.c.status == RUNNING, _RUN.c.tenant_id == TENANT.c.id)
-    .scalar_subquery(),
-).where(TENANT.c.id.in_(_ids()))
+TENANT_ROOM = sa.select(TENANT.c.id, TENANT.c.max_concurrency, _running_of(TENANT.c.id)).where(
+    TENANT.c.id.in_(_ids())
+)
 DUE_OF_TENANT = (
     sa.select(EX.c.id, EX.c.tenant_id, EX.c.created_at)
     .where(EX.c.tenant_id == p("p_tenant_id"), IS_DUE)
