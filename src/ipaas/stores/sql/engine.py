@@ -681,10 +681,7 @@ class _HeldConnections:
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 self._give_back(held, invalidate=False)  # SQLAlchemy invalidated it
-                for idle in (*self._idle[True], *self._idle[False]):
-                    self._give_back(idle, invalidate=False)
-                self._idle[True].clear()
-                self._idle[False].clear()
+                self._give_back_idle()
             elif _refused_by_server(exc):
                 self._keep(held)
             else:
@@ -772,12 +769,15 @@ class _HeldConnections:
         self._giving_back.add(task)
         task.add_done_callback(self._giving_back.discard)
 
-    async def close(self) -> None:
-        self._closed = True
+    def _give_back_idle(self) -> None:
         for idle in (*self._idle[True], *self._idle[False]):
             self._give_back(idle, invalidate=False)
         self._idle[True].clear()
         self._idle[False].clear()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._give_back_idle()
         if self._giving_back:
             await asyncio.gather(*self._giving_back, return_exceptions=True)
 
@@ -806,11 +806,13 @@ class PostgresDatabase(Database):
             connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
             **_ENGINE_ARGS,
         )
-        # Same pool, but no BEGIN/COMMIT round trips around a statement that is atomic
-        # on its own: a third of the round trips of a transaction.
-        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Connections start in autocommit: no BEGIN/COMMIT round trips around a statement
+        # that is atomic on its own (a third of the round trips of a transaction).
         self._held = _HeldConnections(
-            self._autocommit, pool.size, PG_POOL_TIMEOUT_S, overflow=pool.overflow > 0
+            self._engine.execution_options(isolation_level="AUTOCOMMIT"),
+            pool.size,
+            PG_POOL_TIMEOUT_S,
+            overflow=pool.overflow > 0,
         )
         # Writes in flight, shielded from their callers' cancellation; ``dispose`` waits.
         self._writes: set[asyncio.Task[Any]] = set()
@@ -849,9 +851,9 @@ class PostgresDatabase(Database):
 
     async def _insert_rows(self, ops: list[RowInsert]) -> list[BaseException | int]:
         """Group commit for plain inserts (``self._inserts``): the RowInserts of one event-loop
-        iteration (concurrent webhooks) go as one executemany per statement in one
-        transaction, so one pooled connection, one round trip and one COMMIT (one WAL flush)
-        serve them all."""
+        iteration (concurrent webhooks) go as one executemany per statement (atomic: one
+        implicit transaction), so one connection, one round trip and one commit (one WAL
+        flush) serve them all."""
         groups: dict[int, list[int]] = {}
         for index, op in enumerate(ops):
             groups.setdefault(id(op.stmt), []).append(index)
@@ -899,12 +901,9 @@ class PostgresDatabase(Database):
     async def _write(self, op: Callable[[sa.Connection], T], *, one_statement: bool) -> T:
         # Never retried here: whether a write that lost its connection committed is unknown.
         try:
-            return await self._write_once(op, one_statement=one_statement)
+            return await self._held.run(op, transaction=not one_statement)
         except Exception as exc:
             raise _translated(exc) from exc
-
-    async def _write_once(self, op: Callable[[sa.Connection], T], *, one_statement: bool) -> T:
-        return await self._held.run(op, transaction=not one_statement)
 
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
         # Rows another transaction is claiming are skipped rather than waited for, and the
