@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from ipaas.executions.models import Execution, ExecutionStatus
 from ipaas.stores import Store
+from ipaas.stores.sql import SqlStore
+from ipaas.stores.sql.engine import _CLAIM_LOCK_SPACE
 from ipaas.tenants.models import TenantLimits
 from ipaas.workflows.models import Workflow
+from tests.contracts.conftest import POSTGRES_ONLY
 from tests.contracts.test_store import (
     TIMEOUT_S,
     Account,
@@ -153,6 +159,59 @@ class TestCap:
         )
         assert [len(batch) for batch in results] == [3] * 8
         assert len({ex.id for batch in results for ex in batch}) == 24
+
+
+@pytest.mark.parametrize("store", [pytest.param("postgres", marks=POSTGRES_ONLY)], indirect=True)
+class TestPostgresClaimLock:
+    async def test_a_claim_by_id_counts_after_the_lock_is_released(
+        self, store: Store, a: tuple[Account, Workflow], postgres_url: str
+    ) -> None:
+        # A claim by id is one statement (migration 0008). Another claimer holds the
+        # tenant's claim lock and commits a claim while ours waits for the lock: our count
+        # must include it. Counted in the statement's own snapshot (taken before the lock
+        # was granted), it would not, and the tenant would run over its cap.
+        assert isinstance(store, SqlStore)
+        first, second = await queue(store, *a, 2, first=0)
+        engine = create_async_engine(postgres_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as other:
+                await other.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant))"),
+                    {"space": _CLAIM_LOCK_SPACE, "tenant": a[0].id},
+                )
+                claim = asyncio.create_task(
+                    store.claim_execution(
+                        second,
+                        owner="w2",
+                        now=at(20),
+                        lease_until=at(50),
+                        timeout_s=TIMEOUT_S,
+                        tenant_cap=1,
+                    )
+                )
+                await asyncio.sleep(0.3)
+                assert not claim.done(), "the claim did not wait for the tenant's lock"
+                await other.execute(
+                    sa.text("UPDATE execution SET status = 'running' WHERE id = :id"),
+                    {"id": first},
+                )
+                await other.commit()
+                assert await asyncio.wait_for(claim, 10) is None
+        finally:
+            await engine.dispose()
+        # With room (cap 2) it claims, and the lock ends with the statement: a claimer
+        # elsewhere takes it at once (a claim left in an open transaction would hold it).
+        kwargs = {"owner": "w2", "now": at(20), "lease_until": at(50), "timeout_s": TIMEOUT_S}
+        assert await store.claim_execution(second, **kwargs, tenant_cap=2) is not None
+        try_lock = sa.text("SELECT pg_try_advisory_xact_lock(:space, hashtext(:tenant))")
+        try:
+            async with engine.connect() as other:
+                taken = await other.scalar(
+                    try_lock, {"space": _CLAIM_LOCK_SPACE, "tenant": a[0].id}
+                )
+                assert taken is True
+        finally:
+            await engine.dispose()
 
 
 class TestRoundRobin:

@@ -115,9 +115,13 @@ class Database(ABC):
         another transaction holds."""
 
     @abstractmethod
-    def wait_tenant_lock(self) -> sa.Executable | None:
-        """A statement that waits for the claim lock of the tenant of execution ``p_id``,
-        held to the end of the transaction; ``None`` where claims cannot overlap."""
+    def running_under_claim_lock(
+        self, tenant_id: sa.ColumnElement[str]
+    ) -> sa.ColumnElement[int] | None:
+        """How many executions of the tenant ``tenant_id`` (a column of the row being
+        claimed) are running, counted under the tenant's claim lock (held until the
+        statement's transaction ends), so one statement can check the cap and claim;
+        ``None`` where claims cannot overlap and a plain count serves."""
 
     @abstractmethod
     def wait_tenant_lock_of(self) -> sa.Executable | None:
@@ -259,7 +263,7 @@ class SqliteDatabase(Database):
     def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query
 
-    def wait_tenant_lock(self) -> None:
+    def running_under_claim_lock(self, tenant_id: sa.ColumnElement[str]) -> None:
         return None  # one writer: a claim's count of running rows cannot go stale
 
     def wait_tenant_lock_of(self) -> None:
@@ -926,11 +930,10 @@ class PostgresDatabase(Database):
     def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
 
-    def wait_tenant_lock(self) -> sa.Executable:
-        return sa.text(
-            "SELECT pg_advisory_xact_lock(:p_lock_space, hashtext(tenant_id)) "
-            "FROM execution WHERE id = :p_id"
-        ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
+    def running_under_claim_lock(self, tenant_id: sa.ColumnElement[str]) -> sa.ColumnElement[int]:
+        # Migration 0008: takes pg_advisory_xact_lock(_CLAIM_LOCK_SPACE, hashtext(tenant)),
+        # then counts in a snapshot of its own, taken after the lock was granted.
+        return sa.func.ipaas_running_after_claim_lock(tenant_id, type_=sa.BigInteger())
 
     def wait_tenant_lock_of(self) -> sa.Executable:
         return sa.text(

@@ -213,9 +213,18 @@ def _running_of(tenant_id: sa.ColumnElement[str]) -> sa.ScalarSelect[int]:
 
 _RUNNING_OF_ROW_TENANT = _running_of(EX.c.tenant_id)
 UNDER_CAP = sa.or_(_CAP.is_(None), _RUNNING_OF_ROW_TENANT < _CAP)
-CLAIM_ONE = (
-    sa.update(EX).where(EX.c.id == p("p_id"), IS_DUE, UNDER_CAP).values(CLAIM).returning(*EX.c)
-)
+
+
+def claim_one(running: sa.ColumnElement[int] | None) -> sa.Update:
+    """Claim execution ``p_id`` if due and its tenant is under its cap, in one statement;
+    ``running`` counts the tenant's running executions under its claim lock where claims
+    can overlap (``Database.running_under_claim_lock``), else a plain count serves."""
+    under_cap = UNDER_CAP if running is None else sa.or_(_CAP.is_(None), running < _CAP)
+    return (
+        sa.update(EX).where(EX.c.id == p("p_id"), IS_DUE, under_cap).values(CLAIM).returning(*EX.c)
+    )
+
+
 # The tenants with queued work, one index probe each on ``(status, tenant_id, ...)`` (a loose
 # index scan): ``SELECT DISTINCT`` would read every queued row, 100,000 of one flooding
 # tenant included. Waiting retries count too; the per-tenant read below skips them.

@@ -97,6 +97,7 @@ class SqlStore:
         # The rows a fair claim reads, locked until it has updated them (PostgreSQL).
         self._due_of_tenant = db.skip_locked(q.DUE_OF_TENANT)
         self._queued_tenants = db.try_tenant_locks(q.QUEUED_TENANTS)
+        self._claim_one = q.claim_one(db.running_under_claim_lock(_EX.c.tenant_id))
         self._take_due = (
             sa.update(_EX)
             # ``HAS_COME`` again: a concurrent taker's row no longer matches after its update.
@@ -441,16 +442,15 @@ class SqlStore:
             "p_id": execution_id,
             "p_cap": tenant_cap,
         }
-        lock = self._db.wait_tenant_lock()
+        claim_one = self._claim_one
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
-            if lock is not None:
-                conn.execute(lock, {"p_id": execution_id})
-            return _fill_deadlines(conn, conn.execute(q.CLAIM_ONE, params).all(), timeout_s)
+            return _fill_deadlines(conn, conn.execute(claim_one, params).all(), timeout_s)
 
-        # The tenant lock (PostgreSQL) lasts until the transaction ends, so the cap's count
-        # and the claim must share one: never run this in autocommit.
-        claimed = await self._db.run_write(op)
+        # One statement: on PostgreSQL it takes the tenant's claim lock and counts under
+        # it, and the lock ends with the statement's own transaction (migration 0008).
+        # ``_fill_deadlines``'s rare second statement only completes this claim's row.
+        claimed = await self._db.run_write(op, one_statement=True)
         return _execution(claimed[0]) if claimed else None
 
     async def claim_next(
