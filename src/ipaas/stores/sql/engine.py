@@ -124,17 +124,6 @@ class Database(ABC):
         ``None`` where claims cannot overlap and a plain count serves."""
 
     @abstractmethod
-    def wait_tenant_lock_of(self) -> sa.Executable | None:
-        """A statement that waits for the claim lock of tenant ``p_tenant_id``, held to the
-        end of the transaction; ``None`` where claims cannot overlap."""
-
-    @abstractmethod
-    def try_tenant_locks(self, tenants: sa.Select[str]) -> sa.Select[str, bool]:
-        """``tenants`` (a query of tenant ids), each with whether this transaction now holds
-        its claim lock: taken where no other transaction holds it, without waiting (always
-        true where claims cannot overlap)."""
-
-    @abstractmethod
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
     ) -> sa.ColumnElement[float]:
@@ -265,13 +254,6 @@ class SqliteDatabase(Database):
 
     def running_under_claim_lock(self, tenant_id: sa.ColumnElement[str]) -> None:
         return None  # one writer: a claim's count of running rows cannot go stale
-
-    def wait_tenant_lock_of(self) -> None:
-        return None
-
-    def try_tenant_locks(self, tenants: sa.Select[str]) -> sa.Select[str, bool]:
-        queued = tenants.subquery("tenants")
-        return sa.select(queued.c[0], sa.true().label("locked"))
 
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
@@ -934,19 +916,6 @@ class PostgresDatabase(Database):
         # Migration 0008: takes pg_advisory_xact_lock(_CLAIM_LOCK_SPACE, hashtext(tenant)),
         # then counts in a snapshot of its own, taken after the lock was granted.
         return sa.func.ipaas_running_after_claim_lock(tenant_id, type_=sa.BigInteger())
-
-    def wait_tenant_lock_of(self) -> sa.Executable:
-        return sa.text(
-            "SELECT pg_advisory_xact_lock(:p_lock_space, hashtext(:p_tenant_id))"
-        ).bindparams(p_lock_space=_CLAIM_LOCK_SPACE)
-
-    def try_tenant_locks(self, tenants: sa.Select[str]) -> sa.Select[str, bool]:
-        queued = tenants.subquery("tenants")
-        tenant_id = queued.c[0]
-        locked = sa.func.pg_try_advisory_xact_lock(
-            sa.literal(_CLAIM_LOCK_SPACE), sa.func.hashtext(tenant_id)
-        )
-        return sa.select(tenant_id, locked.label("locked"))
 
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]

@@ -9,6 +9,7 @@ SET clause. The few statements with a dialect-specific part are built per databa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from ipaas.stores.sql import tables as t
 from ipaas.workflows.models import TriggerType
 
 EX = t.execution
+SkipLocked = Callable[[sa.Select[Any]], sa.Select[Any]]
 CI = t.circuit
 CLOSED = CircuitState.closed.value
 OPEN = CircuitState.open.value
@@ -240,8 +242,8 @@ _queued_tenant = _queued_tenant.union_all(
 QUEUED_TENANTS = sa.select(_queued_tenant.c.tenant_id).where(
     _queued_tenant.c.tenant_id.is_not(None)
 )
-#: Each tenant's cap override and running count, in one round trip (read after the tenants'
-#: claim locks are taken, so the counts include every earlier claim of theirs).
+#: Each tenant's cap override and running count, in one round trip (SQLite, where the one
+#: writer makes the count exact; PostgreSQL counts under a lock: ``claim_of_tenant``).
 TENANT_ROOM = sa.select(TENANT.c.id, TENANT.c.max_concurrency, _running_of(TENANT.c.id)).where(
     TENANT.c.id.in_(_ids())
 )
@@ -251,8 +253,49 @@ DUE_OF_TENANT = (
     .order_by(EX.c.created_at, EX.c.id)
     .limit(_limit())
 )
-# No ``status`` re-check: the rows were read (and on PostgreSQL locked) in the same
-# transaction. With one, SQLite's planner walks the ``status`` index (every queued row)
+#: Where claims overlap (PostgreSQL): the tenants with queued work, each with its cap
+#: override, its running count (read without the claim lock: a first guess for sharing the
+#: slots, which ``claim_of_tenant`` then checks under the lock) and its oldest due
+#: execution's ``created_at`` (the share's tie-break; NULL: only waiting retries).
+_QUEUED = QUEUED_TENANTS.subquery("queued")
+TENANTS_TO_SHARE = sa.select(
+    _QUEUED.c.tenant_id,
+    sa.select(TENANT.c.max_concurrency).where(TENANT.c.id == _QUEUED.c.tenant_id).scalar_subquery(),
+    _running_of(_QUEUED.c.tenant_id),
+    sa.select(sa.func.min(EX.c.created_at))
+    .where(EX.c.tenant_id == _QUEUED.c.tenant_id, IS_DUE)
+    .scalar_subquery(),
+)
+
+
+def claim_of_tenant(running: sa.ColumnElement[int], skip_locked: SkipLocked) -> sa.Update:
+    """Claim up to ``p_limit`` of tenant ``p_tenant_id``'s oldest due executions, as many as
+    its cap leaves room for, in one statement: ``running`` counts under the tenant's claim
+    lock (``Database.running_under_claim_lock``), evaluated once, before any row is read,
+    and the lock ends with the statement; rows another claimer holds are skipped, and rows
+    it claimed since this statement's snapshot no longer match (PostgreSQL re-checks a
+    locked row's newest version)."""
+    cap = sa.func.coalesce(
+        sa.select(TENANT.c.max_concurrency)
+        .where(TENANT.c.id == p("p_tenant_id"))
+        .scalar_subquery(),
+        sa.bindparam("p_cap", type_=sa.Integer()),
+    )
+    room = sa.case(
+        (cap.is_(None), _limit()),
+        else_=sa.func.greatest(0, sa.func.least(_limit(), cap - running)),
+    )
+    due = skip_locked(
+        sa.select(EX.c.id)
+        .where(EX.c.tenant_id == p("p_tenant_id"), IS_DUE)
+        .order_by(EX.c.created_at, EX.c.id)
+        .limit(room)
+    )
+    return sa.update(EX).where(EX.c.id.in_(due)).values(CLAIM).returning(*EX.c)
+
+
+# No ``status`` re-check: the rows were read in the same transaction, by the one writer
+# (SQLite's fair claim). With one, SQLite's planner walks the ``status`` index (every queued row)
 # instead of the primary key.
 CLAIM_IDS = sa.update(EX).where(EX.c.id.in_(_ids())).values(CLAIM).returning(*EX.c)
 

@@ -8,7 +8,9 @@ domain models are built back here, on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -94,10 +96,11 @@ class SqlStore:
         self._defer_with_step = db.update_then_upsert(q.DEFER, t.step_run, q.STEP_KEY)
         self._upsert_version = db.upsert(t.workflow_version, q.VERSION_KEY)
         self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY, where=t.DEDUP_KEY_SET)
-        # The rows a fair claim reads, locked until it has updated them (PostgreSQL).
-        self._due_of_tenant = db.skip_locked(q.DUE_OF_TENANT)
-        self._queued_tenants = db.try_tenant_locks(q.QUEUED_TENANTS)
         self._claim_one = q.claim_one(db.running_under_claim_lock(_EX.c.tenant_id))
+        locked_count = db.running_under_claim_lock(q.p("p_tenant_id"))
+        self._claim_of_tenant = (
+            None if locked_count is None else q.claim_of_tenant(locked_count, db.skip_locked)
+        )
         self._take_due = (
             sa.update(_EX)
             # ``HAS_COME`` again: a concurrent taker's row no longer matches after its update.
@@ -466,22 +469,70 @@ class SqlStore:
         if limit <= 0:
             return []
         params = _claim_params(owner, now, lease_until, timeout_s)
-        queued_tenants = self._queued_tenants
-        wait = self._db.wait_tenant_lock_of()
-        due_of_tenant = self._due_of_tenant
+        if self._claim_of_tenant is not None:
+            claimed = await self._claim_per_tenant(
+                self._claim_of_tenant, params, timeout_s, limit=limit, tenant_cap=tenant_cap
+            )
+        else:
+            claimed = await self._claim_in_one_transaction(
+                params, timeout_s, limit=limit, tenant_cap=tenant_cap
+            )
+        # RETURNING has no defined order; callers expect the oldest first.
+        return sorted(claimed, key=lambda ex: (ex.created_at, ex.id))
+
+    async def _claim_per_tenant(
+        self,
+        claim_of_tenant: sa.Update,
+        params: dict[str, Any],
+        timeout_s: float,
+        *,
+        limit: int,
+        tenant_cap: int | None,
+    ) -> list[Execution]:
+        """``claim_next`` where claims overlap (PostgreSQL): one read of the tenants with
+        queued work and their running counts shares the slots out (``fairness.share``),
+        then one statement per chosen tenant claims its share under its claim lock, held
+        for that statement only. No transaction spans round trips, so another worker's
+        claim of the same tenant waits for one statement, not for a whole claim. The counts
+        read first can be stale; the cap is checked again under the lock, and a tenant that
+        gets fewer than its share leaves those slots to the next claim."""
+        rows: list[Any] = await self._db.run_read(
+            _all(q.TENANTS_TO_SHARE, {"p_now": params["p_now"]})
+        )
+        running = {tenant_id: int(count) for tenant_id, _, count, _ in rows}
+        heads: dict[str, list[_Slot]] = {}
+        for tenant_id, override, count, oldest in rows:
+            cap = fairness.cap_of(override, tenant_cap)
+            room = fairness.room(int(count), cap, limit)
+            if oldest is not None and room > 0:
+                heads[tenant_id] = [_Slot(tenant_id, tenant_id, oldest)] * room
+        shares: dict[str, int] = {}
+        for slot in fairness.share(heads, running, limit):
+            shares[slot.tenant_id] = shares.get(slot.tenant_id, 0) + 1
+
+        def claim(tenant_id: str, n: int) -> Callable[[sa.Connection], list[Mapping[Any, Any]]]:
+            values = params | {"p_tenant_id": tenant_id, "p_limit": n, "p_cap": tenant_cap}
+            return lambda conn: _fill_deadlines(
+                conn, conn.execute(claim_of_tenant, values).all(), timeout_s
+            )
+
+        batches = await asyncio.gather(
+            *(
+                self._db.run_write(claim(tenant_id, n), one_statement=True)
+                for tenant_id, n in shares.items()
+            )
+        )
+        return [_execution(row) for batch in batches for row in batch]
+
+    async def _claim_in_one_transaction(
+        self, params: dict[str, Any], timeout_s: float, *, limit: int, tenant_cap: int | None
+    ) -> list[Execution]:
+        """``claim_next`` where one writer runs every claim (SQLite): the tenants, their
+        counts, their due rows and the claim in one transaction."""
+        now = params["p_now"]
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
-            # The tenants with queued work, each with whether its claim lock was taken now
-            # (PostgreSQL: tried without waiting, in the same round trip; SQLite: always).
-            queued = conn.execute(queued_tenants).all()
-            tenants = [tenant_id for tenant_id, locked in queued if locked]
-            if queued and not tenants and wait is not None:
-                # Every tenant with work is being claimed elsewhere (with one busy tenant,
-                # always): wait the other claim out (a short transaction) instead of
-                # coming back empty and polling. This transaction holds no lock yet, so
-                # the wait cannot close a cycle.
-                conn.execute(wait, {"p_tenant_id": queued[0][0]})
-                tenants = [queued[0][0]]
+            tenants = list(conn.execute(q.QUEUED_TENANTS).scalars())
             if not tenants:
                 return []
             room = conn.execute(q.TENANT_ROOM, {"p_ids": tenants}).all()
@@ -489,7 +540,7 @@ class SqlStore:
             caps = {tenant_id: cap for tenant_id, cap, _ in room}
             due = _due_per_tenant(
                 conn,
-                due_of_tenant,
+                q.DUE_OF_TENANT,
                 running,
                 caps,
                 tenants,
@@ -503,10 +554,7 @@ class SqlStore:
             rows = conn.execute(q.CLAIM_IDS, params | {"p_ids": chosen}).all()
             return _fill_deadlines(conn, rows, timeout_s)
 
-        # One transaction: the rows are chosen, then claimed, under the tenants' locks.
-        claimed = [_execution(row) for row in await self._db.run_write(op)]
-        # RETURNING has no defined order; callers expect the oldest first.
-        return sorted(claimed, key=lambda ex: (ex.created_at, ex.id))
+        return [_execution(row) for row in await self._db.run_write(op)]
 
     async def renew_leases(
         self, execution_ids: Sequence[str], *, owner: str, lease_until: datetime
@@ -678,6 +726,15 @@ class SqlStore:
 
 
 # -- claiming -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A slot of a tenant's share, for ``fairness.share`` (ties go to the older head)."""
+
+    id: str
+    tenant_id: str
+    created_at: datetime
+
+
 def _claim_params(
     owner: str, now: datetime, lease_until: datetime, timeout_s: float
 ) -> dict[str, Any]:
