@@ -14,7 +14,10 @@ HTTP/1.1 keep-alive) runs in this process. After a warm-up, each of ``--runs`` r
 (c) the bare ASGI endpoint's intake, same load, and the ratio (a)/(c).
 
 Then it prints the medians, the server's RSS at the end (``VmRSS`` from ``/proc``) and the
-targets.
+targets; then (a') the same rounds of intake against ``ipaas serve --no-workers`` (a new
+SQLite file, nothing else running in the process, as in the bare app), each beside a bare
+round, and (a')/(c): the intake path's own cost, told apart from sharing the process with the
+deliveries. The target is judged on (a).
 
 Tracing (``--tracing``): after the embedded rounds, the same rounds (a) and (b) against a
 second ``ipaas serve`` with OpenTelemetry on (``OTEL_TRACES_EXPORTER=otlp``, batched export to
@@ -407,6 +410,8 @@ class Bench:
                     rounds.append((webhook, e2e, bare_intake))
             rss, peak = rss_mib(server.pid)
             _report(rounds, rss, peak)
+            alone = IntakeAloneBench(args, self.workdir).run(standin, self.bare_port)
+            _report_intake_alone(alone)
             if args.tracing:
                 traced = TracedBench(args, self.workdir).run(standin)
                 _report_tracing(rounds, traced)
@@ -424,6 +429,56 @@ class Bench:
                 scaled = scale_out(args, self.workdir, standin, embedded_round)
                 _report_scale_out(_median([r[1].per_s for r in rounds]), scaled)
         return 0
+
+
+# -- intake alone --------------------------------------------------------------------------------
+class IntakeAloneBench(Bench):
+    """(a'): ``ipaas serve --no-workers`` on a new SQLite database, so the intake path is
+    measured on its own, as the bare app (c) is: nothing else runs in the process."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__(args, workdir / "intake-alone")
+        self.workdir.mkdir()
+
+    def run(self, standin: StandinProcess, bare_port: int) -> list[tuple[Intake, Intake]]:
+        env = self.server_env()
+        command = [_ipaas_command(), "serve", "--port", str(self.port), "--no-workers"]
+        self.bare_port = bare_port
+        print("\n(a') intake alone: ipaas serve --no-workers, SQLite; the bare app (c) beside it")
+        with _process(command, env=env, log=self.workdir / "server.log") as server:
+            self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
+            _wait_http(f"http://127.0.0.1:{self.port}/readyz", server, "ipaas serve --no-workers")
+            headers = self.signup()
+            rounds = []
+            for run in range(self.args.runs + 1):
+                workflow_id = self.setup_workflow(standin.url, headers)
+                total = self.args.warmup if run == 0 else self.args.requests
+                connections = self.args.connections
+                bare, _ = _intake(bare_port, self.bare_request(), total, connections, 202)
+                webhook, _ = _intake(
+                    self.port, self.webhook_request(workflow_id, run), total, connections, 202
+                )
+                print(
+                    f"  {'warm-up' if run == 0 else f'run {run}':8} intake {webhook.per_s:7.0f}/s "
+                    f"p50 {webhook.p50_ms:6.1f} ms p99 {webhook.p99_ms:6.1f} ms | "
+                    f"bare {bare.per_s:6.0f}/s | ratio {webhook.per_s / bare.per_s:.2f}"
+                    + (f" | errors {webhook.errors}" if webhook.errors else ""),
+                    flush=True,
+                )
+                if run > 0:
+                    rounds.append((webhook, bare))
+            return rounds
+
+
+def _report_intake_alone(rounds: list[tuple[Intake, Intake]]) -> None:
+    alone = _median([w.per_s for w, _ in rounds])
+    bare = _median([b.per_s for _, b in rounds])
+    ratios = sorted(w.per_s / b.per_s for w, b in rounds)
+    print(
+        f"  (a') intake alone {alone:,.0f} req/s, (c) beside it {bare:,.0f} req/s: "
+        f"(a')/(c) {alone / bare:.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}); "
+        "for reading (a): the target is judged on (a), with the workers running"
+    )
 
 
 # -- tracing on ---------------------------------------------------------------------------------
