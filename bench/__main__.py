@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from cryptography.fernet import Fernet
@@ -61,6 +61,7 @@ from bench import loadgen
 from ipaas.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+R = TypeVar("R")
 START_TIMEOUT_S = 30.0
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
@@ -349,6 +350,33 @@ class Bench:
         )
         return webhook, e2e
 
+    def rounds(
+        self,
+        standin_url: str,
+        headers: dict[str, str],
+        runs: int,
+        one: Callable[[str, int, int], R],
+    ) -> list[R]:
+        """A warm-up round (``--warmup`` webhooks, discarded) and ``runs`` measured rounds
+        (``--requests`` each), each on a new workflow: ``one(workflow_id, run, total)``."""
+        measured = []
+        for run in range(runs + 1):
+            workflow_id = self.setup_workflow(standin_url, headers)
+            total = self.args.warmup if run == 0 else self.args.requests
+            result = one(workflow_id, run, total)
+            if run > 0:
+                measured.append(result)
+        return measured
+
+    def printed_round(self, workflow_id: str, run: int, total: int) -> tuple[Intake, EndToEnd]:
+        webhook, e2e = self.webhooks_round(workflow_id, run, total)
+        self.print_round(self.label(run), webhook, e2e)
+        return webhook, e2e
+
+    @staticmethod
+    def label(run: int) -> str:
+        return "warm-up" if run == 0 else f"run {run}"
+
     def print_round(self, label: str, webhook: Intake, e2e: EndToEnd, extra: str = "") -> None:
         print(
             f"  {label:8} intake {webhook.per_s:7.0f}/s p50 {webhook.p50_ms:6.1f} ms "
@@ -397,17 +425,15 @@ class Bench:
                 + "".join(f"; {k}={v}" for k, v in _settings(args).items()),
                 flush=True,
             )
-            rounds = []
-            for run in range(args.runs + 1):
-                workflow_id = self.setup_workflow(standin.url, headers)
-                total = args.warmup if run == 0 else args.requests
+
+            def one(workflow_id: str, run: int, total: int) -> tuple[Intake, EndToEnd, Intake]:
                 webhook, e2e, bare_intake = self.round(workflow_id, run, total)
-                label = "warm-up" if run == 0 else f"run {run}"
                 bare_errors = f" | bare errors {bare_intake.errors}" if bare_intake.errors else ""
                 extra = f" | bare {bare_intake.per_s:6.0f}/s{bare_errors}"
-                self.print_round(label, webhook, e2e, extra)
-                if run > 0:
-                    rounds.append((webhook, e2e, bare_intake))
+                self.print_round(self.label(run), webhook, e2e, extra)
+                return webhook, e2e, bare_intake
+
+            rounds = self.rounds(standin.url, headers, args.runs, one)
             rss, peak = rss_mib(server.pid)
             _report(rounds, rss, peak)
             alone = IntakeAloneBench(args, self.workdir).run(standin, self.bare_port)
@@ -448,26 +474,23 @@ class IntakeAloneBench(Bench):
         with _process(command, env=env, log=self.workdir / "server.log") as server:
             self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
             _wait_http(f"http://127.0.0.1:{self.port}/readyz", server, "ipaas serve --no-workers")
-            headers = self.signup()
-            rounds = []
-            for run in range(self.args.runs + 1):
-                workflow_id = self.setup_workflow(standin.url, headers)
-                total = self.args.warmup if run == 0 else self.args.requests
-                connections = self.args.connections
+            connections = self.args.connections
+
+            def one(workflow_id: str, run: int, total: int) -> tuple[Intake, Intake]:
                 bare, _ = _intake(bare_port, self.bare_request(), total, connections, 202)
                 webhook, _ = _intake(
                     self.port, self.webhook_request(workflow_id, run), total, connections, 202
                 )
                 print(
-                    f"  {'warm-up' if run == 0 else f'run {run}':8} intake {webhook.per_s:7.0f}/s "
+                    f"  {self.label(run):8} intake {webhook.per_s:7.0f}/s "
                     f"p50 {webhook.p50_ms:6.1f} ms p99 {webhook.p99_ms:6.1f} ms | "
                     f"bare {bare.per_s:6.0f}/s | ratio {webhook.per_s / bare.per_s:.2f}"
                     + (f" | errors {webhook.errors}" if webhook.errors else ""),
                     flush=True,
                 )
-                if run > 0:
-                    rounds.append((webhook, bare))
-            return rounds
+                return webhook, bare
+
+            return self.rounds(standin.url, self.signup(), self.args.runs, one)
 
 
 def _report_intake_alone(rounds: list[tuple[Intake, Intake]]) -> None:
@@ -511,16 +534,7 @@ class TracedBench(Bench):
             self.server_pids = [server.pid]
             self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
             _wait_http(f"http://127.0.0.1:{self.port}/readyz", server, "ipaas serve (tracing)")
-            headers = self.signup()
-            rounds = []
-            for run in range(self.args.runs + 1):
-                workflow_id = self.setup_workflow(standin.url, headers)
-                total = self.args.warmup if run == 0 else self.args.requests
-                webhook, e2e = self.webhooks_round(workflow_id, run, total)
-                self.print_round("warm-up" if run == 0 else f"run {run}", webhook, e2e)
-                if run > 0:
-                    rounds.append((webhook, e2e))
-            return rounds
+            return self.rounds(standin.url, self.signup(), self.args.runs, self.printed_round)
 
 
 def _report_tracing(
@@ -588,17 +602,9 @@ class ScaleOutBench(Bench):
             self.server_pids = pids
             self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
             _wait_http(f"http://127.0.0.1:{self.port}/readyz", api, "ipaas serve --no-workers")
-            headers = self.signup()
-            rounds = []
-            for run in range(self.args.scale_out_runs + 1):
-                workflow_id = self.setup_workflow(standin.url, headers)
-                total = self.args.warmup if run == 0 else self.args.requests
-                webhook, e2e = self.webhooks_round(workflow_id, run, total)
-                label = "warm-up" if run == 0 else f"run {run}"
-                self.print_round(label, webhook, e2e)
-                if run > 0:
-                    rounds.append((webhook, e2e))
-            return rounds
+            return self.rounds(
+                standin.url, self.signup(), self.args.scale_out_runs, self.printed_round
+            )
 
 
 def _redis_url(args: argparse.Namespace) -> str:
