@@ -540,7 +540,6 @@ class SqlStore:
             caps = {tenant_id: cap for tenant_id, cap, _ in room}
             due = _due_per_tenant(
                 conn,
-                q.DUE_OF_TENANT,
                 running,
                 caps,
                 tenants,
@@ -748,7 +747,6 @@ def _claim_params(
 
 def _due_per_tenant(
     conn: sa.Connection,
-    due_of_tenant: sa.Select[Any],
     running: Mapping[str, int],
     caps: Mapping[str, int | None],
     tenants: list[str],
@@ -769,7 +767,7 @@ def _due_per_tenant(
         if room == 0:
             continue
         params = {"p_tenant_id": tenant_id, "p_now": now, "p_limit": room}
-        if rows := list(conn.execute(due_of_tenant, params).all()):
+        if rows := list(conn.execute(q.DUE_OF_TENANT, params).all()):
             due[tenant_id] = rows
             if len(due) >= limit:
                 break
