@@ -107,12 +107,8 @@ class Database(ABC):
 
     @abstractmethod
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
-        """Make the ``claim_next`` candidate subselect safe against concurrent claimers."""
-
-    @abstractmethod
-    def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
-        """Make a read of rows the transaction will then update lock them, skipping rows
-        another transaction holds."""
+        """Make a claim's candidate subselect safe against concurrent claimers: its rows
+        locked (rows others hold skipped) and read once."""
 
     @abstractmethod
     def running_under_claim_lock(
@@ -247,9 +243,6 @@ class SqliteDatabase(Database):
 
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
         # One writer (see the class docstring): nothing else can claim meanwhile.
-        return query
-
-    def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query
 
     def running_under_claim_lock(self, tenant_id: sa.ColumnElement[str]) -> None:
@@ -902,16 +895,11 @@ class PostgresDatabase(Database):
         )
         return sa.select(claimable.c.id)
 
-    # A tenant's claims are serialized by a transaction-level advisory lock, so the count of
-    # its running rows that a claim checks against the cap is taken after every earlier claim
-    # of that tenant committed (READ COMMITTED: each statement sees the latest commits). Without
-    # it two claimers could each see N-1 running and both start one. ``claim_next`` first
-    # *tries* the locks (a tenant being claimed elsewhere is skipped, like SKIP LOCKED rows);
-    # only when it got none does it wait for one, holding no lock itself, so no deadlock is
-    # possible; ``claim_execution`` waits for its one tenant.
-    def skip_locked(self, query: sa.Select[Any]) -> sa.Select[Any]:
-        return query.with_for_update(skip_locked=True)
-
+    # A tenant's claims are serialized by a transaction-level advisory lock, and the count of
+    # its running rows that a claim checks against the cap is taken after the lock is granted,
+    # in a snapshot that sees every earlier claim of that tenant. Without it two claimers
+    # could each see N-1 running and both start one. Each claim is one statement, so the
+    # lock is held while that statement runs and no claimer waits for another's round trips.
     def running_under_claim_lock(self, tenant_id: sa.ColumnElement[str]) -> sa.ColumnElement[int]:
         # Migration 0008: takes pg_advisory_xact_lock(_CLAIM_LOCK_SPACE, hashtext(tenant)),
         # then counts in a snapshot of its own, taken after the lock was granted.

@@ -22,7 +22,7 @@ from ipaas.stores.sql import tables as t
 from ipaas.workflows.models import TriggerType
 
 EX = t.execution
-SkipLocked = Callable[[sa.Select[Any]], sa.Select[Any]]
+LockClaimable = Callable[[sa.Select[tuple[str]]], sa.Select[tuple[str]]]
 CI = t.circuit
 CLOSED = CircuitState.closed.value
 OPEN = CircuitState.open.value
@@ -268,12 +268,13 @@ TENANTS_TO_SHARE = sa.select(
 )
 
 
-def claim_of_tenant(running: sa.ColumnElement[int], skip_locked: SkipLocked) -> sa.Update:
+def claim_of_tenant(running: sa.ColumnElement[int], lock_claimable: LockClaimable) -> sa.Update:
     """Claim up to ``p_limit`` of tenant ``p_tenant_id``'s oldest due executions, as many as
     its cap leaves room for, in one statement: ``running`` counts under the tenant's claim
     lock (``Database.running_under_claim_lock``), evaluated once, before any row is read,
-    and the lock ends with the statement; rows another claimer holds are skipped, and rows
-    it claimed since this statement's snapshot no longer match (PostgreSQL re-checks a
+    and the lock ends with the statement. ``lock_claimable`` locks the rows, skipping those
+    another claimer holds, and reads them once (``Database.lock_claimable``); rows claimed
+    elsewhere since this statement's snapshot no longer match (PostgreSQL re-checks a
     locked row's newest version)."""
     cap = sa.func.coalesce(
         sa.select(TENANT.c.max_concurrency)
@@ -285,7 +286,7 @@ def claim_of_tenant(running: sa.ColumnElement[int], skip_locked: SkipLocked) -> 
         (cap.is_(None), _limit()),
         else_=sa.func.greatest(0, sa.func.least(_limit(), cap - running)),
     )
-    due = skip_locked(
+    due = lock_claimable(
         sa.select(EX.c.id)
         .where(EX.c.tenant_id == p("p_tenant_id"), IS_DUE)
         .order_by(EX.c.created_at, EX.c.id)

@@ -99,7 +99,7 @@ class SqlStore:
         self._claim_one = q.claim_one(db.running_under_claim_lock(_EX.c.tenant_id))
         locked_count = db.running_under_claim_lock(q.p("p_tenant_id"))
         self._claim_of_tenant = (
-            None if locked_count is None else q.claim_of_tenant(locked_count, db.skip_locked)
+            None if locked_count is None else q.claim_of_tenant(locked_count, db.lock_claimable)
         )
         self._take_due = (
             sa.update(_EX)
