@@ -606,3 +606,13 @@ class Fleet:
             for e in p.log_events()
             if e.get("level") in ("error", "critical")
         ]
+
+
+@pytest.fixture
+def fleet() -> Iterator[list[Fleet]]:
+    """The fleets a test starts (it appends each); every process still running is stopped
+    afterwards."""
+    fleets: list[Fleet] = []
+    yield fleets
+    for f in fleets:
+        f.stop_all()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -107,14 +106,6 @@ class SteadyLoad:
     def accepted(self) -> dict[int, str]:
         """``n -> execution id`` of every 202."""
         return {a.n: str(a.body["execution_id"]) for a in self.answers if a.status == 202}
-
-
-@pytest.fixture
-def fleet() -> Iterator[list[Fleet]]:
-    fleets: list[Fleet] = []
-    yield fleets
-    for f in fleets:
-        f.stop_all()
 
 
 def _proxied(url: str, proxy: FaultProxy) -> str:
