@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution, ExecutionStatus
 from ipaas.stores import Store
 from ipaas.stores.sql import SqlStore
@@ -212,6 +214,50 @@ class TestPostgresClaimLock:
                 assert taken is True
         finally:
             await engine.dispose()
+
+    async def test_a_failed_tenant_claim_keeps_the_others(
+        self,
+        store: Store,
+        a: tuple[Account, Workflow],
+        b: tuple[Account, Workflow],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # claim_next claims per tenant, one statement each. When one of them fails the
+        # rows another claimed are the caller's: they come back, not an error that would
+        # leave them running with nobody to run them until the lease expires.
+        assert isinstance(store, SqlStore)
+        ids = await queue(store, *a, 1, first=0) + await queue(store, *b, 1, first=1)
+        db = store._db
+        run_write = db.run_write
+        calls = 0
+
+        async def second_fails(op: Any, *, one_statement: bool = False) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise StoreUnavailable("connection lost")
+            return await run_write(op, one_statement=one_statement)
+
+        monkeypatch.setattr(db, "run_write", second_fails)
+        claimed = await claim_next(store, 2)
+        assert calls == 2
+        assert len(claimed) == 1
+        # The other tenant's execution is still queued, for the next claim.
+        statuses = {}
+        for (acct, _), ex_id in zip((a, b), ids, strict=True):
+            ex = await store.get_execution(acct.id, ex_id)
+            assert ex is not None
+            statuses[ex_id] = ex.status
+        assert sorted(statuses.values()) == [ExecutionStatus.queued, ExecutionStatus.running]
+        assert statuses[claimed[0].id] is ExecutionStatus.running
+
+        async def always_fails(op: Any, *, one_statement: bool = False) -> Any:
+            raise StoreUnavailable("connection lost")
+
+        # Nothing claimed and a failure: the caller hears of it.
+        monkeypatch.setattr(db, "run_write", always_fails)
+        with pytest.raises(StoreUnavailable):
+            await claim_next(store, 2)
 
 
 class TestRoundRobin:

@@ -8,6 +8,7 @@ import pytest
 from ipaas.config import Settings
 from ipaas.engine.queue.memory import MemoryQueue
 from ipaas.engine.worker import Worker
+from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import ExecutionStatus, TriggerData
 from ipaas.runtime import Runtime
 from ipaas.stores.memory import MemoryStore
@@ -123,4 +124,34 @@ async def test_a_settled_execution_hands_its_slot_on_when_its_write_allows(
     finally:
         release.set()
         await worker.stop(grace_s=5)
+        await runtime.shutdown()
+
+
+async def test_a_failed_claim_by_id_does_not_drop_the_claims_beside_it(
+    settings: Settings, clean_standin: StandinServer
+) -> None:
+    """A queue read's ids are claimed together, each on its own (PostgreSQL: a statement
+    each). When one claim fails, the executions the others claimed are still run by this
+    worker, not left running with nobody to run them until their lease expires."""
+    store = MemoryStore()
+    runtime = Runtime.build(settings.model_copy(update={"tenant_max_concurrency": 0}), store=store)
+    await runtime.startup()
+    ids = await queue_echo_calls(runtime, clean_standin, 3)
+    claim = store.claim_execution
+
+    async def failing_for_the_second(execution_id: str, **kwargs: object) -> object:
+        if execution_id == ids[1]:
+            raise StoreUnavailable("connection lost")
+        return await claim(execution_id, **kwargs)  # type: ignore[arg-type]
+
+    store.claim_execution = failing_for_the_second  # type: ignore[method-assign,assignment]
+    worker = Worker(runtime, concurrency=3)
+    try:
+        claimed = await worker._claim(ids)
+        assert [ex.id for ex in claimed] == [ids[0], ids[2]]
+        assert store.executions[ids[1]].status is ExecutionStatus.queued
+        # Every claim failed: the feed loop hears of the outage.
+        with pytest.raises(StoreUnavailable):
+            await worker._claim([ids[1]])
+    finally:
         await runtime.shutdown()

@@ -161,9 +161,16 @@ class Worker:
                     tenant_cap=settings.default_tenant_concurrency,
                 )
                 for execution_id in execution_ids
-            )
+            ),
+            return_exceptions=True,
         )
-        claimed = [execution for execution in results if execution is not None]
+        claimed = [execution for execution in results if isinstance(execution, Execution)]
+        failed = [result for result in results if isinstance(result, BaseException)]
+        # The executions whose claim went through are ours to run even if another claim
+        # failed (PostgreSQL: each is a statement of its own); dropping them would leave
+        # them running with nobody to run them until their lease expires.
+        if failed and not claimed:
+            raise failed[0]
         _traced_claims(claimed, start_ns)
         # Ids refused: their tenant is at its cap (or another worker had them). The queue is
         # FIFO over every tenant, so another tenant's id may wait behind many more of those;

@@ -516,13 +516,21 @@ class SqlStore:
                 conn, conn.execute(claim_of_tenant, values).all(), timeout_s
             )
 
-        batches = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 self._db.run_write(claim(tenant_id, n), one_statement=True)
                 for tenant_id, n in shares.items()
-            )
+            ),
+            return_exceptions=True,
         )
-        return [_execution(row) for batch in batches for row in batch]
+        claimed = [_execution(row) for o in outcomes if isinstance(o, list) for row in o]
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        # The tenants whose claim went through are this caller's now: raising would leave
+        # their rows running with nobody to run them until the lease expires. The others'
+        # work stays queued for the next claim.
+        if failed and not claimed:
+            raise failed[0]
+        return claimed
 
     async def _claim_in_one_transaction(
         self, params: dict[str, Any], timeout_s: float, *, limit: int, tenant_cap: int | None
