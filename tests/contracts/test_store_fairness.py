@@ -23,6 +23,7 @@ from tests.contracts.test_store import (
     Account,
     at,
     claim,
+    make_step,
     new_account,
     new_execution,
     new_workflow,
@@ -258,6 +259,69 @@ class TestPostgresClaimLock:
         monkeypatch.setattr(db, "run_write", always_fails)
         with pytest.raises(StoreUnavailable):
             await claim_next(store, 2)
+
+
+class TestFinishAndClaimNext:
+    """``finish_and_claim_next``: where writes are not applied in order (PostgreSQL) the
+    finish also claims the tenant's next due execution when no other tenant has work queued;
+    elsewhere it only finishes (the worker's next claim is cheap there)."""
+
+    async def finish_next(
+        self, store: Store, ex: Execution, *, owner: str = "w1"
+    ) -> tuple[bool, Execution | None]:
+        return await store.finish_and_claim_next(
+            ex.id, owner=owner, status=ExecutionStatus.succeeded, error=None,
+            finished_at=at(21), step=make_step(ex), lease_until=at(51), timeout_s=TIMEOUT_S,
+        )  # fmt: skip
+
+    async def test_takes_the_tenants_next_in_the_same_write(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        ids = await queue(store, *a, 3, first=0)
+        [first] = await claim_next(store, 1, cap=1)
+        finished, nxt = await self.finish_next(store, first)
+        assert finished
+        done = await store.get_execution(a[0].id, ids[0])
+        assert done is not None
+        assert done.status is ExecutionStatus.succeeded
+        assert [s.step_id for s in await store.list_step_runs(a[0].id, ids[0])] == ["notify"]
+        if store.writes_in_order:
+            assert nxt is None
+            return
+        # The oldest due one, claimed for the same owner; the cap (1) still holds.
+        assert nxt is not None
+        assert nxt.id == ids[1]
+        assert (nxt.status, nxt.lease_owner, nxt.attempt) == (ExecutionStatus.running, "w1", 1)
+        assert nxt.lease_expires_at == at(51)
+        assert nxt.deadline_at is not None
+        assert await claim_next(store, 5, cap=1) == []
+
+    async def test_nothing_when_another_tenant_has_work_queued(
+        self, store: Store, a: tuple[Account, Workflow], b: tuple[Account, Workflow]
+    ) -> None:
+        await queue(store, *a, 2, first=0)
+        await queue(store, *b, 1, first=5)
+        [first] = await claim_next(store, 1, cap=1)
+        assert first.tenant_id == a[0].id
+        assert await self.finish_next(store, first) == (True, None)
+        # The slot is shared out by claim_next: the tenant with fewer running goes first.
+        [nxt] = await claim_next(store, 1, cap=1)
+        assert nxt.tenant_id == a[0].id  # A has 0 running, B 0: A's head is older
+
+    async def test_nothing_when_the_lease_is_lost_or_nothing_is_due(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        ids = await queue(store, *a, 2, first=0)
+        [first] = await claim_next(store, 1)
+        assert await self.finish_next(store, first, owner="someone else") == (False, None)
+        again = await store.get_execution(a[0].id, ids[1])
+        assert again is not None
+        assert again.status is ExecutionStatus.queued
+        # The only other queued one waits for a retry (until at(100)): not due, not claimed.
+        [second] = await claim_next(store, 1)
+        assert second.id == ids[1]
+        await deferred(store, *a, until=100)
+        assert await self.finish_next(store, first) == (True, None)
 
 
 class TestRoundRobin:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -58,15 +59,25 @@ class Executor:
 
     ``on_settled(execution_id)`` is called once an execution's outcome is decided and only
     writing it remains (finish, or defer to a retry): the worker may then start another in
-    its place while the write is under way.
+    its place while the write is under way. ``on_claimed(finished_id, execution)`` gets an
+    execution a finish claimed in the finished one's place, before ``on_settled`` for it.
     """
 
     def __init__(
-        self, runtime: Runtime, owner: str, on_settled: Callable[[str], None] | None = None
+        self,
+        runtime: Runtime,
+        owner: str,
+        on_settled: Callable[[str], None] | None = None,
+        on_claimed: Callable[[str, Execution], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.owner = owner
         self._on_settled = on_settled or (lambda _: None)
+        #: Takes an execution the finish of another claimed in its place (where the store
+        #: can: ``Store.finish_and_claim_next``); ``None``: finishes claim nothing.
+        self._on_claimed = on_claimed
+        #: Off while the worker stops: a finish then claims nothing more.
+        self.claim_on_finish = on_claimed is not None
         self._definitions: OrderedDict[tuple[str, str, int], WorkflowDefinition] = OrderedDict()
         #: Credentials are immutable (created or deleted, never changed): a worker keeps the
         #: decrypted secrets of a step set briefly instead of reading them per execution. A
@@ -130,17 +141,41 @@ class Executor:
             nonlocal finished
             finished = True
             finished_at = utcnow()
-            write = self._settling_write(
-                lambda: store.finish_execution(
+
+            async def write_finish() -> bool:
+                on_claimed = self._on_claimed
+                if (
+                    step is None
+                    or on_claimed is None
+                    or not self.claim_on_finish
+                    or store.writes_in_order
+                ):
+                    return await store.finish_execution(
+                        execution.id,
+                        owner=self.owner,
+                        status=status,
+                        error=error,
+                        finished_at=finished_at,
+                        step=step,
+                    )
+                # The tenant's next execution takes this one's slot in the same write
+                # (when no other tenant waits): no claim round trip between them.
+                settings = self.runtime.settings
+                written, claimed = await store.finish_and_claim_next(
                     execution.id,
                     owner=self.owner,
                     status=status,
                     error=error,
                     finished_at=finished_at,
                     step=step,
-                ),
-                execution.id,
-            )
+                    lease_until=finished_at + timedelta(seconds=settings.lease_s),
+                    timeout_s=settings.execution_timeout_s,
+                )
+                if claimed is not None:
+                    on_claimed(execution.id, claimed)
+                return written
+
+            write = self._settling_write(write_finish, execution.id)
             written = await _uncancellable(write)
             if written:  # else another worker owns it now and counts it
                 metrics.execution_finished(status, execution.started_at, finished_at)

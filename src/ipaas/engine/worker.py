@@ -60,13 +60,18 @@ class Worker:
         self.runtime = runtime
         self.concurrency = concurrency or runtime.settings.workers
         self.owner = worker_name()
-        self.executor = Executor(runtime, self.owner, on_settled=self._settled)
+        self.executor = Executor(
+            runtime, self.owner, on_settled=self._settled, on_claimed=self._claimed_on_finish
+        )
         self._tasks: dict[str, asyncio.Task[object]] = {}
         #: Executions whose outcome is decided and being written: their slot is free.
         self._settling: set[str] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._releases: set[asyncio.Future[bool]] = set()
+        #: Executions whose slot a finish gave to the execution it claimed in their place.
+        self._replaced: set[str] = set()
         #: Outages are logged when they start and end, not on every poll.
         self._queue_down = False
         self._store_down = False
@@ -87,7 +92,23 @@ class Worker:
         goes to the next execution now, so claiming overlaps the rest of the write."""
         if execution_id in self._tasks and execution_id not in self._settling:
             self._settling.add(execution_id)
-            self._slot_freed.set()
+            if execution_id not in self._replaced:
+                self._slot_freed.set()
+
+    def _claimed_on_finish(self, finished_id: str, execution: Execution) -> None:
+        """An execution the finish of ``finished_id`` claimed in its place: it takes that
+        slot, so the feed loop is not woken for it (no slot came free). While stopping (a
+        finish under way when it began) it goes back to the queue at once."""
+        if self._stopping.is_set():
+            release = asyncio.ensure_future(
+                self.runtime.store.release_execution(execution.id, owner=self.owner)
+            )
+            self._releases.add(release)
+            release.add_done_callback(self._releases.discard)
+            return
+        _traced_claims([execution], time.time_ns())
+        self._replaced.add(finished_id)
+        self._spawn(execution)
 
     async def start(self, *, reaper: bool = True) -> None:
         _log.info("worker_started", owner=self.owner, concurrency=self.concurrency)
@@ -121,6 +142,7 @@ class Worker:
         the rest back to the queue (they resume on the next start)."""
         grace_s = self.runtime.settings.shutdown_grace_s if grace_s is None else grace_s
         self._stopping.set()
+        self.executor.claim_on_finish = False
         self._slot_freed.set()
         feed = self._loops[0] if self._loops else None
         if feed is not None:
@@ -134,6 +156,8 @@ class Worker:
                 self.runtime.cancels.stop(execution_id, StopReason.shutdown)
             if pending:
                 await asyncio.wait(pending)
+        # Claimed by a finish that was under way when stopping began: handed back at once.
+        await asyncio.gather(*self._releases, return_exceptions=True)
         for loop in self._loops[1:]:
             loop.cancel()
         await asyncio.gather(*self._loops[1:], return_exceptions=True)
@@ -331,7 +355,10 @@ class Worker:
             self._tasks.pop(execution.id, None)
             self._settling.discard(execution.id)
             EXECUTIONS_RUNNING.dec()
-            self._slot_freed.set()
+            if execution.id in self._replaced:
+                self._replaced.discard(execution.id)
+            else:
+                self._slot_freed.set()
 
     # -- leases ------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -302,6 +302,24 @@ class Store(Protocol):
         """``running -> status`` (terminal) if ``owner`` still holds the lease; records ``step``
         in the same transaction. False (and nothing written) otherwise."""
 
+    async def finish_and_claim_next(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        status: ExecutionStatus,
+        error: str | None,
+        finished_at: datetime,
+        step: StepRun,
+        lease_until: datetime,
+        timeout_s: float,
+    ) -> tuple[bool, Execution | None]:
+        """``finish_execution``, and in the same write, where the store can (not where it
+        ``writes_in_order``: there the worker's next claim is already cheap), claim for
+        ``owner`` the finished execution's tenant's oldest due execution when no other
+        tenant has work queued: the tenant's running count stays as it was, so its cap holds
+        without counting. ``(finished, claimed)``; nothing is claimed when not finished."""
+
     async def release_execution(self, execution_id: str, *, owner: str) -> bool:
         """``running -> queued`` for a graceful shutdown; clears the lease."""
 

@@ -463,6 +463,25 @@ class MemoryStore:
         ex.lease_expires_at = None
         return True
 
+    async def finish_and_claim_next(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        status: ExecutionStatus,
+        error: str | None,
+        finished_at: datetime,
+        step: StepRun,
+        lease_until: datetime,
+        timeout_s: float,
+    ) -> tuple[bool, Execution | None]:
+        # Writes in order (one event loop): the worker's next claim is no round trip.
+        finished = await self.finish_execution(
+            execution_id, owner=owner, status=status, error=error, finished_at=finished_at,
+            step=step,
+        )  # fmt: skip
+        return finished, None
+
     async def release_execution(self, execution_id: str, *, owner: str) -> bool:
         ex = self.executions.get(execution_id)
         if ex is None or ex.status != _RUNNING or ex.lease_owner != owner:

@@ -75,6 +75,16 @@ class GuardedUpsert:
     one_statement: bool
 
 
+@dataclass(frozen=True, slots=True)
+class GuardedUpsertThenClaim:
+    """See ``Database.update_upsert_then_claim``."""
+
+    make: Callable[
+        [Mapping[str, Any], Mapping[str, Any]],
+        Callable[[sa.Connection], tuple[bool, sa.Row[Any] | None]],
+    ]
+
+
 class Database(ABC):
     """Runs ops on one database, and supplies the SQL fragments that differ per dialect.
 
@@ -163,6 +173,19 @@ class Database(ABC):
             return op
 
         return GuardedUpsert(make, one_statement=False)
+
+    def update_upsert_then_claim(
+        self,
+        update: sa.Update,
+        table: sa.Table,
+        key: Sequence[str],
+        claim: Callable[[sa.ColumnElement[str]], sa.Update],
+    ) -> GuardedUpsertThenClaim | None:
+        """``update_then_upsert``, then ``claim(tenant_id)`` for the tenant of the row
+        ``update`` matched, in one statement (its op gives whether ``update`` matched and
+        the claimed row); ``None`` where writes are applied in order and the worker's own
+        next claim is no round trip."""
+        return None
 
     @abstractmethod
     async def dispose(self) -> None:
@@ -947,6 +970,51 @@ class PostgresDatabase(Database):
             return op
 
         return GuardedUpsert(make, one_statement=True)
+
+    def update_upsert_then_claim(
+        self,
+        update: sa.Update,
+        table: sa.Table,
+        key: Sequence[str],
+        claim: Callable[[sa.ColumnElement[str]], sa.Update],
+    ) -> GuardedUpsertThenClaim:
+        # One statement, each data-modifying CTE run exactly once:
+        #   WITH guard AS (UPDATE ... RETURNING tenant_id),
+        #        step AS (INSERT INTO t SELECT <row> WHERE EXISTS guard ON CONFLICT ...),
+        #        claimed AS (UPDATE ... <claim(guard's tenant)> RETURNING *)
+        #   SELECT (matched), (stepped), claimed.* FROM (SELECT 1) LEFT JOIN claimed
+        guard = update.returning(update.table.c.tenant_id).cte("guard")
+        columns = list(table.c)
+        row = sa.select(
+            *(sa.bindparam(f"row_{c.name}", type_=c.type).label(c.name) for c in columns)
+        ).where(sa.exists(sa.select(guard.c.tenant_id)))
+        insert = postgresql.insert(table).from_select([c.name for c in columns], row)
+        step = (
+            insert.on_conflict_do_update(index_elements=list(key), set_=_excluded(insert, key))
+            .returning(sa.literal_column("1").label("stepped"))
+            .cte("step")
+        )
+        claimed = claim(sa.select(guard.c.tenant_id).scalar_subquery()).cte("claimed")
+        one = sa.select(sa.literal(1).label("one")).subquery("one")
+        stmt = sa.select(
+            sa.select(sa.func.count()).select_from(guard).scalar_subquery().label("matched"),
+            sa.select(sa.func.count()).select_from(step).scalar_subquery().label("stepped"),
+            *claimed.c,
+        ).select_from(one.outerjoin(claimed, sa.true()))
+
+        def make(
+            update_params: Mapping[str, Any], values: Mapping[str, Any]
+        ) -> Callable[[sa.Connection], tuple[bool, sa.Row[Any] | None]]:
+            params = {**update_params, **{f"row_{k}": v for k, v in values.items()}}
+
+            def op(conn: sa.Connection) -> tuple[bool, sa.Row[Any] | None]:
+                result = conn.execute(stmt, params).one()
+                matched = bool(result.matched)
+                return matched, (result if matched and result.id is not None else None)
+
+            return op
+
+        return GuardedUpsertThenClaim(make)
 
     def insert_unless_taken(
         self, table: sa.Table, key: Sequence[str], *, where: sa.TextClause | None = None

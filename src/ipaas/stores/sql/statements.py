@@ -295,6 +295,24 @@ def claim_of_tenant(running: sa.ColumnElement[int], lock_claimable: LockClaimabl
     return sa.update(EX).where(EX.c.id.in_(due)).values(CLAIM).returning(*EX.c)
 
 
+def next_of_tenant(tenant_id: sa.ColumnElement[str], lock_claimable: LockClaimable) -> sa.Update:
+    """Claim tenant ``tenant_id``'s oldest due execution, unless another tenant has work
+    queued (then the slot is shared out by ``claim_next``). No cap check: it takes the
+    place of one of the tenant's executions finishing in the same statement."""
+    other = EX.alias("other")
+    others_queued = sa.or_(
+        sa.exists().where(other.c.status == QUEUED, other.c.tenant_id < tenant_id),
+        sa.exists().where(other.c.status == QUEUED, other.c.tenant_id > tenant_id),
+    )
+    due = lock_claimable(
+        sa.select(EX.c.id)
+        .where(EX.c.tenant_id == tenant_id, IS_DUE, sa.not_(others_queued))
+        .order_by(EX.c.created_at, EX.c.id)
+        .limit(1)
+    )
+    return sa.update(EX).where(EX.c.id.in_(due)).values(CLAIM).returning(*EX.c)
+
+
 # No ``status`` re-check: the rows were read in the same transaction, by the one writer
 # (SQLite's fair claim). With one, SQLite's planner walks the ``status`` index (every queued row)
 # instead of the primary key.

@@ -94,6 +94,12 @@ class SqlStore:
         self._run_durations = sa.select(run_s).where(q.RUN_FINISHED).order_by(run_s)
         self._finish_with_step = db.update_then_upsert(q.FINISH, t.step_run, q.STEP_KEY)
         self._defer_with_step = db.update_then_upsert(q.DEFER, t.step_run, q.STEP_KEY)
+        self._finish_then_claim = db.update_upsert_then_claim(
+            q.FINISH,
+            t.step_run,
+            q.STEP_KEY,
+            lambda tenant_id: q.next_of_tenant(tenant_id, db.lock_claimable),
+        )
         self._upsert_version = db.upsert(t.workflow_version, q.VERSION_KEY)
         self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY, where=t.DEDUP_KEY_SET)
         self._claim_one = q.claim_one(db.running_under_claim_lock(_EX.c.tenant_id))
@@ -609,6 +615,41 @@ class SqlStore:
         write = self._finish_with_step
         op = write.make(params, _step_values(step))
         return await self._db.run_write(op, one_statement=write.one_statement)
+
+    async def finish_and_claim_next(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        status: ExecutionStatus,
+        error: str | None,
+        finished_at: datetime,
+        step: StepRun,
+        lease_until: datetime,
+        timeout_s: float,
+    ) -> tuple[bool, Execution | None]:
+        write = self._finish_then_claim
+        if write is None:  # writes in order (SQLite): the worker's next claim is cheap
+            finished = await self.finish_execution(
+                execution_id, owner=owner, status=status, error=error, finished_at=finished_at,
+                step=step,
+            )  # fmt: skip
+            return finished, None
+        params = _claim_params(owner, finished_at, lease_until, timeout_s) | {
+            "p_id": execution_id,
+            "p_status": status.value,
+            "p_error": error,
+            "p_finished_at": finished_at,
+        }
+        finish = write.make(params, _step_values(step))
+
+        def op(conn: sa.Connection) -> tuple[bool, list[Mapping[Any, Any]]]:
+            finished, row = finish(conn)
+            return finished, _fill_deadlines(conn, [row] if row is not None else [], timeout_s)
+
+        # One statement: the finish, its step and the claim commit together or not at all.
+        finished, rows = await self._db.run_write(op, one_statement=True)
+        return finished, (_execution(rows[0]) if rows else None)
 
     async def release_execution(self, execution_id: str, *, owner: str) -> bool:
         return await self._write_one(q.RELEASE, {"p_id": execution_id, "p_owner": owner}) == 1
