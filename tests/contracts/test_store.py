@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -32,7 +33,7 @@ from ipaas.stores.sql.migrations import alembic_config
 from ipaas.stores.sql.tables import metadata
 from ipaas.tenants.models import ApiToken, Tenant, User
 from ipaas.workflows.models import Step, Trigger, Workflow
-from tests.contracts.conftest import in_thread
+from tests.contracts.conftest import POSTGRES_ONLY, in_thread
 
 #: Microseconds on purpose: they must survive the round trip.
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -1046,6 +1047,32 @@ class TestReap:
             )
             is True
         )
+
+
+@pytest.mark.parametrize("store", [pytest.param("postgres", marks=POSTGRES_ONLY)], indirect=True)
+async def test_the_reaper_skips_rows_another_transaction_holds(
+    store: Store, acct: Account, wf: Workflow, postgres_url: str
+) -> None:
+    # Every worker and scheduler reaps. Reapers that waited for each other's row locks
+    # deadlocked (seen in the chaos test: PostgreSQL aborted one, "deadlock detected"). A
+    # reap skips a row another transaction holds and takes the rest; the next pass gets it.
+    held = await new_execution(store, acct.id, wf.id)
+    free = await new_execution(store, acct.id, wf.id)
+    for ex in (held, free):
+        await claim(store, ex.id, lease_s=30)
+    engine = create_async_engine(postgres_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as other:
+            await other.execute(
+                sa.text("SELECT 1 FROM execution WHERE id = :id FOR UPDATE"), {"id": held.id}
+            )
+            reaped = await asyncio.wait_for(store.reap(now=at(60)), 5)
+            assert reaped.requeued == [free.id]
+            await other.rollback()
+        again = await store.reap(now=at(60))
+        assert again.requeued == [held.id]
+    finally:
+        await engine.dispose()
 
 
 async def test_queued_ids_oldest_first(store: Store, acct: Account, wf: Workflow) -> None:

@@ -443,23 +443,37 @@ REQUEST_CANCEL = (
 )
 # The reaper's three passes, in the order of the rules' precedence: the deadline first,
 # then a requested cancel, and only then a plain re-queue.
-REAP_TIMED_OUT = (
-    sa.update(EX)
-    .where(EX.c.deadline_at <= p_at("p_now"), sa.or_(IS_QUEUED, LEASE_EXPIRED))
-    .values(status=ExecutionStatus.timed_out.value, error=TIMED_OUT, **_ENDED)
-    .returning(EX.c.id)
-)
-REAP_CANCELLED = (
-    sa.update(EX)
-    .where(LEASE_EXPIRED, EX.c.cancel_requested.is_(True))
-    .values(status=CANCELLED, error=CANCELLED_BY_USER, **_ENDED)
-)
-REAP_REQUEUED = (
-    sa.update(EX)
-    .where(LEASE_EXPIRED)
-    .values(status=QUEUED, lease_owner=None, lease_expires_at=None)
-    .returning(EX.c.id)
-)
+
+
+def _reap(where: sa.ColumnElement[bool], lock_claimable: LockClaimable) -> sa.Update:
+    """An UPDATE of the rows matching ``where`` that another transaction does not hold:
+    every worker and scheduler reaps, and UPDATEs that waited for each other's row locks
+    (taken in scan order, held to the end of the reap's transaction) deadlocked. Skipped
+    rows are the next pass's, if they still match then."""
+    return sa.update(EX).where(EX.c.id.in_(lock_claimable(sa.select(EX.c.id).where(where))), where)
+
+
+def reap_timed_out(lock_claimable: LockClaimable) -> sa.Update:
+    where = sa.and_(EX.c.deadline_at <= p_at("p_now"), sa.or_(IS_QUEUED, LEASE_EXPIRED))
+    return (
+        _reap(where, lock_claimable)
+        .values(status=ExecutionStatus.timed_out.value, error=TIMED_OUT, **_ENDED)
+        .returning(EX.c.id)
+    )
+
+
+def reap_cancelled(lock_claimable: LockClaimable) -> sa.Update:
+    where = sa.and_(LEASE_EXPIRED, EX.c.cancel_requested.is_(True))
+    return _reap(where, lock_claimable).values(status=CANCELLED, error=CANCELLED_BY_USER, **_ENDED)
+
+
+def reap_requeued(lock_claimable: LockClaimable) -> sa.Update:
+    return (
+        _reap(LEASE_EXPIRED, lock_claimable)
+        .values(status=QUEUED, lease_owner=None, lease_expires_at=None)
+        .returning(EX.c.id)
+    )
+
 
 GET_CIRCUIT = sa.select(CI).where(scoped(CI), CI.c.host == p("p_host"))
 LIST_CIRCUITS = sa.select(CI).where(scoped(CI)).order_by(CI.c.host)

@@ -107,6 +107,11 @@ class SqlStore:
         self._claim_of_tenant = (
             None if locked_count is None else q.claim_of_tenant(locked_count, db.lock_claimable)
         )
+        self._reap = (
+            q.reap_timed_out(db.lock_claimable),
+            q.reap_cancelled(db.lock_claimable),
+            q.reap_requeued(db.lock_claimable),
+        )
         self._take_due = (
             sa.update(_EX)
             # ``HAS_COME`` again: a concurrent taker's row no longer matches after its update.
@@ -702,10 +707,12 @@ class SqlStore:
     async def reap(self, *, now: datetime) -> Reaped:
         params = {"p_now": now}
 
+        timed_out_, cancelled, requeued_ = self._reap
+
         def op(conn: sa.Connection) -> Reaped:
-            timed_out = list(conn.execute(q.REAP_TIMED_OUT, params).scalars())
-            conn.execute(q.REAP_CANCELLED, params)
-            requeued = list(conn.execute(q.REAP_REQUEUED, params).scalars())
+            timed_out = list(conn.execute(timed_out_, params).scalars())
+            conn.execute(cancelled, params)
+            requeued = list(conn.execute(requeued_, params).scalars())
             return Reaped(requeued=requeued, timed_out=timed_out)
 
         return await self._db.run_write(op)
