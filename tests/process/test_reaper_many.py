@@ -44,6 +44,9 @@ pytestmark = [
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 REAPERS = 3
 PASSES = 5
+#: Seconds between a reaper's passes: the rows held through the first pass are free by the
+#: third.
+PASS_GAP_S = 0.3
 #: Expired leases of the crashed worker, by case (10 per cycle of ``_EXPIRED_CYCLE``).
 EXPIRED = 200
 _EXPIRED_CYCLE = (
@@ -78,15 +81,15 @@ EXPECTED = {
 UNTOUCHED = ("live", "live_past_deadline", "succeeded", "cancelled_before", "queued")
 
 #: One reaper process: build a Runtime on ``IPAAS_DATABASE_URL``, say ``ready``, wait for
-#: ``go`` on stdin (so the three start together), run ``reap_once`` a few times, print what
-#: it changed as one ``RESULT {json}`` line.
+#: ``go`` on stdin (so the three start together), run ``reap_once`` a few times
+#: (``PASS_GAP_S`` apart), print what it changed as one ``RESULT {json}`` line.
 _REAPER_SCRIPT = """
 import asyncio, json, sys
 from ipaas.config import Settings
 from ipaas.engine.reaper import reap_once
 from ipaas.runtime import Runtime
 
-async def main(passes):
+async def main(passes, gap_s):
     runtime = Runtime.build(Settings())
     await runtime.startup()
     result = {"requeued": [], "timed_out": [], "errors": []}
@@ -94,7 +97,9 @@ async def main(passes):
         await runtime.store.ping()  # the pool holds a connection before the start signal
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
-        for _ in range(passes):
+        for n in range(passes):
+            if n:
+                await asyncio.sleep(gap_s)
             try:
                 reaped = await reap_once(runtime)
             except Exception as exc:
@@ -106,7 +111,7 @@ async def main(passes):
         await runtime.shutdown()
     print("RESULT " + json.dumps(result), flush=True)
 
-asyncio.run(main(int(sys.argv[1])))
+asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
 """
 
 
@@ -206,12 +211,20 @@ async def _read_all(url: str, tenant_id: str, ids: list[str]) -> dict[str, dict[
 
 
 async def _go_together(url: str, processes: list[subprocess.Popen[str]]) -> None:
-    """Start the reapers while this connection holds every execution row locked, wait until
-    all of them are blocked on those locks, then let go: they contend for the same rows."""
+    """Start the reapers while this connection holds half the execution rows locked: they
+    must reap the other half without waiting for those locks (a reaper that waited could
+    deadlock with another, each holding rows the other wants). Then let go: their later
+    passes (``PASS_GAP_S`` apart) contend for the rows that were held."""
     engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.connect() as holder, engine.connect() as watcher:
-            await holder.execute(sa.text("SELECT id FROM execution FOR UPDATE"))
+            await holder.execute(
+                sa.text(
+                    "SELECT id FROM execution WHERE id IN "
+                    "(SELECT id FROM execution ORDER BY id LIMIT (SELECT count(*) / 2 "
+                    "FROM execution)) FOR UPDATE"
+                )
+            )
             for process in processes:
                 assert process.stdin is not None
                 process.stdin.write("go\n")
@@ -220,10 +233,11 @@ async def _go_together(url: str, processes: list[subprocess.Popen[str]]) -> None
                 "SELECT count(*) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND wait_event_type = 'Lock'"
             )
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while (await watcher.scalar(waiting)) < len(processes):
+            # Through the reapers' first pass: none of them waits for a held row.
+            deadline = time.monotonic() + PASS_GAP_S * 1.5
+            while time.monotonic() < deadline:
+                assert await watcher.scalar(waiting) == 0, "a reaper waited for a row lock"
                 await watcher.rollback()  # a fresh snapshot of pg_stat_activity
-                assert time.monotonic() < deadline, "the reapers never blocked on the rows"
                 await asyncio.sleep(0.01)
             await holder.rollback()
     finally:
@@ -242,7 +256,7 @@ def _run_reapers(url: str, cwd: Path) -> list[dict[str, list[str]]]:
     )
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _REAPER_SCRIPT, str(PASSES)],
+            [sys.executable, "-c", _REAPER_SCRIPT, str(PASSES), str(PASS_GAP_S)],
             cwd=_REPO_ROOT,
             env=environ,
             stdin=subprocess.PIPE,
