@@ -89,23 +89,34 @@ class FaultProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        # Known at once, so a cut while the upstream connection opens resets it too; closed
+        # in ``finally`` whatever happens, a cancelled handler included (``close``): a
+        # transport left open warns when collected, which fails a test that ran fine.
+        self._transports.add(client_w.transport)
+        server_w: asyncio.StreamWriter | None = None
         try:
-            server_r, server_w = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_w.transport.abort()
-            return
-        for writer in (client_w, server_w):
-            with contextlib.suppress(OSError):
-                writer.get_extra_info("socket").setsockopt(
-                    socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-                )
-            self._transports.add(writer.transport)
-        await asyncio.gather(
-            self._pump(client_r, server_w), self._pump(server_r, client_w), return_exceptions=True
-        )
-        for writer in (client_w, server_w):
-            self._transports.discard(writer.transport)
-            writer.transport.abort()
+            try:
+                server_r, server_w = await asyncio.open_connection(*self.target)
+            except OSError:
+                return
+            if client_w.transport.is_closing():  # cut while the upstream connection opened
+                return
+            for writer in (client_w, server_w):
+                with contextlib.suppress(OSError):
+                    writer.get_extra_info("socket").setsockopt(
+                        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+                    )
+            self._transports.add(server_w.transport)
+            await asyncio.gather(
+                self._pump(client_r, server_w),
+                self._pump(server_r, client_w),
+                return_exceptions=True,
+            )
+        finally:
+            writers = (client_w,) if server_w is None else (client_w, server_w)
+            for writer in writers:
+                self._transports.discard(writer.transport)
+                writer.transport.abort()
 
     @staticmethod
     async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
