@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -9,7 +10,7 @@ from ipaas.config import Settings
 from ipaas.engine.queue.memory import MemoryQueue
 from ipaas.engine.worker import Worker
 from ipaas.errors import StoreUnavailable
-from ipaas.executions.models import ExecutionStatus, TriggerData
+from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
 from ipaas.runtime import Runtime
 from ipaas.stores.memory import MemoryStore
 from ipaas.webhooks import service as webhook_service
@@ -155,3 +156,60 @@ async def test_a_failed_claim_by_id_does_not_drop_the_claims_beside_it(
             await worker._claim([ids[1]])
     finally:
         await runtime.shutdown()
+
+
+class _FinishClaimsNext(MemoryStore):
+    """A memory store whose finish also claims the next queued execution (as PostgreSQL's
+    does), and whose writes are not applied in order (so the worker uses it)."""
+
+    writes_in_order = False  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed_by_finish: list[str] = []
+
+    async def finish_and_claim_next(  # type: ignore[override]
+        self, execution_id: str, *, lease_until: object, timeout_s: float, **kwargs: Any
+    ) -> tuple[bool, Execution | None]:
+        finished = await self.finish_execution(execution_id, **kwargs)
+        queued = [e for e in self.executions.values() if e.status is ExecutionStatus.queued]
+        if not finished or not queued:
+            return finished, None
+        nxt = await self.claim_execution(
+            min(queued, key=lambda e: e.created_at).id,
+            owner=kwargs["owner"],
+            now=kwargs["finished_at"],
+            lease_until=lease_until,  # type: ignore[arg-type]
+            timeout_s=timeout_s,
+        )
+        if nxt is not None:
+            self.claimed_by_finish.append(nxt.id)
+        return finished, nxt
+
+
+async def test_an_execution_a_finish_claimed_takes_the_finished_ones_slot(
+    settings: Settings, clean_standin: StandinServer
+) -> None:
+    """The execution a finish claims runs in the finished one's slot: with one slot, each
+    execution after the first is claimed by the finish before it, and never two run at once."""
+    store = _FinishClaimsNext()
+    runtime = Runtime.build(settings.model_copy(update={"tenant_max_concurrency": 0}), store=store)
+    await runtime.startup()
+    ids = await queue_echo_calls(runtime, clean_standin, 4)
+    worker = Worker(runtime, concurrency=1)
+    peak = 0
+    await worker.start(reaper=False)
+    try:
+        deadline = time.monotonic() + 10
+        while {store.executions[i].status for i in ids} != {ExecutionStatus.succeeded}:
+            assert time.monotonic() < deadline, "not all succeeded"
+            peak = max(
+                peak, sum(e.status is ExecutionStatus.running for e in store.executions.values())
+            )
+            await asyncio.sleep(0.001)
+    finally:
+        await worker.stop(grace_s=5)
+        await runtime.shutdown()
+    assert store.claimed_by_finish == ids[1:]
+    assert peak == 1
+    assert worker.running == 0
