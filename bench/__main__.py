@@ -472,7 +472,6 @@ class IntakeAloneBench(Bench):
         self.bare_port = bare_port
         print("\n(a') intake alone: ipaas serve --no-workers, SQLite; the bare app (c) beside it")
         with _process(command, env=env, log=self.workdir / "server.log") as server:
-            self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
             _wait_http(f"http://127.0.0.1:{self.port}/readyz", server, "ipaas serve --no-workers")
             connections = self.args.connections
 

@@ -949,20 +949,13 @@ class PostgresDatabase(Database):
         #   INSERT INTO t SELECT <the row as parameters> WHERE EXISTS (SELECT FROM guard)
         #   ON CONFLICT (key) DO UPDATE ... RETURNING 1
         # The data-modifying CTE runs exactly once; the row is written only if it matched.
-        columns = list(table.c)
         guard = update.returning(sa.literal_column("1").label("matched")).cte("guard")
-        row = sa.select(
-            *(sa.bindparam(f"row_{c.name}", type_=c.type).label(c.name) for c in columns)
-        ).where(sa.exists(sa.select(guard.c.matched)))
-        insert = postgresql.insert(table).from_select([c.name for c in columns], row)
-        stmt: sa.Executable = insert.on_conflict_do_update(
-            index_elements=list(key), set_=_excluded(insert, key)
-        ).returning(sa.literal_column("1"))
+        stmt: sa.Executable = _upsert_row_if(guard, table, key).returning(sa.literal_column("1"))
 
         def make(
             update_params: Mapping[str, Any], values: Mapping[str, Any]
         ) -> Callable[[sa.Connection], bool]:
-            params = {**update_params, **{f"row_{k}": v for k, v in values.items()}}
+            params = _row_params(update_params, values)
 
             def op(conn: sa.Connection) -> bool:
                 return conn.execute(stmt, params).first() is not None
@@ -984,13 +977,8 @@ class PostgresDatabase(Database):
         #        claimed AS (UPDATE ... <claim(guard's tenant)> RETURNING *)
         #   SELECT (matched), (stepped), claimed.* FROM (SELECT 1) LEFT JOIN claimed
         guard = update.returning(update.table.c.tenant_id).cte("guard")
-        columns = list(table.c)
-        row = sa.select(
-            *(sa.bindparam(f"row_{c.name}", type_=c.type).label(c.name) for c in columns)
-        ).where(sa.exists(sa.select(guard.c.tenant_id)))
-        insert = postgresql.insert(table).from_select([c.name for c in columns], row)
         step = (
-            insert.on_conflict_do_update(index_elements=list(key), set_=_excluded(insert, key))
+            _upsert_row_if(guard, table, key)
             .returning(sa.literal_column("1").label("stepped"))
             .cte("step")
         )
@@ -1005,7 +993,7 @@ class PostgresDatabase(Database):
         def make(
             update_params: Mapping[str, Any], values: Mapping[str, Any]
         ) -> Callable[[sa.Connection], tuple[bool, sa.Row[Any] | None]]:
-            params = {**update_params, **{f"row_{k}": v for k, v in values.items()}}
+            params = _row_params(update_params, values)
 
             def op(conn: sa.Connection) -> tuple[bool, sa.Row[Any] | None]:
                 result = conn.execute(stmt, params).one()
@@ -1072,6 +1060,22 @@ def _refused_by_server(exc: sa.exc.DBAPIError) -> bool:
             return sqlstate[:2] not in _UNAVAILABLE_SQLSTATE_CLASSES
         cause = cause.__cause__
     return False
+
+
+def _upsert_row_if(guard: sa.CTE, table: sa.Table, key: Sequence[str]) -> postgresql.Insert:
+    """INSERT the row given as ``row_<column>`` parameters into ``table`` only when ``guard``
+    (a data-modifying CTE) returned a row; on a conflict on ``key``, UPDATE it instead."""
+    columns = list(table.c)
+    row = sa.select(
+        *(sa.bindparam(f"row_{c.name}", type_=c.type).label(c.name) for c in columns)
+    ).where(sa.exists(sa.select(*guard.c)))
+    insert = postgresql.insert(table).from_select([c.name for c in columns], row)
+    return insert.on_conflict_do_update(index_elements=list(key), set_=_excluded(insert, key))
+
+
+def _row_params(update_params: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of ``_upsert_row_if``'s statement: ``update``'s, then the row's."""
+    return {**update_params, **{f"row_{k}": v for k, v in values.items()}}
 
 
 def _excluded(stmt: sqlite.Insert | postgresql.Insert, key: Sequence[str]) -> dict[str, Any]:

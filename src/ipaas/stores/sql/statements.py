@@ -196,11 +196,19 @@ COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
 # -- fairness: per-tenant caps and round-robin claims (``stores/fairness.py``) ---------------
 _RUN = EX.alias("run")
 TENANT = t.tenant
-#: The tenant's cap: its override, else the caller's default (``p_cap``, NULL: no cap).
-_CAP = sa.func.coalesce(
-    sa.select(TENANT.c.max_concurrency).where(TENANT.c.id == EX.c.tenant_id).scalar_subquery(),
-    sa.bindparam("p_cap", type_=sa.Integer()),
-)
+
+
+def _override_of(tenant_id: sa.ColumnElement[str]) -> sa.ScalarSelect[int | None]:
+    """The tenant ``tenant_id``'s own cap (``max_concurrency``), NULL when it has none."""
+    return sa.select(TENANT.c.max_concurrency).where(TENANT.c.id == tenant_id).scalar_subquery()
+
+
+def _cap_of(tenant_id: sa.ColumnElement[str]) -> sa.ColumnElement[int | None]:
+    """The tenant's cap: its override, else the caller's default (``p_cap``, NULL: no cap)."""
+    return sa.func.coalesce(_override_of(tenant_id), sa.bindparam("p_cap", type_=sa.Integer()))
+
+
+_CAP = _cap_of(EX.c.tenant_id)
 
 
 def _running_of(tenant_id: sa.ColumnElement[str]) -> sa.ScalarSelect[int]:
@@ -260,7 +268,7 @@ DUE_OF_TENANT = (
 _QUEUED = QUEUED_TENANTS.subquery("queued")
 TENANTS_TO_SHARE = sa.select(
     _QUEUED.c.tenant_id,
-    sa.select(TENANT.c.max_concurrency).where(TENANT.c.id == _QUEUED.c.tenant_id).scalar_subquery(),
+    _override_of(_QUEUED.c.tenant_id),
     _running_of(_QUEUED.c.tenant_id),
     sa.select(sa.func.min(EX.c.created_at))
     .where(EX.c.tenant_id == _QUEUED.c.tenant_id, IS_DUE)
@@ -268,31 +276,37 @@ TENANTS_TO_SHARE = sa.select(
 )
 
 
+def _claim_oldest_due(
+    tenant_id: sa.ColumnElement[str],
+    limit: sa.ColumnElement[int] | int,
+    lock_claimable: LockClaimable,
+    *where: sa.ColumnElement[bool],
+) -> sa.Update:
+    """Claim up to ``limit`` of the tenant's oldest due executions (also matching ``where``),
+    their rows locked by ``lock_claimable``, skipping those another claimer holds, and read
+    once; rows claimed elsewhere since the statement's snapshot no longer match (PostgreSQL
+    re-checks a locked row's newest version)."""
+    due = lock_claimable(
+        sa.select(EX.c.id)
+        .where(EX.c.tenant_id == tenant_id, IS_DUE, *where)
+        .order_by(EX.c.created_at, EX.c.id)
+        .limit(limit)
+    )
+    return sa.update(EX).where(EX.c.id.in_(due)).values(CLAIM).returning(*EX.c)
+
+
 def claim_of_tenant(running: sa.ColumnElement[int], lock_claimable: LockClaimable) -> sa.Update:
     """Claim up to ``p_limit`` of tenant ``p_tenant_id``'s oldest due executions, as many as
     its cap leaves room for, in one statement: ``running`` counts under the tenant's claim
     lock (``Database.running_under_claim_lock``), evaluated once, before any row is read,
-    and the lock ends with the statement. ``lock_claimable`` locks the rows, skipping those
-    another claimer holds, and reads them once (``Database.lock_claimable``); rows claimed
-    elsewhere since this statement's snapshot no longer match (PostgreSQL re-checks a
-    locked row's newest version)."""
-    cap = sa.func.coalesce(
-        sa.select(TENANT.c.max_concurrency)
-        .where(TENANT.c.id == p("p_tenant_id"))
-        .scalar_subquery(),
-        sa.bindparam("p_cap", type_=sa.Integer()),
-    )
+    and the lock ends with the statement."""
+    tenant_id = p("p_tenant_id")
+    cap = _cap_of(tenant_id)
     room = sa.case(
         (cap.is_(None), _limit()),
         else_=sa.func.greatest(0, sa.func.least(_limit(), cap - running)),
     )
-    due = lock_claimable(
-        sa.select(EX.c.id)
-        .where(EX.c.tenant_id == p("p_tenant_id"), IS_DUE)
-        .order_by(EX.c.created_at, EX.c.id)
-        .limit(room)
-    )
-    return sa.update(EX).where(EX.c.id.in_(due)).values(CLAIM).returning(*EX.c)
+    return _claim_oldest_due(tenant_id, room, lock_claimable)
 
 
 def next_of_tenant(tenant_id: sa.ColumnElement[str], lock_claimable: LockClaimable) -> sa.Update:
@@ -304,13 +318,7 @@ def next_of_tenant(tenant_id: sa.ColumnElement[str], lock_claimable: LockClaimab
         sa.exists().where(other.c.status == QUEUED, other.c.tenant_id < tenant_id),
         sa.exists().where(other.c.status == QUEUED, other.c.tenant_id > tenant_id),
     )
-    due = lock_claimable(
-        sa.select(EX.c.id)
-        .where(EX.c.tenant_id == tenant_id, IS_DUE, sa.not_(others_queued))
-        .order_by(EX.c.created_at, EX.c.id)
-        .limit(1)
-    )
-    return sa.update(EX).where(EX.c.id.in_(due)).values(CLAIM).returning(*EX.c)
+    return _claim_oldest_due(tenant_id, 1, lock_claimable, sa.not_(others_queued))
 
 
 # No ``status`` re-check: the rows were read in the same transaction, by the one writer

@@ -607,13 +607,7 @@ class SqlStore:
         finished_at: datetime,
         step: StepRun | None = None,
     ) -> bool:
-        params = {
-            "p_id": execution_id,
-            "p_owner": owner,
-            "p_status": status.value,
-            "p_error": error,
-            "p_finished_at": finished_at,
-        }
+        params = _finish_params(execution_id, owner, status, error, finished_at)
         if step is None:
             return await self._write_one(q.FINISH, params) == 1
         # The status change guards the step: when the lease is lost, the step is not written.
@@ -640,12 +634,9 @@ class SqlStore:
                 step=step,
             )  # fmt: skip
             return finished, None
-        params = _claim_params(owner, finished_at, lease_until, timeout_s) | {
-            "p_id": execution_id,
-            "p_status": status.value,
-            "p_error": error,
-            "p_finished_at": finished_at,
-        }
+        params = _claim_params(owner, finished_at, lease_until, timeout_s) | _finish_params(
+            execution_id, owner, status, error, finished_at
+        )
         finish = write.make(params, _step_values(step))
 
         def op(conn: sa.Connection) -> tuple[bool, list[Mapping[Any, Any]]]:
@@ -778,6 +769,22 @@ class SqlStore:
             "p_probe_until": probe_until,
         }
         return await self._write_one(q.CLAIM_PROBE, params) == 1
+
+
+def _finish_params(
+    execution_id: str,
+    owner: str,
+    status: ExecutionStatus,
+    error: str | None,
+    finished_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "p_id": execution_id,
+        "p_owner": owner,
+        "p_status": status.value,
+        "p_error": error,
+        "p_finished_at": finished_at,
+    }
 
 
 # -- claiming -------------------------------------------------------------------------------
