@@ -108,7 +108,7 @@ class RedisCancelBus:
                 finally:
                     self.subscribed.clear()
                     with contextlib.suppress(RedisError, OSError):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError):
