@@ -1,8 +1,10 @@
 """How the SQL ``Database`` runs ops: grouped SQLite commits, failures, cancellation, shutdown.
 
 Tests that need a write batch to be *held* open (so the next ops queue behind it and form
-one batch) block SQLite's writer thread from inside an op; PostgreSQL runs ops on the event
-loop and has no batches, so those tests are SQLite's only.
+one batch) hold SQLite's write lock from a connection of their own, as a writer in another
+process would: the batch then waits for it on the writer thread (SQLite's batches otherwise
+run on the event loop). PostgreSQL runs ops on the event loop and has no batches, so those
+tests are SQLite's only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +29,7 @@ from ipaas.stores.sql.engine import (
     Database,
     PoolSize,
     RowInsert,
+    SqliteDatabase,
     create_database,
 )
 from tests.contracts.conftest import POSTGRES_ONLY, POSTGRES_URL, truncate_all
@@ -93,26 +98,42 @@ async def _writer_held_if_sqlite(db: Database, url: str) -> AsyncIterator[None]:
     if not url.startswith("sqlite"):
         yield
         return
-    async with _writer_held(db):
+    async with _writer_held(db, url):
         yield
+
+
+def _writer_waiting(db: Database) -> bool:
+    """SQLite's writer is running a batch (here: waiting on its thread for the lock)."""
+    return not cast(SqliteDatabase, db)._writes._idle
 
 
 @asynccontextmanager
-async def _writer_held(db: Database) -> AsyncIterator[None]:
-    """Block SQLite's writer thread in an op until the block exits; ops submitted meanwhile
-    queue up and run as the next batch, together."""
-    started, release = threading.Event(), threading.Event()
-
-    def hold(_conn: sa.Connection) -> None:
-        started.set()
-        release.wait(DEADLINE_S)
-
-    holder = asyncio.ensure_future(db.run_write(hold))
+async def _lock_held(
+    db: Database, url: str, first: Callable[[sa.Connection], Any]
+) -> AsyncIterator[asyncio.Future[Any]]:
+    """Hold SQLite's write lock from another connection until the block exits. ``first``,
+    written meanwhile, cannot start on the event loop: its batch goes to the writer thread
+    and waits there for the lock (the block starts once it does, and gets its future). Ops
+    written later queue up behind it."""
+    path = sa.make_url(url).database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
     try:
-        await _wait_for(started.is_set)
-        yield
+        written = asyncio.ensure_future(db.run_write(first))
+        await _wait_for(lambda: _writer_waiting(db))
+        yield written
     finally:
-        release.set()
+        other.execute("ROLLBACK")
+        other.close()
+
+
+@asynccontextmanager
+async def _writer_held(db: Database, url: str) -> AsyncIterator[None]:
+    """Hold SQLite's writer (``_lock_held``) until the block exits; ops submitted meanwhile
+    queue up and run as the next batch, together."""
+    async with _lock_held(db, url, lambda _conn: None) as holder:
+        yield
     await holder
 
 
@@ -156,7 +177,7 @@ class TestWriteBatch:
         ops = [_insert(f"tn_{n}") for n in range(50)]
         ops[10] = insert_then_fail
         ops[20] = _insert("tn_1")  # a duplicate key
-        async with _writer_held(sqlite_db):
+        async with _writer_held(sqlite_db, sqlite_url):
             futures = [asyncio.ensure_future(sqlite_db.run_write(op)) for op in ops]
             await asyncio.sleep(0)  # every op is queued behind the held batch
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -184,7 +205,7 @@ class TestWriteBatch:
 
         ops = [_insert(f"tn_{n}") for n in range(10)]
         ops[5] = two_rows_second_taken
-        async with _writer_held(sqlite_db):
+        async with _writer_held(sqlite_db, sqlite_url):
             futures = [
                 asyncio.ensure_future(sqlite_db.run_write(op, one_statement=True)) for op in ops
             ]
@@ -229,7 +250,7 @@ class TestWriteBatch:
             raise sa.exc.OperationalError("stmt", {}, Exception("database or disk is full"))
 
         ops = [_insert("tn_a"), lose_the_transaction, _insert("tn_c")]
-        async with _writer_held(sqlite_db):
+        async with _writer_held(sqlite_db, sqlite_url):
             futures = [asyncio.ensure_future(sqlite_db.run_write(op)) for op in ops]
             await asyncio.sleep(0)
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -244,6 +265,67 @@ class TestWriteBatch:
             *(db.run_read(lambda _conn, n=n: -n) for n in range(20)),
         )
         assert results == [n * 2 for n in range(20)] + [-n for n in range(20)]
+
+
+class TestSqliteWriter:
+    """Where SQLite's write batches run: on the event loop, except when another connection
+    holds the write lock; WAL checkpoints on a thread of their own."""
+
+    async def test_batches_run_on_the_loop_unless_the_lock_is_taken(
+        self, sqlite_db: Database, sqlite_url: str
+    ) -> None:
+        def thread_of(conn: sa.Connection) -> int:
+            _insert(f"tn_{threading.get_ident()}_{len(_tenant_ids(conn))}")(conn)
+            return threading.get_ident()
+
+        loop_thread = threading.get_ident()
+        assert await sqlite_db.run_write(thread_of) == loop_thread
+        loop = asyncio.get_running_loop()
+        async with _lock_held(sqlite_db, sqlite_url, thread_of) as written:
+            # The batch waits for the lock on the writer thread; the loop goes on meanwhile.
+            before = loop.time()
+            await asyncio.sleep(0.05)
+            assert loop.time() - before < 1.0
+            assert not written.done()
+        assert await written != loop_thread
+        # The lock is free again: the next batch runs on the loop.
+        assert await sqlite_db.run_write(thread_of) == loop_thread
+        assert len(await _stored_ids(sqlite_url)) == 3
+
+    async def test_a_lock_held_past_the_busy_timeout_fails_the_batch(
+        self, sqlite_db: Database, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
+        async with _lock_held(sqlite_db, sqlite_url, _insert("tn_late")) as written:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await written
+        await sqlite_db.run_write(_insert("tn_after"))  # the writer carries on, on the loop
+        assert await _stored_ids(sqlite_url) == {"tn_after"}
+
+    async def test_checkpoints_run_beside_the_writer_not_in_its_commits(
+        self, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(engine, "SQLITE_CHECKPOINT_INTERVAL_S", 0.0)
+        path = sa.make_url(sqlite_url).database
+        assert path is not None
+        db = create_database(sqlite_url)
+        try:
+            autocheckpoint = await db.run_write(
+                lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+            )
+            assert autocheckpoint == 0  # a commit never checkpoints (on the event loop)
+            size_before = Path(path).stat().st_size
+            big = "x" * 4000
+            for n in range(200):  # ~1 MB of pages, in the WAL until checkpointed
+                await db.run_write(
+                    lambda conn, n=n: conn.execute(
+                        sa.insert(t.tenant), {"id": f"tn_{n}", "name": big, "created_at": T0}
+                    )
+                )
+            # The checkpoints copied the WAL's pages into the database file.
+            await _wait_for(lambda: Path(path).stat().st_size > size_before + 500_000)
+        finally:
+            await db.dispose()
 
 
 class TestReads:
@@ -271,13 +353,19 @@ class TestCancellation:
 
         def slow_insert(conn: sa.Connection) -> None:
             started.set()
-            if sqlite:  # on the writer thread: wait for the test
+            if sqlite:  # on the writer thread (see below): wait for the test
                 release.wait(DEADLINE_S)
             else:  # on the event loop: must not block it
                 conn.execute(sa.text("SELECT pg_sleep(0.05)"))
             _insert("tn_a")(conn)
 
-        caller = asyncio.ensure_future(db.run_write(slow_insert))
+        if sqlite:
+            # Started on the writer thread (the lock was taken), so the test can cancel the
+            # caller while the op runs; a batch on the event loop runs to its end at once.
+            async with _lock_held(db, sql_url, slow_insert) as caller:
+                pass
+        else:
+            caller = asyncio.ensure_future(db.run_write(slow_insert))
         await _wait_for(started.is_set)
         caller.cancel()
         release.set()
@@ -287,7 +375,7 @@ class TestCancellation:
         assert await _stored_ids(sql_url) == {"tn_a"}
 
     async def test_a_queued_write_is_dropped(self, sqlite_db: Database, sqlite_url: str) -> None:
-        async with _writer_held(sqlite_db):
+        async with _writer_held(sqlite_db, sqlite_url):
             cancelled = asyncio.ensure_future(sqlite_db.run_write(_insert("tn_cancelled")))
             kept = asyncio.ensure_future(sqlite_db.run_write(_insert("tn_kept")))
             await asyncio.sleep(0)
@@ -301,7 +389,7 @@ class TestDispose:
     async def test_queued_writes_are_committed_first(
         self, sqlite_db: Database, sqlite_url: str
     ) -> None:
-        async with _writer_held(sqlite_db):
+        async with _writer_held(sqlite_db, sqlite_url):
             writes = [
                 asyncio.ensure_future(sqlite_db.run_write(_insert(f"tn_{n}"))) for n in range(20)
             ]

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import pydantic_core
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
@@ -30,6 +32,12 @@ from ipaas.kit.batching import LoopBatch
 
 T = TypeVar("T")
 
+_log = structlog.get_logger(__name__)
+
+#: How long a connection waits for another's write lock (a writer in another process, such
+#: as ``ipaas token create``, or a compaction) before failing with "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
 #: Pragmas every SQLite connection gets (WAL, which lets readers run beside the writer, is
 #: set once on the file: ``_use_wal``). ``synchronous=NORMAL`` is durable across process
 #: crashes in WAL mode (only an OS crash can lose the last transactions) and much faster
@@ -37,7 +45,7 @@ T = TypeVar("T")
 #: wait instead of failing at once; SQLite ignores foreign keys unless asked.
 SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=5000",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
     # After a checkpoint the WAL file is cut back to this size instead of staying as large
     # as its largest burst.
@@ -45,8 +53,12 @@ SQLITE_PRAGMAS = (
 )
 
 #: Most write ops one SQLite transaction commits together. Bounds how long the batch's
-#: first caller waits behind the others: ~50-100 us per op, so at most some 25 ms.
+#: first caller waits behind the others, and how long a batch run on the event loop holds
+#: it: ~50-100 us per op, so at most some 25 ms.
 SQLITE_MAX_WRITE_BATCH = 256
+#: Seconds between WAL checkpoints while writes go on. SQLite's automatic checkpoint is off
+#: on the writer's connection: it would run inside a commit, on the event loop.
+SQLITE_CHECKPOINT_INTERVAL_S = 1.0
 #: Read ops one reader thread runs per hand-off.
 SQLITE_MAX_READ_BATCH = 64
 #: Reader threads, each with its own connection. Python holds the GIL for most of a read,
@@ -197,27 +209,34 @@ class Database(ABC):
 
 # -- SQLite -----------------------------------------------------------------------------------
 class SqliteDatabase(Database):
-    """SQLite: one writer thread that commits queued writes in groups; reader threads.
+    """SQLite: queued writes committed in groups, on the event loop; reader threads.
 
     SQLite allows one writer at a time, and a commit costs far more than a small statement,
-    so writes are *group-committed*: ``run_write`` queues the op, and a single writer thread
-    runs every queued op (up to ``SQLITE_MAX_WRITE_BATCH``) in one transaction, each inside
-    a SAVEPOINT so a failing op (a taken email, say) rolls back only itself, then commits
-    once and resolves the callers. Ops queued while a batch runs form the next one: no
-    timer, so a lone write is not delayed.
+    so writes are *group-committed*: ``run_write`` queues the op, and the writer runs every
+    queued op (up to ``SQLITE_MAX_WRITE_BATCH``) in one transaction, each inside a SAVEPOINT
+    so a failing op (a taken email, say) rolls back only itself, then commits once and
+    resolves the callers. Ops queued while a batch runs form the next one: no timer, so a
+    lone write is not delayed.
 
-    The threads use the stdlib driver (pysqlite) synchronously: an op costs one thread
-    hand-off per batch. Through aiosqlite every statement, BEGIN and COMMIT was a hand-off of
-    its own (plus SQLAlchemy's greenlet bridge), which capped the store near 200 executions/s
-    however many callers there were. The public URL keeps ``sqlite+aiosqlite``.
+    A batch runs on the event loop's own thread, synchronously, with the stdlib driver
+    (pysqlite): with WAL and ``synchronous=NORMAL`` a commit only appends to the WAL file
+    (no fsync), so a batch is tens of microseconds per op. On a writer thread of its own,
+    every batch cost a hand-off each way and the thread fought the event loop for the GIL
+    at each statement: executions waited on those hand-offs, and ``make bench`` delivered
+    ~20 % less (docs/benchmarks.md). Through aiosqlite every statement, BEGIN and COMMIT was
+    a hand-off of its own, which capped the store near 200 executions/s. The public URL
+    keeps ``sqlite+aiosqlite``.
 
-    Write transactions are ``BEGIN IMMEDIATE``: the write lock is taken up front, so a writer
-    in another process (the CLI) waits on ``busy_timeout`` instead of failing. Readers have
-    their own connections and threads and run in autocommit; in WAL mode they never wait
-    for the writer.
+    What could make a batch wait stays off the loop. Write transactions are
+    ``BEGIN IMMEDIATE``, tried on the loop without waiting; when another connection holds
+    the write lock (``ipaas`` commands in another process, a compaction), the batch goes to
+    the writer thread instead, which waits on ``busy_timeout`` for it. WAL checkpoints (the
+    fsyncs) run on a thread of their own (``_Checkpointer``). Readers have their own
+    connections and threads and run in autocommit; in WAL mode they never wait for the
+    writer.
     """
 
-    #: One writer thread runs the queued writes in order.
+    #: One writer runs the queued writes in order, one batch at a time.
     writes_in_order = True
 
     def __init__(self, url: sa.URL) -> None:
@@ -229,19 +248,25 @@ class SqliteDatabase(Database):
         sync_url = url.set(drivername="sqlite")  # pysqlite
         # ``isolation_level=None`` turns off pysqlite's own transaction handling, which would
         # otherwise interfere with SAVEPOINTs; ``_run_write_batch`` begins and commits.
-        # NullPool: a lane's connection is closed on the lane's thread (pysqlite refuses any
-        # other), not kept in a pool that ``dispose`` would close from the event loop.
+        # NullPool: a lane's connection is closed on the lane's thread, not kept in a pool
+        # that ``dispose`` would close from the event loop. The writer's connection is used
+        # on the event loop and, while another connection holds the write lock, on the
+        # writer thread: by one batch at a time, so pysqlite's same-thread check is off.
         args = {"connect_args": {"isolation_level": None}, "poolclass": NullPool, **_ENGINE_ARGS}
-        writer = sa.create_engine(sync_url, **args)
+        writer_args = args | {"connect_args": {"isolation_level": None, "check_same_thread": False}}
+        writer = sa.create_engine(sync_url, **writer_args)
         reader = sa.create_engine(sync_url, **args)
         for engine in (writer, reader):
             sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(writer, "connect", _sqlite_writer_on_connect)
         self._engines = (writer, reader)
         self._writes = _Batcher(
             [_Lane(writer, "ipaas-sqlite-writer")],
             _run_write_batch,
             max_batch=SQLITE_MAX_WRITE_BATCH,
+            run_now=_run_write_batch_now,
         )
+        self._checkpoints = _Checkpointer(self._path)
         self._reads = _Batcher(
             [_Lane(reader, f"ipaas-sqlite-reader-{n}") for n in range(SQLITE_READERS)],
             _run_read_batch,
@@ -255,11 +280,13 @@ class SqliteDatabase(Database):
         self, op: Callable[[sa.Connection], T], *, one_statement: bool = False
     ) -> T:
         # A single statement needs no SAVEPOINT: SQLite undoes a failed statement by itself
-        # (its statement journal) and the transaction goes on. Each SAVEPOINT and RELEASE
-        # is a call that lets go of the GIL and waits to take it back.
+        # (its statement journal) and the transaction goes on: two calls into SQLite fewer.
         if one_statement and not isinstance(op, RowInsert):
             op = _SingleStatement(op)
-        return await self._writes.submit(op)
+        try:
+            return await self._writes.submit(op)
+        finally:
+            self._checkpoints.wrote()
 
     async def compact(self) -> None:
         await asyncio.to_thread(_compact_sqlite, self._path)
@@ -294,6 +321,7 @@ class SqliteDatabase(Database):
 
     async def dispose(self) -> None:
         await asyncio.gather(self._writes.close(), self._reads.close())
+        await self._checkpoints.close()
         for engine in self._engines:
             engine.dispose()
 
@@ -303,9 +331,10 @@ SQLITE_VACUUM_PAGES = 20_000
 
 
 def _compact_sqlite(path: str) -> None:
-    """On a connection of its own (the writer thread's batches stay as they are): free pages
-    go back to the file system (``auto_vacuum=INCREMENTAL``, set by ``run_migrations``),
-    then the WAL is checkpointed and truncated. Waits on ``busy_timeout`` for the writer."""
+    """On a connection of its own (the writer's batches wait for its write lock meanwhile, on
+    the writer thread, not on the event loop): free pages go back to the file system
+    (``auto_vacuum=INCREMENTAL``, set by ``run_migrations``), then the WAL is checkpointed
+    and truncated. Waits on ``busy_timeout`` for the writer."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     try:
         # executescript steps the pragma to the end; execute() would free a single page.
@@ -336,6 +365,66 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _sqlite_writer_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    """The writer's connection never waits for a lock unless told to (``_run_write_batch``)
+    and never checkpoints inside a commit (``_Checkpointer`` does): its batches run on the
+    event loop."""
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0").fetchall()
+
+
+class _Checkpointer:
+    """WAL checkpoints on a thread and connection of their own, at most every
+    ``SQLITE_CHECKPOINT_INTERVAL_S`` while writes go on.
+
+    ``PASSIVE``: a checkpoint copies what it can of the WAL into the database file without
+    waiting for the writer or the readers, then syncs the file; the writer restarts the WAL
+    from its beginning once all of it has been copied. Run by a commit (SQLite's automatic
+    checkpoint) it would hold the event loop for the copy and the fsync.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipaas-sqlite-wal")
+        self._conn: sqlite3.Connection | None = None
+        self._next_at = 0.0
+        self._running: Future[None] | None = None
+        self._closed = False
+
+    def wrote(self) -> None:
+        """A write was committed (or failed): start a checkpoint if one is due."""
+        now = time.monotonic()
+        if now < self._next_at or (self._running is not None and not self._running.done()):
+            return
+        if self._closed:
+            return
+        self._next_at = now + SQLITE_CHECKPOINT_INTERVAL_S
+        self._running = self._thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """On the checkpoint thread."""
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self._path, isolation_level=None)
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
+            _log.warning("sqlite_checkpoint_failed", error=repr(exc))
+
+    def _close(self) -> None:
+        """On the checkpoint thread."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    async def close(self) -> None:
+        """Wait for a checkpoint under way, then close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        self._thread.shutdown()
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +458,19 @@ class _TransactionLostError(Exception):
 def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
     """Run ``ops`` in one transaction, each op of several statements in a SAVEPOINT, and
     each run of consecutive ``RowInsert``s of one statement as one executemany; on the
-    writer thread."""
+    writer thread, which waits for another connection's write lock (``busy_timeout``)."""
+    outcomes = _write_batch(conn, ops, wait=True)
+    assert outcomes is not None
+    return outcomes
+
+
+def _run_write_batch_now(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome] | None:
+    """``_run_write_batch`` on the calling thread (the event loop's), without waiting for the
+    write lock: ``None``, and nothing run, when another connection holds it."""
+    return _write_batch(conn, ops, wait=False)
+
+
+def _write_batch(conn: sa.Connection, ops: Sequence[_Op], *, wait: bool) -> list[_Outcome] | None:
     # Transaction statements go to the driver directly: ``Connection.begin_nested()`` costs
     # ~130 us of SQLAlchemy bookkeeping per op, a bare SAVEPOINT ~5 us; and a ``begin``
     # event listener would make SQLAlchemy dispatch events around every statement.
@@ -378,7 +479,8 @@ def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
     assert driver is not None
     outcomes: list[_Outcome] = []
     try:
-        driver.execute("BEGIN IMMEDIATE")
+        if not _begin_immediate(driver, wait=wait):
+            return None
         index = 0
         while index < len(ops):
             run = _insert_run(ops, index)
@@ -400,6 +502,26 @@ def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
         outcomes = [failed] * len(ops)
     _reset(conn)
     return outcomes
+
+
+def _begin_immediate(driver: Any, *, wait: bool) -> bool:
+    """``BEGIN IMMEDIATE``: the write lock, taken up front. ``False`` when another connection
+    holds it and ``wait`` is off; with ``wait``, up to ``SQLITE_BUSY_TIMEOUT_MS`` for it (the
+    writer's connection otherwise never waits: ``_sqlite_writer_on_connect``)."""
+    if not wait:
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        return True
+    driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    finally:
+        driver.execute("PRAGMA busy_timeout=0")
+    return True
 
 
 def _run_op(conn: sa.Connection, driver: Any, op: _Op) -> _Outcome:
@@ -514,15 +636,18 @@ class _Lane:
 
 
 class _Batcher:
-    """Queues ops from the event loop and runs them in batches, one thread hand-off each.
+    """Queues ops from the event loop and runs them in batches, on the loop or on a thread.
 
     A batch starts as soon as a lane is free, one event loop iteration after the current one
     (so the ops that callers woken together submit travel together, and so do the ops of the
     tasks those callers wake in turn: a worker's next claim joins the finish that freed its
-    slot), and takes every queued op up to ``max_batch``. The lane's thread runs it and
-    posts the outcomes back in one ``call_soon_threadsafe``. An op whose caller was
-    cancelled while it was still queued is dropped; once in a batch it runs to the end and
-    its outcome is discarded.
+    slot), and takes every queued op up to ``max_batch``. With ``run_now``, the batch runs
+    at once on the loop's thread, unless ``run_now`` declines it (returns ``None``); else,
+    or then, the lane's thread runs it and posts the outcomes back in one
+    ``call_soon_threadsafe``. Either way the callers hear back in a later loop iteration,
+    and the next batch starts from there. An op whose caller was cancelled while it was
+    still queued is dropped; once in a batch it runs to the end and its outcome is
+    discarded.
     """
 
     def __init__(
@@ -531,10 +656,12 @@ class _Batcher:
         run_batch: Callable[[sa.Connection, Sequence[_Op]], list[_Outcome]],
         *,
         max_batch: int,
+        run_now: Callable[[sa.Connection, Sequence[_Op]], list[_Outcome] | None] | None = None,
     ) -> None:
         self._lanes = lanes
         self._idle = list(lanes)
         self._run_batch = run_batch
+        self._run_now = run_now
         self._max_batch = max_batch
         self._pending: deque[_Job] = deque()
         self._flush_scheduled = False
@@ -577,8 +704,22 @@ class _Batcher:
                     batch.append(job)
             if batch:
                 lane = self._idle.pop()
-                lane.thread.submit(self._run, loop, lane, batch)
+                if not self._ran_now(loop, lane, batch):
+                    lane.thread.submit(self._run, loop, lane, batch)
         self._check_drained()
+
+    def _ran_now(self, loop: asyncio.AbstractEventLoop, lane: _Lane, batch: list[_Job]) -> bool:
+        """Run ``batch`` with ``run_now`` on the loop's thread; ``False`` if it declined."""
+        if self._run_now is None:
+            return False
+        try:
+            outcomes = self._run_now(lane.connection(), [job.op for job in batch])
+        except Exception as exc:  # e.g. the connection cannot be opened
+            outcomes = [_Outcome(ok=False, value=exc)] * len(batch)
+        if outcomes is None:
+            return False
+        loop.call_soon(self._done, loop, lane, batch, outcomes)
+        return True
 
     def _run(self, loop: asyncio.AbstractEventLoop, lane: _Lane, batch: list[_Job]) -> None:
         """On the lane's thread."""
