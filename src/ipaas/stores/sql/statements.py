@@ -27,9 +27,20 @@ CI = t.circuit
 CLOSED = CircuitState.closed.value
 OPEN = CircuitState.open.value
 HALF_OPEN = CircuitState.half_open.value
-QUEUED = ExecutionStatus.queued.value
-RUNNING = ExecutionStatus.running.value
-CANCELLED = ExecutionStatus.cancelled.value
+
+
+def _constant(value: str) -> sa.ColumnElement[str]:
+    """``value`` written into the SQL, not sent as a parameter. asyncpg prepares every
+    statement, and PostgreSQL switches a prepared statement to a generic plan (made without
+    the parameters' values) after a few runs: with the status a parameter, that plan cannot
+    tell how rare ``queued`` and ``running`` are among the history, and reads the whole
+    table where an index holds the few rows (tests/contracts/test_pg_plans.py)."""
+    return sa.literal_column(f"'{value}'", sa.String())
+
+
+QUEUED = _constant(ExecutionStatus.queued.value)
+RUNNING = _constant(ExecutionStatus.running.value)
+CANCELLED = _constant(ExecutionStatus.cancelled.value)
 CANCELLED_BY_USER = "cancelled by user"
 TIMED_OUT = "execution timed out"
 STEP_KEY = ("execution_id", "step_id", "attempt")
@@ -313,12 +324,26 @@ def next_of_tenant(tenant_id: sa.ColumnElement[str], lock_claimable: LockClaimab
     """Claim tenant ``tenant_id``'s oldest due execution, unless another tenant has work
     queued (then the slot is shared out by ``claim_next``). No cap check: it takes the
     place of one of the tenant's executions finishing in the same statement."""
-    other = EX.alias("other")
     others_queued = sa.or_(
-        sa.exists().where(other.c.status == QUEUED, other.c.tenant_id < tenant_id),
-        sa.exists().where(other.c.status == QUEUED, other.c.tenant_id > tenant_id),
+        sa.func.coalesce(_queued_tenant_at(sa.asc) < tenant_id, sa.false()),
+        sa.func.coalesce(_queued_tenant_at(sa.desc) > tenant_id, sa.false()),
     )
     return _claim_oldest_due(tenant_id, 1, lock_claimable, sa.not_(others_queued))
+
+
+def _queued_tenant_at(end: Callable[[Any], sa.UnaryExpression[Any]]) -> sa.ScalarSelect[str]:
+    """The lowest (``sa.asc``) or highest (``sa.desc``) id of a tenant with work queued: one
+    probe at an end of the ``(status, tenant_id, ...)`` index, whatever the statistics say.
+    ``EXISTS (... tenant_id < x)``, written as such, read the whole table in a generic plan
+    when it found no such row (tests/contracts/test_pg_plans.py)."""
+    other = EX.alias("other")
+    return (
+        sa.select(other.c.tenant_id)
+        .where(other.c.status == QUEUED)
+        .order_by(end(other.c.tenant_id))
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 # No ``status`` re-check: the rows were read in the same transaction, by the one writer

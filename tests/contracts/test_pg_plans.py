@@ -1,0 +1,177 @@
+"""PostgreSQL plans of the engine's hot statements, with the statistics of a deployment that has
+run for a while: most rows are history, a backlog is queued.
+
+asyncpg prepares every statement, and PostgreSQL switches a prepared statement to a *generic*
+plan (made without the parameters' values) after a few runs when it looks no dearer. SQLAlchemy
+sends even the statuses as parameters, so a generic plan cannot tell how rare ``queued`` is. Each
+hot statement is captured as the store sends it and run again (rolled back) with
+``plan_cache_mode = force_generic_plan``, its plan reported by ``auto_explain``: none may read
+the whole ``execution`` table, as a finish did once the table was analyzed (two sequential
+scans per finish: ~10 ms at 56,000 rows, and growing with the history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from ipaas.executions.models import ExecutionStatus
+from ipaas.stores.sql import SqlStore
+from tests.contracts.conftest import POSTGRES_ONLY, truncate_all
+from tests.contracts.test_store import TIMEOUT_S, at, make_step, new_account, new_workflow
+
+pytestmark = POSTGRES_ONLY
+
+HISTORY = 20_000
+BACKLOG = 2_000
+RUNNING = 4
+
+
+@pytest.fixture
+async def pg_store(postgres_url: str) -> AsyncIterator[SqlStore]:
+    await truncate_all(postgres_url)
+    store = SqlStore(postgres_url)
+    await store.startup()
+    try:
+        yield store
+    finally:
+        await store.shutdown()
+
+
+async def _seed(url: str, tenants: list[tuple[str, str]]) -> None:
+    """History (succeeded) for every tenant, then the first tenant's backlog (queued) and
+    a few running executions owned by ``w1``; then ``ANALYZE``, as autovacuum would."""
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        insert = """
+            INSERT INTO execution (id, tenant_id, workflow_id, workflow_version, status,
+                trigger, attempt, cancel_requested, created_at, started_at, finished_at,
+                lease_owner, lease_expires_at, deadline_at)
+            SELECT $1 || g, $2, $3, 1, $4, '{}', 1, false,
+                $5::timestamptz + g * interval '1 ms', $6::timestamptz, $7::timestamptz,
+                $8, $9::timestamptz, $10::timestamptz
+            FROM generate_series(1, $11::int) g
+        """
+        t0 = at(0)
+        for n, (tenant_id, workflow_id) in enumerate(tenants):
+            await conn.execute(
+                insert, f"ex_h{n}_", tenant_id, workflow_id, "succeeded", t0, t0, t0,
+                None, None, None, HISTORY // len(tenants),
+            )  # fmt: skip
+        tenant_id, workflow_id = tenants[0]
+        await conn.execute(
+            insert, "ex_q_", tenant_id, workflow_id, "queued", at(10), None, None, None, None,
+            None, BACKLOG,
+        )  # fmt: skip
+        await conn.execute(
+            insert, "ex_r_", tenant_id, workflow_id, "running", at(5), at(5), None, "w1",
+            at(60), at(5) + timedelta(seconds=TIMEOUT_S), RUNNING,
+        )  # fmt: skip
+        await conn.execute("ANALYZE execution")
+    finally:
+        await conn.close()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _generic_plans(url: str, statements: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Each statement run again in a transaction that is rolled back, with a generic plan;
+    the plans ``auto_explain`` reported (nested ones too: the claim lock's SQL function)."""
+    notices: list[str] = []
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    conn.add_log_listener(lambda _conn, message: notices.append(message.message))
+    try:
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_format = 'json'",
+            "SET auto_explain.log_level = 'notice'",
+            "SET auto_explain.log_nested_statements = on",
+            "SET client_min_messages = notice",
+            "SET plan_cache_mode = force_generic_plan",
+        ):
+            await conn.execute(setting)
+        for sql, params in statements:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.fetch(sql, *params)
+            finally:
+                await transaction.rollback()
+        for _ in range(10):  # notices are dispatched by the event loop
+            await asyncio.sleep(0)
+    finally:
+        await conn.close()
+    return [json.loads(n.split("plan:", 1)[1]) for n in notices if "plan:" in n]
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _full_scans(report: dict[str, Any]) -> list[str]:
+    return [
+        f"{node['Node Type']} on execution in: {report['Query Text'][:120]}"
+        for node in _nodes(report["Plan"])
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "execution"
+    ]
+
+
+async def test_hot_statements_never_read_the_whole_execution_table(
+    pg_store: SqlStore, postgres_url: str
+) -> None:
+    a = await new_account(pg_store)
+    b = await new_account(pg_store)
+    wf_a = await new_workflow(pg_store, a.id)
+    wf_b = await new_workflow(pg_store, b.id)
+    await _seed(postgres_url, [(a.id, wf_a.id), (b.id, wf_b.id)])
+
+    captured: list[tuple[str, Any]] = []
+
+    def capture(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
+    ) -> None:
+        if not many:
+            captured.append((statement, tuple(parameters or ())))
+
+    engine = pg_store._db._engine.sync_engine  # type: ignore[attr-defined]
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        kwargs: dict[str, Any] = {"owner": "w1", "lease_until": at(60), "timeout_s": TIMEOUT_S}
+        claimed = await pg_store.claim_execution("ex_q_1", now=at(20), tenant_cap=None, **kwargs)
+        assert claimed is not None
+        assert await pg_store.claim_next(now=at(20), limit=3, tenant_cap=None, **kwargs)
+        running = await pg_store.get_execution(a.id, "ex_r_1")
+        assert running is not None
+        finished, nxt = await pg_store.finish_and_claim_next(
+            "ex_r_1", status=ExecutionStatus.succeeded, error=None, finished_at=at(21),
+            step=make_step(running), **kwargs,
+        )  # fmt: skip
+        assert finished
+        assert nxt is not None
+        assert await pg_store.finish_execution(
+            "ex_r_2", owner="w1", status=ExecutionStatus.failed, error="x", finished_at=at(21)
+        )
+        assert await pg_store.renew_leases(["ex_r_3"], owner="w1", lease_until=at(90))
+        await pg_store.cancel_requested(["ex_r_3"])
+        await pg_store.reap(now=at(30))
+        await pg_store.queue_stats(now=at(30))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+
+    hot = [(sql, params) for sql, params in captured if "execution" in sql]
+    assert len(hot) >= 8
+    reports = await _generic_plans(postgres_url, hot)
+    assert len(reports) >= len(hot)  # every statement's plan was seen
+    assert [scan for report in reports for scan in _full_scans(report)] == []
