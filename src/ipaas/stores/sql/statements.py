@@ -261,20 +261,10 @@ _queued_tenant = _queued_tenant.union_all(
 QUEUED_TENANTS = sa.select(_queued_tenant.c.tenant_id).where(
     _queued_tenant.c.tenant_id.is_not(None)
 )
-#: Each tenant's cap override and running count, in one round trip (SQLite, where the one
-#: writer makes the count exact; PostgreSQL counts under a lock: ``claim_of_tenant``).
-TENANT_ROOM = sa.select(TENANT.c.id, TENANT.c.max_concurrency, _running_of(TENANT.c.id)).where(
-    TENANT.c.id.in_(_ids())
-)
-DUE_OF_TENANT = (
-    sa.select(EX.c.id, EX.c.tenant_id, EX.c.created_at)
-    .where(EX.c.tenant_id == p("p_tenant_id"), IS_DUE)
-    .order_by(EX.c.created_at, EX.c.id)
-    .limit(_limit())
-)
-#: Where claims overlap (PostgreSQL): the tenants with queued work, each with its cap
-#: override, its running count (read without the claim lock: a first guess for sharing the
-#: slots, which ``claim_of_tenant`` then checks under the lock) and its oldest due
+#: The tenants with queued work, each with its cap override, its running count (on
+#: PostgreSQL read without the claim lock: a first guess for sharing the slots, which
+#: ``claim_of_tenant`` then checks under the lock; on SQLite exact, in the claim's
+#: transaction) and its oldest due
 #: execution's ``created_at`` (the share's tie-break; NULL: only waiting retries).
 _QUEUED = QUEUED_TENANTS.subquery("queued")
 TENANTS_TO_SHARE = sa.select(
@@ -320,6 +310,11 @@ def claim_of_tenant(running: sa.ColumnElement[int], lock_claimable: LockClaimabl
     return _claim_oldest_due(tenant_id, room, lock_claimable)
 
 
+#: Where one writer runs every claim (SQLite): claim ``p_limit`` of tenant ``p_tenant_id``'s
+#: oldest due executions, the room counted in the same transaction.
+CLAIM_DUE_OF_TENANT = _claim_oldest_due(p("p_tenant_id"), _limit(), lambda query: query)
+
+
 def next_of_tenant(tenant_id: sa.ColumnElement[str], lock_claimable: LockClaimable) -> sa.Update:
     """Claim tenant ``tenant_id``'s oldest due execution, unless another tenant has work
     queued (then the slot is shared out by ``claim_next``). No cap check: it takes the
@@ -345,11 +340,6 @@ def _queued_tenant_at(end: Callable[[Any], sa.UnaryExpression[Any]]) -> sa.Scala
         .scalar_subquery()
     )
 
-
-# No ``status`` re-check: the rows were read in the same transaction, by the one writer
-# (SQLite's fair claim). With one, SQLite's planner walks the ``status`` index (every queued row)
-# instead of the primary key.
-CLAIM_IDS = sa.update(EX).where(EX.c.id.in_(_ids())).values(CLAIM).returning(*EX.c)
 
 # Three aggregates on the (status, created_at, id) index in one round trip.
 QUEUE_STATS = sa.select(

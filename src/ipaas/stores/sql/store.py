@@ -510,16 +510,7 @@ class SqlStore:
         rows: list[Any] = await self._db.run_read(
             _all(q.TENANTS_TO_SHARE, {"p_now": params["p_now"]})
         )
-        running = {tenant_id: int(count) for tenant_id, _, count, _ in rows}
-        heads: dict[str, list[_Slot]] = {}
-        for tenant_id, override, count, oldest in rows:
-            cap = fairness.cap_of(override, tenant_cap)
-            room = fairness.room(int(count), cap, limit)
-            if oldest is not None and room > 0:
-                heads[tenant_id] = [_Slot(tenant_id, tenant_id, oldest)] * room
-        shares: dict[str, int] = {}
-        for slot in fairness.share(heads, running, limit):
-            shares[slot.tenant_id] = shares.get(slot.tenant_id, 0) + 1
+        shares = _shares(rows, limit=limit, tenant_cap=tenant_cap)
 
         def claim(tenant_id: str, n: int) -> Callable[[sa.Connection], list[Mapping[Any, Any]]]:
             values = params | {"p_tenant_id": tenant_id, "p_limit": n, "p_cap": tenant_cap}
@@ -546,30 +537,19 @@ class SqlStore:
     async def _claim_in_one_transaction(
         self, params: dict[str, Any], timeout_s: float, *, limit: int, tenant_cap: int | None
     ) -> list[Execution]:
-        """``claim_next`` where one writer runs every claim (SQLite): the tenants, their
-        counts, their due rows and the claim in one transaction."""
-        now = params["p_now"]
+        """``claim_next`` where one writer runs every claim (SQLite): as ``_claim_per_tenant``,
+        the read and each tenant's claim in one transaction, where the counts cannot go
+        stale: with one tenant queued, two statements."""
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
-            tenants = list(conn.execute(q.QUEUED_TENANTS).scalars())
-            if not tenants:
-                return []
-            room = conn.execute(q.TENANT_ROOM, {"p_ids": tenants}).all()
-            running = {tenant_id: int(count) for tenant_id, _, count in room if count}
-            caps = {tenant_id: cap for tenant_id, cap, _ in room}
-            due = _due_per_tenant(
-                conn,
-                running,
-                caps,
-                tenants,
-                limit=limit,
-                default_cap=tenant_cap,
-                now=now,
-            )
-            chosen = [row.id for row in fairness.share(due, running, limit)]
-            if not chosen:
-                return []
-            rows = conn.execute(q.CLAIM_IDS, params | {"p_ids": chosen}).all()
+            tenants = conn.execute(q.TENANTS_TO_SHARE, {"p_now": params["p_now"]}).all()
+            rows = [
+                row
+                for tenant_id, n in _shares(tenants, limit=limit, tenant_cap=tenant_cap).items()
+                for row in conn.execute(
+                    q.CLAIM_DUE_OF_TENANT, params | {"p_tenant_id": tenant_id, "p_limit": n}
+                ).all()
+            ]
             return _fill_deadlines(conn, rows, timeout_s)
 
         return [_execution(row) for row in await self._db.run_write(op)]
@@ -808,33 +788,21 @@ def _claim_params(
     }
 
 
-def _due_per_tenant(
-    conn: sa.Connection,
-    running: Mapping[str, int],
-    caps: Mapping[str, int | None],
-    tenants: list[str],
-    *,
-    now: datetime,
-    limit: int,
-    default_cap: int | None,
-) -> dict[str, list[sa.Row[str, str, datetime]]]:
-    """Each tenant's oldest due executions, as many as its cap leaves room for (at most
-    ``limit``): one short index range per tenant. The tenants with the fewest running are
-    read first, and reading stops at ``limit`` tenants with work, so a claim costs at most
-    ``limit`` such reads however many tenants wait (the rest have at least as many running
-    and come first in a later claim once these have caught up)."""
-    due: dict[str, list[sa.Row[str, str, datetime]]] = {}
-    for tenant_id in sorted(tenants, key=lambda tenant_id: (running.get(tenant_id, 0), tenant_id)):
-        cap = fairness.cap_of(caps.get(tenant_id), default_cap)
-        room = fairness.room(running.get(tenant_id, 0), cap, limit)
-        if room == 0:
-            continue
-        params = {"p_tenant_id": tenant_id, "p_now": now, "p_limit": room}
-        if rows := list(conn.execute(q.DUE_OF_TENANT, params).all()):
-            due[tenant_id] = rows
-            if len(due) >= limit:
-                break
-    return due
+def _shares(rows: Sequence[Any], *, limit: int, tenant_cap: int | None) -> dict[str, int]:
+    """How many of ``limit`` slots each tenant gets, from ``TENANTS_TO_SHARE``'s rows (tenant,
+    cap override, running count, oldest due): ``fairness.share`` over the tenants with room
+    under their cap and due work, the fewest running first, ties to the older head."""
+    running = {tenant_id: int(count) for tenant_id, _, count, _ in rows}
+    heads: dict[str, list[_Slot]] = {}
+    for tenant_id, override, count, oldest in rows:
+        cap = fairness.cap_of(override, tenant_cap)
+        room = fairness.room(int(count), cap, limit)
+        if oldest is not None and room > 0:
+            heads[tenant_id] = [_Slot(tenant_id, tenant_id, oldest)] * room
+    shares: dict[str, int] = {}
+    for slot in fairness.share(heads, running, limit):
+        shares[slot.tenant_id] = shares.get(slot.tenant_id, 0) + 1
+    return shares
 
 
 def _fill_deadlines(
