@@ -328,6 +328,90 @@ class TestSqliteWriter:
             await db.dispose()
 
 
+class TestSqliteDriverStatements:
+    """SQLite runs the write statements without results on the driver itself
+    (``engine.rowcount``): what it stores must be exactly what SQLAlchemy stores, or reads
+    and comparisons (a datetime written in another format) would go wrong."""
+
+    async def test_rows_are_stored_as_through_sqlalchemy(
+        self, sqlite_db: Database, sqlite_url: str
+    ) -> None:
+        from datetime import timedelta, timezone
+
+        from ipaas.stores.sql import statements as q
+
+        berlin = timezone(timedelta(hours=2))
+        whole = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)  # no microseconds
+        odd = datetime(2026, 3, 1, 14, 0, 1, 250, tzinfo=berlin)  # not UTC
+        upsert = cast(SqliteDatabase, sqlite_db).upsert(
+            t.step_run, ("execution_id", "step_id", "attempt")
+        )
+
+        def execution(ex_id: str) -> dict[str, Any]:
+            return {
+                "id": ex_id, "tenant_id": "tn_a", "workflow_id": "wf", "workflow_version": 1,
+                "status": "running", "trigger": {"body": {"n": 1, "t": [1.5, None]}},
+                "attempt": 1, "lease_owner": "w1", "lease_expires_at": odd,
+                "cancel_requested": False, "created_at": whole, "started_at": odd,
+                "deadline_at": None, "dedup_key": None, "next_attempt_at": None,
+            }  # fmt: skip
+
+        def step(ex_id: str) -> dict[str, Any]:
+            return {
+                "execution_id": ex_id, "step_id": "notify", "attempt": 1, "tenant_id": "tn_a",
+                "position": 0, "type": "slack_message", "status": "succeeded",
+                "input": {"text": "héllo", "n": [1, 2]}, "output": {"ok": True}, "error": None,
+                "error_code": None, "status_code": 200, "next_attempt_at": None,
+                "started_at": whole, "finished_at": odd,
+            }  # fmt: skip
+
+        def finish(ex_id: str) -> dict[str, Any]:
+            return {
+                "p_id": ex_id, "p_owner": "w1", "p_status": "failed", "p_error": "boom",
+                "p_finished_at": odd,
+            }  # fmt: skip
+
+        writes = [
+            (sa.insert(t.execution), execution),
+            (upsert, step),
+            (q.FINISH, finish),
+        ]
+
+        def op(conn: sa.Connection) -> None:
+            _insert("tn_a")(conn)
+            for stmt, values in writes:
+                conn.execute(stmt, values("ex_sa"))
+                params = values("ex_driver")
+                assert engine._DriverStatement.of(conn.dialect, stmt, tuple(params)) is not None
+                assert engine.rowcount(conn, stmt, params) == 1
+
+        await sqlite_db.run_write(op)
+        path = sa.make_url(sqlite_url).database
+        assert path is not None
+        with sqlite3.connect(path) as check:
+            for table, key in (("execution", "id"), ("step_run", "execution_id")):
+                rows = {
+                    row[0]: row[1:]
+                    for row in check.execute(
+                        f"SELECT {key}, * FROM {table} WHERE {key} IN ('ex_sa', 'ex_driver')"  # noqa: S608
+                    )
+                }
+                assert set(rows) == {"ex_sa", "ex_driver"}
+                as_sa, as_driver = rows["ex_sa"], rows["ex_driver"]
+                assert [v for v in as_driver if v != "ex_driver"] == [
+                    v for v in as_sa if v != "ex_sa"
+                ]
+
+    async def test_driver_errors_are_sqlalchemys(self, sqlite_db: Database) -> None:
+        def op(conn: sa.Connection) -> None:
+            _insert("tn_a")(conn)
+            values = {"id": "tn_a", "name": "x", "created_at": T0}
+            engine.rowcount(conn, sa.insert(t.tenant), values)
+
+        with pytest.raises(sa.exc.IntegrityError):
+            await sqlite_db.run_write(op)
+
+
 class TestReads:
     async def test_a_failing_read_fails_alone(self, db: Database) -> None:
         def bad(conn: sa.Connection) -> None:

@@ -32,7 +32,7 @@ from ipaas.stores.base import (
 )
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
-from ipaas.stores.sql.engine import Database, PoolSize, RowInsert, create_database
+from ipaas.stores.sql.engine import Database, PoolSize, RowInsert, create_database, rowcount
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition
 
@@ -55,7 +55,7 @@ def _all(stmt: sa.Executable, params: Mapping[str, Any]) -> Callable[[sa.Connect
 
 def _rowcount(stmt: sa.Executable, params: Mapping[str, Any]) -> Callable[[sa.Connection], int]:
     """The number of rows a write statement matched."""
-    return lambda conn: conn.execute(stmt, params).rowcount
+    return lambda conn: rowcount(conn, stmt, params)
 
 
 class SqlStore:
