@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
+from weakref import WeakKeyDictionary
 
 import pydantic_core
 import sqlalchemy as sa
@@ -483,18 +484,24 @@ class _DriverStatement:
     names: tuple[str, ...]
     processors: Mapping[str, Callable[[Any], Any]]
 
-    #: (id(statement), parameter names) -> the statement, or None: through SQLAlchemy.
-    _cache: ClassVar[dict[tuple[int, tuple[str, ...]], _DriverStatement | None]] = {}
+    #: Per dialect (its JSON serializer is the engine's): (id(statement), parameter names)
+    #: -> the statement, or None: through SQLAlchemy.
+    _cache: ClassVar[
+        WeakKeyDictionary[sa.Dialect, dict[tuple[int, tuple[str, ...]], _DriverStatement | None]]
+    ] = WeakKeyDictionary()
 
     @classmethod
     def of(
         cls, dialect: sa.Dialect, stmt: sa.Executable, keys: tuple[str, ...]
     ) -> _DriverStatement | None:
         key = (id(stmt), keys)
+        cache = cls._cache.get(dialect)
+        if cache is None:
+            cache = cls._cache[dialect] = {}
         try:
-            found = cls._cache[key]
+            found = cache[key]
         except KeyError:
-            found = cls._cache[key] = cls._compile(dialect, stmt, keys)
+            found = cache[key] = cls._compile(dialect, stmt, keys)
         return found if found is None or found.stmt is stmt else None
 
     @classmethod
