@@ -398,9 +398,9 @@ class _Checkpointer:
     def wrote(self) -> None:
         """A write was committed (or failed): start a checkpoint if one is due."""
         now = time.monotonic()
-        if now < self._next_at or (self._running is not None and not self._running.done()):
+        if self._closed or now < self._next_at:
             return
-        if self._closed:
+        if self._running is not None and not self._running.done():
             return
         self._next_at = now + SQLITE_CHECKPOINT_INTERVAL_S
         self._running = self._thread.submit(self._checkpoint)
@@ -539,28 +539,23 @@ class _DriverStatement:
         ]
 
     def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> int:
-        args = self.args(params)
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        try:
-            count: int = driver.execute(self.sql, args).rowcount
-        except sqlite3.Error as exc:
-            raise _wrapped(self.sql, args, exc, conn.dialect) from exc
+        count: int = self._on_driver(conn, "execute", self.args(params)).rowcount
         return count
 
     def run_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        args = [self.args(row) for row in rows]
+        self._on_driver(conn, "executemany", [self.args(row) for row in rows])
+
+    def _on_driver(self, conn: sa.Connection, method: str, args: Any) -> sqlite3.Cursor:
+        """``execute`` or ``executemany`` on the driver; its errors as SQLAlchemy raises them."""
         driver = conn.connection.driver_connection
         assert driver is not None
         try:
-            driver.executemany(self.sql, args)
+            cursor: sqlite3.Cursor = getattr(driver, method)(self.sql, args)
         except sqlite3.Error as exc:
-            raise _wrapped(self.sql, args, exc, conn.dialect) from exc
-
-
-def _wrapped(sql: str, args: Any, exc: sqlite3.Error, dialect: sa.Dialect) -> BaseException:
-    """``exc`` as SQLAlchemy raises it from ``Connection.execute``."""
-    return sa.exc.DBAPIError.instance(sql, args, exc, sqlite3.Error, dialect=dialect)
+            raise sa.exc.DBAPIError.instance(
+                self.sql, args, exc, sqlite3.Error, dialect=conn.dialect
+            ) from exc
+        return cursor
 
 
 class _TransactionLostError(Exception):
