@@ -310,9 +310,10 @@ def claim_of_tenant(running: sa.ColumnElement[int], lock_claimable: LockClaimabl
     return _claim_oldest_due(tenant_id, room, lock_claimable)
 
 
-#: Where one writer runs every claim (SQLite): claim ``p_limit`` of tenant ``p_tenant_id``'s
-#: oldest due executions, the room counted in the same transaction.
-CLAIM_DUE_OF_TENANT = _claim_oldest_due(p("p_tenant_id"), _limit(), lambda query: query)
+def claim_due_of_tenant(lock_claimable: LockClaimable) -> sa.Update:
+    """Where one writer runs every claim (SQLite): claim ``p_limit`` of tenant
+    ``p_tenant_id``'s oldest due executions, the room counted in the same transaction."""
+    return _claim_oldest_due(p("p_tenant_id"), _limit(), lock_claimable)
 
 
 def next_of_tenant(tenant_id: sa.ColumnElement[str], lock_claimable: LockClaimable) -> sa.Update:

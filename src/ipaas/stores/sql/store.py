@@ -107,6 +107,7 @@ class SqlStore:
         self._claim_of_tenant = (
             None if locked_count is None else q.claim_of_tenant(locked_count, db.lock_claimable)
         )
+        self._claim_due_of_tenant = q.claim_due_of_tenant(db.lock_claimable)
         self._reap = (
             q.reap_timed_out(db.lock_claimable),
             q.reap_cancelled(db.lock_claimable),
@@ -547,7 +548,7 @@ class SqlStore:
                 row
                 for tenant_id, n in _shares(tenants, limit=limit, tenant_cap=tenant_cap).items()
                 for row in conn.execute(
-                    q.CLAIM_DUE_OF_TENANT, params | {"p_tenant_id": tenant_id, "p_limit": n}
+                    self._claim_due_of_tenant, params | {"p_tenant_id": tenant_id, "p_limit": n}
                 ).all()
             ]
             return _fill_deadlines(conn, rows, timeout_s)
