@@ -477,7 +477,7 @@ class _DriverStatement:
     SQLAlchemy (``of`` gives ``None``).
     """
 
-    #: Keeps the statement alive: the cache is keyed by its ``id``.
+    #: Keeps the statement alive, so no other statement takes its ``id`` (the cache key).
     stmt: sa.Executable
     compiled: SQLCompiler
     sql: str
@@ -499,10 +499,10 @@ class _DriverStatement:
         if cache is None:
             cache = cls._cache[dialect] = {}
         try:
-            found = cache[key]
+            return cache[key]
         except KeyError:
             found = cache[key] = cls._compile(dialect, stmt, keys)
-        return found if found is None or found.stmt is stmt else None
+            return found
 
     @classmethod
     def _compile(
