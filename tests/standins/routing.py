@@ -62,6 +62,13 @@ def recorded(
     """A route whose every request is recorded and may be forced to fail."""
 
     async def endpoint(request: Request) -> Response:
+        ticket = state.begin()
+        try:
+            return await answer(request)
+        finally:
+            state.end(ticket)
+
+    async def answer(request: Request) -> Response:
         received_at, received_monotonic = time.time(), time.monotonic()
         body = await request.body()
         status = _knob(request, STATUS_KNOB)

@@ -51,6 +51,9 @@ class StandinState:
         self._delivered: dict[str, Counter[str]] = {}
         self._faults: list[Fault] = []
         self._slow_calls: dict[str, dict[str, Any]] = {}
+        #: Requests being handled (not yet answered): ticket -> monotonic start.
+        self._in_flight: dict[int, float] = {}
+        self._tickets = 0
         #: Set when the server stops, so slow handlers finish instead of holding it open.
         self.closing = threading.Event()
 
@@ -86,6 +89,18 @@ class StandinState:
             self._by_kind[kind] += 1
             self._by_status[status] += 1
 
+    def begin(self) -> int:
+        """A request arrived; ``end(ticket)`` when it is answered. ``stats()`` reports how many
+        are being handled and how long ago the youngest arrived."""
+        with self._lock:
+            self._tickets += 1
+            self._in_flight[self._tickets] = time.monotonic()
+            return self._tickets
+
+    def end(self, ticket: int) -> None:
+        with self._lock:
+            self._in_flight.pop(ticket, None)
+
     def deliver(self, service: str, text: str) -> None:
         """Count one message the stand-in accepted, keyed by its text to spot duplicates."""
         with self._lock:
@@ -111,6 +126,11 @@ class StandinState:
                 "by_status": {str(k): v for k, v in sorted(self._by_status.items())},
                 "messages": 0,
                 "duplicate_texts": 0,
+                "in_flight": len(self._in_flight),
+                # Seconds since the youngest unanswered request arrived (None: none).
+                "in_flight_youngest_s": (
+                    time.monotonic() - max(self._in_flight.values()) if self._in_flight else None
+                ),
             }
             for service in ("slack", "discord"):
                 texts = self._delivered.get(service, Counter())

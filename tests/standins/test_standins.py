@@ -41,6 +41,24 @@ async def test_fault_counts_down(clean_standin: StandinServer) -> None:
         assert (await client.get("/_standin/faults")).json() == []
 
 
+async def test_stats_count_requests_in_flight(clean_standin: StandinServer) -> None:
+    """A delayed request is in flight from its arrival until it is answered; the durability
+    test times its SIGKILL by this."""
+    async with httpx.AsyncClient(base_url=clean_standin.url) as client:
+        idle = (await client.get("/_standin/stats")).json()
+        assert (idle["in_flight"], idle["in_flight_youngest_s"]) == (0, None)
+        fault = {"path_prefix": "/services/", "delay_s": 0.5, "count": 1}
+        assert (await client.post("/_standin/faults", json=fault)).status_code == 201
+        call = asyncio.create_task(client.post("/services/T/B/X", json={"text": "held"}))
+        await clean_standin.wait_until(lambda: clean_standin.state.stats()["in_flight"] == 1)
+        held = (await client.get("/_standin/stats")).json()
+        assert held["slack_messages"] == 0
+        assert 0 <= held["in_flight_youngest_s"] < 0.5
+        assert (await call).text == "ok"
+        done = (await client.get("/_standin/stats")).json()
+        assert (done["in_flight"], done["slack_messages"]) == (0, 1)
+
+
 async def test_slow_records_client_disconnect(clean_standin: StandinServer) -> None:
     async with httpx.AsyncClient() as client:
         call = asyncio.create_task(client.get(f"{clean_standin.url}/slow?seconds=30&id=cancel-me"))
