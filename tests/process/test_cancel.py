@@ -32,6 +32,43 @@ def _slow_workflow(api: Api, standin: Standin, call_id: str, seconds: int = 30) 
     )
 
 
+def assert_cancel_stops_the_call(
+    api: Api, standin: Standin, execution_id: str, call_id: str, *, where: str
+) -> None:
+    """Cancel the running ``execution_id`` through the API: the stand-in sees its slow call
+    ``call_id`` disconnected within ``CANCEL_BUDGET_S`` of the request (printed), and the
+    execution ends ``cancelled``."""
+    # CLOCK_MONOTONIC is system-wide on Linux: comparable with the stand-in's record.
+    sent = time.monotonic()
+    response = api.post(f"/api/executions/{execution_id}/cancel")
+    answered = time.monotonic()
+    assert response.status_code == 200, response.text
+
+    call = wait_for(
+        lambda: standin.slow_call(call_id),
+        until=lambda c: c is not None and c["outcome"] != "running",
+        timeout_s=15,
+        what="stand-in sees the call end",
+    )
+    assert call is not None
+    assert call["outcome"] == "disconnected", call
+    latency = call["disconnected_monotonic"] - sent
+    print(
+        f"cancel ({where}): request->remote disconnect {latency * 1000:.1f} ms "
+        f"(cancel answered after {(answered - sent) * 1000:.1f} ms)"
+    )
+    assert 0 <= latency < CANCEL_BUDGET_S
+
+    execution = wait_for(
+        lambda: api.execution(execution_id),
+        until=lambda e: e["status"] in TERMINAL,
+        timeout_s=10,
+        what="execution terminal",
+    )
+    assert execution["status"] == "cancelled", execution
+    assert execution["finished_at"] is not None
+
+
 def test_cancel_closes_the_in_flight_call_within_100_ms(
     make_server: Callable[..., ServerProcess],
     api_for: Callable[[ServerProcess], Api],
@@ -46,35 +83,7 @@ def test_cancel_closes_the_in_flight_call_within_100_ms(
     )
     assert api.execution(execution_id)["status"] == "running"
 
-    # CLOCK_MONOTONIC is system-wide on Linux: comparable with the stand-in's record.
-    sent = time.monotonic()
-    response = api.post(f"/api/executions/{execution_id}/cancel")
-    answered = time.monotonic()
-    assert response.status_code == 200, response.text
-
-    call = wait_for(
-        lambda: standin.slow_call("cancel-me"),
-        until=lambda c: c is not None and c["outcome"] != "running",
-        timeout_s=10,
-        what="stand-in sees the call end",
-    )
-    assert call is not None
-    assert call["outcome"] == "disconnected", call
-    latency = call["disconnected_monotonic"] - sent
-    print(
-        f"cancel: request->remote disconnect {latency * 1000:.1f} ms "
-        f"(cancel answered after {(answered - sent) * 1000:.1f} ms)"
-    )
-    assert 0 <= latency < CANCEL_BUDGET_S
-
-    execution = wait_for(
-        lambda: api.execution(execution_id),
-        until=lambda e: e["status"] in TERMINAL,
-        timeout_s=10,
-        what="execution terminal",
-    )
-    assert execution["status"] == "cancelled", execution
-    assert execution["finished_at"] is not None
+    assert_cancel_stops_the_call(api, standin, execution_id, "cancel-me", where="embedded")
     server.assert_no_errors()
 
 
