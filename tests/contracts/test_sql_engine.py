@@ -402,6 +402,74 @@ class TestSqliteDriverStatements:
                     v for v in as_sa if v != "ex_sa"
                 ]
 
+    async def test_rows_read_as_through_sqlalchemy(self, sqlite_db: Database) -> None:
+        """``engine.tuples`` and ``engine.mappings`` on the driver give the values SQLAlchemy
+        gives: datetimes (with and without microseconds) back in UTC, JSON decoded, counts,
+        constants, an UPDATE ... RETURNING and a SELECT of aggregates."""
+        from ipaas.stores.sql import statements as q
+
+        def execution(ex_id: str, created_at: datetime) -> dict[str, Any]:
+            return {
+                "id": ex_id, "tenant_id": "tn_a", "workflow_id": "wf", "workflow_version": 1,
+                "status": "queued", "trigger": {"body": {"n": 1, "t": [1.5, None], "s": "é"}},
+                "attempt": 0, "cancel_requested": False, "created_at": created_at,
+            }  # fmt: skip
+
+        claim = q.claim_due_of_tenant(sqlite_db.lock_claimable)
+        now = datetime(2026, 3, 1, 12, 0, 0, 250, tzinfo=UTC)
+        params = {
+            "p_owner": "w1", "p_now": now, "p_lease_until": now, "p_deadline": now,
+            "p_tenant_id": "tn_a", "p_limit": 1,
+        }  # fmt: skip
+        one = sa.select(t.execution).where(t.execution.c.id == sa.bindparam("p_id"))
+
+        def op(conn: sa.Connection) -> dict[str, Any]:
+            _insert("tn_a")(conn)
+            conn.execute(
+                sa.insert(t.execution),
+                [execution("ex_1", T0), execution("ex_2", T0.replace(microsecond=7))],
+            )
+            for stmt, values in ((q.TENANTS_TO_SHARE, {"p_now": now}), (claim, params)):
+                prepared = engine._DriverStatement.of(conn.dialect, stmt, tuple(values))
+                assert prepared is not None
+                assert prepared.keys is not None
+            return {
+                "shares": (
+                    engine.tuples(conn, q.TENANTS_TO_SHARE, {"p_now": now}),
+                    [tuple(r) for r in conn.execute(q.TENANTS_TO_SHARE, {"p_now": now})],
+                ),
+                # The two claims take ex_1, then ex_2: compared without their ids.
+                "claims": (
+                    engine.mappings(conn, claim, params),
+                    list(conn.execute(claim, params).mappings()),
+                ),
+                "reads": (
+                    engine.mappings(conn, one, {"p_id": "ex_1"}),
+                    list(conn.execute(one, {"p_id": "ex_1"}).mappings()),
+                ),
+            }
+
+        read = await sqlite_db.run_write(op)
+        on_driver, through_sa = read["shares"]
+        assert on_driver == through_sa
+        assert on_driver == [("tn_a", None, 0, T0)]
+        assert isinstance(on_driver[0][3], datetime)
+        assert on_driver[0][3].tzinfo is not None
+
+        (driver_claim,), (sa_claim,) = read["claims"]
+        assert dict(driver_claim)["id"] == "ex_1"
+        assert dict(sa_claim)["id"] == "ex_2"
+        assert list(driver_claim) == list(sa_claim)
+        differ = {k for k in driver_claim if driver_claim[k] != sa_claim[k]}
+        assert differ == {"id", "created_at"}, differ
+        assert driver_claim["status"] == "running"
+        assert driver_claim["lease_expires_at"] == now
+        assert driver_claim["trigger"] == {"body": {"n": 1, "t": [1.5, None], "s": "é"}}
+
+        (driver_row,), (sa_row,) = read["reads"]
+        assert dict(driver_row) == dict(sa_row)
+        assert [type(v) for v in driver_row.values()] == [type(v) for v in sa_row.values()]
+
     async def test_driver_errors_are_sqlalchemys(self, sqlite_db: Database) -> None:
         def op(conn: sa.Connection) -> None:
             _insert("tn_a")(conn)

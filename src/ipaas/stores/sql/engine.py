@@ -457,24 +457,50 @@ def rowcount(conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]
     straight on the driver where it can (``_DriverStatement``), else through SQLAlchemy."""
     if conn.dialect.name == "sqlite":
         prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
-        if prepared is not None:
+        if prepared is not None and prepared.keys is None:
             return prepared.run(conn, params)
     count: int = conn.execute(stmt, params).rowcount
     return count
 
 
+def tuples(
+    conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]
+) -> Sequence[tuple[Any, ...]]:
+    """Every row of a statement with results (a SELECT, or a write with RETURNING), as tuples
+    of its columns' values. On SQLite straight on the driver where it can
+    (``_DriverStatement``), else through SQLAlchemy; the values are the same either way."""
+    if conn.dialect.name == "sqlite":
+        prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
+        if prepared is not None and prepared.keys is not None:
+            return prepared.rows(conn, params)
+    return [tuple(row) for row in conn.execute(stmt, params)]
+
+
+def mappings(
+    conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]
+) -> list[Mapping[Any, Any]]:
+    """``tuples``, each row as a mapping of column key to value."""
+    if conn.dialect.name == "sqlite":
+        prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
+        if prepared is not None and prepared.keys is not None:
+            keys = prepared.keys
+            return [dict(zip(keys, row, strict=True)) for row in prepared.rows(conn, params)]
+    return list(conn.execute(stmt, params).mappings())
+
+
 @dataclass(frozen=True, slots=True)
 class _DriverStatement:
-    """A write statement without results, compiled once for SQLite and run on pysqlite
-    directly: its SQL, its parameters in order and their bind processors (SQLAlchemy's own,
-    so values are stored exactly as through ``Connection.execute``).
+    """A statement compiled once for SQLite and run on pysqlite directly: its SQL, its
+    parameters in order and their bind processors, and for a statement with results its
+    column keys and their result processors (SQLAlchemy's own, so values are stored and read
+    exactly as through ``Connection.execute``).
 
-    For these statements SQLAlchemy's execution layers cost as much as SQLite's own work: a
-    finish and its step record took ~59 us through ``Connection.execute`` and ~28 us on the
-    driver (micro-benchmark), and they run for every execution, on the event loop. Driver
-    errors are wrapped as SQLAlchemy wraps them (``sa.exc.IntegrityError``, ...). Statements
-    with results, IN lists expanded per call or literal-execute parameters go through
-    SQLAlchemy (``of`` gives ``None``).
+    For the statements every execution runs (claims, finishes, step records), on the event
+    loop, SQLAlchemy's execution layers cost as much as SQLite's own work: a finish and its
+    step record took ~59 us through ``Connection.execute`` and ~28 us on the driver
+    (micro-benchmark). Driver errors are wrapped as SQLAlchemy wraps them
+    (``sa.exc.IntegrityError``, ...). Statements with IN lists expanded per call or
+    literal-execute parameters go through SQLAlchemy (``of`` gives ``None``).
     """
 
     #: Keeps the statement alive, so no other statement takes its ``id`` (the cache key).
@@ -483,6 +509,11 @@ class _DriverStatement:
     sql: str
     names: tuple[str, ...]
     processors: Mapping[str, Callable[[Any], Any]]
+    #: The result columns' keys, or None: a write without results (``rowcount``).
+    keys: tuple[str, ...] | None
+    #: The result columns whose driver value goes through a result processor: (index,
+    #: processor); the others' values are final as the driver gives them.
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     #: Per dialect (its JSON serializer is the engine's): (id(statement), parameter names)
     #: -> the statement, or None: through SQLAlchemy.
@@ -510,7 +541,11 @@ class _DriverStatement:
     ) -> _DriverStatement | None:
         # ``_returning``, not the compiled statement's ``effective_returning``: reading that
         # left the statement unable to give a RETURNING copy its columns (SQLAlchemy 2.1).
-        if not isinstance(stmt, (sa.Insert, sa.Update, sa.Delete)) or stmt._returning:
+        if isinstance(stmt, (sa.Insert, sa.Update, sa.Delete)):
+            with_rows = bool(stmt._returning)
+        elif isinstance(stmt, sa.Select):
+            with_rows = True
+        else:
             return None
         compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
         assert isinstance(compiled, SQLCompiler)
@@ -528,7 +563,25 @@ class _DriverStatement:
             for name, bind in compiled.binds.items()
             if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
-        return cls(stmt, compiled, compiled.string, names, processors)
+        if not with_rows:
+            return cls(stmt, compiled, compiled.string, names, processors, None, ())
+        columns = compiled._result_columns
+        if not columns or compiled._textual_ordered_columns or compiled._ad_hoc_textual:
+            return None
+        return cls(
+            stmt,
+            compiled,
+            compiled.string,
+            names,
+            processors,
+            tuple(column.keyname for column in columns),
+            tuple(
+                (index, processor)
+                for index, column in enumerate(columns)
+                if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None))
+                is not None
+            ),
+        )
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         values = self.compiled.construct_params(params)
@@ -545,11 +598,27 @@ class _DriverStatement:
     def run_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         self._on_driver(conn, "executemany", [self.args(row) for row in rows])
 
-    def _on_driver(self, conn: sa.Connection, method: str, args: Any) -> sqlite3.Cursor:
-        """``execute`` or ``executemany`` on the driver; its errors as SQLAlchemy raises them."""
+    def rows(self, conn: sa.Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        fetched: list[tuple[Any, ...]] = self._on_driver(conn, "fetch", self.args(params))
+        if not self.results:
+            return fetched
+        processed: list[tuple[Any, ...]] = []
+        for row in fetched:
+            values = list(row)
+            for index, processor in self.results:
+                values[index] = processor(values[index])
+            processed.append(tuple(values))
+        return processed
+
+    def _on_driver(self, conn: sa.Connection, method: str, args: Any) -> Any:
+        """``execute`` or ``executemany`` on the driver (the cursor), or ``fetch``: execute and
+        fetch every row (a statement with RETURNING may fail while its rows are read); the
+        driver's errors as SQLAlchemy raises them."""
         driver = conn.connection.driver_connection
         assert driver is not None
         try:
+            if method == "fetch":
+                return driver.execute(self.sql, args).fetchall()
             cursor: sqlite3.Cursor = getattr(driver, method)(self.sql, args)
         except sqlite3.Error as exc:
             raise sa.exc.DBAPIError.instance(

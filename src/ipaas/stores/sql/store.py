@@ -32,7 +32,15 @@ from ipaas.stores.base import (
 )
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
-from ipaas.stores.sql.engine import Database, PoolSize, RowInsert, create_database, rowcount
+from ipaas.stores.sql.engine import (
+    Database,
+    PoolSize,
+    RowInsert,
+    create_database,
+    mappings,
+    rowcount,
+    tuples,
+)
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition
 
@@ -460,7 +468,7 @@ class SqlStore:
         claim_one = self._claim_one
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
-            return _fill_deadlines(conn, conn.execute(claim_one, params).all(), timeout_s)
+            return _fill_deadlines(conn, mappings(conn, claim_one, params), timeout_s)
 
         # One statement: on PostgreSQL it takes the tenant's claim lock and counts under
         # it, and the lock ends with the statement's own transaction (migration 0008).
@@ -516,7 +524,7 @@ class SqlStore:
         def claim(tenant_id: str, n: int) -> Callable[[sa.Connection], list[Mapping[Any, Any]]]:
             values = params | {"p_tenant_id": tenant_id, "p_limit": n, "p_cap": tenant_cap}
             return lambda conn: _fill_deadlines(
-                conn, conn.execute(claim_of_tenant, values).all(), timeout_s
+                conn, mappings(conn, claim_of_tenant, values), timeout_s
             )
 
         outcomes = await asyncio.gather(
@@ -543,13 +551,15 @@ class SqlStore:
         stale: with one tenant queued, two statements."""
 
         def op(conn: sa.Connection) -> list[Mapping[Any, Any]]:
-            tenants = conn.execute(q.TENANTS_TO_SHARE, {"p_now": params["p_now"]}).all()
+            tenants = tuples(conn, q.TENANTS_TO_SHARE, {"p_now": params["p_now"]})
             rows = [
                 row
                 for tenant_id, n in _shares(tenants, limit=limit, tenant_cap=tenant_cap).items()
-                for row in conn.execute(
-                    self._claim_due_of_tenant, params | {"p_tenant_id": tenant_id, "p_limit": n}
-                ).all()
+                for row in mappings(
+                    conn,
+                    self._claim_due_of_tenant,
+                    params | {"p_tenant_id": tenant_id, "p_limit": n},
+                )
             ]
             return _fill_deadlines(conn, rows, timeout_s)
 
@@ -622,7 +632,9 @@ class SqlStore:
 
         def op(conn: sa.Connection) -> tuple[bool, list[Mapping[Any, Any]]]:
             finished, row = finish(conn)
-            return finished, _fill_deadlines(conn, [row] if row is not None else [], timeout_s)
+            return finished, _fill_deadlines(
+                conn, [row._mapping] if row is not None else [], timeout_s
+            )
 
         # One statement: the finish, its step and the claim commit together or not at all.
         finished, rows = await self._db.run_write(op, one_statement=True)
@@ -807,15 +819,14 @@ def _shares(rows: Sequence[Any], *, limit: int, tenant_cap: int | None) -> dict[
 
 
 def _fill_deadlines(
-    conn: sa.Connection, rows: Sequence[_Row], timeout_s: float
+    conn: sa.Connection, rows: Sequence[Mapping[Any, Any]], timeout_s: float
 ) -> list[Mapping[Any, Any]]:
     """Claimed rows; a row with a ``started_at`` but no deadline gets one (in the op)."""
     claimed: list[Mapping[Any, Any]] = []
-    for row in rows:
-        values: Mapping[Any, Any] = row._mapping
+    for values in rows:
         if values["deadline_at"] is None and values["started_at"] is not None:
             deadline = values["started_at"] + timedelta(seconds=timeout_s)
-            conn.execute(q.FILL_DEADLINE, {"p_id": values["id"], "p_deadline": deadline})
+            rowcount(conn, q.FILL_DEADLINE, {"p_id": values["id"], "p_deadline": deadline})
             values = {**values, "deadline_at": deadline}
         claimed.append(values)
     return claimed
