@@ -29,8 +29,8 @@ DELIVERY_DELAY_S = 0.05
 KILL_AFTER = 60
 #: The kill comes while a delivery that arrived at most this long ago is held by the
 #: stand-in, so its execution is certainly still running: its finish waits for the answer,
-#: ``DELIVERY_DELAY_S`` after arrival. (Killing on the message count alone landed, about one
-#: run in ten, between a batch's finishes and the next claims, with nothing running.)
+#: ``DELIVERY_DELAY_S`` after arrival. (Killing on the message count alone landed once, in
+#: CI, between a batch's finishes and the next claims, with nothing running.)
 KILL_WITHIN_S = DELIVERY_DELAY_S / 2
 
 
