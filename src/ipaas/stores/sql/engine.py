@@ -455,10 +455,9 @@ class RowInsert:
 def rowcount(conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
     """Run a write statement that returns no rows; the number of rows it matched. On SQLite
     straight on the driver where it can (``_DriverStatement``), else through SQLAlchemy."""
-    if conn.dialect.name == "sqlite":
-        prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
-        if prepared is not None and prepared.keys is None:
-            return prepared.run(conn, params)
+    prepared = _driver_statement(conn, stmt, params, with_rows=False)
+    if prepared is not None:
+        return prepared.run(conn, params)
     count: int = conn.execute(stmt, params).rowcount
     return count
 
@@ -469,10 +468,9 @@ def tuples(
     """Every row of a statement with results (a SELECT, or a write with RETURNING), as tuples
     of its columns' values. On SQLite straight on the driver where it can
     (``_DriverStatement``), else through SQLAlchemy; the values are the same either way."""
-    if conn.dialect.name == "sqlite":
-        prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
-        if prepared is not None and prepared.keys is not None:
-            return prepared.rows(conn, params)
+    prepared = _driver_statement(conn, stmt, params, with_rows=True)
+    if prepared is not None:
+        return prepared.rows(conn, params)
     return [tuple(row) for row in conn.execute(stmt, params)]
 
 
@@ -480,12 +478,25 @@ def mappings(
     conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]
 ) -> list[Mapping[Any, Any]]:
     """``tuples``, each row as a mapping of column key to value."""
-    if conn.dialect.name == "sqlite":
-        prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
-        if prepared is not None and prepared.keys is not None:
-            keys = prepared.keys
-            return [dict(zip(keys, row, strict=True)) for row in prepared.rows(conn, params)]
+    prepared = _driver_statement(conn, stmt, params, with_rows=True)
+    if prepared is not None:
+        keys = prepared.keys
+        assert keys is not None
+        return [dict(zip(keys, row, strict=True)) for row in prepared.rows(conn, params)]
     return list(conn.execute(stmt, params).mappings())
+
+
+def _driver_statement(
+    conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any], *, with_rows: bool
+) -> _DriverStatement | None:
+    """``stmt`` compiled to run on the driver (SQLite only), if it can and returns rows or
+    not as ``with_rows`` says; else ``None``: through SQLAlchemy."""
+    if conn.dialect.name != "sqlite":
+        return None
+    prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
+    if prepared is None or (prepared.keys is not None) != with_rows:
+        return None
+    return prepared
 
 
 @dataclass(frozen=True, slots=True)
@@ -743,7 +754,7 @@ def _insert_many(conn: sa.Connection, driver: Any, run: Sequence[RowInsert]) -> 
     driver.execute("SAVEPOINT many")
     first = run[0]
     keys = tuple(first.values)
-    prepared = _DriverStatement.of(conn.dialect, first.stmt, keys)
+    prepared = _driver_statement(conn, first.stmt, first.values, with_rows=False)
     try:
         if prepared is not None and all(tuple(op.values) == keys for op in run):
             prepared.run_many(conn, [op.values for op in run])
