@@ -264,8 +264,8 @@ QUEUED_TENANTS = sa.select(_queued_tenant.c.tenant_id).where(
 #: The tenants with queued work, each with its cap override, its running count (on
 #: PostgreSQL read without the claim lock: a first guess for sharing the slots, which
 #: ``claim_of_tenant`` then checks under the lock; on SQLite exact, in the claim's
-#: transaction) and its oldest due
-#: execution's ``created_at`` (the share's tie-break; NULL: only waiting retries).
+#: transaction) and its oldest due execution's ``created_at`` (the share's tie-break;
+#: NULL: only waiting retries).
 _QUEUED = QUEUED_TENANTS.subquery("queued")
 TENANTS_TO_SHARE = sa.select(
     _QUEUED.c.tenant_id,
