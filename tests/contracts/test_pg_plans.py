@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from ipaas.executions.models import ExecutionStatus
 from ipaas.stores.sql import SqlStore
+from ipaas.stores.sql import engine as sql_engine
 from tests.contracts.conftest import POSTGRES_ONLY, truncate_all
 from tests.contracts.test_store import TIMEOUT_S, at, make_step, new_account, new_workflow
 
@@ -129,7 +130,7 @@ def _full_scans(report: dict[str, Any]) -> list[str]:
 
 
 async def test_hot_statements_never_read_the_whole_execution_table(
-    pg_store: SqlStore, postgres_url: str
+    pg_store: SqlStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = await new_account(pg_store)
     b = await new_account(pg_store)
@@ -147,6 +148,15 @@ async def test_hot_statements_never_read_the_whole_execution_table(
 
     engine = pg_store._db._engine.sync_engine  # type: ignore[attr-defined]
     sa.event.listen(engine, "before_cursor_execute", capture)
+    # The statements run on the driver itself bypass SQLAlchemy's events.
+    on_asyncpg = sql_engine._on_asyncpg
+
+    def capture_on_driver(conn: sa.Connection, sql: str, method: str, args: Any) -> Any:
+        if method != "executemany":
+            captured.append((sql, tuple(args)))
+        return on_asyncpg(conn, sql, method, args)
+
+    monkeypatch.setattr(sql_engine, "_on_asyncpg", capture_on_driver)
     try:
         kwargs: dict[str, Any] = {"owner": "w1", "lease_until": at(60), "timeout_s": TIMEOUT_S}
         claimed = await pg_store.claim_execution("ex_q_1", now=at(20), tenant_cap=None, **kwargs)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -328,14 +329,32 @@ class TestSqliteWriter:
             await db.dispose()
 
 
-class TestSqliteDriverStatements:
-    """SQLite runs the write statements without results on the driver itself
-    (``engine.rowcount``): what it stores must be exactly what SQLAlchemy stores, or reads
-    and comparisons (a datetime written in another format) would go wrong."""
+async def _stored_without_key(url: str, table: str, key: str, ids: set[str]) -> dict[str, Any]:
+    """Each row of ``table`` whose ``key`` is in ``ids``, as the database stores it (SQLite:
+    the driver's values; PostgreSQL: the row's text), with its key left out."""
+    listed = ", ".join(f"'{i}'" for i in sorted(ids))
+    if url.startswith("sqlite"):
+        path = sa.make_url(url).database
+        assert path is not None
+        with sqlite3.connect(path) as check:
+            found = check.execute(f"SELECT {key}, * FROM {table} WHERE {key} IN ({listed})")  # noqa: S608
+            return {row[0]: [v for v in row[1:] if v != row[0]] for row in found}
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql", 1))
+    try:
+        found = await conn.fetch(f"SELECT {key}, t::text FROM {table} t WHERE {key} IN ({listed})")  # noqa: S608
+    finally:
+        await conn.close()
+    return {row[0]: row[1].replace(row[0], "<key>") for row in found}
 
-    async def test_rows_are_stored_as_through_sqlalchemy(
-        self, sqlite_db: Database, sqlite_url: str
-    ) -> None:
+
+class TestDriverStatements:
+    """The statements every execution runs go to the driver itself (``engine.rowcount``,
+    ``tuples``, ``mappings``; on PostgreSQL in autocommit): what they store and read must be
+    exactly what SQLAlchemy stores and reads, or reads and comparisons (a datetime written in
+    another format, JSON) would go wrong. The ops run as single statements
+    (``one_statement``), which is what puts PostgreSQL's connection in autocommit."""
+
+    async def test_rows_are_stored_as_through_sqlalchemy(self, db: Database, sql_url: str) -> None:
         from datetime import timedelta, timezone
 
         from ipaas.stores.sql import statements as q
@@ -343,9 +362,7 @@ class TestSqliteDriverStatements:
         berlin = timezone(timedelta(hours=2))
         whole = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)  # no microseconds
         odd = datetime(2026, 3, 1, 14, 0, 1, 250, tzinfo=berlin)  # not UTC
-        upsert = cast(SqliteDatabase, sqlite_db).upsert(
-            t.step_run, ("execution_id", "step_id", "attempt")
-        )
+        upsert = db.upsert(t.step_run, ("execution_id", "step_id", "attempt"))
 
         def execution(ex_id: str) -> dict[str, Any]:
             return {
@@ -382,27 +399,42 @@ class TestSqliteDriverStatements:
             for stmt, values in writes:
                 conn.execute(stmt, values("ex_sa"))
                 params = values("ex_driver")
-                assert engine._DriverStatement.of(conn.dialect, stmt, tuple(params)) is not None
+                assert engine._driver_statement(conn, stmt, params, with_rows=False) is not None
                 assert engine.rowcount(conn, stmt, params) == 1
 
-        await sqlite_db.run_write(op)
-        path = sa.make_url(sqlite_url).database
-        assert path is not None
-        with sqlite3.connect(path) as check:
-            for table, key in (("execution", "id"), ("step_run", "execution_id")):
-                rows = {
-                    row[0]: row[1:]
-                    for row in check.execute(
-                        f"SELECT {key}, * FROM {table} WHERE {key} IN ('ex_sa', 'ex_driver')"  # noqa: S608
-                    )
-                }
-                assert set(rows) == {"ex_sa", "ex_driver"}
-                as_sa, as_driver = rows["ex_sa"], rows["ex_driver"]
-                assert [v for v in as_driver if v != "ex_driver"] == [
-                    v for v in as_sa if v != "ex_sa"
-                ]
+        await db.run_write(op, one_statement=True)
+        for table, key in (("execution", "id"), ("step_run", "execution_id")):
+            rows = await _stored_without_key(sql_url, table, key, {"ex_sa", "ex_driver"})
+            assert set(rows) == {"ex_sa", "ex_driver"}
+            assert rows["ex_driver"] == rows["ex_sa"]
 
-    async def test_rows_read_as_through_sqlalchemy(self, sqlite_db: Database) -> None:
+    async def test_executemany_stores_as_through_sqlalchemy(
+        self, db: Database, sql_url: str
+    ) -> None:
+        def execution(ex_id: str) -> dict[str, Any]:
+            return {
+                "id": ex_id, "tenant_id": "tn_a", "workflow_id": "wf", "workflow_version": 1,
+                "status": "queued", "trigger": {"body": {"s": "é", "n": [1.5, None]}},
+                "attempt": 0, "cancel_requested": False,
+                "created_at": datetime(2026, 3, 1, 12, 0, 0, 7, tzinfo=UTC),
+            }  # fmt: skip
+
+        insert = sa.insert(t.execution)
+
+        def op(conn: sa.Connection) -> None:
+            _insert("tn_a")(conn)
+            conn.execute(insert, [execution("ex_sa_1"), execution("ex_sa_2")])
+            rows = [execution("ex_driver_1"), execution("ex_driver_2")]
+            assert engine._driver_statement(conn, insert, rows[0], with_rows=False) is not None
+            engine.execute_many(conn, insert, rows)
+
+        await db.run_write(op, one_statement=True)
+        ids = {"ex_sa_1", "ex_sa_2", "ex_driver_1", "ex_driver_2"}
+        rows = await _stored_without_key(sql_url, "execution", "id", ids)
+        assert set(rows) == ids
+        assert rows["ex_driver_1"] == rows["ex_driver_2"] == rows["ex_sa_1"]
+
+    async def test_rows_read_as_through_sqlalchemy(self, db: Database) -> None:
         """``engine.tuples`` and ``engine.mappings`` on the driver give the values SQLAlchemy
         gives: datetimes (with and without microseconds) back in UTC, JSON decoded, counts,
         constants, an UPDATE ... RETURNING and a SELECT of aggregates."""
@@ -415,7 +447,7 @@ class TestSqliteDriverStatements:
                 "attempt": 0, "cancel_requested": False, "created_at": created_at,
             }  # fmt: skip
 
-        claim = q.claim_due_of_tenant(sqlite_db.lock_claimable)
+        claim = q.claim_due_of_tenant(db.lock_claimable)
         now = datetime(2026, 3, 1, 12, 0, 0, 250, tzinfo=UTC)
         params = {
             "p_owner": "w1", "p_now": now, "p_lease_until": now, "p_deadline": now,
@@ -430,9 +462,7 @@ class TestSqliteDriverStatements:
                 [execution("ex_1", T0), execution("ex_2", T0.replace(microsecond=7))],
             )
             for stmt, values in ((q.TENANTS_TO_SHARE, {"p_now": now}), (claim, params)):
-                prepared = engine._DriverStatement.of(conn.dialect, stmt, tuple(values))
-                assert prepared is not None
-                assert prepared.keys is not None
+                assert engine._driver_statement(conn, stmt, values, with_rows=True) is not None
             return {
                 "shares": (
                     engine.tuples(conn, q.TENANTS_TO_SHARE, {"p_now": now}),
@@ -449,7 +479,7 @@ class TestSqliteDriverStatements:
                 ),
             }
 
-        read = await sqlite_db.run_write(op)
+        read = await db.run_write(op, one_statement=True)
         on_driver, through_sa = read["shares"]
         assert on_driver == through_sa
         assert on_driver == [("tn_a", None, 0, T0)]
@@ -470,14 +500,19 @@ class TestSqliteDriverStatements:
         assert dict(driver_row) == dict(sa_row)
         assert [type(v) for v in driver_row.values()] == [type(v) for v in sa_row.values()]
 
-    async def test_driver_errors_are_sqlalchemys(self, sqlite_db: Database) -> None:
-        def op(conn: sa.Connection) -> None:
-            _insert("tn_a")(conn)
-            values = {"id": "tn_a", "name": "x", "created_at": T0}
-            engine.rowcount(conn, sa.insert(t.tenant), values)
+    async def test_driver_errors_are_sqlalchemys(self, db: Database) -> None:
+        insert = sa.insert(t.tenant)
+        values = {"id": "tn_a", "name": "x", "created_at": T0}
 
+        def op(conn: sa.Connection) -> None:
+            assert engine._driver_statement(conn, insert, values, with_rows=False) is not None
+            engine.rowcount(conn, insert, values)
+
+        await db.run_write(op, one_statement=True)
         with pytest.raises(sa.exc.IntegrityError):
-            await sqlite_db.run_write(op)
+            await db.run_write(op, one_statement=True)
+        # The connection that saw the error is as good as before.
+        assert await db.run_read(_tenant_ids) == {"tn_a"}
 
 
 class TestReads:

@@ -95,7 +95,7 @@ class GuardedUpsertThenClaim:
 
     make: Callable[
         [Mapping[str, Any], Mapping[str, Any]],
-        Callable[[sa.Connection], tuple[bool, sa.Row[Any] | None]],
+        Callable[[sa.Connection], tuple[bool, Mapping[str, Any] | None]],
     ]
 
 
@@ -486,13 +486,33 @@ def mappings(
     return list(conn.execute(stmt, params).mappings())
 
 
+def execute_many(
+    conn: sa.Connection, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Run a write statement without results once per row of parameters, as one
+    executemany; on the driver where it can (every row with the same keys)."""
+    keys = tuple(rows[0])
+    prepared = _driver_statement(conn, stmt, rows[0], with_rows=False)
+    if prepared is not None and all(tuple(row) == keys for row in rows):
+        prepared.run_many(conn, rows)
+    else:
+        conn.execute(stmt, list(rows))
+
+
 def _driver_statement(
     conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any], *, with_rows: bool
 ) -> _DriverStatement | None:
-    """``stmt`` compiled to run on the driver (SQLite only), if it can and returns rows or
-    not as ``with_rows`` says; else ``None``: through SQLAlchemy."""
-    if conn.dialect.name != "sqlite":
-        return None
+    """``stmt`` compiled to run on the driver, if it can and returns rows or not as
+    ``with_rows`` says; else ``None``: through SQLAlchemy. On SQLite always; on PostgreSQL
+    in autocommit only (a transaction is begun by SQLAlchemy's adapter on its first
+    statement, which the driver would bypass)."""
+    match conn.dialect.driver:
+        case "pysqlite":
+            pass
+        case "asyncpg" if cast(Any, conn.connection.dbapi_connection).autocommit:
+            pass
+        case _:
+            return None
     prepared = _DriverStatement.of(conn.dialect, stmt, tuple(params))
     if prepared is None or (prepared.keys is not None) != with_rows:
         return None
@@ -501,15 +521,17 @@ def _driver_statement(
 
 @dataclass(frozen=True, slots=True)
 class _DriverStatement:
-    """A statement compiled once for SQLite and run on pysqlite directly: its SQL, its
-    parameters in order and their bind processors, and for a statement with results its
-    column keys and their result processors (SQLAlchemy's own, so values are stored and read
-    exactly as through ``Connection.execute``).
+    """A statement compiled once for the dialect and run on the driver (pysqlite, asyncpg)
+    directly: its SQL, its parameters in order and their bind processors, and for a
+    statement with results its column keys and their result processors (SQLAlchemy's own,
+    so values are stored and read exactly as through ``Connection.execute``).
 
-    For the statements every execution runs (claims, finishes, step records), on the event
-    loop, SQLAlchemy's execution layers cost as much as SQLite's own work: a finish and its
-    step record took ~59 us through ``Connection.execute`` and ~28 us on the driver
-    (micro-benchmark). Driver errors are wrapped as SQLAlchemy wraps them
+    For the statements every execution runs (claims, finishes, step records), SQLAlchemy's
+    execution layers cost as much as the database's own work: on SQLite a finish and its
+    step record took ~59 us through ``Connection.execute`` and ~28 us on the driver; on
+    PostgreSQL a worker's claim took ~250 us of client CPU through SQLAlchemy and ~190 on
+    the driver, a finish with its step and the next claim ~390 and ~250 (micro-benchmarks,
+    docs/benchmarks.md). Driver errors are wrapped as SQLAlchemy wraps them
     (``sa.exc.IntegrityError``, ...). Statements with IN lists expanded per call or
     literal-execute parameters go through SQLAlchemy (``of`` gives ``None``).
     """
@@ -603,16 +625,16 @@ class _DriverStatement:
         ]
 
     def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> int:
-        count: int = self._on_driver(conn, "execute", self.args(params)).rowcount
+        count: int = self._on_driver(conn, "execute", self.args(params))
         return count
 
     def run_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         self._on_driver(conn, "executemany", [self.args(row) for row in rows])
 
     def rows(self, conn: sa.Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        fetched: list[tuple[Any, ...]] = self._on_driver(conn, "fetch", self.args(params))
+        fetched: Sequence[Sequence[Any]] = self._on_driver(conn, "fetch", self.args(params))
         if not self.results:
-            return fetched
+            return [tuple(row) for row in fetched]
         processed: list[tuple[Any, ...]] = []
         for row in fetched:
             values = list(row)
@@ -622,12 +644,15 @@ class _DriverStatement:
         return processed
 
     def _on_driver(self, conn: sa.Connection, method: str, args: Any) -> Any:
-        """``execute`` or ``executemany`` on the driver (the cursor), or ``fetch``: execute and
-        fetch every row (a statement with RETURNING may fail while its rows are read); the
-        driver's errors as SQLAlchemy raises them."""
+        """``execute`` (the row count), ``executemany`` (nothing) or ``fetch`` (every row, as
+        sequences of the driver's values) on the driver; its errors as SQLAlchemy raises
+        them."""
+        if conn.dialect.driver == "asyncpg":
+            return _on_asyncpg(conn, self.sql, method, args)
         driver = conn.connection.driver_connection
         assert driver is not None
         try:
+            # A statement with RETURNING may fail while its rows are read: fetched here.
             if method == "fetch":
                 return driver.execute(self.sql, args).fetchall()
             cursor: sqlite3.Cursor = getattr(driver, method)(self.sql, args)
@@ -635,7 +660,37 @@ class _DriverStatement:
             raise sa.exc.DBAPIError.instance(
                 self.sql, args, exc, sqlite3.Error, dialect=conn.dialect
             ) from exc
-        return cursor
+        return cursor.rowcount
+
+
+def _on_asyncpg(conn: sa.Connection, sql: str, method: str, args: Any) -> Any:
+    """``_DriverStatement._on_driver`` on asyncpg, awaited from the op's greenlet (as
+    SQLAlchemy's adapter awaits it), on a connection in autocommit.
+
+    Errors take SQLAlchemy's own path: the adapter translates asyncpg's exception to its DBAPI
+    class, and ``Connection._handle_dbapi_exception`` wraps it (``sa.exc.IntegrityError``,
+    ...) and, on a disconnect, invalidates the connection and the pool, as for any statement
+    run through ``Connection.execute``."""
+    adapter = cast(Any, conn.connection.dbapi_connection)
+    try:
+        match method:
+            case "fetch":
+                return adapter.run_async(lambda raw: raw.fetch(sql, *args))
+            case "execute":
+                status: str = adapter.run_async(lambda raw: raw.execute(sql, *args))
+                # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
+                return int(status.rsplit(" ", 1)[-1])
+            case _:
+                return adapter.run_async(lambda raw: raw.executemany(sql, args))
+    except Exception as exc:
+        try:
+            adapter._handle_exception(exc)  # raises the DBAPI's class of it
+        except Exception as translated:
+            conn._handle_dbapi_exception(translated, sql, args, None, None)
+        raise  # not reached: both raise
+    except BaseException as exc:  # cancelled mid-statement: the connection is spoiled
+        conn._handle_dbapi_exception(exc, sql, args, None, None)
+        raise  # not reached
 
 
 class _TransactionLostError(Exception):
@@ -752,14 +807,8 @@ def _insert_many(conn: sa.Connection, driver: Any, run: Sequence[RowInsert]) -> 
     failed, so that each is inserted again alone and only that one fails."""
     # One statement for N rows: SQLAlchemy's per-execution work (~60 us) once, not N times.
     driver.execute("SAVEPOINT many")
-    first = run[0]
-    keys = tuple(first.values)
-    prepared = _driver_statement(conn, first.stmt, first.values, with_rows=False)
     try:
-        if prepared is not None and all(tuple(op.values) == keys for op in run):
-            prepared.run_many(conn, [op.values for op in run])
-        else:
-            conn.execute(first.stmt, [op.values for op in run])
+        execute_many(conn, run[0].stmt, [op.values for op in run])
     except Exception as exc:
         if not driver.in_transaction:
             raise _TransactionLostError from exc
@@ -1217,7 +1266,7 @@ class PostgresDatabase(Database):
         try:
             # One round trip: asyncpg's executemany is atomic on its own (one implicit
             # transaction, since asyncpg 0.22), so no BEGIN and COMMIT around it.
-            await self._write(lambda conn: conn.execute(stmt, rows), one_statement=True)
+            await self._write(lambda conn: execute_many(conn, stmt, rows), one_statement=True)
         except (sa.exc.IntegrityError, sa.exc.DataError):
             # A row the server refused: the transaction was rolled back whole, so nothing is
             # inserted yet; each row goes again on its own, and only the bad one fails.
@@ -1292,7 +1341,7 @@ class PostgresDatabase(Database):
             params = _row_params(update_params, values)
 
             def op(conn: sa.Connection) -> bool:
-                return conn.execute(stmt, params).first() is not None
+                return bool(tuples(conn, stmt, params))
 
             return op
 
@@ -1326,13 +1375,13 @@ class PostgresDatabase(Database):
 
         def make(
             update_params: Mapping[str, Any], values: Mapping[str, Any]
-        ) -> Callable[[sa.Connection], tuple[bool, sa.Row[Any] | None]]:
+        ) -> Callable[[sa.Connection], tuple[bool, Mapping[str, Any] | None]]:
             params = _row_params(update_params, values)
 
-            def op(conn: sa.Connection) -> tuple[bool, sa.Row[Any] | None]:
-                result = conn.execute(stmt, params).one()
-                matched = bool(result.matched)
-                return matched, (result if matched and result.id is not None else None)
+            def op(conn: sa.Connection) -> tuple[bool, Mapping[str, Any] | None]:
+                (result,) = mappings(conn, stmt, params)
+                matched = bool(result["matched"])
+                return matched, (result if matched and result["id"] is not None else None)
 
             return op
 

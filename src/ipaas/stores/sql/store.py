@@ -516,8 +516,8 @@ class SqlStore:
         claim of the same tenant waits for one statement, not for a whole claim. The counts
         read first can be stale; the cap is checked again under the lock, and a tenant that
         gets fewer than its share leaves those slots to the next claim."""
-        rows: list[Any] = await self._db.run_read(
-            _all(q.TENANTS_TO_SHARE, {"p_now": params["p_now"]})
+        rows = await self._db.run_read(
+            lambda conn: tuples(conn, q.TENANTS_TO_SHARE, {"p_now": params["p_now"]})
         )
         shares = _shares(rows, limit=limit, tenant_cap=tenant_cap)
 
@@ -632,9 +632,7 @@ class SqlStore:
 
         def op(conn: sa.Connection) -> tuple[bool, list[Mapping[Any, Any]]]:
             finished, row = finish(conn)
-            return finished, _fill_deadlines(
-                conn, [row._mapping] if row is not None else [], timeout_s
-            )
+            return finished, _fill_deadlines(conn, [row] if row is not None else [], timeout_s)
 
         # One statement: the finish, its step and the claim commit together or not at all.
         finished, rows = await self._db.run_write(op, one_statement=True)
