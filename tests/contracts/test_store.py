@@ -755,6 +755,16 @@ class TestLeases:
         assert await store.cancel_requested(ids) == {asked.id}
         assert await store.cancel_requested([]) == set()
 
+    async def test_queued_among(self, store: Store, acct: Account, wf: Workflow) -> None:
+        queued, running, finished = [await new_execution(store, acct.id, wf.id) for _ in range(3)]
+        await claim(store, running.id)
+        await claim(store, finished.id)
+        finish = {"owner": "w1", "error": None, "finished_at": at(3)}
+        assert await store.finish_execution(finished.id, status=ExecutionStatus.succeeded, **finish)
+        ids = [queued.id, running.id, finished.id, "ex_missing"]
+        assert await store.queued_among(ids) == {queued.id}
+        assert await store.queued_among([]) == set()
+
     async def test_release(self, store: Store, acct: Account, wf: Workflow) -> None:
         ex = await new_execution(store, acct.id, wf.id)
         await claim(store, ex.id, owner="w1")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from ipaas.webhooks import service as webhook_service
 from ipaas.workflows import service as workflow_service
 from ipaas.workflows.schemas import WorkflowCreate
 from tests.standins.server import StandinServer
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 async def queue_echo_calls(runtime: Runtime, standin: StandinServer, count: int) -> list[str]:
@@ -213,3 +216,34 @@ async def test_an_execution_a_finish_claimed_takes_the_finished_ones_slot(
     assert store.claimed_by_finish == ids[1:]
     assert peak == 1
     assert worker.running == 0
+
+
+async def test_ids_read_after_a_finish_took_their_rows_cost_one_read(
+    settings: Settings, clean_standin: StandinServer
+) -> None:
+    """Where finishes claim their tenant's next execution, the queue still holds the jobs of
+    the rows they took. The worker drops those with one ``queued_among`` read instead of a
+    refused claim per id, and claims the ids still queued."""
+    store = _FinishClaimsNext()
+    runtime = Runtime.build(settings.model_copy(update={"tenant_max_concurrency": 0}), store=store)
+    await runtime.startup()
+    claims: list[str] = []
+    claim_execution = store.claim_execution
+
+    async def counted(execution_id: str, **kwargs: Any) -> Execution | None:
+        claims.append(execution_id)
+        return await claim_execution(execution_id, **kwargs)
+
+    store.claim_execution = counted  # type: ignore[method-assign]
+    try:
+        ids = await queue_echo_calls(runtime, clean_standin, 4)
+        worker = Worker(runtime, concurrency=4)
+        # Taken from the store already, as a finish's claim would have: only ids[3] is queued.
+        for taken in ids[:3]:
+            assert await claim_execution(taken, owner="other", now=T0, lease_until=T0, timeout_s=60)
+        claimed = await worker._claim(ids)
+        assert [ex.id for ex in claimed] == [ids[3]]
+        assert claims == [ids[3]]
+        assert worker._prefer_store  # refused ids: the store is asked first next time
+    finally:
+        await runtime.shutdown()

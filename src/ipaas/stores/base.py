@@ -283,6 +283,10 @@ class Store(Protocol):
     async def cancel_requested(self, execution_ids: Sequence[str]) -> set[str]:
         """Which of these running executions a user asked to cancel."""
 
+    async def queued_among(self, execution_ids: Sequence[str]) -> set[str]:
+        """Which of these executions are ``queued`` (a worker's filter for ids read from the
+        queue: one read instead of a refused claim per id already taken from the store)."""
+
     async def record_step(self, step: StepRun) -> None:
         """Insert or replace the step run ``(execution_id, step_id, attempt)`` (a checkpoint)."""
 

@@ -428,6 +428,13 @@ class MemoryStore:
             and ex.cancel_requested
         }
 
+    async def queued_among(self, execution_ids: Sequence[str]) -> set[str]:
+        return {
+            eid
+            for eid in execution_ids
+            if (ex := self.executions.get(eid)) is not None and ex.status == _QUEUED
+        }
+
     async def record_step(self, step: StepRun) -> None:
         runs = self.step_runs.setdefault(step.execution_id, {})
         runs[(step.step_id, step.attempt)] = step.model_copy(deep=True)

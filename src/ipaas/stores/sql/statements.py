@@ -410,6 +410,10 @@ RENEW = (
 CANCEL_REQUESTED = sa.select(EX.c.id).where(
     EX.c.id.in_(_ids()), EX.c.status == RUNNING, EX.c.cancel_requested.is_(True)
 )
+# The status is compared by the caller: in the WHERE clause, PostgreSQL's planner chose to
+# read the queued range of the (status, ...) index, dead entries and all, over ten key
+# lookups (~370 buffers instead of ~40).
+STATUS_AMONG = sa.select(EX.c.id, EX.c.status).where(EX.c.id.in_(_ids()))
 LIST_STEPS = (
     sa.select(t.step_run)
     .where(scoped(t.step_run), t.step_run.c.execution_id == p("p_id"))

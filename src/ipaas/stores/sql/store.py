@@ -580,6 +580,12 @@ class SqlStore:
         rows = await self._db.run_read(_all(q.CANCEL_REQUESTED, {"p_ids": list(execution_ids)}))
         return {row.id for row in rows}
 
+    async def queued_among(self, execution_ids: Sequence[str]) -> set[str]:
+        if not execution_ids:
+            return set()
+        rows = await self._db.run_read(_all(q.STATUS_AMONG, {"p_ids": list(execution_ids)}))
+        return {row.id for row in rows if row.status == ExecutionStatus.queued.value}
+
     async def record_step(self, step: StepRun) -> None:
         await self._write_one(self._upsert_step, _step_values(step))
 
