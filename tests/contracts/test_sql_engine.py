@@ -515,6 +515,44 @@ class TestDriverStatements:
         assert await db.run_read(_tenant_ids) == {"tn_a"}
 
 
+class TestSqliteCompaction:
+    def test_the_wal_is_truncated_after_a_concurrent_checkpoint_ends(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A checkpoint that meets another connection's (the writer's checkpoint thread)
+        returns busy at once and truncates nothing: compaction tries again. The busy answers
+        are SQLite's own result rows, played back before the real checkpoint's."""
+        path = tmp_path / "c.db"
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE t (x)")
+        connection.execute("INSERT INTO t VALUES (randomblob(100000))")
+        wal = Path(f"{path}-wal")
+        assert wal.stat().st_size > 100_000
+        busy_answers = [(1, -1, -1), (1, -1, -1)]
+
+        class Contended:
+            """``connection``, whose first checkpoints find another one running."""
+
+            def execute(self, sql: str) -> Any:
+                if busy_answers and "wal_checkpoint" in sql:
+                    answer = busy_answers.pop(0)
+                    return type("Cursor", (), {"fetchone": lambda _self: answer})()
+                return connection.execute(sql)
+
+        monkeypatch.setattr(engine, "SQLITE_TRUNCATE_PAUSE_S", 0.0)
+        try:
+            assert engine._truncate_wal(cast(sqlite3.Connection, Contended()))
+            assert busy_answers == []
+            assert wal.stat().st_size == 0
+            # Busy for longer than the attempts last: reported, not raised.
+            monkeypatch.setattr(engine, "SQLITE_TRUNCATE_ATTEMPTS", 2)
+            busy_answers.extend([(1, -1, -1)] * 2)
+            assert not engine._truncate_wal(cast(sqlite3.Connection, Contended()))
+        finally:
+            connection.close()
+
+
 class TestReads:
     async def test_a_failing_read_fails_alone(self, db: Database) -> None:
         def bad(conn: sa.Connection) -> None:
