@@ -86,6 +86,16 @@ class Executor:
             SECRETS_TTL_S
         )
 
+    @property
+    def finishes_claim(self) -> bool:
+        """A finish claims the tenant's next execution in its place (``on_claimed``; where
+        the store does not apply writes in order: ``Store.finish_and_claim_next``)."""
+        return (
+            self._on_claimed is not None
+            and self.claim_on_finish
+            and not self.runtime.store.writes_in_order
+        )
+
     async def _definition(self, execution: Execution) -> WorkflowDefinition | None:
         key = (execution.tenant_id, execution.workflow_id, execution.workflow_version)
         definition = self._definitions.get(key)
@@ -144,12 +154,7 @@ class Executor:
 
             async def write_finish() -> bool:
                 on_claimed = self._on_claimed
-                if (
-                    step is None
-                    or on_claimed is None
-                    or not self.claim_on_finish
-                    or store.writes_in_order
-                ):
+                if step is None or on_claimed is None or not self.finishes_claim:
                     return await store.finish_execution(
                         execution.id,
                         owner=self.owner,

@@ -172,7 +172,7 @@ class Worker:
     async def _claim(self, execution_ids: list[str]) -> list[Execution]:
         settings = self.runtime.settings
         read = len(execution_ids)
-        if read > 1 and self.executor.claim_on_finish and not self.runtime.store.writes_in_order:
+        if read > 1 and self.executor.finishes_claim:
             # Finishes claim their tenant's next execution in their place (PostgreSQL:
             # ``Store.finish_and_claim_next``), so under load most ids read from the queue
             # belong to executions already taken from the store (the queue is an
