@@ -475,8 +475,8 @@ class RowInsert:
 
 
 def rowcount(conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
-    """Run a write statement that returns no rows; the number of rows it matched. On SQLite
-    straight on the driver where it can (``_DriverStatement``), else through SQLAlchemy."""
+    """Run a write statement that returns no rows; the number of rows it matched. Straight
+    on the driver where it can (``_driver_statement``), else through SQLAlchemy."""
     prepared = _driver_statement(conn, stmt, params, with_rows=False)
     if prepared is not None:
         return prepared.run(conn, params)
@@ -488,8 +488,8 @@ def tuples(
     conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]
 ) -> Sequence[tuple[Any, ...]]:
     """Every row of a statement with results (a SELECT, or a write with RETURNING), as tuples
-    of its columns' values. On SQLite straight on the driver where it can
-    (``_DriverStatement``), else through SQLAlchemy; the values are the same either way."""
+    of its columns' values. Straight on the driver where it can (``_driver_statement``),
+    else through SQLAlchemy; the values are the same either way."""
     prepared = _driver_statement(conn, stmt, params, with_rows=True)
     if prepared is not None:
         return prepared.rows(conn, params)
