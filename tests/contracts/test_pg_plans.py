@@ -13,6 +13,7 @@ scans per finish: ~10 ms at 56,000 rows, and growing with the history).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -46,7 +47,9 @@ async def pg_store(postgres_url: str) -> AsyncIterator[SqlStore]:
         await store.shutdown()
 
 
-async def _seed(url: str, tenants: list[tuple[str, str]]) -> None:
+async def _seed(
+    url: str, tenants: list[tuple[str, str]], *, history: int = HISTORY, backlog: int = BACKLOG
+) -> None:
     """History (succeeded) for every tenant, then the first tenant's backlog (queued) and
     a few running executions owned by ``w1``; then ``ANALYZE``, as autovacuum would."""
     conn = await asyncpg.connect(_asyncpg_dsn(url))
@@ -64,12 +67,12 @@ async def _seed(url: str, tenants: list[tuple[str, str]]) -> None:
         for n, (tenant_id, workflow_id) in enumerate(tenants):
             await conn.execute(
                 insert, f"ex_h{n}_", tenant_id, workflow_id, "succeeded", t0, t0, t0,
-                None, None, None, HISTORY // len(tenants),
+                None, None, None, history // len(tenants),
             )  # fmt: skip
         tenant_id, workflow_id = tenants[0]
         await conn.execute(
             insert, "ex_q_", tenant_id, workflow_id, "queued", at(10), None, None, None, None,
-            None, BACKLOG,
+            None, backlog,
         )  # fmt: skip
         await conn.execute(
             insert, "ex_r_", tenant_id, workflow_id, "running", at(5), at(5), None, "w1",
@@ -84,9 +87,12 @@ def _asyncpg_dsn(url: str) -> str:
     return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _generic_plans(url: str, statements: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-    """Each statement run again in a transaction that is rolled back, with a generic plan;
-    the plans ``auto_explain`` reported (nested ones too: the claim lock's SQL function)."""
+async def _generic_plans(
+    url: str, statements: list[tuple[str, Any]], mode: str = "force_generic_plan"
+) -> list[dict[str, Any]]:
+    """Each statement run again in a transaction that is rolled back, with a generic plan
+    (or as ``mode`` says); the plans ``auto_explain`` reported (nested ones too: the claim
+    lock's SQL function)."""
     notices: list[str] = []
     conn = await asyncpg.connect(_asyncpg_dsn(url))
     conn.add_log_listener(lambda _conn, message: notices.append(message.message))
@@ -98,7 +104,7 @@ async def _generic_plans(url: str, statements: list[tuple[str, Any]]) -> list[di
             "SET auto_explain.log_level = 'notice'",
             "SET auto_explain.log_nested_statements = on",
             "SET client_min_messages = notice",
-            "SET plan_cache_mode = force_generic_plan",
+            f"SET plan_cache_mode = {mode}",
         ):
             await conn.execute(setting)
         for sql, params in statements:
@@ -138,26 +144,7 @@ async def test_hot_statements_never_read_the_whole_execution_table(
     wf_b = await new_workflow(pg_store, b.id)
     await _seed(postgres_url, [(a.id, wf_a.id), (b.id, wf_b.id)])
 
-    captured: list[tuple[str, Any]] = []
-
-    def capture(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
-    ) -> None:
-        if not many:
-            captured.append((statement, tuple(parameters or ())))
-
-    engine = pg_store._db._engine.sync_engine  # type: ignore[attr-defined]
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    # The statements run on the driver itself bypass SQLAlchemy's events.
-    on_asyncpg = sql_engine._on_asyncpg
-
-    def capture_on_driver(conn: sa.Connection, sql: str, method: str, args: Any) -> Any:
-        if method != "executemany":
-            captured.append((sql, tuple(args)))
-        return on_asyncpg(conn, sql, method, args)
-
-    monkeypatch.setattr(sql_engine, "_on_asyncpg", capture_on_driver)
-    try:
+    with _captured(pg_store, monkeypatch) as captured:
         kwargs: dict[str, Any] = {"owner": "w1", "lease_until": at(60), "timeout_s": TIMEOUT_S}
         claimed = await pg_store.claim_execution("ex_q_1", now=at(20), tenant_cap=None, **kwargs)
         assert claimed is not None
@@ -177,11 +164,91 @@ async def test_hot_statements_never_read_the_whole_execution_table(
         await pg_store.cancel_requested(["ex_r_3"])
         await pg_store.reap(now=at(30))
         await pg_store.queue_stats(now=at(30))
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
 
     hot = [(sql, params) for sql, params in captured if "execution" in sql]
     assert len(hot) >= 8
     reports = await _generic_plans(postgres_url, hot)
     assert len(reports) >= len(hot)  # every statement's plan was seen
     assert [scan for report in reports for scan in _full_scans(report)] == []
+
+
+#: What a claim, a finish and a lease guard may read of ``execution``: its rows by id and the
+#: queue's partial indexes; never the listing index (every execution of the tenant, history
+#: first) nor a whole table.
+QUEUE_READS = {"pk_execution", "ix_execution_queued", "ix_execution_running"}
+
+
+@pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
+async def test_claims_read_only_the_queue_when_the_backlog_outnumbers_history(
+    pg_store: SqlStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """With most rows queued (a backlog) the planner once claimed through the listing index
+    (tenant_id, created_at, id), reading every finished execution of the tenant before its
+    first queued one, and guarded a finish through the whole running range of the
+    (status, ...) index instead of the primary key: ~3,000 buffers per finish at 16
+    concurrent claimers draining 5,000 executions (docs/benchmarks.md).
+
+    Not covered: ``claim_next``'s claim of a tenant's share, whose LIMIT (the tenant's room
+    under its cap) is an expression; its generic plan reads the table whole in this state,
+    as it did before the queue's partial indexes (docs/benchmarks.md, "Tenth session")."""
+    a = await new_account(pg_store)
+    wf = await new_workflow(pg_store, a.id)
+    await _seed(postgres_url, [(a.id, wf.id)], history=BACKLOG, backlog=HISTORY)
+    with _captured(pg_store, monkeypatch) as captured:
+        kwargs: dict[str, Any] = {"owner": "w1", "lease_until": at(60), "timeout_s": TIMEOUT_S}
+        assert await pg_store.claim_execution("ex_q_1", now=at(20), tenant_cap=8, **kwargs)
+        running = await pg_store.get_execution(a.id, "ex_r_1")
+        assert running is not None
+        finished, nxt = await pg_store.finish_and_claim_next(
+            "ex_r_1", status=ExecutionStatus.succeeded, error=None, finished_at=at(21),
+            step=make_step(running), **kwargs,
+        )  # fmt: skip
+        assert finished
+        assert nxt is not None
+        assert await pg_store.finish_execution(
+            "ex_r_2", owner="w1", status=ExecutionStatus.failed, error="x", finished_at=at(21)
+        )
+        assert await pg_store.release_execution("ex_r_3", owner="w1")
+
+    hot = [(sql, params) for sql, params in captured if "UPDATE execution" in sql]
+    assert len(hot) >= 4
+    reports = await _generic_plans(postgres_url, hot, mode)
+    assert len(reports) >= len(hot)
+    read = {
+        node.get("Index Name", node["Node Type"])
+        for report in reports
+        for node in _nodes(report["Plan"])
+        if node.get("Relation Name") == "execution"
+    }
+    assert read <= QUEUE_READS | {"ModifyTable"}, read - QUEUE_READS
+
+
+@contextlib.contextmanager
+def _captured(
+    pg_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL and parameters of every statement the store sends while the block runs."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
+    ) -> None:
+        if not many:
+            captured.append((statement, tuple(parameters or ())))
+
+    engine = pg_store._db._engine.sync_engine  # type: ignore[attr-defined]
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    # The statements run on the driver itself bypass SQLAlchemy's events.
+    on_asyncpg = sql_engine._on_asyncpg
+
+    def capture_on_driver(conn: sa.Connection, sql: str, method: str, args: Any) -> Any:
+        if method != "executemany":
+            captured.append((sql, tuple(args)))
+        return on_asyncpg(conn, sql, method, args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sql_engine, "_on_asyncpg", capture_on_driver)
+        try:
+            yield captured
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)

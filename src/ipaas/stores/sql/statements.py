@@ -38,6 +38,9 @@ def _constant(value: str) -> sa.ColumnElement[str]:
     return sa.literal_column(f"'{value}'", sa.String())
 
 
+#: ``LIMIT 1`` written into the SQL: a parameter's limit is guessed as a tenth of the table in a
+#: generic plan, so PostgreSQL kept planning the finish anew at every call (~300 us each).
+ONE = sa.literal_column("1", sa.Integer())
 QUEUED = _constant(ExecutionStatus.queued.value)
 RUNNING = _constant(ExecutionStatus.running.value)
 CANCELLED = _constant(ExecutionStatus.cancelled.value)
@@ -90,7 +93,15 @@ CLAIM = {
     ),
 }
 _ENDED = {"finished_at": p_at("p_now"), "lease_owner": None, "lease_expires_at": None}
-_HELD = sa.and_(EX.c.id == p("p_id"), EX.c.status == RUNNING, EX.c.lease_owner == p("p_owner"))
+#: The lease holder's guard, by primary key. Here the status is a parameter, unlike everywhere
+#: else: written into the SQL it matches the running rows' partial index, which PostgreSQL then
+#: read whole (dead entries and all) in place of the primary key whenever statistics showed
+#: few running rows.
+_HELD = sa.and_(
+    EX.c.id == p("p_id"),
+    EX.c.status == sa.bindparam("p_held", ExecutionStatus.running.value, type_=sa.String()),
+    EX.c.lease_owner == p("p_owner"),
+)
 IS_QUEUED = EX.c.status == QUEUED
 #: Queued and not waiting for a later ``next_attempt_at``.
 IS_DUE = sa.and_(
@@ -246,7 +257,7 @@ def claim_one(running: sa.ColumnElement[int] | None) -> sa.Update:
     )
 
 
-# The tenants with queued work, one index probe each on ``(status, tenant_id, ...)`` (a loose
+# The tenants with queued work, one index probe each on the queued rows' index (a loose
 # index scan): ``SELECT DISTINCT`` would read every queued row, 100,000 of one flooding
 # tenant included. Waiting retries count too; the per-tenant read below skips them. The
 # probes go from the highest tenant id down: each lands on a tenant's newest entries, the
@@ -328,13 +339,13 @@ def next_of_tenant(tenant_id: sa.ColumnElement[str], lock_claimable: LockClaimab
         _queued_tenant_beside(tenant_id, below=True).is_not(None),
         _queued_tenant_beside(tenant_id, below=False).is_not(None),
     )
-    return _claim_oldest_due(tenant_id, 1, lock_claimable, sa.not_(others_queued))
+    return _claim_oldest_due(tenant_id, ONE, lock_claimable, sa.not_(others_queued))
 
 
 def _queued_tenant_beside(tenant_id: sa.ColumnElement[str], *, below: bool) -> sa.ScalarSelect[str]:
     """The highest id of a tenant with work queued below (or above) ``tenant_id``, or NULL.
 
-    One backward probe of the ``(status, tenant_id, ...)`` index, bounded by ``tenant_id``:
+    One backward probe of the queued rows' index, bounded by ``tenant_id``:
     it starts at the newest entries of the tenant next to it (or of the highest tenant), the
     live ones in a queue taken oldest first, and never reads ``tenant_id``'s own entries.
     Those begin with one dead entry per execution claimed since the last VACUUM, so a probe
@@ -349,12 +360,12 @@ def _queued_tenant_beside(tenant_id: sa.ColumnElement[str], *, below: bool) -> s
         sa.select(other.c.tenant_id)
         .where(other.c.status == QUEUED, beside)
         .order_by(other.c.tenant_id.desc())
-        .limit(1)
+        .limit(ONE)
         .scalar_subquery()
     )
 
 
-# Three aggregates on the (status, created_at, id) index in one round trip.
+# Three aggregates on the queue's partial indexes in one round trip.
 QUEUE_STATS = sa.select(
     COUNT_QUEUED.scalar_subquery(),
     sa.select(sa.func.min(EX.c.created_at)).where(IS_DUE).scalar_subquery(),
@@ -416,7 +427,7 @@ CANCEL_REQUESTED = sa.select(EX.c.id).where(
     EX.c.id.in_(_ids()), EX.c.status == RUNNING, EX.c.cancel_requested.is_(True)
 )
 # The status is compared by the caller: in the WHERE clause, PostgreSQL's planner chose to
-# read the queued range of the (status, ...) index, dead entries and all, over ten key
+# read the queued range of a status index, dead entries and all, over ten key
 # lookups (120-370 buffers per read of ten ids, against ~26).
 STATUS_AMONG = sa.select(EX.c.id, EX.c.status).where(EX.c.id.in_(_ids()))
 LIST_STEPS = (
@@ -493,8 +504,11 @@ def _reap(where: sa.ColumnElement[bool], lock_claimable: LockClaimable) -> sa.Up
     return sa.update(EX).where(EX.c.id.in_(lock_claimable(sa.select(EX.c.id).where(where))), where)
 
 
-def reap_timed_out(lock_claimable: LockClaimable) -> sa.Update:
-    where = sa.and_(EX.c.deadline_at <= p_at("p_now"), sa.or_(IS_QUEUED, LEASE_EXPIRED))
+def reap_timed_out(lock_claimable: LockClaimable, of: sa.ColumnElement[bool]) -> sa.Update:
+    """Time out the overdue rows among ``of``: the queued ones, or the running ones whose lease
+    expired. One statement for each, as each reads its own partial index: with the two in
+    one ``OR``, SQLite read the whole table."""
+    where = sa.and_(EX.c.deadline_at <= p_at("p_now"), of)
     return (
         _reap(where, lock_claimable)
         .values(status=ExecutionStatus.timed_out.value, error=TIMED_OUT, **_ENDED)

@@ -117,7 +117,10 @@ class SqlStore:
         )
         self._claim_due_of_tenant = q.claim_due_of_tenant(db.lock_claimable)
         self._reap = (
-            q.reap_timed_out(db.lock_claimable),
+            (
+                q.reap_timed_out(db.lock_claimable, q.IS_QUEUED),
+                q.reap_timed_out(db.lock_claimable, q.LEASE_EXPIRED),
+            ),
             q.reap_cancelled(db.lock_claimable),
             q.reap_requeued(db.lock_claimable),
         )
@@ -698,7 +701,7 @@ class SqlStore:
         timed_out_, cancelled, requeued_ = self._reap
 
         def op(conn: sa.Connection) -> Reaped:
-            timed_out = list(conn.execute(timed_out_, params).scalars())
+            timed_out = [i for stmt in timed_out_ for i in conn.execute(stmt, params).scalars()]
             conn.execute(cancelled, params)
             requeued = list(conn.execute(requeued_, params).scalars())
             return Reaped(requeued=requeued, timed_out=timed_out)

@@ -143,6 +143,12 @@ def _where_set(column: str) -> dict[str, Any]:
     return {"sqlite_where": predicate, "postgresql_where": predicate}
 
 
+def _where_status(status: str) -> dict[str, Any]:
+    """A partial index's predicate, ``status = '<status>'``, on both dialects."""
+    predicate = sa.text(f"status = '{status}'")
+    return {"sqlite_where": predicate, "postgresql_where": predicate}
+
+
 #: ``dedup_key``'s unique index covers only rows with a key: ``ON CONFLICT`` names it so.
 DEDUP_KEY_SET = sa.text("dedup_key IS NOT NULL")
 
@@ -176,11 +182,15 @@ execution = sa.Table(
     # The listing keyset, with and without a workflow filter.
     sa.Index(None, "tenant_id", "created_at", "id"),
     sa.Index(None, "tenant_id", "workflow_id", "created_at", "id"),
-    # claim_next / queued_ids / count_queued, and the reaper's scan of running rows.
-    sa.Index(None, "status", "created_at", "id"),
+    # The queue: only queued (or running) rows, so a claim never reads history, whatever
+    # the planner's statistics, and no index is led by ``status`` (a guard ``id = ? AND
+    # status = ...`` has only the primary key). Each query names the status as a constant,
+    # which both databases need to use a partial index (migration 0009).
     # Fair claims: the tenants with queued work (a loose index scan), each tenant's oldest
-    # due rows, and each tenant's running count against its cap.
-    sa.Index(None, "status", "tenant_id", "created_at", "id"),
+    # due rows, its queue depth; also the queue's figures and the reaper (all queued rows).
+    sa.Index("ix_execution_queued", "tenant_id", "created_at", "id", **_where_status("queued")),
+    # Each tenant's running count against its cap; the reaper's scan of running rows.
+    sa.Index("ix_execution_running", "tenant_id", **_where_status("running")),
     # Partial (this and the next two): most rows have no key, no pending retry and, while
     # they are new, no finish; an index that leaves those rows out costs the insert nothing.
     # Every query that uses one compares the column, which implies IS NOT NULL.

@@ -1,0 +1,61 @@
+"""SQLite plans of the engine's queue statements: each reads an index, none the whole
+``execution`` table.
+
+SQLite uses a partial index only where the query's ``WHERE`` names the index's own term
+(``status = 'queued'``, written into the SQL as a constant); an ``OR`` of a queued and a
+running condition once made the reaper's deadline pass read every row, history included, at
+every pass (``statements.reap_timed_out``). ``EXPLAIN QUERY PLAN`` reports a whole-table read
+as ``SCAN execution`` with no index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from ipaas.stores.sql import run_migrations
+from ipaas.stores.sql import statements as q
+
+
+def _unlocked(query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
+    return query  # SQLite's lock_claimable: one writer
+
+
+STATEMENTS = {
+    "claim of a tenant": q.claim_due_of_tenant(_unlocked),
+    "next of a tenant": q.next_of_tenant(q.p("p_tenant_id"), _unlocked),
+    "tenants to share": q.TENANTS_TO_SHARE,
+    "claim by id": q.claim_one(None),
+    "finish": q.FINISH,
+    "release": q.RELEASE,
+    "queue depth of a tenant": q.COUNT_QUEUED_OF_TENANT,
+    "queue figures": q.QUEUE_STATS,
+    "due retries": q.DUE_RETRIES,
+    "reap overdue queued": q.reap_timed_out(_unlocked, q.IS_QUEUED),
+    "reap overdue running": q.reap_timed_out(_unlocked, q.LEASE_EXPIRED),
+    "reap cancelled": q.reap_cancelled(_unlocked),
+    "reap requeued": q.reap_requeued(_unlocked),
+}
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("plans") / "plans.db"
+    run_migrations(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.mark.parametrize("name", list(STATEMENTS))
+def test_reads_an_index_never_the_whole_table(migrated: Path, name: str) -> None:
+    sql = str(STATEMENTS[name].compile(dialect=sqlite.dialect()))
+    with sqlite3.connect(migrated) as conn:
+        plan = [
+            row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))
+        ]
+    reads = [step for step in plan if " execution" in step or " run" in step or " other" in step]
+    assert reads, plan
+    assert [step for step in reads if step.startswith("SCAN") and "INDEX" not in step] == [], plan
