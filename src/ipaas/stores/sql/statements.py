@@ -294,7 +294,7 @@ TENANTS_TO_SHARE = sa.select(
 
 def _claim_oldest_due(
     tenant_id: sa.ColumnElement[str],
-    limit: sa.ColumnElement[int] | int,
+    limit: sa.ColumnElement[int],
     lock_claimable: LockClaimable,
     *where: sa.ColumnElement[bool],
 ) -> sa.Update:

@@ -9,8 +9,8 @@ With ``status`` leading an index, PostgreSQL's planner had two bad choices open 
 - the finish's guard (``id = ? AND status = 'running'``) read the (status, ...) index's
   whole running range, dead entries and all, instead of the primary key.
 A partial index on the queued rows is cheaper for the claim at any statistics, and with no
-index led by ``status`` the guard has only the primary key. A webhook's insert writes one
-index entry fewer, and an execution's claim and finish two and three fewer (a row version
+index led by ``status`` the guard has only the primary key. A webhook's insert and an
+execution's claim write one index entry fewer each, its finish two fewer (a row version
 enters a queue index only while its status is the index's).
 
 The oldest queued execution over every tenant (the queue's figures for /metrics, the
