@@ -178,9 +178,7 @@ async def test_claims_read_only_the_queue_when_the_backlog_outnumbers_history(
     (status, ...) index instead of the primary key: ~3,000 buffers per finish at 16
     concurrent claimers draining 5,000 executions (docs/benchmarks.md).
 
-    Not covered: ``claim_next``'s claim of a tenant's share, whose LIMIT (the tenant's room
-    under its cap) is an expression; its generic plan reads the table whole in this state,
-    not changed yet (docs/benchmarks.md, "Tenth session")."""
+    ``claim_next``: see the next test."""
     a = await new_account(pg_store)
     wf = await new_workflow(pg_store, a.id)
     await _seed(postgres_url, [(a.id, wf.id)], history=BACKLOG, backlog=HISTORY)
@@ -193,6 +191,36 @@ async def test_claims_read_only_the_queue_when_the_backlog_outnumbers_history(
     hot = [(sql, params) for sql, params in captured if "UPDATE execution" in sql]
     assert len(hot) >= 4
     reports = await _generic_plans(postgres_url, hot, mode)
+    assert len(reports) >= len(hot)
+    read = {
+        node.get("Index Name", node["Node Type"])
+        for report in reports
+        for node in _nodes(report["Plan"])
+        if node.get("Relation Name") == "execution"
+    }
+    assert read <= QUEUE_READS | {"ModifyTable"}, read - QUEUE_READS
+
+
+async def test_a_share_claim_reads_only_the_queue_when_the_backlog_outnumbers_history(
+    pg_store: SqlStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``claim_next``'s claim of a tenant's share locks up to ``p_limit`` of its oldest due
+    rows and claims as many of them as its room under the cap allows. With the room as the
+    LIMIT (an expression: the planner guesses a tenth of the rows) it read the whole table
+    whenever queued rows were common, at every call. Its plan is a custom one (made with
+    the parameters' values: a generic plan cannot know ``p_limit``, looks dearer and is not
+    chosen), and must read the queue only."""
+    a = await new_account(pg_store)
+    wf = await new_workflow(pg_store, a.id)
+    await _seed(postgres_url, [(a.id, wf.id)], history=BACKLOG, backlog=HISTORY)
+    with _captured(pg_store, monkeypatch) as captured:
+        kwargs: dict[str, Any] = {"owner": "w1", "lease_until": at(60), "timeout_s": TIMEOUT_S}
+        claimed = await pg_store.claim_next(now=at(20), limit=3, tenant_cap=RUNNING + 2, **kwargs)
+        assert [ex.id for ex in claimed] == ["ex_q_1", "ex_q_2"]  # the room, oldest first
+
+    hot = [(sql, params) for sql, params in captured if "execution" in sql]
+    assert len(hot) >= 2
+    reports = await _generic_plans(postgres_url, hot, "force_custom_plan")
     assert len(reports) >= len(hot)
     read = {
         node.get("Index Name", node["Node Type"])

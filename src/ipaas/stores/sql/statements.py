@@ -297,17 +297,27 @@ def _claim_oldest_due(
     limit: sa.ColumnElement[int],
     lock_claimable: LockClaimable,
     *where: sa.ColumnElement[bool],
+    room: sa.ColumnElement[int] | None = None,
 ) -> sa.Update:
     """Claim up to ``limit`` of the tenant's oldest due executions (also matching ``where``),
     their rows locked by ``lock_claimable``, skipping those another claimer holds, and read
     once; rows claimed elsewhere since the statement's snapshot no longer match (PostgreSQL
-    re-checks a locked row's newest version)."""
+    re-checks a locked row's newest version).
+
+    ``room``: claim only that many of the rows locked, the first ones read. It is evaluated
+    once, before the rows are read (a LIMIT's count is). It is not the locking read's own
+    LIMIT: the planner cannot estimate an expression there, guesses a tenth of the rows,
+    and read the whole table instead of the queue's index whenever queued rows were common
+    (tests/contracts/test_pg_plans.py). A materialized CTE (PostgreSQL's ``lock_claimable``)
+    is read back in the order its rows were written: oldest first."""
     due = lock_claimable(
         sa.select(EX.c.id)
         .where(EX.c.tenant_id == tenant_id, IS_DUE, *where)
         .order_by(EX.c.created_at, EX.c.id)
         .limit(limit)
     )
+    if room is not None:
+        due = sa.select(due.subquery().c.id).limit(room)
     return sa.update(EX).where(EX.c.id.in_(due)).values(CLAIM).returning(*EX.c)
 
 
@@ -322,7 +332,7 @@ def claim_of_tenant(running: sa.ColumnElement[int], lock_claimable: LockClaimabl
         (cap.is_(None), _limit()),
         else_=sa.func.greatest(0, sa.func.least(_limit(), cap - running)),
     )
-    return _claim_oldest_due(tenant_id, room, lock_claimable)
+    return _claim_oldest_due(tenant_id, _limit(), lock_claimable, room=room)
 
 
 def claim_due_of_tenant(lock_claimable: LockClaimable) -> sa.Update:
