@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     step_timeout_s: float = Field(default=30.0, gt=0)
     #: Time budget of rendering one step's templates; over it fails the step.
     template_timeout_s: float = Field(default=1.0, gt=0)
+    #: Share of a process's time one tenant's template renders may take on average (they
+    #: run on the event loop); over it, that tenant's steps wait for their share to refill.
+    template_tenant_share: float = Field(default=0.1, gt=0, le=1)
     #: Lease of a running execution; a worker heartbeats at a third of it.
     lease_s: float = Field(default=30.0, gt=0)
     #: How often the reaper looks for expired leases and timed-out executions.

@@ -19,6 +19,7 @@ from ipaas.engine.cancellation import (
 )
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.queue import JobQueue, create_queue
+from ipaas.engine.templating import TemplateRenderer
 from ipaas.errors import StoreUnavailable
 from ipaas.kit.egress import EgressPolicy
 from ipaas.kit.http import HttpClient
@@ -48,6 +49,8 @@ class Runtime:
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     #: Carries a cancel to the process running the execution (Redis pub/sub when scaled out).
     cancel_bus: CancelBus = field(default_factory=LocalCancelBus)
+    #: Renders step configs, each tenant within its share of this process's render time.
+    templates: TemplateRenderer = field(default_factory=TemplateRenderer)
 
     @classmethod
     def build(
@@ -87,6 +90,10 @@ class Runtime:
                 threshold=settings.circuit_failure_threshold,
                 cooldown_s=settings.circuit_cooldown_s,
                 probe_s=settings.step_timeout_s,
+            ),
+            templates=TemplateRenderer(
+                timeout_s=settings.template_timeout_s,
+                tenant_share=settings.template_tenant_share,
             ),
         )
 

@@ -5,8 +5,11 @@ import time
 import pytest
 
 from ipaas.engine.templating import (
+    BURST_S,
     DEFAULT_TIMEOUT_S,
     MAX_RENDERED_CHARS,
+    RenderShareSpent,
+    TemplateRenderer,
     TemplateRenderError,
     check_syntax,
     render,
@@ -169,3 +172,75 @@ class TestLimits:
             "{% macro m(x) %}<{{ x }}>{% endmacro %}{{ m(1) }} {{ 'a'|center(5) }}|"
         )
         assert render(source, CTX) == "1/2,2/2 a-b 003.1    7 xxx 1024 cb p-q<1>   a  |"
+
+
+class _Clock:
+    """``time.monotonic`` plus time that templates "spend" through ``spend(s)``: the renderer
+    sees that render time pass while the render's own deadline (real time) does not."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def spend(self, seconds: float) -> str:
+        self.offset += seconds
+        return "spent"
+
+
+class TestTenantShare:
+    """``TemplateRenderer``: one tenant's renders take at most their share of the process."""
+
+    def test_cheap_renders_never_wait(self) -> None:
+        renderer = TemplateRenderer(timeout_s=0.05, tenant_share=0.01)
+        config = {"text": "order {{ trigger.body.order.id }}: {{ trigger.body.items|upper }}"}
+        for _ in range(2_000):
+            assert renderer.render("tn_a", config, CTX) == {"text": "order 7: FIELD"}
+        assert renderer.wait_s("tn_a") == 0.0
+
+    def test_a_tenant_that_took_its_share_waits_until_it_is_whole_and_others_do_not(
+        self,
+    ) -> None:
+        clock = _Clock()
+        renderer = TemplateRenderer(timeout_s=1.0, tenant_share=0.1, clock=clock)
+        assert renderer.burst_s == BURST_S == 0.25
+        context = {**CTX, "spend": clock.spend}
+        assert renderer.render("tn_a", {"x": "{{ spend(0.2) }}"}, context) == {"x": "spent"}
+        # Under a burst: the next render runs (and may take the whole timeout).
+        assert renderer.render("tn_a", {"x": "{{ spend(0.1) }}"}, context) == {"x": "spent"}
+        with pytest.raises(RenderShareSpent, match="IPAAS_TEMPLATE_TENANT_SHARE") as spent:
+            renderer.render("tn_a", {"x": "{{ trigger.body.order.id }}"}, CTX)
+        # Until it owes nothing: 0.3 s less what 0.1 s paid back (plus the renders' own
+        # real time), paid back at 0.1 s per second.
+        assert 2.9 < spent.value.wait_s < 3.1
+        assert renderer.render("tn_b", {"x": "{{ trigger.body.order.id }}"}, CTX) == {"x": 7}
+        clock.offset += 1.5  # half paid back: still waiting, so that the waiting steps all
+        with pytest.raises(RenderShareSpent):  # come back together, oldest first
+            renderer.render("tn_a", {"x": "{{ trigger.body.order.id }}"}, CTX)
+        assert 1.4 < renderer.wait_s("tn_a") < 1.6
+        clock.offset += 1.7
+        assert renderer.wait_s("tn_a") == 0.0
+        assert renderer.render("tn_a", {"x": "{{ trigger.body.order.id }}"}, CTX) == {"x": 7}
+
+    def test_a_render_is_not_cut_short_by_the_share(self) -> None:
+        clock = _Clock()
+        renderer = TemplateRenderer(timeout_s=1.0, tenant_share=0.1, clock=clock)
+        renderer.render("tn_a", {"x": "{{ spend(0.24) }}"}, {**CTX, "spend": clock.spend})
+        loop = "{% for a in range(1000) %}{% for b in range(100) %}{% endfor %}{% endfor %}ok"
+        # 0.01 s short of a burst, but the render has the whole timeout: it finishes, and
+        # then the tenant waits.
+        assert renderer.render("tn_a", {"text": loop}, CTX) == {"text": "ok"}
+        assert renderer.wait_s("tn_a") > 2.5
+
+    def test_the_render_timeout_still_fails_the_step(self) -> None:
+        renderer = TemplateRenderer(timeout_s=0.05, tenant_share=0.1)
+        doubling = (
+            "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% else %}{% endif %}"
+            "{% endmacro %}{{ f(40) }}"
+        )
+        with pytest.raises(TemplateRenderError, match=r"longer than 0\.05 s"):
+            renderer.render("tn_a", {"text": doubling}, CTX)
+        # The time it took counts: the tenant owes the whole timeout and waits.
+        with pytest.raises(RenderShareSpent):
+            renderer.render("tn_a", {"text": "{{ trigger.body.order.id }}"}, CTX)

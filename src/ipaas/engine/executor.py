@@ -13,6 +13,7 @@ import structlog
 
 from ipaas.credentials import service as credential_service
 from ipaas.engine.cancellation import StopReason
+from ipaas.engine.connectors.base import NOT_CALLED
 from ipaas.engine.retries import RetryRules
 from ipaas.engine.steps import STOP_OUTCOMES, StepsRun, run_steps
 from ipaas.errors import StoreUnavailable
@@ -44,8 +45,6 @@ async def _uncancellable(coro: Coroutine[Any, Any, T] | asyncio.Future[T]) -> T:
 #: First and longest pause between attempts of a store write during a database outage.
 OUTAGE_RETRY_FIRST_S = 0.1
 OUTAGE_RETRY_MAX_S = 2.0
-
-CIRCUIT_OPEN = "circuit_open"
 
 #: How long a worker reuses the decrypted secrets of a set of credentials.
 SECRETS_TTL_S = 2.0
@@ -284,7 +283,7 @@ class Executor:
                 if s.status is StepStatus.succeeded:
                     done[s.step_id] = s
                     continue
-                if s.error_code == CIRCUIT_OPEN:
+                if s.error_code in NOT_CALLED:
                     continue  # the call was not made; the next attempt takes its number
                 attempts[s.step_id] = max(attempts.get(s.step_id, 1), s.attempt + 1)
                 # Attempts before a manual retry (which resets ``started_at``) do not count.
@@ -316,5 +315,5 @@ class Executor:
             ),
             circuit=self.runtime.breaker.gate(execution.tenant_id),
             stop_reason=lambda: cancels.reason(execution.id),
-            template_timeout_s=self.runtime.settings.template_timeout_s,
+            templates=self.runtime.templates,
         )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ipaas.engine.connectors.base import CircuitOpenError, ConnectorError, RetryPolicy
+from ipaas.engine.connectors.base import ConnectorError, NotCalledError, RetryPolicy
 from ipaas.kit.clock import utcnow
 
 if TYPE_CHECKING:  # the runtime imports the engine, not the other way round
@@ -44,7 +44,8 @@ class RetryRules:
     """What one run of an execution needs to decide whether a failed step runs again."""
 
     #: Attempts each step already failed in this run of the execution (since its last
-    #: ``started_at``: a manual retry starts a new budget). Circuit-open waits do not count.
+    #: ``started_at``: a manual retry starts a new budget). Waits of calls not made (circuit
+    #: open, template share spent) do not count.
     made: Mapping[str, int]
     #: No attempt is scheduled at or after the execution's deadline: it would time out.
     deadline_at: datetime | None
@@ -57,8 +58,9 @@ class RetryRules:
     ) -> datetime | None:
         """When the step runs again, or ``None`` when it will not (not retryable, out of
         attempts, or past the execution's deadline)."""
-        if isinstance(error, CircuitOpenError):
-            # The call was not made: waiting for the circuit costs no attempt.
+        if isinstance(error, NotCalledError):
+            # The call was not made (circuit open, template share spent): waiting costs no
+            # attempt.
             due = error.retry_at
         else:
             if not error.retryable:

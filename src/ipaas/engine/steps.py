@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,9 +15,16 @@ from pydantic import ValidationError
 
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.connectors import get_connector
-from ipaas.engine.connectors.base import CircuitGate, ConnectorError, Endpoints, StepContext
+from ipaas.engine.connectors.base import (
+    TEMPLATE_SHARE,
+    CircuitGate,
+    ConnectorError,
+    Endpoints,
+    NotCalledError,
+    StepContext,
+)
 from ipaas.engine.retries import RetryRules
-from ipaas.engine.templating import DEFAULT_TIMEOUT_S, TemplateRenderError, render
+from ipaas.engine.templating import RenderShareSpent, TemplateRenderer, TemplateRenderError
 from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
@@ -54,8 +62,8 @@ class StepsRun:
     retry: RetryRules | None = None
     circuit: CircuitGate | None = None
     simulate: bool = False
-    #: Time budget of rendering one step's config (``IPAAS_TEMPLATE_TIMEOUT_S``).
-    template_timeout_s: float = DEFAULT_TIMEOUT_S
+    #: Renders step configs: the render timeout, each tenant's share of render time.
+    templates: TemplateRenderer = field(default_factory=TemplateRenderer)
     stop_reason: Callable[[], StopReason | None] = lambda: None
 
 
@@ -124,7 +132,11 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             if connector is None:
                 msg = f"unknown step type {step.type!r}"
                 raise ConnectorError(msg, retryable=False)
-            rendered = render(step.config, context, timeout_s=run.template_timeout_s)
+            try:
+                rendered = run.templates.render(run.tenant_id, step.config, context)
+            except RenderShareSpent as exc:
+                retry_at = utcnow() + timedelta(seconds=exc.wait_s)
+                raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
             params = connector.Params.model_validate(rendered)
             ctx = StepContext(
                 http=run.http,

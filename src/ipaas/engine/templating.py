@@ -2,12 +2,16 @@
 
 A string that is exactly one expression (``"{{ trigger.body.items }}"``) renders to the
 native value, so lists and objects pass through untouched; any other string renders to text.
-What a template may cost (time, loops, size) is bounded by ``engine/sandbox.py``.
+What one render may cost (time, loops, size) is bounded by ``engine/sandbox.py``; what one
+tenant's renders may take of a process's time, by ``TemplateRenderer``.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -24,14 +28,24 @@ from ipaas.engine.sandbox import (
 
 #: Output of one rendered string; larger output fails the step instead of bloating a record.
 MAX_RENDERED_CHARS = 64 * 1024
+#: Share of a process's time one tenant's renders may take, on average
+#: (``IPAAS_TEMPLATE_TENANT_SHARE``).
+DEFAULT_TENANT_SHARE = 0.1
+#: Render time a tenant may owe before its renders wait: the length of its bursts, which
+#: is how long another tenant may wait behind them (plus one render, up to the timeout).
+BURST_S = 0.25
 
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}|\{\{|\{%).)*)\}\}$", re.S)
 
 __all__ = [
+    "BURST_S",
+    "DEFAULT_TENANT_SHARE",
     "DEFAULT_TIMEOUT_S",
     "MAX_RANGE",
     "MAX_RENDERED_CHARS",
+    "RenderShareSpent",
     "TemplateRenderError",
+    "TemplateRenderer",
     "check_syntax",
     "is_template",
     "render",
@@ -40,6 +54,15 @@ __all__ = [
 
 class TemplateRenderError(Exception):
     """A template could not be compiled or rendered; the message says where."""
+
+
+class RenderShareSpent(Exception):
+    """The tenant's renders took their share of this process's time: this one did not run,
+    and may in ``wait_s``."""
+
+    def __init__(self, message: str, *, wait_s: float) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
 
 
 _ENV = LimitedEnvironment()
@@ -90,6 +113,94 @@ def render(value: Any, context: dict[str, Any], *, timeout_s: float = DEFAULT_TI
     """
     budget = start_budget(timeout_s)
     return run_with_budget(budget, lambda: _render(value, context, "config"))
+
+
+class TemplateRenderer:
+    """Renders step configs for the tenants of one process, each tenant within its share of
+    the process's time.
+
+    A render runs inline on the event loop (``engine/sandbox.py``): while it runs, nothing
+    else in the process does, intake and every other tenant's executions included. The
+    render timeout bounds one render; this bounds what one tenant's renders take together.
+
+    Each tenant owes the render time it took, and pays it back at ``tenant_share`` seconds
+    per second. Once it owes ``burst_s`` or more, its renders stop until it owes nothing:
+    ``RenderShareSpent`` says how long that is, and the waiting steps all come back then,
+    oldest first, each with the whole timeout (a render is never cut short for its tenant's
+    share: cut at what was left, a render longer than that would never finish). So a tenant
+    gets ``tenant_share`` of the loop on average, in bursts of about ``burst_s`` (or one
+    render, when that is longer).
+
+    Renders of a few ``{{ }}`` take microseconds: most tenants never owe enough to wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tenant_share: float = DEFAULT_TENANT_SHARE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.tenant_share = tenant_share
+        self.burst_s = min(BURST_S, timeout_s)
+        self._clock = clock
+        #: tenant id -> what it owed after its last render (forgotten once paid back, at
+        #: most 1,024 renders later).
+        self._owed: dict[str, _Owed] = {}
+        self._charges = 0
+
+    def wait_s(self, tenant_id: str) -> float:
+        """How long the tenant's renders must wait (0: they may run now)."""
+        return self._wait_s(tenant_id, self._clock())
+
+    def render(self, tenant_id: str, value: Any, context: dict[str, Any]) -> Any:
+        """``render(value, context)`` unless the tenant must wait (``RenderShareSpent``)."""
+        start = self._clock()
+        wait_s = self._wait_s(tenant_id, start)
+        if wait_s > 0:
+            msg = (
+                f"this tenant's templates took their share of render time "
+                f"({self.tenant_share:.0%} of a process, IPAAS_TEMPLATE_TENANT_SHARE): "
+                f"not rendered; next try in {wait_s:.1f} s"
+            )
+            raise RenderShareSpent(msg, wait_s=wait_s)
+        try:
+            return render(value, context, timeout_s=self.timeout_s)
+        finally:
+            self._charge(tenant_id, start)
+
+    def _owed_at(self, entry: _Owed, now: float) -> float:
+        return max(0.0, entry.seconds - (now - entry.at) * self.tenant_share)
+
+    def _wait_s(self, tenant_id: str, now: float) -> float:
+        entry = self._owed.get(tenant_id)
+        if entry is None or not entry.waiting:
+            return 0.0
+        owed = self._owed_at(entry, now)
+        if owed == 0.0:
+            del self._owed[tenant_id]
+        return owed / self.tenant_share
+
+    def _charge(self, tenant_id: str, start: float) -> None:
+        end = self._clock()
+        entry = self._owed.get(tenant_id)
+        owed = (self._owed_at(entry, end) if entry is not None else 0.0) + (end - start)
+        # A render ran, so the tenant was not waiting: it does from a whole burst on.
+        self._owed[tenant_id] = _Owed(owed, end, waiting=owed >= self.burst_s)
+        self._charges += 1
+        if self._charges % 1024 == 0:  # forget the tenants that owe nothing
+            for key in [k for k, e in self._owed.items() if self._owed_at(e, end) == 0.0]:
+                del self._owed[key]
+
+
+@dataclass(slots=True)
+class _Owed:
+    seconds: float
+    #: When ``seconds`` was owed (the clock of ``TemplateRenderer``).
+    at: float
+    #: It owed a whole burst: its renders wait until it owes nothing.
+    waiting: bool
 
 
 def _render(value: Any, context: dict[str, Any], path: str) -> Any:

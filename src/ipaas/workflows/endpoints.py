@@ -62,7 +62,7 @@ async def dry_run(
         definition=WorkflowDefinition(trigger=body.trigger, steps=body.steps),
         trigger=body.trigger_sample,
         simulate=body.mode == "simulate",
-        template_timeout_s=runtime.settings.template_timeout_s,
+        templates=runtime.templates,
     )
 
 
@@ -145,7 +145,7 @@ async def dry_run_saved(
         definition=workflow.definition,
         trigger=options.trigger_sample,
         simulate=options.mode == "simulate",
-        template_timeout_s=runtime.settings.template_timeout_s,
+        templates=runtime.templates,
     )
 
 

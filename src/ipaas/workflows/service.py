@@ -13,7 +13,7 @@ from ipaas.credentials.models import CredentialType
 from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.steps import StepsRun, run_steps
-from ipaas.engine.templating import DEFAULT_TIMEOUT_S, check_syntax, is_template
+from ipaas.engine.templating import TemplateRenderer, check_syntax, is_template
 from ipaas.errors import NotFound, ValidationFailed
 from ipaas.executions.models import ExecutionStatus, StepRun, TriggerData
 from ipaas.kit.clock import utcnow
@@ -199,7 +199,7 @@ async def dry_run(
     definition: WorkflowDefinition,
     trigger: TriggerData,
     simulate: bool,
-    template_timeout_s: float = DEFAULT_TIMEOUT_S,
+    templates: TemplateRenderer | None = None,
 ) -> DryRunRead:
     """Run (or, simulating, only build) every step; nothing is persisted."""
     await validate_definition(
@@ -237,7 +237,7 @@ async def dry_run(
             http=http,
             endpoints=endpoints,
             simulate=simulate,
-            template_timeout_s=template_timeout_s,
+            templates=templates or TemplateRenderer(),
         ),
         on_step,
     )

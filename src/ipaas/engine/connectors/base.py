@@ -46,17 +46,31 @@ class ConnectorError(Exception):
         self.code = code
 
 
-class CircuitOpenError(ConnectorError):
+#: ``NotCalledError`` codes: the step's call was not made.
+CIRCUIT_OPEN = "circuit_open"
+TEMPLATE_SHARE = "template_share"
+NOT_CALLED = frozenset({CIRCUIT_OPEN, TEMPLATE_SHARE})
+
+
+class NotCalledError(ConnectorError):
+    """The step's call was not made and may be at ``retry_at``: the wait costs no attempt
+    (the next attempt takes this one's number)."""
+
+    def __init__(self, message: str, *, retry_at: datetime, code: str) -> None:
+        super().__init__(message, retryable=True, code=code)
+        self.retry_at = retry_at
+
+
+class CircuitOpenError(NotCalledError):
     """The destination's circuit is open: the call was not made. Try again at ``retry_at``."""
 
     def __init__(self, host: str, retry_at: datetime) -> None:
         super().__init__(
             f"circuit open for {host}: not called, next try at {retry_at.isoformat()}",
-            retryable=True,
-            code="circuit_open",
+            retry_at=retry_at,
+            code=CIRCUIT_OPEN,
         )
         self.host = host
-        self.retry_at = retry_at
 
 
 class CircuitGate(Protocol):

@@ -223,7 +223,7 @@ async def dry_run(
             definition=workflow.definition,
             trigger=TriggerData(body=body, content_type="application/json"),
             simulate=form.get("mode") == "simulate",
-            template_timeout_s=runtime.settings.template_timeout_s,
+            templates=runtime.templates,
         )
     except ValidationFailed as exc:
         context["errors"] = {"sample": exc.message, **forms.errors_by_field(exc.details)}
