@@ -29,6 +29,7 @@ from ipaas.stores.sql.engine import (
     PG_CONNECT_TIMEOUT_S,
     Database,
     PoolSize,
+    RowFetch,
     RowInsert,
     SqliteDatabase,
     create_database,
@@ -239,6 +240,29 @@ class TestWriteBatch:
             assert failed[0] in (3, 12)
         assert all(results[n] == 1 for n in range(30) if n not in (*failed, 20))
         expected = {f"tn_{n}" for n in range(30) if n not in (12, 20)} | {"tn_between"}
+        assert await _stored_ids(sql_url) == expected
+
+    async def test_row_fetches_give_each_its_row_and_fail_alone(
+        self, db: Database, sql_url: str
+    ) -> None:
+        # RowFetches of one statement submitted together (PostgreSQL: one fetchmany); a row
+        # that fails (a taken key) must fail alone and the others get their own row back.
+        stmt = sa.insert(t.tenant).returning(t.tenant.c.id, t.tenant.c.name)
+        rows = [{"id": f"tn_{n}", "name": f"n{n}", "created_at": T0} for n in range(20)]
+        rows[12] = {"id": "tn_3", "name": "again", "created_at": T0}
+        ops = [RowFetch(stmt, row, order=f"{n:02}") for n, row in enumerate(rows)]
+        async with _writer_held_if_sqlite(db, sql_url):
+            futures = [asyncio.ensure_future(db.run_write(op, one_statement=True)) for op in ops]
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [n for n, r in enumerate(results) if isinstance(r, Exception)]
+        assert len(failed) == 1
+        assert failed[0] in (3, 12)
+        assert isinstance(results[failed[0]], sa.exc.IntegrityError)
+        for n, result in enumerate(results):
+            if n not in failed:
+                assert result == {"id": rows[n]["id"], "name": rows[n]["name"]}
+        expected = {f"tn_{n}" for n in range(20) if n != 12}
         assert await _stored_ids(sql_url) == expected
 
     async def test_a_lost_transaction_fails_the_whole_batch(
@@ -690,6 +714,37 @@ class TestPostgresOutage:
 
 def _backend_pid(conn: sa.Connection) -> int:
     return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+class TestPostgresRowFetch:
+    pytestmark = POSTGRES_ONLY
+
+    async def test_row_fetches_of_one_iteration_share_one_transaction_in_order(
+        self, postgres_url: str
+    ) -> None:
+        # One round trip and one commit for all of them, their statements run in ``order``
+        # (so batches take their row locks in one order and cannot deadlock).
+        stmt = sa.insert(t.tenant).returning(
+            t.tenant.c.id,
+            sa.func.txid_current().label("txid"),
+            sa.func.clock_timestamp().label("at"),
+        )
+        await truncate_all(postgres_url)
+        db = create_database(postgres_url)
+        try:
+            ops = [
+                RowFetch(stmt, {"id": f"tn_{n}", "name": "x", "created_at": T0}, order=f"{9 - n}")
+                for n in range(10)
+            ]
+            results = await asyncio.gather(*(db.run_write(op) for op in ops))
+        finally:
+            await db.dispose()
+        assert [r["id"] for r in results] == [f"tn_{n}" for n in range(10)]
+        assert len({r["txid"] for r in results}) == 1
+        # Statement order: by ``order``, so tn_9 ran first.
+        assert [r["id"] for r in sorted(results, key=lambda r: r["at"])] == [
+            f"tn_{n}" for n in reversed(range(10))
+        ]
 
 
 class TestPostgresHeldConnections:

@@ -323,6 +323,33 @@ class TestFinishAndClaimNext:
         await deferred(store, *a, until=100)
         assert await self.finish_next(store, first) == (True, None)
 
+    async def test_concurrent_finishes_each_take_a_different_next(
+        self, store: Store, a: tuple[Account, Workflow]
+    ) -> None:
+        # Finishes of one event-loop iteration go to PostgreSQL as one batch (``RowFetch``):
+        # each claims the tenant's next, never one another statement of the batch took,
+        # and one whose lease was lost fails alone.
+        ids = await queue(store, *a, 12, first=0)
+        running = await claim_next(store, 6)
+        assert [ex.id for ex in running] == ids[:6]
+        results = await asyncio.gather(
+            *(self.finish_next(store, ex, owner="w2" if n == 3 else "w1")
+              for n, ex in enumerate(running))
+        )  # fmt: skip
+        assert [finished for finished, _ in results] == [n != 3 for n in range(6)]
+        for n, ex in enumerate(running):
+            done = await store.get_execution(a[0].id, ex.id)
+            assert done is not None
+            expected = ExecutionStatus.running if n == 3 else ExecutionStatus.succeeded
+            assert done.status is expected
+        taken = [nxt.id for _, nxt in results if nxt is not None]
+        if store.writes_in_order:
+            assert taken == []
+            return
+        assert len(taken) == 5
+        assert sorted(taken) == sorted(ids[6:11])  # the five oldest still queued, once each
+        assert all(nxt.lease_owner == "w1" for _, nxt in results if nxt is not None)
+
 
 class TestRoundRobin:
     async def test_interleaves_tenants_not_fifo(

@@ -93,10 +93,14 @@ class GuardedUpsert:
 class GuardedUpsertThenClaim:
     """See ``Database.update_upsert_then_claim``."""
 
-    make: Callable[
-        [Mapping[str, Any], Mapping[str, Any]],
-        Callable[[sa.Connection], tuple[bool, Mapping[str, Any] | None]],
-    ]
+    #: ``make(update_params, row, order=...)``: the op (``order``: see ``RowFetch``).
+    make: Callable[..., RowFetch]
+
+    @staticmethod
+    def outcome(row: Mapping[str, Any]) -> tuple[bool, Mapping[str, Any] | None]:
+        """Whether ``update`` matched, and the row claimed, from the op's row."""
+        matched = bool(row["matched"])
+        return matched, (row if matched and row["id"] is not None else None)
 
 
 class Database(ABC):
@@ -474,6 +478,44 @@ class RowInsert:
         return rowcount(conn, self.stmt, self.values)
 
 
+@dataclass(frozen=True, slots=True)
+class RowFetch:
+    """A write op of one statement that returns exactly one row, atomic on its own; its
+    result is that row, as a mapping. PostgreSQL runs the ones of one statement submitted in
+    one event-loop iteration as one pipelined fetchmany, in one implicit transaction
+    (``PostgresDatabase._fetch_rows``): one round trip and one commit for all of them.
+    ``order`` sorts them in such a batch: batches that take their row locks in one order
+    cannot deadlock with each other or with a statement that locks rows by primary key."""
+
+    stmt: sa.Executable
+    params: Mapping[str, Any]
+    order: str = ""
+
+    def __call__(self, conn: sa.Connection) -> Mapping[str, Any]:
+        (row,) = mappings(conn, self.stmt, self.params)
+        return row
+
+
+def fetch_rows(
+    conn: sa.Connection, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]] | None:
+    """Run a statement that returns exactly one row once per set of parameters, as one
+    fetchmany on asyncpg (atomic: one implicit transaction); the rows in order. ``None``
+    where it cannot (another driver, a statement SQLAlchemy must run): run them one by one."""
+    if conn.dialect.driver != "asyncpg" or any(tuple(row) != tuple(rows[0]) for row in rows):
+        return None
+    prepared = _driver_statement(conn, stmt, rows[0], with_rows=True)
+    if prepared is None:
+        return None
+    keys = prepared.keys
+    assert keys is not None
+    fetched = prepared.rows_many(conn, rows)
+    if len(fetched) != len(rows):
+        msg = f"{len(fetched)} rows for {len(rows)} statements that return one row each"
+        raise RuntimeError(msg)
+    return [dict(zip(keys, row, strict=True)) for row in fetched]
+
+
 def rowcount(conn: sa.Connection, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
     """Run a write statement that returns no rows; the number of rows it matched. Straight
     on the driver where it can (``_driver_statement``), else through SQLAlchemy."""
@@ -654,7 +696,15 @@ class _DriverStatement:
         self._on_driver(conn, "executemany", [self.args(row) for row in rows])
 
     def rows(self, conn: sa.Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        fetched: Sequence[Sequence[Any]] = self._on_driver(conn, "fetch", self.args(params))
+        return self._processed(self._on_driver(conn, "fetch", self.args(params)))
+
+    def rows_many(
+        self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[Any, ...]]:
+        """Every row of the statement run once per set of parameters (asyncpg only)."""
+        return self._processed(self._on_driver(conn, "fetchmany", [self.args(row) for row in rows]))
+
+    def _processed(self, fetched: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         if not self.results:
             return [tuple(row) for row in fetched]
         processed: list[tuple[Any, ...]] = []
@@ -666,9 +716,9 @@ class _DriverStatement:
         return processed
 
     def _on_driver(self, conn: sa.Connection, method: str, args: Any) -> Any:
-        """``execute`` (the row count), ``executemany`` (nothing) or ``fetch`` (every row, as
-        sequences of the driver's values) on the driver; its errors as SQLAlchemy raises
-        them."""
+        """``execute`` (the row count), ``executemany`` (nothing), ``fetch`` (every row, as
+        sequences of the driver's values) or, on asyncpg, ``fetchmany`` (``fetch`` once per
+        set of arguments, atomic) on the driver; its errors as SQLAlchemy raises them."""
         if conn.dialect.driver == "asyncpg":
             return _on_asyncpg(conn, self.sql, method, args)
         driver = conn.connection.driver_connection
@@ -698,6 +748,8 @@ def _on_asyncpg(conn: sa.Connection, sql: str, method: str, args: Any) -> Any:
         match method:
             case "fetch":
                 return adapter.run_async(lambda raw: raw.fetch(sql, *args))
+            case "fetchmany":
+                return adapter.run_async(lambda raw: raw.fetchmany(sql, args))
             case "execute":
                 status: str = adapter.run_async(lambda raw: raw.execute(sql, *args))
                 # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
@@ -1225,6 +1277,8 @@ class PostgresDatabase(Database):
         self._writes: set[asyncio.Task[Any]] = set()
         # RowInserts, inserted a loop iteration's worth at a time (``_insert_rows``).
         self._inserts: LoopBatch[RowInsert, int] = LoopBatch(self._insert_rows)
+        # RowFetches (finishes), the same way (``_fetch_rows``).
+        self._fetches: LoopBatch[RowFetch, Mapping[str, Any]] = LoopBatch(self._fetch_rows)
 
     async def run_read(self, op: Callable[[sa.Connection], T]) -> T:
         try:
@@ -1249,6 +1303,8 @@ class PostgresDatabase(Database):
     ) -> T:
         if isinstance(op, RowInsert):
             return cast(T, await self._inserts.submit(op))
+        if isinstance(op, RowFetch):
+            return cast(T, await self._fetches.submit(op))
         # A task of its own, so a cancelled caller does not roll back (or, worse, abandon
         # mid-COMMIT) a write that has started: it completes, and its outcome is dropped.
         task = asyncio.create_task(self._write(op, one_statement=one_statement))
@@ -1298,6 +1354,50 @@ class PostgresDatabase(Database):
         except Exception as exc:  # e.g. the connection lost: not retried (see ``_write``)
             return [exc] * len(ops)
         return [1] * len(ops)
+
+    async def _fetch_rows(self, ops: list[RowFetch]) -> list[BaseException | Mapping[str, Any]]:
+        """Group commit for RowFetches (``self._fetches``): those of one event-loop iteration
+        (concurrent finishes) with the same statement go as one fetchmany, ordered by
+        ``RowFetch.order``: one connection, one round trip and one commit for them all."""
+        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+        for index, op in enumerate(ops):
+            groups.setdefault((id(op.stmt), tuple(op.params)), []).append(index)
+        chunks = [
+            sorted(indexes[start : start + PG_MAX_INSERT_BATCH], key=lambda i: ops[i].order)
+            for indexes in groups.values()
+            for start in range(0, len(indexes), PG_MAX_INSERT_BATCH)
+        ]
+        results = await asyncio.gather(
+            *(self._fetch_group([ops[i] for i in chunk]) for chunk in chunks)
+        )
+        outcomes: list[BaseException | Mapping[str, Any]] = [{}] * len(ops)
+        for chunk, chunk_outcomes in zip(chunks, results, strict=True):
+            for index, outcome in zip(chunk, chunk_outcomes, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    async def _fetch_group(self, ops: list[RowFetch]) -> list[BaseException | Mapping[str, Any]]:
+        async def each() -> list[BaseException | Mapping[str, Any]]:
+            return await asyncio.gather(
+                *(self._write(op, one_statement=True) for op in ops), return_exceptions=True
+            )
+
+        if len(ops) == 1:
+            return await each()
+        stmt, rows = ops[0].stmt, [op.params for op in ops]
+        try:
+            fetched = await self._write(
+                lambda conn: fetch_rows(conn, stmt, rows), one_statement=True
+            )
+        except StoreUnavailable as exc:  # committed or not is unknown: not run again here
+            return [exc] * len(ops)
+        except Exception:
+            # The server refused the batch (rolled back whole, so nothing of it is written):
+            # each op goes again on its own, and only a bad one fails.
+            return await each()
+        if fetched is None:
+            return await each()
+        return list(fetched)
 
     def _write_done(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
@@ -1396,16 +1496,9 @@ class PostgresDatabase(Database):
         ).select_from(one.outerjoin(claimed, sa.true()))
 
         def make(
-            update_params: Mapping[str, Any], values: Mapping[str, Any]
-        ) -> Callable[[sa.Connection], tuple[bool, Mapping[str, Any] | None]]:
-            params = _row_params(update_params, values)
-
-            def op(conn: sa.Connection) -> tuple[bool, Mapping[str, Any] | None]:
-                (result,) = mappings(conn, stmt, params)
-                matched = bool(result["matched"])
-                return matched, (result if matched and result["id"] is not None else None)
-
-            return op
+            update_params: Mapping[str, Any], values: Mapping[str, Any], *, order: str = ""
+        ) -> RowFetch:
+            return RowFetch(stmt, _row_params(update_params, values), order)
 
         return GuardedUpsertThenClaim(make)
 
@@ -1421,6 +1514,7 @@ class PostgresDatabase(Database):
 
     async def dispose(self) -> None:
         await self._inserts.drain()
+        await self._fetches.drain()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await self._held.close()

@@ -637,15 +637,18 @@ class SqlStore:
         params = _claim_params(owner, finished_at, lease_until, timeout_s) | _finish_params(
             execution_id, owner, status, error, finished_at
         )
-        finish = write.make(params, _step_values(step))
-
-        def op(conn: sa.Connection) -> tuple[bool, list[Mapping[Any, Any]]]:
-            finished, row = finish(conn)
-            return finished, _fill_deadlines(conn, [row] if row is not None else [], timeout_s)
-
-        # One statement: the finish, its step and the claim commit together or not at all.
-        finished, rows = await self._db.run_write(op, one_statement=True)
-        return finished, (_execution(rows[0]) if rows else None)
+        # One statement: the finish, its step and the claim commit together or not at all
+        # (on PostgreSQL in one transaction with this process's other finishes of the same
+        # event-loop iteration: ``RowFetch``).
+        finish = write.make(params, _step_values(step), order=execution_id)
+        finished, claimed = write.outcome(await self._db.run_write(finish, one_statement=True))
+        if claimed is None:
+            return finished, None
+        if claimed["deadline_at"] is None and claimed["started_at"] is not None:
+            (claimed,) = await self._db.run_write(
+                lambda conn: _fill_deadlines(conn, [claimed], timeout_s), one_statement=True
+            )
+        return finished, _execution(claimed)
 
     async def release_execution(self, execution_id: str, *, owner: str) -> bool:
         return await self._write_one(q.RELEASE, {"p_id": execution_id, "p_owner": owner}) == 1
