@@ -746,6 +746,35 @@ class TestPostgresRowFetch:
             f"tn_{n}" for n in reversed(range(10))
         ]
 
+    async def test_a_batch_that_may_have_committed_is_not_run_again(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Only a batch the server refused runs again op by op. An error after the commit
+        # (here: raised once the rows are back) fails every op of it: run again, a finish
+        # would find its own row finished and report its lease lost.
+        await truncate_all(postgres_url)
+        real = engine.fetch_rows
+
+        def committed_then_failed(*args: Any) -> None:
+            real(*args)
+            msg = "after the commit"
+            raise RuntimeError(msg)
+
+        monkeypatch.setattr(engine, "fetch_rows", committed_then_failed)
+        stmt = sa.insert(t.tenant).returning(t.tenant.c.id)
+        db = create_database(postgres_url)
+        try:
+            ops = [
+                RowFetch(stmt, {"id": f"tn_{n}", "name": "x", "created_at": T0}) for n in range(4)
+            ]
+            results = await asyncio.gather(
+                *(db.run_write(op) for op in ops), return_exceptions=True
+            )
+        finally:
+            await db.dispose()
+        assert all(isinstance(r, RuntimeError) for r in results), results
+        assert await _stored_ids(postgres_url) == {f"tn_{n}" for n in range(4)}
+
 
 class TestPostgresHeldConnections:
     """Single-statement ops run on autocommit connections kept out of the pool between ops

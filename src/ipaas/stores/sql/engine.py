@@ -1389,12 +1389,15 @@ class PostgresDatabase(Database):
             fetched = await self._write(
                 lambda conn: fetch_rows(conn, stmt, rows), one_statement=True
             )
-        except StoreUnavailable as exc:  # committed or not is unknown: not run again here
-            return [exc] * len(ops)
-        except Exception:
-            # The server refused the batch (rolled back whole, so nothing of it is written):
-            # each op goes again on its own, and only a bad one fails.
+        except sa.exc.DBAPIError as exc:
+            if not _refused_by_server(exc):
+                return [exc] * len(ops)
+            # The server refused the batch (a constraint, bad data, a deadlock): it was rolled
+            # back whole, so nothing of it is written; each op goes again on its own, and only
+            # a bad one fails.
             return await each()
+        except Exception as exc:  # a lost connection (committed or not is unknown), or an
+            return [exc] * len(ops)  # error after the commit: not run again here
         if fetched is None:
             return await each()
         return list(fetched)
