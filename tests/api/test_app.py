@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 
 from ipaas.api.app import create_app
 from ipaas.config import Settings
@@ -188,6 +189,48 @@ class TestDocumentedErrors:
         )
         assert response.status_code == 422, response.text
 
+    @pytest.mark.parametrize("lifetime", [True, "3600", 3600.5])
+    async def test_a_token_lifetime_must_be_an_integer(
+        self, client: httpx.AsyncClient, auth: dict[str, str], lifetime: object
+    ) -> None:
+        # Read as a number, ``true`` was a token that expired one second later (make fuzz).
+        response = await client.post("/api/tokens", headers=auth, json={"expires_in_s": lifetime})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"] == "Invalid request: expires_in_s"
+        for integer in (3600, 3600.0):  # both integers to JSON Schema
+            response = await client.post(
+                "/api/tokens", headers=auth, json={"expires_in_s": integer}
+            )
+            assert response.status_code == 201, response.text
+
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [
+            ({"timeout_s": True}, "steps.0.timeout_s"),
+            ({"timeout_s": "5"}, "steps.0.timeout_s"),
+            ({"retry": {"max_attempts": True}}, "steps.0.retry.max_attempts"),
+            ({"retry": {"initial_delay_s": "1"}}, "steps.0.retry.initial_delay_s"),
+        ],
+    )
+    async def test_step_numbers_must_be_numbers(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        change: dict[str, object],
+        field: str,
+    ) -> None:
+        step = {"id": "s", "type": "http_request", "config": {"url": "https://example.com"}}
+        body = {"name": "w", "steps": [step | change]}
+        response = await client.post("/api/workflows", headers=auth, json=body)
+        assert response.status_code == 422, response.text
+        assert field in response.json()["error"]["message"]
+        body = {"name": "w", "active": "yes", "steps": [step | {"timeout_s": 5}]}
+        response = await client.post("/api/workflows", headers=auth, json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"] == "Invalid request: active"
+        response = await client.post("/api/workflows", headers=auth, json=body | {"active": True})
+        assert response.status_code == 201, response.text
+
 
 def test_documented_step_types_are_the_registry() -> None:
     from ipaas.engine.connectors import REGISTRY
@@ -203,6 +246,19 @@ async def test_a_misspelled_execution_filter_is_refused(
     response = await client.get("/api/executions", headers=auth, params={"stauts": "failed"})
     assert response.status_code == 422, response.text
     response = await client.get("/api/executions", headers=auth, params={"status": "failed"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("query", ["window=60", "=60"])
+async def test_a_misspelled_stats_window_is_refused(
+    client: httpx.AsyncClient, auth: dict[str, str], query: str
+) -> None:
+    # Ignored, it would answer for the default hour (make fuzz sent ``?=false``).
+    response = await client.get(f"/api/stats?{query}", headers=auth)
+    assert response.status_code == 422, response.text
+    where = "window" if query.startswith("window") else "query"  # a parameter without a name
+    assert response.json()["error"]["message"] == f"Invalid request: {where}"
+    response = await client.get("/api/stats?window_s=60", headers=auth)
     assert response.status_code == 200, response.text
 
 

@@ -167,7 +167,11 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = _clean_validation_errors(exc.errors())
-        fields = ", ".join(".".join(str(p) for p in d["loc"][1:]) or "body" for d in details)
+        # The field's path, else where it was (``body``; ``query`` for ``?=x``, a parameter
+        # without a name).
+        fields = ", ".join(
+            ".".join(str(p) for p in d["loc"][1:]) or str((*d["loc"], "body")[0]) for d in details
+        )
         if html is not None and as_page(request):
             return await html.page(request, 422, f"Invalid request: {fields}")
         return error_response(

@@ -14,6 +14,7 @@ from ipaas.executions.schemas import (
     ExecutionList,
     ExecutionRead,
     ExecutionStats,
+    StatsQuery,
     StepRunRead,
 )
 from ipaas.kit.clock import utcnow
@@ -27,14 +28,12 @@ _BY_ID = responses(404, 422)
 async def get_stats(
     principal: CurrentPrincipal,
     store: StoreDep,
-    window_s: Annotated[
-        int, Query(ge=execution_stats.MIN_WINDOW_S, le=execution_stats.MAX_WINDOW_S)
-    ] = 3600,
+    query: Annotated[StatsQuery, Query()],
 ) -> ExecutionStats:
     """Your executions that finished in the last ``window_s`` seconds: per minute by status,
     and duration percentiles."""
     return await execution_stats.for_tenant(
-        store, tenant_id=principal.tenant_id, window_s=window_s, now=utcnow()
+        store, tenant_id=principal.tenant_id, window_s=query.window_s, now=utcnow()
     )
 
 

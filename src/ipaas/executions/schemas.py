@@ -100,6 +100,20 @@ class ExecutionFilter(BaseModel):
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 
 
+#: The stats window a caller may ask for: one minute to one day.
+MIN_WINDOW_S = 60
+MAX_WINDOW_S = 86_400
+
+
+class StatsQuery(BaseModel):
+    """``GET /api/stats``'s query. Unknown parameters are refused (422), as the listing's
+    are: a misspelled ``?window=60`` would otherwise answer for the default hour."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: int = Field(default=3600, ge=MIN_WINDOW_S, le=MAX_WINDOW_S)
+
+
 class ExecutionList(BaseModel):
     items: list[ExecutionRead]
     next_cursor: str | None

@@ -9,12 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ipaas.executions.models import ExecutionStatus
-from ipaas.executions.schemas import ExecutionStats, MinuteCounts
+from ipaas.executions.schemas import MAX_WINDOW_S, MIN_WINDOW_S, ExecutionStats, MinuteCounts
 from ipaas.stores.base import FinishedExecution, Store
 
-#: The window a caller may ask for: one minute to one day.
-MIN_WINDOW_S = 60
-MAX_WINDOW_S = 86_400
 #: Executions read at most; past it the oldest part of the window is left out (``truncated``).
 MAX_ROWS = 100_000
 PERCENTILES = (50, 95, 99)

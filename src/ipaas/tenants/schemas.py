@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field, field_validator
 
+from ipaas.kit.numbers import json_int
 from ipaas.tenants.models import TenantLimits
 
 
@@ -31,6 +32,8 @@ class ApiTokenCreate(BaseModel):
     name: str = Field(default="api", min_length=1, max_length=200)
     #: At most ten years: a datetime cannot hold much more (a larger value was a 500).
     expires_in_s: int | None = Field(default=None, gt=0, le=MAX_TOKEN_TTL_S)
+
+    _json_int = field_validator("expires_in_s", mode="before")(json_int)
 
 
 class ApiTokenRead(BaseModel):

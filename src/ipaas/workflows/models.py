@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ipaas.kit.numbers import json_int
+
 
 class TriggerType(StrEnum):
     webhook = "webhook"
@@ -165,10 +167,13 @@ class RetryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Numbers as JSON Schema reads them (here and in ``Step``; ``kit/numbers.py``).
     max_attempts: int | None = Field(default=None, ge=1, le=20)
     #: The backoff before the first retry; it doubles per retry, capped by ``max_delay_s``.
-    initial_delay_s: float | None = Field(default=None, ge=0, le=3600)
-    max_delay_s: float | None = Field(default=None, ge=0, le=86400)
+    initial_delay_s: float | None = Field(default=None, ge=0, le=3600, strict=True)
+    max_delay_s: float | None = Field(default=None, ge=0, le=86400, strict=True)
+
+    _json_int = field_validator("max_attempts", mode="before")(json_int)
 
     @model_validator(mode="after")
     def _ordered(self) -> RetryConfig:
@@ -188,7 +193,7 @@ class Step(BaseModel):
     name: str | None = None
     credential_id: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    timeout_s: float | None = Field(default=None, gt=0, le=3600, strict=True)
     retry: RetryConfig | None = None
 
 

@@ -54,7 +54,7 @@ def _from_seed_shape(data: Any) -> Any:
 
 class WorkflowCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    active: bool = True
+    active: bool = Field(default=True, strict=True)  # not "yes", 1 or "off"
     trigger: CheckedTrigger = Field(default_factory=Trigger)
     steps: list[Step] = Field(min_length=1, max_length=50)
 
@@ -67,7 +67,7 @@ class WorkflowUpdate(WorkflowCreate):
 
 class WorkflowPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    active: bool | None = None
+    active: bool | None = Field(default=None, strict=True)
     trigger: CheckedTrigger | None = None
     steps: list[Step] | None = Field(default=None, min_length=1, max_length=50)
 

@@ -1,0 +1,22 @@
+"""Integer request fields read as JSON Schema reads them.
+
+Pydantic's lax mode reads ``true`` as 1 and ``"120"`` as 120, which the OpenAPI schema
+(``type: integer``) calls invalid: a token lifetime of ``true`` was a token that expired a
+second later. Its strict mode refuses ``120.0``, which JSON Schema calls an integer. As a
+``mode="before"`` field validator, ``json_int`` refuses bools and strings and leaves the
+rest to the lax int (an int, or a float with no fractional part), the field's constraints
+and its JSON schema unchanged. (Float fields use ``Field(strict=True)``: an int or a float,
+not a bool or a string.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_core import PydanticCustomError
+
+
+def json_int(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
