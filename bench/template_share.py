@@ -108,7 +108,9 @@ def run(share: str, heavy: int, probes: int) -> None:
             elapsed = time.time() - started + 0.5
             rendered = len(httpx.get(requests, params={"kind": "echo"}).json())
             thread.join()
-    ms = sorted((r["received_at"] - float(r["body"]["text"].split()[2])) * 1000 for r in got)
+    ms: list[float] = sorted(
+        (r["received_at"] - float(r["body"]["text"].split()[2])) * 1000 for r in got
+    )
 
     def q(p: float) -> float:
         return ms[min(len(ms) - 1, int(len(ms) * p))]

@@ -302,15 +302,12 @@ class ProcfileProcess(ServerProcess):
             super()._wait_ready()
         elif self.kind in _STARTED_EVENTS:
             event = _STARTED_EVENTS[self.kind]
-            wait_for(
-                lambda: (
-                    _check_alive(self, 0),
-                    any(e.get("event") == event for e in self.log_events()),
-                ),
-                until=lambda checked: checked[1],
-                timeout_s=START_TIMEOUT_S,
-                what=f"{self.kind} logs {event}",
-            )
+
+            def started() -> bool:
+                _check_alive(self, 0)  # raises if it exited meanwhile
+                return any(e.get("event") == event for e in self.log_events())
+
+            wait_for(started, timeout_s=START_TIMEOUT_S, what=f"{self.kind} logs {event}")
         else:
             _check_alive(self)
 
@@ -584,7 +581,8 @@ class Fleet:
         data_dir.mkdir()
         process = ProcfileProcess(kind, data_dir, env={**self.env, **env})
         self.processes.append(process)
-        return process.start()
+        process.start()
+        return process
 
     def running(self, kind: str) -> list[ProcfileProcess]:
         return [p for p in self.processes if p.kind == kind and p.running()]

@@ -282,7 +282,7 @@ async def serve_forever(host: str, port: int) -> None:
 
     def stop() -> None:
         state.closing.set()
-        server.stop()
+        server.stop()  # type: ignore[no-untyped-call]
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)

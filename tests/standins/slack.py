@@ -129,9 +129,9 @@ def routes(state: StandinState) -> list[Route]:
         payload = _payload(request, body)
         if payload is None:
             return _text(400, "invalid_payload")
-        error = _content_error(payload)
-        if error is not None:
-            return _text(400, error)
+        problem = _content_error(payload)
+        if problem is not None:
+            return _text(400, problem)
         state.deliver("slack", _message_key(payload))
         return _text(200, "ok")
 
