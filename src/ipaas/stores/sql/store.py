@@ -644,7 +644,7 @@ class SqlStore:
         finished, claimed = write.outcome(await self._db.run_write(finish, one_statement=True))
         if claimed is None:
             return finished, None
-        if claimed["deadline_at"] is None and claimed["started_at"] is not None:
+        if _lacks_deadline(claimed):  # rare: a write of its own after the finish
             (claimed,) = await self._db.run_write(
                 lambda conn: _fill_deadlines(conn, [claimed], timeout_s), one_statement=True
             )
@@ -828,13 +828,18 @@ def _shares(rows: Sequence[Any], *, limit: int, tenant_cap: int | None) -> dict[
     return shares
 
 
+def _lacks_deadline(values: Mapping[Any, Any]) -> bool:
+    """A claimed row that started before (a resumed execution) but has no deadline yet."""
+    return values["deadline_at"] is None and values["started_at"] is not None
+
+
 def _fill_deadlines(
     conn: sa.Connection, rows: Sequence[Mapping[Any, Any]], timeout_s: float
 ) -> list[Mapping[Any, Any]]:
     """Claimed rows; a row with a ``started_at`` but no deadline gets one (in the op)."""
     claimed: list[Mapping[Any, Any]] = []
     for values in rows:
-        if values["deadline_at"] is None and values["started_at"] is not None:
+        if _lacks_deadline(values):
             deadline = values["started_at"] + timedelta(seconds=timeout_s)
             rowcount(conn, q.FILL_DEADLINE, {"p_id": values["id"], "p_deadline": deadline})
             values = {**values, "deadline_at": deadline}
