@@ -1,14 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from ipaas.cli import main
 from ipaas.config import Settings
 from ipaas.stores import create_store
+from ipaas.stores.sql.migrations import alembic_config
 from ipaas.tenants import service as tenant_service
 from tests.conftest import TEST_KEY
 
@@ -118,3 +125,61 @@ def test_tenant_limits_are_set_shown_and_cleared_by_the_operator(
         main(["tenant", "limits", tenant_id, "--rate", "-1"])
     with pytest.raises(SystemExit):
         main(["tenant", "limits", tenant_id, "--burst", "lots"])
+
+
+def _migrate_apart_in_a_new_interpreter(
+    url: str, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """``_migrate_apart`` in a fresh interpreter (as ``ipaas serve`` runs it, before anything
+    else); prints the Alembic modules the process holds afterwards."""
+    script = (
+        "import sys\n"
+        "from ipaas.cli import _migrate_apart\n"
+        "from ipaas.config import Settings\n"
+        "_migrate_apart(Settings())\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
+    env |= {
+        "IPAAS_DATABASE_URL": url,
+        "IPAAS_SECRET_KEY": TEST_KEY,
+        "IPAAS_DATA_DIR": str(tmp_path),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_serve_migrates_in_a_child_and_never_imports_alembic_itself(tmp_path: Path) -> None:
+    result = _migrate_apart_in_a_new_interpreter(f"sqlite+aiosqlite:///{tmp_path}/a.db", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    with contextlib.closing(sqlite3.connect(tmp_path / "a.db")) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
+        assert db.execute("SELECT count(*) FROM execution").fetchone() == (0,)
+
+
+def test_a_failed_migration_stops_serve_with_the_cause(tmp_path: Path) -> None:
+    missing = tmp_path / "no such dir" / "a.db"
+    result = _migrate_apart_in_a_new_interpreter(f"sqlite+aiosqlite:///{missing}", tmp_path)
+    assert result.returncode == 1
+    assert "unable to open database file" in result.stderr  # the child's traceback
+    assert "the schema migration failed (exit status 1); nothing was served" in result.stderr
+    assert result.stdout == ""
+
+
+def test_what_serves_and_works_imports_no_alembic() -> None:
+    """The API app, the worker and the SQL store load without Alembic (``ipaas worker`` and
+    ``ipaas serve --no-migrate`` never import it); ``run_migrations`` still loads on use."""
+    script = (
+        "import sys\n"
+        "import ipaas.api.app, ipaas.cli, ipaas.engine.worker, ipaas.runtime, ipaas.stores.sql\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))\n"
+        "from ipaas.stores.sql import run_migrations\n"
+        "print(run_migrations.__module__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.splitlines() == ["[]", "ipaas.stores.sql.migrations"]
