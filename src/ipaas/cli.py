@@ -250,8 +250,8 @@ def _migrate_apart(settings: Settings) -> None:
     """``_migrate`` for a process that goes on to serve: in a forked child where the
     platform forks safely (Linux), so Alembic is never imported here and the server keeps
     ~7 MiB less for as long as it runs (docs/architecture.md). Elsewhere, in-process."""
-    if sys.platform != "linux":
-        _migrate(settings)
+    if sys.platform != "linux" or settings.database_url.startswith("memory"):
+        _migrate(settings)  # (nothing to migrate for the memory store)
         return
     sys.stdout.flush()
     sys.stderr.flush()
