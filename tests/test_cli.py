@@ -183,3 +183,37 @@ def test_what_serves_and_works_imports_no_alembic() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.splitlines() == ["[]", "ipaas.stores.sql.migrations"]
+
+
+def test_the_sqlite_store_never_loads_sqlalchemys_orm(tmp_path: Path) -> None:
+    """The embedded server's store runs and the app starts without ``sqlalchemy.ext.asyncio``
+    (which loads the ORM for its sessions); the PostgreSQL store imports it when built."""
+    script = (
+        "import asyncio, sys\n"
+        "from ipaas.api.app import create_app\n"
+        "from ipaas.config import Settings\n"
+        "app = create_app(Settings())\n"
+        "async def main():\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        await app.state.runtime.store.list_workflows('tn_none')\n"
+        "asyncio.run(main())\n"
+        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith(('sqlalchemy.orm', "
+        "'sqlalchemy.ext'))}))\n"
+        "from ipaas.stores.sql.engine import PostgresDatabase, PoolSize\n"
+        "import sqlalchemy as sa\n"
+        "PostgresDatabase(sa.make_url('postgresql+asyncpg://u@127.0.0.1:1/db'), PoolSize(1))\n"
+        "print('sqlalchemy.ext.asyncio' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
+    env |= {
+        "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/orm.db",
+        "IPAAS_SECRET_KEY": TEST_KEY,
+        "IPAAS_DATA_DIR": str(tmp_path),
+    }
+    migrate = [sys.executable, "-m", "ipaas.cli", "migrate"]
+    subprocess.run(migrate, env=env, capture_output=True, timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["[]", "True"]

@@ -18,19 +18,23 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from weakref import WeakKeyDictionary
 
 import pydantic_core
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from ipaas.errors import StoreUnavailable
 from ipaas.kit.batching import LoopBatch
+
+if TYPE_CHECKING:
+    # Imported where PostgreSQL is used: ``sqlalchemy.ext.asyncio`` loads SQLAlchemy's ORM
+    # (its sessions), ~17 MiB that the SQLite store never needs (docs/architecture.md).
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
 
@@ -1254,6 +1258,8 @@ class PostgresDatabase(Database):
     """
 
     def __init__(self, url: sa.URL, pool: PoolSize) -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         self._engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool.size,
