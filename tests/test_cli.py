@@ -127,18 +127,9 @@ def test_tenant_limits_are_set_shown_and_cleared_by_the_operator(
         main(["tenant", "limits", tenant_id, "--burst", "lots"])
 
 
-def _migrate_apart_in_a_new_interpreter(
-    url: str, tmp_path: Path
-) -> subprocess.CompletedProcess[str]:
-    """``_migrate_apart`` in a fresh interpreter (as ``ipaas serve`` runs it, before anything
-    else); prints the Alembic modules the process holds afterwards."""
-    script = (
-        "import sys\n"
-        "from ipaas.cli import _migrate_apart\n"
-        "from ipaas.config import Settings\n"
-        "_migrate_apart(Settings())\n"
-        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))\n"
-    )
+def _python(script: str, url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter (nothing imported yet, as in ``ipaas serve``) with
+    the store at ``url``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
     env |= {
         "IPAAS_DATABASE_URL": url,
@@ -148,6 +139,20 @@ def _migrate_apart_in_a_new_interpreter(
     return subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
+
+
+def _migrate_apart_in_a_new_interpreter(
+    url: str, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """``_migrate_apart``, then the Alembic modules the process holds afterwards."""
+    script = (
+        "import sys\n"
+        "from ipaas.cli import _migrate_apart\n"
+        "from ipaas.config import Settings\n"
+        "_migrate_apart(Settings())\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))\n"
+    )
+    return _python(script, url, tmp_path)
 
 
 def test_serve_migrates_in_a_child_and_never_imports_alembic_itself(tmp_path: Path) -> None:
@@ -204,16 +209,9 @@ def test_the_sqlite_store_never_loads_sqlalchemys_orm(tmp_path: Path) -> None:
         "PostgresDatabase(sa.make_url('postgresql+asyncpg://u@127.0.0.1:1/db'), PoolSize(1))\n"
         "print('sqlalchemy.ext.asyncio' in sys.modules)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
-    env |= {
-        "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/orm.db",
-        "IPAAS_SECRET_KEY": TEST_KEY,
-        "IPAAS_DATA_DIR": str(tmp_path),
-    }
-    migrate = [sys.executable, "-m", "ipaas.cli", "migrate"]
-    subprocess.run(migrate, env=env, capture_output=True, timeout=120, check=True)
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
+    url = f"sqlite+aiosqlite:///{tmp_path}/orm.db"
+    migrate = "from ipaas.cli import main\nmain(['migrate'])\n"
+    assert _python(migrate, url, tmp_path).returncode == 0
+    result = _python(script, url, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-2:] == ["[]", "True"]

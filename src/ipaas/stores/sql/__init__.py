@@ -14,7 +14,7 @@ __all__ = ["SqlStore", "run_migrations"]
 
 def __getattr__(name: str) -> Any:
     # Alembic is imported only by what migrates: a serving process that does not keeps
-    # ~10 MiB less (docs/benchmarks.md).
+    # ~7 MiB less (docs/architecture.md).
     if name == "run_migrations":
         from ipaas.stores.sql.migrations import run_migrations
 

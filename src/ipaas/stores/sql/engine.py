@@ -33,7 +33,7 @@ from ipaas.kit.batching import LoopBatch
 
 if TYPE_CHECKING:
     # Imported where PostgreSQL is used: ``sqlalchemy.ext.asyncio`` loads SQLAlchemy's ORM
-    # (its sessions), ~17 MiB that the SQLite store never needs (docs/architecture.md).
+    # (its sessions), ~5 MiB that the SQLite store never needs (docs/architecture.md).
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
