@@ -572,17 +572,20 @@ class ScaleOutBench(Bench):
 
     def run(self, standin: StandinProcess, workers: int) -> list[tuple[Intake, EndToEnd]]:
         env = self.server_env()
+        # The measured processes' IPAAS_WORKERS: the default, or what --set gave them.
+        per_process = int(env.get("IPAAS_WORKERS", Settings.model_fields["workers"].default))
         # The per-tenant cap is global across processes; its default (80% of one process's
         # IPAAS_WORKERS) suits one process. As docs/operations.md says for scale-out, set it
         # to 80% of all worker slots: otherwise this one-tenant bench runs 8 at a time.
-        slots = workers * Settings().workers
-        env["IPAAS_TENANT_MAX_CONCURRENCY"] = str(max(1, slots * 8 // 10))
+        # A cap given with --set stays.
+        slots = workers * per_process
+        env.setdefault("IPAAS_TENANT_MAX_CONCURRENCY", str(max(1, slots * 8 // 10)))
         subprocess.run([_ipaas_command(), "migrate"], env=env, check=True, cwd=self.workdir)
         # docs/operations.md (Sizing): the pools of every process must stay below PostgreSQL's
         # max_connections (100 here); a worker's store calls are bounded by IPAAS_WORKERS,
         # so its pool is that plus room for claims, heartbeats and the reaper: 1 API (20) +
         # 4 workers (15 each) = 80.
-        worker_env = env | {"IPAAS_DB_POOL_SIZE": str(Settings().workers + 5)}
+        worker_env = {"IPAAS_DB_POOL_SIZE": str(per_process + 5)} | env
         logs = self.workdir / f"scale-out-{workers}"
         logs.mkdir()
         api_command = [_ipaas_command(), "serve", "--port", str(self.port), "--no-workers"]
