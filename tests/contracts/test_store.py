@@ -1085,6 +1085,36 @@ async def test_the_reaper_skips_rows_another_transaction_holds(
         await engine.dispose()
 
 
+@pytest.mark.parametrize("store", [pytest.param("postgres", marks=POSTGRES_ONLY)], indirect=True)
+async def test_a_renewal_takes_its_row_locks_in_id_order(
+    store: Store, acct: Account, wf: Workflow, postgres_url: str
+) -> None:
+    # A worker's finishes lock their rows in id order. A renewal of its leases that locked
+    # them in the table's order deadlocked with such a batch (seen in a scale-out run once
+    # the table had statistics: PostgreSQL aborted the renewal, "deadlock detected"). Here
+    # the newer row version (the table's order) is the higher id's; another transaction
+    # holds the lower id and then asks for the higher one.
+    made = [await new_execution(store, acct.id, wf.id) for _ in range(2)]
+    low, high = sorted(ex.id for ex in made)
+    for execution_id in (high, low):
+        await claim(store, execution_id, owner="w1", lease_s=30)
+    engine = create_async_engine(postgres_url, poolclass=NullPool)
+    touch = sa.text("UPDATE execution SET error = 'held' WHERE id = :id")
+    try:
+        async with engine.connect() as other:
+            await other.execute(touch, {"id": low})
+            renewal = asyncio.create_task(
+                store.renew_leases([low, high], owner="w1", lease_until=at(99))
+            )
+            await asyncio.sleep(0.3)  # the renewal waits for ``low``, holding nothing
+            assert not renewal.done()
+            await asyncio.wait_for(other.execute(touch, {"id": high}), 5)
+            await other.rollback()
+            assert await asyncio.wait_for(renewal, 5) == {low, high}
+    finally:
+        await engine.dispose()
+
+
 async def test_queued_ids_oldest_first(store: Store, acct: Account, wf: Workflow) -> None:
     other = await new_account(store)
     wf_other = await new_workflow(store, other.id)

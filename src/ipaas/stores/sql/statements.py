@@ -427,9 +427,20 @@ HAS_COME = sa.and_(IS_QUEUED, EX.c.next_attempt_at <= p_at("p_now"))
 DUE_RETRIES = (
     sa.select(EX.c.id).where(HAS_COME).order_by(EX.c.next_attempt_at, EX.c.id).limit(_limit())
 )
+# The rows are locked in id order, whatever plan reads them: a worker's finishes lock theirs
+# in that order too (``RowFetch.order``), and a renewal that took them in the order of the
+# table (a bitmap scan, planned once the table had statistics) deadlocked with a batch of
+# them (docs/benchmarks.md, "Thirteenth session"). SQLite has no row locks.
 RENEW = (
     sa.update(EX)
-    .where(EX.c.id.in_(_ids()), EX.c.status == RUNNING, EX.c.lease_owner == p("p_owner"))
+    .where(
+        EX.c.id.in_(
+            sa.select(EX.c.id)
+            .where(EX.c.id.in_(_ids()), EX.c.status == RUNNING, EX.c.lease_owner == p("p_owner"))
+            .order_by(EX.c.id)
+            .with_for_update()
+        )
+    )
     .values(lease_expires_at=p_at("p_lease_until"))
     .returning(EX.c.id)
 )
