@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import argon2.profiles
 import httpx
 import pytest
+import structlog
 from argon2 import PasswordHasher
 from cryptography.fernet import Fernet
+from structlog.testing import capture_logs
 
 from ipaas.api.app import create_app
 from ipaas.config import Settings
@@ -90,3 +94,16 @@ async def auth(client: httpx.AsyncClient) -> dict[str, str]:
     headers = await signup(client)
     headers.pop("tenant_id")
     return headers
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every line logged while the test runs, info included, whatever level an earlier test
+    configured (the logger filters below its level before any processor sees a line)."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(**saved)

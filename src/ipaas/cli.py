@@ -106,6 +106,7 @@ async def _scheduler(settings: Settings) -> None:
     recovery go on however many workers run (workers run both loops too; that is safe)."""
     import structlog
 
+    from ipaas.engine.queue_vacuum import run_queue_vacuum
     from ipaas.engine.reaper import run_reaper
     from ipaas.engine.retention import run_retention
     from ipaas.engine.scheduler import run_scheduler
@@ -125,7 +126,10 @@ async def _scheduler(settings: Settings) -> None:
     settle_after_startup()
     try:
         await asyncio.gather(
-            run_reaper(runtime, stop), run_scheduler(runtime, stop), run_retention(runtime, stop)
+            run_reaper(runtime, stop),
+            run_scheduler(runtime, stop),
+            run_retention(runtime, stop),
+            run_queue_vacuum(runtime, stop),
         )
     finally:
         stop.set()

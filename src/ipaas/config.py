@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=30.0, gt=0)
     #: How often the reaper looks for expired leases and timed-out executions.
     reaper_interval_s: float = Field(default=5.0, gt=0)
+    #: PostgreSQL: how often workers and the scheduler look at the execution table's dead
+    #: row versions, and VACUUM it once ``queue_vacuum_min_dead`` have piled up (0: never;
+    #: autovacuum alone). Elsewhere nothing to do.
+    queue_vacuum_interval_s: float = Field(default=2.0, ge=0)
+    queue_vacuum_min_dead: int = Field(default=5_000, ge=1)
     #: How often an idle worker polls the store for queued executions the queue did not carry.
     poll_interval_s: float = Field(default=1.0, gt=0)
     shutdown_grace_s: float = Field(default=30.0, ge=0)

@@ -1,4 +1,5 @@
-"""Retention: pruning finished executions, and a SQLite file that stops growing."""
+"""Retention: pruning finished executions, a SQLite file that stops growing, and the queue's
+dead row versions (PostgreSQL's VACUUM itself: test_pg_vacuum.py)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,16 @@ class TestPrune:
         ]  # fmt: skip
         assert await store.list_tenant_ids() == [acct.id]
         await store.compact()
+
+
+async def test_nothing_to_vacuum_below_the_threshold(
+    store: Store, acct: Account, wf: Workflow
+) -> None:
+    """Every store answers; only PostgreSQL keeps dead row versions, and 6 are too few."""
+    await _finished(store, acct, wf, 3)
+    assert await store.vacuum_queue(min_dead=1_000_000) is None
+    if not (isinstance(store, SqlStore) and str(store._url).startswith("postgresql")):
+        assert await store.vacuum_queue(min_dead=1) is None
 
 
 def _size(path: Path) -> int:

@@ -17,6 +17,7 @@ import structlog
 
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.executor import Executor
+from ipaas.engine.queue_vacuum import run_queue_vacuum
 from ipaas.engine.reaper import run_reaper
 from ipaas.engine.retention import run_retention
 from ipaas.engine.retries import DUE_RETRY_INTERVAL_S, enqueue_due_retries
@@ -127,6 +128,11 @@ class Worker:
             )
             self._loops.append(
                 asyncio.create_task(run_retention(self.runtime, self._stopping), name="retention")
+            )
+            self._loops.append(
+                asyncio.create_task(
+                    run_queue_vacuum(self.runtime, self._stopping), name="queue-vacuum"
+                )
             )
             self._loops.append(
                 asyncio.create_task(

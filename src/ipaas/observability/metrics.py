@@ -73,6 +73,9 @@ EXECUTIONS_PRUNED = Counter(
     "ipaas_executions_pruned", "Finished executions deleted by the retention job"
 )
 REAPER_TIMED_OUT = Counter("ipaas_reaper_timed_out", "Executions the reaper timed out")
+QUEUE_VACUUMS = Counter(
+    "ipaas_queue_vacuums", "VACUUMs of the execution table run by this process (PostgreSQL)"
+)
 # From the store at scrape time: the same value in every process (take max, not sum).
 QUEUE_DEPTH = Gauge("ipaas_queue_depth", "Queued executions, all tenants (from the store)")
 QUEUE_OLDEST_AGE = Gauge(

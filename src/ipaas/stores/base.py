@@ -34,6 +34,19 @@ class DuplicateError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class QueueVacuum:
+    """What ``Store.vacuum_queue`` found, and did."""
+
+    #: Dead row versions of the execution table (PostgreSQL's statistics, approximate).
+    dead: int
+    #: Whether VACUUM was run. (PostgreSQL passes over the table, as told to, while
+    #: another VACUUM of it is under way: then that one clears the dead rows.)
+    vacuumed: bool
+    #: Why not, when it was not: ``not_owner`` (only the table's owner may).
+    skipped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionPage:
     items: list[Execution]
     #: ``(created_at, id)`` of the last item when more rows follow, else ``None``.
@@ -234,6 +247,12 @@ class Store(Protocol):
     async def compact(self) -> None:
         """Give the space of deleted rows back to the file system where the database does
         not do it itself (SQLite: incremental vacuum and a WAL checkpoint)."""
+
+    async def vacuum_queue(self, *, min_dead: int) -> QueueVacuum | None:
+        """Clear the dead row versions that claims and finishes leave in the execution
+        table's queue indexes once ``min_dead`` of them have piled up, where the database
+        keeps them until a VACUUM (PostgreSQL). ``None``: nothing to do (elsewhere always;
+        there, while fewer are dead)."""
 
     async def claim_execution(
         self,

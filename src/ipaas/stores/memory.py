@@ -17,6 +17,7 @@ from ipaas.stores.base import (
     ExecutionPage,
     FinishedExecution,
     QueueStats,
+    QueueVacuum,
     Reaped,
 )
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
@@ -352,6 +353,9 @@ class MemoryStore:
         return len(doomed[:limit])
 
     async def compact(self) -> None:
+        return None
+
+    async def vacuum_queue(self, *, min_dead: int) -> QueueVacuum | None:
         return None
 
     async def claim_execution(

@@ -30,6 +30,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from ipaas.errors import StoreUnavailable
 from ipaas.kit.batching import LoopBatch
+from ipaas.stores.base import QueueVacuum
 
 if TYPE_CHECKING:
     # Imported where PostgreSQL is used: ``sqlalchemy.ext.asyncio`` loads SQLAlchemy's ORM
@@ -215,6 +216,12 @@ class Database(ABC):
 
     async def compact(self) -> None:  # noqa: B027 - a no-op unless the dialect needs one
         """Give deleted rows' space back to the file system (PostgreSQL: autovacuum does)."""
+
+    async def vacuum_queue(self, *, min_dead: int) -> QueueVacuum | None:
+        """Clear the queue's dead row versions out of the execution table and its indexes
+        once ``min_dead`` of them have piled up, where the database keeps them (PostgreSQL);
+        ``None`` where it does not, or while too few are dead to be worth it."""
+        return None
 
 
 # -- SQLite -----------------------------------------------------------------------------------
@@ -1285,6 +1292,7 @@ class PostgresDatabase(Database):
         self._inserts: LoopBatch[RowInsert, int] = LoopBatch(self._insert_rows)
         # RowFetches (finishes), the same way (``_fetch_rows``).
         self._fetches: LoopBatch[RowFetch, Mapping[str, Any]] = LoopBatch(self._fetch_rows)
+        self._warned_autovacuum = False
 
     async def run_read(self, op: Callable[[sa.Connection], T]) -> T:
         try:
@@ -1442,6 +1450,45 @@ class PostgresDatabase(Database):
         # then counts in a snapshot of its own, taken after the lock was granted.
         return sa.func.ipaas_running_after_claim_lock(tenant_id, type_=sa.BigInteger())
 
+    async def vacuum_queue(self, *, min_dead: int) -> QueueVacuum | None:
+        # Every claim and finish turns a queued or running row version dead, and with it an
+        # entry in a queue index (``ix_execution_queued`` / ``ix_execution_running``). A
+        # tenant's claim reads its queued entries oldest first, so it steps over every one
+        # of them claimed since the last VACUUM: the claim's cost grows with the churn
+        # until then (docs/architecture.md, "Vacuuming the queue").
+        def look(conn: sa.Connection) -> tuple[int, bool, bool, bool]:
+            row = conn.exec_driver_sql(PG_QUEUE_DEAD, (PG_ANALYZE_EVERY_S,)).one()
+            return int(row[0] or 0), bool(row[1]), bool(row[2]), bool(row[3])
+
+        dead, owned, autovacuum, analyzed = await self.run_read(look)
+        if not autovacuum and not self._warned_autovacuum:
+            self._warned_autovacuum = True
+            _log.warning("postgres_autovacuum_off", vacuums="the execution table only")
+        if dead < min_dead:
+            return None
+        if not owned:
+            # VACUUM by another role only warns and does nothing.
+            return QueueVacuum(dead, vacuumed=False, skipped="not_owner")
+
+        def vacuum(conn: sa.Connection) -> bool:
+            # SKIP_LOCKED: while another VACUUM holds the table (autovacuum, another
+            # process's), this one is not needed. INDEX_CLEANUP ON: on a large table
+            # PostgreSQL would otherwise skip the indexes while under 2 % of its pages hold
+            # dead rows, and the dead entries are what the claims read. ANALYZE, unless the
+            # table was analyzed lately: a VACUUM replaces the sizes the planner works from,
+            # and without the table's statistics beside them (autovacuum off: none) a
+            # claim was planned as a read of the tenant's whole backlog and a sort
+            # (tests/contracts/test_pg_vacuum.py). It took most of a VACUUM's time.
+            cursor = conn.exec_driver_sql(PG_VACUUM_QUEUE if analyzed else PG_VACUUM_ANALYZE_QUEUE)
+            cursor.close()
+            return True
+
+        try:
+            await self._held.run(vacuum, transaction=False)
+        except Exception as exc:
+            raise _translated(exc) from exc
+        return QueueVacuum(dead, vacuumed=True)
+
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
     ) -> sa.ColumnElement[float]:
@@ -1534,6 +1581,20 @@ class PostgresDatabase(Database):
 #: collide with another application's advisory locks on the same database; the second key
 #: is the tenant id's hash (two tenants sharing a hash only share a lock).
 _CLAIM_LOCK_SPACE = 0x1FA1
+#: The execution table's dead row versions, whether this role may VACUUM it (its owner, or
+#: a member of the owning role), whether autovacuum is on, and whether the table was analyzed
+#: (by anyone) in the last $1 seconds.
+PG_QUEUE_DEAD = (
+    "SELECT s.n_dead_tup, pg_has_role(c.relowner, 'MEMBER'), current_setting('autovacuum') = 'on',"
+    " coalesce(greatest(s.last_analyze, s.last_autoanalyze) > now() - make_interval(secs => $1),"
+    " false)"
+    " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+    " WHERE s.relid = 'execution'::regclass"
+)
+PG_VACUUM_QUEUE = "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) execution"
+PG_VACUUM_ANALYZE_QUEUE = "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON, ANALYZE) execution"
+#: A queue VACUUM also analyzes the table when nothing has for this long.
+PG_ANALYZE_EVERY_S = 300.0
 #: Seconds to open a connection to PostgreSQL, and to wait for a free one in the pool.
 PG_CONNECT_TIMEOUT_S = 5.0
 PG_POOL_TIMEOUT_S = 10.0

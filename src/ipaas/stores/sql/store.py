@@ -28,6 +28,7 @@ from ipaas.stores.base import (
     ExecutionPage,
     FinishedExecution,
     QueueStats,
+    QueueVacuum,
     Reaped,
 )
 from ipaas.stores.sql import statements as q
@@ -453,6 +454,9 @@ class SqlStore:
 
     async def compact(self) -> None:
         await self._db.compact()
+
+    async def vacuum_queue(self, *, min_dead: int) -> QueueVacuum | None:
+        return await self._db.vacuum_queue(min_dead=min_dead)
 
     async def claim_execution(
         self,
