@@ -236,6 +236,31 @@ async def test_too_few_dead_row_versions_leave_the_table_alone(
     assert (await _table_stats(postgres_url))[1] == vacuums
 
 
+async def test_a_vacuum_under_way_elsewhere_is_not_waited_for(
+    pg_store: SqlStore, postgres_url: str
+) -> None:
+    """Another VACUUM (autovacuum's, another worker's) holds the table's SHARE UPDATE
+    EXCLUSIVE lock: this one passes over the table at once and says it did not run."""
+    await _churned(pg_store, postgres_url)
+    await _dead_counted(postgres_url, CHURNED)
+    _, vacuums = await _table_stats(postgres_url)
+    other = await asyncpg.connect(_asyncpg_dsn(postgres_url))
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("LOCK TABLE execution IN SHARE UPDATE EXCLUSIVE MODE")
+        done = await asyncio.wait_for(pg_store.vacuum_queue(min_dead=CHURNED), 5)
+        await transaction.rollback()
+    finally:
+        await other.close()
+    assert done is not None
+    assert (done.vacuumed, done.skipped) == (False, "busy")
+    assert (await _table_stats(postgres_url))[1] == vacuums
+    again = await pg_store.vacuum_queue(min_dead=CHURNED)
+    assert again is not None
+    assert (again.vacuumed, again.skipped) == (True, None)
+
+
 async def test_a_role_that_does_not_own_the_table_does_not_try(
     pg_store: SqlStore, postgres_url: str
 ) -> None:

@@ -81,6 +81,19 @@ async def test_nothing_due_asks_again_at_the_next_pass(
     assert logs == []
 
 
+async def test_a_vacuum_under_way_elsewhere_is_not_told_nor_counted(
+    settings: Settings, logs: list[MutableMapping[str, Any]]
+) -> None:
+    busy = QueueVacuum(dead=7000, vacuumed=False, skipped="busy")
+    vacuumer, store, _ = _vacuumer(settings, busy)
+    counted = QUEUE_VACUUMS._value.get()
+    assert await vacuumer.once() == busy
+    assert await vacuumer.once() == busy  # no duty to wait out: it did not run
+    assert len(store.asked) == 2
+    assert QUEUE_VACUUMS._value.get() == counted
+    assert logs == []
+
+
 async def test_a_skipped_vacuum_is_told_once(
     settings: Settings, logs: list[MutableMapping[str, Any]]
 ) -> None:

@@ -33,6 +33,9 @@ _log = structlog.get_logger(__name__)
 
 #: The largest share of a process's time its VACUUMs may take.
 MAX_DUTY = 0.1
+#: Why a VACUUM did not run that an operator should hear of (once per process): another
+#: VACUUM under way (``busy``) is nothing to tell.
+TOLD_ONCE = frozenset({"not_owner"})
 
 
 class QueueVacuumer:
@@ -57,7 +60,7 @@ class QueueVacuumer:
             QUEUE_VACUUMS.inc()
             self._not_before = started + took / MAX_DUTY
             _log.info("queue_vacuumed", dead=result.dead, duration_ms=round(took * 1000, 1))
-        elif result.skipped is not None and result.skipped not in self._warned:
+        elif result.skipped in TOLD_ONCE and result.skipped not in self._warned:
             self._warned.add(result.skipped)
             _log.warning("queue_vacuum_skipped", reason=result.skipped, dead=result.dead)
         return result

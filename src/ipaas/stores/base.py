@@ -39,10 +39,10 @@ class QueueVacuum:
 
     #: Dead row versions of the execution table (PostgreSQL's statistics, approximate).
     dead: int
-    #: Whether VACUUM was run. (PostgreSQL passes over the table, as told to, while
-    #: another VACUUM of it is under way: then that one clears the dead rows.)
+    #: Whether a VACUUM ran.
     vacuumed: bool
-    #: Why not, when it was not: ``not_owner`` (only the table's owner may).
+    #: Why not, when it did not: ``busy`` (another VACUUM of the table was under way, and
+    #: clears the dead rows), ``not_owner`` (only the table's owner may vacuum it).
     skipped: str | None = None
 
 

@@ -1471,6 +1471,9 @@ class PostgresDatabase(Database):
             return QueueVacuum(dead, vacuumed=False, skipped="not_owner")
 
         def vacuum(conn: sa.Connection) -> bool:
+            """Whether it ran: PostgreSQL passes over a table another VACUUM holds with a
+            warning of its own (SQLSTATE 55P03), which reaches asyncpg's log listeners
+            before the statement's result reaches us."""
             # SKIP_LOCKED: while another VACUUM holds the table (autovacuum, another
             # process's), this one is not needed. INDEX_CLEANUP ON: on a large table
             # PostgreSQL would otherwise skip the indexes while under 2 % of its pages hold
@@ -1479,15 +1482,25 @@ class PostgresDatabase(Database):
             # and without the table's statistics beside them (autovacuum off: none) a
             # claim was planned as a read of the tenant's whole backlog and a sort
             # (tests/contracts/test_pg_vacuum.py). It took most of a VACUUM's time.
-            cursor = conn.exec_driver_sql(PG_VACUUM_QUEUE if analyzed else PG_VACUUM_ANALYZE_QUEUE)
-            cursor.close()
-            return True
+            driver = cast(Any, conn.connection.driver_connection)
+            notices: list[str] = []
+
+            def heard(_driver: Any, message: Any) -> None:
+                notices.append(message.sqlstate)
+
+            driver.add_log_listener(heard)
+            try:
+                sql = PG_VACUUM_QUEUE if analyzed else PG_VACUUM_ANALYZE_QUEUE
+                conn.exec_driver_sql(sql).close()
+            finally:
+                driver.remove_log_listener(heard)
+            return PG_LOCK_NOT_AVAILABLE not in notices
 
         try:
-            await self._held.run(vacuum, transaction=False)
+            ran = await self._held.run(vacuum, transaction=False)
         except Exception as exc:
             raise _translated(exc) from exc
-        return QueueVacuum(dead, vacuumed=True)
+        return QueueVacuum(dead, vacuumed=ran, skipped=None if ran else "busy")
 
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
@@ -1593,6 +1606,8 @@ PG_QUEUE_DEAD = (
 )
 PG_VACUUM_QUEUE = "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) execution"
 PG_VACUUM_ANALYZE_QUEUE = "VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON, ANALYZE) execution"
+#: The warning of a VACUUM (SKIP_LOCKED) that passed over a table another one holds.
+PG_LOCK_NOT_AVAILABLE = "55P03"
 #: A queue VACUUM also analyzes the table when nothing has for this long.
 PG_ANALYZE_EVERY_S = 300.0
 #: Seconds to open a connection to PostgreSQL, and to wait for a free one in the pool.
