@@ -1463,7 +1463,7 @@ class PostgresDatabase(Database):
         dead, owned, autovacuum, analyzed = await self.run_read(look)
         if not autovacuum and not self._warned_autovacuum:
             self._warned_autovacuum = True
-            _log.warning("postgres_autovacuum_off", vacuums="the execution table only")
+            _log.warning("postgres_autovacuum_off", note="workers vacuum the execution table only")
         if dead < min_dead:
             return None
         if not owned:
