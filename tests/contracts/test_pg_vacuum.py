@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Any
 
@@ -22,26 +22,16 @@ import sqlalchemy as sa
 
 from ipaas.stores.sql import SqlStore
 from ipaas.stores.sql.engine import PoolSize, PostgresDatabase
-from tests.contracts.conftest import POSTGRES_ONLY, truncate_all
-from tests.contracts.test_pg_plans import _asyncpg_dsn, _captured, _nodes, _seed
+from tests.contracts.conftest import POSTGRES_ONLY
+from tests.contracts.test_pg_plans import _asyncpg_dsn, _captured, _nodes, _seed, pg_store
 from tests.contracts.test_store import TIMEOUT_S, at, new_account, new_workflow
 
 pytestmark = POSTGRES_ONLY
+__all__ = ["pg_store"]  # the shared fixture, re-used here
 
 QUEUED = 3_000
 #: Claimed, then finished: two dead row versions each.
 CHURNED = 2_500
-
-
-@pytest.fixture
-async def pg_store(postgres_url: str) -> AsyncIterator[SqlStore]:
-    await truncate_all(postgres_url)
-    store = SqlStore(postgres_url)
-    await store.startup()
-    try:
-        yield store
-    finally:
-        await store.shutdown()
 
 
 async def _churned(pg_store: SqlStore, url: str) -> str:

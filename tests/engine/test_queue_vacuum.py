@@ -81,32 +81,27 @@ async def test_nothing_due_asks_again_at_the_next_pass(
     assert logs == []
 
 
-async def test_a_vacuum_under_way_elsewhere_is_not_told_nor_counted(
-    settings: Settings, logs: list[MutableMapping[str, Any]]
+@pytest.mark.parametrize(
+    ("skipped", "told"),
+    [
+        ("busy", []),  # another VACUUM under way clears the rows: nothing to tell
+        ("not_owner", [("queue_vacuum_skipped", "not_owner", "warning")]),  # once
+    ],
+)
+async def test_a_vacuum_that_did_not_run_is_not_counted(
+    settings: Settings,
+    logs: list[MutableMapping[str, Any]],
+    skipped: str,
+    told: list[tuple[str, str, str]],
 ) -> None:
-    busy = QueueVacuum(dead=7000, vacuumed=False, skipped="busy")
-    vacuumer, store, _ = _vacuumer(settings, busy)
-    counted = QUEUE_VACUUMS._value.get()
-    assert await vacuumer.once() == busy
-    assert await vacuumer.once() == busy  # no duty to wait out: it did not run
-    assert len(store.asked) == 2
-    assert QUEUE_VACUUMS._value.get() == counted
-    assert logs == []
-
-
-async def test_a_skipped_vacuum_is_told_once(
-    settings: Settings, logs: list[MutableMapping[str, Any]]
-) -> None:
-    skipped = QueueVacuum(dead=7000, vacuumed=False, skipped="not_owner")
-    vacuumer, store, _ = _vacuumer(settings, skipped)
+    answer = QueueVacuum(dead=7000, vacuumed=False, skipped=skipped)
+    vacuumer, store, _ = _vacuumer(settings, answer)
     counted = QUEUE_VACUUMS._value.get()
     for _ in range(3):
-        assert await vacuumer.once() == skipped
-    assert len(store.asked) == 3
+        assert await vacuumer.once() == answer
+    assert len(store.asked) == 3  # no duty to wait out: nothing ran
     assert QUEUE_VACUUMS._value.get() == counted
-    assert [(log["event"], log["reason"], log["log_level"]) for log in logs] == [
-        ("queue_vacuum_skipped", "not_owner", "warning")
-    ]
+    assert [(log["event"], log["reason"], log["log_level"]) for log in logs] == told
 
 
 @pytest.mark.parametrize("interval_s", [0.0, 0.01])
