@@ -1496,10 +1496,7 @@ class PostgresDatabase(Database):
                 driver.remove_log_listener(heard)
             return PG_LOCK_NOT_AVAILABLE not in notices
 
-        try:
-            ran = await self._held.run(vacuum, transaction=False)
-        except Exception as exc:
-            raise _translated(exc) from exc
+        ran = await self._write(vacuum, one_statement=True)  # VACUUM runs outside a transaction
         return QueueVacuum(dead, vacuumed=ran, skipped=None if ran else "busy")
 
     def seconds_between(
