@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -59,28 +60,24 @@ async def _churned(pg_store: SqlStore, url: str) -> str:
     return account.id
 
 
-async def _table_stats(url: str) -> tuple[int, int]:
-    """``(n_dead_tup, vacuum_count)`` of the execution table."""
+@dataclass(frozen=True)
+class _TableStats:
+    dead: int
+    vacuums: int
+    analyzed_at: datetime | None
+
+
+async def _table_stats(url: str) -> _TableStats:
+    """The execution table's dead row versions, VACUUM count and last ANALYZE (by hand)."""
     conn = await asyncpg.connect(_asyncpg_dsn(url))
     try:
         await conn.execute("SELECT pg_stat_clear_snapshot()")
         row = await conn.fetchrow(
-            "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE relname = 'execution'"
+            "SELECT n_dead_tup, vacuum_count, last_analyze FROM pg_stat_user_tables"
+            " WHERE relname = 'execution'"
         )
         assert row is not None
-        return int(row[0]), int(row[1])
-    finally:
-        await conn.close()
-
-
-async def _last_analyze(url: str) -> datetime | None:
-    conn = await asyncpg.connect(_asyncpg_dsn(url))
-    try:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")
-        last: datetime | None = await conn.fetchval(
-            "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'execution'"
-        )
-        return last
+        return _TableStats(int(row[0]), int(row[1]), row[2])
     finally:
         await conn.close()
 
@@ -89,7 +86,7 @@ async def _dead_counted(url: str, at_least: int) -> None:
     """Until the statistics show ``at_least`` dead row versions (before PostgreSQL 15 they
     reach the server through the statistics collector, a little later)."""
     deadline = time.monotonic() + 10
-    while (await _table_stats(url))[0] < at_least:
+    while (await _table_stats(url)).dead < at_least:
         assert time.monotonic() < deadline, "the dead row versions were never counted"
         await asyncio.sleep(0.1)
 
@@ -141,19 +138,18 @@ async def test_a_vacuum_clears_the_dead_entries_a_claim_steps_over(
     # The claim is rolled back each time it is explained: the same rows every time.
     before = await _queue_index_buffers(postgres_url, claims)
     await _dead_counted(postgres_url, CHURNED)
-    _, vacuums = await _table_stats(postgres_url)
-    analyzed = await _last_analyze(postgres_url)
-    assert analyzed is not None  # by ``_seed``, moments ago
+    table = await _table_stats(postgres_url)
+    assert table.analyzed_at is not None  # by ``_seed``, moments ago
 
     done = await pg_store.vacuum_queue(min_dead=CHURNED)
 
     assert done is not None
     assert done.vacuumed
     assert done.dead >= CHURNED
-    dead, vacuums_after = await _table_stats(postgres_url)
-    assert vacuums_after == vacuums + 1
-    assert await _last_analyze(postgres_url) == analyzed  # analyzed lately: not again
-    assert dead < CHURNED / 10
+    vacuumed = await _table_stats(postgres_url)
+    assert vacuumed.vacuums == table.vacuums + 1
+    assert vacuumed.analyzed_at == table.analyzed_at  # analyzed lately: not again
+    assert vacuumed.dead < CHURNED / 10
     after = await _queue_index_buffers(postgres_url, claims)
     # Over 2,500 dead entries the claim read 26 buffers of the index, after the VACUUM 3:
     # the way down to the leaf that holds the tenant's oldest queued entry.
@@ -183,11 +179,11 @@ async def test_a_backlog_after_a_vacuum_of_an_idle_queue_is_claimed_through_the_
     finally:
         await conn.close()
     await _dead_counted(postgres_url, 2 * QUEUED)
-    assert await _last_analyze(postgres_url) is None
+    assert (await _table_stats(postgres_url)).analyzed_at is None
     done = await pg_store.vacuum_queue(min_dead=QUEUED)
     assert done is not None
     assert done.vacuumed
-    assert await _last_analyze(postgres_url) is not None
+    assert (await _table_stats(postgres_url)).analyzed_at is not None
     conn = await asyncpg.connect(_asyncpg_dsn(postgres_url))
     try:
         await conn.execute(
@@ -219,11 +215,11 @@ async def test_too_few_dead_row_versions_leave_the_table_alone(
 ) -> None:
     await _churned(pg_store, postgres_url)
     await _dead_counted(postgres_url, CHURNED)
-    _, vacuums = await _table_stats(postgres_url)
+    vacuums = (await _table_stats(postgres_url)).vacuums
 
     assert await pg_store.vacuum_queue(min_dead=100 * QUEUED) is None
 
-    assert (await _table_stats(postgres_url))[1] == vacuums
+    assert (await _table_stats(postgres_url)).vacuums == vacuums
 
 
 async def test_a_vacuum_under_way_elsewhere_is_not_waited_for(
@@ -233,7 +229,7 @@ async def test_a_vacuum_under_way_elsewhere_is_not_waited_for(
     EXCLUSIVE lock: this one passes over the table at once and says it did not run."""
     await _churned(pg_store, postgres_url)
     await _dead_counted(postgres_url, CHURNED)
-    _, vacuums = await _table_stats(postgres_url)
+    vacuums = (await _table_stats(postgres_url)).vacuums
     other = await asyncpg.connect(_asyncpg_dsn(postgres_url))
     try:
         transaction = other.transaction()
@@ -245,7 +241,7 @@ async def test_a_vacuum_under_way_elsewhere_is_not_waited_for(
         await other.close()
     assert done is not None
     assert (done.vacuumed, done.skipped) == (False, "busy")
-    assert (await _table_stats(postgres_url))[1] == vacuums
+    assert (await _table_stats(postgres_url)).vacuums == vacuums
     again = await pg_store.vacuum_queue(min_dead=CHURNED)
     assert again is not None
     assert (again.vacuumed, again.skipped) == (True, None)
