@@ -150,3 +150,22 @@ async def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = request.getfixturevalue("postgres_url")
     await truncate_all(url)
     return str(url)
+
+
+async def sqlite_room(db: object, pages: int | None) -> None:
+    """Let SQLite's writer grow the database by ``pages`` more pages at most (``None``: as
+    far as SQLite allows). A write that needs more gets SQLite's own "database or disk is
+    full" (``SQLITE_FULL``), as on a full disk, by the same code path: ``max_page_count``
+    is a setting of the writer's connection."""
+    from ipaas.stores.sql.engine import Database
+
+    assert isinstance(db, Database)
+
+    def limit(conn: sa.Connection) -> None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        count = driver.execute("PRAGMA page_count").fetchone()[0]
+        most = count + pages if pages is not None else 2**32 - 2  # SQLite clamps it
+        driver.execute(f"PRAGMA max_page_count = {most}").fetchall()
+
+    await db.run_write(limit)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ from ipaas.stores.sql.engine import (
     SqliteDatabase,
     create_database,
 )
-from tests.contracts.conftest import POSTGRES_ONLY, POSTGRES_URL, truncate_all
+from tests.contracts.conftest import POSTGRES_ONLY, POSTGRES_URL, sqlite_room, truncate_all
 from tests.process.faultproxy import FaultProxy
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -42,9 +42,9 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DEADLINE_S = 10.0
 
 
-def _insert(tenant_id: str) -> Callable[[sa.Connection], None]:
+def _insert(tenant_id: str, name: str = "x") -> Callable[[sa.Connection], None]:
     def op(conn: sa.Connection) -> None:
-        conn.execute(sa.insert(t.tenant), {"id": tenant_id, "name": "x", "created_at": T0})
+        conn.execute(sa.insert(t.tenant), {"id": tenant_id, "name": name, "created_at": T0})
 
     return op
 
@@ -322,10 +322,66 @@ class TestSqliteWriter:
     ) -> None:
         monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
         async with _lock_held(sqlite_db, sqlite_url, _insert("tn_late")) as written:
-            with pytest.raises(sqlite3.OperationalError, match="locked"):
+            # Nothing was written and a later try may succeed: the API's 503, not a 500.
+            with pytest.raises(StoreUnavailable) as raised:
                 await written
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+        assert "locked" in str(raised.value.__cause__)
+        assert engine.sqlite_outage(raised.value) == "locked"
         await sqlite_db.run_write(_insert("tn_after"))  # the writer carries on, on the loop
         assert await _stored_ids(sqlite_url) == {"tn_after"}
+
+    async def test_a_full_disk_is_store_unavailable_until_there_is_room(
+        self,
+        sqlite_db: Database,
+        sqlite_url: str,
+        logs: list[MutableMapping[str, Any]],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(engine, "STORE_RETRY_AFTER_S", 0.3)
+        await sqlite_db.run_write(_insert("tn_before"))
+        await sqlite_room(sqlite_db, 0)
+        for n in range(3):  # a row of overflow pages needs room the file does not have
+            with pytest.raises(StoreUnavailable) as raised:
+                await sqlite_db.run_write(_insert(f"tn_full_{n}", name="x" * 20_000))
+            assert engine.sqlite_outage(raised.value) == "disk_full"
+            assert "full" in str(raised.value.__cause__)
+        assert not sqlite_db.writable()  # the store is not ready (GET /readyz)
+        told = [(e["event"], e["reason"]) for e in logs if e["event"].startswith("sqlite_writes")]
+        assert told == [("sqlite_writes_failing", "disk_full")]  # once, not at every write
+
+        await sqlite_room(sqlite_db, None)  # the operator frees the disk
+        await sqlite_db.run_write(_insert("tn_after", name="x" * 20_000))
+        assert await _stored_ids(sqlite_url) == {"tn_before", "tn_after"}
+        assert not sqlite_db.writable()  # a failure that recent may come back
+        await asyncio.sleep(0.3)
+        assert sqlite_db.writable()
+        await sqlite_db.run_write(_insert("tn_later"))
+        told = [(e["event"], e["reason"]) for e in logs if e["event"].startswith("sqlite_writes")]
+        assert told == [
+            ("sqlite_writes_failing", "disk_full"),
+            ("sqlite_writes_recovered", "disk_full"),
+        ]
+
+    async def test_a_full_disk_fails_the_whole_batch(
+        self, sqlite_db: Database, sqlite_url: str
+    ) -> None:
+        # SQLite ends the transaction on SQLITE_FULL: the small rows written before the
+        # large one are gone too, so every op of the batch is told, none reports success.
+        await sqlite_room(sqlite_db, 0)
+        ops = [_insert("tn_a"), _insert("tn_b", name="x" * 20_000), _insert("tn_c")]
+        async with _writer_held(sqlite_db, sqlite_url):
+            futures = [asyncio.ensure_future(sqlite_db.run_write(op)) for op in ops]
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert await _stored_ids(sqlite_url) == set()
+
+    async def test_other_sqlite_errors_are_not_translated(self, sqlite_db: Database) -> None:
+        await sqlite_db.run_write(_insert("tn_once"))
+        with pytest.raises(sa.exc.IntegrityError):
+            await sqlite_db.run_write(_insert("tn_once"))
+        assert sqlite_db.writable()
 
     async def test_checkpoints_run_beside_the_writer_not_in_its_commits(
         self, sqlite_url: str, monkeypatch: pytest.MonkeyPatch

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from ipaas.errors import StoreUnavailable
+from ipaas.errors import STORE_RETRY_AFTER_S, StoreUnavailable
 from ipaas.kit.batching import LoopBatch
 from ipaas.stores.base import QueueVacuum
 
@@ -137,6 +137,11 @@ class Database(ABC):
             one_statement: the op runs a single statement, atomic on its own; the backend
                 may then skip the transaction around it.
         """
+
+    def writable(self) -> bool:
+        """False while writes fail for a reason of the machine's, not of the writes (SQLite:
+        the disk is full; ``SqliteDatabase``): the store is then not ready (``/readyz``)."""
+        return True
 
     @abstractmethod
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
@@ -277,11 +282,13 @@ class SqliteDatabase(Database):
             sa.event.listen(engine, "connect", _sqlite_on_connect)
         sa.event.listen(writer, "connect", _sqlite_writer_on_connect)
         self._engines = (writer, reader)
+        self._outage = _WriteOutage(self._path)
         self._writes = _Batcher(
             [_Lane(writer, "ipaas-sqlite-writer")],
             _run_write_batch,
             max_batch=SQLITE_MAX_WRITE_BATCH,
             run_now=_run_write_batch_now,
+            checked=self._outage.checked,
         )
         self._checkpoints = _Checkpointer(self._path)
         self._reads = _Batcher(
@@ -307,6 +314,9 @@ class SqliteDatabase(Database):
 
     async def compact(self) -> None:
         await asyncio.to_thread(_compact_sqlite, self._path)
+
+    def writable(self) -> bool:
+        return self._outage.writable()
 
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
         # One writer (see the class docstring): nothing else can claim meanwhile.
@@ -782,6 +792,102 @@ class _TransactionLostError(Exception):
     """SQLite rolled the whole transaction back on an op's error (disk full, I/O error)."""
 
 
+#: SQLite's errors that say the machine cannot take a write now, not that the write is
+#: wrong: the disk is full, an I/O error, the file turned read-only (a file system
+#: remounted read-only after errors), another connection held the write lock past
+#: ``SQLITE_BUSY_TIMEOUT_MS``. Their callers get ``StoreUnavailable``, as for an
+#: unreachable PostgreSQL: intake answers 503 + ``Retry-After`` and the engine waits the
+#: outage out (``Executor._outlasting``), where a raw error was a 500 and a crashed
+#: execution.
+SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_FULL: "disk_full",
+    sqlite3.SQLITE_IOERR: "io_error",
+    sqlite3.SQLITE_READONLY: "read_only",
+    sqlite3.SQLITE_BUSY: "locked",
+}
+
+
+def _sqlite_error(exc: BaseException) -> sqlite3.Error | None:
+    """The driver's error that ``exc`` is, or was caused by."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # SQLAlchemy's wrapper, ``_TransactionLostError``: a short chain
+        if cause is None or isinstance(cause, sqlite3.Error):
+            return cause
+        orig = cause.orig if isinstance(cause, sa.exc.DBAPIError) else None
+        cause = orig if isinstance(orig, BaseException) else cause.__cause__
+    return None
+
+
+def sqlite_outage(exc: BaseException) -> str | None:
+    """Which of ``SQLITE_UNAVAILABLE``'s reasons ``exc`` is (or was caused by), if any."""
+    error = _sqlite_error(exc)
+    code = getattr(error, "sqlite_errorcode", None)
+    return SQLITE_UNAVAILABLE.get(code & 0xFF) if isinstance(code, int) else None
+
+
+class _WriteOutage:
+    """SQLite's writes failing for a reason of the machine's (``SQLITE_UNAVAILABLE``).
+
+    Every batch's outcomes pass through ``checked`` on the event loop: the errors become
+    ``StoreUnavailable``, the outage is logged once when it starts (an error: an operator
+    has to free the disk) and once when a write goes through after ``STORE_RETRY_AFTER_S``
+    without a failure. The store is not ready for ``STORE_RETRY_AFTER_S`` after each
+    failure, so that a readiness probe that stopped the traffic lets it back to try again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self.reason: str | None = None
+        self._since = 0.0
+        self._failed_at = 0.0
+
+    def checked(self, outcomes: list[_Outcome]) -> list[_Outcome]:
+        if self.reason is None and all(outcome.ok for outcome in outcomes):
+            return outcomes  # the usual batch: nothing to look at
+        reason, failure, source, wrote = None, None, None, False
+        checked = []
+        for outcome in outcomes:
+            why = None if outcome.ok else sqlite_outage(outcome.value)
+            if why is None:
+                wrote = wrote or outcome.ok
+                checked.append(outcome)
+                continue
+            if failure is None or source is not outcome.value:  # a batch shares one error
+                source = outcome.value
+                failure = StoreUnavailable()
+                failure.__cause__ = _sqlite_error(source)
+            reason = why
+            checked.append(_Outcome(ok=False, value=failure))
+        if reason is not None:
+            self._failed(reason, failure)
+        elif wrote and self.reason is not None and not self._failing_lately():
+            # A small write can fit where a larger one found no room: told once the
+            # failures have stopped for a while, not at every write that goes through.
+            _log.info(
+                "sqlite_writes_recovered",
+                reason=self.reason,
+                after_s=round(time.monotonic() - self._since, 3),
+                path=self._path,
+            )
+            self.reason = None
+        return checked
+
+    def _failed(self, reason: str, failure: BaseException | None) -> None:
+        now = time.monotonic()
+        if self.reason is None:
+            cause = failure.__cause__ if failure is not None else None
+            _log.error("sqlite_writes_failing", reason=reason, path=self._path, error=repr(cause))
+            self._since = now
+        self.reason = reason
+        self._failed_at = now
+
+    def _failing_lately(self) -> bool:
+        return time.monotonic() - self._failed_at < STORE_RETRY_AFTER_S
+
+    def writable(self) -> bool:
+        return self.reason is None or not self._failing_lately()
+
+
 def _run_write_batch(conn: sa.Connection, ops: Sequence[_Op]) -> list[_Outcome]:
     """Run ``ops`` in one transaction, each op of several statements in a SAVEPOINT, and
     each run of consecutive ``RowInsert``s of one statement as one executemany; on the
@@ -972,9 +1078,9 @@ class _Batcher:
     at once on the loop's thread, unless ``run_now`` declines it (returns ``None``); else,
     or then, the lane's thread runs it and posts the outcomes back in one
     ``call_soon_threadsafe``. Either way the callers hear back in a later loop iteration,
-    and the next batch starts from there. An op whose caller was cancelled while it was
-    still queued is dropped; once in a batch it runs to the end and its outcome is
-    discarded.
+    and the next batch starts from there (through ``checked``, when given, on the loop).
+    An op whose caller was cancelled while it was still queued is dropped; once in a batch
+    it runs to the end and its outcome is discarded.
     """
 
     def __init__(
@@ -984,8 +1090,10 @@ class _Batcher:
         *,
         max_batch: int,
         run_now: Callable[[sa.Connection, Sequence[_Op]], list[_Outcome] | None] | None = None,
+        checked: Callable[[list[_Outcome]], list[_Outcome]] | None = None,
     ) -> None:
         self._lanes = lanes
+        self._checked = checked
         self._idle = list(lanes)
         self._run_batch = run_batch
         self._run_now = run_now
@@ -1066,6 +1174,8 @@ class _Batcher:
         outcomes: list[_Outcome],
     ) -> None:
         self._idle.append(lane)
+        if self._checked is not None:
+            outcomes = self._checked(outcomes)
         for job, outcome in zip(batch, outcomes, strict=True):
             if job.future.cancelled():
                 continue
