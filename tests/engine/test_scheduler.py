@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,13 @@ import pytest
 from ipaas.config import Settings
 from ipaas.engine.queue import JobQueue
 from ipaas.engine.queue.memory import MemoryQueue
-from ipaas.engine.scheduler import dedup_key, due_tick, run_scheduler, schedule_once
+from ipaas.engine.scheduler import (
+    at_fixed_times,
+    dedup_key,
+    due_tick,
+    run_scheduler,
+    schedule_once,
+)
 from ipaas.executions.models import Execution, ExecutionStatus
 from ipaas.kit.ids import new_id
 from ipaas.runtime import Runtime
@@ -144,9 +150,9 @@ class TestScheduleOnce:
     ) -> None:
         tenant = await new_tenant(store)
         wf = await new_schedule(store, tenant)
-        memo: dict[str, datetime] = {}
+        memo: dict[str, str] = {}
         assert len(await schedule_once(store, queue, now=utc(7, 5), last_ticks=memo)) == 1
-        assert memo == {wf.id: utc(7, 5)}
+        assert memo == {wf.id: "schedule:2026-01-12T07:05:00+00:00"}
         # A second process (no memo) hits the unique key and creates nothing.
         assert await schedule_once(store, queue, now=utc(7, 6)) == []
         assert await schedule_once(store, queue, now=utc(7, 6), last_ticks=memo) == []
@@ -264,6 +270,121 @@ class TestScheduleOnce:
         created = await schedule_once(store, queue, now=utc(7, 5))
         assert [ex.id for ex in await executions(store, tenant, fine.id)] == created
         assert await executions(store, tenant, broken.id) == []
+
+
+async def _every_minute(store: Store, queue: JobQueue, start: datetime, end: datetime) -> list[str]:
+    """Passes a minute apart from ``start`` to ``end``, with a memo, as ``run_scheduler``
+    makes them (one a second; cron ticks are minutes)."""
+    memo: dict[str, str] = {}
+    created: list[str] = []
+    now = start
+    while now <= end:
+        created += await schedule_once(store, queue, now=now, last_ticks=memo)
+        now += timedelta(minutes=1)
+    return created
+
+
+class TestDaylightSaving:
+    """As cron (cronie, Vixie cron): a time skipped in spring fires once, right after the
+    change; one repeated in autumn fires once at fixed times, in both passes for schedules
+    of every hour or more often (intervals of real time)."""
+
+    @pytest.mark.parametrize(
+        ("zone", "cron", "back", "first", "second"),
+        [
+            # The clocks go back at 03:00 CEST (01:00 UTC): 02:30 comes round twice.
+            ("Europe/Berlin", "30 2 * * *", datetime(2026, 10, 25, 1, tzinfo=UTC),
+             "2026-10-25T02:30:00+02:00", "2026-10-25T02:30:00+01:00"),
+            # 02:00 EDT (06:00 UTC) back to 01:00 EST: 01:30 twice.
+            ("America/New_York", "30 1 * * *", datetime(2026, 11, 1, 6, tzinfo=UTC),
+             "2026-11-01T01:30:00-04:00", "2026-11-01T01:30:00-05:00"),
+            # Southern autumn: 03:00 AEDT (16:00 UTC the day before) back to 02:00 AEST.
+            ("Australia/Sydney", "30 2 * * *", datetime(2026, 4, 4, 16, tzinfo=UTC),
+             "2026-04-05T02:30:00+11:00", "2026-04-05T02:30:00+10:00"),
+        ],
+    )  # fmt: skip
+    async def test_a_repeated_time_fires_once_at_fixed_times(
+        self,
+        store: MemoryStore,
+        queue: JobQueue,
+        zone: str,
+        cron: str,
+        back: datetime,
+        first: str,
+        second: str,
+    ) -> None:
+        tenant = await new_tenant(store)
+        start, end = back - timedelta(hours=3), back + timedelta(hours=3)
+        wf = await new_schedule(store, tenant, cron, timezone=zone, created_at=start)
+        made = await _every_minute(store, queue, start, end)
+        assert scheduled_for(await executions(store, tenant, wf.id)) == [first]
+        assert len(made) == 1
+        # A scheduler that starts during the second pass (no memo) makes none either.
+        in_second_pass = datetime.fromisoformat(second) + timedelta(minutes=5)
+        assert await schedule_once(store, queue, now=in_second_pass) == []
+        assert len(await executions(store, tenant, wf.id)) == 1
+
+    async def test_a_repeated_hour_runs_twice_every_hour(
+        self, store: MemoryStore, queue: JobQueue
+    ) -> None:
+        tenant = await new_tenant(store)
+        created = datetime(2026, 10, 24, 12, tzinfo=UTC)
+        berlin: dict[str, Any] = {"timezone": "Europe/Berlin", "created_at": created}
+        hourly = await new_schedule(store, tenant, "0 * * * *", **berlin)
+        quarter = await new_schedule(store, tenant, "*/30 * * * *", **berlin)
+        start, end = (
+            datetime(2026, 10, 24, 23, 30, tzinfo=UTC),
+            datetime(2026, 10, 25, 2, 10, tzinfo=UTC),
+        )
+        await _every_minute(store, queue, start, end)
+        # Every real hour: 02:00 comes round twice, and each is an hour after the last.
+        assert scheduled_for(await executions(store, tenant, hourly.id)) == [
+            "2026-10-25T01:00:00+02:00",
+            "2026-10-25T02:00:00+01:00",
+            "2026-10-25T02:00:00+02:00",
+            "2026-10-25T03:00:00+01:00",
+        ]
+        assert [ex.dedup_key for ex in await executions(store, tenant, hourly.id)] == [
+            "schedule:2026-10-24T23:00:00+00:00",
+            "schedule:2026-10-25T01:00:00+00:00",
+            "schedule:2026-10-25T00:00:00+00:00",
+            "schedule:2026-10-25T02:00:00+00:00",
+        ]
+        assert len(await executions(store, tenant, quarter.id)) == 6  # 23:30 ... 02:00 UTC
+
+    async def test_a_skipped_time_fires_once_after_the_change(
+        self, store: MemoryStore, queue: JobQueue
+    ) -> None:
+        tenant = await new_tenant(store)
+        created = datetime(2026, 3, 27, 12, tzinfo=UTC)
+        # 02:00 CET (01:00 UTC) forward to 03:00 CEST: 02:30 does not happen that night.
+        wf = await new_schedule(
+            store, tenant, "30 2 * * *", timezone="Europe/Berlin", created_at=created
+        )
+        start, end = datetime(2026, 3, 28, 23, tzinfo=UTC), datetime(2026, 3, 29, 4, tzinfo=UTC)
+        await _every_minute(store, queue, start, end)
+        assert scheduled_for(await executions(store, tenant, wf.id)) == [
+            "2026-03-28T02:30:00+01:00",
+            "2026-03-29T03:00:00+02:00",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("cron", "fixed"),
+    [
+        ("30 2 * * *", True),
+        ("0 9 * * 1-5", True),
+        ("0,30 8-18 * * *", True),
+        ("@daily", True),
+        ("@weekly", True),
+        ("0 * * * *", False),
+        ("*/15 * * * *", False),
+        ("30 */2 * * *", False),
+        ("@hourly", False),
+    ],
+)
+def test_at_fixed_times(cron: str, fixed: bool) -> None:
+    assert at_fixed_times(cron) is fixed
 
 
 def test_dedup_key_is_the_utc_instant() -> None:

@@ -15,6 +15,11 @@ Policy (docs/architecture.md, "Schedules"):
   paused workflow back on does not fire a stale tick at once.
 * A stored schedule that no longer validates (a zone dropped from tzdata) is logged and
   skipped; the other workflows still run.
+* Daylight saving time, as cron itself (cronie, Vixie cron) does it: a wall-clock time the
+  clocks skip in spring fires at the first valid time after it; one they repeat in autumn
+  fires once for a schedule at fixed times (neither its minute nor its hour field is a
+  ``*``: ``30 2 * * *``), and in both passes for one that runs every hour or more often
+  (``0 * * * *``, ``*/15 * * * *``), whose ticks are intervals of real time.
 """
 
 from __future__ import annotations
@@ -47,6 +52,22 @@ SCHEDULER_INTERVAL_S = 1.0
 _JUST_AFTER = timedelta(microseconds=1)
 
 
+#: The aliases whose ticks are at fixed times of the day (``@hourly`` is ``0 * * * *``).
+_FIXED_TIME_ALIASES = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight"}
+)
+
+
+def at_fixed_times(cron: str) -> bool:
+    """Whether ``cron`` fires at fixed times of the day: neither its minute nor its hour
+    field starts with ``*`` (cron's own test for the jobs it does not run twice when the
+    clocks go back)."""
+    if cron.startswith("@"):
+        return cron in _FIXED_TIME_ALIASES
+    minute, hour = cron.split()[:2]
+    return not minute.startswith("*") and not hour.startswith("*")
+
+
 def due_tick(workflow: Workflow, now: datetime) -> datetime | None:
     """The latest tick at or before ``now`` (aware, in the workflow's zone), or ``None`` when
     that tick is older than the workflow's last change. Raises ``ValidationError`` for a
@@ -54,6 +75,10 @@ def due_tick(workflow: Workflow, now: datetime) -> datetime | None:
     schedule = workflow.trigger.schedule
     local_now = (now + _JUST_AFTER).astimezone(schedule.zone)
     tick: datetime = croniter(schedule.cron, local_now).get_prev(datetime)
+    if tick.fold and at_fixed_times(schedule.cron):
+        # The second pass of a wall-clock time the clocks went back over: the same tick as
+        # the first (same key), so a schedule at fixed times fires once.
+        tick = tick.replace(fold=0)
     if tick < workflow.updated_at:
         return None
     return tick
@@ -70,14 +95,16 @@ async def schedule_once(
     queue: JobQueue,
     *,
     now: datetime,
-    last_ticks: dict[str, datetime] | None = None,
+    last_ticks: dict[str, str] | None = None,
 ) -> list[str]:
     """One pass: create the due tick's execution for every scheduled workflow.
 
     Returns the ids of the executions this call created (ticks another process or an earlier
-    pass created already are not included). ``last_ticks`` (workflow id -> last tick handled)
-    is an optional memo kept across passes by ``run_scheduler``: it saves the insert, and its
-    refusal, for a tick already handled; correctness never depends on it.
+    pass created already are not included). ``last_ticks`` (workflow id -> key of the last
+    tick handled) is an optional memo kept across passes by ``run_scheduler``: it saves the
+    insert, and its refusal, for a tick already handled; correctness never depends on it.
+    It holds keys, not datetimes: two datetimes of one zone that differ only in ``fold``
+    (02:00 before and after the clocks go back) compare equal.
     """
     created: list[str] = []
     workflows = await store.list_scheduled_workflows()
@@ -93,7 +120,10 @@ async def schedule_once(
         except ValidationError:
             _log.warning("schedule_invalid", workflow_id=workflow.id, exc_info=True)
             continue
-        if tick is None or (last_ticks is not None and last_ticks.get(workflow.id) == tick):
+        if tick is None:
+            continue
+        key = dedup_key(tick)
+        if last_ticks is not None and last_ticks.get(workflow.id) == key:
             continue
         try:
             execution = await webhook_service.start(
@@ -103,7 +133,7 @@ async def schedule_once(
                 tenant_id=workflow.tenant_id,
                 version=workflow.version,
                 trigger=TriggerData(type="schedule", body={"scheduled_for": tick.isoformat()}),
-                dedup_key=dedup_key(tick),
+                dedup_key=key,
             )
         except DuplicateError:
             pass  # another process, or an earlier pass, created this tick
@@ -116,13 +146,13 @@ async def schedule_once(
                 scheduled_for=tick.isoformat(),
             )
         if last_ticks is not None:
-            last_ticks[workflow.id] = tick
+            last_ticks[workflow.id] = key
     return created
 
 
 async def run_scheduler(runtime: Runtime, stop: asyncio.Event) -> None:
     """Run ``schedule_once`` every ``SCHEDULER_INTERVAL_S`` until ``stop`` is set."""
-    last_ticks: dict[str, datetime] = {}
+    last_ticks: dict[str, str] = {}
     await run_every(
         SCHEDULER_INTERVAL_S,
         stop,
