@@ -74,7 +74,61 @@ class TestErrors:
                 "/api/auth/signup", content=b"{", headers={"content-type": "application/json"}
             )
             assert r.status_code == 422
-            assert r.json()["error"]["code"] == "validation_error"
+            error = r.json()["error"]
+            assert error["code"] == "validation_error"
+            # The parser's reason (where, and what it expected), never the input.
+            assert (
+                error["message"]
+                == "Body is not valid JSON: EOF while parsing an object at line 1 column 1"
+            )
+            assert error["details"] == [
+                {
+                    "loc": ["body"],
+                    "msg": "EOF while parsing an object at line 1 column 1",
+                    "type": "json_invalid",
+                }
+            ]
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            ("NaN", "expected value"),
+            ('"\\ud800"', "hex escape"),
+            ("[" * 3000 + "]" * 3000, "nested more than 200 levels deep"),
+        ],
+        ids=["nan", "lone-surrogate", "deep"],
+    )
+    async def test_json_no_store_can_hold_is_422_on_every_route(
+        self, settings: Settings, value: str, reason: str
+    ) -> None:
+        """FastAPI parses bodies with json.loads, which took these: a step config holding
+        a lone surrogate was a 500, and NaN could not be written to PostgreSQL's json."""
+        async with client_for(settings) as client:
+            signed_up = await client.post(
+                "/api/auth/signup",
+                json={"email": "j@example.com", "password": "pw pw pw pw", "tenant_name": "J"},
+            )
+            auth = {
+                "Authorization": f"Bearer {signed_up.json()['access_token']}",
+                "content-type": "application/json",
+            }
+            config = '{"url": "http://x.test", "json": ' + value + "}"
+            step = '{"id": "n", "type": "http_request", "config": ' + config + "}"
+            workflow = '{"name": "w", "steps": [' + step + "]}"
+            bodies = {
+                "/api/workflows": workflow,
+                "/api/workflows/dry-run": workflow,
+                "/api/credentials": '{"name": "c", "type": "http", "secret": {"token": '
+                + value
+                + "}}",
+            }
+            for path, body in bodies.items():
+                r = await client.post(path, content=body, headers=auth)
+                assert r.status_code == 422, (path, r.text)
+                assert r.json()["error"]["details"][0]["type"] == "json_invalid"
+                assert reason in r.json()["error"]["message"]
+            listed = await client.get("/api/workflows", headers=auth)
+            assert listed.json() == []
 
     async def test_request_id_is_returned(self, settings: Settings) -> None:
         async with client_for(settings) as client:

@@ -80,6 +80,42 @@ class TestIntake:
         assert response.json()["error"]["code"] == "invalid_json"
         assert runtime.store.executions == {}  # type: ignore[attr-defined]
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"a": NaN}',
+            b'{"a": "\\ud800"}',
+            b"[" * 5000 + b"]" * 5000,  # was a RecursionError: a 500
+        ],
+        ids=["nan", "lone-surrogate", "deep"],
+    )
+    async def test_json_no_store_can_hold_is_422_and_persists_nothing(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str, body: bytes
+    ) -> None:
+        # json.loads took these; storing or answering them failed later (500s).
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_json"
+        assert error["message"].startswith("Body is not valid JSON: ")
+        assert runtime.store.executions == {}  # type: ignore[attr-defined]
+
+    async def test_large_integers_are_kept_exactly(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            content=b'{"id": 36893488147419103232}',
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 202
+        stored = runtime.store.executions[response.json()["execution_id"]]  # type: ignore[attr-defined]
+        assert stored.trigger.body == {"id": 36893488147419103232}
+
     async def test_unknown_and_inactive_are_404(
         self, client: httpx.AsyncClient, auth: dict[str, str], workflow_id: str
     ) -> None:

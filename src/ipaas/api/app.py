@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -15,6 +15,7 @@ from ipaas import __version__
 from ipaas.api import errors
 from ipaas.api.deps import RuntimeDep
 from ipaas.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ipaas.api.routing import api_router
 from ipaas.circuits.endpoints import router as circuits_router
 from ipaas.config import Settings
 from ipaas.credentials.endpoints import router as credentials_router
@@ -30,7 +31,7 @@ from ipaas.web import install as install_console
 from ipaas.webhooks import endpoints as webhook_endpoints
 from ipaas.workflows.endpoints import router as workflows_router
 
-health = APIRouter(tags=["health"])
+health = api_router(tags=["health"])
 
 
 @health.get("/healthz")
@@ -115,7 +116,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.metrics_gauges = metrics.StoreGauges()
     errors.install(app, errors.HtmlErrors(is_console_path, error_page))
-    api = APIRouter(prefix="/api")
+    api = api_router(prefix="/api")
     for router in (
         tenants_router,
         credentials_router,

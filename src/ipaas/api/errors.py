@@ -112,6 +112,15 @@ def internal_error_response(path: str, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "Internal server error")
 
 
+def _json_invalid(errors: Any) -> str | None:
+    """Why the body is not JSON (the parser's reason: what and where, never the input),
+    when that is the error; FastAPI's own location for it is the offset, or 0."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            return str((error.get("ctx") or {}).get("error") or "JSON decode error")
+    return None
+
+
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     # The input may be a secret (a credential's body): never echo it back.
     return [{k: v for k, v in e.items() if k in {"loc", "msg", "type"}} for e in errors]
@@ -166,17 +175,24 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        details = _clean_validation_errors(exc.errors())
-        # The field's path, else where it was (``body``; ``query`` for ``?=x``, a parameter
-        # without a name).
-        fields = ", ".join(
-            ".".join(str(p) for p in d["loc"][1:]) or str((*d["loc"], "body")[0]) for d in details
-        )
+        unparsed = _json_invalid(exc.errors())
+        if unparsed is not None:
+            message = f"Body is not valid JSON: {unparsed}"
+            details: list[dict[str, Any]] = [
+                {"loc": ["body"], "msg": unparsed, "type": "json_invalid"}
+            ]
+        else:
+            details = _clean_validation_errors(exc.errors())
+            # The field's path, else where it was (``body``; ``query`` for ``?=x``, a
+            # parameter without a name).
+            fields = ", ".join(
+                ".".join(str(p) for p in d["loc"][1:]) or str((*d["loc"], "body")[0])
+                for d in details
+            )
+            message = f"Invalid request: {fields}"
         if html is not None and as_page(request):
-            return await html.page(request, 422, f"Invalid request: {fields}")
-        return error_response(
-            422, "validation_error", f"Invalid request: {fields}", details=details
-        )
+            return await html.page(request, 422, message)
+        return error_response(422, "validation_error", message, details=details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from ipaas.api.deps import CurrentPrincipal, StoreDep
 from ipaas.api.errors import AUTHENTICATED
+from ipaas.api.routing import api_router
 from ipaas.circuits import service as circuit_service
 from ipaas.circuits.schemas import CircuitList, CircuitRead
 
-router = APIRouter(prefix="/circuits", tags=["circuits"], responses=AUTHENTICATED)
+router = api_router(prefix="/circuits", tags=["circuits"], responses=AUTHENTICATED)
 
 
 @router.get("")

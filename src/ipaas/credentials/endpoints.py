@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
+from ipaas.api.routing import api_router
 from ipaas.credentials import service as credential_service
 from ipaas.credentials.schemas import CredentialCreate, CredentialRead
 
-router = APIRouter(prefix="/credentials", tags=["credentials"], responses=AUTHENTICATED)
+router = api_router(prefix="/credentials", tags=["credentials"], responses=AUTHENTICATED)
 _BY_ID = responses(404, 422)
 
 

@@ -4,7 +4,6 @@ executions and dry runs)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,6 +25,7 @@ from ipaas.engine.connectors.base import (
 from ipaas.engine.retries import RetryRules
 from ipaas.engine.templating import RenderShareSpent, TemplateRenderer, TemplateRenderError
 from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, TriggerData
+from ipaas.kit import jsontext
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
 from ipaas.kit.secrets import Redactor, mask_headers, mask_url, secret_strings
@@ -88,8 +88,8 @@ def describe_request(request: httpx.Request, redactor: Redactor) -> dict[str, An
     content = request.content
     body: Any
     try:
-        body = json.loads(content) if content else None
-    except ValueError:
+        body = jsontext.loads(content) if content else None
+    except jsontext.JsonError:
         body = content.decode("utf-8", "replace")
     return {
         "method": request.method,

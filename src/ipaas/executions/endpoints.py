@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, responses
+from ipaas.api.routing import api_router
 from ipaas.executions import service as execution_service
 from ipaas.executions import stats as execution_stats
 from ipaas.executions.schemas import (
@@ -19,8 +20,8 @@ from ipaas.executions.schemas import (
 )
 from ipaas.kit.clock import utcnow
 
-router = APIRouter(prefix="/executions", tags=["executions"], responses=AUTHENTICATED)
-stats_router = APIRouter(prefix="/stats", tags=["executions"], responses=AUTHENTICATED)
+router = api_router(prefix="/executions", tags=["executions"], responses=AUTHENTICATED)
+stats_router = api_router(prefix="/stats", tags=["executions"], responses=AUTHENTICATED)
 _BY_ID = responses(404, 422)
 
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, status
+from fastapi import Form, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
+from ipaas.api.routing import api_router
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.schemas import (
     ApiTokenCreate,
@@ -17,7 +18,7 @@ from ipaas.tenants.schemas import (
     TokenRead,
 )
 
-router = APIRouter(tags=["auth"])
+router = api_router(tags=["auth"])
 
 
 @router.post(

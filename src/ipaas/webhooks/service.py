@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +15,7 @@ from ipaas.credentials.models import CredentialType
 from ipaas.engine.queue import JobQueue
 from ipaas.errors import NotFound, ServiceUnavailable, UnsupportedMediaType, ValidationFailed
 from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
+from ipaas.kit import jsontext
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.kit.secrets import mask_headers
@@ -46,8 +46,8 @@ def parse_body(body: bytes, content_type: str | None) -> object:
         return None
     if media == "application/json" or media.endswith("+json"):
         try:
-            return json.loads(body)
-        except ValueError as exc:
+            return jsontext.loads(body)
+        except jsontext.JsonError as exc:
             raise ValidationFailed(f"Body is not valid JSON: {exc}", code="invalid_json") from exc
     if media == "application/x-www-form-urlencoded":
         try:

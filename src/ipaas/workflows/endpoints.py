@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from fastapi import Request, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
+from ipaas.api.routing import api_router
 from ipaas.executions.models import TriggerData
 from ipaas.executions.schemas import ExecutionRead
 from ipaas.webhooks import service as webhook_service
@@ -19,7 +20,7 @@ from ipaas.workflows.schemas import (
     WorkflowUpdate,
 )
 
-router = APIRouter(prefix="/workflows", tags=["workflows"], responses=AUTHENTICATED)
+router = api_router(prefix="/workflows", tags=["workflows"], responses=AUTHENTICATED)
 _BY_ID = responses(404, 422)
 _BY_ID_WITH_BODY = responses(404) | WITH_BODY
 

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from ipaas.executions.models import TriggerData
+from ipaas.kit import jsontext
 from ipaas.workflows.models import Step, Trigger, check_trigger
 
 #: A trigger as the API accepts it: a schedule's cron and time zone are checked (422 at
@@ -25,8 +25,8 @@ def _from_seed_shape(data: Any) -> Any:
     raw = data.pop("config_json", None) or "{}"
     if isinstance(raw, str):
         try:
-            config = json.loads(raw)
-        except ValueError as exc:
+            config = jsontext.loads(raw)
+        except jsontext.JsonError as exc:
             msg = f"config_json is not valid JSON: {exc}"
             raise ValueError(msg) from exc
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ipaas.engine.connectors.base import response_text
+from ipaas.engine.connectors.base import response_body, response_text
 
 
 @pytest.mark.parametrize(
@@ -23,3 +23,26 @@ def test_response_text_decodes_by_the_declared_charset(
 ) -> None:
     response = httpx.Response(200, headers={"content-type": content_type}, content=body)
     assert response_text(response) == text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "parsed"),
+    [
+        (
+            "application/json",
+            b'{"ok": true, "id": 36893488147419103232}',
+            {"ok": True, "id": 36893488147419103232},
+        ),
+        ("application/problem+json", b'{"title": "x"}', {"title": "x"}),
+        # Not JSON a store can hold (the step's output is stored): kept as the text it was.
+        ("application/json", b'{"temp": NaN}', '{"temp": NaN}'),
+        ("application/json", b'{"name": "\\ud800"}', '{"name": "\\ud800"}'),
+        ("application/json", b"not json", "not json"),
+        ("text/plain", b'{"a": 1}', '{"a": 1}'),
+    ],
+)
+def test_response_body_is_strict_json_or_text(
+    content_type: str, body: bytes, parsed: object
+) -> None:
+    response = httpx.Response(200, headers={"content-type": content_type}, content=body)
+    assert response_body(response) == parsed

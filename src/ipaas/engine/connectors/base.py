@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ipaas.credentials.models import CredentialType
+from ipaas.kit import jsontext
 from ipaas.kit.egress import EgressRefused
 from ipaas.kit.http import MAX_RESPONSE_BYTES, HttpClient, describe_error
 from ipaas.workflows.models import RetryConfig
@@ -203,9 +204,11 @@ def _charset(content_type: str) -> str:
 def response_body(response: httpx.Response) -> Any:
     """The parsed JSON body when the remote says it is JSON, else the text."""
     if "json" in response.headers.get("content-type", ""):
+        # Strict: a remote's NaN or lone surrogate would make the step's record unstorable
+        # (``kit.jsontext``); such a body is kept as text instead.
         try:
-            return response.json()
-        except ValueError:
+            return jsontext.loads(response.content)
+        except jsontext.JsonError:
             pass
     return response_text(response)
 
