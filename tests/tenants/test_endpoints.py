@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
 import argon2
 import argon2.profiles
 import httpx
+import pytest
 
 from ipaas.runtime import Runtime
+from ipaas.tenants import service as tenant_service
 from ipaas.tenants.service import hash_token
 from tests.conftest import PRODUCTION_HASHER, signup
 
@@ -91,6 +98,87 @@ class TestLogin:
             "/api/auth/token", data={"username": "nobody@example.com", "password": PASSWORD}
         )
         assert response.status_code == 401
+
+
+class TestPasswordWork:
+    """Password hashes (~100 ms of CPU each at the product's cost) run on a thread of their
+    own, never on the event loop, and only so many wait for it."""
+
+    async def test_a_login_does_not_hold_the_event_loop(
+        self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(tenant_service, "_hasher", PRODUCTION_HASHER)
+        await signup(client)
+        gaps: list[float] = []
+
+        async def tick() -> None:  # what intake and deliveries need: the loop's turns
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.ensure_future(tick())
+        started = time.perf_counter()
+        try:
+            response = await client.post(
+                "/api/auth/token", data={"username": "ada@example.com", "password": "wrong one"}
+            )
+        finally:
+            ticker.cancel()
+        took = time.perf_counter() - started
+        assert response.status_code == 401
+        # On the loop, the verify was one gap as long as the login (~100 ms here): the
+        # ticker did not even get a turn before the answer.
+        assert gaps, "the event loop did not turn while the password was checked"
+        assert max(gaps) < took / 2, (max(gaps), took)
+
+    async def test_too_many_waiting_is_429_at_once(
+        self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await signup(client)
+        release = threading.Event()
+        slow = _BlockingHasher(release)
+        monkeypatch.setattr(tenant_service, "_hasher", slow)
+        monkeypatch.setattr(tenant_service, "PASSWORD_QUEUE_MAX", 2)
+        form = {"username": "ada@example.com", "password": PASSWORD}
+        logins = [
+            asyncio.ensure_future(client.post("/api/auth/token", data=form)) for _ in range(3)
+        ]
+        await _until(lambda: slow.started == 1)  # one runs, two wait for the thread
+        refused = await client.post("/api/auth/token", data=form)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "too_many_logins"
+        assert refused.headers["retry-after"] == "1"
+        # A client that gives up does not free the thread it is waiting for.
+        logins[2].cancel()
+        assert (await client.post("/api/auth/token", data=form)).status_code == 429
+        release.set()
+        answered = await asyncio.gather(*logins[:2])
+        assert [r.status_code for r in answered] == [200, 200]
+        await _until(lambda: tenant_service._password_work._pending == 0)
+        assert (await client.post("/api/auth/token", data=form)).status_code == 200
+
+
+class _BlockingHasher:
+    """Verifies (the test's password only) once ``release`` is set."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+        self.started = 0
+
+    def verify(self, _hash: str, password: str) -> bool:
+        self.started += 1
+        assert self.release.wait(10)
+        return password == PASSWORD
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
 
 
 class TestBearerAuth:

@@ -56,6 +56,10 @@ _RESPONSES: dict[int, dict[str, Any]] = {
     409: {"description": "The object is not in a state that allows this"},
     413: {"description": "Body larger than IPAAS_MAX_BODY_BYTES"},
     422: {"description": "Invalid request (`validation_error`; `details` names each field)"},
+    429: {
+        "description": "Too many requests at once; retry after the time given",
+        "headers": {"Retry-After": _header("Seconds to wait", "integer")},
+    },
     503: {
         "description": "The database is unavailable (`store_unavailable`); retry later",
         "headers": {"Retry-After": _header("Seconds to wait", "integer")},

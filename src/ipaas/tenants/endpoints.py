@@ -20,11 +20,14 @@ from ipaas.tenants.schemas import (
 
 router = api_router(tags=["auth"])
 
+_BUSY = "Too many sign-ups and logins waiting for a password check (`too_many_logins`)"
+
 
 @router.post(
     "/auth/signup",
     status_code=status.HTTP_201_CREATED,
-    responses=WITH_BODY | responses(409, 503, s409="The email has an account (`email_taken`)"),
+    responses=WITH_BODY
+    | responses(409, 429, 503, s409="The email has an account (`email_taken`)", s429=_BUSY),
 )
 async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
     tenant, token = await tenant_service.signup(
@@ -39,7 +42,7 @@ async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
 
 @router.post(
     "/auth/token",
-    responses=WITH_BODY | responses(401, 503, s401="Incorrect email or password"),
+    responses=WITH_BODY | responses(401, 429, 503, s401="Incorrect email or password", s429=_BUSY),
 )
 async def login(
     # min_length: an empty form field reads as a missing one (422), so the schema says so.

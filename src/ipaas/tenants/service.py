@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import math
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ipaas.errors import Conflict, NotFound, Unauthorized
+from ipaas.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import DuplicateError, Store
@@ -22,6 +26,57 @@ TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens
 
 _hasher = PasswordHasher()
 
+T = TypeVar("T")
+
+#: Threads per process that hash and verify passwords. An argon2id hash (argon2-cffi's
+#: defaults) is ~100 ms of CPU and 64 MiB; on the event loop, one login held intake and
+#: deliveries for that long, and one client retrying a wrong password back to back cut
+#: webhook intake from 194 to 54 a second (docs/benchmarks.md). argon2-cffi releases the
+#: GIL, so on a thread of its own the loop goes on meanwhile.
+PASSWORD_THREADS = 1
+#: Password hashes waiting for that thread at most; more is a 429 at once, so that a flood
+#: of logins queues neither without end nor for longer than a few seconds.
+PASSWORD_QUEUE_MAX = 16
+#: What that 429 tells the client to wait.
+PASSWORD_RETRY_AFTER_S = 1
+
+
+class TooManyLogins(TooManyRequests):
+    code = "too_many_logins"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Too many sign-ups or logins at once; retry shortly",
+            headers={"Retry-After": str(PASSWORD_RETRY_AFTER_S)},
+        )
+
+
+class _PasswordWork:
+    """Password hashing off the event loop, on ``PASSWORD_THREADS`` threads (started on
+    first use: processes that never see a login, workers, have none)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending = 0
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        if self._pending >= PASSWORD_THREADS + PASSWORD_QUEUE_MAX:
+            raise TooManyLogins
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PASSWORD_THREADS, thread_name_prefix="ipaas-password")
+        done = asyncio.wrap_future(self._pool.submit(fn, *args))
+        # Counted until the hash is done, not until its caller stops waiting: a client that
+        # hangs up does not free the thread.
+        self._pending += 1
+        done.add_done_callback(self._finished)
+        return await asyncio.shield(done)
+
+    def _finished(self, _: object) -> None:
+        self._pending -= 1
+
+
+_password_work = _PasswordWork()
+
 
 @functools.cache
 def _dummy_hash() -> str:
@@ -29,6 +84,14 @@ def _dummy_hash() -> str:
     Made on first use, not at import: an argon2 hash takes 64 MiB while it runs, which every
     process (workers too) would otherwise reach at start."""
     return _hasher.hash("not-a-real-password")
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
+    """On a password thread."""
+    try:
+        return bool(_hasher.verify(password_hash or _dummy_hash(), password))
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +132,7 @@ async def signup(
         id=new_id("usr"),
         tenant_id=tenant.id,
         email=email.lower(),
-        password_hash=_hasher.hash(password),
+        password_hash=await _password_work.run(_hasher.hash, password),
         created_at=now,
     )
     token, plaintext = _new_token(tenant.id, user.id, "signup", now, token_ttl_s)
@@ -82,11 +145,8 @@ async def signup(
 
 async def login(store: Store, *, email: str, password: str, token_ttl_s: int) -> str:
     user = await store.get_user_by_email(email.lower())
-    try:
-        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
-    except (VerificationError, InvalidHashError):
-        user = None
-    if user is None:
+    verified = await _password_work.run(_verify, user.password_hash if user else None, password)
+    if user is None or not verified:
         raise Unauthorized("Incorrect email or password")
     token, plaintext = _new_token(user.tenant_id, user.id, "login", utcnow(), token_ttl_s)
     await store.create_token(token)
