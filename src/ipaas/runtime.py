@@ -24,6 +24,7 @@ from ipaas.errors import StoreUnavailable
 from ipaas.kit.egress import EgressPolicy
 from ipaas.kit.http import HttpClient
 from ipaas.stores.base import Store
+from ipaas.tenants.throttle import LoginThrottle
 from ipaas.webhooks.cache import WorkflowCache
 from ipaas.webhooks.intake import Intake
 
@@ -46,6 +47,8 @@ class Runtime:
     intake: Intake
     #: Per (tenant, host) circuits of outbound calls (state shared through the store).
     breaker: CircuitBreaker
+    #: Failed log-ins per account (beside the intake's rate limits, in memory or Redis).
+    logins: LoginThrottle
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     #: Carries a cancel to the process running the execution (Redis pub/sub when scaled out).
     cancel_bus: CancelBus = field(default_factory=LocalCancelBus)
@@ -67,6 +70,7 @@ class Runtime:
             store = create_store(settings)
         cipher = CredentialCipher(settings.fernet_key)
         workflow_cache = WorkflowCache()
+        intake = Intake.build(settings, cipher=cipher, workflows=workflow_cache)
         return cls(
             settings=settings,
             store=store,
@@ -81,7 +85,8 @@ class Runtime:
             ),
             cipher=cipher,
             workflow_cache=workflow_cache,
-            intake=Intake.build(settings, cipher=cipher, workflows=workflow_cache),
+            intake=intake,
+            logins=LoginThrottle(intake.limiter.storage),
             endpoints=Endpoints(
                 slack_api_url=settings.slack_api_url, openweather_url=settings.openweather_url
             ),

@@ -17,10 +17,16 @@ from ipaas.tenants.schemas import (
     TenantRead,
     TokenRead,
 )
+from ipaas.tenants.throttle import LOGIN_FAILURES, LOGIN_WINDOW_S
 
 router = api_router(tags=["auth"])
 
 _BUSY = "Too many sign-ups and logins waiting for a password check (`too_many_logins`)"
+_BUSY_OR_GUESSED = (
+    f"Too many failed log-ins for this email (`too_many_attempts`: {LOGIN_FAILURES} within "
+    f"{LOGIN_WINDOW_S // 60} minutes), or too many waiting for a password check "
+    "(`too_many_logins`)"
+)
 
 
 @router.post(
@@ -42,7 +48,8 @@ async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
 
 @router.post(
     "/auth/token",
-    responses=WITH_BODY | responses(401, 429, 503, s401="Incorrect email or password", s429=_BUSY),
+    responses=WITH_BODY
+    | responses(401, 429, 503, s401="Incorrect email or password", s429=_BUSY_OR_GUESSED),
 )
 async def login(
     # min_length: an empty form field reads as a missing one (422), so the schema says so.
@@ -52,7 +59,11 @@ async def login(
 ) -> TokenRead:
     """OAuth2 password flow: form fields ``username`` (the email) and ``password``."""
     token = await tenant_service.login(
-        runtime.store, email=username, password=password, token_ttl_s=runtime.settings.token_ttl_s
+        runtime.store,
+        email=username,
+        password=password,
+        token_ttl_s=runtime.settings.token_ttl_s,
+        throttle=runtime.logins,
     )
     return TokenRead(access_token=token)
 

@@ -21,6 +21,7 @@ from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import DuplicateError, Store
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
+from ipaas.tenants.throttle import LoginThrottle
 
 TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
@@ -143,11 +144,16 @@ async def signup(
     return tenant, plaintext
 
 
-async def login(store: Store, *, email: str, password: str, token_ttl_s: int) -> str:
+async def login(
+    store: Store, *, email: str, password: str, token_ttl_s: int, throttle: LoginThrottle
+) -> str:
+    await throttle.check(email)
     user = await store.get_user_by_email(email.lower())
     verified = await _password_work.run(_verify, user.password_hash if user else None, password)
     if user is None or not verified:
+        await throttle.failed(email)
         raise Unauthorized("Incorrect email or password")
+    await throttle.succeeded(email)
     token, plaintext = _new_token(user.tenant_id, user.id, "login", utcnow(), token_ttl_s)
     await store.create_token(token)
     return plaintext

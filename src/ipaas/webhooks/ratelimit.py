@@ -89,6 +89,8 @@ class TenantRateLimiter:
                 # Passed on to redis-py's client; limits types its options narrowly.
                 connection_pool=self._pool,  # type: ignore[arg-type]
             )
+        #: Also counts failed log-ins (``tenants.throttle``): one Redis pool, not two.
+        self.storage = storage
         self._limiter = SlidingWindowCounterRateLimiter(storage)
 
     async def aclose(self) -> None:

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from ipaas.api.deps import RuntimeDep
-from ipaas.errors import Conflict, Unauthorized
+from ipaas.errors import Conflict, TooManyRequests, Unauthorized
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.schemas import SignupCreate
 from ipaas.web.pages._common import Csrf, read_form, see_other, validation_errors
@@ -66,10 +66,13 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
             email=email,
             password=form.get("password", ""),
             token_ttl_s=runtime.settings.token_ttl_s,
+            throttle=runtime.logins,
         )
-    except Unauthorized as exc:
+    except (Unauthorized, TooManyRequests) as exc:
         context = {"values": {"email": email}, "errors": {"form": exc.message}, "notice": ""}
-        return render(request, "login.html", context, 401)
+        page = render(request, "login.html", context, exc.status_code)
+        page.headers.update(exc.headers)
+        return page
     response = see_other("/")
     set_session(request, response, token, runtime.settings.token_ttl_s)
     return response
