@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+
 from ipaas.kit.secrets import MASK, Redactor, Secret, mask_url
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXsecret"
@@ -52,4 +54,24 @@ def test_secret_strings_skip_base_urls() -> None:
         "headers": {"X-Key": "k"},
         "basic": {"username": "u", "password": "p"},
     }
-    assert sorted(secret_strings(secret)) == ["k", "p", "u"]
+    # The Basic token the connector sends is scrubbed too (a remote may echo it back).
+    assert sorted(secret_strings(secret)) == ["dTpw", "k", "p", "u"]
+
+
+def test_a_base_url_gives_only_its_password() -> None:
+    from ipaas.kit.secrets import secret_strings
+
+    secret = {"base_url": "https://bob:S3CRET%21pw@api.example.com/v1"}
+    # The password as written and decoded, and the Basic token the HTTP client makes of it.
+    token = base64.b64encode(b"bob:S3CRET!pw").decode()
+    assert sorted(secret_strings(secret)) == sorted(["S3CRET%21pw", "S3CRET!pw", token])
+    assert secret_strings({"base_url": "https://api.example.com/v1"}) == []
+    assert secret_strings({"base_url": "https://[bad@x"}) == []
+
+
+def test_urls_are_shown_without_their_password() -> None:
+    from ipaas.kit.secrets import Redactor, mask_url
+
+    shown = mask_url("https://bob:S3CRETpw@api.example.com/v1/x?q=1", Redactor())
+    assert shown == "https://bob:***@api.example.com/v1/x?q=1"
+    assert mask_url("https://bob@api.example.com/", Redactor()) == "https://bob@api.example.com/"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -171,6 +172,33 @@ class TestSimulate:
         assert call["body"] == {"a": 1}
         assert SENTINEL not in r.text
         assert clean_standin.requests() == []
+
+    async def test_a_password_in_a_base_url_is_masked(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        clean_standin: StandinServer,
+    ) -> None:
+        # base_url says where calls go, so it is shown; its userinfo password is a secret.
+        base_url = clean_standin.url.replace("http://", f"http://bob:{SENTINEL}@")
+        made = await client.post(
+            "/api/credentials",
+            json={"name": "h", "type": "http", "secret": {"base_url": base_url}},
+            headers=auth,
+        )
+        step = {"id": "call", "type": "http_request", "credential_id": made.json()["id"]}
+        body = {"name": "t", "steps": [step | {"config": {"path": "/echo"}}]}
+        for mode in ("simulate", "run"):  # the URL shown; what the remote echoed back
+            r = await client.post(
+                "/api/workflows/dry-run", json=body | {"mode": mode}, headers=auth
+            )
+            assert r.status_code == 200, r.text
+            assert SENTINEL not in r.text, mode
+            assert base64.b64encode(f"bob:{SENTINEL}".encode()).decode() not in r.text, mode
+        shown = r.json()["steps"][0]
+        assert shown["status"] == "succeeded"
+        echoed = clean_standin.requests("echo")[0]["headers"]["authorization"]
+        assert echoed.startswith("Basic ")  # the password went where it belongs, only there
 
     async def test_saved_workflow(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from typing import Any
 
@@ -93,24 +94,64 @@ NON_SECRET_FIELDS = frozenset({"base_url"})
 
 
 def secret_strings(value: Any) -> list[str]:
-    """Every string leaf of a credential's secret, so it can be scrubbed from text."""
+    """Every string leaf of a credential's secret, so it can be scrubbed from text, and the
+    ``Authorization: Basic`` token made of a ``basic`` pair. Of the fields that say where a
+    call goes (``base_url``), only the password a URL may carry (``https://user:pw@host``)
+    and the Basic token the HTTP client makes of it."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [
-            s for k, v in value.items() if k not in NON_SECRET_FIELDS for s in secret_strings(v)
+        found = [
+            s
+            for k, v in value.items()
+            for s in (_url_passwords(v) if k in NON_SECRET_FIELDS else secret_strings(v))
         ]
+        basic = value.get("basic")
+        if isinstance(basic, dict):
+            found.append(_basic_token(basic.get("username"), basic.get("password")))
+        return found
     if isinstance(value, list | tuple):
         return [s for v in value for s in secret_strings(v)]
     return []
 
 
+def _basic_token(username: Any, password: Any) -> str:
+    pair = f"{username or ''}:{password or ''}".encode()
+    return base64.b64encode(pair).decode("ascii")
+
+
+def _url_passwords(value: Any) -> list[str]:
+    from urllib.parse import unquote, urlsplit
+
+    if not isinstance(value, str) or "@" not in value:
+        return []
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:  # not a URL (an invalid port, a stray bracket): nothing to take
+        return []
+    if not password:
+        return []
+    plain = unquote(password)
+    return sorted({password, plain, _basic_token(unquote(parts.username or ""), plain)})
+
+
+def _without_password(netloc: str) -> str:
+    """``user:password@host`` -> ``user:***@host``."""
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return netloc
+    return f"{userinfo.partition(':')[0]}:{MASK}@{host}"
+
+
 def mask_url(url: str, redactor: Redactor) -> str:
-    """The URL with secret query values and secret paths (a webhook URL is its own secret)
-    masked, keeping scheme and host so a reader still sees where it goes."""
+    """The URL with its password (``user:password@``), secret query values and secret paths
+    (a webhook URL is its own secret) masked, keeping scheme and host so a reader still
+    sees where it goes."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
+    parts = parts._replace(netloc=_without_password(parts.netloc))
     query = urlencode(
         [
             (k, MASK if k.lower() in _SENSITIVE_NAMES else redactor.text(v))
