@@ -70,6 +70,15 @@ class TestCreate:
         )
         assert response.status_code == 422
 
+    async def test_a_header_with_a_line_break_is_422_without_echo(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        secret = {"headers": {"X-Key": "SENTINELsecretXYZ\r\nX-Evil: 1"}}
+        response = await create(client, auth, name="x", type="http", secret=secret)
+        assert response.status_code == 422
+        assert "SENTINEL" not in response.text
+        assert response.json()["error"]["details"][0]["loc"] == ["body", "secret", "headers"]
+
     async def test_unknown_type_is_422(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

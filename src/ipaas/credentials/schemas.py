@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ipaas.credentials.models import CredentialType
+from ipaas.kit.http import check_header_lines
 
 WHSEC_PREFIX = "whsec_"
 
@@ -46,6 +47,11 @@ class HttpSecret(_Secret):
     headers: dict[str, str] | None = None
     bearer_token: str | None = None
     basic: BasicAuth | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return check_header_lines(value)
 
 
 class WebhookSecret(_Secret):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -232,6 +233,21 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()  # closes the transport's connections too
+
+
+#: What may not appear in a header name or value: it would start another header. The HTTP
+#: client refuses to send one; validating it up front makes a dry run in simulate mode say
+#: so as a real run would, and a credential refuse it when stored.
+_LINE_BREAKS = re.compile(r"[\r\n\x00]")
+
+
+def check_header_lines(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """``headers``, or ``ValueError`` naming the first with a line break or NUL in it."""
+    for name, value in (headers or {}).items():
+        if _LINE_BREAKS.search(name) or _LINE_BREAKS.search(value):
+            msg = f"header {name.strip()!r} contains a line break or NUL"
+            raise ValueError(msg)
+    return headers
 
 
 async def _read_whole(response: httpx.Response, request: httpx.Request) -> httpx.Response:

@@ -75,6 +75,14 @@ class TestParams:
             ({"url": "https://x.example", "expected_status": [700]}, "less than or equal to 599"),
             ({"url": "https://x.example", "expected_status": []}, "at least 1 item"),
             ({"url": "https://x.example", "timeout": 3}, "Extra inputs are not permitted"),
+            # A line break would start another header: refused here, so a dry run in simulate
+            # mode fails as the HTTP client would refuse to send it in a real run.
+            (
+                {"url": "https://x.example", "headers": {"X-A": "ok\r\nEvil: 1"}},
+                "header 'X-A' contains a line break or NUL",
+            ),
+            ({"url": "https://x.example", "headers": {"X-A\n": "ok"}}, "contains a line break"),
+            ({"url": "https://x.example", "headers": {"X-A": "a\x00b"}}, "or NUL"),
         ],
     )
     def test_invalid(self, config: dict[str, Any], message: str) -> None:

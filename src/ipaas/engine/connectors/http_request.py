@@ -24,6 +24,7 @@ from ipaas.engine.connectors.base import (
     retry_after,
     secret_value,
 )
+from ipaas.kit.http import check_header_lines
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 Scalar = str | int | float | bool
@@ -87,6 +88,11 @@ class HttpRequestParams(Params):
         if value is not None:
             check_http_url(value)
         return value
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return check_header_lines(value)
 
     @field_validator("path")
     @classmethod
