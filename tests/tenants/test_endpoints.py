@@ -157,7 +157,7 @@ class TestPasswordWork:
         release.set()
         answered = await asyncio.gather(*logins[:2])
         assert [r.status_code for r in answered] == [200, 200]
-        await _until(lambda: tenant_service._password_work._pending == 0)
+        await _until(lambda: tenant_service._password_work.pending == 0)
         assert (await client.post("/api/auth/token", data=form)).status_code == 200
 
 

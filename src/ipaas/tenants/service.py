@@ -7,6 +7,7 @@ import functools
 import hashlib
 import math
 import secrets
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,22 +59,29 @@ class _PasswordWork:
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
         self._pending = 0
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._pending >= PASSWORD_THREADS + PASSWORD_QUEUE_MAX:
-            raise TooManyLogins
+        with self._lock:
+            if self._pending >= PASSWORD_THREADS + PASSWORD_QUEUE_MAX:
+                raise TooManyLogins
+            self._pending += 1
         if self._pool is None:
             self._pool = ThreadPoolExecutor(PASSWORD_THREADS, thread_name_prefix="ipaas-password")
-        done = asyncio.wrap_future(self._pool.submit(fn, *args))
-        # Counted until the hash is done, not until its caller stops waiting: a client that
-        # hangs up does not free the thread.
-        self._pending += 1
-        done.add_done_callback(self._finished)
-        return await asyncio.shield(done)
+        work = self._pool.submit(fn, *args)
+        # Counted until the hash is done (on the thread), not until its caller stops
+        # waiting: a client that hangs up does not free the thread.
+        work.add_done_callback(self._finished)
+        return await asyncio.shield(asyncio.wrap_future(work))
 
     def _finished(self, _: object) -> None:
-        self._pending -= 1
+        with self._lock:
+            self._pending -= 1
+
+    @property
+    def pending(self) -> int:
+        return self._pending
 
 
 _password_work = _PasswordWork()
