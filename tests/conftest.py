@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -107,3 +108,19 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
             yield captured
     finally:
         structlog.configure(**saved)
+
+
+@pytest.fixture
+async def redis_key_prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own (``IPAAS_TEST_REDIS_URL``); its keys are
+    deleted afterwards."""
+    from redis.asyncio import Redis
+
+    url = os.environ.get("IPAAS_TEST_REDIS_URL")
+    assert url is not None
+    name = f"ipaas-test-{secrets.token_hex(6)}"
+    yield name
+    async with Redis.from_url(url) as redis:
+        keys = [key async for key in redis.scan_iter(match=f"{name}*")]
+        if keys:
+            await redis.delete(*keys)

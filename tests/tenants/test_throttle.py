@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from ipaas.tenants.throttle import LOGIN_FAILURES, LOGIN_WINDOW_S, LoginThrottle, TooManyAttempts
 from ipaas.webhooks.ratelimit import TenantRateLimiter
@@ -65,22 +62,11 @@ async def test_the_console_says_so_on_its_form(client: httpx.AsyncClient) -> Non
     assert "retry-after" in page.headers
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    assert REDIS_URL is not None
-    name = f"ipaas-test-{secrets.token_hex(6)}"
-    yield name
-    async with Redis.from_url(REDIS_URL) as redis:
-        keys = [key async for key in redis.scan_iter(match=f"{name}*")]
-        if keys:
-            await redis.delete(*keys)
-
-
 @pytest.mark.redis
 @pytest.mark.skipif(not REDIS_URL, reason="IPAAS_TEST_REDIS_URL is not set")
-async def test_api_processes_share_the_count_in_redis(prefix: str) -> None:
+async def test_api_processes_share_the_count_in_redis(redis_key_prefix: str) -> None:
     assert REDIS_URL is not None
-    limiters = [TenantRateLimiter(REDIS_URL, key_prefix=prefix) for _ in range(2)]
+    limiters = [TenantRateLimiter(REDIS_URL, key_prefix=redis_key_prefix) for _ in range(2)]
     throttles = [LoginThrottle(limiter.storage) for limiter in limiters]
     try:
         for n in range(LOGIN_FAILURES):

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from ipaas.api.app import create_app
 from ipaas.config import Settings
@@ -29,24 +27,12 @@ needs_redis = [
 ]
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    assert REDIS_URL is not None
-    name = f"ipaas-test-{secrets.token_hex(6)}"
-    yield name
-    async with Redis.from_url(REDIS_URL) as redis:
-        keys = [key async for key in redis.scan_iter(match=f"{name}*")]
-        if keys:
-            await redis.delete(*keys)
-
-
 class TestRedisBudget:
     pytestmark = needs_redis
 
-    async def test_two_processes_share_one_budget(self, prefix: str) -> None:
+    async def test_two_processes_share_one_budget(self, redis_key_prefix: str) -> None:
         assert REDIS_URL is not None
-        limiters = [TenantRateLimiter(REDIS_URL, key_prefix=prefix) for _ in range(2)]
+        limiters = [TenantRateLimiter(REDIS_URL, key_prefix=redis_key_prefix) for _ in range(2)]
         rate = rate_for(0.1, 4)
         outcomes = []
         try:
