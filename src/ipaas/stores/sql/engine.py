@@ -66,6 +66,12 @@ SQLITE_MAX_WRITE_BATCH = 256
 #: Seconds between WAL checkpoints while writes go on. SQLite's automatic checkpoint is off
 #: on the writer's connection: it would run inside a commit, on the event loop.
 SQLITE_CHECKPOINT_INTERVAL_S = 1.0
+#: Frames in the WAL past which a checkpoint also empties it (``TRUNCATE``): 64 MiB of
+#: 4 KiB pages, as ``journal_size_limit``. See ``_Checkpointer``.
+SQLITE_WAL_RESTART_FRAMES = 16_384
+#: How long that checkpoint waits for the writer and the readers before it gives up until
+#: the next one; writes wait while it does (on the writer thread).
+SQLITE_WAL_RESTART_WAIT_MS = 200
 #: Read ops one reader thread runs per hand-off.
 SQLITE_MAX_READ_BATCH = 64
 #: Reader threads, each with its own connection. Python holds the GIL for most of a read,
@@ -429,9 +435,17 @@ class _Checkpointer:
     ``SQLITE_CHECKPOINT_INTERVAL_S`` while writes go on.
 
     ``PASSIVE``: a checkpoint copies what it can of the WAL into the database file without
-    waiting for the writer or the readers, then syncs the file; the writer restarts the WAL
-    from its beginning once all of it has been copied. Run by a commit (SQLite's automatic
-    checkpoint) it would hold the event loop for the copy and the fsync.
+    waiting for the writer or the readers, then syncs the file. Run by a commit (SQLite's
+    automatic checkpoint) it would hold the event loop for the copy and the fsync.
+
+    SQLite starts the WAL over only when a write begins with all of it copied. Beside a
+    writer that never pauses, a passive checkpoint copies every frame but the ones committed
+    while it ran, so that never happens: a soak of 500 webhooks/s grew the WAL to 1.9 GB in
+    8 minutes (docs/benchmarks.md), and the disk and the ``-shm`` index with it. Past
+    ``SQLITE_WAL_RESTART_FRAMES`` the checkpoint goes on with a ``TRUNCATE``: it takes the
+    write lock (writes wait on the writer thread), copies the few frames left, waits for the
+    readers to leave the WAL and empties it, so that the next write starts it over. On the
+    soak, run by hand (as ``RESTART``), it took 9 ms.
     """
 
     def __init__(self, path: str) -> None:
@@ -457,7 +471,11 @@ class _Checkpointer:
         try:
             if self._conn is None:
                 self._conn = sqlite3.connect(self._path, isolation_level=None)
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._conn.execute(f"PRAGMA busy_timeout={SQLITE_WAL_RESTART_WAIT_MS}")
+            _, frames, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames > SQLITE_WAL_RESTART_FRAMES:
+                # Busy (a reader stayed, the writer held on): tried again at the next one.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as exc:  # the next one tries again; the WAL only grows meanwhile
             _log.warning("sqlite_checkpoint_failed", error=repr(exc))
 
