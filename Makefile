@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration chaos fuzz bench bench-fairness lint format typecheck coverage clean screenshots
+.PHONY: install run test test-integration chaos fuzz bench bench-fairness soak lint format typecheck coverage clean screenshots
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ bench: install
 # Issue 4, item 3: tenant A floods 5,000 webhooks at a slow endpoint, tenant B sends 50.
 bench-fairness: install
 	$(BIN)/python -m bench.fairness
+
+# The embedded server at 500 webhooks/s for 10 minutes: RSS, WAL, nothing lost (~11 min).
+soak: install
+	$(BIN)/python -m bench.soak
 
 # Every console page at 375 and 1280 px (needs /usr/bin/chromium: apt-get install chromium).
 screenshots: install

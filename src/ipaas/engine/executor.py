@@ -84,6 +84,10 @@ class Executor:
         self._secrets: TtlCache[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = TtlCache(
             SECRETS_TTL_S
         )
+        #: Executions whose outcome is decided and being written (finish, or defer to a
+        #: retry), until ``execute`` returns: the write ends their lease, so a renewal that
+        #: misses one has not lost it (``Worker._renew``).
+        self.settling: set[str] = set()
 
     @property
     def finishes_claim(self) -> bool:
@@ -133,6 +137,7 @@ class Executor:
         step, which hands the write over, before ``on_settled`` runs, so the next claim is
         applied after it); else once the write is done, since a claim running beside it
         would still count this execution against its tenant's cap."""
+        self.settling.add(execution_id)
         task = asyncio.ensure_future(self._outlasting(write, execution_id))
         if self.runtime.store.writes_in_order:
             asyncio.get_running_loop().call_soon(self._on_settled, execution_id)
@@ -143,6 +148,12 @@ class Executor:
     async def execute(self, execution: Execution) -> ExecutionStatus | None:
         """Run ``execution`` (claimed by ``owner``); the status it ended in, or ``None`` when
         it was handed back (shutdown) or taken over (lease lost)."""
+        try:
+            return await self._execute(execution)
+        finally:
+            self.settling.discard(execution.id)
+
+    async def _execute(self, execution: Execution) -> ExecutionStatus | None:
         store = self.runtime.store
         finished = False
 

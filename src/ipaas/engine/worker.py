@@ -377,28 +377,37 @@ class Worker:
 
     # -- leases ------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
-        settings = self.runtime.settings
-        store = self.runtime.store
-        interval = settings.lease_s / 3
+        interval = self.runtime.settings.lease_s / 3
         while True:
             await asyncio.sleep(interval)
-            ids = list(self._tasks)
-            if not ids:
-                continue
             try:
-                now = utcnow()
-                renewed = await store.renew_leases(
-                    ids, owner=self.owner, lease_until=now + timedelta(seconds=settings.lease_s)
-                )
-                for execution_id in set(ids) - renewed:
-                    self.runtime.cancels.stop(execution_id, StopReason.lease_lost)
-                # Cancels requested through another process reach us here.
-                for execution_id in await store.cancel_requested(list(renewed)):
-                    self.runtime.cancels.stop(execution_id, StopReason.cancelled)
+                await self._renew()
             except StoreUnavailable:  # the feed loop logs the outage
                 continue
             except Exception:
                 _log.exception("heartbeat_failed")
+
+    async def _renew(self) -> None:
+        """Renew the leases of the executions running here. One not renewed was taken over
+        (its lease ran out and the reaper handed it on) and is stopped; one whose outcome
+        was written meanwhile simply ended: it was not renewed because it no longer runs.
+        Stopping those too logged ``lease_lost`` for executions that had succeeded (a few
+        in a 10-minute soak) and skipped their metrics."""
+        ids = list(self._tasks)
+        if not ids:
+            return
+        # Still renewed while its outcome is written: a write that waits out an outage
+        # (``Executor._outlasting``) keeps its lease meanwhile.
+        settling = self.executor.settling
+        store = self.runtime.store
+        lease_until = utcnow() + timedelta(seconds=self.runtime.settings.lease_s)
+        renewed = await store.renew_leases(ids, owner=self.owner, lease_until=lease_until)
+        for execution_id in set(ids) - renewed:
+            if execution_id not in settling:
+                self.runtime.cancels.stop(execution_id, StopReason.lease_lost)
+        # Cancels requested through another process reach us here.
+        for execution_id in await store.cancel_requested(list(renewed)):
+            self.runtime.cancels.stop(execution_id, StopReason.cancelled)
 
     # -- tests and one-shot runs -----------------------------------------------------------
     async def run_until_empty(self) -> None:
