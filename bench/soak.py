@@ -3,8 +3,9 @@
 Starts ``ipaas serve`` (default settings, SQLite in a temporary directory) and the Slack
 stand-in, then sends ``--rate`` webhooks a second (a workflow with one ``slack_message``
 step) over ``--connections`` connections for ``--minutes``. Every ``--every`` seconds it
-prints the server's RSS, the size of the SQLite WAL file and how many webhooks were
-accepted and delivered. At the end it waits for the last deliveries and prints:
+prints the server's RSS, the size of the SQLite WAL file, intake's rate and latency over
+the interval (p99, max) and how many webhooks were delivered. At the end it waits for the
+last deliveries and prints:
 
 - RSS at the start of the load, at the end, and its slope over the second half (MiB per
   minute): a leak grows without end, caches fill and stop;
@@ -58,9 +59,15 @@ class Samples:
 
 
 async def _load(
-    port: int, workflow_id: str, seconds: float, rate: float, connections: int
+    port: int,
+    workflow_id: str,
+    seconds: float,
+    rate: float,
+    connections: int,
+    latencies: list[float],
 ) -> tuple[int, int]:
-    """Webhooks at ``rate`` a second for ``seconds``; (sent, not answered 202)."""
+    """Webhooks at ``rate`` a second for ``seconds``; (sent, not answered 202). Each
+    answer's latency (ms) goes to ``latencies``, which the sampler empties."""
     host = f"127.0.0.1:{port}"
     path = f"/api/webhooks/{workflow_id}"
     sent = refused = 0
@@ -75,9 +82,11 @@ async def _load(
                 due = start + n * connections / rate
                 if (pause := due - time.perf_counter()) > 0:
                     await asyncio.sleep(pause)
+                began = time.perf_counter()
                 writer.write(loadgen.json_post(path, {"n": n, "k": k, "t": time.time()}, host=host))
                 await writer.drain()
                 status, _, _ = await loadgen.read_response(reader)
+                latencies.append((time.perf_counter() - began) * 1000)
                 sent += 1
                 refused += status != 202
                 n += 1
@@ -89,7 +98,12 @@ async def _load(
 
 
 async def _sample(
-    pid: int, wal: Path, standin: httpx.AsyncClient, seconds: float, every: float
+    pid: int,
+    wal: Path,
+    standin: httpx.AsyncClient,
+    seconds: float,
+    every: float,
+    latencies: list[float],
 ) -> Samples:
     samples = Samples()
     start = time.perf_counter()
@@ -98,8 +112,15 @@ async def _sample(
         wal_mib = wal.stat().st_size / 2**20 if wal.exists() else 0.0
         delivered = (await standin.get("/_standin/stats")).json()["slack_messages"]
         samples.points.append((elapsed, rss, wal_mib))
+        window, latencies[:] = sorted(latencies), []
+        intake = (
+            f"intake {len(window) / every if elapsed else 0:5.0f}/s "
+            f"p99 {loadgen.percentile(window, 0.99):6.1f} max {window[-1]:6.1f} ms  "
+            if window
+            else ""
+        )
         print(
-            f"  {elapsed:6.0f} s  RSS {rss:6.1f} MiB  WAL {wal_mib:6.1f} MiB  "
+            f"  {elapsed:6.0f} s  RSS {rss:6.1f} MiB  WAL {wal_mib:6.1f} MiB  {intake}"
             f"delivered {delivered}",
             flush=True,
         )
@@ -131,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             async def run() -> tuple[tuple[int, int], Samples]:
+                latencies: list[float] = []
                 async with httpx.AsyncClient(base_url=standin.url, timeout=60) as client:
-                    load = _load(bench.port, workflow_id, seconds, args.rate, args.connections)
+                    load = _load(
+                        bench.port, workflow_id, seconds, args.rate, args.connections, latencies
+                    )
                     wal = bench.db_path.with_name(bench.db_path.name + "-wal")
-                    sampled = _sample(server.pid, wal, client, seconds, args.every)
+                    sampled = _sample(server.pid, wal, client, seconds, args.every, latencies)
                     return await asyncio.gather(load, sampled)
 
             (sent, refused), samples = asyncio.run(run())
