@@ -14,15 +14,15 @@ last deliveries and prints:
 
 It exits 1 when one of these is off: a webhook not 202, a delivery missing, an error line,
 a WAL over ``WAL_LIMIT_MIB``, or RSS growing faster than ``RSS_SLOPE_LIMIT`` MiB a minute
-over the second half. ``make bench`` measures speed; this measures what only time shows.
-See docs/benchmarks.md ("Soak").
+over the second half, its largest single step left out. ``make bench`` measures speed;
+this measures what only time shows. See docs/benchmarks.md ("Soak").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import itertools
 import sys
 import tempfile
 import time
@@ -38,8 +38,11 @@ from bench.__main__ import Bench, _ipaas_command, _process, _wait_http, rss_mib
 #: The WAL is emptied past 64 MiB (``SQLITE_WAL_RESTART_FRAMES``); twice that is a WAL that
 #: is not.
 WAL_LIMIT_MIB = 128.0
-#: RSS slope over the second half, in MiB a minute, past which the run counts as leaking.
-RSS_SLOPE_LIMIT = 0.25
+#: RSS growth over the second half (its largest step left out), in MiB a minute, past which
+#: the run counts as leaking. A coarse guard: the WAL that never started over grew RSS in
+#: steps of ~4 MiB, 0.24 MiB a minute by this measure over its first 7.5 minutes; the run
+#: after the fix, 0.04. The WAL's own size is the sharper check.
+RSS_SLOPE_LIMIT = 0.2
 
 
 @dataclass
@@ -47,15 +50,21 @@ class Samples:
     #: (seconds since the load began, RSS MiB, WAL MiB)
     points: list[tuple[float, float, float]] = field(default_factory=list)
 
-    def slope_second_half(self) -> float:
-        """Least-squares slope of RSS over the second half, MiB per minute."""
+    def growth_second_half(self) -> float:
+        """RSS growth over the second half in MiB per minute, leaving out its largest
+        single step between two samples: a leak grows at every sample, while a cache that
+        fills once or retention's pass (deletes, then a compaction) is one step. The first
+        soak with the WAL fix had RSS flat for 10 minutes but for one step of 4.2 MiB
+        during retention's pass, which a least-squares slope counted as 0.27 MiB/min."""
         if not self.points:
             return 0.0
         end = self.points[-1][0]
         half = [(t, rss) for t, rss, _ in self.points if t >= end / 2]
         if len(half) < 3:
             return 0.0
-        return statistics.linear_regression([t for t, _ in half], [r for _, r in half]).slope * 60
+        steps = [b - a for (_, a), (_, b) in itertools.pairwise(half)]
+        grown = half[-1][1] - half[0][1] - max(0.0, *steps)
+        return grown / (half[-1][0] - half[0][0]) * 60
 
 
 async def _load(
@@ -184,7 +193,7 @@ def _report(
     missing: int,
     errors: int,
 ) -> int:
-    slope = samples.slope_second_half()
+    slope = samples.growth_second_half()
     wal_most = max((wal for _, _, wal in samples.points), default=0.0)
     rss_start = samples.points[0][1] if samples.points else 0.0
     checks = [
@@ -197,7 +206,8 @@ def _report(
             wal_most <= WAL_LIMIT_MIB,
         ),
         (
-            f"RSS slope over the second half, MiB/min (limit {RSS_SLOPE_LIMIT})",
+            f"RSS growth over the second half but its largest step, MiB/min "
+            f"(limit {RSS_SLOPE_LIMIT})",
             f"{slope:+.2f}",
             slope <= RSS_SLOPE_LIMIT,
         ),
