@@ -108,14 +108,15 @@ def secret_strings(value: Any) -> list[str]:
         ]
         basic = value.get("basic")
         if isinstance(basic, dict):
-            found.append(_basic_token(basic.get("username"), basic.get("password")))
+            found.append(basic_token(basic.get("username"), basic.get("password")))
         return found
     if isinstance(value, list | tuple):
         return [s for v in value for s in secret_strings(v)]
     return []
 
 
-def _basic_token(username: Any, password: Any) -> str:
+def basic_token(username: Any, password: Any) -> str:
+    """The token of ``Authorization: Basic`` for a user and password."""
     pair = f"{username or ''}:{password or ''}".encode()
     return base64.b64encode(pair).decode("ascii")
 
@@ -133,7 +134,7 @@ def _url_passwords(value: Any) -> list[str]:
     if not password:
         return []
     plain = unquote(password)
-    return sorted({password, plain, _basic_token(unquote(parts.username or ""), plain)})
+    return sorted({password, plain, basic_token(unquote(parts.username or ""), plain)})
 
 
 def _without_password(netloc: str) -> str:

@@ -33,7 +33,7 @@ T = TypeVar("T")
 #: Threads per process that hash and verify passwords. An argon2id hash (argon2-cffi's
 #: defaults) is ~100 ms of CPU and 64 MiB; on the event loop, one login held intake and
 #: deliveries for that long, and one client retrying a wrong password back to back cut
-#: webhook intake from 194 to 54 a second (docs/benchmarks.md). argon2-cffi releases the
+#: webhook intake from 194 to 54 a second (docs/security.md). argon2-cffi releases the
 #: GIL, so on a thread of its own the loop goes on meanwhile.
 PASSWORD_THREADS = 1
 #: Password hashes waiting for that thread at most; more is a 429 at once, so that a flood

@@ -1,4 +1,4 @@
-"""Failed log-ins per account: password guessing is slowed to a few tries an hour.
+"""Failed log-ins per account: password guessing is slowed to 10 tries per 15 minutes.
 
 After ``LOGIN_FAILURES`` failed log-ins for one email within ``LOGIN_WINDOW_S``, a log-in for
 it (API or console) is a 429 ``too_many_attempts`` with ``Retry-After``, answered before the

@@ -3,7 +3,6 @@ and a JSON, form or raw body; auth and default headers come from an optional cre
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Annotated, Any, Literal
 
@@ -25,6 +24,7 @@ from ipaas.engine.connectors.base import (
     secret_value,
 )
 from ipaas.kit.http import check_header_lines
+from ipaas.kit.secrets import basic_token
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 Scalar = str | int | float | bool
@@ -130,8 +130,7 @@ def _auth_header(secret: dict[str, Any]) -> str | None:
     if bearer:
         return f"Bearer {bearer}"
     if isinstance(basic, dict):
-        pair = f"{basic.get('username', '')}:{basic.get('password', '')}".encode()
-        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+        return f"Basic {basic_token(basic.get('username'), basic.get('password'))}"
     return None
 
 
