@@ -10,6 +10,7 @@ tests are SQLite's only.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
@@ -823,6 +824,57 @@ class TestPostgresOutage:
         await proxied_db.run_write(_insert("tn_twice"))
         with pytest.raises(sa.exc.IntegrityError):
             await proxied_db.run_write(_insert("tn_twice"))
+
+
+class TestPostgresDiskFull:
+    """PostgreSQL's disk is full: writes are ``StoreUnavailable`` (its class, 53, already
+    was), and the store is not ready, as on SQLite: ``SELECT 1`` still answers, so
+    ``/readyz`` said ready while every webhook got a 503. The error is asyncpg's own for
+    SQLSTATE 53100, raised inside the write as the server's answer would be."""
+
+    pytestmark = POSTGRES_ONLY
+
+    async def test_not_ready_while_writes_fail_for_room(
+        self,
+        postgres_url: str,
+        logs: list[MutableMapping[str, Any]],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(engine, "STORE_RETRY_AFTER_S", 0.3)
+
+        def full(_conn: sa.Connection) -> None:
+            msg = 'could not extend file "base/16384/16390": No space left on device'
+            raise asyncpg.exceptions.DiskFullError(msg)
+
+        db = create_database(postgres_url)
+        try:
+            for _ in range(2):
+                with pytest.raises(StoreUnavailable):
+                    await db.run_write(full)
+            assert not db.writable()
+            await db.run_write(_insert(f"tn_{secrets.token_hex(6)}"))  # room again
+            assert not db.writable()  # a failure that recent may come back
+            await asyncio.sleep(0.3)
+            assert db.writable()
+            await db.run_write(_insert(f"tn_{secrets.token_hex(6)}"))
+        finally:
+            await db.dispose()
+        told = [(e["event"], e["reason"]) for e in logs if e["event"].startswith("postgres_writes")]
+        assert told == [
+            ("postgres_writes_failing", "disk_full"),
+            ("postgres_writes_recovered", "disk_full"),
+        ]
+
+    async def test_other_refusals_leave_it_ready(self, postgres_url: str) -> None:
+        db = create_database(postgres_url)
+        try:
+            tenant_id = f"tn_{secrets.token_hex(6)}"
+            await db.run_write(_insert(tenant_id))
+            with pytest.raises(sa.exc.IntegrityError):
+                await db.run_write(_insert(tenant_id))
+            assert db.writable()
+        finally:
+            await db.dispose()
 
 
 def _backend_pid(conn: sa.Connection) -> int:

@@ -145,8 +145,8 @@ class Database(ABC):
         """
 
     def writable(self) -> bool:
-        """False while writes fail for a reason of the machine's, not of the writes (SQLite:
-        the disk is full; ``SqliteDatabase``): the store is then not ready (``/readyz``)."""
+        """False while writes fail for a reason of the machine's, not of the writes (the
+        disk is full; ``_WriteOutage``): the store is then not ready (``/readyz``)."""
         return True
 
     @abstractmethod
@@ -844,20 +844,36 @@ def sqlite_outage(exc: BaseException) -> str | None:
 
 
 class _WriteOutage:
-    """SQLite's writes failing for a reason of the machine's (``SQLITE_UNAVAILABLE``).
+    """Writes failing for a reason of the machine's: SQLite's ``SQLITE_UNAVAILABLE``, a
+    PostgreSQL whose disk is full (``PG_DISK_FULL``).
 
-    Every batch's outcomes pass through ``checked`` on the event loop: the errors become
-    ``StoreUnavailable``, the outage is logged once when it starts (an error: an operator
-    has to free the disk) and once when a write goes through after ``STORE_RETRY_AFTER_S``
-    without a failure. The store is not ready for ``STORE_RETRY_AFTER_S`` after each
-    failure, so that a readiness probe that stopped the traffic lets it back to try again.
+    On SQLite every batch's outcomes pass through ``checked`` on the event loop: the errors
+    become ``StoreUnavailable``. The outage is logged once when it starts (an error: an
+    operator has to free the disk) and once when a write goes through after
+    ``STORE_RETRY_AFTER_S`` without a failure. The store is not ready for
+    ``STORE_RETRY_AFTER_S`` after each failure, so that a readiness probe that stopped the
+    traffic lets it back to try again.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, database: str = "sqlite") -> None:
         self._path = path
+        self._database = database
         self.reason: str | None = None
         self._since = 0.0
         self._failed_at = 0.0
+
+    def wrote(self) -> None:
+        """A write went through."""
+        if self.reason is not None and not self._failing_lately():
+            # A small write can fit where a larger one found no room: told once the
+            # failures have stopped for a while, not at every write that goes through.
+            _log.info(
+                f"{self._database}_writes_recovered",
+                reason=self.reason,
+                after_s=round(time.monotonic() - self._since, 3),
+                path=self._path,
+            )
+            self.reason = None
 
     def checked(self, outcomes: list[_Outcome]) -> list[_Outcome]:
         if self.reason is None and all(outcome.ok for outcome in outcomes):
@@ -877,24 +893,21 @@ class _WriteOutage:
             reason = why
             checked.append(_Outcome(ok=False, value=failure))
         if reason is not None:
-            self._failed(reason, failure)
-        elif wrote and self.reason is not None and not self._failing_lately():
-            # A small write can fit where a larger one found no room: told once the
-            # failures have stopped for a while, not at every write that goes through.
-            _log.info(
-                "sqlite_writes_recovered",
-                reason=self.reason,
-                after_s=round(time.monotonic() - self._since, 3),
-                path=self._path,
-            )
-            self.reason = None
+            self.failed(reason, failure.__cause__ if failure is not None else None)
+        elif wrote:
+            self.wrote()
         return checked
 
-    def _failed(self, reason: str, failure: BaseException | None) -> None:
+    def failed(self, reason: str, cause: BaseException | None) -> None:
+        """A write failed for ``reason``."""
         now = time.monotonic()
         if self.reason is None:
-            cause = failure.__cause__ if failure is not None else None
-            _log.error("sqlite_writes_failing", reason=reason, path=self._path, error=repr(cause))
+            _log.error(
+                f"{self._database}_writes_failing",
+                reason=reason,
+                path=self._path,
+                error=repr(cause),
+            )
             self._since = now
         self.reason = reason
         self._failed_at = now
@@ -1421,6 +1434,10 @@ class PostgresDatabase(Database):
         # RowFetches (finishes), the same way (``_fetch_rows``).
         self._fetches: LoopBatch[RowFetch, Mapping[str, Any]] = LoopBatch(self._fetch_rows)
         self._warned_autovacuum = False
+        self._outage = _WriteOutage(url.render_as_string(hide_password=True), "postgres")
+
+    def writable(self) -> bool:
+        return self._outage.writable()
 
     async def run_read(self, op: Callable[[sa.Connection], T]) -> T:
         try:
@@ -1553,9 +1570,13 @@ class PostgresDatabase(Database):
     async def _write(self, op: Callable[[sa.Connection], T], *, one_statement: bool) -> T:
         # Never retried here: whether a write that lost its connection committed is unknown.
         try:
-            return await self._held.run(op, transaction=not one_statement)
+            result = await self._held.run(op, transaction=not one_statement)
         except Exception as exc:
+            if _sqlstate(exc) == PG_DISK_FULL:  # a 503 like any class 53; and not ready
+                self._outage.failed("disk_full", exc)
             raise _translated(exc) from exc
+        self._outage.wrote()
+        return result
 
     def lock_claimable(self, query: sa.Select[tuple[str]]) -> sa.Select[tuple[str]]:
         # Rows another transaction is claiming are skipped rather than waited for, and the
@@ -1741,6 +1762,23 @@ PG_POOL_TIMEOUT_S = 10.0
 #: SQLSTATE classes that mean "the server is not there for you now": connection exception,
 #: operator intervention (shutdown, restart), insufficient resources (too many connections).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "57", "53"})
+
+
+#: PostgreSQL's "could not extend file": its disk is full. Its class (53) is already
+#: ``StoreUnavailable``; it also makes the store not ready (``_WriteOutage``), as on SQLite,
+#: since ``SELECT 1`` still answers on a full disk.
+PG_DISK_FULL = "53100"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of ``exc`` or of what caused it, if it has one."""
+    cause: BaseException | None = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    while cause is not None:
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return sqlstate
+        cause = cause.__cause__
+    return None
 
 
 def _translated(exc: Exception) -> Exception:

@@ -142,7 +142,7 @@ class SqlStore:
             await database.dispose()
 
     async def ping(self) -> bool:
-        if not self._db.writable():  # SQLite, while its disk is full (``_WriteOutage``)
+        if not self._db.writable():  # while the disk is full (``_WriteOutage``)
             return False
         try:
             await self._db.run_read(_first(_SELECT_1, {}))
