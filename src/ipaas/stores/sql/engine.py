@@ -1800,13 +1800,8 @@ def _translated(exc: Exception) -> Exception:
 def _refused_by_server(exc: sa.exc.DBAPIError) -> bool:
     """The server answered the statement with an error of its own (a constraint, bad data):
     the connection is as good as before."""
-    cause: BaseException | None = exc.orig
-    while cause is not None:
-        sqlstate = getattr(cause, "sqlstate", None)
-        if isinstance(sqlstate, str):
-            return sqlstate[:2] not in _UNAVAILABLE_SQLSTATE_CLASSES
-        cause = cause.__cause__
-    return False
+    sqlstate = _sqlstate(exc)
+    return sqlstate is not None and sqlstate[:2] not in _UNAVAILABLE_SQLSTATE_CLASSES
 
 
 def _upsert_row_if(guard: sa.CTE, table: sa.Table, key: Sequence[str]) -> postgresql.Insert:
