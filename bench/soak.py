@@ -143,9 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="webhooks a second")
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--every", type=float, default=15.0, help="seconds between samples")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting, as IPAAS_NAME (e.g. --set retention_interval_s=60)",
+    )
     args = parser.parse_args(argv)
     seconds = args.minutes * 60
-    bench_args = argparse.Namespace(set=[], warmup=0, requests=0, connections=args.connections)
+    bench_args = argparse.Namespace(
+        set=args.set, warmup=0, requests=0, connections=args.connections
+    )
     with tempfile.TemporaryDirectory(prefix="ipaas-soak-") as tmp, StandinProcess() as standin:
         bench = Bench(bench_args, Path(tmp))
         command = [_ipaas_command(), "serve", "--port", str(bench.port)]

@@ -236,13 +236,18 @@ class Store(Protocol):
     async def list_tenant_ids(self) -> list[str]:
         """Unscoped: every tenant's id (the retention job walks them one by one)."""
 
+    async def keep_horizon(self, tenant_id: str, keep: int) -> datetime | None:
+        """The finish time of the tenant's ``keep``-th newest finished execution when it has
+        more than ``keep`` of them, else ``None``: pruning those finished before it keeps at
+        least the newest ``keep`` (more only where finish times tie)."""
+
     async def prune_executions(
-        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+        self, tenant_id: str, *, finished_before: datetime, limit: int
     ) -> int:
-        """Delete up to ``limit`` of the tenant's finished executions (and their step runs):
-        first those beyond the newest ``keep`` by ``finished_at``, then those finished before
-        ``finished_before``. Queued and running executions are never touched. Returns how
-        many were deleted; fewer than ``limit`` means none is left to prune."""
+        """Delete up to ``limit`` of the tenant's executions finished before
+        ``finished_before`` (and their step runs), oldest first. Queued and running
+        executions are never touched. Returns how many were deleted; fewer than ``limit``
+        means none is left to prune."""
 
     async def compact(self) -> None:
         """Give the space of deleted rows back to the file system where the database does

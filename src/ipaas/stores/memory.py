@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -326,31 +327,38 @@ class MemoryStore:
     async def list_tenant_ids(self) -> list[str]:
         return sorted(self.tenants)
 
+    def _finished_of(self, tenant_id: str) -> list[Execution]:
+        return [
+            ex
+            for ex in self.executions.values()
+            if ex.tenant_id == tenant_id and ex.finished_at is not None
+        ]
+
+    async def keep_horizon(self, tenant_id: str, keep: int) -> datetime | None:
+        finished = self._finished_of(tenant_id)
+        if len(finished) <= keep:
+            return None
+        newest = heapq.nlargest(keep, finished, key=lambda ex: ex.finished_at or datetime.min)
+        return newest[-1].finished_at
+
     async def prune_executions(
-        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+        self, tenant_id: str, *, finished_before: datetime, limit: int
     ) -> int:
-        finished = sorted(
+        doomed = heapq.nsmallest(
+            limit,
             (
                 ex
-                for ex in self.executions.values()
-                if ex.tenant_id == tenant_id and ex.finished_at is not None
+                for ex in self._finished_of(tenant_id)
+                if ex.finished_at is not None and ex.finished_at < finished_before
             ),
             key=lambda ex: ex.finished_at or datetime.min,
-            reverse=True,
         )
-        doomed = finished[keep:] if keep is not None else []
-        if finished_before is not None:
-            doomed += [
-                ex
-                for ex in reversed(finished[: keep if keep is not None else len(finished)])
-                if ex.finished_at is not None and ex.finished_at < finished_before
-            ]
-        for ex in doomed[:limit]:
+        for ex in doomed:
             del self.executions[ex.id]
             self.step_runs.pop(ex.id, None)
             if ex.dedup_key is not None:
                 self.dedup_keys.pop((ex.workflow_id, ex.dedup_key), None)
-        return len(doomed[:limit])
+        return len(doomed)
 
     async def compact(self) -> None:
         return None

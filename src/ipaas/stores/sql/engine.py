@@ -359,19 +359,32 @@ class SqliteDatabase(Database):
             engine.dispose()
 
 
-#: Pages one compaction frees at most (4 KiB each): bounds how long it holds the write lock.
+#: Pages one compaction frees at most (4 KiB each), and in one transaction: the writer's
+#: batches wait for the lock while a step runs (~10 ms here), and get it between steps.
 SQLITE_VACUUM_PAGES = 20_000
+SQLITE_VACUUM_STEP_PAGES = 1_000
 
 
 def _compact_sqlite(path: str) -> None:
     """On a connection of its own (the writer's batches wait for its write lock meanwhile, on
     the writer thread, not on the event loop): free pages go back to the file system
-    (``auto_vacuum=INCREMENTAL``, set by ``run_migrations``), then the WAL is checkpointed
-    and truncated. Waits on ``busy_timeout`` for the writer."""
+    (``auto_vacuum=INCREMENTAL``, set by ``run_migrations``) a step at a time, with a pause
+    as long as the step after each, then the WAL is checkpointed and truncated. Waits on
+    ``busy_timeout`` for the writer. In one go, 50,000 pruned executions' pages held the
+    lock for 288 ms, and intake waited as long."""
     connection = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     try:
-        # executescript steps the pragma to the end; execute() would free a single page.
-        connection.executescript(f"PRAGMA incremental_vacuum({SQLITE_VACUUM_PAGES});")
+        freed = 0
+        while freed < SQLITE_VACUUM_PAGES:
+            free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+            step = min(free, SQLITE_VACUUM_STEP_PAGES, SQLITE_VACUUM_PAGES - freed)
+            if step <= 0:
+                break
+            started = time.monotonic()
+            # executescript steps the pragma to the end; execute() would free a single page.
+            connection.executescript(f"PRAGMA incremental_vacuum({step});")
+            freed += step
+            time.sleep(time.monotonic() - started)
         _truncate_wal(connection)
     finally:
         connection.close()

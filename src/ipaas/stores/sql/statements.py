@@ -388,12 +388,13 @@ LIST_TENANT_IDS = sa.select(t.tenant.c.id).order_by(t.tenant.c.id)
 # ``finished_at`` is set exactly when an execution is terminal; both use the
 # (tenant_id, finished_at) index.
 _FINISHED = sa.and_(scoped(EX), EX.c.finished_at.is_not(None))
-PRUNE_BEYOND_KEEP = (
-    sa.select(EX.c.id)
+# The finish times of the tenant's ``p_keep``-th and next newest finished executions.
+KEEP_HORIZON = (
+    sa.select(EX.c.finished_at)
     .where(_FINISHED)
     .order_by(EX.c.finished_at.desc())
-    .limit(_limit())
-    .offset(sa.bindparam("p_keep", type_=sa.Integer()))
+    .limit(2)
+    .offset(sa.bindparam("p_keep", type_=sa.Integer()) - 1)
 )
 PRUNE_OLDER = (
     sa.select(EX.c.id)
@@ -404,7 +405,11 @@ PRUNE_OLDER = (
 DELETE_STEP_RUNS = sa.delete(t.step_run).where(
     scoped(t.step_run), t.step_run.c.execution_id.in_(_ids())
 )
-DELETE_EXECUTIONS = sa.delete(EX).where(scoped(EX), EX.c.id.in_(_ids()))
+# By primary key alone: the ids come from PRUNE_OLDER (tenant-scoped) in the same transaction.
+# With ``tenant_id = ?`` beside ``id IN (...)``, SQLite (no statistics) read the delete
+# through the tenant's listing index, every entry of the tenant: 31 ms per batch of 200 at
+# 150,000 executions against ~1 ms by the key.
+DELETE_EXECUTIONS = sa.delete(EX).where(EX.c.id.in_(_ids()))
 TERMINAL = tuple(s.value for s in ExecutionStatus if s.terminal)
 LIST_FINISHED = (
     sa.select(EX.c.status, EX.c.started_at, EX.c.finished_at)

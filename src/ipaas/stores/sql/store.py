@@ -432,20 +432,19 @@ class SqlStore:
     async def list_tenant_ids(self) -> list[str]:
         return [row[0] for row in await self._db.run_read(_all(q.LIST_TENANT_IDS, {}))]
 
+    async def keep_horizon(self, tenant_id: str, keep: int) -> datetime | None:
+        rows = await self._db.run_read(
+            _all(q.KEEP_HORIZON, {"p_tenant_id": tenant_id, "p_keep": keep})
+        )
+        # Only when one lies beyond the newest ``keep``: with exactly ``keep``, none goes.
+        return rows[0][0] if len(rows) == 2 else None
+
     async def prune_executions(
-        self, tenant_id: str, *, finished_before: datetime | None, keep: int | None, limit: int
+        self, tenant_id: str, *, finished_before: datetime, limit: int
     ) -> int:
         def op(conn: sa.Connection) -> int:
-            scope = {"p_tenant_id": tenant_id, "p_limit": limit}
-            ids: list[str] = []
-            if keep is not None:
-                rows = conn.execute(q.PRUNE_BEYOND_KEEP, scope | {"p_keep": keep})
-                ids = [row[0] for row in rows]
-            if finished_before is not None and len(ids) < limit:
-                rows = conn.execute(
-                    q.PRUNE_OLDER, scope | {"p_before": finished_before, "p_limit": limit}
-                )
-                ids += [row[0] for row in rows if row[0] not in set(ids)][: limit - len(ids)]
+            scope = {"p_tenant_id": tenant_id, "p_limit": limit, "p_before": finished_before}
+            ids = [row[0] for row in conn.execute(q.PRUNE_OLDER, scope)]
             if not ids:
                 return 0
             params = {"p_tenant_id": tenant_id, "p_ids": ids}
