@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration chaos fuzz bench bench-fairness soak lint format typecheck coverage clean screenshots
+.PHONY: install run test test-integration chaos fuzz bench bench-fairness soak soak-scale-out lint format typecheck coverage clean screenshots
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ bench-fairness: install
 # The embedded server at 500 webhooks/s for 10 minutes: RSS, WAL, nothing lost (~11 min).
 soak: install
 	$(BIN)/python -m bench.soak
+
+# The same on 1 API + 2 worker processes, PostgreSQL and Redis (a database made and dropped).
+soak-scale-out: install
+	@test -n "$$IPAAS_TEST_POSTGRES_URL" || (echo "set IPAAS_TEST_POSTGRES_URL (see README)"; exit 2)
+	@test -n "$$IPAAS_TEST_REDIS_URL" || (echo "set IPAAS_TEST_REDIS_URL (see README)"; exit 2)
+	$(BIN)/python -m bench.soak --scale-out 2
 
 # Every console page at 375 and 1280 px (needs /usr/bin/chromium: apt-get install chromium).
 screenshots: install

@@ -570,7 +570,9 @@ class ScaleOutBench(Bench):
         rows = asyncio.run(_pg_fetch(self.database_url, query, workflow_id))
         return {str(status): int(n) for status, n in rows}
 
-    def run(self, standin: StandinProcess, workers: int) -> list[tuple[Intake, EndToEnd]]:
+    @contextlib.contextmanager
+    def serving(self, workers: int) -> Iterator[list[tuple[str, subprocess.Popen[bytes], Path]]]:
+        """The API process and ``workers`` worker processes, ready; (name, process, log)."""
         env = self.server_env()
         # The measured processes' IPAAS_WORKERS: the default, or what --set gave them.
         per_process = int(env.get("IPAAS_WORKERS", Settings.model_fields["workers"].default))
@@ -590,23 +592,41 @@ class ScaleOutBench(Bench):
         logs.mkdir()
         api_command = [_ipaas_command(), "serve", "--port", str(self.port), "--no-workers"]
         with contextlib.ExitStack() as stack:
+            api_log = logs / "api.log"
             api = stack.enter_context(
-                _process([*api_command, "--no-migrate"], env=env, log=logs / "api.log")
+                _process([*api_command, "--no-migrate"], env=env, log=api_log)
             )
-            pids = [api.pid]
+            processes = [("api", api, api_log)]
             for n in range(workers):
-                worker = stack.enter_context(
-                    _process(
-                        [_ipaas_command(), "worker"], env=worker_env, log=logs / f"worker-{n}.log"
-                    )
-                )
-                pids.append(worker.pid)
-            self.server_pids = pids
-            self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
+                log = logs / f"worker-{n}.log"
+                worker = _process([_ipaas_command(), "worker"], env=worker_env, log=log)
+                processes.append((f"worker-{n}", stack.enter_context(worker), log))
             _wait_http(f"http://127.0.0.1:{self.port}/readyz", api, "ipaas serve --no-workers")
+            yield processes
+
+    def run(self, standin: StandinProcess, workers: int) -> list[tuple[Intake, EndToEnd]]:
+        with self.serving(workers) as processes:
+            self.server_pids = [process.pid for _, process, _ in processes]
+            self.standin_http = httpx.Client(base_url=standin.url, timeout=60)
             return self.rounds(
                 standin.url, self.signup(), self.args.scale_out_runs, self.printed_round
             )
+
+
+@contextlib.contextmanager
+def scratch_database(args: argparse.Namespace, name: str) -> Iterator[str]:
+    """A new PostgreSQL database (its URL), dropped afterwards, and the bench's Redis
+    database emptied."""
+    from redis import Redis
+
+    asyncio.run(_pg_admin(args.postgres_url, f'CREATE DATABASE "{name}"'))
+    with Redis.from_url(_redis_url(args)) as redis:
+        redis.flushdb()
+    try:
+        yield str(httpx.URL(args.postgres_url).copy_with(path=f"/{name}"))
+    finally:
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        asyncio.run(_pg_admin(args.postgres_url, drop))
 
 
 def _redis_url(args: argparse.Namespace) -> str:
@@ -627,7 +647,7 @@ async def _pg_admin(url: str, statement: str) -> None:
     await _pg_fetch(url, statement)
 
 
-def _services_down(args: argparse.Namespace) -> str | None:
+def services_down(args: argparse.Namespace) -> str | None:
     from redis import Redis
 
     try:
@@ -650,26 +670,16 @@ def scale_out(
 ) -> dict[int, tuple[list[tuple[Intake, EndToEnd]], float]] | str:
     """Every size's rounds with the embedded deliveries/s measured just before them, or why
     the scale-out runs were skipped."""
-    from redis import Redis
-
-    down = _services_down(args)
+    down = services_down(args)
     if down is not None:
         return down
     results = {}
     for workers in SCALE_OUT_WORKERS:
         print(f"\nscale-out: 1 API + {workers} worker process(es) on PostgreSQL + Redis")
         beside = embedded_round()
-        name = f"ipaas_bench_{os.getpid()}_{workers}"
-        asyncio.run(_pg_admin(args.postgres_url, f'CREATE DATABASE "{name}"'))
-        with Redis.from_url(_redis_url(args)) as redis:
-            redis.flushdb()
-        database_url = str(httpx.URL(args.postgres_url).copy_with(path=f"/{name}"))
-        try:
+        with scratch_database(args, f"ipaas_bench_{os.getpid()}_{workers}") as database_url:
             rounds = ScaleOutBench(args, workdir, database_url).run(standin, workers)
             results[workers] = (rounds, beside)
-        finally:
-            drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-            asyncio.run(_pg_admin(args.postgres_url, drop))
     return results
 
 
