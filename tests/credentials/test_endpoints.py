@@ -100,3 +100,84 @@ class TestIsolation:
         assert (await client.get("/api/credentials", headers=b)).json() == []
         assert (await client.delete(f"/api/credentials/{cid}", headers=a)).status_code == 204
         assert (await client.get(f"/api/credentials/{cid}", headers=a)).status_code == 404
+
+
+async def _created(
+    client: httpx.AsyncClient, auth: dict[str, str], type_: str, secret: dict[str, str]
+) -> str:
+    response = await create(client, auth, name=type_, type=type_, secret=secret)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+class TestDeleteInUse:
+    """A credential a workflow uses is not deleted: every run of the workflow would fail,
+    and a webhook's signing secret would turn every delivery away."""
+
+    async def _workflow(
+        self, client: httpx.AsyncClient, auth: dict[str, str], name: str, **shape: object
+    ) -> str:
+        response = await client.post("/api/workflows", json={"name": name, **shape}, headers=auth)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def test_refused_while_a_step_or_a_trigger_uses_it(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        slack = await _created(client, auth, "slack", {"webhook_url": SLACK_URL})
+        signing = await _created(client, auth, "webhook_secret", {"secret": "k" * 32})
+        step = {"id": "notify", "type": "slack_message", "credential_id": slack}
+        step["config"] = {"text": "hi"}
+        by_step = await self._workflow(client, auth, "Orders", steps=[step])
+        by_trigger = await self._workflow(
+            client,
+            auth,
+            "Signed",
+            trigger={
+                "type": "webhook",
+                "auth": {"scheme": "hmac_sha256", "credential_id": signing},
+            },
+            steps=[{"id": "s", "type": "http_request", "config": {"url": "https://example.com"}}],
+        )
+        for credential_id, workflow_id, name in (
+            (slack, by_step, "Orders"),
+            (signing, by_trigger, "Signed"),
+        ):
+            response = await client.delete(f"/api/credentials/{credential_id}", headers=auth)
+            assert response.status_code == 409, response.text
+            error = response.json()["error"]
+            assert error["code"] == "credential_in_use"
+            assert f"'{name}' ({workflow_id})" in error["message"]
+            assert error["details"] == {"workflows": [{"id": workflow_id, "name": name}]}
+            kept = await client.get(f"/api/credentials/{credential_id}", headers=auth)
+            assert kept.status_code == 200
+
+        # Once no current version uses it, it goes.
+        replaced = {
+            "id": "notify",
+            "type": "http_request",
+            "config": {"url": "https://example.com"},
+        }
+        response = await client.put(
+            f"/api/workflows/{by_step}", json={"name": "Orders", "steps": [replaced]}, headers=auth
+        )
+        assert response.status_code == 200, response.text
+        assert (
+            await client.delete(f"/api/workflows/{by_trigger}", headers=auth)
+        ).status_code == 204
+        for credential_id in (slack, signing):
+            response = await client.delete(f"/api/credentials/{credential_id}", headers=auth)
+            assert response.status_code == 204, response.text
+
+    async def test_the_message_names_three_and_counts_the_rest(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await _created(client, auth, "slack", {"webhook_url": SLACK_URL})
+        step = {"id": "n", "type": "slack_message", "credential_id": cid, "config": {"text": "x"}}
+        ids = [await self._workflow(client, auth, f"wf{n}", steps=[step]) for n in range(5)]
+        response = await client.delete(f"/api/credentials/{cid}", headers=auth)
+        assert response.status_code == 409
+        error = response.json()["error"]
+        assert error["message"].count("(wf_") == 3
+        assert "and 2 more" in error["message"]
+        assert sorted(w["id"] for w in error["details"]["workflows"]) == sorted(ids)

@@ -268,6 +268,24 @@ class TestWorkflowForm:
         assert "/api/webhooks/wf_" in page.text
         assert "curl -X POST" in page.text
 
+    async def test_deleting_a_credential_in_use_shows_why_not(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        assert created.status_code == 303, created.text
+        response = await post_form(
+            client, "/credentials", f"/credentials/{credential_id}/delete", {}
+        )
+        assert response.status_code == 409
+        assert response.headers["content-type"].startswith("text/html")
+        assert "Conflict" in response.text
+        assert "used by &#39;Orders to Slack&#39; (wf_" in response.text
+        assert credential_id in (await client.get("/credentials")).text
+
     async def test_editing_in_the_form_keeps_what_it_does_not_show(
         self, client: httpx.AsyncClient
     ) -> None:

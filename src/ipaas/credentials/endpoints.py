@@ -42,7 +42,11 @@ async def get_credential(
     )
 
 
-@router.delete("/{credential_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_BY_ID)
+@router.delete(
+    "/{credential_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_BY_ID | responses(409, s409="A workflow uses it (`credential_in_use`)"),
+)
 async def delete_credential(
     credential_id: str, principal: CurrentPrincipal, store: StoreDep
 ) -> None:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from ipaas.credentials.crypto import CredentialCipher
 from ipaas.credentials.models import Credential
 from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate
-from ipaas.errors import NotFound, ValidationFailed
+from ipaas.errors import Conflict, NotFound, ValidationFailed
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import Store
@@ -18,6 +18,14 @@ from ipaas.stores.base import Store
 
 class CredentialNotFound(NotFound):
     code = "credential_not_found"
+
+
+class CredentialInUse(Conflict):
+    code = "credential_in_use"
+
+
+#: Workflows a ``credential_in_use`` message names; ``details`` lists them all.
+_NAMED_IN_MESSAGE = 3
 
 
 def _validate_secret(data: CredentialCreate) -> dict[str, Any]:
@@ -62,6 +70,24 @@ async def list_(store: Store, *, tenant_id: str) -> list[Credential]:
 
 
 async def delete(store: Store, *, tenant_id: str, credential_id: str) -> None:
+    """Refused (409) while a workflow's current version uses the credential: deleting it
+    would make every run of that workflow fail, and a webhook trigger's signing secret
+    would turn every delivery away. Executions of older versions that still name it fail
+    with ``credential ... not found`` when they run."""
+    if await store.get_credential(tenant_id, credential_id) is None:
+        raise CredentialNotFound("Credential not found")
+    users = [
+        wf for wf in await store.list_workflows(tenant_id) if credential_id in wf.credential_ids
+    ]
+    if users:
+        named = ", ".join(f"{wf.name!r} ({wf.id})" for wf in users[:_NAMED_IN_MESSAGE])
+        more = len(users) - _NAMED_IN_MESSAGE
+        if more > 0:
+            named += f" and {more} more"
+        raise CredentialInUse(
+            f"Credential is used by {named}: change or delete those workflows first",
+            details={"workflows": [{"id": wf.id, "name": wf.name} for wf in users]},
+        )
     if not await store.delete_credential(tenant_id, credential_id):
         raise CredentialNotFound("Credential not found")
 

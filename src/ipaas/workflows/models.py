@@ -6,7 +6,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ipaas.kit.numbers import json_int
 
@@ -218,3 +225,16 @@ class Workflow(BaseModel):
     @property
     def definition(self) -> WorkflowDefinition:
         return WorkflowDefinition(trigger=self.trigger, steps=self.steps)
+
+    @property
+    def credential_ids(self) -> set[str]:
+        """The credentials this version uses: its steps' and its webhook trigger's auth."""
+        used = {step.credential_id for step in self.steps if step.credential_id}
+        if self.trigger.type is TriggerType.webhook:
+            try:
+                auth = self.trigger.webhook.auth
+            except ValidationError:  # stored before a check existed: intake refuses it
+                auth = None
+            if auth is not None:
+                used.add(auth.credential_id)
+        return used
