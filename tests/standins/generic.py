@@ -1,4 +1,5 @@
-"""Generic endpoints: ``/echo`` (any method; answers what it received) and ``/slow``."""
+"""Generic endpoints: ``/echo`` (any method; answers what it received; ``?pad=N`` adds N
+bytes to the answer) and ``/slow``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from tests.standins.state import StandinState, parse_body
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 #: A ``/slow`` call never sleeps longer, so a forgotten one cannot hold a test run.
 MAX_SLOW_S = 300.0
+#: The most ``/echo?pad=N`` adds to its answer.
+MAX_PAD_BYTES = 16 * 1024 * 1024
 #: How often a sleeping ``/slow`` call checks whether the server is stopping.
 _CLOSING_POLL_S = 0.05
 
@@ -41,6 +44,9 @@ def _echo(request: Request, body: bytes, status: int = 200) -> Response:
         "json": parse_body(body) if "json" in request.headers.get("content-type", "") else None,
         "form": form,
     }
+    with contextlib.suppress(ValueError):
+        if pad := min(int(request.query_params.get("pad", "0")), MAX_PAD_BYTES):
+            content["pad"] = "x" * pad
     if request.method == "HEAD":
         return Response(status_code=status, headers={"x-echo-method": "HEAD"})
     return JSONResponse(content, status)

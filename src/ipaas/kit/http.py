@@ -32,8 +32,13 @@ from ipaas.observability import tracing
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 #: Enough for chat.postMessage and most APIs; steps may ask for more (``timeout_s``).
 DEFAULT_TIMEOUT_S = 30.0
-#: Bytes of a remote response body kept in records and errors.
+#: Bytes of a remote response body kept in records and errors (as text).
 MAX_RESPONSE_BYTES = 256 * 1024
+#: A JSON answer up to this size is parsed and kept whole in the step's record, where later
+#: steps address its fields; a larger one is kept as text cut to ``MAX_RESPONSE_BYTES``,
+#: like any other body. Every step's output is stored with its execution (and kept for
+#: ``IPAAS_RETENTION_MAX_EXECUTIONS`` of them): whole 10 MB answers would fill the disk.
+MAX_JSON_BYTES = 1024 * 1024
 #: A remote answer larger than this fails the call instead of filling a worker's memory.
 MAX_READ_BYTES = 10 * 1024 * 1024
 #: Read size of a body without Content-Length.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ipaas.engine.connectors.base import response_body, response_text
+from ipaas.engine.connectors.base import body_cut, response_body, response_text
+from ipaas.kit.http import MAX_JSON_BYTES, MAX_RESPONSE_BYTES
 
 
 @pytest.mark.parametrize(
@@ -46,3 +47,13 @@ def test_response_body_is_strict_json_or_text(
 ) -> None:
     response = httpx.Response(200, headers={"content-type": content_type}, content=body)
     assert response_body(response) == parsed
+
+
+def test_a_json_body_over_the_limit_is_cut_text() -> None:
+    body = b'{"pad": "' + b"x" * MAX_JSON_BYTES + b'"}'
+    response = httpx.Response(200, headers={"content-type": "application/json"}, content=body)
+    text = response_body(response)
+    assert text == body[:MAX_RESPONSE_BYTES].decode()
+    assert body_cut(response, text) == {"body_truncated": True, "body_bytes": len(body)}
+    small = httpx.Response(200, headers={"content-type": "application/json"}, content=b"[1]")
+    assert body_cut(small, response_body(small)) == {}

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ipaas.engine.connectors import REGISTRY, ConnectorError, StepContext
 from ipaas.engine.connectors.http_request import HttpRequest, HttpRequestParams
-from ipaas.kit.http import HttpClient
+from ipaas.kit.http import MAX_JSON_BYTES, MAX_RESPONSE_BYTES, HttpClient
 from tests.standins.server import StandinServer
 
 connector = HttpRequest()
@@ -180,6 +180,25 @@ class TestRun:
         assert echo["query"] == {"dry": "1"}
         assert echo["json"] == {"id": 42}
         assert echo["headers"]["authorization"] == "Bearer tok-123456"
+
+    async def test_a_json_answer_over_a_mib_is_kept_as_cut_text(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        """Every output is stored with its execution: a whole 10 MB answer per run would
+        fill the disk. Up to ``MAX_JSON_BYTES`` it is parsed (later steps address it)."""
+        url = f"{clean_standin.url}/echo"
+        fits = MAX_JSON_BYTES - 4096  # the rest of the echo is well under 4 KiB
+        output = await connector.run(make_ctx(http_client), params(url=f"{url}?pad={fits}"))
+        assert output["body"]["pad"] == "x" * fits
+        assert "body_truncated" not in output
+
+        too_big = MAX_JSON_BYTES + 1
+        output = await connector.run(make_ctx(http_client), params(url=f"{url}?pad={too_big}"))
+        assert isinstance(output["body"], str)
+        assert len(output["body"].encode()) == MAX_RESPONSE_BYTES
+        assert output["body"].startswith("{")
+        assert output["body_truncated"] is True
+        assert output["body_bytes"] > MAX_JSON_BYTES
 
     async def test_form(self, http_client: HttpClient, clean_standin: StandinServer) -> None:
         output = await connector.run(

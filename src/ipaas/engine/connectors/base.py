@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from ipaas.credentials.models import CredentialType
 from ipaas.kit import jsontext
 from ipaas.kit.egress import EgressRefused
-from ipaas.kit.http import MAX_RESPONSE_BYTES, HttpClient, describe_error
+from ipaas.kit.http import MAX_JSON_BYTES, MAX_RESPONSE_BYTES, HttpClient, describe_error
 from ipaas.workflows.models import RetryConfig
 
 #: Characters of a remote error body kept in ``ConnectorError.remote_error``: enough for any
@@ -202,8 +202,11 @@ def _charset(content_type: str) -> str:
 
 
 def response_body(response: httpx.Response) -> Any:
-    """The parsed JSON body when the remote says it is JSON, else the text."""
-    if "json" in response.headers.get("content-type", ""):
+    """The parsed JSON body when the remote says it is JSON and it is at most
+    ``MAX_JSON_BYTES``, else the text (cut to ``MAX_RESPONSE_BYTES``)."""
+    if "json" in response.headers.get("content-type", "") and (
+        len(response.content) <= MAX_JSON_BYTES
+    ):
         # Strict: a remote's NaN or lone surrogate would make the step's record unstorable
         # (``kit.jsontext``); such a body is kept as text instead.
         try:
@@ -211,6 +214,14 @@ def response_body(response: httpx.Response) -> Any:
         except jsontext.JsonError:
             pass
     return response_text(response)
+
+
+def body_cut(response: httpx.Response, body: Any) -> dict[str, Any]:
+    """``body_truncated`` and ``body_bytes`` for an output whose ``body`` is the text of a
+    response longer than ``MAX_RESPONSE_BYTES``; nothing otherwise."""
+    if isinstance(body, str) and len(response.content) > MAX_RESPONSE_BYTES:
+        return {"body_truncated": True, "body_bytes": len(response.content)}
+    return {}
 
 
 def error_text(response: httpx.Response) -> str:

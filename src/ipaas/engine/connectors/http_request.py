@@ -16,6 +16,7 @@ from ipaas.engine.connectors.base import (
     Params,
     RetryPolicy,
     StepContext,
+    body_cut,
     error_text,
     is_retryable_status,
     merge_query,
@@ -183,10 +184,12 @@ class HttpRequest(Connector):
 
     def parse(self, response: httpx.Response) -> Any:
         status = response.status_code
+        body = response_body(response)
         output = {
             "status_code": status,
             "headers": dict(response.headers.items()),
-            "body": response_body(response),
+            "body": body,
+            **body_cut(response, body),
         }
         expected = self._expected(response)
         if status in expected if expected else 200 <= status < 300:
