@@ -45,6 +45,10 @@ async def test_stats_count_requests_in_flight(clean_standin: StandinServer) -> N
     """A delayed request is in flight from its arrival until it is answered; the durability
     test times its SIGKILL by this."""
     async with httpx.AsyncClient(base_url=clean_standin.url) as client:
+        # An earlier test's delayed call may still be held, and count when it lands: run
+        # right after tests/engine, a Slack message was, for ~0.1 s more. Let it land first.
+        await clean_standin.wait_until(lambda: clean_standin.state.stats()["in_flight"] == 0)
+        clean_standin.reset()
         idle = (await client.get("/_standin/stats")).json()
         assert (idle["in_flight"], idle["in_flight_youngest_s"]) == (0, None)
         fault = {"path_prefix": "/services/", "delay_s": 0.5, "count": 1}
