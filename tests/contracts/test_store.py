@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1223,6 +1227,32 @@ class TestMigrations:
         for name, predicate in declared.items():
             # PostgreSQL gives the predicate back in its own words: compare loosely.
             assert _words(reflected[name]) == _words(predicate), name
+
+    def test_processes_migrating_at_once_all_succeed(
+        self, empty_sql_url: str, tmp_path: Path
+    ) -> None:
+        """``ipaas serve`` migrates on every API machine, and a deploy may run a release step
+        on each: at once. On PostgreSQL, two of three failed (a duplicate type) before the
+        migrations took an advisory lock."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
+        env |= {"IPAAS_DATABASE_URL": empty_sql_url, "IPAAS_DATA_DIR": str(tmp_path)}
+        script = "from ipaas.cli import main; raise SystemExit(main(['migrate']))"
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        outcomes = [(p.wait(timeout=120), p.stdout.read() if p.stdout else "") for p in processes]
+        for process in processes:
+            if process.stdout:
+                process.stdout.close()
+        assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
+        assert in_thread(lambda: _schema_diff(empty_sql_url)) == []
 
     def test_rerun_downgrade_and_upgrade(self, empty_sql_url: str) -> None:
         in_thread(lambda: run_migrations(empty_sql_url))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -34,10 +36,42 @@ def run_migrations(database_url: str) -> None:
     Synchronous: call it before the event loop starts (``ipaas migrate``/``serve``) or from
     a worker thread (``asyncio.to_thread``), since the async driver runs its own loop.
     """
-    command.upgrade(alembic_config(database_url), "head")
     url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        enable_incremental_vacuum(url.database)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path in (None, "", ":memory:"):
+        # PostgreSQL serializes concurrent runs itself (an advisory lock, in env.py).
+        command.upgrade(alembic_config(database_url), "head")
+        return
+    assert path is not None
+    with _one_at_a_time(Path(f"{path}-migrate.lock")):
+        command.upgrade(alembic_config(database_url), "head")
+        enable_incremental_vacuum(path)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock`` (made if missing, never removed: removing it
+    would let a waiting process lock a file no newer one sees). SQLite runs DDL outside
+    transactions here, so two processes migrating one file at once failed half-way
+    ("table tenant already exists"); the next one now waits and finds it at head.
+    Where ``fcntl`` does not exist (Windows), it runs unguarded; where the lock file cannot
+    be made (no such directory), too, so that SQLite says what is wrong with the path."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on the platforms CI runs
+        yield
+        return
+    try:
+        handle = lock.open("a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def enable_incremental_vacuum(path: str) -> None:

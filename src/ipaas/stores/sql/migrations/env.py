@@ -10,6 +10,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ipaas.stores.sql.tables import metadata
 
+#: The key of the advisory lock one migration holds on PostgreSQL (``pg_advisory_xact_lock``
+#: with one bigint key: a lock space apart from the claim locks' two-int keys).
+MIGRATION_LOCK_KEY = 0x6970_6161_735F_6462  # "ipaas_db"
+
 
 def _run(connection: Connection) -> None:
     context.configure(
@@ -21,6 +25,13 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Several processes may migrate at once: `ipaas serve` on every API machine, a
+            # release step per machine. Without the lock all but one failed (a duplicate
+            # type, table or version row). With it the next one waits for the first's
+            # commit, then reads the version (run_migrations reads it after this) and finds
+            # the schema at head. Released with the transaction; every migration runs in it.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 
