@@ -27,18 +27,21 @@ _BY_ID_WITH_BODY = responses(404) | WITH_BODY
 
 def _read(request: Request, workflow: Workflow) -> WorkflowRead:
     base = str(request.base_url).rstrip("/")
-    # Built from the stored workflow's own models, not validated again: a dump and a
-    # validation of every step took half of GET /api/workflows (~0.45 s for 5,000).
-    return WorkflowRead.model_construct(
-        id=workflow.id,
-        name=workflow.name,
-        active=workflow.active,
-        version=workflow.version,
-        trigger=workflow.trigger,
-        steps=workflow.steps,
-        webhook_url=f"{base}/api/webhooks/{workflow.id}",
-        created_at=workflow.created_at,
-        updated_at=workflow.updated_at,
+    # Built from the stored workflow's own models (pydantic-core takes model instances as
+    # they are): a dump and a validation of every step took half of GET /api/workflows
+    # (~0.45 s for 5,000); model_construct, in pure Python, took ~25 us a workflow.
+    return WorkflowRead.model_validate(
+        {
+            "id": workflow.id,
+            "name": workflow.name,
+            "active": workflow.active,
+            "version": workflow.version,
+            "trigger": workflow.trigger,
+            "steps": workflow.steps,
+            "webhook_url": f"{base}/api/webhooks/{workflow.id}",
+            "created_at": workflow.created_at,
+            "updated_at": workflow.updated_at,
+        }
     )
 
 
