@@ -1,7 +1,7 @@
 """Execution retention: finished executions past the age or count limit are deleted.
 
-Each pass walks the tenants. For each it fixes a horizon once (the older of the age limit
-and the finish of the newest ``retention_max_executions``-th execution) and deletes what
+Each pass walks the tenants. For each it fixes a horizon once (the later of the age limit
+and the finish of the ``retention_max_executions``-th newest execution) and deletes what
 finished before it, oldest first, in batches of ``BATCH``: one short transaction each, so
 intake and claims interleave, and a pause as long as the batch took after each, so a pass
 takes at most about half of the writer's time however much it has to delete. Then the store

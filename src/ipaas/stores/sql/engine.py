@@ -359,9 +359,10 @@ class SqliteDatabase(Database):
             engine.dispose()
 
 
-#: Pages one compaction frees at most (4 KiB each), and in one transaction: the writer's
-#: batches wait for the lock while a step runs (~10 ms here), and get it between steps.
+#: Pages one compaction frees at most (4 KiB each).
 SQLITE_VACUUM_PAGES = 20_000
+#: Pages one step of it frees, in a transaction of its own: the writer's batches wait for
+#: the lock while a step runs (~20 ms here) and get it between steps.
 SQLITE_VACUUM_STEP_PAGES = 1_000
 
 
