@@ -26,6 +26,7 @@ from ipaas.executions.models import Execution, ExecutionStatus
 from ipaas.kit.ids import new_id
 from ipaas.runtime import Runtime
 from ipaas.stores import MemoryStore, Store
+from ipaas.stores.base import ScheduledWorkflow
 from ipaas.stores.sql import SqlStore, run_migrations
 from ipaas.tenants.models import ApiToken, Tenant, User
 from ipaas.workflows.models import Step, Trigger, Workflow
@@ -434,7 +435,7 @@ class _FailingStore(MemoryStore):
         self.calls = 0
         self.recovered = asyncio.Event()
 
-    async def list_scheduled_workflows(self) -> list[Workflow]:
+    async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError("database is down")

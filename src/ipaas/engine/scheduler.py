@@ -37,9 +37,12 @@ from ipaas.executions.models import TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.periodic import run_every
 from ipaas.runtime import Runtime
-from ipaas.stores.base import DuplicateError, Store
+from ipaas.stores.base import DuplicateError, ScheduledWorkflow, Store
 from ipaas.webhooks import service as webhook_service
 from ipaas.workflows.models import Workflow
+
+#: A schedule workflow as the scheduler reads it (``list_scheduled_workflows``), or whole.
+Scheduled = ScheduledWorkflow | Workflow
 
 _log = structlog.get_logger(__name__)
 
@@ -70,7 +73,7 @@ def at_fixed_times(cron: str) -> bool:
     return not minute.startswith("*") and not hour.startswith("*")
 
 
-def due_tick(workflow: Workflow, now: datetime) -> datetime | None:
+def due_tick(workflow: Scheduled, now: datetime) -> datetime | None:
     """The latest tick at or before ``now`` (aware, in the workflow's zone), or ``None`` when
     that tick is older than the workflow's last change. Raises ``ValidationError`` for a
     schedule that does not validate."""
@@ -86,7 +89,7 @@ def due_tick(workflow: Workflow, now: datetime) -> datetime | None:
     return tick
 
 
-def next_tick(workflow: Workflow, now: datetime) -> datetime:
+def next_tick(workflow: Scheduled, now: datetime) -> datetime:
     """The first tick after ``now``, in UTC: until then ``due_tick`` stays what it is."""
     schedule = workflow.trigger.schedule
     local_now = (now + _JUST_AFTER).astimezone(schedule.zone)
@@ -115,7 +118,7 @@ class Memo:
             for workflow_id in [w for w in memo if w not in live]:
                 del memo[workflow_id]
 
-    def quiet(self, workflow: Workflow, now: datetime) -> bool:
+    def quiet(self, workflow: Scheduled, now: datetime) -> bool:
         """Whether ``workflow``'s due tick cannot have changed since it was last computed."""
         known = self.quiet_until.get(workflow.id)
         return known is not None and known[0] == workflow.updated_at and now < known[1]

@@ -20,6 +20,7 @@ from ipaas.stores.base import (
     QueueStats,
     QueueVacuum,
     Reaped,
+    ScheduledWorkflow,
 )
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
 from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition
@@ -161,13 +162,21 @@ class MemoryStore:
         ]
         return sorted(rows, key=lambda w: (w.created_at, w.id), reverse=True)
 
-    async def list_scheduled_workflows(self) -> list[Workflow]:
-        rows = [
-            w.model_copy(deep=True)
-            for w in self.workflows.values()
-            if w.active and w.trigger.type is TriggerType.schedule
+    async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
+        rows = sorted(
+            (
+                w
+                for w in self.workflows.values()
+                if w.active and w.trigger.type is TriggerType.schedule
+            ),
+            key=lambda w: (w.created_at, w.id),
+        )
+        return [
+            ScheduledWorkflow(
+                w.id, w.tenant_id, w.version, w.trigger.model_copy(deep=True), w.updated_at
+            )
+            for w in rows
         ]
-        return sorted(rows, key=lambda w: (w.created_at, w.id))
 
     async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
         if await self.get_workflow(workflow.tenant_id, workflow.id) is None:

@@ -158,8 +158,9 @@ LIST_WORKFLOWS = (
 )
 # Unscoped (the scheduler). The JSON path is portable Core: JSON_EXTRACT on SQLite, ->> on
 # PostgreSQL. No index: a full scan of ``workflow`` per scheduler pass is cheap at our sizes.
+_WF = t.workflow
 LIST_SCHEDULED_WORKFLOWS = (
-    sa.select(t.workflow)
+    sa.select(_WF.c.id, _WF.c.tenant_id, _WF.c.version, _WF.c.trigger, _WF.c.updated_at)
     .where(
         t.workflow.c.active.is_(True),
         t.workflow.c.trigger["type"].as_string() == TriggerType.schedule.value,

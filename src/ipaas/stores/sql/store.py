@@ -30,6 +30,7 @@ from ipaas.stores.base import (
     QueueStats,
     QueueVacuum,
     Reaped,
+    ScheduledWorkflow,
 )
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
@@ -258,9 +259,18 @@ class SqlStore:
         rows = await self._db.run_read(_all(q.LIST_WORKFLOWS, {"p_tenant_id": tenant_id}))
         return [_workflow(row) for row in rows]
 
-    async def list_scheduled_workflows(self) -> list[Workflow]:
+    async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         rows = await self._db.run_read(_all(q.LIST_SCHEDULED_WORKFLOWS, {}))
-        return [_workflow(row) for row in rows]
+        return [
+            ScheduledWorkflow(
+                row.id,
+                row.tenant_id,
+                row.version,
+                Trigger.model_validate(row.trigger),
+                row.updated_at,
+            )
+            for row in rows
+        ]
 
     async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
         params = {
