@@ -386,6 +386,29 @@ class TestWorkflows:
         assert old.steps[0].config["text"] == "hi"
         assert new.model_dump() == v2.definition.model_dump()
 
+    async def test_update_over_a_stale_base_saves_nothing(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        """The compare-and-set of an edit: saved only over the ``updated_at`` it was made
+        from."""
+        first = wf.model_copy(update={"name": "first", "updated_at": at(5)})
+        assert await store.update_workflow(first, new_version=False, base_updated_at=wf.updated_at)
+        stale = make_workflow(acct.id, text="stale").model_copy(
+            update={"id": wf.id, "name": "stale", "version": 2, "updated_at": at(6)}
+        )
+        assert (
+            await store.update_workflow(stale, new_version=True, base_updated_at=wf.updated_at)
+            is False
+        )
+        got = await store.get_workflow(acct.id, wf.id)
+        assert got is not None
+        assert got.model_dump() == first.model_dump()
+        assert await store.get_workflow_version(acct.id, wf.id, 2) is None
+        assert await store.update_workflow(stale, new_version=True, base_updated_at=at(5))
+        got = await store.get_workflow(acct.id, wf.id)
+        assert got is not None
+        assert (got.name, got.version, got.updated_at) == ("stale", 2, at(6))
+
     async def test_update_unknown(self, store: Store, acct: Account) -> None:
         ghost = make_workflow(acct.id)
         assert await store.update_workflow(ghost, new_version=True) is False

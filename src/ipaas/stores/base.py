@@ -182,10 +182,16 @@ class Store(Protocol):
         """Unscoped: the active workflows of every tenant whose trigger type is ``schedule``,
         oldest first. The scheduler takes the tenant from each workflow, as intake does."""
 
-    async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
+    async def update_workflow(
+        self, workflow: Workflow, *, new_version: bool, base_updated_at: datetime | None = None
+    ) -> bool:
         """Save name/active/trigger/steps/version/updated_at of an existing workflow of
         ``workflow.tenant_id``; with ``new_version`` also insert the version row
-        ``workflow.version``. False when the workflow does not exist for that tenant."""
+        ``workflow.version``. False when the workflow does not exist for that tenant.
+
+        With ``base_updated_at`` (the ``updated_at`` of the workflow the change was made
+        from), a compare-and-set: also False, and nothing saved, when the stored workflow's
+        ``updated_at`` is no longer that, i.e. another edit was saved in between."""
 
     async def delete_workflow(self, tenant_id: str, workflow_id: str) -> bool:
         """Delete the workflow (its versions and executions stay readable by id)."""

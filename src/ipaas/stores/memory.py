@@ -178,8 +178,13 @@ class MemoryStore:
             for w in rows
         ]
 
-    async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
-        if await self.get_workflow(workflow.tenant_id, workflow.id) is None:
+    async def update_workflow(
+        self, workflow: Workflow, *, new_version: bool, base_updated_at: datetime | None = None
+    ) -> bool:
+        stored = await self.get_workflow(workflow.tenant_id, workflow.id)
+        if stored is None:
+            return False
+        if base_updated_at is not None and stored.updated_at != base_updated_at:
             return False
         self.workflows[workflow.id] = workflow.model_copy(deep=True)
         if new_version:

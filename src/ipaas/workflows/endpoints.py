@@ -23,6 +23,9 @@ from ipaas.workflows.schemas import (
 router = api_router(prefix="/workflows", tags=["workflows"], responses=AUTHENTICATED)
 _BY_ID = responses(404, 422)
 _BY_ID_WITH_BODY = responses(404) | WITH_BODY
+_EDIT = (
+    responses(404, 409, s409="Changed by too many other requests at once; try again") | WITH_BODY
+)
 
 
 def _read(request: Request, workflow: Workflow) -> WorkflowRead:
@@ -89,7 +92,7 @@ async def get_workflow(
     return _read(request, workflow)
 
 
-@router.put("/{workflow_id}", responses=_BY_ID_WITH_BODY)
+@router.put("/{workflow_id}", responses=_EDIT)
 async def replace_workflow(
     workflow_id: str,
     body: WorkflowUpdate,
@@ -107,7 +110,7 @@ async def replace_workflow(
     return _read(request, workflow)
 
 
-@router.patch("/{workflow_id}", responses=_BY_ID_WITH_BODY)
+@router.patch("/{workflow_id}", responses=_EDIT)
 async def patch_workflow(
     workflow_id: str,
     body: WorkflowPatch,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,7 +15,7 @@ from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.steps import StepsRun, run_steps
 from ipaas.engine.templating import TemplateRenderer, check_syntax, is_template
-from ipaas.errors import NotFound, ValidationFailed
+from ipaas.errors import Conflict, NotFound, ValidationFailed
 from ipaas.executions.models import ExecutionStatus, StepRun, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
@@ -33,6 +34,9 @@ from ipaas.workflows.schemas import (
 
 class WorkflowNotFound(NotFound):
     code = "workflow_not_found"
+
+
+_TICK = timedelta(microseconds=1)
 
 
 def _is_template_error(error: Mapping[str, Any], config: dict[str, Any]) -> bool:
@@ -149,6 +153,15 @@ async def list_(store: Store, *, tenant_id: str) -> list[Workflow]:
     return await store.list_workflows(tenant_id)
 
 
+#: Rounds an edit may lose to concurrent edits of the same workflow before it gives up with
+#: a 409. Each round some edit is saved, so this many at once still all get through.
+MAX_EDIT_ROUNDS = 32
+
+
+class WorkflowEditConflict(Conflict):
+    code = "workflow_edit_conflict"
+
+
 async def update(
     store: Store,
     cache: WorkflowCache,
@@ -158,29 +171,40 @@ async def update(
     data: WorkflowUpdate | WorkflowPatch,
 ) -> Workflow:
     """Apply a change; trigger or step changes make a new version (running executions keep
-    the version they started with)."""
-    workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+    the version they started with).
+
+    A compare-and-set on the workflow's ``updated_at``: an edit saved by another request
+    between this one's read and its write makes this one start over from that edit, so no
+    edit overwrites another's fields or reuses its version number."""
     changes = data.model_dump(exclude_unset=not isinstance(data, WorkflowUpdate))
     changes = {k: v for k, v in changes.items() if v is not None}
-    updated = workflow.model_copy(
-        update={
-            "name": changes.get("name", workflow.name),
-            "active": changes.get("active", workflow.active),
-            "trigger": data.trigger if data.trigger is not None else workflow.trigger,
-            "steps": data.steps if data.steps is not None else workflow.steps,
-            "updated_at": utcnow(),
-        }
-    )
-    new_version = updated.definition != workflow.definition
-    if new_version:
-        await validate_definition(
-            store, tenant_id=tenant_id, trigger=updated.trigger, steps=updated.steps
+    for _ in range(MAX_EDIT_ROUNDS):
+        workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+        updated = workflow.model_copy(
+            update={
+                "name": changes.get("name", workflow.name),
+                "active": changes.get("active", workflow.active),
+                "trigger": data.trigger if data.trigger is not None else workflow.trigger,
+                "steps": data.steps if data.steps is not None else workflow.steps,
+                # Later than the edit it replaces even with clocks apart, so the next
+                # compare-and-set always sees the change.
+                "updated_at": max(utcnow(), workflow.updated_at + _TICK),
+            }
         )
-        updated.version = workflow.version + 1
-    if not await store.update_workflow(updated, new_version=new_version):
-        raise WorkflowNotFound("Workflow not found")
-    cache.invalidate(workflow_id)
-    return updated
+        new_version = updated.definition != workflow.definition
+        if new_version:
+            await validate_definition(
+                store, tenant_id=tenant_id, trigger=updated.trigger, steps=updated.steps
+            )
+            updated.version = workflow.version + 1
+        if await store.update_workflow(
+            updated, new_version=new_version, base_updated_at=workflow.updated_at
+        ):
+            cache.invalidate(workflow_id)
+            return updated
+    raise WorkflowEditConflict(
+        "The workflow is being changed by other requests at the same time; try again"
+    )
 
 
 async def delete(store: Store, cache: WorkflowCache, *, tenant_id: str, workflow_id: str) -> None:

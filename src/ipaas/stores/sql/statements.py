@@ -179,6 +179,10 @@ UPDATE_WORKFLOW = (
         updated_at=p_at("p_updated_at"),
     )
 )
+# The compare-and-set of an edit: saved only over the row the edit was made from.
+UPDATE_WORKFLOW_IF_UNCHANGED = UPDATE_WORKFLOW.where(
+    t.workflow.c.updated_at == p_at("p_base_updated_at")
+)
 DELETE_WORKFLOW = sa.delete(t.workflow).where(scoped(t.workflow), t.workflow.c.id == p("p_id"))
 GET_VERSION = sa.select(t.workflow_version.c.trigger, t.workflow_version.c.steps).where(
     scoped(t.workflow_version),

@@ -272,7 +272,9 @@ class SqlStore:
             for row in rows
         ]
 
-    async def update_workflow(self, workflow: Workflow, *, new_version: bool) -> bool:
+    async def update_workflow(
+        self, workflow: Workflow, *, new_version: bool, base_updated_at: datetime | None = None
+    ) -> bool:
         params = {
             "p_tenant_id": workflow.tenant_id,
             "p_id": workflow.id,
@@ -283,11 +285,15 @@ class SqlStore:
             "p_steps": workflow.steps,
             "p_updated_at": workflow.updated_at,
         }
+        update = q.UPDATE_WORKFLOW
+        if base_updated_at is not None:
+            update = q.UPDATE_WORKFLOW_IF_UNCHANGED
+            params["p_base_updated_at"] = base_updated_at
         version_values = _version_values(workflow)
         upsert_version = self._upsert_version
 
         def op(conn: sa.Connection) -> bool:
-            if conn.execute(q.UPDATE_WORKFLOW, params).rowcount != 1:
+            if conn.execute(update, params).rowcount != 1:
                 return False
             if new_version:
                 # An upsert: saving the same version twice must not fail the update.
