@@ -216,10 +216,12 @@ OPENAPI_PATH: dict[str, Any] = {
         "summary": "Receive Webhook",
         "description": (
             "Public intake (the workflow id is the unguessable address). Any JSON, form or "
-            "UTF-8 text body. 202 only once the execution is committed.\n\n"
-            "When the trigger has `auth`, the raw body must be signed: Standard Webhooks "
-            "(`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`) or one "
-            "HMAC-SHA256 header (e.g. `X-Hub-Signature-256: sha256=<hex>`); else 401.\n\n"
+            "text body, in UTF-8 or the `charset` its Content-Type declares, gzip or deflate "
+            "compressed or not. 202 only once the execution is committed.\n\n"
+            "When the trigger has `auth`, the body (uncompressed) must be signed: Standard "
+            "Webhooks (`webhook-id`, `webhook-timestamp` within 5 minutes, "
+            "`webhook-signature`) or one HMAC-SHA256 header (e.g. "
+            "`X-Hub-Signature-256: sha256=<hex>`); else 401.\n\n"
             "An `Idempotency-Key` or `webhook-id` header (or the trigger's "
             "`idempotency.body_path` / `idempotency.header`) makes a repeat within "
             "IPAAS_IDEMPOTENCY_WINDOW_S answer 200 with the first execution's id."
@@ -257,9 +259,16 @@ OPENAPI_PATH: dict[str, Any] = {
                 "outside the 5-minute tolerance (`signature_expired`)"
             ),
             "404": _error("Unknown or inactive workflow"),
-            "413": _error("Body larger than IPAAS_MAX_BODY_BYTES"),
-            "415": _error("Multipart or non-UTF-8 raw body"),
-            "422": _error("Body declared JSON but invalid"),
+            "413": _error("Body larger than IPAAS_MAX_BODY_BYTES, as sent or once uncompressed"),
+            "415": _error(
+                "Multipart, a body not valid in its charset, an unknown charset "
+                "(`unknown_charset`) or a Content-Encoding other than gzip and deflate "
+                "(`unsupported_content_encoding`)"
+            ),
+            "422": _error(
+                "Body declared JSON (`invalid_json`) or a form (`invalid_form`) but invalid, "
+                "or not the gzip or deflate it declares (`invalid_content_encoding`)"
+            ),
             "429": _error("Over the tenant's webhook rate (`rate_limited`)", _RATE_HEADERS),
             "503": _error(
                 "Queue over IPAAS_QUEUE_MAX_DEPTH (`queue_full`), the tenant's queued limit "

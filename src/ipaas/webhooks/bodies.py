@@ -1,0 +1,131 @@
+"""A webhook's body, from the bytes that arrived to the value a workflow sees: its
+``Content-Encoding`` undone, then JSON and forms parsed and text decoded by its charset.
+
+Every body is taken whole or refused with a 4xx that says why; nothing is silently
+replaced (a form's ``%E9`` under UTF-8 used to become U+FFFD)."""
+
+from __future__ import annotations
+
+import codecs
+import zlib
+from urllib.parse import parse_qsl
+
+from ipaas.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from ipaas.kit import jsontext
+
+#: zlib's ``wbits`` for each coding undone: gzip's header and trailer, zlib's (RFC 1950,
+#: HTTP's "deflate"), and raw deflate, which some senders send as "deflate" all the same.
+_GZIP = 16 + zlib.MAX_WBITS
+_ZLIB = zlib.MAX_WBITS
+_RAW_DEFLATE = -zlib.MAX_WBITS
+_CODINGS: dict[str, tuple[int, ...]] = {
+    "gzip": (_GZIP,),
+    "x-gzip": (_GZIP,),
+    "deflate": (_ZLIB, _RAW_DEFLATE),
+}
+_UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_BOM = codecs.BOM_UTF8
+
+
+def decode_content(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """``body`` as its sender wrote it: gzip and deflate undone (the last applied first),
+    the result held to ``limit`` bytes like any body (413), so a small bomb cannot expand
+    in memory. Any other coding is refused with 415."""
+    if not content_encoding:
+        return body
+    codings = [c.strip().lower() for c in content_encoding.split(",")]
+    for coding in reversed(codings):
+        if coding in ("", "identity"):
+            continue
+        wbits = _CODINGS.get(coding)
+        if wbits is None:
+            raise UnsupportedMediaType(
+                f"Content-Encoding {coding!r} is not accepted; send gzip, deflate or none",
+                code="unsupported_content_encoding",
+            )
+        body = _inflate(body, coding, wbits, limit)
+    return body
+
+
+def _inflate(body: bytes, coding: str, wbits: tuple[int, ...], limit: int) -> bytes:
+    error: zlib.error | None = None
+    for bits in wbits:
+        inflater = zlib.decompressobj(bits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            error = exc
+            continue
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"Body exceeds {limit} bytes once {coding} is undone")
+        if not inflater.eof:
+            raise ValidationFailed(f"Body is cut short {coding}", code="invalid_content_encoding")
+        return out
+    raise ValidationFailed(
+        f"Body is not valid {coding}: {error}", code="invalid_content_encoding"
+    ) from error
+
+
+def parse_body(body: bytes, content_type: str | None) -> object:
+    """JSON and form bodies become objects; anything else is kept as text. A declared
+    ``charset`` is honoured (JSON is UTF-8 by RFC 8259, whose leading BOM is skipped);
+    bytes that are not valid in it are refused."""
+    media, charset = _media_type(content_type)
+    if not body:
+        return None
+    if media == "application/json" or media.endswith("+json"):
+        if charset is not None and charset not in _UTF8:
+            body = _decode(body, charset, "JSON").encode("utf-8")
+        if body.startswith(_BOM):
+            body = body[len(_BOM) :]
+        try:
+            return jsontext.loads(body)
+        except jsontext.JsonError as exc:
+            raise ValidationFailed(f"Body is not valid JSON: {exc}", code="invalid_json") from exc
+    if media == "application/x-www-form-urlencoded":
+        charset = charset or "utf-8"
+        try:
+            text = body.decode(charset)
+            return dict(parse_qsl(text, keep_blank_values=True, encoding=charset, errors="strict"))
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed(
+                f"Form body is not valid {charset}; declare its charset in Content-Type",
+                code="invalid_form",
+            ) from exc
+        except LookupError as exc:
+            raise _unknown_charset(charset) from exc
+    if media.startswith("multipart/"):
+        raise UnsupportedMediaType(
+            "multipart bodies are not accepted; send JSON, a form or raw text"
+        )
+    return _decode(body, charset or "utf-8", "Raw")
+
+
+def _media_type(content_type: str | None) -> tuple[str, str | None]:
+    """The media type, lower case, and the ``charset`` parameter if there is one."""
+    if not content_type:
+        return "", None
+    media, sep, params = content_type.partition(";")
+    charset = None
+    if sep:
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "charset":
+                charset = value.strip().strip('"').lower() or None
+    return media.strip().lower(), charset
+
+
+def _decode(body: bytes, charset: str, what: str) -> str:
+    try:
+        return body.decode(charset)
+    except UnicodeDecodeError as exc:
+        message = f"{what} bodies must be valid {charset}" + (
+            "" if charset != "utf-8" else " text, or declare their charset in Content-Type"
+        )
+        raise UnsupportedMediaType(message) from exc
+    except LookupError as exc:
+        raise _unknown_charset(charset) from exc
+
+
+def _unknown_charset(charset: str) -> UnsupportedMediaType:
+    return UnsupportedMediaType(f"Unknown charset {charset!r}", code="unknown_charset")

@@ -1,0 +1,192 @@
+"""What a webhook's body becomes (webhooks/bodies.py): compressed bodies, charsets, a BOM;
+each either taken whole or refused with a 4xx that says why, with nothing persisted."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import zlib
+from typing import Any
+
+import httpx
+import pytest
+
+from ipaas.runtime import Runtime
+from tests.webhooks.conftest import NewWorkflow, executions_of
+from tests.webhooks.test_signatures import credential
+
+JSON = {"content-type": "application/json"}
+
+
+async def post(
+    client: httpx.AsyncClient, workflow_id: str, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    return await client.post(f"/api/webhooks/{workflow_id}", content=body, headers=headers)
+
+
+def stored_body(runtime: Runtime, workflow_id: str) -> Any:
+    (execution,) = executions_of(runtime, workflow_id)
+    return execution.trigger.body
+
+
+class TestContentEncoding:
+    @pytest.mark.parametrize(
+        ("coding", "compress"),
+        [
+            ("gzip", gzip.compress),
+            ("x-gzip", gzip.compress),
+            ("deflate", zlib.compress),
+            # Raw deflate (no zlib header), which some senders call "deflate" too.
+            ("deflate", lambda b: zlib.compress(b, wbits=-zlib.MAX_WBITS)),
+            ("identity", lambda b: b),
+        ],
+        ids=["gzip", "x-gzip", "deflate", "raw-deflate", "identity"],
+    )
+    async def test_compressed_bodies_are_undone(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+        coding: str,
+        compress: Any,
+    ) -> None:
+        workflow_id = await new_workflow()
+        body = compress(b'{"order": {"id": 1042}}')
+        response = await post(client, workflow_id, body, JSON | {"content-encoding": coding})
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, workflow_id) == {"order": {"id": 1042}}
+
+    async def test_gzip_over_gzip_is_undone_in_order(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        workflow_id = await new_workflow()
+        body = zlib.compress(gzip.compress(b"[1, 2]"))
+        headers = JSON | {"content-encoding": "gzip, deflate"}
+        assert (await post(client, workflow_id, body, headers)).status_code == 202
+        assert stored_body(runtime, workflow_id) == [1, 2]
+
+    @pytest.mark.parametrize(
+        ("coding", "body", "status", "code"),
+        [
+            ("br", b"\x0b\x02\x80{}\x03", 415, "unsupported_content_encoding"),
+            ("gzip", b'{"not": "compressed"}', 422, "invalid_content_encoding"),
+            ("gzip", gzip.compress(b'{"a": 1}')[:-12], 422, "invalid_content_encoding"),
+        ],
+        ids=["brotli", "not-gzip", "cut-short"],
+    )
+    async def test_bad_encodings_are_refused(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+        coding: str,
+        body: bytes,
+        status: int,
+        code: str,
+    ) -> None:
+        workflow_id = await new_workflow()
+        response = await post(client, workflow_id, body, JSON | {"content-encoding": coding})
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_a_bomb_is_413_however_small_it_arrives(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+    ) -> None:
+        workflow_id = await new_workflow()
+        limit = runtime.settings.max_body_bytes
+        bomb = gzip.compress(b" " * (limit + 1))
+        assert len(bomb) < limit // 100
+        response = await post(client, workflow_id, bomb, JSON | {"content-encoding": "gzip"})
+        assert response.status_code == 413, response.text
+        assert "once gzip is undone" in response.json()["error"]["message"]
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_the_signature_is_checked_over_the_uncompressed_body(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+    ) -> None:
+        secret = "s3cret-for-hmac"
+        cred = await credential(client, auth, {"secret": secret})
+        workflow_id = await new_workflow(
+            trigger={"type": "webhook", "auth": {"scheme": "hmac_sha256", "credential_id": cred}}
+        )
+        body = b'{"signed": true}'
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = JSON | {"content-encoding": "gzip", "x-hub-signature-256": f"sha256={digest}"}
+        response = await post(client, workflow_id, gzip.compress(body), headers)
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, workflow_id) == {"signed": True}
+
+
+class TestCharsets:
+    async def test_a_form_in_a_declared_charset(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        workflow_id = await new_workflow()
+        headers = {"content-type": "application/x-www-form-urlencoded; charset=windows-1252"}
+        response = await post(client, workflow_id, b"name=Ren%E9&sum=%8010", headers)
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, workflow_id) == {"name": "René", "sum": "€10"}
+
+    async def test_a_form_that_is_not_utf8_is_422_not_replaced(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        # It used to be stored as {"name": "Ren\ufffd"}.
+        workflow_id = await new_workflow()
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        response = await post(client, workflow_id, b"name=Ren%E9", headers)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_form"
+        assert "declare its charset" in error["message"]
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_json_with_a_bom_or_in_utf16(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        bom = await new_workflow()
+        response = await post(client, bom, b'\xef\xbb\xbf{"a": "\xc3\xa9"}', JSON)
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, bom) == {"a": "é"}
+        utf16 = await new_workflow()
+        headers = {"content-type": 'application/json; charset="UTF-16"'}
+        response = await post(client, utf16, '{"a": "é"}'.encode("utf-16"), headers)
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, utf16) == {"a": "é"}
+
+    async def test_text_in_a_declared_charset(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        workflow_id = await new_workflow()
+        headers = {"content-type": "text/plain; charset=iso-8859-1"}
+        assert (await post(client, workflow_id, b"caf\xe9", headers)).status_code == 202
+        assert stored_body(runtime, workflow_id) == "café"
+
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            "text/plain; charset=klingon",
+            "application/json; charset=base64",  # a codec, but not a text encoding
+            "application/x-www-form-urlencoded; charset=nope",
+        ],
+    )
+    async def test_an_unknown_charset_is_415(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+        content_type: str,
+    ) -> None:
+        workflow_id = await new_workflow()
+        response = await post(client, workflow_id, b"a=1", {"content-type": content_type})
+        assert response.status_code == 415, response.text
+        assert response.json()["error"]["code"] == "unknown_charset"
+        assert executions_of(runtime, workflow_id) == []
