@@ -215,3 +215,73 @@ def test_the_sqlite_store_never_loads_sqlalchemys_orm(tmp_path: Path) -> None:
     result = _python(script, url, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-2:] == ["[]", "True"]
+
+
+def test_secrets_rotate_re_encrypts_every_tenants_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from ipaas.credentials import service as credential_service
+    from ipaas.credentials.crypto import CredentialCipher
+    from ipaas.credentials.models import CredentialType
+    from ipaas.credentials.schemas import CredentialCreate
+
+    old, new, lost = (Fernet.generate_key().decode() for _ in range(3))
+    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("IPAAS_SECRET_KEY", old)
+    assert main(["migrate"]) == 0
+    settings = Settings()
+
+    async def store_credentials(key: str, emails: list[str]) -> list[str]:
+        store = create_store(settings)
+        await store.startup()
+        ids = []
+        try:
+            for email in emails:
+                tenant, _ = await tenant_service.signup(
+                    store, email=email, password="long enough pw", tenant_name="T", token_ttl_s=60
+                )
+                secret = {"webhook_url": "https://hooks.slack.com/services/T/B/X"}
+                data = CredentialCreate(name="slack", type=CredentialType.slack, secret=secret)
+                made = await credential_service.create(
+                    store, CredentialCipher(key.encode()), tenant_id=tenant.id, data=data
+                )
+                ids.append(made.id)
+        finally:
+            await store.shutdown()
+        return ids
+
+    async def decrypt_all(key: str) -> list[dict[str, object]]:
+        store = create_store(settings)
+        await store.startup()
+        cipher = CredentialCipher(key.encode())
+        try:
+            return [
+                cipher.decrypt(credential.secret_ciphertext)
+                for tenant_id in await store.list_tenant_ids()
+                for credential in await store.list_credentials(tenant_id)
+            ]
+        finally:
+            await store.shutdown()
+
+    asyncio.run(store_credentials(old, ["a@example.com", "b@example.com"]))
+    monkeypatch.setenv("IPAAS_SECRET_KEY", f"{new},{old}")
+    capsys.readouterr()
+    assert main(["secrets", "rotate"]) == 0
+    assert "re-encrypted 2 credential(s)" in capsys.readouterr().out
+    secrets = asyncio.run(decrypt_all(new))  # the new key alone reads them all
+    assert secrets == [{"webhook_url": "https://hooks.slack.com/services/T/B/X"}] * 2
+    assert main(["secrets", "rotate"]) == 0
+    assert (
+        "re-encrypted 0 credential(s) under the first key of IPAAS_SECRET_KEY; 2 already were"
+        in (capsys.readouterr().out)
+    )
+
+    (unreadable,) = asyncio.run(store_credentials(lost, ["c@example.com"]))
+    assert main(["secrets", "rotate"]) == 1
+    captured = capsys.readouterr()
+    assert "2 already were" in captured.out
+    assert f"1 credential(s) no configured key decrypts, left as they are: {unreadable}" in (
+        captured.err
+    )

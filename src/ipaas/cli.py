@@ -242,6 +242,33 @@ async def _stats(settings: Settings, *, tenant_id: str, window_s: int) -> int:
     return 0
 
 
+async def _secrets_rotate(settings: Settings) -> int:
+    from ipaas.credentials import service as credential_service
+    from ipaas.credentials.crypto import CredentialCipher
+    from ipaas.stores import create_store
+
+    cipher = CredentialCipher(settings.fernet_key)
+    store = create_store(settings)
+    await store.startup()
+    try:
+        report = await credential_service.rotate_secrets(store, cipher)
+    finally:
+        await store.shutdown()
+    print(
+        f"re-encrypted {report.rotated} credential(s) under the first key of IPAAS_SECRET_KEY; "
+        f"{report.current} already were"
+    )
+    if report.undecryptable:
+        ids = ", ".join(report.undecryptable)
+        print(
+            f"{len(report.undecryptable)} credential(s) no configured key decrypts, left as "
+            f"they are: {ids}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _migrate(settings: Settings) -> None:
     if settings.database_url.startswith("memory"):
         return
@@ -323,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits.add_argument(
         "--max-concurrency", type=_limit_value, default=argparse.SUPPRESS, help="running executions"
     )
+    secrets_ = sub.add_parser("secrets", help="credential encryption (operator)")
+    secrets_.add_subparsers(dest="action", required=True).add_parser(
+        "rotate",
+        help="encrypt every credential again under the first key of IPAAS_SECRET_KEY=new,old",
+    )
     stats = sub.add_parser(
         "stats", help="a tenant's executions per minute by status and duration percentiles"
     )
@@ -357,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if hasattr(args, option)
             }
             return asyncio.run(_tenant_limits(settings, tenant_id=args.tenant_id, changes=given))
+        case "secrets":
+            return asyncio.run(_secrets_rotate(settings))
         case "stats":
             window_s = min(max(args.window, 60), 86_400)
             return asyncio.run(_stats(settings, tenant_id=args.tenant_id, window_s=window_s))

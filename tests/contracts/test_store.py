@@ -334,8 +334,29 @@ class TestCredentials:
         assert await store.get_credential(acct.id, cred.id) is None
         assert await store.delete_credential(acct.id, cred.id) is False
 
+    # -- workflows --------------------------------------------------------------------------------
+    async def test_replace_secret_only_over_the_ciphertext_read(
+        self, store: Store, acct: Account
+    ) -> None:
+        cred = make_credential(acct.id)
+        await store.create_credential(cred)
+        other = await new_account(store)
+        old = cred.secret_ciphertext
+        assert not await store.replace_credential_secret(other.id, cred.id, old=old, new="x")
+        assert not await store.replace_credential_secret(acct.id, cred.id, old="stale", new="x")
+        assert not await store.replace_credential_secret(acct.id, "cred_missing", old=old, new="x")
+        got = await store.get_credential(acct.id, cred.id)
+        assert got is not None
+        assert got.secret_ciphertext == old
+        assert await store.replace_credential_secret(acct.id, cred.id, old=old, new="gAAAA-new")
+        got = await store.get_credential(acct.id, cred.id)
+        assert got is not None
+        assert (
+            got.model_dump()
+            == cred.model_copy(update={"secret_ciphertext": "gAAAA-new"}).model_dump()
+        )
 
-# -- workflows --------------------------------------------------------------------------------
+
 class TestWorkflows:
     async def test_round_trip(self, store: Store, acct: Account, wf: Workflow) -> None:
         for got in (

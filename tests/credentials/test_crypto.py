@@ -26,3 +26,15 @@ def test_cached_plaintext_cannot_be_changed_by_a_caller() -> None:
     cipher.decrypt(token)["api_key"] = "changed"
     assert cipher.decrypt(token) == {"api_key": "sentinel-key"}
     assert "sentinel-key" not in repr(cipher)
+
+
+def test_rotate_re_encrypts_only_what_the_first_key_does_not_read() -> None:
+    old, new, other = Fernet.generate_key(), Fernet.generate_key(), Fernet.generate_key()
+    token = CredentialCipher(old).encrypt({"api_key": "k"})
+    both = CredentialCipher(new + b"," + old)
+    rotated = both.rotate(token)
+    assert rotated is not None
+    assert CredentialCipher(new).decrypt(rotated) == {"api_key": "k"}
+    assert both.rotate(rotated) is None  # already under the first key
+    with pytest.raises(ValueError, match="IPAAS_SECRET_KEY"):
+        both.rotate(CredentialCipher(other).encrypt({"a": "b"}))

@@ -20,6 +20,7 @@ class CredentialCipher:
             msg = "no credential encryption key"
             raise ValueError(msg)
         self._fernet = MultiFernet(fernets)
+        self._first = fernets[0]
         self._plain: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
@@ -27,6 +28,22 @@ class CredentialCipher:
 
     def encrypt(self, secret: dict[str, Any]) -> str:
         return self._fernet.encrypt(json.dumps(secret).encode()).decode()
+
+    def rotate(self, ciphertext: str) -> str | None:
+        """``ciphertext`` encrypted again under the first key, or ``None`` when it already
+        is; ``ValueError`` when no configured key decrypts it."""
+        token = ciphertext.encode()
+        try:
+            self._first.decrypt(token)
+        except InvalidToken:
+            pass
+        else:
+            return None
+        try:
+            return self._fernet.rotate(token).decode()
+        except InvalidToken as exc:
+            msg = "credential cannot be decrypted with the configured IPAAS_SECRET_KEY"
+            raise ValueError(msg) from exc
 
     def decrypt(self, ciphertext: str) -> dict[str, Any]:
         # Every execution of a workflow decrypts the same ciphertext; remembering the plain

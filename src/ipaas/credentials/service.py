@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -98,3 +99,37 @@ async def load_secrets(
     """Decrypted secrets of the tenant's credentials among ``credential_ids`` (engine only)."""
     found = await store.get_credentials(tenant_id, credential_ids)
     return {cid: (cred, cipher.decrypt(cred.secret_ciphertext)) for cid, cred in found.items()}
+
+
+@dataclass(slots=True)
+class Rotation:
+    """What ``rotate_secrets`` did: counts, and the ids it could not re-encrypt."""
+
+    rotated: int = 0
+    current: int = 0
+    undecryptable: list[str] = field(default_factory=list)
+
+
+async def rotate_secrets(store: Store, cipher: CredentialCipher) -> Rotation:
+    """Encrypt every tenant's credentials again under the first key of
+    ``IPAAS_SECRET_KEY`` (``new,old``), so that the old key can then be removed.
+
+    Safe beside running processes: credentials are never edited in place, each replacement
+    is a compare-and-set on the ciphertext read, and every process decrypts with both keys
+    until its ``IPAAS_SECRET_KEY`` drops the old one. Running it again changes nothing."""
+    report = Rotation()
+    for tenant_id in await store.list_tenant_ids():
+        for credential in await store.list_credentials(tenant_id):
+            try:
+                new = cipher.rotate(credential.secret_ciphertext)
+            except ValueError:
+                report.undecryptable.append(credential.id)
+                continue
+            if new is None:
+                report.current += 1
+            elif await store.replace_credential_secret(
+                tenant_id, credential.id, old=credential.secret_ciphertext, new=new
+            ):
+                report.rotated += 1
+            # else: deleted meanwhile; nothing left to re-encrypt.
+    return report

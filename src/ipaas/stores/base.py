@@ -166,6 +166,12 @@ class Store(Protocol):
 
     async def delete_credential(self, tenant_id: str, credential_id: str) -> bool: ...
 
+    async def replace_credential_secret(
+        self, tenant_id: str, credential_id: str, *, old: str, new: str
+    ) -> bool:
+        """Set the credential's ``secret_ciphertext`` to ``new`` if it is still ``old`` (a
+        re-encryption under another key); False, and nothing changed, otherwise."""
+
     # -- workflows ----------------------------------------------------------------------------
     async def create_workflow(self, workflow: Workflow) -> None:
         """Insert the workflow and its version ``workflow.version`` (normally 1)."""
@@ -252,7 +258,8 @@ class Store(Protocol):
 
     # -- retention ----------------------------------------------------------------------------
     async def list_tenant_ids(self) -> list[str]:
-        """Unscoped: every tenant's id (the retention job walks them one by one)."""
+        """Unscoped: every tenant's id (retention and ``ipaas secrets rotate`` walk them one
+        by one)."""
 
     async def keep_horizon(self, tenant_id: str, keep: int) -> datetime | None:
         """The finish time of the tenant's ``keep``-th newest finished execution when it has

@@ -137,6 +137,16 @@ class MemoryStore:
         del self.credentials[credential_id]
         return True
 
+    async def replace_credential_secret(
+        self, tenant_id: str, credential_id: str, *, old: str, new: str
+    ) -> bool:
+        credential = await self.get_credential(tenant_id, credential_id)
+        if credential is None or credential.secret_ciphertext != old:
+            return False
+        credential.secret_ciphertext = new
+        self.credentials[credential_id] = credential
+        return True
+
     # -- workflows ------------------------------------------------------------------------
     def _save_version(self, workflow: Workflow) -> None:
         self.versions[(workflow.id, workflow.version)] = (

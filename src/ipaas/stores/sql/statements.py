@@ -146,6 +146,15 @@ LIST_CREDENTIALS = (
     .where(scoped(t.credential))
     .order_by(t.credential.c.created_at.desc(), t.credential.c.id.desc())
 )
+REPLACE_CREDENTIAL_SECRET = (
+    sa.update(t.credential)
+    .where(
+        scoped(t.credential),
+        t.credential.c.id == p("p_id"),
+        t.credential.c.secret_ciphertext == p("p_old"),
+    )
+    .values(secret_ciphertext=p("p_new"))
+)
 DELETE_CREDENTIAL = sa.delete(t.credential).where(
     scoped(t.credential), t.credential.c.id == p("p_id")
 )

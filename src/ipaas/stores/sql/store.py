@@ -236,6 +236,12 @@ class SqlStore:
         params = {"p_tenant_id": tenant_id, "p_id": credential_id}
         return await self._write_one(q.DELETE_CREDENTIAL, params) == 1
 
+    async def replace_credential_secret(
+        self, tenant_id: str, credential_id: str, *, old: str, new: str
+    ) -> bool:
+        params = {"p_tenant_id": tenant_id, "p_id": credential_id, "p_old": old, "p_new": new}
+        return await self._write_one(q.REPLACE_CREDENTIAL_SECRET, params) == 1
+
     # -- workflows ------------------------------------------------------------------------
     async def create_workflow(self, workflow: Workflow) -> None:
         workflow_values, version_values = dict(workflow), _version_values(workflow)
