@@ -285,3 +285,83 @@ def test_secrets_rotate_re_encrypts_every_tenants_credentials(
     assert f"1 credential(s) no configured key decrypts, left as they are: {unreadable}" in (
         captured.err
     )
+
+
+def test_backup_copies_a_database_that_is_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    db = tmp_path / "live.db"
+    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
+    monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
+    assert main(["migrate"]) == 0
+    writer = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    # Each transaction writes two rows that must be seen together or not at all.
+    writer.execute("CREATE TABLE pair (n INTEGER, side TEXT)")
+    stop = threading.Event()
+    committed = 0
+
+    def write() -> None:
+        nonlocal committed
+        while not stop.is_set():
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("INSERT INTO pair VALUES (?, 'a')", (committed,))
+            writer.execute("INSERT INTO pair VALUES (?, 'b')", (committed,))
+            writer.execute("COMMIT")
+            committed += 1
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        while committed < 200:
+            threading.Event().wait(0.01)
+        copy = tmp_path / "copy.db"
+        assert main(["backup", str(copy)]) == 0
+        in_flight_after = committed
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+    out = capsys.readouterr().out
+    assert f"copied the database to {copy}" in out
+    assert "IPAAS_SECRET_KEY" not in out  # a key is configured: nothing to remind
+    check = sqlite3.connect(copy)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        sides = dict(check.execute("SELECT side, count(*) FROM pair GROUP BY side").fetchall())
+        assert sides["a"] == sides["b"] >= 200  # whole transactions only
+        assert sides["a"] <= in_flight_after
+        assert check.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
+    finally:
+        check.close()
+    assert not (tmp_path / "copy.db.partial").exists()
+
+    assert main(["backup", str(copy)]) == 1  # never over an existing file
+    assert "exists; name a new file" in capsys.readouterr().err
+
+
+def test_backup_refuses_postgresql_and_a_missing_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
+    monkeypatch.setenv("IPAAS_DATABASE_URL", "postgresql+asyncpg://u@127.0.0.1:1/db")
+    assert main(["backup", str(tmp_path / "x.db")]) == 1
+    assert "pg_dump" in capsys.readouterr().err
+    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/none.db")
+    assert main(["backup", str(tmp_path / "x.db")]) == 1
+    assert "no database at" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_backup_names_the_development_key_to_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("IPAAS_SECRET_KEY", raising=False)
+    monkeypatch.setenv("IPAAS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/dev.db")
+    assert main(["migrate"]) == 0
+    assert main(["backup", str(tmp_path / "dev-copy.db")]) == 0
+    assert f"keep {tmp_path}/.ipaas-secret-key with it" in capsys.readouterr().out

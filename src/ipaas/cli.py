@@ -11,6 +11,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ipaas.config import Settings
@@ -269,6 +270,22 @@ async def _secrets_rotate(settings: Settings) -> int:
     return 0
 
 
+def _backup(settings: Settings, target: Path) -> int:
+    from ipaas.config import DEV_KEY_FILE
+    from ipaas.stores.sql.backup import BackupError, backup_sqlite
+
+    try:
+        size = backup_sqlite(settings.database_url, target)
+    except BackupError as exc:
+        print(f"ipaas backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"copied the database to {target} ({size:,} bytes)")
+    if settings.secret_key is None:
+        key = settings.data_dir / DEV_KEY_FILE
+        print(f"keep {key} with it: its credentials are encrypted with that key")
+    return 0
+
+
 def _migrate(settings: Settings) -> None:
     if settings.database_url.startswith("memory"):
         return
@@ -350,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits.add_argument(
         "--max-concurrency", type=_limit_value, default=argparse.SUPPRESS, help="running executions"
     )
+    backup = sub.add_parser(
+        "backup", help="copy the embedded SQLite database to a new file while it serves"
+    )
+    backup.add_argument("target", type=Path, help="the copy's path (must not exist)")
     secrets_ = sub.add_parser("secrets", help="credential encryption (operator)")
     secrets_.add_subparsers(dest="action", required=True).add_parser(
         "rotate",
@@ -389,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if hasattr(args, option)
             }
             return asyncio.run(_tenant_limits(settings, tenant_id=args.tenant_id, changes=given))
+        case "backup":
+            return _backup(settings, args.target)
         case "secrets":
             return asyncio.run(_secrets_rotate(settings))
         case "stats":
