@@ -380,6 +380,24 @@ class TestWorkflows:
         made = [await new_workflow(store, acct.id, created_at=at(i)) for i in range(3)]
         assert [w.id for w in await store.list_workflows(acct.id)] == [w.id for w in made[::-1]]
 
+    async def test_list_in_pages(self, store: Store, acct: Account) -> None:
+        other = await new_account(store)
+        await new_workflow(store, other.id, created_at=at(3))
+        # Two share a created_at: the id orders them.
+        made = [await new_workflow(store, acct.id, created_at=at(i // 2)) for i in range(5)]
+        newest_first = [w.id for w in sorted(made, key=lambda w: (w.created_at, w.id))][::-1]
+        assert [w.id for w in await store.list_workflows(acct.id)] == newest_first
+        seen: list[str] = []
+        before = None
+        while True:
+            page = await store.list_workflows(acct.id, before=before, limit=2)
+            seen += [w.id for w in page]
+            if len(page) < 2:
+                break
+            before = (page[-1].created_at, page[-1].id)
+        assert seen == newest_first
+        assert await store.list_workflows(acct.id, limit=0) == []
+
     async def test_update_in_place(self, store: Store, acct: Account, wf: Workflow) -> None:
         changed = wf.model_copy(update={"name": "Renamed", "active": False, "updated_at": at(5)})
         assert await store.update_workflow(changed, new_version=False) is True

@@ -174,6 +174,43 @@ class TestUpdate:
         assert got.json()["name"] == "renamed"
         assert got.json()["steps"][0]["config"]["text"].startswith("v2")
 
+    async def test_list_in_pages_follows_the_link_header(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        for n in range(7):
+            body = general(cid) | {"name": f"wf {n}"}
+            assert (await client.post("/api/workflows", json=body, headers=auth)).status_code == 201
+        everything = await client.get("/api/workflows", headers=auth)
+        assert "link" not in everything.headers
+        names = [w["name"] for w in everything.json()]
+        assert names == [f"wf {n}" for n in range(6, -1, -1)]
+
+        pages: list[list[str]] = []
+        url: str | None = "/api/workflows?limit=3"
+        while url is not None:
+            page = await client.get(url, headers=auth)
+            assert page.status_code == 200, page.text
+            pages.append([w["name"] for w in page.json()])
+            link = page.headers.get("link")
+            url = None if link is None else link.split(">")[0].lstrip("<")
+            if link is not None:
+                assert link.endswith('>; rel="next"')
+                assert url is not None and url.startswith("http://ipaas.test/api/workflows?")
+        assert [len(p) for p in pages] == [3, 3, 1]
+        assert sum(pages, []) == names
+
+    @pytest.mark.parametrize(
+        ("query", "status"),
+        [("limit=0", 422), ("limit=501", 422), ("limit=x", 422), ("cursor=%21%21", 400)],
+    )
+    async def test_bad_page_parameters(
+        self, client: httpx.AsyncClient, auth: dict[str, str], query: str, status: int
+    ) -> None:
+        response = await client.get(f"/api/workflows?{query}", headers=auth)
+        assert response.status_code == status, response.text
+        assert "error" in response.json()
+
     async def test_delete_then_404(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
         cid = await slack_credential(client, auth)
         wf = (await client.post("/api/workflows", json=general(cid), headers=auth)).json()

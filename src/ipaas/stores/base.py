@@ -181,8 +181,15 @@ class Store(Protocol):
     async def get_workflow_for_intake(self, workflow_id: str) -> Workflow | None:
         """Unscoped: the public webhook URL carries only the (unguessable) workflow id."""
 
-    async def list_workflows(self, tenant_id: str) -> list[Workflow]:
-        """Newest first."""
+    async def list_workflows(
+        self,
+        tenant_id: str,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int | None = None,
+    ) -> list[Workflow]:
+        """Newest first (by ``created_at``, then ``id``): those before the ``(created_at,
+        id)`` key ``before`` if given, at most ``limit`` of them if given."""
 
     async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         """Unscoped: the active workflows of every tenant whose trigger type is ``schedule``,

@@ -166,11 +166,20 @@ class MemoryStore:
         wf = self.workflows.get(workflow_id)
         return wf.model_copy(deep=True) if wf else None
 
-    async def list_workflows(self, tenant_id: str) -> list[Workflow]:
+    async def list_workflows(
+        self,
+        tenant_id: str,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int | None = None,
+    ) -> list[Workflow]:
         rows = [
-            w.model_copy(deep=True) for w in self.workflows.values() if w.tenant_id == tenant_id
+            w
+            for w in self.workflows.values()
+            if w.tenant_id == tenant_id and (before is None or (w.created_at, w.id) < before)
         ]
-        return sorted(rows, key=lambda w: (w.created_at, w.id), reverse=True)
+        rows.sort(key=lambda w: (w.created_at, w.id), reverse=True)
+        return [w.model_copy(deep=True) for w in rows[:limit]]
 
     async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         rows = sorted(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import Request, status
+from typing import Annotated
+
+from fastapi import Query, Request, Response, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
@@ -56,11 +58,49 @@ async def create_workflow(
     return _read(request, workflow)
 
 
-@router.get("")
+#: The largest page of ``GET /api/workflows?limit=``, and the page a lone ``cursor`` gets.
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+
+_LIST = responses(400, 422, s400="Invalid `cursor`") | {
+    200: {
+        "headers": {
+            "Link": {
+                "description": 'With `limit`: the next page, `<url>; rel="next"` (RFC 8288); '
+                "absent on the last page",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
+
+
+@router.get("", responses=_LIST)
 async def list_workflows(
-    request: Request, principal: CurrentPrincipal, store: StoreDep
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_PAGE, description="Pages of this many; without it, every workflow"),
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(description="The next page's cursor, from the `Link` header")
+    ] = None,
 ) -> list[WorkflowRead]:
-    workflows = await workflow_service.list_(store, tenant_id=principal.tenant_id)
+    """Newest first. Without ``limit``, all of them (as before pages existed); with it, one
+    page, and a ``Link: <...>; rel="next"`` header while more follow."""
+    if limit is None and cursor is None:
+        workflows = await workflow_service.list_(store, tenant_id=principal.tenant_id)
+        return [_read(request, w) for w in workflows]
+    page_size = limit or DEFAULT_PAGE
+    workflows, next_cursor = await workflow_service.list_page(
+        store, tenant_id=principal.tenant_id, cursor=cursor, limit=page_size
+    )
+    if next_cursor is not None:
+        url = request.url.include_query_params(limit=page_size, cursor=next_cursor)
+        response.headers["Link"] = f'<{url}>; rel="next"'
     return [_read(request, w) for w in workflows]
 
 

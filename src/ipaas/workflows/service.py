@@ -20,6 +20,7 @@ from ipaas.executions.models import ExecutionStatus, StepRun, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
 from ipaas.kit.ids import new_id
+from ipaas.kit.pagination import Cursor
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
 from ipaas.workflows.models import Step, Trigger, TriggerType, Workflow, WorkflowDefinition
@@ -151,6 +152,21 @@ async def get(store: Store, *, tenant_id: str, workflow_id: str) -> Workflow:
 
 async def list_(store: Store, *, tenant_id: str) -> list[Workflow]:
     return await store.list_workflows(tenant_id)
+
+
+async def list_page(
+    store: Store, *, tenant_id: str, cursor: str | None, limit: int
+) -> tuple[list[Workflow], str | None]:
+    """One page, newest first, and the cursor of the next one (``None`` after the last)."""
+    before = Cursor.decode(cursor) if cursor else None
+    rows = await store.list_workflows(
+        tenant_id,
+        before=(before.created_at, before.id) if before else None,
+        limit=limit + 1,  # one more tells whether another page follows, without a COUNT
+    )
+    items = rows[:limit]
+    more = len(rows) > limit
+    return items, Cursor(items[-1].created_at, items[-1].id).encode() if more else None
 
 
 #: Rounds an edit may lose to concurrent edits of the same workflow before it gives up with

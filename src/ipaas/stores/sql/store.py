@@ -261,8 +261,24 @@ class SqlStore:
         row = await self._db.run_read(_first(q.GET_WORKFLOW_FOR_INTAKE, {"p_id": workflow_id}))
         return None if row is None else _workflow(row)
 
-    async def list_workflows(self, tenant_id: str) -> list[Workflow]:
-        rows = await self._db.run_read(_all(q.LIST_WORKFLOWS, {"p_tenant_id": tenant_id}))
+    async def list_workflows(
+        self,
+        tenant_id: str,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int | None = None,
+    ) -> list[Workflow]:
+        query = q.LIST_WORKFLOWS
+        params: dict[str, Any] = {"p_tenant_id": tenant_id}
+        if before is not None:
+            # A row-value comparison, so the (tenant_id, created_at) index bounds the scan.
+            key = sa.tuple_(q.p_at("p_before_at"), q.p("p_before_id"))
+            query = query.where(sa.tuple_(t.workflow.c.created_at, t.workflow.c.id) < key)
+            params["p_before_at"], params["p_before_id"] = before
+        if limit is not None:
+            query = query.limit(sa.bindparam("p_limit", type_=sa.Integer()))
+            params["p_limit"] = limit
+        rows = await self._db.run_read(_all(query, params))
         return [_workflow(row) for row in rows]
 
     async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
