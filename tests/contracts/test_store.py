@@ -398,6 +398,12 @@ class TestWorkflows:
         assert seen == newest_first
         assert await store.list_workflows(acct.id, limit=0) == []
 
+    async def test_names_newest_first(self, store: Store, acct: Account) -> None:
+        await new_workflow(store, (await new_account(store)).id)
+        made = [await new_workflow(store, acct.id, created_at=at(i)) for i in range(3)]
+        names = await store.workflow_names(acct.id)
+        assert list(names.items()) == [(w.id, w.name) for w in made[::-1]]
+
     async def test_update_in_place(self, store: Store, acct: Account, wf: Workflow) -> None:
         changed = wf.model_copy(update={"name": "Renamed", "active": False, "updated_at": at(5)})
         assert await store.update_workflow(changed, new_version=False) is True

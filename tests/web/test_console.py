@@ -450,3 +450,32 @@ class TestExecutionFilters:
         assert bad.status_code == 400
         assert "Unknown status" in bad.text
         assert bad.headers["content-type"].startswith("text/html")
+
+
+class TestWorkflowList:
+    async def test_workflows_come_in_pages(
+        self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from ipaas.web.pages import workflows as workflow_pages
+
+        monkeypatch.setattr(workflow_pages, "PAGE", 2)
+        await console_signup(client)
+        credential_id = await _credential(client)
+        for n in range(3):
+            form = _workflow_form(credential_id, name=f"flow {n}")
+            created = await post_form(client, "/workflows/new", "/workflows/new", form)
+            assert created.status_code == 303, created.text
+        first = await client.get("/workflows")
+        assert re.findall(r">flow (\d)</a>", first.text) == ["2", "1"]
+        older = re.search(r'<a href="(/workflows\?cursor=[^"]+)">Older workflows</a>', first.text)
+        assert older
+        second = await client.get(older.group(1).replace("&amp;", "&"))
+        assert re.findall(r">flow (\d)</a>", second.text) == ["0"]
+        assert "Older workflows" not in second.text
+        # Every workflow is still offered by the executions filter, newest first.
+        filters = await client.get("/executions")
+        assert re.findall(r'<option value="wf_[^"]+">flow (\d)</option>', filters.text) == [
+            "2",
+            "1",
+            "0",
+        ]

@@ -196,9 +196,10 @@ class TestUpdate:
             url = None if link is None else link.split(">")[0].lstrip("<")
             if link is not None:
                 assert link.endswith('>; rel="next"')
-                assert url is not None and url.startswith("http://ipaas.test/api/workflows?")
+                assert url is not None
+                assert url.startswith("http://ipaas.test/api/workflows?")
         assert [len(p) for p in pages] == [3, 3, 1]
-        assert sum(pages, []) == names
+        assert [name for page in pages for name in page] == names
 
     @pytest.mark.parametrize(
         ("query", "status"),

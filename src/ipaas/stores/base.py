@@ -191,6 +191,10 @@ class Store(Protocol):
         """Newest first (by ``created_at``, then ``id``): those before the ``(created_at,
         id)`` key ``before`` if given, at most ``limit`` of them if given."""
 
+    async def workflow_names(self, tenant_id: str) -> dict[str, str]:
+        """Every workflow's name by id, newest first: the console's labels and filters,
+        without reading (and parsing) every definition."""
+
     async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         """Unscoped: the active workflows of every tenant whose trigger type is ``schedule``,
         oldest first. The scheduler takes the tenant from each workflow, as intake does."""

@@ -181,6 +181,9 @@ class MemoryStore:
         rows.sort(key=lambda w: (w.created_at, w.id), reverse=True)
         return [w.model_copy(deep=True) for w in rows[:limit]]
 
+    async def workflow_names(self, tenant_id: str) -> dict[str, str]:
+        return {w.id: w.name for w in await self.list_workflows(tenant_id)}
+
     async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         rows = sorted(
             (

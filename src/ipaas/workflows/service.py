@@ -154,6 +154,11 @@ async def list_(store: Store, *, tenant_id: str) -> list[Workflow]:
     return await store.list_workflows(tenant_id)
 
 
+async def names(store: Store, *, tenant_id: str) -> dict[str, str]:
+    """Every workflow's name by id, newest first."""
+    return await store.workflow_names(tenant_id)
+
+
 async def list_page(
     store: Store, *, tenant_id: str, cursor: str | None, limit: int
 ) -> tuple[list[Workflow], str | None]:

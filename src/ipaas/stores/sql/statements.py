@@ -165,6 +165,11 @@ LIST_WORKFLOWS = (
     .where(scoped(t.workflow))
     .order_by(t.workflow.c.created_at.desc(), t.workflow.c.id.desc())
 )
+WORKFLOW_NAMES = (
+    sa.select(t.workflow.c.id, t.workflow.c.name)
+    .where(scoped(t.workflow))
+    .order_by(t.workflow.c.created_at.desc(), t.workflow.c.id.desc())
+)
 # Unscoped (the scheduler). The JSON path is portable Core: JSON_EXTRACT on SQLite, ->> on
 # PostgreSQL. No index: a full scan of ``workflow`` per scheduler pass is cheap at our sizes.
 _WF = t.workflow

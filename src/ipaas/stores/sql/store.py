@@ -281,6 +281,10 @@ class SqlStore:
         rows = await self._db.run_read(_all(query, params))
         return [_workflow(row) for row in rows]
 
+    async def workflow_names(self, tenant_id: str) -> dict[str, str]:
+        rows = await self._db.run_read(_all(q.WORKFLOW_NAMES, {"p_tenant_id": tenant_id}))
+        return {row.id: row.name for row in rows}
+
     async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         rows = await self._db.run_read(_all(q.LIST_SCHEDULED_WORKFLOWS, {}))
         return [

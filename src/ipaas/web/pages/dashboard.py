@@ -20,12 +20,8 @@ router = APIRouter()
 
 async def _dashboard(runtime: RuntimeDep, principal: SessionPrincipal) -> dict[str, Any]:
     summary = await stats.summarize(runtime.store, tenant_id=principal.tenant_id, now=utcnow())
-    workflows = await workflow_service.list_(runtime.store, tenant_id=principal.tenant_id)
-    return {
-        "summary": summary,
-        "chart": charts.per_minute(summary),
-        "names": {w.id: w.name for w in workflows},
-    }
+    names = await workflow_service.names(runtime.store, tenant_id=principal.tenant_id)
+    return {"summary": summary, "chart": charts.per_minute(summary), "names": names}
 
 
 DashboardDep = Annotated[dict[str, Any], Depends(_dashboard)]

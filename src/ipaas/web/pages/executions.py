@@ -41,14 +41,13 @@ async def _executions(
         cursor=cursor or None,
         limit=50,
     )
-    workflows = await workflow_service.list_(runtime.store, tenant_id=principal.tenant_id)
+    names = await workflow_service.names(runtime.store, tenant_id=principal.tenant_id)
     return {
         "executions": [ExecutionRead.of(e) for e in items],
         "next_cursor": next_cursor,
         "filters": {"workflow_id": workflow_id or "", "status": status},
         "statuses": list(ExecutionStatus),
-        "workflows": workflows,
-        "names": {w.id: w.name for w in workflows},
+        "names": names,
     }
 
 

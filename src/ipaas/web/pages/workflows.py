@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ipaas.api.deps import RuntimeDep
@@ -33,12 +33,22 @@ def webhook_url(request: Request, workflow_id: str) -> str:
     return f"{str(request.base_url).rstrip('/')}/api/webhooks/{workflow_id}"
 
 
+#: Workflows on one page of the list: each row also reads its recent runs.
+PAGE = 50
+
+
 @router.get("/workflows")
 async def workflows(
-    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
+    page, next_cursor = await workflow_service.list_page(
+        runtime.store, tenant_id=principal.tenant_id, cursor=cursor or None, limit=PAGE
+    )
     rows = []
-    for workflow in await workflow_service.list_(runtime.store, tenant_id=principal.tenant_id):
+    for workflow in page:
         recent, _ = await execution_service.list_(
             runtime.store,
             tenant_id=principal.tenant_id,
@@ -57,7 +67,8 @@ async def workflows(
                 "sample": len(finished),
             }
         )
-    return render(request, "workflows.html", {"rows": rows})
+    context = {"rows": rows, "next_cursor": next_cursor, "first_page": not cursor}
+    return render(request, "workflows.html", context)
 
 
 async def _workflow_form_context(
