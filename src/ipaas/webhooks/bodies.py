@@ -59,7 +59,9 @@ def _inflate(body: bytes, coding: str, wbits: tuple[int, ...], limit: int) -> by
         if len(out) > limit or inflater.unconsumed_tail:
             raise PayloadTooLarge(f"Body exceeds {limit} bytes once {coding} is undone")
         if not inflater.eof:
-            raise ValidationFailed(f"Body is cut short {coding}", code="invalid_content_encoding")
+            raise ValidationFailed(
+                f"Body ends before its {coding} stream does", code="invalid_content_encoding"
+            )
         return out
     raise ValidationFailed(
         f"Body is not valid {coding}: {error}", code="invalid_content_encoding"
