@@ -166,6 +166,18 @@ class MemoryStore:
         wf = self.workflows.get(workflow_id)
         return wf.model_copy(deep=True) if wf else None
 
+    def _newest_first(
+        self, tenant_id: str, before: tuple[datetime, str] | None = None
+    ) -> list[Workflow]:
+        """The tenant's stored workflows (not copies), newest first, before ``before``."""
+        rows = [
+            w
+            for w in self.workflows.values()
+            if w.tenant_id == tenant_id and (before is None or (w.created_at, w.id) < before)
+        ]
+        rows.sort(key=lambda w: (w.created_at, w.id), reverse=True)
+        return rows
+
     async def list_workflows(
         self,
         tenant_id: str,
@@ -173,16 +185,12 @@ class MemoryStore:
         before: tuple[datetime, str] | None = None,
         limit: int | None = None,
     ) -> list[Workflow]:
-        rows = [
-            w
-            for w in self.workflows.values()
-            if w.tenant_id == tenant_id and (before is None or (w.created_at, w.id) < before)
-        ]
-        rows.sort(key=lambda w: (w.created_at, w.id), reverse=True)
-        return [w.model_copy(deep=True) for w in rows[:limit]]
+        rows = self._newest_first(tenant_id, before)[:limit]
+        return [w.model_copy(deep=True) for w in rows]
 
     async def workflow_names(self, tenant_id: str) -> dict[str, str]:
-        return {w.id: w.name for w in await self.list_workflows(tenant_id)}
+        # Names only: no deep copy of every definition, as the SQL store reads two columns.
+        return {w.id: w.name for w in self._newest_first(tenant_id)}
 
     async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
         rows = sorted(
