@@ -454,6 +454,20 @@ class TestWorkflows:
         assert got is not None
         assert (got.name, got.version, got.updated_at) == ("stale", 2, at(6))
 
+    async def test_delete_over_a_stale_base_deletes_nothing(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        """``If-Match`` on DELETE: deleted only in the state the caller saw."""
+        edited = wf.model_copy(update={"name": "edited", "updated_at": at(5)})
+        assert await store.update_workflow(edited, new_version=False)
+        assert await store.delete_workflow(acct.id, wf.id, base_updated_at=wf.updated_at) is False
+        got = await store.get_workflow(acct.id, wf.id)
+        assert got is not None
+        assert got.name == "edited"
+        assert await store.delete_workflow(acct.id, wf.id, base_updated_at=at(5)) is True
+        assert await store.get_workflow(acct.id, wf.id) is None
+        assert await store.delete_workflow(acct.id, wf.id, base_updated_at=at(5)) is False
+
     async def test_update_unknown(self, store: Store, acct: Account) -> None:
         ghost = make_workflow(acct.id)
         assert await store.update_workflow(ghost, new_version=True) is False

@@ -8,10 +8,11 @@ import asyncio
 
 import pytest
 
+from ipaas.kit.preconditions import IfMatch, PreconditionFailed
 from ipaas.stores import Store
 from ipaas.webhooks.cache import WorkflowCache
 from ipaas.workflows import service as workflow_service
-from ipaas.workflows.models import Step
+from ipaas.workflows.models import Step, Workflow
 from ipaas.workflows.schemas import WorkflowPatch, WorkflowUpdate
 from tests.contracts.test_store import Account, make_credential, new_account, new_workflow
 
@@ -110,3 +111,86 @@ async def test_an_edit_that_keeps_losing_gives_up_with_409(
     got = await store.get_workflow(acct.id, wf.id)
     assert got is not None
     assert got.name == wf.name
+
+
+async def test_if_match_lets_one_of_many_edits_of_one_state_through(
+    store: Store, acct: Account
+) -> None:
+    """Edits all made from the same copy, each with its ``If-Match``: exactly one is saved;
+    the others get 412 (they would have replaced what they never saw), and start over from
+    nothing silently."""
+    wf = await new_workflow(store, acct.id)
+    cache = WorkflowCache()
+    seen = IfMatch.parse(wf.etag)
+
+    async def rename(n: int) -> Workflow | PreconditionFailed:
+        try:
+            return await workflow_service.update(
+                store,
+                cache,
+                tenant_id=acct.id,
+                workflow_id=wf.id,
+                data=WorkflowPatch(name=f"edit {n}"),
+                if_match=seen,
+            )
+        except PreconditionFailed as exc:
+            return exc
+
+    results = await asyncio.gather(*(rename(n) for n in range(EDITS)))
+
+    saved = [r for r in results if isinstance(r, Workflow)]
+    refused = [r for r in results if isinstance(r, PreconditionFailed)]
+    assert len(saved) == 1
+    assert len(refused) == EDITS - 1
+    got = await store.get_workflow(acct.id, wf.id)
+    assert got is not None
+    assert got.name == saved[0].name
+    assert got.etag == saved[0].etag != wf.etag
+    assert {r.details["etag"] for r in refused} == {got.etag}
+
+
+async def test_if_match_on_delete_spares_a_workflow_edited_since(
+    store: Store, acct: Account
+) -> None:
+    wf = await new_workflow(store, acct.id)
+    cache = WorkflowCache()
+    edited = await workflow_service.update(
+        store, cache, tenant_id=acct.id, workflow_id=wf.id, data=WorkflowPatch(name="edited")
+    )
+    with pytest.raises(PreconditionFailed):
+        await workflow_service.delete(
+            store, cache, tenant_id=acct.id, workflow_id=wf.id, if_match=IfMatch.parse(wf.etag)
+        )
+    assert await store.get_workflow(acct.id, wf.id) is not None
+    await workflow_service.delete(
+        store, cache, tenant_id=acct.id, workflow_id=wf.id, if_match=IfMatch.parse(edited.etag)
+    )
+    assert await store.get_workflow(acct.id, wf.id) is None
+
+
+async def test_if_match_on_delete_loses_to_an_edit_between_read_and_delete(
+    store: Store, acct: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check is the store's delete itself, not only the read before it."""
+    wf = await new_workflow(store, acct.id)
+    delete_workflow = store.delete_workflow
+
+    async def edited_meanwhile(*args: object, **kwargs: object) -> bool:
+        later = wf.model_copy(
+            update={"name": "edited", "updated_at": wf.updated_at.replace(year=2031)}
+        )
+        assert await store.update_workflow(later, new_version=False)
+        return await delete_workflow(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "delete_workflow", edited_meanwhile)
+    with pytest.raises(PreconditionFailed):
+        await workflow_service.delete(
+            store,
+            WorkflowCache(),
+            tenant_id=acct.id,
+            workflow_id=wf.id,
+            if_match=IfMatch.parse(wf.etag),
+        )
+    got = await store.get_workflow(acct.id, wf.id)
+    assert got is not None
+    assert got.name == "edited"

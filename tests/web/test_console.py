@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import Any
@@ -320,6 +321,46 @@ class TestWorkflowForm:
         for kept in ('"body_path": "id"', '"name": "Tell the team"', '"max_attempts": 2'):
             assert kept in page.text.replace("&#34;", '"'), kept
         assert "Order {{ trigger.body.id }}" in page.text
+
+    async def test_saving_over_an_edit_made_since_the_page_opened_asks_first(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Two tabs open the editor; the second to save is told, and its save is not made
+        until it saves again (then deliberately over the other)."""
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        edit = created.headers["location"] + "/edit"
+        detail = created.headers["location"]
+
+        def base_of(page: httpx.Response) -> str:
+            found = re.search(r'name="base" value="([^"]*)"', page.text)
+            assert found is not None
+            return html.unescape(found.group(1))
+
+        first_tab = base_of(await client.get(edit))
+        second_tab = base_of(await client.get(edit))
+        assert first_tab == second_tab
+        saved = await post_form(
+            client, edit, edit, _workflow_form(credential_id, name="theirs", base=first_tab)
+        )
+        assert saved.status_code == 303, saved.text
+
+        stale = await post_form(
+            client, edit, edit, _workflow_form(credential_id, name="mine", base=second_tab)
+        )
+        assert stale.status_code == 409, stale.text
+        assert "Someone else saved this workflow" in stale.text
+        assert 'value="mine"' in stale.text  # what was typed is still there
+        assert "<h1>theirs" in (await client.get(detail)).text
+
+        again = await post_form(
+            client, edit, edit, _workflow_form(credential_id, name="mine", base=base_of(stale))
+        )
+        assert again.status_code == 303, again.text
+        assert "<h1>mine" in (await client.get(detail)).text
 
     async def test_the_service_error_sits_next_to_its_field(
         self, client: httpx.AsyncClient

@@ -212,6 +212,90 @@ class TestUpdate:
         assert response.status_code == status, response.text
         assert "error" in response.json()
 
+    async def test_etag_and_if_match(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+        """Two people edit from the same copy: the second edit gets 412 instead of
+        overwriting the first; ``*`` and the current tag go through."""
+        cid = await slack_credential(client, auth)
+        created = await client.post("/api/workflows", json=general(cid), headers=auth)
+        wf_id = created.json()["id"]
+        first = created.headers["etag"]
+        got = await client.get(f"/api/workflows/{wf_id}", headers=auth)
+        assert got.headers["etag"] == first
+        assert first.startswith('"1-')
+        assert first.endswith('"')
+
+        alice = await client.patch(
+            f"/api/workflows/{wf_id}", json={"name": "alice"}, headers=auth | {"If-Match": first}
+        )
+        assert alice.status_code == 200, alice.text
+        second = alice.headers["etag"]
+        assert second != first
+        bob = await client.put(
+            f"/api/workflows/{wf_id}",
+            json=general(cid, "bob {{ trigger.body.id }}"),
+            headers=auth | {"If-Match": first},
+        )
+        assert bob.status_code == 412, bob.text
+        error = bob.json()["error"]
+        assert error["code"] == "precondition_failed"
+        assert error["details"] == {"etag": second}
+        now = (await client.get(f"/api/workflows/{wf_id}", headers=auth)).json()
+        assert (now["name"], now["version"]) == ("alice", 1)
+
+        # A list holding the current tag, a weak tag (never matches), and "*".
+        listed = await client.put(
+            f"/api/workflows/{wf_id}",
+            json=general(cid, "v2 {{ trigger.body.id }}"),
+            headers=auth | {"If-Match": f'"nope", {second}'},
+        )
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["version"] == 2
+        weak = await client.patch(
+            f"/api/workflows/{wf_id}",
+            json={"name": "weak"},
+            headers=auth | {"If-Match": "W/" + listed.headers["etag"]},
+        )
+        assert weak.status_code == 412
+        star = await client.patch(
+            f"/api/workflows/{wf_id}", json={"name": "any"}, headers=auth | {"If-Match": "*"}
+        )
+        assert star.status_code == 200
+
+        stale_delete = await client.delete(
+            f"/api/workflows/{wf_id}", headers=auth | {"If-Match": first}
+        )
+        assert stale_delete.status_code == 412
+        current = star.headers["etag"]
+        deleted = await client.delete(
+            f"/api/workflows/{wf_id}", headers=auth | {"If-Match": current}
+        )
+        assert deleted.status_code == 204
+        gone = await client.patch(
+            f"/api/workflows/{wf_id}", json={"name": "x"}, headers=auth | {"If-Match": "*"}
+        )
+        assert gone.status_code == 404
+
+    @pytest.mark.parametrize("value", ["3-17", '"unterminated', '"a" "b"', "", 'W/ "a"'])
+    async def test_malformed_if_match_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str], value: str
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        wf = (await client.post("/api/workflows", json=general(cid), headers=auth)).json()
+        for send in (client.patch, client.put):
+            body = {"name": "x"} if send is client.patch else general(cid)
+            response = await send(
+                f"/api/workflows/{wf['id']}", json=body, headers=auth | {"If-Match": value}
+            )
+            assert response.status_code == 422, (value, response.text)
+            assert response.json()["error"]["details"][0]["loc"] == ["header", "If-Match"]
+        refused = await client.delete(
+            f"/api/workflows/{wf['id']}", headers=auth | {"If-Match": value}
+        )
+        assert refused.status_code == 422
+        assert (await client.get(f"/api/workflows/{wf['id']}", headers=auth)).json()["name"] == (
+            "Orders to Slack"
+        )
+
     async def test_delete_then_404(self, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
         cid = await slack_credential(client, auth)
         wf = (await client.post("/api/workflows", json=general(cid), headers=auth)).json()

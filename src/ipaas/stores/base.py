@@ -210,8 +210,12 @@ class Store(Protocol):
         from), a compare-and-set: also False, and nothing saved, when the stored workflow's
         ``updated_at`` is no longer that, i.e. another edit was saved in between."""
 
-    async def delete_workflow(self, tenant_id: str, workflow_id: str) -> bool:
-        """Delete the workflow (its versions and executions stay readable by id)."""
+    async def delete_workflow(
+        self, tenant_id: str, workflow_id: str, *, base_updated_at: datetime | None = None
+    ) -> bool:
+        """Delete the workflow (its versions and executions stay readable by id). False when
+        it does not exist for that tenant, or, with ``base_updated_at``, when its stored
+        ``updated_at`` is no longer that (nothing deleted)."""
 
     async def get_workflow_version(
         self, tenant_id: str, workflow_id: str, version: int

@@ -221,8 +221,13 @@ class MemoryStore:
             self._save_version(workflow)
         return True
 
-    async def delete_workflow(self, tenant_id: str, workflow_id: str) -> bool:
-        if await self.get_workflow(tenant_id, workflow_id) is None:
+    async def delete_workflow(
+        self, tenant_id: str, workflow_id: str, *, base_updated_at: datetime | None = None
+    ) -> bool:
+        stored = await self.get_workflow(tenant_id, workflow_id)
+        if stored is None:
+            return False
+        if base_updated_at is not None and stored.updated_at != base_updated_at:
             return False
         del self.workflows[workflow_id]
         return True

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Query, Request, Response, status
+from fastapi import Header, Query, Request, Response, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
-from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
+from ipaas.api.errors import AUTHENTICATED, WITH_BODY, Error, responses
 from ipaas.api.routing import api_router
 from ipaas.executions.models import TriggerData
 from ipaas.executions.schemas import ExecutionRead
+from ipaas.kit.preconditions import IF_MATCH_PATTERN, IfMatch
 from ipaas.webhooks import service as webhook_service
 from ipaas.workflows import service as workflow_service
 from ipaas.workflows.models import Workflow, WorkflowDefinition
@@ -25,9 +26,48 @@ from ipaas.workflows.schemas import (
 router = api_router(prefix="/workflows", tags=["workflows"], responses=AUTHENTICATED)
 _BY_ID = responses(404, 422)
 _BY_ID_WITH_BODY = responses(404) | WITH_BODY
+_ETAG: dict[str, Any] = {
+    "ETag": {
+        "description": "This saved state's entity tag; send it back in `If-Match` to edit "
+        "or delete only that state",
+        "schema": {"type": "string"},
+    }
+}
+_PRECONDITION: dict[int | str, dict[str, Any]] = {
+    412: {
+        "description": "`If-Match` names a state the workflow is no longer in "
+        "(`precondition_failed`; `details.etag` is the current one)",
+        "model": Error,
+    }
+}
+_CHANGED: dict[int | str, dict[str, Any]] = {200: {"headers": _ETAG}}
 _EDIT = (
-    responses(404, 409, s409="Changed by too many other requests at once; try again") | WITH_BODY
+    WITH_BODY
+    | responses(
+        404,
+        409,
+        s409="Changed by too many other requests at once; try again",
+    )
+    | _PRECONDITION
+    | _CHANGED
 )
+_DELETE = responses(404, 409, 422) | _PRECONDITION
+
+#: ``If-Match`` on PUT, PATCH and DELETE (RFC 9110, 13.1.1).
+IfMatchHeader = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        pattern=IF_MATCH_PATTERN,
+        description="The `ETag` of the state this change was made from (or `*`); "
+        "412 if the workflow has changed since",
+    ),
+]
+
+
+def _tagged(response: Response, workflow: Workflow) -> Workflow:
+    response.headers["ETag"] = workflow.etag
+    return workflow
 
 
 def _read(request: Request, workflow: Workflow) -> WorkflowRead:
@@ -50,12 +90,18 @@ def _read(request: Request, workflow: Workflow) -> WorkflowRead:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=WITH_BODY)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses=WITH_BODY | {201: {"headers": _ETAG}}
+)
 async def create_workflow(
-    body: WorkflowCreate, request: Request, principal: CurrentPrincipal, store: StoreDep
+    body: WorkflowCreate,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    store: StoreDep,
 ) -> WorkflowRead:
     workflow = await workflow_service.create(store, tenant_id=principal.tenant_id, data=body)
-    return _read(request, workflow)
+    return _read(request, _tagged(response, workflow))
 
 
 #: The largest page of ``GET /api/workflows?limit=``, and the page a lone ``cursor`` gets.
@@ -122,14 +168,18 @@ async def dry_run(
     )
 
 
-@router.get("/{workflow_id}", responses=_BY_ID)
+@router.get("/{workflow_id}", responses=_BY_ID | _CHANGED)
 async def get_workflow(
-    workflow_id: str, request: Request, principal: CurrentPrincipal, store: StoreDep
+    workflow_id: str,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    store: StoreDep,
 ) -> WorkflowRead:
     workflow = await workflow_service.get(
         store, tenant_id=principal.tenant_id, workflow_id=workflow_id
     )
-    return _read(request, workflow)
+    return _read(request, _tagged(response, workflow))
 
 
 @router.put("/{workflow_id}", responses=_EDIT)
@@ -137,8 +187,10 @@ async def replace_workflow(
     workflow_id: str,
     body: WorkflowUpdate,
     request: Request,
+    response: Response,
     principal: CurrentPrincipal,
     runtime: RuntimeDep,
+    if_match: IfMatchHeader = None,
 ) -> WorkflowRead:
     workflow = await workflow_service.update(
         runtime.store,
@@ -146,8 +198,9 @@ async def replace_workflow(
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id,
         data=body,
+        if_match=IfMatch.parse(if_match),
     )
-    return _read(request, workflow)
+    return _read(request, _tagged(response, workflow))
 
 
 @router.patch("/{workflow_id}", responses=_EDIT)
@@ -155,8 +208,10 @@ async def patch_workflow(
     workflow_id: str,
     body: WorkflowPatch,
     request: Request,
+    response: Response,
     principal: CurrentPrincipal,
     runtime: RuntimeDep,
+    if_match: IfMatchHeader = None,
 ) -> WorkflowRead:
     """Partial update; ``{"active": false}`` deactivates."""
     workflow = await workflow_service.update(
@@ -165,19 +220,24 @@ async def patch_workflow(
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id,
         data=body,
+        if_match=IfMatch.parse(if_match),
     )
-    return _read(request, workflow)
+    return _read(request, _tagged(response, workflow))
 
 
-@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_BY_ID)
+@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_DELETE)
 async def delete_workflow(
-    workflow_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+    workflow_id: str,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    if_match: IfMatchHeader = None,
 ) -> None:
     await workflow_service.delete(
         runtime.store,
         runtime.workflow_cache,
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id,
+        if_match=IfMatch.parse(if_match),
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from ipaas.kit.numbers import json_int
+from ipaas.kit.preconditions import entity_tag
 
 
 class TriggerType(StrEnum):
@@ -225,6 +226,11 @@ class Workflow(BaseModel):
     @property
     def definition(self) -> WorkflowDefinition:
         return WorkflowDefinition(trigger=self.trigger, steps=self.steps)
+
+    @property
+    def etag(self) -> str:
+        """This saved state's entity tag (``ETag``; ``If-Match`` compares with it)."""
+        return entity_tag(self.version, self.updated_at)
 
     @property
     def credential_ids(self) -> set[str]:

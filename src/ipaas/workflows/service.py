@@ -21,6 +21,7 @@ from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
 from ipaas.kit.ids import new_id
 from ipaas.kit.pagination import Cursor
+from ipaas.kit.preconditions import IfMatch
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
 from ipaas.workflows.models import Step, Trigger, TriggerType, Workflow, WorkflowDefinition
@@ -190,17 +191,23 @@ async def update(
     tenant_id: str,
     workflow_id: str,
     data: WorkflowUpdate | WorkflowPatch,
+    if_match: IfMatch | None = None,
 ) -> Workflow:
     """Apply a change; trigger or step changes make a new version (running executions keep
     the version they started with).
 
     A compare-and-set on the workflow's ``updated_at``: an edit saved by another request
     between this one's read and its write makes this one start over from that edit, so no
-    edit overwrites another's fields or reuses its version number."""
+    edit overwrites another's fields or reuses its version number. With ``if_match`` (the
+    client's ``If-Match``) it does not start over: an edit made from a state other than
+    the one named gets 412 (``PreconditionFailed``)."""
     changes = data.model_dump(exclude_unset=not isinstance(data, WorkflowUpdate))
     changes = {k: v for k, v in changes.items() if v is not None}
     for _ in range(MAX_EDIT_ROUNDS):
         workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+        if if_match is not None:
+            # Also after a lost compare-and-set: the state the client named is gone.
+            if_match.check(workflow.etag, "workflow")
         updated = workflow.model_copy(
             update={
                 "name": changes.get("name", workflow.name),
@@ -228,9 +235,28 @@ async def update(
     )
 
 
-async def delete(store: Store, cache: WorkflowCache, *, tenant_id: str, workflow_id: str) -> None:
-    if not await store.delete_workflow(tenant_id, workflow_id):
-        raise WorkflowNotFound("Workflow not found")
+async def delete(
+    store: Store,
+    cache: WorkflowCache,
+    *,
+    tenant_id: str,
+    workflow_id: str,
+    if_match: IfMatch | None = None,
+) -> None:
+    """Delete the workflow; with ``if_match``, only the state it names (else 412), checked
+    by the store's delete itself, so an edit saved meanwhile is never deleted unseen."""
+    if if_match is None or if_match.any:
+        if not await store.delete_workflow(tenant_id, workflow_id):
+            raise WorkflowNotFound("Workflow not found")
+        cache.invalidate(workflow_id)
+        return
+    workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+    if_match.check(workflow.etag, "workflow")
+    if not await store.delete_workflow(tenant_id, workflow_id, base_updated_at=workflow.updated_at):
+        # Deleted (404) or changed (412) since the read.
+        current = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+        if_match.check(current.etag, "workflow")
+        raise WorkflowEditConflict("The workflow changed while it was being deleted; try again")
     cache.invalidate(workflow_id)
 
 

@@ -198,6 +198,9 @@ UPDATE_WORKFLOW_IF_UNCHANGED = UPDATE_WORKFLOW.where(
     t.workflow.c.updated_at == p_at("p_base_updated_at")
 )
 DELETE_WORKFLOW = sa.delete(t.workflow).where(scoped(t.workflow), t.workflow.c.id == p("p_id"))
+DELETE_WORKFLOW_IF_UNCHANGED = DELETE_WORKFLOW.where(
+    t.workflow.c.updated_at == p_at("p_base_updated_at")
+)
 GET_VERSION = sa.select(t.workflow_version.c.trigger, t.workflow_version.c.steps).where(
     scoped(t.workflow_version),
     t.workflow_version.c.workflow_id == p("p_id"),

@@ -328,9 +328,15 @@ class SqlStore:
 
         return await self._db.run_write(op, one_statement=not new_version)
 
-    async def delete_workflow(self, tenant_id: str, workflow_id: str) -> bool:
-        params = {"p_tenant_id": tenant_id, "p_id": workflow_id}
-        return await self._write_one(q.DELETE_WORKFLOW, params) == 1
+    async def delete_workflow(
+        self, tenant_id: str, workflow_id: str, *, base_updated_at: datetime | None = None
+    ) -> bool:
+        params: dict[str, Any] = {"p_tenant_id": tenant_id, "p_id": workflow_id}
+        delete = q.DELETE_WORKFLOW
+        if base_updated_at is not None:
+            delete = q.DELETE_WORKFLOW_IF_UNCHANGED
+            params["p_base_updated_at"] = base_updated_at
+        return await self._write_one(delete, params) == 1
 
     async def get_workflow_version(
         self, tenant_id: str, workflow_id: str, version: int

@@ -14,6 +14,7 @@ from ipaas.engine.connectors import REGISTRY
 from ipaas.errors import ValidationFailed
 from ipaas.executions import service as execution_service
 from ipaas.executions.models import ExecutionStatus, TriggerData
+from ipaas.kit.preconditions import IfMatch, PreconditionFailed
 from ipaas.web import forms
 from ipaas.web.pages._common import Csrf, read_form, see_other
 from ipaas.web.render import render
@@ -156,8 +157,10 @@ async def update_workflow(
     workflow = await workflow_service.get(
         runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
     )
-    form = WorkflowForm.parse(await read_form(request), CONNECTOR_FIELDS, current=workflow)
+    submitted = await read_form(request)
+    form = WorkflowForm.parse(submitted, CONNECTOR_FIELDS, current=workflow)
     data = form.to_update()
+    status = 422
     if data is not None:
         try:
             await workflow_service.update(
@@ -166,13 +169,25 @@ async def update_workflow(
                 tenant_id=principal.tenant_id,
                 workflow_id=workflow_id,
                 data=data,
+                # The state the page was opened on: saving over someone else's edit made
+                # since then is refused below, not done silently.
+                if_match=IfMatch.parse(submitted["base"]) if submitted.get("base") else None,
             )
         except ValidationFailed as exc:
             form.add_errors(forms.errors_by_field(exc.details), exc.message)
+        except PreconditionFailed:
+            status = 409
+            form.message = (
+                f"Someone else saved this workflow (now version {workflow.version}, "
+                f"named {workflow.name!r}) after you opened this page. Your changes below "
+                "are not saved. Save again to replace theirs with yours, or open the "
+                "workflow in another tab to see what they changed."
+            )
+            form.values["base"] = workflow.etag  # a second save is a deliberate overwrite
         else:
             return see_other(f"/workflows/{workflow_id}")
     context = {**context, "form": form, "workflow": workflow}
-    return render(request, "workflow_form.html", context, 422)
+    return render(request, "workflow_form.html", context, status)
 
 
 @router.post("/workflows/{workflow_id}/active", dependencies=Csrf)
