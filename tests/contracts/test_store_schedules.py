@@ -142,3 +142,36 @@ class TestListScheduledWorkflows:
 
     async def test_empty(self, store: Store) -> None:
         assert await store.list_scheduled_workflows() == []
+        assert await store.scheduled_workflow_stamps() == []
+        assert await store.list_scheduled_workflows(ids=["wf_nope"]) == []
+
+    async def test_stamps_and_reads_by_id(self, store: Store, acct: Account) -> None:
+        """What the scheduler reads each second (ids and ``updated_at``, in the list's
+        order), and the schedules it reads whole by id: only active schedules, oldest
+        first, however many ids (more than one statement's worth)."""
+        other = await new_account(store)
+        first = await scheduled(store, acct.id, created_at=at(1))
+        second = await scheduled(store, other.id, created_at=at(2))
+        third = await scheduled(store, acct.id, created_at=at(3))
+        paused = await scheduled(store, acct.id, active=False, created_at=at(4))
+        webhook = await new_workflow(store, acct.id, created_at=at(5))
+
+        assert await store.scheduled_workflow_stamps() == [
+            (first.id, first.updated_at),
+            (second.id, second.updated_at),
+            (third.id, third.updated_at),
+        ]
+        whole = await store.list_scheduled_workflows()
+        ghosts = [f"wf_ghost{n}" for n in range(1200)]
+        found = await store.list_scheduled_workflows(
+            ids=[third.id, *ghosts, paused.id, webhook.id, first.id]
+        )
+        assert found == [whole[0], whole[2]]
+        assert await store.list_scheduled_workflows(ids=[]) == []
+
+        third.trigger = Trigger.model_validate(SCHEDULE | {"cron": "0 * * * *"})
+        third.updated_at = at(9)
+        assert await store.update_workflow(third, new_version=True)
+        assert (await store.scheduled_workflow_stamps())[2] == (third.id, at(9))
+        (reread,) = await store.list_scheduled_workflows(ids=[third.id])
+        assert (reread.updated_at, reread.trigger.schedule.cron) == (at(9), "0 * * * *")

@@ -17,7 +17,7 @@ Rules every implementation follows (the contract suite in ``tests/contracts`` ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -195,9 +195,18 @@ class Store(Protocol):
         """Every workflow's name by id, newest first: the console's labels and filters,
         without reading (and parsing) every definition."""
 
-    async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
+    async def list_scheduled_workflows(
+        self, ids: Collection[str] | None = None
+    ) -> list[ScheduledWorkflow]:
         """Unscoped: the active workflows of every tenant whose trigger type is ``schedule``,
-        oldest first. The scheduler takes the tenant from each workflow, as intake does."""
+        oldest first. The scheduler takes the tenant from each workflow, as intake does.
+        With ``ids``, only those of them (any number of ids)."""
+
+    async def scheduled_workflow_stamps(self) -> list[tuple[str, datetime]]:
+        """Unscoped: ``(id, updated_at)`` of the workflows ``list_scheduled_workflows``
+        returns, in its order. Every save of a workflow changes its ``updated_at``, so the
+        scheduler reads whole only the schedules that are new or changed since its last
+        pass (10,000 schedules: ~0.1-0.2 s a pass read whole, every second)."""
 
     async def update_workflow(
         self, workflow: Workflow, *, new_version: bool, base_updated_at: datetime | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from ipaas.circuits.models import Circuit, CircuitState
@@ -192,8 +192,8 @@ class MemoryStore:
         # Names only: no deep copy of every definition, as the SQL store reads two columns.
         return {w.id: w.name for w in self._newest_first(tenant_id)}
 
-    async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
-        rows = sorted(
+    def _scheduled(self) -> list[Workflow]:
+        return sorted(
             (
                 w
                 for w in self.workflows.values()
@@ -201,12 +201,21 @@ class MemoryStore:
             ),
             key=lambda w: (w.created_at, w.id),
         )
+
+    async def list_scheduled_workflows(
+        self, ids: Collection[str] | None = None
+    ) -> list[ScheduledWorkflow]:
+        wanted = None if ids is None else set(ids)
         return [
             ScheduledWorkflow(
                 w.id, w.tenant_id, w.version, w.trigger.model_copy(deep=True), w.updated_at
             )
-            for w in rows
+            for w in self._scheduled()
+            if wanted is None or w.id in wanted
         ]
+
+    async def scheduled_workflow_stamps(self) -> list[tuple[str, datetime]]:
+        return [(w.id, w.updated_at) for w in self._scheduled()]
 
     async def update_workflow(
         self, workflow: Workflow, *, new_version: bool, base_updated_at: datetime | None = None

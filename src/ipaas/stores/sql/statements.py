@@ -173,13 +173,19 @@ WORKFLOW_NAMES = (
 # Unscoped (the scheduler). The JSON path is portable Core: JSON_EXTRACT on SQLite, ->> on
 # PostgreSQL. No index: a full scan of ``workflow`` per scheduler pass is cheap at our sizes.
 _WF = t.workflow
+_SCHEDULED = sa.and_(
+    _WF.c.active.is_(True), _WF.c.trigger["type"].as_string() == TriggerType.schedule.value
+)
 LIST_SCHEDULED_WORKFLOWS = (
     sa.select(_WF.c.id, _WF.c.tenant_id, _WF.c.version, _WF.c.trigger, _WF.c.updated_at)
-    .where(
-        t.workflow.c.active.is_(True),
-        t.workflow.c.trigger["type"].as_string() == TriggerType.schedule.value,
-    )
-    .order_by(t.workflow.c.created_at, t.workflow.c.id)
+    .where(_SCHEDULED)
+    .order_by(_WF.c.created_at, _WF.c.id)
+)
+SCHEDULED_WORKFLOWS_BY_ID = sa.select(
+    _WF.c.id, _WF.c.tenant_id, _WF.c.version, _WF.c.trigger, _WF.c.updated_at, _WF.c.created_at
+).where(_SCHEDULED, _WF.c.id.in_(_ids()))
+SCHEDULED_WORKFLOW_STAMPS = (
+    sa.select(_WF.c.id, _WF.c.updated_at).where(_SCHEDULED).order_by(_WF.c.created_at, _WF.c.id)
 )
 UPDATE_WORKFLOW = (
     sa.update(t.workflow)

@@ -9,7 +9,7 @@ domain models are built back here, on the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +61,15 @@ def _first(
 
 def _all(stmt: sa.Executable, params: Mapping[str, Any]) -> Callable[[sa.Connection], list[_Row]]:
     return lambda conn: list(conn.execute(stmt, params).all())
+
+
+#: Ids bound in one ``IN (...)`` at most (both dialects take thousands; this keeps each
+#: statement small).
+IDS_PER_STATEMENT = 500
+
+
+def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def _rowcount(stmt: sa.Executable, params: Mapping[str, Any]) -> Callable[[sa.Connection], int]:
@@ -285,8 +294,21 @@ class SqlStore:
         rows = await self._db.run_read(_all(q.WORKFLOW_NAMES, {"p_tenant_id": tenant_id}))
         return {row.id: row.name for row in rows}
 
-    async def list_scheduled_workflows(self) -> list[ScheduledWorkflow]:
-        rows = await self._db.run_read(_all(q.LIST_SCHEDULED_WORKFLOWS, {}))
+    async def list_scheduled_workflows(
+        self, ids: Collection[str] | None = None
+    ) -> list[ScheduledWorkflow]:
+        if ids is None:
+            rows = await self._db.run_read(_all(q.LIST_SCHEDULED_WORKFLOWS, {}))
+        else:
+            chunks = _chunks(sorted(set(ids)), IDS_PER_STATEMENT)
+
+            def by_id(conn: sa.Connection) -> list[_Row]:
+                found: list[_Row] = []
+                for chunk in chunks:
+                    found += _all(q.SCHEDULED_WORKFLOWS_BY_ID, {"p_ids": chunk})(conn)
+                return sorted(found, key=lambda row: (row.created_at, row.id))
+
+            rows = await self._db.run_read(by_id)
         return [
             ScheduledWorkflow(
                 row.id,
@@ -297,6 +319,10 @@ class SqlStore:
             )
             for row in rows
         ]
+
+    async def scheduled_workflow_stamps(self) -> list[tuple[str, datetime]]:
+        rows = await self._db.run_read(_all(q.SCHEDULED_WORKFLOW_STAMPS, {}))
+        return [(row.id, row.updated_at) for row in rows]
 
     async def update_workflow(
         self, workflow: Workflow, *, new_version: bool, base_updated_at: datetime | None = None
