@@ -72,8 +72,11 @@ class TestContentEncoding:
             ("br", b"\x0b\x02\x80{}\x03", 415, "unsupported_content_encoding"),
             ("gzip", b'{"not": "compressed"}', 422, "invalid_content_encoding"),
             ("gzip", gzip.compress(b'{"a": 1}')[:-12], 422, "invalid_content_encoding"),
+            # Bytes after the stream were dropped silently: the body taken was not all sent.
+            ("gzip", gzip.compress(b'{"a": 1}') + b"trailing", 422, "invalid_content_encoding"),
+            ("deflate", zlib.compress(b'{"a": 1}') + b"\x00", 422, "invalid_content_encoding"),
         ],
-        ids=["brotli", "not-gzip", "cut-short"],
+        ids=["brotli", "not-gzip", "cut-short", "gzip-then-bytes", "deflate-then-bytes"],
     )
     async def test_bad_encodings_are_refused(
         self,
@@ -89,6 +92,27 @@ class TestContentEncoding:
         response = await post(client, workflow_id, body, JSON | {"content-encoding": coding})
         assert response.status_code == status, response.text
         assert response.json()["error"]["code"] == code
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_every_member_of_a_gzip_body_is_kept(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        """RFC 1952 allows members one after another (``cat a.gz b.gz``); only the first
+        was kept, and the rest dropped without a word."""
+        workflow_id = await new_workflow()
+        body = gzip.compress(b'{"order": ') + gzip.compress(b'{"id": 1042}}')
+        response = await post(client, workflow_id, body, JSON | {"content-encoding": "gzip"})
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, workflow_id) == {"order": {"id": 1042}}
+
+    async def test_members_together_are_held_to_the_limit(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        workflow_id = await new_workflow()
+        half = runtime.settings.max_body_bytes // 2 + 1
+        body = gzip.compress(b" " * half) + gzip.compress(b" " * half)
+        response = await post(client, workflow_id, body, JSON | {"content-encoding": "gzip"})
+        assert response.status_code == 413, response.text
         assert executions_of(runtime, workflow_id) == []
 
     async def test_a_bomb_is_413_however_small_it_arrives(

@@ -50,22 +50,38 @@ def decode_content(body: bytes, content_encoding: str | None, limit: int) -> byt
 def _inflate(body: bytes, coding: str, wbits: tuple[int, ...], limit: int) -> bytes:
     error: zlib.error | None = None
     for bits in wbits:
-        inflater = zlib.decompressobj(bits)
         try:
-            out = inflater.decompress(body, limit + 1)
+            return _inflate_members(body, coding, bits, limit)
         except zlib.error as exc:
             error = exc
-            continue
+    raise ValidationFailed(
+        f"Body is not valid {coding}: {error}", code="invalid_content_encoding"
+    ) from error
+
+
+def _inflate_members(body: bytes, coding: str, bits: int, limit: int) -> bytes:
+    """Every member of a gzip body (RFC 1952 allows several one after another, as
+    ``cat a.gz b.gz`` makes; ``gzip.decompress`` reads them all too), or the one zlib or
+    deflate stream; bytes after the last stream are refused, not dropped."""
+    out = b""
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(bits)
+        out += inflater.decompress(rest, limit + 1 - len(out))
         if len(out) > limit or inflater.unconsumed_tail:
             raise PayloadTooLarge(f"Body exceeds {limit} bytes once {coding} is undone")
         if not inflater.eof:
             raise ValidationFailed(
                 f"Body ends before its {coding} stream does", code="invalid_content_encoding"
             )
-        return out
-    raise ValidationFailed(
-        f"Body is not valid {coding}: {error}", code="invalid_content_encoding"
-    ) from error
+        rest = inflater.unused_data
+        if not rest:
+            return out
+        if bits != _GZIP:
+            raise ValidationFailed(
+                f"Body has {len(rest)} bytes after the end of its {coding} stream",
+                code="invalid_content_encoding",
+            )
 
 
 def parse_body(body: bytes, content_type: str | None) -> object:
