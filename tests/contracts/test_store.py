@@ -32,6 +32,7 @@ from ipaas.executions.models import (
 )
 from ipaas.kit.ids import new_id
 from ipaas.stores import DuplicateError, MemoryStore, Store, create_store
+from ipaas.stores.base import RecentRun
 from ipaas.stores.sql import SqlStore, run_migrations
 from ipaas.stores.sql.migrations import alembic_config
 from ipaas.stores.sql.tables import metadata
@@ -657,6 +658,38 @@ class TestListExecutions:
             assert page.next_key == (page.items[-1].created_at, page.items[-1].id)
             before = page.next_key
         assert seen == [ex.id for ex in expected]
+
+    @pytest.mark.parametrize("limit", [1, 2, 20])
+    async def test_recent_runs_of_several_workflows_in_one_read(
+        self, store: Store, acct: Account, rows: list[Execution], limit: int
+    ) -> None:
+        """The console's workflow list: each workflow's latest runs, newest first (ties on
+        id), only the tenant's, none for a workflow without executions."""
+        other = await new_account(store)
+        quiet = await new_workflow(store, acct.id)
+        by_workflow: dict[str, list[Execution]] = {}
+        for ex in sorted(rows, key=lambda ex: (ex.created_at, ex.id), reverse=True):
+            by_workflow.setdefault(ex.workflow_id, []).append(ex)
+        ids = [*by_workflow, quiet.id, "wf_nope"]
+
+        runs = await store.recent_runs(acct.id, ids, limit=limit)
+
+        assert runs == {
+            workflow_id: [RecentRun(ex.id, ex.status, ex.created_at) for ex in found[:limit]]
+            for workflow_id, found in by_workflow.items()
+        }
+        assert await store.recent_runs(other.id, ids, limit=limit) == {}
+        assert await store.recent_runs(acct.id, [], limit=limit) == {}
+
+    async def test_recent_runs_of_more_workflows_than_one_statement_holds(
+        self, store: Store, acct: Account
+    ) -> None:
+        workflows = [await new_workflow(store, acct.id) for _ in range(130)]
+        for n, wf in enumerate(workflows[::3]):
+            await new_execution(store, acct.id, wf.id, created_at=at(n))
+        runs = await store.recent_runs(acct.id, [wf.id for wf in workflows], limit=5)
+        assert sorted(runs) == sorted(wf.id for wf in workflows[::3])
+        assert all(len(found) == 1 for found in runs.values())
 
     async def test_exact_fit_has_no_next_page(
         self, store: Store, acct: Account, rows: list[Execution]

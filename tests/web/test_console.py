@@ -10,6 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from ipaas.executions.models import ExecutionStatus
+from ipaas.runtime import Runtime
+from ipaas.stores import MemoryStore
 from ipaas.web.session import CSRF_COOKIE, SESSION_COOKIE
 
 SECRET_URL = "http://127.0.0.1:9/services/T000/B000/SENTINELsecretXYZ"
@@ -494,6 +497,34 @@ class TestExecutionFilters:
 
 
 class TestWorkflowList:
+    async def test_each_row_shows_its_last_run_and_success_rate(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        ids = []
+        for name in ("busy", "idle"):
+            form = _workflow_form(credential_id, name=name)
+            created = await post_form(client, "/workflows/new", "/workflows/new", form)
+            ids.append(created.headers["location"].rsplit("/", 1)[1])
+        fired = []
+        for n in range(4):
+            response = await client.post(f"/api/webhooks/{ids[0]}", json={"id": n})
+            assert response.status_code == 202
+            fired.append(response.json()["execution_id"])
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        outcomes = [ExecutionStatus.succeeded, ExecutionStatus.failed, ExecutionStatus.succeeded]
+        for execution_id, status in zip(fired, outcomes, strict=False):
+            store.executions[execution_id].status = status  # the last one stays queued
+
+        page = await client.get("/workflows")
+
+        idle, busy = page.text.split(">idle</a>")[1].split(">busy</a>")  # newest first
+        assert f'href="/executions/{fired[-1]}"' in busy  # the latest run, still queued
+        assert '67% <span class="help">of last 3</span>' in busy
+        assert "never" in idle
+
     async def test_workflows_come_in_pages(
         self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:

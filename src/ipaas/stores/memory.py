@@ -20,6 +20,7 @@ from ipaas.stores.base import (
     QueueStats,
     QueueVacuum,
     Reaped,
+    RecentRun,
     ScheduledWorkflow,
 )
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
@@ -298,6 +299,22 @@ class MemoryStore:
         page = [ex.model_copy(deep=True) for ex in rows[:limit]]
         more = len(rows) > limit
         return ExecutionPage(page, (page[-1].created_at, page[-1].id) if more and page else None)
+
+    async def recent_runs(
+        self, tenant_id: str, workflow_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RecentRun]]:
+        wanted = set(workflow_ids)
+        runs: dict[str, list[Execution]] = {}
+        for ex in self.executions.values():
+            if ex.tenant_id == tenant_id and ex.workflow_id in wanted:
+                runs.setdefault(ex.workflow_id, []).append(ex)
+        return {
+            workflow_id: [
+                RecentRun(ex.id, ex.status, ex.created_at)
+                for ex in sorted(found, key=lambda ex: (ex.created_at, ex.id), reverse=True)[:limit]
+            ]
+            for workflow_id, found in runs.items()
+        }
 
     async def execution_figures(self, tenant_id: str, *, since: datetime) -> ExecutionFigures:
         minutes: dict[tuple[int, ExecutionStatus], int] = {}

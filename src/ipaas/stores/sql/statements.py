@@ -9,6 +9,7 @@ SET clause. The few statements with a dialect-specific part are built per databa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -241,6 +242,28 @@ FIGURES_PER_WORKFLOW = (
     .group_by(EX.c.workflow_id)
 )
 RUN_FINISHED = sa.and_(_SINCE, EX.c.started_at.is_not(None), EX.c.finished_at.is_not(None))
+
+
+@functools.lru_cache(maxsize=64)
+def recent_runs(workflows: int) -> sa.CompoundSelect[Any]:
+    """The latest ``p_limit`` executions of each of ``workflows`` workflows (``p_w0`` ...):
+    one ``UNION ALL`` of a limited read per workflow, each a walk of the listing index
+    ``(tenant_id, workflow_id, created_at, id)`` that stops after ``p_limit`` rows
+    (a window function would number every execution of the workflow first)."""
+    return sa.union_all(
+        *(
+            sa.select(
+                sa.select(EX.c.id, EX.c.workflow_id, EX.c.status, EX.c.created_at)
+                .where(scoped(EX), EX.c.workflow_id == p(f"p_w{i}"))
+                .order_by(EX.c.created_at.desc(), EX.c.id.desc())
+                .limit(_limit())
+                .subquery()
+            )
+            for i in range(workflows)
+        )
+    )
+
+
 COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
 COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
 # -- fairness: per-tenant caps and round-robin claims (``stores/fairness.py``) ---------------

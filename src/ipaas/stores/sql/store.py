@@ -30,6 +30,7 @@ from ipaas.stores.base import (
     QueueStats,
     QueueVacuum,
     Reaped,
+    RecentRun,
     ScheduledWorkflow,
 )
 from ipaas.stores.sql import statements as q
@@ -66,6 +67,8 @@ def _all(stmt: sa.Executable, params: Mapping[str, Any]) -> Callable[[sa.Connect
 #: Ids bound in one ``IN (...)`` at most (both dialects take thousands; this keeps each
 #: statement small).
 IDS_PER_STATEMENT = 500
+#: Workflows in one ``recent_runs`` statement (one SELECT each in a ``UNION ALL``).
+RECENT_RUNS_PER_STATEMENT = 100
 
 
 def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -502,6 +505,32 @@ class SqlStore:
             )
             for row in rows
         ]
+
+    async def recent_runs(
+        self, tenant_id: str, workflow_ids: Sequence[str], *, limit: int
+    ) -> dict[str, list[RecentRun]]:
+        statements = []
+        # SQLite takes at most 500 SELECTs in one compound statement.
+        for chunk in _chunks(list(dict.fromkeys(workflow_ids)), RECENT_RUNS_PER_STATEMENT):
+            params: dict[str, Any] = {"p_tenant_id": tenant_id, "p_limit": limit}
+            params.update((f"p_w{i}", workflow_id) for i, workflow_id in enumerate(chunk))
+            statements.append((q.recent_runs(len(chunk)), params))
+
+        def read(conn: sa.Connection) -> list[_Row]:
+            rows: list[_Row] = []
+            for statement, params in statements:
+                rows += _all(statement, params)(conn)
+            return rows
+
+        rows = await self._db.run_read(read) if statements else []
+        runs: dict[str, list[RecentRun]] = {}
+        for row in rows:
+            runs.setdefault(row.workflow_id, []).append(
+                RecentRun(row.id, ExecutionStatus(row.status), row.created_at)
+            )
+        for found in runs.values():
+            found.sort(key=lambda run: (run.created_at, run.id), reverse=True)
+        return runs
 
     async def list_tenant_ids(self) -> list[str]:
         return [row[0] for row in await self._db.run_read(_all(q.LIST_TENANT_IDS, {}))]

@@ -12,7 +12,6 @@ from ipaas.api.deps import RuntimeDep
 from ipaas.credentials import service as credential_service
 from ipaas.engine.connectors import REGISTRY
 from ipaas.errors import ValidationFailed
-from ipaas.executions import service as execution_service
 from ipaas.executions.models import ExecutionStatus, TriggerData
 from ipaas.kit.preconditions import IfMatch, PreconditionFailed
 from ipaas.web import forms
@@ -48,16 +47,13 @@ async def workflows(
     page, next_cursor = await workflow_service.list_page(
         runtime.store, tenant_id=principal.tenant_id, cursor=cursor or None, limit=PAGE
     )
+    # One read for the page's workflows (it was one listing of whole executions each).
+    recent_runs = await runtime.store.recent_runs(
+        principal.tenant_id, [workflow.id for workflow in page], limit=RECENT_RUNS
+    )
     rows = []
     for workflow in page:
-        recent, _ = await execution_service.list_(
-            runtime.store,
-            tenant_id=principal.tenant_id,
-            workflow_id=workflow.id,
-            status=None,
-            cursor=None,
-            limit=RECENT_RUNS,
-        )
+        recent = recent_runs.get(workflow.id, [])
         finished = [e for e in recent if e.status.terminal]
         succeeded = sum(e.status is ExecutionStatus.succeeded for e in finished)
         rows.append(
