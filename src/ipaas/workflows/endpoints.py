@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Header, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, WITH_BODY, Error, responses
@@ -44,25 +44,39 @@ _CHANGED: dict[int | str, dict[str, Any]] = {200: {"headers": _ETAG}}
 _EDIT = (
     WITH_BODY
     | responses(
+        400,
         404,
         409,
+        s400="Malformed JSON body, or malformed `If-Match` (`invalid_if_match`)",
         s409="Changed by too many other requests at once; try again",
     )
     | _PRECONDITION
     | _CHANGED
 )
-_DELETE = responses(404, 409, 422) | _PRECONDITION
+_DELETE = responses(400, 404, 409, 422, s400="Malformed `If-Match` (`invalid_if_match`)") | (
+    _PRECONDITION
+)
 
-#: ``If-Match`` on PUT, PATCH and DELETE (RFC 9110, 13.1.1).
-IfMatchHeader = Annotated[
-    str | None,
-    Header(
-        alias="If-Match",
-        pattern=IF_MATCH_PATTERN,
-        description="The `ETag` of the state this change was made from (or `*`); "
-        "412 if the workflow has changed since",
-    ),
-]
+#: ``If-Match`` on PUT, PATCH and DELETE (RFC 9110, 13.1.1), documented here and read by
+#: ``_if_match``: a header parameter would be ``string | null`` in the schema, and a
+#: malformed one would get the validator's 422 quoting the expression instead of a 400
+#: that says what to send.
+_IF_MATCH_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": "The `ETag` of the state this change was made from (or `*`); "
+            "412 if the workflow has changed since",
+            "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+        }
+    ]
+}
+
+
+def _if_match(request: Request) -> IfMatch | None:
+    return IfMatch.parse(request.headers.get("if-match"))
 
 
 def _tagged(response: Response, workflow: Workflow) -> Workflow:
@@ -182,7 +196,7 @@ async def get_workflow(
     return _read(request, _tagged(response, workflow))
 
 
-@router.put("/{workflow_id}", responses=_EDIT)
+@router.put("/{workflow_id}", responses=_EDIT, openapi_extra=_IF_MATCH_DOC)
 async def replace_workflow(
     workflow_id: str,
     body: WorkflowUpdate,
@@ -190,7 +204,6 @@ async def replace_workflow(
     response: Response,
     principal: CurrentPrincipal,
     runtime: RuntimeDep,
-    if_match: IfMatchHeader = None,
 ) -> WorkflowRead:
     workflow = await workflow_service.update(
         runtime.store,
@@ -198,12 +211,12 @@ async def replace_workflow(
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id,
         data=body,
-        if_match=IfMatch.parse(if_match),
+        if_match=_if_match(request),
     )
     return _read(request, _tagged(response, workflow))
 
 
-@router.patch("/{workflow_id}", responses=_EDIT)
+@router.patch("/{workflow_id}", responses=_EDIT, openapi_extra=_IF_MATCH_DOC)
 async def patch_workflow(
     workflow_id: str,
     body: WorkflowPatch,
@@ -211,7 +224,6 @@ async def patch_workflow(
     response: Response,
     principal: CurrentPrincipal,
     runtime: RuntimeDep,
-    if_match: IfMatchHeader = None,
 ) -> WorkflowRead:
     """Partial update; ``{"active": false}`` deactivates."""
     workflow = await workflow_service.update(
@@ -220,24 +232,29 @@ async def patch_workflow(
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id,
         data=body,
-        if_match=IfMatch.parse(if_match),
+        if_match=_if_match(request),
     )
     return _read(request, _tagged(response, workflow))
 
 
-@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_DELETE)
+@router.delete(
+    "/{workflow_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_DELETE,
+    openapi_extra=_IF_MATCH_DOC,
+)
 async def delete_workflow(
     workflow_id: str,
+    request: Request,
     principal: CurrentPrincipal,
     runtime: RuntimeDep,
-    if_match: IfMatchHeader = None,
 ) -> None:
     await workflow_service.delete(
         runtime.store,
         runtime.workflow_cache,
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id,
-        if_match=IfMatch.parse(if_match),
+        if_match=_if_match(request),
     )
 
 
