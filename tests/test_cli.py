@@ -2,21 +2,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
+from limits.aio.storage import MemoryStorage
 
 from ipaas.cli import main
 from ipaas.config import Settings
+from ipaas.errors import Unauthorized
 from ipaas.stores import create_store
 from ipaas.stores.sql.migrations import alembic_config
 from ipaas.tenants import service as tenant_service
+from ipaas.tenants.throttle import LoginThrottle
 from tests.conftest import TEST_KEY
 
 
@@ -365,3 +370,75 @@ def test_backup_names_the_development_key_to_keep(
     assert main(["migrate"]) == 0
     assert main(["backup", str(tmp_path / "dev-copy.db")]) == 0
     assert f"keep {tmp_path}/.ipaas-secret-key with it" in capsys.readouterr().out
+
+
+def test_user_password_resets_a_lost_password_and_ends_sessions(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
+    monkeypatch.setenv("IPAAS_DATABASE_URL", url)
+    monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
+    assert main(["migrate"]) == 0
+    settings = Settings()
+
+    async def with_store(fn: Any) -> Any:
+        store = create_store(settings)
+        await store.startup()
+        try:
+            return await fn(store)
+        finally:
+            await store.shutdown()
+
+    async def sign_up(store: Any) -> str:
+        _, token = await tenant_service.signup(
+            store,
+            email="ops@example.com",
+            password="the lost one",
+            tenant_name="Ops",
+            token_ttl_s=60,
+        )
+        return token
+
+    session = asyncio.run(with_store(sign_up))
+    capsys.readouterr()
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["user", "password", "ops@example.com", "--password-stdin"]) == 1
+    assert "8 to 256 characters" in capsys.readouterr().err
+    prompts = iter(["a new password", "a typo password"])
+    monkeypatch.setattr("getpass.getpass", lambda _prompt: next(prompts))
+    assert main(["user", "password", "ops@example.com"]) == 1
+    assert "differ" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new password\n"))
+    assert main(["user", "password", "nobody@example.com", "--password-stdin"]) == 1
+    assert "no user" in capsys.readouterr().err
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new password\n"))
+    assert main(["user", "password", "OPS@example.com", "--password-stdin"]) == 0
+    assert (
+        capsys.readouterr().out.strip() == "password of ops@example.com changed; 1 session(s) ended"
+    )
+
+    async def check(store: Any) -> None:
+        with pytest.raises(Unauthorized):
+            await tenant_service.authenticate(store, session)
+        throttle = LoginThrottle(MemoryStorage())
+        with pytest.raises(Unauthorized):
+            await tenant_service.login(
+                store,
+                email="ops@example.com",
+                password="the lost one",
+                token_ttl_s=60,
+                throttle=throttle,
+            )
+        assert await tenant_service.login(
+            store,
+            email="ops@example.com",
+            password="a new password",
+            token_ttl_s=60,
+            throttle=throttle,
+        )
+
+    asyncio.run(with_store(check))

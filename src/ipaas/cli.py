@@ -1,9 +1,11 @@
-"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create, tenant limits, stats."""
+"""The ``ipaas`` command: serve, worker, scheduler, migrate, token create, user password,
+tenant limits, backup, secrets rotate, stats."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import math
 import os
@@ -157,6 +159,52 @@ async def _token_create(settings: Settings, *, email: str, name: str) -> int:
     finally:
         await runtime.store.shutdown()
     print(plaintext)
+    return 0
+
+
+def _read_new_password(from_stdin: bool) -> str | None:
+    """The new password: the first line of stdin, or typed twice at a prompt (not echoed).
+    ``None`` (with the reason on stderr) when it is refused."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from ipaas.tenants.schemas import NewPassword
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            print("the two passwords differ; nothing changed", file=sys.stderr)
+            return None
+    try:
+        TypeAdapter(NewPassword).validate_python(password)
+    except ValidationError:
+        print("a password has 8 to 256 characters; nothing changed", file=sys.stderr)
+        return None
+    return password
+
+
+async def _user_password(settings: Settings, *, email: str, from_stdin: bool) -> int:
+    from ipaas.observability.logging import configure_logging
+    from ipaas.runtime import Runtime
+    from ipaas.tenants import service as tenant_service
+
+    password = _read_new_password(from_stdin)
+    if password is None:
+        return 1
+    configure_logging(settings)  # the change is logged (stderr), as the server logs it
+    runtime = Runtime.build(settings)
+    await runtime.store.startup()
+    try:
+        user, ended = await tenant_service.reset_password(
+            runtime.store, email=email, new_password=password
+        )
+    except tenant_service.UserNotFound:
+        print(f"no user with email {email}", file=sys.stderr)
+        return 1
+    finally:
+        await runtime.store.shutdown()
+    print(f"password of {user.email} changed; {ended} session(s) ended")
     return 0
 
 
@@ -347,6 +395,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     create = token.add_parser("create", help="print a new API token for a user's tenant")
     create.add_argument("--email", required=True)
     create.add_argument("--name", default="cli")
+    user = sub.add_parser("user", help="users (operator)").add_subparsers(
+        dest="action", required=True
+    )
+    password = user.add_parser(
+        "password",
+        help="set a user's password (a lost one) and end the user's sessions",
+    )
+    password.add_argument("email")
+    password.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the new password from stdin's first line instead of a prompt",
+    )
     tenant = sub.add_parser("tenant", help="tenants (operator)").add_subparsers(
         dest="action", required=True
     )
@@ -402,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _migrate(settings)
         case "token":
             return asyncio.run(_token_create(settings, email=args.email, name=args.name))
+        case "user":
+            return asyncio.run(
+                _user_password(settings, email=args.email, from_stdin=args.password_stdin)
+            )
         case "tenant":
             # Options default to SUPPRESS: only the typed ones are attributes.
             given = {

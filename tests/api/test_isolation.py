@@ -55,10 +55,12 @@ LISTS = {
     ("GET", "/api/stats"),
 }
 #: Operations that name no object of another tenant: public by design (sign-up, login, the
-#: webhook intake, health) or acting only on the caller's own tenant (create).
+#: webhook intake, health) or acting only on the caller's own tenant (create) or user
+#: (password).
 NOT_TENANT_ADDRESSED = {
     ("POST", "/api/auth/signup"),
     ("POST", "/api/auth/token"),
+    ("POST", "/api/auth/password"),
     ("POST", "/api/webhooks/{workflow_id}"),
     ("POST", "/api/credentials"),
     ("POST", "/api/workflows"),

@@ -291,6 +291,84 @@ class TestTokens:
         assert_utc(token)
 
 
+class TestPasswords:
+    def token(self, acct: Account, name: str, user_id: str | None) -> ApiToken:
+        return ApiToken(
+            id=new_id("tok"),
+            tenant_id=acct.id,
+            user_id=user_id,
+            name=name,
+            token_hash=new_id("h"),
+            created_at=at(1),
+        )
+
+    async def test_get_user_is_scoped(self, store: Store, acct: Account) -> None:
+        other = await new_account(store)
+        got = await store.get_user(acct.id, acct.user.id)
+        assert got is not None
+        assert got.model_dump() == acct.user.model_dump() | {"email": acct.user.email.lower()}
+        assert await store.get_user(other.id, acct.user.id) is None
+        assert await store.get_user(acct.id, "usr_nope") is None
+
+    async def test_change_password_ends_the_users_sessions_but_one(
+        self, store: Store, acct: Account
+    ) -> None:
+        current = self.token(acct, "login", acct.user.id)
+        other_session = self.token(acct, "login", acct.user.id)
+        api_token = self.token(acct, "deploy", acct.user.id)
+        operators = self.token(acct, "login", None)  # a token of no user
+        for token in (current, other_session, api_token, operators):
+            await store.create_token(token)
+        neighbour = await new_account(store)
+
+        ended = await store.change_password(
+            acct.id,
+            acct.user.id,
+            "new-hash",
+            end_sessions=("signup", "login"),
+            keep_token_id=current.id,
+            at=at(20),
+        )
+
+        assert ended == 2  # the sign-up token and the other session
+        user = await store.get_user(acct.id, acct.user.id)
+        assert user is not None
+        assert user.password_hash == "new-hash"
+        live = {t.id for t in await store.list_tokens(acct.id)}
+        assert live == {current.id, api_token.id, operators.id}
+        revoked = await store.get_token_by_hash(other_session.token_hash)
+        assert revoked is not None
+        assert revoked.revoked_at == at(20)
+        assert [t.id for t in await store.list_tokens(neighbour.id)] == [neighbour.token.id]
+
+        # Keeping none ends the current one too (the operator's reset).
+        assert (
+            await store.change_password(
+                acct.id,
+                acct.user.id,
+                "newer-hash",
+                end_sessions=("signup", "login"),
+                keep_token_id=None,
+                at=at(21),
+            )
+            == 1
+        )
+        assert {t.id for t in await store.list_tokens(acct.id)} == {api_token.id, operators.id}
+
+    async def test_change_password_of_no_such_user(self, store: Store, acct: Account) -> None:
+        other = await new_account(store)
+        assert (
+            await store.change_password(
+                other.id, acct.user.id, "x", end_sessions=("login",), keep_token_id=None, at=at(1)
+            )
+            is None
+        )
+        user = await store.get_user(acct.id, acct.user.id)
+        assert user is not None
+        assert user.password_hash == acct.user.password_hash
+        assert await store.get_token_by_hash(acct.token.token_hash) == acct.token
+
+
 # -- credentials ------------------------------------------------------------------------------
 def make_credential(tenant_id: str, *, created_at: datetime = T0) -> Credential:
     return Credential(

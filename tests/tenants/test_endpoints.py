@@ -100,6 +100,92 @@ class TestLogin:
         assert response.status_code == 401
 
 
+class TestChangePassword:
+    async def login(self, client: httpx.AsyncClient, password: str = PASSWORD) -> httpx.Response:
+        return await client.post(
+            "/api/auth/token", data={"username": "ada@example.com", "password": password}
+        )
+
+    async def test_new_password_works_and_other_sessions_end(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        signed_up = await signup(client)
+        signed_up.pop("tenant_id")
+        other_session = {
+            "Authorization": f"Bearer {(await self.login(client)).json()['access_token']}"
+        }
+        current = {"Authorization": f"Bearer {(await self.login(client)).json()['access_token']}"}
+        deploy = await client.post("/api/tokens", json={"name": "deploy"}, headers=current)
+        deploy_auth = {"Authorization": f"Bearer {deploy.json()['token']}"}
+
+        changed = await client.post(
+            "/api/auth/password",
+            json={"current_password": PASSWORD, "new_password": "a new long password"},
+            headers=current,
+        )
+
+        assert changed.status_code == 200, changed.text
+        assert changed.json() == {"sessions_ended": 2}  # the sign-up's and the other log-in
+        for ended in (signed_up, other_session):
+            assert (await client.get("/api/workflows", headers=ended)).status_code == 401
+        for kept in (current, deploy_auth):
+            assert (await client.get("/api/workflows", headers=kept)).status_code == 200
+        assert (await self.login(client)).status_code == 401
+        assert (await self.login(client, "a new long password")).status_code == 200
+
+    async def test_wrong_current_password_is_403_and_counts_as_a_failed_login(
+        self, client: httpx.AsyncClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from ipaas.tenants import throttle
+
+        monkeypatch.setattr(throttle, "LOGIN_FAILURES", 2)
+        body = {"current_password": "not it", "new_password": "a new long password"}
+        for _ in range(2):
+            wrong = await client.post("/api/auth/password", json=body, headers=auth)
+            assert wrong.status_code == 403, wrong.text
+            assert wrong.json()["error"]["code"] == "incorrect_password"
+        guessed = await client.post("/api/auth/password", json=body, headers=auth)
+        assert guessed.status_code == 429
+        assert guessed.json()["error"]["code"] == "too_many_attempts"
+        assert "retry-after" in guessed.headers
+        assert (await self.login(client)).status_code == 429  # log-ins wait too
+        assert (await client.get("/api/workflows", headers=auth)).status_code == 200
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"current_password": PASSWORD, "new_password": "short"}, "new_password"),
+            ({"new_password": "a new long password"}, "current_password"),
+        ],
+    )
+    async def test_bad_bodies_are_422_naming_the_field(
+        self, client: httpx.AsyncClient, auth: dict[str, str], body: dict[str, str], field: str
+    ) -> None:
+        response = await client.post("/api/auth/password", json=body, headers=auth)
+        assert response.status_code == 422
+        assert response.json()["error"]["details"][0]["loc"] == ["body", field]
+        assert (await self.login(client)).status_code == 200  # unchanged
+
+    async def test_needs_a_token(self, client: httpx.AsyncClient) -> None:
+        body = {"current_password": PASSWORD, "new_password": "a new long password"}
+        assert (await client.post("/api/auth/password", json=body)).status_code == 401
+
+    async def test_a_token_of_no_user_is_403(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        tenant_id = (await signup(client))["tenant_id"]
+        _, plaintext = await tenant_service.create_token(
+            runtime.store, tenant_id=tenant_id, name="ops"
+        )
+        response = await client.post(
+            "/api/auth/password",
+            json={"current_password": PASSWORD, "new_password": "a new long password"},
+            headers={"Authorization": f"Bearer {plaintext}"},
+        )
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "token_has_no_user"
+
+
 class TestPasswordWork:
     """Password hashes (~100 ms of CPU each at the product's cost) run on a thread of their
     own, never on the event loop, and only so many wait for it."""

@@ -79,6 +79,7 @@ async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[P
         ("execution", f"/executions/{ids['execution']}"),
         ("execution-running", f"/executions/{ids['running']}"),
         ("tokens", "/tokens"),
+        ("password", "/password"),
         ("not-found", "/executions/ex_missing"),
     ]
     saved = []

@@ -80,10 +80,70 @@ class TestSession:
     async def test_without_a_session_pages_redirect_to_login(
         self, client: httpx.AsyncClient
     ) -> None:
-        for path in ("/", "/workflows", "/credentials", "/executions", "/tokens"):
+        for path in ("/", "/workflows", "/credentials", "/executions", "/tokens", "/password"):
             response = await client.get(path)
             assert response.status_code == 303, path
             assert response.headers["location"] == "/login"
+
+    async def test_changing_the_password_signs_out_the_other_browsers(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        async with new_client(client) as laptop:
+            login = await post_form(
+                laptop,
+                "/login",
+                "/login",
+                {"email": "ada@example.com", "password": "correct horse battery"},
+            )
+            assert login.status_code == 303
+            assert (await laptop.get("/workflows")).status_code == 200
+
+            page = await client.get("/password")
+            assert 'autocomplete="current-password"' in page.text
+            mismatch = await post_form(
+                client,
+                "/password",
+                "/password",
+                {
+                    "current_password": "correct horse battery",
+                    "new_password": "a brand new password",
+                    "confirm_password": "a different one",
+                },
+            )
+            assert mismatch.status_code == 422
+            assert "the two new passwords differ" in mismatch.text
+            wrong = await post_form(
+                client,
+                "/password",
+                "/password",
+                {
+                    "current_password": "not my password",
+                    "new_password": "a brand new password",
+                    "confirm_password": "a brand new password",
+                },
+            )
+            assert wrong.status_code == 403
+            assert "The current password is not correct" in wrong.text
+            assert "not my password" not in wrong.text  # passwords are never drawn back
+            assert (await laptop.get("/workflows")).status_code == 200
+
+            changed = await post_form(
+                client,
+                "/password",
+                "/password",
+                {
+                    "current_password": "correct horse battery",
+                    "new_password": "a brand new password",
+                    "confirm_password": "a brand new password",
+                },
+            )
+            assert changed.status_code == 200, changed.text
+            assert "Your password is changed." in changed.text
+            assert "1 other session signed out" in changed.text
+            assert (await client.get("/workflows")).status_code == 200  # this browser stays
+            signed_out = await laptop.get("/workflows")
+            assert signed_out.headers["location"] == "/login?expired=true"
 
     async def test_logout_ends_the_session_in_the_store(self, client: httpx.AsyncClient) -> None:
         await console_signup(client)

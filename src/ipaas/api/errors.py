@@ -52,6 +52,7 @@ _RESPONSES: dict[int, dict[str, Any]] = {
         "description": "Missing, invalid, expired or revoked bearer token",
         "headers": {"WWW-Authenticate": _header("`Bearer`")},
     },
+    403: {"description": "Authenticated, but not allowed to do this"},
     404: {"description": "No such object in the caller's tenant (`*_not_found`)"},
     409: {"description": "The object is not in a state that allows this"},
     413: {"description": "Body larger than IPAAS_MAX_BODY_BYTES"},

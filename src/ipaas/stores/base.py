@@ -149,6 +149,22 @@ class Store(Protocol):
     async def get_user_by_email(self, email: str) -> User | None:
         """Unscoped: login establishes the tenant. Emails compare case-insensitively."""
 
+    async def get_user(self, tenant_id: str, user_id: str) -> User | None: ...
+
+    async def change_password(
+        self,
+        tenant_id: str,
+        user_id: str,
+        password_hash: str,
+        *,
+        end_sessions: Collection[str],
+        keep_token_id: str | None,
+        at: datetime,
+    ) -> int | None:
+        """In one transaction: replace the user's password hash, and revoke (at ``at``)
+        the user's unrevoked tokens named in ``end_sessions``, all but ``keep_token_id``.
+        ``None`` when the tenant has no such user, else how many tokens were revoked."""
+
     async def get_token_by_hash(self, token_hash: str) -> ApiToken | None:
         """Unscoped: authentication establishes the tenant. Revoked tokens are returned too."""
 

@@ -86,6 +86,37 @@ class MemoryStore:
                 return user.model_copy()
         return None
 
+    async def get_user(self, tenant_id: str, user_id: str) -> User | None:
+        user = self.users.get(user_id)
+        return user.model_copy() if user is not None and user.tenant_id == tenant_id else None
+
+    async def change_password(
+        self,
+        tenant_id: str,
+        user_id: str,
+        password_hash: str,
+        *,
+        end_sessions: Collection[str],
+        keep_token_id: str | None,
+        at: datetime,
+    ) -> int | None:
+        user = self.users.get(user_id)
+        if user is None or user.tenant_id != tenant_id:
+            return None
+        user.password_hash = password_hash
+        ended = [
+            token
+            for token in self.tokens.values()
+            if token.tenant_id == tenant_id
+            and token.user_id == user_id
+            and token.revoked_at is None
+            and token.name in end_sessions
+            and token.id != keep_token_id
+        ]
+        for token in ended:
+            token.revoked_at = at
+        return len(ended)
+
     async def get_token_by_hash(self, token_hash: str) -> ApiToken | None:
         for token in self.tokens.values():
             if token.token_hash == token_hash:

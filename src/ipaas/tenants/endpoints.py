@@ -12,6 +12,8 @@ from ipaas.tenants.schemas import (
     ApiTokenCreate,
     ApiTokenCreated,
     ApiTokenRead,
+    PasswordChange,
+    PasswordChanged,
     SignupCreate,
     SignupRead,
     TenantRead,
@@ -66,6 +68,34 @@ async def login(
         throttle=runtime.logins,
     )
     return TokenRead(access_token=token)
+
+
+@router.post(
+    "/auth/password",
+    responses=AUTHENTICATED
+    | WITH_BODY
+    | responses(
+        403,
+        429,
+        s403="The current password is wrong (`incorrect_password`), or the token belongs "
+        "to no user (`token_has_no_user`)",
+        s429=_BUSY_OR_GUESSED,
+    ),
+)
+async def change_password(
+    body: PasswordChange, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> PasswordChanged:
+    """Change the caller's own password. Ends the user's other sessions (sign-up and
+    log-in tokens, console sessions); the calling token and tokens made on purpose
+    (`POST /api/tokens`) stay. Wrong current passwords count as failed log-ins."""
+    ended = await tenant_service.change_password(
+        runtime.store,
+        principal=principal,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        throttle=runtime.logins,
+    )
+    return PasswordChanged(sessions_ended=ended)
 
 
 @router.get("/tokens", tags=["tokens"], responses=AUTHENTICATED)

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from ipaas.kit.numbers import json_int
 from ipaas.tenants.models import TenantLimits
 
+#: What a new password must be (sign-up, a change, ``ipaas user password``).
+NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
+
 
 class SignupCreate(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=8, max_length=256)
+    password: NewPassword
     tenant_name: str = Field(min_length=1, max_length=200)
 
 
@@ -18,6 +22,16 @@ class SignupRead(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     tenant_id: str
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: NewPassword
+
+
+class PasswordChanged(BaseModel):
+    #: The user's other sessions (sign-up and log-in tokens, console sessions) now ended.
+    sessions_ended: int
 
 
 class TokenRead(BaseModel):

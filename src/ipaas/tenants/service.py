@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ipaas.errors import Conflict, NotFound, TooManyRequests, Unauthorized
+from ipaas.errors import Conflict, IpaasError, NotFound, TooManyRequests, Unauthorized
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import DuplicateError, Store
@@ -27,6 +28,7 @@ from ipaas.tenants.throttle import LoginThrottle
 TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
 _hasher = PasswordHasher()
+_log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -200,6 +202,83 @@ async def list_tokens(store: Store, *, tenant_id: str) -> list[ApiToken]:
 async def revoke_token(store: Store, *, tenant_id: str, token_id: str) -> None:
     if not await store.revoke_token(tenant_id, token_id, utcnow()):
         raise NotFound("Token not found")
+
+
+#: The tokens a password made: sign-up's and log-in's (the console's sessions are log-ins).
+#: A new password ends them; tokens made on purpose (``POST /api/tokens``, the console's
+#: tokens page, ``ipaas token create``) stay, as GitHub keeps personal access tokens. (A
+#: token someone named ``login`` on purpose is ended too.)
+SESSION_TOKEN_NAMES = ("signup", "login")
+
+
+class IncorrectPassword(IpaasError):
+    status_code = 403
+    code = "incorrect_password"
+
+
+class TokenHasNoUser(IpaasError):
+    status_code = 403
+    code = "token_has_no_user"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+async def change_password(
+    store: Store,
+    *,
+    principal: Principal,
+    current_password: str,
+    new_password: str,
+    throttle: LoginThrottle,
+) -> int:
+    """The caller's own password, given the current one (wrong guesses count against the
+    account's log-in throttle, like log-ins). Ends the user's other sessions; returns how
+    many."""
+    if principal.user_id is None:
+        raise TokenHasNoUser(
+            "This token belongs to no user; use a token from signing up or logging in"
+        )
+    user = await store.get_user(principal.tenant_id, principal.user_id)
+    if user is None:
+        raise Unauthorized()
+    await throttle.check(user.email)
+    if not await _password_work.run(_verify, user.password_hash, current_password):
+        await throttle.failed(user.email)
+        raise IncorrectPassword("The current password is not correct")
+    await throttle.succeeded(user.email)
+    ended = await _set_password(store, user, new_password, keep_token_id=principal.token_id)
+    _log.info("password_changed", user_id=user.id, tenant_id=user.tenant_id, sessions_ended=ended)
+    return ended
+
+
+async def reset_password(store: Store, *, email: str, new_password: str) -> tuple[User, int]:
+    """Operator only (``ipaas user password``): set the password of the user with ``email``
+    and end all of that user's sessions. Returns the user and how many sessions ended."""
+    user = await store.get_user_by_email(email.lower())
+    if user is None:
+        raise UserNotFound("No user has this email")
+    ended = await _set_password(store, user, new_password, keep_token_id=None)
+    _log.info("password_reset", user_id=user.id, tenant_id=user.tenant_id, sessions_ended=ended)
+    return user, ended
+
+
+async def _set_password(
+    store: Store, user: User, new_password: str, *, keep_token_id: str | None
+) -> int:
+    password_hash = await _password_work.run(_hasher.hash, new_password)
+    ended = await store.change_password(
+        user.tenant_id,
+        user.id,
+        password_hash,
+        end_sessions=SESSION_TOKEN_NAMES,
+        keep_token_id=keep_token_id,
+        at=utcnow(),
+    )
+    if ended is None:  # deleted in between
+        raise UserNotFound("No such user")
+    return ended
 
 
 class TenantNotFound(NotFound):

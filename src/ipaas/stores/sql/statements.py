@@ -130,6 +130,25 @@ SET_TENANT_LIMITS = (
     )
 )
 GET_USER = sa.select(t.app_user).where(t.app_user.c.email == p("p_email"))
+GET_USER_BY_ID = sa.select(t.app_user).where(scoped(t.app_user), t.app_user.c.id == p("p_id"))
+SET_PASSWORD = (
+    sa.update(t.app_user)
+    .where(scoped(t.app_user), t.app_user.c.id == p("p_id"))
+    .values(password_hash=p("p_password_hash"))
+)
+_keep = sa.bindparam("p_keep", type_=sa.String())  # typed: asyncpg must know NULL's type
+END_SESSIONS = (
+    sa.update(t.api_token)
+    .where(
+        scoped(t.api_token),
+        t.api_token.c.user_id == p("p_user_id"),
+        t.api_token.c.revoked_at.is_(None),
+        t.api_token.c.name.in_(sa.bindparam("p_names", expanding=True)),
+        # NULL (no token to keep) keeps none: ``id != NULL`` would match nothing.
+        sa.or_(_keep.is_(None), t.api_token.c.id != _keep),
+    )
+    .values(revoked_at=p_at("p_revoked_at"))
+)
 GET_TOKEN = sa.select(t.api_token).where(t.api_token.c.token_hash == p("p_hash"))
 LIST_TOKENS = (
     sa.select(t.api_token)

@@ -207,6 +207,37 @@ class SqlStore:
         row = await self._db.run_read(_first(q.GET_USER, {"p_email": email.lower()}))
         return None if row is None else User.model_construct(**row._mapping)
 
+    async def get_user(self, tenant_id: str, user_id: str) -> User | None:
+        params = {"p_tenant_id": tenant_id, "p_id": user_id}
+        row = await self._db.run_read(_first(q.GET_USER_BY_ID, params))
+        return None if row is None else User.model_construct(**row._mapping)
+
+    async def change_password(
+        self,
+        tenant_id: str,
+        user_id: str,
+        password_hash: str,
+        *,
+        end_sessions: Collection[str],
+        keep_token_id: str | None,
+        at: datetime,
+    ) -> int | None:
+        user = {"p_tenant_id": tenant_id, "p_id": user_id, "p_password_hash": password_hash}
+        sessions = {
+            "p_tenant_id": tenant_id,
+            "p_user_id": user_id,
+            "p_names": list(end_sessions),
+            "p_keep": keep_token_id,
+            "p_revoked_at": at,
+        }
+
+        def op(conn: sa.Connection) -> int | None:
+            if rowcount(conn, q.SET_PASSWORD, user) != 1:
+                return None
+            return rowcount(conn, q.END_SESSIONS, sessions) if end_sessions else 0
+
+        return await self._db.run_write(op)
+
     async def get_token_by_hash(self, token_hash: str) -> ApiToken | None:
         row = await self._db.run_read(_first(q.GET_TOKEN, {"p_hash": token_hash}))
         return None if row is None else ApiToken.model_construct(**row._mapping)

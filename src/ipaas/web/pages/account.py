@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from ipaas.api.deps import RuntimeDep
 from ipaas.errors import Conflict, TooManyRequests, Unauthorized
 from ipaas.tenants import service as tenant_service
-from ipaas.tenants.schemas import SignupCreate
+from ipaas.tenants.schemas import PasswordChange, SignupCreate
+from ipaas.tenants.service import IncorrectPassword, TokenHasNoUser
 from ipaas.web.pages._common import Csrf, read_form, see_other, validation_errors
 from ipaas.web.render import render
 from ipaas.web.session import SessionPrincipal, clear_session, set_session
@@ -86,6 +87,48 @@ async def logout(request: Request, principal: SessionPrincipal, runtime: Runtime
     response = see_other("/login")
     clear_session(request, response)
     return response
+
+
+@router.get("/password")
+async def password_page(request: Request, principal: SessionPrincipal) -> HTMLResponse:
+    return render(request, "password.html", {"errors": {}, "changed": None})
+
+
+@router.post("/password", dependencies=Csrf)
+async def change_password(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    form = await read_form(request)
+    errors: dict[str, str] = {}
+    status = 422
+    if form.get("new_password", "") != form.get("confirm_password", ""):
+        errors["confirm_password"] = "the two new passwords differ"  # noqa: S105 - a message
+    else:
+        try:
+            body = PasswordChange(
+                current_password=form.get("current_password", ""),
+                new_password=form.get("new_password", ""),
+            )
+            ended = await tenant_service.change_password(
+                runtime.store,
+                principal=principal,
+                current_password=body.current_password,
+                new_password=body.new_password,
+                throttle=runtime.logins,
+            )
+        except ValidationError as exc:
+            errors = validation_errors(exc)
+        except (IncorrectPassword, TokenHasNoUser) as exc:
+            errors, status = {"current_password": exc.message}, exc.status_code
+        except TooManyRequests as exc:
+            page = render(
+                request, "password.html", {"errors": {"form": exc.message}, "changed": None}, 429
+            )
+            page.headers.update(exc.headers)
+            return page
+        else:
+            return render(request, "password.html", {"errors": {}, "changed": ended})
+    return render(request, "password.html", {"errors": errors, "changed": None}, status)
 
 
 async def _tokens_page(
