@@ -54,6 +54,15 @@ class Runtime:
     cancel_bus: CancelBus = field(default_factory=LocalCancelBus)
     #: Renders step configs, each tenant within its share of this process's render time.
     templates: TemplateRenderer = field(default_factory=TemplateRenderer)
+    #: Counts credential changes made through this process: part of the key of the
+    #: executors' secret caches, so a new secret is used here at once (elsewhere within
+    #: their TTL).
+    credential_changes: int = 0
+
+    def credential_changed(self, tenant_id: str, credential_id: str) -> None:
+        """Forget this process's cached copies of a credential's secret."""
+        self.credential_changes += 1
+        self.intake.secrets.invalidate((tenant_id, credential_id))
 
     @classmethod
     def build(

@@ -25,12 +25,17 @@ WORKFLOW = {"name": "w", "trigger": {"type": "webhook"}, "steps": [STEP]}
 BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/workflows/{workflow_id}"): WORKFLOW,
     ("PATCH", "/api/workflows/{workflow_id}"): {"active": False},
+    ("PATCH", "/api/credentials/{credential_id}"): {
+        "name": "a-owns-it",
+        "secret": {"webhook_url": "http://127.0.0.1:9/services/T/B/A"},
+    },
     ("POST", "/api/workflows/{workflow_id}/dry-run"): {"mode": "simulate"},
     ("POST", "/api/workflows/{workflow_id}/run"): {"body": {"x": 1}},
 }
 #: Every operation that names one of B's objects: A must get 404.
 BY_ID = {
     ("GET", "/api/credentials/{credential_id}"),
+    ("PATCH", "/api/credentials/{credential_id}"),
     ("DELETE", "/api/credentials/{credential_id}"),
     ("GET", "/api/workflows/{workflow_id}"),
     ("PUT", "/api/workflows/{workflow_id}"),
@@ -151,6 +156,10 @@ async def test_another_tenants_ids_are_not_found(
     for path in ("/api/credentials/{credential_id}", "/api/workflows/{workflow_id}"):
         response = await client.get(path.format(**tenants["ids"]), headers=b)
         assert response.status_code == 200, response.text
+    credential = await client.get(
+        "/api/credentials/{credential_id}".format(**tenants["ids"]), headers=b
+    )
+    assert credential.json()["name"] == "b-slack"  # A's PATCH changed nothing
     response = await client.get(f"/api/executions/{tenants['queued']}", headers=b)
     assert response.json()["status"] == "queued"
     assert response.json()["cancel_requested"] is False

@@ -406,6 +406,37 @@ class TestCredentials:
         assert found[creds[2].id].model_dump() == creds[2].model_dump()
         assert await store.get_credentials(acct.id, []) == {}
 
+    async def test_update_name_secret_or_both(self, store: Store, acct: Account) -> None:
+        cred = make_credential(acct.id)
+        neighbour = make_credential(acct.id)
+        await store.create_credential(cred)
+        await store.create_credential(neighbour)
+        other = await new_account(store)
+
+        assert await store.update_credential(acct.id, cred.id, name="renamed") is True
+        assert await store.update_credential(acct.id, cred.id, secret_ciphertext="gAAAA-new")
+        got = await store.get_credential(acct.id, cred.id)
+        assert got is not None
+        assert got.model_dump() == cred.model_dump() | {
+            "name": "renamed",
+            "secret_ciphertext": "gAAAA-new",
+        }
+        assert await store.update_credential(acct.id, cred.id, name="both", secret_ciphertext="c")
+        assert await store.update_credential(acct.id, cred.id) is True  # nothing to change
+        got = await store.get_credential(acct.id, cred.id)
+        assert got is not None
+        assert (got.name, got.secret_ciphertext) == ("both", "c")
+        unchanged = await store.get_credential(acct.id, neighbour.id)
+        assert unchanged is not None
+        assert unchanged.model_dump() == neighbour.model_dump()
+        # Another tenant's id, or none: nothing changes.
+        assert await store.update_credential(other.id, cred.id, name="stolen") is False
+        assert await store.update_credential(other.id, cred.id) is False
+        assert await store.update_credential(acct.id, "cred_missing", name="x") is False
+        got = await store.get_credential(acct.id, cred.id)
+        assert got is not None
+        assert got.name == "both"
+
     async def test_delete(self, store: Store, acct: Account) -> None:
         cred = make_credential(acct.id)
         await store.create_credential(cred)

@@ -87,6 +87,64 @@ class TestCreate:
         assert response.json()["error"]["details"][0]["loc"] == ["body", "type"]
 
 
+class TestUpdate:
+    async def test_rename_and_replace_the_secret(
+        self, client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+    ) -> None:
+        cid = await _created(client, auth, "openweather", {"api_key": "first-key"})
+        renamed = await client.patch(
+            f"/api/credentials/{cid}", json={"name": "weather"}, headers=auth
+        )
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["name"] == "weather"
+        stored = runtime.store.credentials[cid]  # type: ignore[attr-defined]
+        assert runtime.cipher.decrypt(stored.secret_ciphertext) == {"api_key": "first-key"}
+
+        replaced = await client.patch(
+            f"/api/credentials/{cid}",
+            json={"secret": {"api_key": "SENTINELsecretXYZ"}},
+            headers=auth,
+        )
+        assert replaced.status_code == 200, replaced.text
+        assert set(replaced.json()) == {"id", "name", "type", "created_at"}
+        assert "SENTINEL" not in replaced.text
+        assert replaced.json()["name"] == "weather"
+        stored = runtime.store.credentials[cid]  # type: ignore[attr-defined]
+        assert "SENTINEL" not in stored.secret_ciphertext
+        assert runtime.cipher.decrypt(stored.secret_ciphertext) == {"api_key": "SENTINELsecretXYZ"}
+
+    @pytest.mark.parametrize(
+        ("body", "loc"),
+        [
+            ({}, ["body"]),
+            ({"secret": {"webhook_url": "https://discord.com/api/webhooks/1/x"}}, None),
+            ({"type": "discord", "secret": {"api_key": "k"}}, ["body", "type"]),
+            ({"name": ""}, ["body", "name"]),
+            ({"secret": {"api_key": "SENTINELsecretXYZ", "extra": "SENTINEL"}}, None),
+        ],
+        ids=["empty", "another-types-secret", "type", "empty-name", "extra-field"],
+    )
+    async def test_bad_changes_are_422_and_change_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        body: dict[str, object],
+        loc: list[str] | None,
+    ) -> None:
+        cid = await _created(client, auth, "openweather", {"api_key": "first-key"})
+        response = await client.patch(f"/api/credentials/{cid}", json=body, headers=auth)
+        assert response.status_code == 422, response.text
+        assert "SENTINEL" not in response.text
+        if loc is not None:
+            assert response.json()["error"]["details"][0]["loc"][: len(loc)] == loc
+        else:
+            assert response.json()["error"]["details"][0]["loc"][:2] == ["body", "secret"]
+        stored = runtime.store.credentials[cid]  # type: ignore[attr-defined]
+        assert stored.name == "openweather"
+        assert runtime.cipher.decrypt(stored.secret_ciphertext) == {"api_key": "first-key"}
+
+
 class TestIsolation:
     async def test_other_tenant_gets_404(self, client: httpx.AsyncClient) -> None:
         a = await signup(client, "a@example.com")
@@ -97,6 +155,8 @@ class TestIsolation:
         cid = created.json()["id"]
         assert (await client.get(f"/api/credentials/{cid}", headers=b)).status_code == 404
         assert (await client.delete(f"/api/credentials/{cid}", headers=b)).status_code == 404
+        stolen = await client.patch(f"/api/credentials/{cid}", json={"name": "mine"}, headers=b)
+        assert stolen.status_code == 404
         assert (await client.get("/api/credentials", headers=b)).json() == []
         assert (await client.delete(f"/api/credentials/{cid}", headers=a)).status_code == 204
         assert (await client.get(f"/api/credentials/{cid}", headers=a)).status_code == 404

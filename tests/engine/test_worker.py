@@ -110,6 +110,28 @@ class TestRun:
         bodies = [r["body"] for r in await api.received()]
         assert {"text": "Order 1042"} in bodies
 
+    async def test_a_replaced_secret_is_used_by_the_next_execution(
+        self, api: Api, worker: Worker
+    ) -> None:
+        """``PATCH /api/credentials/{id}`` with a new Slack URL: the very next execution
+        posts there, although this worker cached the old secret a moment ago."""
+        cred = await api.slack("T000/B000/old")
+        step = {"id": "notify", "type": "slack_message", "credential_id": cred}
+        wf = await api.workflow([step | {"config": {"text": "n {{ trigger.body.n }}"}}])
+        await api.fire(wf, {"n": 1})
+        await worker.run_until_empty()
+        replaced = await api.client.patch(
+            f"/api/credentials/{cred}",
+            json={"secret": {"webhook_url": f"{api.standin_url}/services/T000/B000/new"}},
+            headers=api.auth,
+        )
+        assert replaced.status_code == 200, replaced.text
+        second = await api.fire(wf, {"n": 2})
+        await worker.run_until_empty()
+        assert (await api.execution(second))["status"] == "succeeded"
+        paths = [(r["path"], r["body"]["text"]) for r in await api.received()]
+        assert paths == [("/services/T000/B000/old", "n 1"), ("/services/T000/B000/new", "n 2")]
+
     async def test_outputs_flow_between_steps(self, api: Api, worker: Worker) -> None:
         weather = await api.credential(
             "openweather", {"api_key": "good-key-123", "base_url": api.standin_url}

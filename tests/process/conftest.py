@@ -374,6 +374,9 @@ class Api:
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, headers=self.headers, **kwargs)
 
+    def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.patch(path, headers=self.headers, **kwargs)
+
     def credential(self, type_: str, secret: dict[str, Any]) -> str:
         response = self.post(
             "/api/credentials", json={"name": f"{type_}-cred", "type": type_, "secret": secret}

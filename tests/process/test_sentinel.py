@@ -188,6 +188,33 @@ def _run_everything(api: RecordingApi, standin: Standin, sentinel: str) -> None:
             what=f"{execution_id} terminal after retry/replay",
         )
 
+    # A new secret through PATCH (issue: credentials could not be edited): the worker
+    # process sends it within its cache's 2 s, and it is never read back either.
+    patched = api.patch(
+        f"/api/credentials/{http}",
+        json={
+            "name": "http rotated",
+            "secret": {
+                "base_url": standin.url,
+                "bearer_token": f"tok2-{sentinel}",
+                "headers": {"X-Api-Key": f"key-{sentinel}"},
+            },
+        },
+    )
+    assert patched.status_code == 200, patched.text
+
+    def rotated_token_arrived() -> bool:
+        execution_id = api.fire(ok, {"n": 8})
+        wait_for(
+            lambda: api.execution(execution_id)["status"],
+            until=lambda status: status in TERMINAL,
+            timeout_s=60,
+            what=f"{execution_id} terminal after the PATCH",
+        )
+        return f"tok2-{sentinel}" in repr(standin.requests())
+
+    wait_for(rotated_token_arrived, timeout_s=30, what="the PATCHed token used", interval_s=0.5)
+
     # Every read the API offers.
     for path in ("/api/credentials", "/api/workflows", "/api/tokens", "/api/circuits",
                  "/api/tenant", "/api/stats", f"/api/credentials/{http}",

@@ -60,7 +60,12 @@ def seed(server: ServerProcess, standin: StandinProcess) -> dict[str, str]:
     )
     running = api.fire(slow, {"n": 1})
     api.close()
-    return {"workflow": slack, "execution": executions[-1], "running": running}
+    return {
+        "workflow": slack,
+        "execution": executions[-1],
+        "running": running,
+        "credential": credential,
+    }
 
 
 async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[Path]:
@@ -75,6 +80,7 @@ async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[P
         ("workflow", f"/workflows/{ids['workflow']}"),
         ("workflow-edit", f"/workflows/{ids['workflow']}/edit"),
         ("credentials", "/credentials"),
+        ("credential-edit", f"/credentials/{ids['credential']}/edit"),
         ("executions", "/executions"),
         ("execution", f"/executions/{ids['execution']}"),
         ("execution-running", f"/executions/{ids['running']}"),

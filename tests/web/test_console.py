@@ -259,6 +259,42 @@ class TestSecrets:
         assert "team-slack" in new.text
         assert "SENTINEL" not in new.text
 
+    async def test_edit_renames_and_replaces_the_secret_without_showing_it(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        edit = f"/credentials/{credential_id}/edit"
+        assert f'href="{edit}"' in (await client.get("/credentials")).text
+        page = await client.get(edit)
+        assert page.status_code == 200
+        assert "SENTINEL" not in page.text
+        assert 'value="team-slack"' in page.text
+
+        renamed = await post_form(client, edit, edit, {"name": "ops-slack"})
+        assert renamed.status_code == 303, renamed.text
+        stored = runtime.store.credentials[credential_id]  # type: ignore[attr-defined]
+        assert stored.name == "ops-slack"
+        assert runtime.cipher.decrypt(stored.secret_ciphertext) == {"webhook_url": SECRET_URL}
+
+        refused = await post_form(
+            client,
+            edit,
+            edit,
+            {"name": "ops-slack", "secret.webhook_url": "not a url SENTINEL"},
+        )
+        assert refused.status_code == 422
+        assert 'id="err-secret-webhook_url"' in refused.text
+        assert "SENTINEL" not in refused.text
+        new_url = "https://hooks.slack.com/services/T1/B1/NEWsecret"
+        replaced = await post_form(
+            client, edit, edit, {"name": "ops-slack", "secret.webhook_url": new_url}
+        )
+        assert replaced.status_code == 303, replaced.text
+        stored = runtime.store.credentials[credential_id]  # type: ignore[attr-defined]
+        assert runtime.cipher.decrypt(stored.secret_ciphertext) == {"webhook_url": new_url}
+        assert "NEWsecret" not in (await client.get(edit)).text
+
     async def test_a_refused_secret_is_not_echoed_back(self, client: httpx.AsyncClient) -> None:
         await console_signup(client)
         response = await post_form(

@@ -53,6 +53,40 @@ def standard_headers(
     }
 
 
+async def test_a_signing_secret_is_rotated_in_place(
+    client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
+) -> None:
+    """The sender's rotation, without touching the workflow: PATCH the credential with the
+    new secret and the old one as ``previous_secret`` (both verify), then without it (only
+    the new one does), each at once."""
+    cred = await credential(client, auth, {"secret": OLD_WHSEC})
+    workflow_id = await new_workflow(
+        {"type": "webhook", "auth": {"scheme": "standard_webhooks", "credential_id": cred}}
+    )
+
+    async def post(secret: str, msg_id: str) -> int:
+        headers = standard_headers(secret, CONTACT, msg_id=msg_id)
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}", content=CONTACT, headers=headers
+        )
+        return response.status_code
+
+    assert await post(OLD_WHSEC, "msg_1") == 202
+    assert await post(WHSEC, "msg_2") == 401
+    both = {"secret": {"secret": WHSEC, "previous_secret": OLD_WHSEC}}
+    assert (
+        await client.patch(f"/api/credentials/{cred}", json=both, headers=auth)
+    ).status_code == 200
+    assert await post(WHSEC, "msg_3") == 202
+    assert await post(OLD_WHSEC, "msg_4") == 202
+    done = {"secret": {"secret": WHSEC}}
+    assert (
+        await client.patch(f"/api/credentials/{cred}", json=done, headers=auth)
+    ).status_code == 200
+    assert await post(OLD_WHSEC, "msg_5") == 401
+    assert await post(WHSEC, "msg_6") == 202
+
+
 class TestHmac:
     @pytest.fixture
     async def workflow_id(

@@ -6,7 +6,7 @@ from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
 from ipaas.api.routing import api_router
 from ipaas.credentials import service as credential_service
-from ipaas.credentials.schemas import CredentialCreate, CredentialRead
+from ipaas.credentials.schemas import CredentialCreate, CredentialRead, CredentialUpdate
 
 router = api_router(prefix="/credentials", tags=["credentials"], responses=AUTHENTICATED)
 _BY_ID = responses(404, 422)
@@ -40,6 +40,24 @@ async def get_credential(
             store, tenant_id=principal.tenant_id, credential_id=credential_id
         )
     )
+
+
+@router.patch("/{credential_id}", responses=_BY_ID | WITH_BODY)
+async def update_credential(
+    credential_id: str, body: CredentialUpdate, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> CredentialRead:
+    """Rename it and/or replace its secret (whole, of its type; write-only as at creation).
+    Workflows that use it send the new secret at once (other processes: within 2 s)."""
+    credential = await credential_service.update(
+        runtime.store,
+        runtime.cipher,
+        tenant_id=principal.tenant_id,
+        credential_id=credential_id,
+        data=body,
+    )
+    # This process's intake and executors use the new secret at once.
+    runtime.credential_changed(principal.tenant_id, credential_id)
+    return _read(credential)
 
 
 @router.delete(

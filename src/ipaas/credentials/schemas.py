@@ -2,9 +2,17 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from ipaas.credentials.models import CredentialType
 from ipaas.kit.http import check_header_lines
@@ -90,6 +98,31 @@ class CredentialCreate(BaseModel):
 
     def __repr__(self) -> str:
         return f"CredentialCreate(name={self.name!r}, type={self.type.value!r}, secret='***')"
+
+
+class CredentialUpdate(BaseModel):
+    """A new name, a new secret (whole, of the credential's type), or both. The type
+    cannot change: the workflows that use the credential were checked against it."""
+
+    # The schema says what is accepted: at least one of the two, neither of them null.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    name: Annotated[
+        str | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200})
+    ] = Field(default=None, min_length=1, max_length=200)
+    #: Write-only, as at creation: replaces the whole secret.
+    secret: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object"})] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> CredentialUpdate:
+        if self.name is None and self.secret is None:
+            msg = "give a name, a secret or both"
+            raise ValueError(msg)
+        return self
+
+    def __repr__(self) -> str:
+        secret = "***" if self.secret is not None else None
+        return f"CredentialUpdate(name={self.name!r}, secret={secret!r})"
 
 
 class CredentialRead(BaseModel):

@@ -78,11 +78,12 @@ class Executor:
         #: Off while the worker stops: a finish then claims nothing more.
         self.claim_on_finish = on_claimed is not None
         self._definitions: OrderedDict[tuple[str, str, int], WorkflowDefinition] = OrderedDict()
-        #: Credentials are immutable (created or deleted, never changed): a worker keeps the
-        #: decrypted secrets of a step set briefly instead of reading them per execution. A
-        #: deleted credential stays usable here for at most the TTL.
-        self._secrets: TtlCache[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = TtlCache(
-            SECRETS_TTL_S
+        #: Credentials change rarely (a new secret, a deletion): a worker keeps the decrypted
+        #: secrets of a step set briefly instead of reading them per execution. A replaced
+        #: secret or a deleted credential stays in use here for at most the TTL.
+        #: Keyed by tenant, credential ids and ``Runtime.credential_changes``.
+        self._secrets: TtlCache[tuple[str, tuple[str, ...], int], dict[str, dict[str, Any]]] = (
+            TtlCache(SECRETS_TTL_S)
         )
         #: Executions whose outcome is decided and being written (finish, or defer to a
         #: retry), until ``execute`` returns: the write ends their lease, so a renewal that
@@ -270,8 +271,10 @@ class Executor:
                 await finish(ExecutionStatus.failed, f"internal error: {type(exc).__name__}", None)
             return ExecutionStatus.failed
 
-    async def _load_secrets(self, key: tuple[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
-        tenant_id, credential_ids = key
+    async def _load_secrets(
+        self, key: tuple[str, tuple[str, ...], int]
+    ) -> dict[str, dict[str, Any]]:
+        tenant_id, credential_ids, _ = key
         loaded = await credential_service.load_secrets(
             self.runtime.store,
             self.runtime.cipher,
@@ -305,9 +308,8 @@ class Executor:
         credential_ids = sorted({s.credential_id for s in definition.steps if s.credential_id})
         secrets: dict[str, dict[str, Any]] = {}
         if credential_ids:
-            secrets = await self._secrets.get(
-                (execution.tenant_id, tuple(credential_ids)), self._load_secrets
-            )
+            key = (execution.tenant_id, tuple(credential_ids), self.runtime.credential_changes)
+            secrets = await self._secrets.get(key, self._load_secrets)
         cancels = self.runtime.cancels
         return StepsRun(
             tenant_id=execution.tenant_id,

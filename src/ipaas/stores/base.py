@@ -191,6 +191,17 @@ class Store(Protocol):
 
     async def delete_credential(self, tenant_id: str, credential_id: str) -> bool: ...
 
+    async def update_credential(
+        self,
+        tenant_id: str,
+        credential_id: str,
+        *,
+        name: str | None = None,
+        secret_ciphertext: str | None = None,
+    ) -> bool:
+        """Replace the credential's name and/or secret (``None``: keep it); its type and
+        id stay. False when the tenant has no such credential."""
+
     async def replace_credential_secret(
         self, tenant_id: str, credential_id: str, *, old: str, new: str
     ) -> bool:

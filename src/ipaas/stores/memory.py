@@ -169,6 +169,24 @@ class MemoryStore:
         del self.credentials[credential_id]
         return True
 
+    async def update_credential(
+        self,
+        tenant_id: str,
+        credential_id: str,
+        *,
+        name: str | None = None,
+        secret_ciphertext: str | None = None,
+    ) -> bool:
+        credential = await self.get_credential(tenant_id, credential_id)
+        if credential is None:
+            return False
+        if name is not None:
+            credential.name = name
+        if secret_ciphertext is not None:
+            credential.secret_ciphertext = secret_ciphertext
+        self.credentials[credential_id] = credential
+        return True
+
     async def replace_credential_secret(
         self, tenant_id: str, credential_id: str, *, old: str, new: str
     ) -> bool:

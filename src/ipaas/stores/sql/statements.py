@@ -175,6 +175,9 @@ REPLACE_CREDENTIAL_SECRET = (
     )
     .values(secret_ciphertext=p("p_new"))
 )
+UPDATE_CREDENTIAL = sa.update(t.credential).where(
+    scoped(t.credential), t.credential.c.id == p("p_id")
+)
 DELETE_CREDENTIAL = sa.delete(t.credential).where(
     scoped(t.credential), t.credential.c.id == p("p_id")
 )

@@ -279,6 +279,25 @@ class SqlStore:
         params = {"p_tenant_id": tenant_id, "p_id": credential_id}
         return await self._write_one(q.DELETE_CREDENTIAL, params) == 1
 
+    async def update_credential(
+        self,
+        tenant_id: str,
+        credential_id: str,
+        *,
+        name: str | None = None,
+        secret_ciphertext: str | None = None,
+    ) -> bool:
+        values = {
+            column: value
+            for column, value in (("name", name), ("secret_ciphertext", secret_ciphertext))
+            if value is not None
+        }
+        if not values:
+            return await self.get_credential(tenant_id, credential_id) is not None
+        update = q.UPDATE_CREDENTIAL.values(**values)
+        params = {"p_tenant_id": tenant_id, "p_id": credential_id}
+        return await self._write_one(update, params) == 1
+
     async def replace_credential_secret(
         self, tenant_id: str, credential_id: str, *, old: str, new: str
     ) -> bool:

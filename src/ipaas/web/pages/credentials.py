@@ -1,4 +1,4 @@
-"""Credentials: list, create (secrets write-only), delete."""
+"""Credentials: list, create, edit (a new name or secret; secrets write-only), delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from ipaas.api.deps import RuntimeDep
 from ipaas.credentials import service as credential_service
-from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate
+from ipaas.credentials.models import Credential
+from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate, CredentialUpdate
 from ipaas.errors import ValidationFailed
 from ipaas.web import forms
 from ipaas.web.pages._common import Csrf, read_form, see_other, validation_errors
@@ -71,6 +72,64 @@ async def create_credential(
     return await _credentials_page(
         request, principal, runtime, values=values, errors=errors, status=422
     )
+
+
+def _edit_page(
+    request: Request,
+    credential: Credential,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    context = {
+        "credential": credential,
+        "fields": SECRET_FIELDS[credential.type.value],
+        "values": values or {"name": credential.name},
+        "errors": errors or {},
+    }
+    return render(request, "credential_edit.html", context, status)
+
+
+@router.get("/credentials/{credential_id}/edit")
+async def edit_credential(
+    credential_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    credential = await credential_service.get(
+        runtime.store, tenant_id=principal.tenant_id, credential_id=credential_id
+    )
+    return _edit_page(request, credential)
+
+
+@router.post("/credentials/{credential_id}/edit", dependencies=Csrf)
+async def update_credential(
+    credential_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    credential = await credential_service.get(
+        runtime.store, tenant_id=principal.tenant_id, credential_id=credential_id
+    )
+    form = await read_form(request)
+    values = {"name": form.get("name", "")}  # never the secret
+    secret, errors = forms.read(SECRET_FIELDS[credential.type.value], form, "secret.")
+    errors = {f"secret.{k}": v for k, v in errors.items()}
+    if not errors:
+        try:
+            data = CredentialUpdate(name=values["name"], secret=secret or None)
+            await credential_service.update(
+                runtime.store,
+                runtime.cipher,
+                tenant_id=principal.tenant_id,
+                credential_id=credential_id,
+                data=data,
+            )
+        except ValidationError as exc:
+            errors = validation_errors(exc)
+        except ValidationFailed as exc:
+            errors = forms.errors_by_field(exc.details) or {"form": exc.message}
+        else:
+            runtime.credential_changed(principal.tenant_id, credential_id)
+            return see_other("/credentials")
+    return _edit_page(request, credential, values=values, errors=errors, status=422)
 
 
 @router.post("/credentials/{credential_id}/delete", dependencies=Csrf)
