@@ -142,9 +142,11 @@ async def rotate_secrets(store: Store, cipher: CredentialCipher) -> Rotation:
     """Encrypt every tenant's credentials again under the first key of
     ``IPAAS_SECRET_KEY`` (``new,old``), so that the old key can then be removed.
 
-    Safe beside running processes: credentials are never edited in place, each replacement
-    is a compare-and-set on the ciphertext read, and every process decrypts with both keys
-    until its ``IPAAS_SECRET_KEY`` drops the old one. Running it again changes nothing."""
+    Safe beside running processes: each replacement is a compare-and-set on the ciphertext
+    read, so a secret replaced meanwhile (``PATCH``, encrypted by a process that already has
+    ``new,old``: step 2 of docs/operations.md) is left as it is, and every process decrypts
+    with both keys until its ``IPAAS_SECRET_KEY`` drops the old one. Running it again
+    changes nothing."""
     report = Rotation()
     for tenant_id in await store.list_tenant_ids():
         for credential in await store.list_credentials(tenant_id):
@@ -159,5 +161,5 @@ async def rotate_secrets(store: Store, cipher: CredentialCipher) -> Rotation:
                 tenant_id, credential.id, old=credential.secret_ciphertext, new=new
             ):
                 report.rotated += 1
-            # else: deleted meanwhile; nothing left to re-encrypt.
+            # else: deleted or given a new secret meanwhile (under the first key already).
     return report
