@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
+import pytest
 
 from ipaas.executions.models import ExecutionStatus
 from ipaas.runtime import Runtime
@@ -80,3 +83,138 @@ class TestIsolation:
         assert (await client.post(f"/api/executions/{ex}/cancel", headers=b)).status_code == 404
         assert (await client.get("/api/executions", headers=b)).json()["items"] == []
         assert (await client.get(f"/api/executions/{ex}", headers=a)).json()["status"] == "queued"
+
+
+class TestRetryMany:
+    """``POST /api/executions/retry``: after a destination's outage, every run that failed
+    on it, without one call per execution."""
+
+    T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    async def runs(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        workflow_id: str,
+        outcomes: list[tuple[ExecutionStatus, int]],
+    ) -> list[str]:
+        """Executions of ``workflow_id`` that ended in each status, created that many minutes
+        after ``T0``."""
+        ids = []
+        for status, minutes in outcomes:
+            r = await client.post(f"/api/webhooks/{workflow_id}", json={"m": minutes})
+            execution_id = str(r.json()["execution_id"])
+            stored = runtime.store.executions[execution_id]  # type: ignore[attr-defined]
+            stored.status = status
+            stored.created_at = self.T0 + timedelta(minutes=minutes)
+            stored.error = None if status is ExecutionStatus.succeeded else "slack said 503"
+            ids.append(execution_id)
+        return ids
+
+    async def test_the_failed_ones_in_the_window_are_queued_again(
+        self, client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+    ) -> None:
+        wf, other = await make_workflow(client, auth), await make_workflow(client, auth)
+        failed, timed_out, cancelled, succeeded, too_early, too_late = await self.runs(
+            client,
+            runtime,
+            wf,
+            [
+                (ExecutionStatus.failed, 10),
+                (ExecutionStatus.timed_out, 5),
+                (ExecutionStatus.cancelled, 12),
+                (ExecutionStatus.succeeded, 15),
+                (ExecutionStatus.failed, -1),
+                (ExecutionStatus.failed, 60),
+            ],
+        )
+        (other_failed,) = await self.runs(client, runtime, other, [(ExecutionStatus.failed, 20)])
+        body = {
+            "since": self.T0.isoformat(),
+            "until": (self.T0 + timedelta(minutes=60)).isoformat(),
+            "workflow_id": wf,
+        }
+
+        r = await client.post("/api/executions/retry", json=body, headers=auth)
+
+        assert r.status_code == 202, r.text
+        assert r.json() == {"retried": [timed_out, failed], "more": False}  # oldest first
+        status = {
+            ex_id: runtime.store.executions[ex_id].status  # type: ignore[attr-defined]
+            for ex_id in (failed, timed_out, cancelled, succeeded, too_early, too_late)
+        }
+        assert status == {
+            failed: ExecutionStatus.queued,
+            timed_out: ExecutionStatus.queued,
+            cancelled: ExecutionStatus.cancelled,  # not asked for
+            succeeded: ExecutionStatus.succeeded,
+            too_early: ExecutionStatus.failed,
+            too_late: ExecutionStatus.failed,  # until is exclusive
+        }
+        assert runtime.store.executions[failed].error is None  # type: ignore[attr-defined]
+        assert runtime.store.executions[other_failed].status is ExecutionStatus.failed  # type: ignore[attr-defined]
+        # Every workflow, cancelled ones too, from T0 on.
+        everything = {"since": self.T0.isoformat(), "statuses": ["failed", "cancelled"]}
+        r = await client.post("/api/executions/retry", json=everything, headers=auth)
+        assert r.json() == {"retried": [cancelled, other_failed, too_late], "more": False}
+
+    async def test_limit_and_more_go_on_call_after_call(
+        self, client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+    ) -> None:
+        wf = await make_workflow(client, auth)
+        ids = await self.runs(client, runtime, wf, [(ExecutionStatus.failed, m) for m in range(5)])
+        body = {"since": self.T0.isoformat(), "limit": 2}
+        batches = []
+        for _ in range(4):
+            r = await client.post("/api/executions/retry", json=body, headers=auth)
+            assert r.status_code == 202, r.text
+            batches.append((r.json()["retried"], r.json()["more"]))
+        # The newest first, each batch queued oldest first; then nothing is left.
+        assert batches == [
+            (ids[3:5], True),
+            (ids[1:3], True),
+            (ids[0:1], False),
+            ([], False),
+        ]
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {},
+            {"since": "2026-12-01T12:00:00"},  # no zone
+            {"since": 1764590400},  # seconds: the schema says a date-time string
+            {"since": "2026-12-01T12:00:00Z", "statuses": ["succeeded"]},
+            {"since": "2026-12-01T12:00:00Z", "statuses": []},
+            {"since": "2026-12-01T12:00:00Z", "limit": 1001},
+            {"since": "2026-12-01T12:00:00Z", "stauts": ["failed"]},
+        ],
+        ids=["no-since", "naive", "seconds", "succeeded", "no-status", "limit", "typo"],
+    )
+    async def test_bad_requests_are_422_and_retry_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        body: dict[str, object],
+    ) -> None:
+        wf = await make_workflow(client, auth)
+        (failed,) = await self.runs(client, runtime, wf, [(ExecutionStatus.failed, 1)])
+        r = await client.post("/api/executions/retry", json=body, headers=auth)
+        assert r.status_code == 422, r.text
+        assert runtime.store.executions[failed].status is ExecutionStatus.failed  # type: ignore[attr-defined]
+
+    async def test_another_tenants_workflow_retries_nothing(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        a = await signup(client, "a@example.com")
+        b = await signup(client, "b@example.com")
+        a.pop("tenant_id")
+        b.pop("tenant_id")
+        wf = await make_workflow(client, a)
+        (failed,) = await self.runs(client, runtime, wf, [(ExecutionStatus.failed, 1)])
+        body = {"since": self.T0.isoformat(), "workflow_id": wf}
+        r = await client.post("/api/executions/retry", json=body, headers=b)
+        assert r.json() == {"retried": [], "more": False}
+        assert runtime.store.executions[failed].status is ExecutionStatus.failed  # type: ignore[attr-defined]
+        r = await client.post("/api/executions/retry", json=body, headers=a)
+        assert r.json()["retried"] == [failed]

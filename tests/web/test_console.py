@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -590,6 +591,44 @@ class TestExecutionFilters:
         assert bad.status_code == 400
         assert "Unknown status" in bad.text
         assert bad.headers["content-type"].startswith("text/html")
+
+    async def test_retry_what_the_failed_filter_shows(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        fired = []
+        for n in range(3):
+            response = await client.post(f"/api/webhooks/{workflow_id}", json={"id": n})
+            fired.append(response.json()["execution_id"])
+        for execution_id in fired[:2]:
+            store.executions[execution_id].status = ExecutionStatus.failed
+        old = store.executions[fired[0]]
+        old.created_at = old.created_at - timedelta(hours=2)  # outside a 1-hour window
+
+        assert "Retry them" not in (await client.get("/executions")).text  # any status
+        page = await client.get(f"/executions?workflow_id={workflow_id}&status=failed")
+        assert "Retry every failed execution of this workflow from the last" in page.text
+        form = {"status": "failed", "workflow_id": workflow_id, "hours": "1"}
+        done = await post_form(client, "/executions?status=failed", "/executions/retry", form)
+        assert done.status_code == 303
+        assert "retried=1" in done.headers["location"]
+        assert "1 execution queued again." in (await client.get(done.headers["location"])).text
+        statuses = [store.executions[e].status for e in fired]
+        assert statuses == [ExecutionStatus.failed, ExecutionStatus.queued, ExecutionStatus.queued]
+        refused = await post_form(
+            client, "/executions", "/executions/retry", form | {"status": "succeeded"}
+        )
+        assert refused.status_code == 400
+        refused = await post_form(client, "/executions", "/executions/retry", form | {"hours": "5"})
+        assert refused.status_code == 400
+        assert store.executions[fired[0]].status is ExecutionStatus.failed
 
 
 class TestWorkflowList:

@@ -5,11 +5,14 @@ from typing import Annotated
 from fastapi import Query, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
-from ipaas.api.errors import AUTHENTICATED, responses
+from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
 from ipaas.api.routing import api_router
 from ipaas.executions import service as execution_service
 from ipaas.executions import stats as execution_stats
+from ipaas.executions.models import ExecutionStatus
 from ipaas.executions.schemas import (
+    BulkRetried,
+    BulkRetry,
     ExecutionDetail,
     ExecutionFilter,
     ExecutionList,
@@ -77,6 +80,32 @@ async def cancel_execution(
         runtime.store, runtime.cancel_bus, tenant_id=principal.tenant_id, execution_id=execution_id
     )
     return ExecutionRead.of(execution)
+
+
+@router.post(
+    "/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(422) | WITH_BODY,
+)
+async def retry_executions(
+    body: BulkRetry, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> BulkRetried:
+    """Resume many at once, as `POST /api/executions/{id}/retry` does one: your executions
+    (or one workflow's) in `statuses` (default failed and timed out) created in
+    `[since, until)`, after a destination's outage say. At most `limit` (100, up to 1,000)
+    per call, the newest, queued again oldest first; `more` is true while others match:
+    call again."""
+    retried, more = await execution_service.retry_many(
+        runtime.store,
+        runtime.queue,
+        tenant_id=principal.tenant_id,
+        since=body.since,
+        until=body.until,
+        workflow_id=body.workflow_id,
+        statuses=[ExecutionStatus(s) for s in body.statuses],
+        limit=body.limit,
+    )
+    return BulkRetried(retried=[e.id for e in retried], more=more)
 
 
 @router.post(

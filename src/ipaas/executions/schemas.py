@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ipaas.executions.models import MAX_PAGE, Execution, ExecutionStatus, StepRun, StepStatus
 
@@ -98,6 +98,49 @@ class ExecutionFilter(BaseModel):
     status: ExecutionStatus | None = None
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+
+
+def _text(value: object) -> object:
+    """A date-time as the schema says: RFC 3339 text (pydantic alone also takes a number
+    of seconds)."""
+    if isinstance(value, int | float):
+        msg = "give a date-time with its zone, e.g. 2026-12-01T12:00:00Z"
+        raise ValueError(msg)
+    return value
+
+
+#: An RFC 3339 date-time with its zone.
+DateTimeText = Annotated[AwareDatetime, BeforeValidator(_text)]
+
+#: Executions one ``POST /api/executions/retry`` resumes at most.
+MAX_BULK_RETRY = 1000
+RetryableStatus = Literal["failed", "timed_out", "cancelled"]
+
+
+def _failed_and_timed_out() -> list[RetryableStatus]:
+    return ["failed", "timed_out"]
+
+
+class BulkRetry(BaseModel):
+    """Which executions to resume: the tenant's (or one workflow's) in these statuses,
+    created in ``[since, until)`` (empty when ``until`` is not later: nothing matches)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: DateTimeText
+    until: DateTimeText | None = None
+    workflow_id: str | None = Field(default=None, max_length=64)
+    statuses: list[RetryableStatus] = Field(
+        default_factory=_failed_and_timed_out, min_length=1, max_length=3
+    )
+    limit: int = Field(default=100, ge=1, le=MAX_BULK_RETRY)
+
+
+class BulkRetried(BaseModel):
+    #: The executions queued again, oldest first.
+    retried: list[str]
+    #: More matched than ``limit``: call again (the ones retried no longer match).
+    more: bool
 
 
 #: The stats window a caller may ask for: one minute to one day.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 import structlog
 
 from ipaas.engine.cancellation import CancelBus
@@ -97,6 +100,59 @@ async def retry(store: Store, queue: JobQueue, *, tenant_id: str, execution_id: 
     except Exception:  # committed already: a worker's store poll picks it up
         _log.warning("enqueue_failed", execution_id=execution.id, exc_info=True)
     return execution
+
+
+#: Executions read per page while ``retry_many`` looks for the ones to resume.
+_SCAN_PAGE = 200
+
+
+async def retry_many(
+    store: Store,
+    queue: JobQueue,
+    *,
+    tenant_id: str,
+    since: datetime,
+    until: datetime | None,
+    workflow_id: str | None,
+    statuses: Sequence[ExecutionStatus],
+    limit: int,
+) -> tuple[list[Execution], bool]:
+    """``retry`` for each of the tenant's executions in ``statuses`` created in
+    ``[since, until)`` (of one workflow, or all): after an outage of a destination, every
+    run that failed on it. At most ``limit``, the newest ones, resumed oldest first; the
+    second value says whether more matched (those retried no longer match, so calling again
+    goes on). One that changed status meanwhile is skipped."""
+    found: list[Execution] = []
+    for status in statuses:
+        # (created_at, id) < (until, ""): created before ``until``.
+        before = (until, "") if until is not None else None
+        taken = 0
+        while taken <= limit:
+            page = await store.list_executions(
+                tenant_id, workflow_id=workflow_id, status=status, before=before, limit=_SCAN_PAGE
+            )
+            in_window = [ex for ex in page.items if ex.created_at >= since]
+            found += in_window[: limit + 1 - taken]
+            taken += len(in_window)
+            if len(in_window) < len(page.items) or page.next_key is None:
+                break
+            before = page.next_key
+    found.sort(key=lambda ex: (ex.created_at, ex.id), reverse=True)
+    chosen = sorted(found[:limit], key=lambda ex: (ex.created_at, ex.id))
+    retried: list[Execution] = []
+    for candidate in chosen:
+        execution = await store.requeue_execution(tenant_id, candidate.id, statuses=statuses)
+        if execution is None:
+            continue  # retried, cancelled or deleted meanwhile
+        retried.append(execution)
+        try:
+            await queue.enqueue(execution.id)
+        except Exception:  # committed already: a worker's store poll picks it up
+            _log.warning("enqueue_failed", execution_id=execution.id, exc_info=True)
+    _log.info(
+        "executions_retried", tenant_id=tenant_id, count=len(retried), more=len(found) > limit
+    )
+    return retried, len(found) > limit
 
 
 async def replay(store: Store, queue: JobQueue, *, tenant_id: str, execution_id: str) -> Execution:

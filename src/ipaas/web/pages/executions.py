@@ -1,8 +1,11 @@
-"""Executions: filtered list, detail with the step timeline, cancel, retry."""
+"""Executions: filtered list (and retrying what it shows), detail with the step timeline,
+cancel, retry."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -11,13 +14,15 @@ from ipaas.api.deps import RuntimeDep
 from ipaas.errors import BadRequest
 from ipaas.executions import service as execution_service
 from ipaas.executions.models import ExecutionStatus
-from ipaas.executions.schemas import ExecutionRead, StepRunRead
-from ipaas.web.pages._common import Csrf, see_other
+from ipaas.executions.schemas import MAX_BULK_RETRY, ExecutionRead, StepRunRead
+from ipaas.kit.clock import utcnow
+from ipaas.web.pages._common import Csrf, read_form, see_other
 from ipaas.web.render import render
 from ipaas.web.session import SessionPrincipal
 from ipaas.workflows import service as workflow_service
 
 router = APIRouter()
+RESUMABLE_VALUES = frozenset(status.value for status in execution_service.RESUMABLE)
 
 
 async def _executions(
@@ -48,6 +53,8 @@ async def _executions(
         "filters": {"workflow_id": workflow_id or "", "status": status},
         "statuses": list(ExecutionStatus),
         "names": names,
+        "retryable": status in RESUMABLE_VALUES,
+        "retry_windows_h": RETRY_WINDOWS_H,
     }
 
 
@@ -91,6 +98,37 @@ async def execution_detail(request: Request, context: ExecutionDep) -> HTMLRespo
 @router.get("/executions/{execution_id}/live")
 async def execution_live(request: Request, context: ExecutionDep) -> HTMLResponse:
     return render(request, "_execution_body.html", context)
+
+
+#: The console's "retry them all" windows, in hours.
+RETRY_WINDOWS_H = (1, 6, 24, 72)
+
+
+@router.post("/executions/retry", dependencies=Csrf)
+async def retry_executions(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    """Every execution in the filter's status (failed, timed out or cancelled; of the
+    filter's workflow or all) from the last hours chosen: up to ``MAX_BULK_RETRY``."""
+    form = await read_form(request)
+    status, workflow_id = form.get("status", ""), form.get("workflow_id", "")
+    hours = form.get("hours", "")
+    if status not in RESUMABLE_VALUES or not hours.isdigit() or int(hours) not in RETRY_WINDOWS_H:
+        raise BadRequest("Choose failed, timed_out or cancelled executions and a window")
+    retried, more = await execution_service.retry_many(
+        runtime.store,
+        runtime.queue,
+        tenant_id=principal.tenant_id,
+        since=utcnow() - timedelta(hours=int(hours)),
+        until=None,
+        workflow_id=workflow_id or None,
+        statuses=[ExecutionStatus(status)],
+        limit=MAX_BULK_RETRY,
+    )
+    query = urlencode(
+        {"workflow_id": workflow_id, "status": status, "retried": len(retried), "more": int(more)}
+    )
+    return see_other(f"/executions?{query}")
 
 
 @router.post("/executions/{execution_id}/cancel", dependencies=Csrf)
