@@ -768,6 +768,35 @@ class TestListExecutions:
             before = page.next_key
         assert seen == [ex.id for ex in expected]
 
+    @pytest.mark.parametrize("limit", [2, 50])
+    async def test_since_bounds_the_pages(
+        self, store: Store, acct: Account, rows: list[Execution], limit: int
+    ) -> None:
+        """``since`` (inclusive) with ``before`` (exclusive): a window of ``created_at``."""
+        since, until = at(1), (at(4), "")
+        expected = sorted(
+            (ex for ex in rows if since <= ex.created_at < at(4)),
+            key=lambda ex: (ex.created_at, ex.id),
+            reverse=True,
+        )
+        assert 0 < len(expected) < len(rows)
+        seen: list[str] = []
+        before: tuple[datetime, str] | None = until
+        while True:
+            page = await store.list_executions(acct.id, before=before, since=since, limit=limit)
+            seen += [ex.id for ex in page.items]
+            if page.next_key is None:
+                break
+            before = page.next_key
+        by_id = {ex.id: ex.created_at for ex in rows}
+        assert seen == [ex.id for ex in expected], [(i, by_id.get(i)) for i in seen]
+        failed_since = await store.list_executions(acct.id, status=R, since=at(3))
+        assert [ex.id for ex in failed_since.items] == [
+            ex.id
+            for ex in sorted(rows, key=lambda ex: (ex.created_at, ex.id), reverse=True)
+            if ex.status == R and ex.created_at >= at(3)
+        ]
+
     @pytest.mark.parametrize("limit", [1, 2, 20])
     async def test_recent_runs_of_several_workflows_in_one_read(
         self, store: Store, acct: Account, rows: list[Execution], limit: int

@@ -61,6 +61,37 @@ class TestList:
         assert [i["id"] for i in by_status["items"]] == [b]
         assert runtime.store.executions[a].status is ExecutionStatus.queued  # type: ignore[attr-defined]
 
+    async def test_since_and_until_bound_every_page(
+        self, client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+    ) -> None:
+        wf = await make_workflow(client, auth)
+        t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+        fired = []
+        for minutes in range(8):
+            r = await client.post(f"/api/webhooks/{wf}", json={"m": minutes})
+            execution_id = r.json()["execution_id"]
+            runtime.store.executions[execution_id].created_at = t0 + timedelta(minutes=minutes)  # type: ignore[attr-defined]
+            fired.append(execution_id)
+        window = {
+            "since": (t0 + timedelta(minutes=2)).isoformat(),
+            "until": (t0 + timedelta(minutes=6)).isoformat(),
+        }
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {**window, "limit": 3, **({"cursor": cursor} if cursor else {})}
+            r = await client.get("/api/executions", params=params, headers=auth)
+            assert r.status_code == 200, r.text
+            seen += [item["id"] for item in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == fired[5:1:-1]  # minutes 5, 4, 3, 2: until is exclusive
+        for bad in ({"since": "1764590400"}, {"until": "yesterday"}, {"since": "2026-12-01"}):
+            r = await client.get("/api/executions", params=bad, headers=auth)
+            assert r.status_code == 422, (bad, r.text)
+            assert "date-time with its zone" in r.text or "timezone" in r.text
+
     async def test_bad_cursor_and_status_are_4xx(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

@@ -54,6 +54,8 @@ async def list_executions(
         status=query.status,
         cursor=query.cursor,
         limit=query.limit,
+        since=query.since,
+        until=query.until,
     )
     return ExecutionList(items=[ExecutionRead.of(e) for e in items], next_cursor=next_cursor)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -88,6 +89,24 @@ class ExecutionDetail(ExecutionRead):
     steps: list[StepRunRead]
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _text(value: object) -> object:
+    """A date-time as the schema says: RFC 3339 text (pydantic alone also takes a number
+    of seconds, as a number or, in a query string, as text)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _DATE.match(value):
+        msg = "give a date-time with its zone, e.g. 2026-12-01T12:00:00Z"
+        raise ValueError(msg)
+    return value
+
+
+#: An RFC 3339 date-time with its zone.
+DateTimeText = Annotated[AwareDatetime, BeforeValidator(_text)]
+
+
 class ExecutionFilter(BaseModel):
     """``GET /api/executions``'s query. Unknown parameters are refused (422): a misspelled
     filter (``?stauts=failed``) would otherwise list every execution as if it had matched."""
@@ -96,21 +115,13 @@ class ExecutionFilter(BaseModel):
 
     workflow_id: str | None = None
     status: ExecutionStatus | None = None
+    #: Created at or after (RFC 3339, with its zone).
+    since: DateTimeText | None = None
+    #: Created before.
+    until: DateTimeText | None = None
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 
-
-def _text(value: object) -> object:
-    """A date-time as the schema says: RFC 3339 text (pydantic alone also takes a number
-    of seconds)."""
-    if isinstance(value, int | float):
-        msg = "give a date-time with its zone, e.g. 2026-12-01T12:00:00Z"
-        raise ValueError(msg)
-    return value
-
-
-#: An RFC 3339 date-time with its zone.
-DateTimeText = Annotated[AwareDatetime, BeforeValidator(_text)]
 
 #: Executions one ``POST /api/executions/retry`` resumes at most.
 MAX_BULK_RETRY = 1000

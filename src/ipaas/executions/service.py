@@ -53,13 +53,23 @@ async def list_(
     status: ExecutionStatus | None,
     cursor: str | None,
     limit: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> tuple[list[Execution], str | None]:
-    before = Cursor.decode(cursor) if cursor else None
+    """A page, newest first; ``since`` and ``until`` bound ``created_at`` (``until``
+    exclusive). The cursor carries the position only: pass the same filters with it."""
+    before: tuple[datetime, str] | None = None
+    if cursor:
+        decoded = Cursor.decode(cursor)
+        before = (decoded.created_at, decoded.id)
+    if until is not None and (before is None or (until, "") < before):
+        before = (until, "")  # (created_at, id) < (until, ""): created before ``until``
     page = await store.list_executions(
         tenant_id,
         workflow_id=workflow_id,
         status=status,
-        before=(before.created_at, before.id) if before else None,
+        before=before,
+        since=since,
         limit=min(limit, MAX_PAGE),
     )
     next_cursor = Cursor(*page.next_key).encode() if page.next_key else None
@@ -129,12 +139,16 @@ async def retry_many(
         taken = 0
         while taken <= limit:
             page = await store.list_executions(
-                tenant_id, workflow_id=workflow_id, status=status, before=before, limit=_SCAN_PAGE
+                tenant_id,
+                workflow_id=workflow_id,
+                status=status,
+                before=before,
+                since=since,
+                limit=min(_SCAN_PAGE, limit + 1 - taken),
             )
-            in_window = [ex for ex in page.items if ex.created_at >= since]
-            found += in_window[: limit + 1 - taken]
-            taken += len(in_window)
-            if len(in_window) < len(page.items) or page.next_key is None:
+            found += page.items
+            taken += len(page.items)
+            if page.next_key is None:
                 break
             before = page.next_key
     found.sort(key=lambda ex: (ex.created_at, ex.id), reverse=True)

@@ -295,9 +295,11 @@ class Store(Protocol):
         workflow_id: str | None = None,
         status: ExecutionStatus | None = None,
         before: tuple[datetime, str] | None = None,
+        since: datetime | None = None,
         limit: int = 50,
     ) -> ExecutionPage:
-        """Newest first by ``(created_at, id)``; ``before`` is the exclusive keyset cursor."""
+        """Newest first by ``(created_at, id)``; ``before`` is the exclusive keyset cursor,
+        ``since`` the earliest ``created_at`` listed (inclusive)."""
 
     async def recent_runs(
         self, tenant_id: str, workflow_ids: Sequence[str], *, limit: int

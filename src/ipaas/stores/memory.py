@@ -334,6 +334,7 @@ class MemoryStore:
         workflow_id: str | None = None,
         status: ExecutionStatus | None = None,
         before: tuple[datetime, str] | None = None,
+        since: datetime | None = None,
         limit: int = 50,
     ) -> ExecutionPage:
         rows = [
@@ -343,6 +344,7 @@ class MemoryStore:
             and (workflow_id is None or ex.workflow_id == workflow_id)
             and (status is None or ex.status == status)
             and (before is None or (ex.created_at, ex.id) < before)
+            and (since is None or ex.created_at >= since)
         ]
         rows.sort(key=lambda ex: (ex.created_at, ex.id), reverse=True)
         page = [ex.model_copy(deep=True) for ex in rows[:limit]]

@@ -482,6 +482,7 @@ class SqlStore:
         workflow_id: str | None = None,
         status: ExecutionStatus | None = None,
         before: tuple[datetime, str] | None = None,
+        since: datetime | None = None,
         limit: int = 50,
     ) -> ExecutionPage:
         if limit <= 0:
@@ -499,6 +500,9 @@ class SqlStore:
             cursor = sa.tuple_(q.p_at("p_before_at"), q.p("p_before_id"))
             query = query.where(sa.tuple_(_EX.c.created_at, _EX.c.id) < cursor)
             params["p_before_at"], params["p_before_id"] = before
+        if since is not None:
+            query = query.where(_EX.c.created_at >= q.p_at("p_since"))
+            params["p_since"] = since
         # One extra row tells whether another page follows, without a COUNT.
         query = query.order_by(_EX.c.created_at.desc(), _EX.c.id.desc()).limit(
             sa.bindparam("p_limit", type_=sa.Integer())
