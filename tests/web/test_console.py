@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -562,6 +562,31 @@ class TestPages:
         # No worker runs in these tests: all three wait in the queue.
         assert re.search(r'data-metric="queue">3<', live.text)
         assert "queued 3" in live.text
+
+    async def test_dashboard_names_the_destinations_held_back(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        live = await client.get("/dashboard/live")
+        assert "None: every destination is being called." in live.text
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        (tenant_id,) = store.tenants
+        now = datetime.now(UTC)
+        retry_at = now + timedelta(seconds=30)
+        await runtime.store.record_circuit_failure(
+            tenant_id, "hooks.down.example", now=now, threshold=1, retry_at=retry_at
+        )
+        await runtime.store.record_circuit_failure(
+            tenant_id, "flaky.example", now=now, threshold=5, retry_at=retry_at
+        )  # one failure of five: still closed
+        await runtime.store.record_circuit_failure(
+            "tn_someone_else", "theirs.example", now=now, threshold=1, retry_at=retry_at
+        )
+        live = await client.get("/dashboard/live")
+        assert "<code>hooks.down.example</code></td><td>open</td><td>1</td>" in live.text
+        assert "flaky.example" not in live.text
+        assert "theirs.example" not in live.text
 
     async def test_token_is_shown_once(self, client: httpx.AsyncClient) -> None:
         await console_signup(client)
