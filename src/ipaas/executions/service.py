@@ -133,7 +133,7 @@ async def retry_many(
     second value says whether more matched (those retried no longer match, so calling again
     goes on). One that changed status meanwhile is skipped."""
     found: list[Execution] = []
-    for status in statuses:
+    for status in dict.fromkeys(statuses):  # each once, however often it was asked for
         # (created_at, id) < (until, ""): created before ``until``.
         before = (until, "") if until is not None else None
         taken = 0
