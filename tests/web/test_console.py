@@ -617,6 +617,38 @@ class TestExecutionFilters:
         assert "Unknown status" in bad.text
         assert bad.headers["content-type"].startswith("text/html")
 
+    async def test_the_created_filter(self, client: httpx.AsyncClient, runtime: Runtime) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        fired = []
+        for age_h in (0, 3, 30):
+            response = await client.post(f"/api/webhooks/{workflow_id}", json={"age": age_h})
+            execution_id = response.json()["execution_id"]
+            store.executions[execution_id].created_at -= timedelta(hours=age_h)
+            fired.append(execution_id)
+
+        def listed(page: httpx.Response) -> list[str]:
+            return [e for e in fired if f"/executions/{e}" in page.text]
+
+        assert listed(await client.get("/executions?workflow_id=&status=&hours=")) == fired
+        assert listed(await client.get("/executions?hours=1")) == fired[:1]
+        last_day = await client.get("/executions?hours=24")
+        assert listed(last_day) == fired[:2]
+        assert '<option value="24" selected>in the last 24 hours</option>' in last_day.text
+        assert (
+            listed(await client.get("/executions/rows?workflow_id=&status=&hours=6")) == (fired[:2])
+        )
+        for bad in ("2", "x", "-1"):
+            refused = await client.get(f"/executions?hours={bad}")
+            assert refused.status_code == 400
+            assert "Unknown period" in refused.text
+
     async def test_retry_what_the_failed_filter_shows(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:

@@ -23,6 +23,10 @@ from ipaas.workflows import service as workflow_service
 
 router = APIRouter()
 RESUMABLE_VALUES = frozenset(status.value for status in execution_service.RESUMABLE)
+#: The list's "created in the last" filter, in hours.
+PERIODS_H = (1, 6, 24, 72, 168)
+#: The console's "retry them all" windows, in hours.
+RETRY_WINDOWS_H = (1, 6, 24, 72)
 
 
 async def _executions(
@@ -30,14 +34,17 @@ async def _executions(
     runtime: RuntimeDep,
     workflow_id: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[str, Query(max_length=20)] = "",
+    hours: Annotated[str, Query(max_length=4)] = "",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    # The filter form sends ``status=`` for "any status".
+    # The filter form sends ``status=`` for "any status" and ``hours=`` for "any time".
     try:
         wanted = ExecutionStatus(status) if status else None
     except ValueError:
         allowed = ", ".join(s.value for s in ExecutionStatus)
         raise BadRequest(f"Unknown status {status!r}; one of {allowed}") from None
+    if hours and (not hours.isdigit() or int(hours) not in PERIODS_H):
+        raise BadRequest(f"Unknown period {hours!r} hours; one of {', '.join(map(str, PERIODS_H))}")
     items, next_cursor = await execution_service.list_(
         runtime.store,
         tenant_id=principal.tenant_id,
@@ -45,13 +52,15 @@ async def _executions(
         status=wanted,
         cursor=cursor or None,
         limit=50,
+        since=utcnow() - timedelta(hours=int(hours)) if hours else None,
     )
     names = await workflow_service.names(runtime.store, tenant_id=principal.tenant_id)
     return {
         "executions": [ExecutionRead.of(e) for e in items],
         "next_cursor": next_cursor,
-        "filters": {"workflow_id": workflow_id or "", "status": status},
+        "filters": {"workflow_id": workflow_id or "", "status": status, "hours": hours},
         "statuses": list(ExecutionStatus),
+        "periods_h": PERIODS_H,
         "names": names,
         "retryable": status in RESUMABLE_VALUES,
         "retry_windows_h": RETRY_WINDOWS_H,
@@ -98,10 +107,6 @@ async def execution_detail(request: Request, context: ExecutionDep) -> HTMLRespo
 @router.get("/executions/{execution_id}/live")
 async def execution_live(request: Request, context: ExecutionDep) -> HTMLResponse:
     return render(request, "_execution_body.html", context)
-
-
-#: The console's "retry them all" windows, in hours.
-RETRY_WINDOWS_H = (1, 6, 24, 72)
 
 
 @router.post("/executions/retry", dependencies=Csrf)
