@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import math
@@ -12,11 +13,14 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipaas.config import Settings
+
+if TYPE_CHECKING:
+    from ipaas.stores.base import Store
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -142,22 +146,31 @@ async def _scheduler(settings: Settings) -> None:
         tracing.shutdown_tracing()
 
 
+@contextlib.asynccontextmanager
+async def _open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The store alone, started and shut down: what the operator commands need (not the
+    whole ``Runtime``, whose HTTP client, queue and key file they never use)."""
+    from ipaas.stores import create_store
+
+    store = create_store(settings)
+    await store.startup()
+    try:
+        yield store
+    finally:
+        await store.shutdown()
+
+
 async def _token_create(settings: Settings, *, email: str, name: str) -> int:
-    from ipaas.runtime import Runtime
     from ipaas.tenants import service as tenant_service
 
-    runtime = Runtime.build(settings)
-    await runtime.store.startup()
-    try:
-        user = await runtime.store.get_user_by_email(email.lower())
+    async with _open_store(settings) as store:
+        user = await store.get_user_by_email(email.lower())
         if user is None:
             print(f"no user with email {email}", file=sys.stderr)
             return 1
         _, plaintext = await tenant_service.create_token(
-            runtime.store, tenant_id=user.tenant_id, user_id=user.id, name=name
+            store, tenant_id=user.tenant_id, user_id=user.id, name=name
         )
-    finally:
-        await runtime.store.shutdown()
     print(plaintext)
     return 0
 
@@ -186,24 +199,20 @@ def _read_new_password(from_stdin: bool) -> str | None:
 
 async def _user_password(settings: Settings, *, email: str, from_stdin: bool) -> int:
     from ipaas.observability.logging import configure_logging
-    from ipaas.runtime import Runtime
     from ipaas.tenants import service as tenant_service
 
     password = _read_new_password(from_stdin)
     if password is None:
         return 1
     configure_logging(settings)  # the change is logged (stderr), as the server logs it
-    runtime = Runtime.build(settings)
-    await runtime.store.startup()
-    try:
-        user, ended = await tenant_service.reset_password(
-            runtime.store, email=email, new_password=password
-        )
-    except tenant_service.UserNotFound:
-        print(f"no user with email {email}", file=sys.stderr)
-        return 1
-    finally:
-        await runtime.store.shutdown()
+    async with _open_store(settings) as store:
+        try:
+            user, ended = await tenant_service.reset_password(
+                store, email=email, new_password=password
+            )
+        except tenant_service.UserNotFound:
+            print(f"no user with email {email}", file=sys.stderr)
+            return 1
     print(f"password of {user.email} changed; {ended} session(s) ended")
     return 0
 
@@ -236,25 +245,23 @@ async def _tenant_limits(settings: Settings, *, tenant_id: str, changes: dict[st
     from pydantic import ValidationError
 
     from ipaas.errors import NotFound
-    from ipaas.stores import create_store
     from ipaas.tenants import service as tenant_service
     from ipaas.tenants.models import TenantLimits
 
-    store = create_store(settings)
-    await store.startup()
-    try:
-        if changes:
-            tenant = await tenant_service.set_limits(store, tenant_id=tenant_id, changes=changes)
-        else:
-            tenant = await tenant_service.get(store, tenant_id=tenant_id)
-    except NotFound:
-        print(f"no tenant {tenant_id}", file=sys.stderr)
-        return 1
-    except ValidationError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    finally:
-        await store.shutdown()
+    async with _open_store(settings) as store:
+        try:
+            if changes:
+                tenant = await tenant_service.set_limits(
+                    store, tenant_id=tenant_id, changes=changes
+                )
+            else:
+                tenant = await tenant_service.get(store, tenant_id=tenant_id)
+        except NotFound:
+            print(f"no tenant {tenant_id}", file=sys.stderr)
+            return 1
+        except ValidationError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     defaults = TenantLimits.model_construct(
         rate_limit=settings.tenant_rate_limit,
         rate_burst=settings.tenant_rate_burst,
@@ -274,19 +281,14 @@ async def _tenant_limits(settings: Settings, *, tenant_id: str, changes: dict[st
 async def _stats(settings: Settings, *, tenant_id: str, window_s: int) -> int:
     from ipaas.executions import stats as execution_stats
     from ipaas.kit.clock import utcnow
-    from ipaas.stores import create_store
 
-    store = create_store(settings)
-    await store.startup()
-    try:
+    async with _open_store(settings) as store:
         if await store.get_tenant(tenant_id) is None:
             print(f"no tenant {tenant_id}", file=sys.stderr)
             return 1
         report = await execution_stats.for_tenant(
             store, tenant_id=tenant_id, window_s=window_s, now=utcnow()
         )
-    finally:
-        await store.shutdown()
     print(report.model_dump_json(indent=2))
     return 0
 
@@ -294,15 +296,10 @@ async def _stats(settings: Settings, *, tenant_id: str, window_s: int) -> int:
 async def _secrets_rotate(settings: Settings) -> int:
     from ipaas.credentials import service as credential_service
     from ipaas.credentials.crypto import CredentialCipher
-    from ipaas.stores import create_store
 
     cipher = CredentialCipher(settings.fernet_key)
-    store = create_store(settings)
-    await store.startup()
-    try:
+    async with _open_store(settings) as store:
         report = await credential_service.rotate_secrets(store, cipher)
-    finally:
-        await store.shutdown()
     print(
         f"re-encrypted {report.rotated} credential(s) under the first key of IPAAS_SECRET_KEY; "
         f"{report.current} already were"
