@@ -58,12 +58,11 @@ async def list_(
 ) -> tuple[list[Execution], str | None]:
     """A page, newest first; ``since`` and ``until`` bound ``created_at`` (``until``
     exclusive). The cursor carries the position only: pass the same filters with it."""
-    before: tuple[datetime, str] | None = None
+    before = _created_before(until)
     if cursor:
         decoded = Cursor.decode(cursor)
-        before = (decoded.created_at, decoded.id)
-    if until is not None and (before is None or (until, "") < before):
-        before = (until, "")  # (created_at, id) < (until, ""): created before ``until``
+        position = (decoded.created_at, decoded.id)
+        before = position if before is None else min(before, position)
     page = await store.list_executions(
         tenant_id,
         workflow_id=workflow_id,
@@ -74,6 +73,12 @@ async def list_(
     )
     next_cursor = Cursor(*page.next_key).encode() if page.next_key else None
     return page.items, next_cursor
+
+
+def _created_before(until: datetime | None) -> tuple[datetime, str] | None:
+    """``until`` as the listing's exclusive keyset: ``(created_at, id) < (until, "")`` holds
+    exactly for the executions created before it."""
+    return None if until is None else (until, "")
 
 
 async def cancel(
@@ -134,8 +139,7 @@ async def retry_many(
     goes on). One that changed status meanwhile is skipped."""
     found: list[Execution] = []
     for status in dict.fromkeys(statuses):  # each once, however often it was asked for
-        # (created_at, id) < (until, ""): created before ``until``.
-        before = (until, "") if until is not None else None
+        before = _created_before(until)
         taken = 0
         while taken <= limit:
             page = await store.list_executions(
