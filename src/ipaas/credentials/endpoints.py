@@ -54,9 +54,8 @@ async def update_credential(
         tenant_id=principal.tenant_id,
         credential_id=credential_id,
         data=body,
+        forget=runtime.credential_changed,  # this process uses the new secret at once
     )
-    # This process's intake and executors use the new secret at once.
-    runtime.credential_changed(principal.tenant_id, credential_id)
     return _read(credential)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,11 +77,13 @@ async def update(
     tenant_id: str,
     credential_id: str,
     data: CredentialUpdate,
+    forget: Callable[[str, str], None],
 ) -> Credential:
     """Rename the credential and/or replace its secret (checked against its type, as at
     creation). Every workflow that uses it sends the new secret from its next step on:
-    processes cache decrypted secrets for at most 2 s (``SECRETS_TTL_S``, the intake's
-    ``TTL_S``)."""
+    ``forget(tenant_id, credential_id)`` (``Runtime.credential_changed``) drops this
+    process's cached copies once it is saved; other processes keep theirs for at most 2 s
+    (``SECRETS_TTL_S``, the intake's ``TTL_S``)."""
     credential = await get(store, tenant_id=tenant_id, credential_id=credential_id)
     ciphertext = None
     if data.secret is not None:
@@ -90,6 +92,7 @@ async def update(
         tenant_id, credential_id, name=data.name, secret_ciphertext=ciphertext
     ):
         raise CredentialNotFound("Credential not found")  # deleted meanwhile
+    forget(tenant_id, credential_id)
     return credential.model_copy(
         update={
             "name": data.name or credential.name,

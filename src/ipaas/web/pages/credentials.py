@@ -121,13 +121,13 @@ async def update_credential(
                 tenant_id=principal.tenant_id,
                 credential_id=credential_id,
                 data=data,
+                forget=runtime.credential_changed,
             )
         except ValidationError as exc:
             errors = validation_errors(exc)
         except ValidationFailed as exc:
             errors = forms.errors_by_field(exc.details) or {"form": exc.message}
         else:
-            runtime.credential_changed(principal.tenant_id, credential_id)
             return see_other("/credentials")
     return _edit_page(request, credential, values=values, errors=errors, status=422)
 
