@@ -64,6 +64,14 @@ def _all(stmt: sa.Executable, params: Mapping[str, Any]) -> Callable[[sa.Connect
     return lambda conn: list(conn.execute(stmt, params).all())
 
 
+def _all_of(
+    statements: Sequence[tuple[sa.Executable, Mapping[str, Any]]],
+) -> Callable[[sa.Connection], list[_Row]]:
+    """The rows of several reads in one go (one connection, in order): a read split
+    into statements of bounded size."""
+    return lambda conn: [row for stmt, params in statements for row in _all(stmt, params)(conn)]
+
+
 #: Ids bound in one ``IN (...)`` at most (both dialects take thousands; this keeps each
 #: statement small).
 IDS_PER_STATEMENT = 500
@@ -354,14 +362,9 @@ class SqlStore:
             rows = await self._db.run_read(_all(q.LIST_SCHEDULED_WORKFLOWS, {}))
         else:
             chunks = _chunks(sorted(set(ids)), IDS_PER_STATEMENT)
-
-            def by_id(conn: sa.Connection) -> list[_Row]:
-                found: list[_Row] = []
-                for chunk in chunks:
-                    found += _all(q.SCHEDULED_WORKFLOWS_BY_ID, {"p_ids": chunk})(conn)
-                return sorted(found, key=lambda row: (row.created_at, row.id))
-
-            rows = await self._db.run_read(by_id)
+            reads = [(q.SCHEDULED_WORKFLOWS_BY_ID, {"p_ids": chunk}) for chunk in chunks]
+            found = await self._db.run_read(_all_of(reads))
+            rows = sorted(found, key=lambda row: (row.created_at, row.id))
         return [
             ScheduledWorkflow(
                 row.id,
@@ -570,13 +573,7 @@ class SqlStore:
             params.update((f"p_w{i}", workflow_id) for i, workflow_id in enumerate(chunk))
             statements.append((q.recent_runs(len(chunk)), params))
 
-        def read(conn: sa.Connection) -> list[_Row]:
-            rows: list[_Row] = []
-            for statement, params in statements:
-                rows += _all(statement, params)(conn)
-            return rows
-
-        rows = await self._db.run_read(read) if statements else []
+        rows = await self._db.run_read(_all_of(statements)) if statements else []
         runs: dict[str, list[RecentRun]] = {}
         for row in rows:
             runs.setdefault(row.workflow_id, []).append(
