@@ -523,7 +523,7 @@ class TestDriverStatements:
         def finish(ex_id: str) -> dict[str, Any]:
             return {
                 "p_id": ex_id, "p_owner": "w1", "p_status": "failed", "p_error": "boom",
-                "p_finished_at": odd,
+                "p_finished_at": odd, "p_alert": True,
             }  # fmt: skip
 
         writes = [

@@ -39,6 +39,8 @@ STATEMENTS = {
     "reap overdue running": q.reap_timed_out(_unlocked, q.LEASE_EXPIRED),
     "reap cancelled": q.reap_cancelled(_unlocked),
     "reap requeued": q.reap_requeued(_unlocked),
+    "pending alerts": q.PENDING_ALERTS,
+    "settle an alert": q.SETTLE_ALERT,
 }
 
 

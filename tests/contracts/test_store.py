@@ -1472,6 +1472,7 @@ class TestMigrations:
             "ix_execution_tenant_id_finished_at",
             "ix_execution_queued",
             "ix_execution_running",
+            "ix_execution_finished_at",
         }
         reflected = {
             index["name"]: str(index.get("dialect_options", {}).get(f"{dialect}_where"))

@@ -369,6 +369,46 @@ class TestWorkflowForm:
         assert "/api/webhooks/wf_" in page.text
         assert "curl -X POST" in page.text
 
+    async def test_choose_the_workflow_a_failure_runs(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        alerts = await post_form(
+            client,
+            "/workflows/new",
+            "/workflows/new",
+            _workflow_form(credential_id, name="Tell ops"),
+        )
+        alerts_id = alerts.headers["location"].rsplit("/", 1)[1]
+        form = _workflow_form(credential_id, error_workflow_id=alerts_id)
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        detail = await client.get(created.headers["location"])
+        assert f'On failure: runs <a href="/workflows/{alerts_id}">Tell ops</a>' in detail.text
+        edit = created.headers["location"] + "/edit"
+        page = await client.get(edit)
+        assert f'<option value="{alerts_id}" selected>Tell ops</option>' in page.text
+        own_id = created.headers["location"].rsplit("/", 1)[1]
+        assert f'<option value="{own_id}"' not in page.text  # not its own
+        assert f'"error_workflow_id": "{alerts_id}"' in page.text.replace("&#34;", '"')
+        # Saved from the form without touching it: kept. Set to nothing: removed.
+        renamed = _workflow_form(credential_id, error_workflow_id=alerts_id, name="renamed")
+        saved = await post_form(client, edit, edit, renamed)
+        assert saved.status_code == 303, saved.text
+        assert "On failure: runs" in (await client.get(saved.headers["location"])).text
+        saved = await post_form(client, edit, edit, _workflow_form(credential_id))
+        assert "On failure" not in (await client.get(saved.headers["location"])).text
+
+    async def test_an_unknown_error_workflow_is_flagged_on_its_field(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        form = _workflow_form(credential_id, error_workflow_id="wf_gone")
+        response = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert response.status_code == 422
+        assert 'id="err-error_workflow_id"' in response.text
+        assert "workflow not found" in response.text
+
     async def test_deleting_a_credential_in_use_shows_why_not(
         self, client: httpx.AsyncClient
     ) -> None:

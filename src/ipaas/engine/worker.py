@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import structlog
 
+from ipaas.engine.alerts import alert_pass
 from ipaas.engine.cancellation import StopReason
 from ipaas.engine.executor import Executor
 from ipaas.engine.queue_vacuum import run_queue_vacuum
@@ -170,9 +171,11 @@ class Worker:
         self._loops = []
 
     async def _retry_pass(self) -> None:
-        """Due retries onto the queue; this process's view of unhealthy circuits refreshed."""
+        """Due retries onto the queue; this process's view of unhealthy circuits refreshed;
+        failures' alerts created (``engine/alerts.py``)."""
         await enqueue_due_retries(self.runtime)
         await self.runtime.breaker.refresh()
+        await alert_pass(self.runtime)
 
     # -- claiming ----------------------------------------------------------------------------
     async def _claim(self, execution_ids: list[str]) -> list[Execution]:

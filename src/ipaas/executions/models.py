@@ -39,6 +39,11 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+#: The outcomes that run a workflow's error workflow (``engine/alerts.py``); a cancel is
+#: someone's decision, not a failure.
+ALERTING_STATUSES = frozenset({ExecutionStatus.failed, ExecutionStatus.timed_out})
+
+
 class StepStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
@@ -47,8 +52,10 @@ class StepStatus(StrEnum):
 
 
 class TriggerData(BaseModel):
-    """What started an execution: the webhook request, a manual run's input, or a schedule
-    tick (``type="schedule"``, ``body={"scheduled_for": <tick, ISO in the trigger's zone>}``)."""
+    """What started an execution: the webhook request, a manual run's input, a schedule
+    tick (``type="schedule"``, ``body={"scheduled_for": <tick, ISO in the trigger's zone>}``),
+    or another workflow's failure (``type="error"``, the failure as ``body``:
+    ``engine/alerts.py``)."""
 
     type: str = "webhook"
     method: str = "POST"

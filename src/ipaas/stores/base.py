@@ -108,6 +108,16 @@ class RecentRun:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingAlert:
+    """A failure the alert pass dealt with (``Store.settle_alerts``): the failed execution
+    as ``pending_alerts`` read it, and the execution of its error workflow to create, or
+    ``None`` when there is none to run."""
+
+    failed: Execution
+    alert: Execution | None
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduledWorkflow:
     """What the scheduler reads of a schedule workflow each second: not its steps, whose
     JSON was most of the read (1,000 schedules: 25 ms a pass whole)."""
@@ -483,6 +493,18 @@ class Store(Protocol):
         become ``timed_out`` (running ones only once their lease expired, so the live
         worker records it first). Running executions whose lease expired go back to
         ``queued``, or to ``cancelled`` if a cancel was requested."""
+
+    async def pending_alerts(self, *, limit: int) -> list[Execution]:
+        """Up to ``limit`` failures (``failed``, ``timed_out``: every finish and reaper
+        timeout that records one marks it) not yet settled, oldest first, all tenants."""
+        ...
+
+    async def settle_alerts(self, alerts: Sequence[PendingAlert]) -> list[Execution]:
+        """In one transaction: each failure still pending and unchanged since it was read
+        (same ``finished_at``) is settled, and its alert execution, if any, created
+        ``queued``. The alerts created come back; a failure another process settled first
+        creates nothing, so each failure has at most one alert."""
+        ...
 
     async def queued_ids(self, *, limit: int) -> list[str]:
         """Oldest queued execution ids (to re-enqueue after a restart); executions waiting

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential
-from ipaas.executions.models import Execution, ExecutionStatus, StepRun
+from ipaas.executions.models import ALERTING_STATUSES, Execution, ExecutionStatus, StepRun
 from ipaas.stores import fairness
 from ipaas.stores.base import (
     FIGURE_MINUTES,
@@ -17,6 +17,7 @@ from ipaas.stores.base import (
     ExecutionFigures,
     ExecutionPage,
     FinishedExecution,
+    PendingAlert,
     QueueStats,
     QueueVacuum,
     Reaped,
@@ -48,6 +49,8 @@ class MemoryStore:
         self.dedup_keys: dict[tuple[str, str], str] = {}
         self.step_runs: dict[str, dict[tuple[str, int], StepRun]] = {}
         self.circuits: dict[tuple[str, str], Circuit] = {}
+        #: Failures the alert pass has not settled (the SQL store's ``alert_pending``).
+        self.alert_pending: set[str] = set()
         # Every method is atomic: the lock stands in for a transaction where a method awaits.
         self._lock = asyncio.Lock()
 
@@ -482,6 +485,7 @@ class MemoryStore:
         for ex in doomed:
             del self.executions[ex.id]
             self.step_runs.pop(ex.id, None)
+            self.alert_pending.discard(ex.id)
             if ex.dedup_key is not None:
                 self.dedup_keys.pop((ex.workflow_id, ex.dedup_key), None)
         return len(doomed)
@@ -606,6 +610,8 @@ class MemoryStore:
         ex.finished_at = finished_at
         ex.lease_owner = None
         ex.lease_expires_at = None
+        if status in ALERTING_STATUSES:
+            self.alert_pending.add(ex.id)
         return True
 
     async def finish_and_claim_next(
@@ -730,7 +736,27 @@ class MemoryStore:
             ex.lease_expires_at = None
             if ex.status == ExecutionStatus.timed_out:
                 timed_out.append(ex.id)
+                self.alert_pending.add(ex.id)
         return Reaped(requeued, timed_out)
+
+    async def pending_alerts(self, *, limit: int) -> list[Execution]:
+        pending = [self.executions[i] for i in self.alert_pending if i in self.executions]
+        pending.sort(key=lambda ex: (ex.finished_at is None, ex.finished_at, ex.id))
+        return [ex.model_copy(deep=True) for ex in pending[:limit]]
+
+    async def settle_alerts(self, alerts: Sequence[PendingAlert]) -> list[Execution]:
+        created = []
+        for pending in alerts:
+            ex = self.executions.get(pending.failed.id)
+            if ex is None or ex.id not in self.alert_pending:
+                continue
+            if ex.finished_at != pending.failed.finished_at:
+                continue  # failed again since the read: that failure is still pending
+            self.alert_pending.discard(ex.id)
+            if pending.alert is not None:
+                self.executions[pending.alert.id] = pending.alert.model_copy(deep=True)
+                created.append(pending.alert)
+        return created
 
     async def queued_ids(self, *, limit: int) -> list[str]:
         queued = sorted(

@@ -53,6 +53,7 @@ class WorkflowForm:
             "trigger.type": workflow.trigger.type.value,
             "trigger.cron": str((workflow.trigger.model_extra or {}).get("cron", "")),
             "trigger.timezone": str((workflow.trigger.model_extra or {}).get("timezone", "")),
+            "error_workflow_id": workflow.error_workflow_id or "",
         }
         for index, step in enumerate(workflow.steps):
             values[f"steps.{index}.id"] = step.id
@@ -60,10 +61,13 @@ class WorkflowForm:
             values[f"steps.{index}.credential_id"] = step.credential_id or ""
             for name, value in step.config.items():
                 values[f"steps.{index}.config.{step.type}.{name}"] = forms.shown(value)
-        shape = {
+        shape: dict[str, Any] = {
             "trigger": workflow.trigger.model_dump(mode="json"),
             "steps": [s.model_dump(mode="json", exclude_none=True) for s in workflow.steps],
         }
+        if workflow.error_workflow_id is not None:
+            # Saving replaces the whole workflow: left out of the JSON, it would be removed.
+            shape["error_workflow_id"] = workflow.error_workflow_id
         return cls(
             values=values,
             slots=len(workflow.steps) + 1,
@@ -97,7 +101,12 @@ class WorkflowForm:
                 return parsed
             parsed.payload = {**base, **shape}
             return parsed
-        parsed.payload = {**base, "trigger": parsed._trigger(form), "steps": []}
+        parsed.payload = {
+            **base,
+            "error_workflow_id": form.get("error_workflow_id") or None,
+            "trigger": parsed._trigger(form),
+            "steps": [],
+        }
         for index in range(parsed.slots):
             step = parsed._step(form, index, connectors)
             if step is not None:

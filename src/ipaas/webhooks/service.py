@@ -175,9 +175,9 @@ async def start(
     """Commit a ``queued`` execution, then offer its id to the queue. With ``dedup_key``
     the store raises ``DuplicateError`` (nothing written, nothing enqueued) when that key
     already has an execution of this workflow."""
-    execution = _new_execution(workflow_id, tenant_id, version, trigger, dedup_key, replay_of)
+    execution = new_execution(workflow_id, tenant_id, version, trigger, dedup_key, replay_of)
     await store.create_execution(execution)
-    await _enqueue(queue, execution.id)
+    await enqueue(queue, execution.id)
     return execution
 
 
@@ -204,15 +204,15 @@ async def _start(
             version=version,
             trigger=trigger,
         ), None
-    execution = _new_execution(workflow_id, tenant_id, version, trigger, dedup_key)
+    execution = new_execution(workflow_id, tenant_id, version, trigger, dedup_key)
     expired_before = execution.created_at - timedelta(seconds=window_s)
     first_id = await store.create_execution_once(execution, expired_before=expired_before)
     if first_id is None:
-        await _enqueue(queue, execution.id)
+        await enqueue(queue, execution.id)
     return execution, first_id
 
 
-def _new_execution(
+def new_execution(
     workflow_id: str,
     tenant_id: str,
     version: int,
@@ -235,7 +235,7 @@ def _new_execution(
     )
 
 
-async def _enqueue(queue: JobQueue, execution_id: str) -> None:
+async def enqueue(queue: JobQueue, execution_id: str) -> None:
     try:
         await queue.enqueue(execution_id)
     except Exception as exc:  # committed already: a worker's store poll or the reaper takes it

@@ -97,6 +97,7 @@ def _read(request: Request, workflow: Workflow) -> WorkflowRead:
             "version": workflow.version,
             "trigger": workflow.trigger,
             "steps": workflow.steps,
+            "error_workflow_id": workflow.error_workflow_id,
             "webhook_url": f"{base}/api/webhooks/{workflow.id}",
             "created_at": workflow.created_at,
             "updated_at": workflow.updated_at,

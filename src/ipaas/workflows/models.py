@@ -222,6 +222,10 @@ class Workflow(BaseModel):
     steps: list[Step]
     created_at: datetime
     updated_at: datetime
+    #: The workflow run for each failure of this one (``failed`` or ``timed_out``), with the
+    #: failure as its trigger body (``engine/alerts.py``). A setting of the workflow, not of
+    #: a version: changing it makes no new version.
+    error_workflow_id: str | None = None
 
     @property
     def definition(self) -> WorkflowDefinition:

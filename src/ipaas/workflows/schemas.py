@@ -52,11 +52,25 @@ def _from_seed_shape(data: Any) -> Any:
     return data
 
 
+#: The id of another workflow of the tenant, run for each failure of this one.
+ErrorWorkflowId = Annotated[
+    str | None,
+    Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Another workflow of yours, run with the failure as its trigger body "
+        "each time an execution of this one ends failed or timed_out; null: none.",
+    ),
+]
+
+
 class WorkflowCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     active: bool = Field(default=True, strict=True)  # not "yes", 1 or "off"
     trigger: CheckedTrigger = Field(default_factory=Trigger)
     steps: list[Step] = Field(min_length=1, max_length=50)
+    error_workflow_id: ErrorWorkflowId = None
 
     _seed = model_validator(mode="before")(_from_seed_shape)
 
@@ -70,6 +84,8 @@ class WorkflowPatch(BaseModel):
     active: bool | None = Field(default=None, strict=True)
     trigger: CheckedTrigger | None = None
     steps: list[Step] | None = Field(default=None, min_length=1, max_length=50)
+    #: ``null`` removes it; left out, it stays.
+    error_workflow_id: ErrorWorkflowId = None
 
     _seed = model_validator(mode="before")(_from_seed_shape)
 
@@ -81,6 +97,7 @@ class WorkflowRead(BaseModel):
     version: int
     trigger: Trigger
     steps: list[Step]
+    error_workflow_id: str | None
     webhook_url: str
     created_at: datetime
     updated_at: datetime

@@ -55,11 +55,17 @@ def _is_template_error(error: Mapping[str, Any], config: dict[str, Any]) -> bool
 
 
 async def validate_definition(
-    store: Store, *, tenant_id: str, trigger: Trigger, steps: list[Step]
+    store: Store,
+    *,
+    tenant_id: str,
+    trigger: Trigger,
+    steps: list[Step],
+    found: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Every problem of the trigger and of every step at once, each named by its path
-    (``trigger.auth.credential_id``, ``steps[0].config.text``)."""
-    errors = await _trigger_errors(store, tenant_id=tenant_id, trigger=trigger)
+    (``trigger.auth.credential_id``, ``steps[0].config.text``), after those ``found``
+    already (the workflow's other fields)."""
+    errors = [*found, *await _trigger_errors(store, tenant_id=tenant_id, trigger=trigger)]
     errors += await _step_errors(store, tenant_id=tenant_id, steps=steps)
     if errors:
         raise ValidationFailed("Invalid workflow", details=errors)
@@ -126,11 +132,39 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
     return errors
 
 
+async def _error_workflow_errors(
+    store: Store, *, tenant_id: str, workflow_id: str, error_workflow_id: str | None
+) -> list[dict[str, Any]]:
+    """An error workflow must be another workflow of the tenant (422 at
+    ``body.error_workflow_id``). Whether it is active is checked at each failure."""
+    loc = ["body", "error_workflow_id"]
+    if error_workflow_id is None:
+        return []
+    if error_workflow_id == workflow_id:
+        msg = "a workflow cannot be its own error workflow"
+        return [{"loc": loc, "msg": msg, "type": "value_error"}]
+    if await store.get_workflow(tenant_id, error_workflow_id) is None:
+        return [{"loc": loc, "msg": "workflow not found", "type": "workflow_not_found"}]
+    return []
+
+
 async def create(store: Store, *, tenant_id: str, data: WorkflowCreate) -> Workflow:
-    await validate_definition(store, tenant_id=tenant_id, trigger=data.trigger, steps=data.steps)
+    workflow_id = new_id("wf")
+    await validate_definition(
+        store,
+        tenant_id=tenant_id,
+        trigger=data.trigger,
+        steps=data.steps,
+        found=await _error_workflow_errors(
+            store,
+            tenant_id=tenant_id,
+            workflow_id=workflow_id,
+            error_workflow_id=data.error_workflow_id,
+        ),
+    )
     now = utcnow()
     workflow = Workflow(
-        id=new_id("wf"),
+        id=workflow_id,
         tenant_id=tenant_id,
         name=data.name,
         active=data.active,
@@ -139,6 +173,7 @@ async def create(store: Store, *, tenant_id: str, data: WorkflowCreate) -> Workf
         steps=data.steps,
         created_at=now,
         updated_at=now,
+        error_workflow_id=data.error_workflow_id,
     )
     await store.create_workflow(workflow)
     return workflow
@@ -202,7 +237,18 @@ async def update(
     client's ``If-Match``) it does not start over: an edit made from a state other than
     the one named gets 412 (``PreconditionFailed``)."""
     changes = data.model_dump(exclude_unset=not isinstance(data, WorkflowUpdate))
+    # PUT replaces the setting (left out: none); PATCH changes it when given, null included.
+    sets_error_workflow = "error_workflow_id" in changes
     changes = {k: v for k, v in changes.items() if v is not None}
+    if sets_error_workflow:
+        errors = await _error_workflow_errors(
+            store,
+            tenant_id=tenant_id,
+            workflow_id=workflow_id,
+            error_workflow_id=data.error_workflow_id,
+        )
+        if errors:
+            raise ValidationFailed("Invalid workflow", details=errors)
     for _ in range(MAX_EDIT_ROUNDS):
         workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
         if if_match is not None:
@@ -214,6 +260,9 @@ async def update(
                 "active": changes.get("active", workflow.active),
                 "trigger": data.trigger if data.trigger is not None else workflow.trigger,
                 "steps": data.steps if data.steps is not None else workflow.steps,
+                "error_workflow_id": (
+                    data.error_workflow_id if sets_error_workflow else workflow.error_workflow_id
+                ),
                 # Later than the edit it replaces even with clocks apart, so the next
                 # compare-and-set always sees the change.
                 "updated_at": max(utcnow(), workflow.updated_at + _TICK),

@@ -220,6 +220,7 @@ UPDATE_WORKFLOW = (
         trigger=sa.bindparam("p_trigger", type_=sa.JSON()),
         steps=sa.bindparam("p_steps", type_=sa.JSON()),
         updated_at=p_at("p_updated_at"),
+        error_workflow_id=p("p_error_workflow_id"),
     )
 )
 # The compare-and-set of an edit: saved only over the row the edit was made from.
@@ -543,6 +544,8 @@ FINISH = (
         finished_at=p_at("p_finished_at"),
         lease_owner=None,
         lease_expires_at=None,
+        # TRUE for a failure (``_finish_params``), in the statement that records it.
+        alert_pending=sa.bindparam("p_alert", type_=sa.Boolean()),
     )
 )
 RELEASE = sa.update(EX).where(_HELD).values(status=QUEUED, lease_owner=None, lease_expires_at=None)
@@ -610,7 +613,9 @@ def reap_timed_out(lock_claimable: LockClaimable, of: sa.ColumnElement[bool]) ->
     where = sa.and_(EX.c.deadline_at <= p_at("p_now"), of)
     return (
         _reap(where, lock_claimable)
-        .values(status=ExecutionStatus.timed_out.value, error=TIMED_OUT, **_ENDED)
+        .values(
+            status=ExecutionStatus.timed_out.value, error=TIMED_OUT, alert_pending=True, **_ENDED
+        )
         .returning(EX.c.id)
     )
 
@@ -627,6 +632,25 @@ def reap_requeued(lock_claimable: LockClaimable) -> sa.Update:
         .returning(EX.c.id)
     )
 
+
+# Failure alerts (``engine/alerts.py``): the failures not dealt with yet, oldest first, and
+# the compare-and-set that settles one (the same failure: a retried execution that failed
+# again since the read has another ``finished_at`` and stays pending).
+PENDING_ALERTS = (
+    sa.select(EX)
+    .where(EX.c.alert_pending.is_not(None))
+    .order_by(EX.c.finished_at)
+    .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+)
+SETTLE_ALERT = (
+    sa.update(EX)
+    .where(
+        EX.c.id == p("p_id"),
+        EX.c.alert_pending.is_not(None),
+        EX.c.finished_at == p_at("p_finished_at"),
+    )
+    .values(alert_pending=None)
+)
 
 GET_CIRCUIT = sa.select(CI).where(scoped(CI), CI.c.host == p("p_host"))
 LIST_CIRCUITS = sa.select(CI).where(scoped(CI)).order_by(CI.c.host)

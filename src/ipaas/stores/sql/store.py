@@ -19,7 +19,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ipaas.circuits.models import Circuit, CircuitState
 from ipaas.credentials.models import Credential, CredentialType
-from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus, TriggerData
+from ipaas.executions.models import (
+    ALERTING_STATUSES,
+    Execution,
+    ExecutionStatus,
+    StepRun,
+    StepStatus,
+    TriggerData,
+)
 from ipaas.stores import fairness
 from ipaas.stores.base import (
     FIGURE_MINUTES,
@@ -27,6 +34,7 @@ from ipaas.stores.base import (
     ExecutionFigures,
     ExecutionPage,
     FinishedExecution,
+    PendingAlert,
     QueueStats,
     QueueVacuum,
     Reaped,
@@ -392,6 +400,7 @@ class SqlStore:
             "p_trigger": workflow.trigger,
             "p_steps": workflow.steps,
             "p_updated_at": workflow.updated_at,
+            "p_error_workflow_id": workflow.error_workflow_id,
         }
         update = q.UPDATE_WORKFLOW
         if base_updated_at is not None:
@@ -870,6 +879,27 @@ class SqlStore:
 
         return await self._db.run_write(op)
 
+    async def pending_alerts(self, *, limit: int) -> list[Execution]:
+        rows = await self._db.run_read(_all(q.PENDING_ALERTS, {"p_limit": limit}))
+        return [_execution(row._mapping) for row in rows]
+
+    async def settle_alerts(self, alerts: Sequence[PendingAlert]) -> list[Execution]:
+        settle = [
+            ({"p_id": a.failed.id, "p_finished_at": a.failed.finished_at}, a.alert) for a in alerts
+        ]
+
+        def op(conn: sa.Connection) -> list[Execution]:
+            created = []
+            for params, alert in settle:
+                # A row lock on PostgreSQL: a second pass settling the same failure waits,
+                # then finds it settled and creates nothing.
+                if conn.execute(q.SETTLE_ALERT, params).rowcount == 1 and alert is not None:
+                    conn.execute(q.INSERT_EXECUTION, _execution_values(alert))
+                    created.append(alert)
+            return created
+
+        return await self._db.run_write(op)
+
     async def queued_ids(self, *, limit: int) -> list[str]:
         rows = await self._db.run_read(_all(q.OLDEST_QUEUED, {"p_limit": limit}))
         return [row.id for row in rows]
@@ -946,6 +976,7 @@ def _finish_params(
         "p_status": status.value,
         "p_error": error,
         "p_finished_at": finished_at,
+        "p_alert": True if status in ALERTING_STATUSES else None,
     }
 
 
@@ -1045,6 +1076,7 @@ def _workflow(row: _Row) -> Workflow:
             "steps": row.steps,
             "created_at": row.created_at,
             "updated_at": row.updated_at,
+            "error_workflow_id": row.error_workflow_id,
         }
     )
 

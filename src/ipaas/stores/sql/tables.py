@@ -120,6 +120,8 @@ workflow = sa.Table(
     sa.Column("steps", sa.JSON(), nullable=False),
     _at("created_at"),
     _at("updated_at"),
+    # The workflow run for each of this one's failures (not versioned, like the name).
+    sa.Column("error_workflow_id", sa.String(64), nullable=True),
     sa.Index(None, "tenant_id", "created_at"),
 )
 
@@ -179,6 +181,10 @@ execution = sa.Table(
     sa.Column("replay_of", sa.String(64), nullable=True),
     # W3C traceparent (55 characters today; room for a later version).
     sa.Column("trace_context", sa.String(128), nullable=True),
+    # TRUE from a failure (failed, timed_out) until the alert pass has dealt with it (run
+    # the workflow's error workflow, or nothing); NULL otherwise. Set by the statement that
+    # records the failure, so no failure escapes the pass whatever crashes after it.
+    sa.Column("alert_pending", sa.Boolean(), nullable=True),
     # The listing keyset, with and without a workflow filter.
     sa.Index(None, "tenant_id", "created_at", "id"),
     sa.Index(None, "tenant_id", "workflow_id", "created_at", "id"),
@@ -199,6 +205,8 @@ execution = sa.Table(
     sa.Index(None, "next_attempt_at", **_where_set("next_attempt_at")),
     # GET /api/stats: a tenant's executions finished within a window.
     sa.Index(None, "tenant_id", "finished_at", **_where_set("finished_at")),
+    # The alert pass: only failures not yet dealt with (a handful at any time).
+    sa.Index(None, "finished_at", **_where_set("alert_pending")),
 )
 
 step_run = sa.Table(

@@ -21,6 +21,7 @@ from ipaas.web.session import SessionPrincipal
 from ipaas.web.workflow_form import WorkflowForm
 from ipaas.webhooks import service as webhook_service
 from ipaas.workflows import service as workflow_service
+from ipaas.workflows.models import Workflow
 from ipaas.workflows.schemas import WorkflowPatch
 
 router = APIRouter()
@@ -79,6 +80,10 @@ async def _workflow_form_context(
             for kind, c in REGISTRY.items()
         },
         "credentials": credentials,
+        # The workflows a failure can run (``error_workflow_id``), by id.
+        "workflow_names": await workflow_service.names(
+            runtime.store, tenant_id=principal.tenant_id
+        ),
     }
 
 
@@ -117,14 +122,29 @@ async def workflow_detail(
     workflow = await workflow_service.get(
         runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
     )
-    context = {
+    context = await _detail_context(
+        request, runtime, workflow, '{"order": {"id": 1042, "total": 99.5}}'
+    )
+    return render(request, "workflow.html", context)
+
+
+async def _detail_context(
+    request: Request, runtime: RuntimeDep, workflow: Workflow, sample: str
+) -> dict[str, Any]:
+    """What the workflow page shows, before a dry run's result."""
+    error_workflow = None
+    if workflow.error_workflow_id is not None:
+        error_workflow = await runtime.store.get_workflow(
+            workflow.tenant_id, workflow.error_workflow_id
+        )
+    return {
         "workflow": workflow,
+        "error_workflow": error_workflow,
         "webhook_url": webhook_url(request, workflow.id),
-        "sample": '{"order": {"id": 1042, "total": 99.5}}',
+        "sample": sample,
         "result": None,
         "errors": {},
     }
-    return render(request, "workflow.html", context)
 
 
 @router.get("/workflows/{workflow_id}/edit")
@@ -223,13 +243,7 @@ async def dry_run(
     )
     form = await read_form(request)
     sample = form.get("sample", "")
-    context: dict[str, Any] = {
-        "workflow": workflow,
-        "webhook_url": webhook_url(request, workflow.id),
-        "sample": sample,
-        "result": None,
-        "errors": {},
-    }
+    context = await _detail_context(request, runtime, workflow, sample)
     try:
         body = json.loads(sample) if sample.strip() else None
     except ValueError as exc:

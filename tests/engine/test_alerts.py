@@ -1,0 +1,313 @@
+"""Failure alerts end to end: a workflow's failure runs its error workflow, which posts to the
+Slack stand-in over real HTTP; the API's ``error_workflow_id`` setting and its refusals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+
+from ipaas.engine.alerts import alert_pass
+from ipaas.engine.worker import Worker
+from ipaas.runtime import Runtime
+from tests.conftest import signup
+from tests.engine.test_retries import Api, wait_for
+from tests.standins.server import StandinServer
+
+ALERT_TEXT = (
+    "{{ trigger.body.workflow.name }} {{ trigger.body.execution.status }}: "
+    "{{ trigger.body.failed_step.id }} {{ trigger.body.failed_step.status_code }}"
+)
+
+
+class Alerts(Api):
+    async def slack_credential(self) -> str:
+        r = await self.client.post(
+            "/api/credentials",
+            json={
+                "name": "alerts",
+                "type": "slack",
+                "secret": {"webhook_url": self.standin.slack_webhook_url()},
+            },
+            headers=self.auth,
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def error_workflow(self, text: str = ALERT_TEXT, **fields: Any) -> str:
+        step = {
+            "id": "tell",
+            "type": "slack_message",
+            "credential_id": await self.slack_credential(),
+            "config": {"text": text},
+        }
+        r = await self.client.post(
+            "/api/workflows",
+            json={"name": "On failure", "steps": [step], **fields},
+            headers=self.auth,
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def failing(self, error_workflow_id: str | None, path: str = "/echo/bad") -> str:
+        self.standin.add_fault(path, status=400, count=100)
+        r = await self.client.post(
+            "/api/workflows",
+            json={
+                "name": "Orders to ERP",
+                "steps": [self.call("post_order", path)],
+                "error_workflow_id": error_workflow_id,
+            },
+            headers=self.auth,
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    async def runs(self, workflow_id: str) -> list[dict[str, Any]]:
+        r = await self.client.get(
+            "/api/executions", params={"workflow_id": workflow_id}, headers=self.auth
+        )
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    def slack_texts(self) -> list[str]:
+        return [r["body"]["text"] for r in self.standin.requests(kind="slack_webhook")]
+
+
+@pytest.fixture
+async def api(
+    client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer
+) -> Alerts:
+    return Alerts(client, auth, clean_standin)
+
+
+@pytest.fixture
+async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
+    worker = Worker(runtime)
+    await worker.start()
+    yield worker
+    await worker.stop(grace_s=0)
+
+
+async def settled_alert(api: Alerts, error_workflow_id: str) -> dict[str, Any]:
+    async def one() -> bool:
+        runs = await api.runs(error_workflow_id)
+        return len(runs) == 1
+
+    await wait_for(one, what="one alert execution")
+    [run] = await api.runs(error_workflow_id)
+    return await api.settled(run["id"])
+
+
+class TestAFailureRunsTheErrorWorkflow:
+    async def test_the_alert_reaches_slack_with_the_failure(
+        self, api: Alerts, worker: Worker
+    ) -> None:
+        target = await api.error_workflow()
+        wf = await api.failing(target)
+        failed = await api.settled(await api.fire(wf))
+        assert failed["status"] == "failed"
+        alert = await settled_alert(api, target)
+        assert alert["status"] == "succeeded"
+        assert api.slack_texts() == ["Orders to ERP failed: post_order 400"]
+        body = alert["trigger"]["body"]
+        assert alert["trigger"]["type"] == "error"
+        assert body["execution"] | {"created_at": None, "started_at": None} == {
+            "id": failed["id"],
+            "status": "failed",
+            "error": failed["error"],
+            "attempt": 1,
+            "trigger_type": "webhook",
+            "created_at": None,
+            "started_at": None,
+            "finished_at": body["execution"]["finished_at"],
+            "api_path": f"/api/executions/{failed['id']}",
+            "console_path": f"/executions/{failed['id']}",
+        }
+        assert body["execution"]["finished_at"] is not None
+        assert body["workflow"] == {"id": wf, "name": "Orders to ERP", "version": 1}
+        assert body["failed_step"] | {"error": None} == {
+            "id": "post_order",
+            "type": "http_request",
+            "attempt": 1,
+            "error": None,
+            "error_code": None,
+            "status_code": 400,
+        }
+        assert "400" in body["failed_step"]["error"]
+
+    async def test_a_timeout_alerts_too(
+        self, api: Alerts, runtime: Runtime, worker: Worker
+    ) -> None:
+        runtime.settings.execution_timeout_s = 0.3
+        target = await api.error_workflow()
+        api.standin.add_fault("/echo/slow", delay_s=5, count=100)
+        r = await api.client.post(
+            "/api/workflows",
+            json={
+                "name": "Slow",
+                "steps": [api.call("wait", "/echo/slow")],
+                "error_workflow_id": target,
+            },
+            headers=api.auth,
+        )
+        failed = await api.settled(await api.fire(r.json()["id"]))
+        assert failed["status"] == "timed_out"
+        alert = await settled_alert(api, target)
+        assert alert["trigger"]["body"]["execution"]["status"] == "timed_out"
+        assert api.slack_texts() == ["Slow timed_out: wait None"]
+
+    async def test_success_and_cancel_alert_nobody(
+        self, api: Alerts, runtime: Runtime, worker: Worker
+    ) -> None:
+        target = await api.error_workflow()
+        r = await api.client.post(
+            "/api/workflows",
+            json={
+                "name": "Fine",
+                "steps": [api.call("ok", "/echo/ok")],
+                "error_workflow_id": target,
+            },
+            headers=api.auth,
+        )
+        ok = await api.settled(await api.fire(r.json()["id"]))
+        assert ok["status"] == "succeeded"
+        await alert_pass(runtime)
+        assert await api.runs(target) == []
+
+    async def test_an_alert_that_fails_alerts_nobody(
+        self, api: Alerts, runtime: Runtime, worker: Worker
+    ) -> None:
+        """A's error workflow B fails and names A: one run each, no loop."""
+        api.standin.add_fault("/services/", status=404, count=100)  # Slack: no_service
+        b = await api.error_workflow()
+        a = await api.failing(b)
+        r = await api.client.patch(
+            f"/api/workflows/{b}", json={"error_workflow_id": a}, headers=api.auth
+        )
+        assert r.status_code == 200, r.text
+        await api.settled(await api.fire(a))
+        alert = await settled_alert(api, b)
+        assert alert["status"] == "failed"
+        for _ in range(3):
+            await alert_pass(runtime)
+        assert len(await api.runs(a)) == 1
+        assert len(await api.runs(b)) == 1
+
+    async def test_a_paused_error_workflow_is_skipped_and_logged(
+        self,
+        api: Alerts,
+        runtime: Runtime,
+        worker: Worker,
+        logs: list[MutableMapping[str, Any]],
+    ) -> None:
+        target = await api.error_workflow(active=False)
+        wf = await api.failing(target)
+        failed = await api.settled(await api.fire(wf))
+
+        async def logged() -> bool:
+            return any(e["event"] == "failure_alert_skipped" for e in logs)
+
+        await wait_for(logged, what="failure_alert_skipped")
+        [line] = [e for e in logs if e["event"] == "failure_alert_skipped"]
+        assert (line["reason"], line["failed_execution_id"]) == (
+            "error_workflow_inactive",
+            failed["id"],
+        )
+        assert await runtime.store.pending_alerts(limit=10) == []  # settled, not retried
+        assert await api.runs(target) == []
+
+    async def test_a_failure_recorded_before_a_crash_alerts_after_it(
+        self, api: Alerts, runtime: Runtime
+    ) -> None:
+        """The failure is marked by the write that records it: a process that died before
+        its alert pass leaves it to the next pass, in whatever process."""
+        target = await api.error_workflow()
+        wf = await api.failing(target)
+        execution_id = await api.fire(wf)
+        # A worker without its background loops (no alert pass): it runs and stops.
+        await Worker(runtime).run_until_empty()
+        assert (await api.execution(execution_id))["status"] == "failed"
+        assert await api.runs(target) == []
+        assert await alert_pass(runtime) == 1
+        assert await alert_pass(runtime) == 0
+        [run] = await api.runs(target)
+        assert run["status"] == "queued"
+
+
+class TestTheSetting:
+    async def test_read_patched_cleared_and_no_new_version(self, api: Alerts) -> None:
+        target = await api.error_workflow()
+        wf = await api.failing(None)
+        r = await api.client.get(f"/api/workflows/{wf}", headers=api.auth)
+        assert r.json()["error_workflow_id"] is None
+        r = await api.client.patch(
+            f"/api/workflows/{wf}", json={"error_workflow_id": target}, headers=api.auth
+        )
+        assert (r.json()["error_workflow_id"], r.json()["version"]) == (target, 1)
+        r = await api.client.patch(f"/api/workflows/{wf}", json={"name": "x"}, headers=api.auth)
+        assert r.json()["error_workflow_id"] == target  # left out: kept
+        r = await api.client.patch(
+            f"/api/workflows/{wf}", json={"error_workflow_id": None}, headers=api.auth
+        )
+        assert r.json()["error_workflow_id"] is None
+        whole = {k: r.json()[k] for k in ("name", "steps")} | {"error_workflow_id": target}
+        r = await api.client.put(f"/api/workflows/{wf}", json=whole, headers=api.auth)
+        assert r.json()["error_workflow_id"] == target
+        del whole["error_workflow_id"]
+        r = await api.client.put(f"/api/workflows/{wf}", json=whole, headers=api.auth)
+        assert r.json()["error_workflow_id"] is None  # PUT replaces the whole workflow
+
+    @pytest.mark.parametrize(
+        ("value", "kind"),
+        [("wf_nope", "workflow_not_found"), ("self", "value_error"), ("", "string_too_short")],
+    )
+    async def test_refused_and_nothing_changed(self, api: Alerts, value: str, kind: str) -> None:
+        wf = await api.failing(None)
+        value = wf if value == "self" else value
+        r = await api.client.patch(
+            f"/api/workflows/{wf}", json={"error_workflow_id": value}, headers=api.auth
+        )
+        assert r.status_code == 422, r.text
+        [detail] = r.json()["error"]["details"]
+        assert (detail["loc"], detail["type"]) == (["body", "error_workflow_id"], kind)
+        r = await api.client.get(f"/api/workflows/{wf}", headers=api.auth)
+        assert (r.json()["error_workflow_id"], r.json()["version"]) == (None, 1)
+
+    async def test_on_create_an_unknown_id_is_refused(self, api: Alerts) -> None:
+        r = await api.client.post(
+            "/api/workflows",
+            json={"name": "w", "steps": [api.call("s", "/echo")], "error_workflow_id": "wf_x"},
+            headers=api.auth,
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["loc"] == ["body", "error_workflow_id"]
+        r = await api.client.get("/api/workflows", headers=api.auth)
+        assert r.json() == []
+
+    async def test_reported_beside_the_steps_errors(self, api: Alerts) -> None:
+        step = {"id": "s", "type": "http_request", "config": {"method": "TELEPORT"}}
+        r = await api.client.post(
+            "/api/workflows",
+            json={"name": "w", "steps": [step], "error_workflow_id": "wf_x"},
+            headers=api.auth,
+        )
+        assert r.status_code == 422, r.text
+        locs = [d["loc"] for d in r.json()["error"]["details"]]
+        assert locs[0] == ["body", "error_workflow_id"]
+        assert any(loc[:3] == ["body", "steps", 0] for loc in locs[1:]), locs
+
+    async def test_another_tenants_workflow_is_not_found(
+        self, api: Alerts, client: httpx.AsyncClient
+    ) -> None:
+        other = await signup(client, "grace@example.com")
+        other.pop("tenant_id", None)
+        theirs = await Alerts(client, other, api.standin).error_workflow()
+        wf = await api.failing(None)
+        r = await api.client.patch(
+            f"/api/workflows/{wf}", json={"error_workflow_id": theirs}, headers=api.auth
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["type"] == "workflow_not_found"
