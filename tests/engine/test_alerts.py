@@ -3,7 +3,7 @@ Slack stand-in over real HTTP; the API's ``error_workflow_id`` setting and its r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -51,19 +51,19 @@ class Alerts(Api):
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
-    async def failing(self, error_workflow_id: str | None, path: str = "/echo/bad") -> str:
-        self.standin.add_fault(path, status=400, count=100)
+    async def watched(self, name: str, step: dict[str, Any], error_workflow_id: str | None) -> str:
+        """A one-step workflow whose failures run ``error_workflow_id``."""
         r = await self.client.post(
             "/api/workflows",
-            json={
-                "name": "Orders to ERP",
-                "steps": [self.call("post_order", path)],
-                "error_workflow_id": error_workflow_id,
-            },
+            json={"name": name, "steps": [step], "error_workflow_id": error_workflow_id},
             headers=self.auth,
         )
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
+
+    async def failing(self, error_workflow_id: str | None, path: str = "/echo/bad") -> str:
+        self.standin.add_fault(path, status=400, count=100)
+        return await self.watched("Orders to ERP", self.call("post_order", path), error_workflow_id)
 
     async def runs(self, workflow_id: str) -> list[dict[str, Any]]:
         r = await self.client.get(
@@ -81,14 +81,6 @@ async def api(
     client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer
 ) -> Alerts:
     return Alerts(client, auth, clean_standin)
-
-
-@pytest.fixture
-async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
-    worker = Worker(runtime)
-    await worker.start()
-    yield worker
-    await worker.stop(grace_s=0)
 
 
 async def settled_alert(api: Alerts, error_workflow_id: str) -> dict[str, Any]:
@@ -144,16 +136,8 @@ class TestAFailureRunsTheErrorWorkflow:
         runtime.settings.execution_timeout_s = 0.3
         target = await api.error_workflow()
         api.standin.add_fault("/echo/slow", delay_s=5, count=100)
-        r = await api.client.post(
-            "/api/workflows",
-            json={
-                "name": "Slow",
-                "steps": [api.call("wait", "/echo/slow")],
-                "error_workflow_id": target,
-            },
-            headers=api.auth,
-        )
-        failed = await api.settled(await api.fire(r.json()["id"]))
+        wf = await api.watched("Slow", api.call("wait", "/echo/slow"), target)
+        failed = await api.settled(await api.fire(wf))
         assert failed["status"] == "timed_out"
         alert = await settled_alert(api, target)
         assert alert["trigger"]["body"]["execution"]["status"] == "timed_out"
@@ -163,17 +147,20 @@ class TestAFailureRunsTheErrorWorkflow:
         self, api: Alerts, runtime: Runtime, worker: Worker
     ) -> None:
         target = await api.error_workflow()
-        r = await api.client.post(
-            "/api/workflows",
-            json={
-                "name": "Fine",
-                "steps": [api.call("ok", "/echo/ok")],
-                "error_workflow_id": target,
-            },
-            headers=api.auth,
-        )
-        ok = await api.settled(await api.fire(r.json()["id"]))
+        fine = await api.watched("Fine", api.call("ok", "/echo/ok"), target)
+        ok = await api.settled(await api.fire(fine))
         assert ok["status"] == "succeeded"
+        api.standin.add_fault("/echo/slow", delay_s=5, count=100)
+        slow = await api.watched("Slow", api.call("wait", "/echo/slow"), target)
+        running = await api.fire(slow)
+
+        async def started() -> bool:
+            return (await api.execution(running))["status"] == "running"
+
+        await wait_for(started, what="the slow execution running")
+        r = await api.client.post(f"/api/executions/{running}/cancel", headers=api.auth)
+        assert r.status_code == 200, r.text
+        assert (await api.settled(running))["status"] == "cancelled"
         await alert_pass(runtime)
         assert await api.runs(target) == []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,14 +67,6 @@ async def runtime(settings: Settings) -> Runtime:
 @pytest.fixture
 async def api(client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer) -> Api:
     return Api(client, auth, clean_standin)
-
-
-@pytest.fixture
-async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
-    worker = Worker(runtime)
-    await worker.start()
-    yield worker
-    await worker.stop(grace_s=0)
 
 
 async def circuits(api: Api, auth: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -100,14 +100,6 @@ class Api:
 @pytest.fixture
 async def api(client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer) -> Api:
     return Api(client, auth, clean_standin)
-
-
-@pytest.fixture
-async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
-    worker = Worker(runtime)
-    await worker.start()
-    yield worker
-    await worker.stop(grace_s=0)
 
 
 def at(value: str) -> datetime:
