@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 
+from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
+from ipaas.kit.clock import utcnow
+from ipaas.kit.ids import new_id
 from ipaas.runtime import Runtime
 from ipaas.tenants.models import TenantLimits
 from ipaas.webhooks.ratelimit import Rate, rate_for
@@ -159,3 +164,92 @@ class TestTenantEndpoint:
         assert (await client.get("/api/tenant")).status_code == 401
         response = await client.patch("/api/tenant", json={"limits": {}}, headers=auth)
         assert response.status_code == 405
+
+
+async def failed_executions(runtime: Runtime, workflow_id: str, n: int) -> list[str]:
+    """``n`` failed executions of the workflow, made an hour ago, as a worker leaves them."""
+    wf = runtime.store.workflows[workflow_id]  # type: ignore[attr-defined]
+    ids = []
+    for i in range(n):
+        made = utcnow() - timedelta(hours=1) + timedelta(seconds=i)
+        execution = Execution(
+            id=new_id("ex"),
+            tenant_id=wf.tenant_id,
+            workflow_id=workflow_id,
+            workflow_version=1,
+            status=ExecutionStatus.failed,
+            trigger=TriggerData(body={"n": i}),
+            created_at=made,
+            started_at=made,
+            finished_at=made,
+            attempt=1,
+        )
+        await runtime.store.create_execution(execution)
+        ids.append(execution.id)
+    return ids
+
+
+class TestWorkTheApiQueues:
+    """Manual runs, retries and replays queue work too: under the same depth limits as
+    webhooks, so a tenant cannot grow its queue past them through the API."""
+
+    async def test_a_manual_run_over_the_depth_is_503_and_queues_nothing(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+    ) -> None:
+        runtime.settings.tenant_max_queued = 1
+        workflow_id = await new_workflow()
+        run = f"/api/workflows/{workflow_id}/run"
+        assert (await client.post(run, headers=auth)).status_code == 202
+        refused = await client.post(run, headers=auth)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "tenant_queue_full"
+        assert refused.headers["retry-after"].isdigit()
+        assert len(executions_of(runtime, workflow_id)) == 1
+        other = await signup(client, "grace@example.com")
+        other.pop("tenant_id")
+        theirs = await new_workflow(headers=other)
+        assert (await client.post(f"/api/workflows/{theirs}/run", headers=other)).status_code == 202
+
+    async def test_a_bulk_retry_takes_only_the_room_left(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+    ) -> None:
+        runtime.settings.tenant_max_queued = 3
+        workflow_id = await new_workflow()
+        await failed_executions(runtime, workflow_id, 5)
+        since = (utcnow() - timedelta(hours=2)).isoformat()
+        first = await client.post("/api/executions/retry", json={"since": since}, headers=auth)
+        assert first.status_code == 202, first.text
+        assert (len(first.json()["retried"]), first.json()["more"]) == (3, True)
+        full = await client.post("/api/executions/retry", json={"since": since}, headers=auth)
+        assert full.status_code == 503, full.text
+        assert full.json()["error"]["code"] == "tenant_queue_full"
+        statuses = sorted(e.status.value for e in executions_of(runtime, workflow_id))
+        assert statuses == ["failed", "failed", "queued", "queued", "queued"]
+
+    async def test_a_retry_and_a_replay_over_the_depth_are_503(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+    ) -> None:
+        runtime.settings.queue_max_depth = 1
+        workflow_id = await new_workflow()
+        one, two = await failed_executions(runtime, workflow_id, 2)
+        assert (await client.post(f"/api/executions/{one}/retry", headers=auth)).status_code == 202
+        for action in ("retry", "replay"):
+            refused = await client.post(f"/api/executions/{two}/{action}", headers=auth)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "queue_full"
+        assert len(executions_of(runtime, workflow_id)) == 2
+        assert (await client.get(f"/api/executions/{two}", headers=auth)).json()["status"] == (
+            "failed"
+        )

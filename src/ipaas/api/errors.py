@@ -82,6 +82,12 @@ def responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, 
 
 #: Every route behind a bearer token (401) that reads the store (503).
 AUTHENTICATED = responses(401, 503)
+#: Every route that queues work besides webhooks (manual runs, retries, replays).
+QUEUES_WORK = responses(
+    503,
+    s503="The database is unavailable (`store_unavailable`), or the queue is full "
+    "(`queue_full`, `tenant_queue_full`: as for a webhook); retry after the time given",
+)
 #: Every route that takes a JSON body (400 unparseable, 413 too large, 422 invalid).
 WITH_BODY = responses(400, 413, 422)
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Query, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
-from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
+from ipaas.api.errors import AUTHENTICATED, QUEUES_WORK, WITH_BODY, responses
 from ipaas.api.routing import api_router
 from ipaas.executions import service as execution_service
 from ipaas.executions import stats as execution_stats
@@ -87,7 +87,7 @@ async def cancel_execution(
 @router.post(
     "/retry",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(422) | WITH_BODY,
+    responses=responses(422) | WITH_BODY | QUEUES_WORK,
 )
 async def retry_executions(
     body: BulkRetry, principal: CurrentPrincipal, runtime: RuntimeDep
@@ -100,6 +100,7 @@ async def retry_executions(
     retried, more = await execution_service.retry_many(
         runtime.store,
         runtime.queue,
+        runtime.intake,
         tenant_id=principal.tenant_id,
         since=body.since,
         until=body.until,
@@ -114,7 +115,8 @@ async def retry_executions(
     "/{execution_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     responses=_BY_ID
-    | responses(409, s409="Not failed, timed out or cancelled, or its workflow is deleted"),
+    | responses(409, s409="Not failed, timed out or cancelled, or its workflow is deleted")
+    | QUEUES_WORK,
 )
 async def retry_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
@@ -122,7 +124,11 @@ async def retry_execution(
     """Resume a failed, timed-out or cancelled execution from the step that did not succeed
     (409 for any other status)."""
     execution = await execution_service.retry(
-        runtime.store, runtime.queue, tenant_id=principal.tenant_id, execution_id=execution_id
+        runtime.store,
+        runtime.queue,
+        runtime.intake,
+        tenant_id=principal.tenant_id,
+        execution_id=execution_id,
     )
     return ExecutionRead.of(execution)
 
@@ -130,13 +136,19 @@ async def retry_execution(
 @router.post(
     "/{execution_id}/replay",
     status_code=status.HTTP_201_CREATED,
-    responses=_BY_ID | responses(409, s409="The execution's workflow has been deleted"),
+    responses=_BY_ID
+    | responses(409, s409="The execution's workflow has been deleted")
+    | QUEUES_WORK,
 )
 async def replay_execution(
     execution_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> ExecutionRead:
     """A new execution with the same trigger data (``replay_of`` names the original)."""
     execution = await execution_service.replay(
-        runtime.store, runtime.queue, tenant_id=principal.tenant_id, execution_id=execution_id
+        runtime.store,
+        runtime.queue,
+        runtime.intake,
+        tenant_id=principal.tenant_id,
+        execution_id=execution_id,
     )
     return ExecutionRead.of(execution)

@@ -15,6 +15,7 @@ from ipaas.kit.clock import utcnow
 from ipaas.kit.pagination import Cursor
 from ipaas.stores.base import Store
 from ipaas.webhooks import service as webhook_service
+from ipaas.webhooks.intake import Intake
 
 _log = structlog.get_logger(__name__)
 
@@ -96,11 +97,14 @@ async def cancel(
     return execution
 
 
-async def retry(store: Store, queue: JobQueue, *, tenant_id: str, execution_id: str) -> Execution:
+async def retry(
+    store: Store, queue: JobQueue, intake: Intake, *, tenant_id: str, execution_id: str
+) -> Execution:
     """Resume a failed, timed-out or cancelled execution from its first step that did not
     succeed: completed steps are not run again and their outputs stay available to later
     steps' templates. The retried step gets a new attempt budget and the execution a new
-    deadline."""
+    deadline. Queued only where the queue has room (503 otherwise, as for a webhook)."""
+    await webhook_service.queue_room(store, intake, tenant_id)
     execution = await store.requeue_execution(tenant_id, execution_id, statuses=RESUMABLE)
     if execution is None:
         current = await store.get_execution(tenant_id, execution_id)
@@ -110,10 +114,8 @@ async def retry(store: Store, queue: JobQueue, *, tenant_id: str, execution_id: 
         raise ExecutionNotRetryable(
             f"Execution is {current.status.value}; only {allowed} executions can be retried"
         )
-    try:
-        await queue.enqueue(execution.id)
-    except Exception:  # committed already: a worker's store poll picks it up
-        _log.warning("enqueue_failed", execution_id=execution.id, exc_info=True)
+    intake.depth.added(tenant_id)
+    await webhook_service.enqueue(queue, execution.id)
     return execution
 
 
@@ -124,6 +126,7 @@ _SCAN_PAGE = 200
 async def retry_many(
     store: Store,
     queue: JobQueue,
+    intake: Intake,
     *,
     tenant_id: str,
     since: datetime,
@@ -136,7 +139,11 @@ async def retry_many(
     ``[since, until)`` (of one workflow, or all): after an outage of a destination, every
     run that failed on it. At most ``limit``, the newest ones, resumed oldest first; the
     second value says whether more matched (those retried no longer match, so calling again
-    goes on). One that changed status meanwhile is skipped."""
+    goes on). One that changed status meanwhile is skipped. No more than the queue has room
+    for (``more`` then says so); none, and it is a 503, as for a webhook."""
+    room = await webhook_service.queue_room(store, intake, tenant_id)
+    if room is not None:
+        limit = min(limit, room)
     found: list[Execution] = []
     for status in dict.fromkeys(statuses):  # each once, however often it was asked for
         before = _created_before(until)
@@ -163,28 +170,29 @@ async def retry_many(
         if execution is None:
             continue  # retried, cancelled or deleted meanwhile
         retried.append(execution)
-        try:
-            await queue.enqueue(execution.id)
-        except Exception:  # committed already: a worker's store poll picks it up
-            _log.warning("enqueue_failed", execution_id=execution.id, exc_info=True)
+        intake.depth.added(tenant_id)
+        await webhook_service.enqueue(queue, execution.id)
     _log.info(
         "executions_retried", tenant_id=tenant_id, count=len(retried), more=len(found) > limit
     )
     return retried, len(found) > limit
 
 
-async def replay(store: Store, queue: JobQueue, *, tenant_id: str, execution_id: str) -> Execution:
+async def replay(
+    store: Store, queue: JobQueue, intake: Intake, *, tenant_id: str, execution_id: str
+) -> Execution:
     """A new execution of the workflow's current version with the original trigger data,
-    linked to the original by ``replay_of``."""
+    linked to the original by ``replay_of``; 503 when the queue has no room."""
     original = await store.get_execution(tenant_id, execution_id)
     if original is None:
         raise ExecutionNotFound("Execution not found")
     workflow = await store.get_workflow(tenant_id, original.workflow_id)
     if workflow is None:
         raise WorkflowGone("The execution's workflow has been deleted")
-    return await webhook_service.start(
+    return await webhook_service.start_admitted(
         store,
         queue,
+        intake,
         workflow_id=workflow.id,
         tenant_id=tenant_id,
         version=workflow.version,

@@ -144,21 +144,39 @@ async def _check_limits(store: Store, intake: Intake, tenant_id: str) -> None:
     limits = intake.limits_for(tenant)
     if limits.rate_limit is not None:
         await intake.limiter.hit(tenant_id, rate_for(limits.rate_limit, limits.rate_burst))
+    await _room(store, intake, tenant_id, limits.max_queued)
+
+
+async def queue_room(store: Store, intake: Intake, tenant_id: str) -> int | None:
+    """How many more executions ``tenant_id`` may queue now (``None``: no cap set), under
+    ``IPAAS_QUEUE_MAX_DEPTH`` and the tenant's ``max_queued``, as for a webhook; 503 with
+    ``Retry-After`` (``queue_full``, ``tenant_queue_full``) when none. For work the API
+    queues besides webhooks: manual runs, retries, replays."""
+    tenant = await intake.tenants.get(tenant_id, store.get_tenant)
+    return await _room(store, intake, tenant_id, intake.limits_for(tenant).max_queued)
+
+
+async def _room(store: Store, intake: Intake, tenant_id: str, max_queued: int | None) -> int | None:
+    room: int | None = None
     max_depth = intake.settings.queue_max_depth
-    if max_depth is not None and await intake.depth.count(store, None) >= max_depth:
-        raise ServiceUnavailable(
-            "Too much work queued; retry later",
-            code="queue_full",
-            headers={"Retry-After": _RETRY_AFTER_S},
-        )
-    if limits.max_queued is not None and (
-        await intake.depth.count(store, tenant_id) >= limits.max_queued
-    ):
-        raise ServiceUnavailable(
-            "This tenant has too much work queued; retry later",
-            code="tenant_queue_full",
-            headers={"Retry-After": _RETRY_AFTER_S},
-        )
+    if max_depth is not None:
+        room = max_depth - await intake.depth.count(store, None)
+        if room <= 0:
+            raise ServiceUnavailable(
+                "Too much work queued; retry later",
+                code="queue_full",
+                headers={"Retry-After": _RETRY_AFTER_S},
+            )
+    if max_queued is not None:
+        tenant_room = max_queued - await intake.depth.count(store, tenant_id)
+        if tenant_room <= 0:
+            raise ServiceUnavailable(
+                "This tenant has too much work queued; retry later",
+                code="tenant_queue_full",
+                headers={"Retry-After": _RETRY_AFTER_S},
+            )
+        room = tenant_room if room is None else min(room, tenant_room)
+    return room
 
 
 async def start(
@@ -178,6 +196,33 @@ async def start(
     execution = new_execution(workflow_id, tenant_id, version, trigger, dedup_key, replay_of)
     await store.create_execution(execution)
     await enqueue(queue, execution.id)
+    return execution
+
+
+async def start_admitted(
+    store: Store,
+    queue: JobQueue,
+    intake: Intake,
+    *,
+    workflow_id: str,
+    tenant_id: str,
+    version: int,
+    trigger: TriggerData,
+    replay_of: str | None = None,
+) -> Execution:
+    """``start`` for work the API queues besides webhooks (a manual run, a replay): only
+    where the queue has room (``queue_room``: else 503, as for a webhook)."""
+    await queue_room(store, intake, tenant_id)
+    execution = await start(
+        store,
+        queue,
+        workflow_id=workflow_id,
+        tenant_id=tenant_id,
+        version=version,
+        trigger=trigger,
+        replay_of=replay_of,
+    )
+    intake.depth.added(tenant_id)
     return execution
 
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import Query, Request, Response, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
-from ipaas.api.errors import AUTHENTICATED, WITH_BODY, Error, responses
+from ipaas.api.errors import AUTHENTICATED, QUEUES_WORK, WITH_BODY, Error, responses
 from ipaas.api.routing import api_router
 from ipaas.executions.models import TriggerData
 from ipaas.executions.schemas import ExecutionRead
@@ -283,7 +283,11 @@ async def dry_run_saved(
     )
 
 
-@router.post("/{workflow_id}/run", status_code=status.HTTP_202_ACCEPTED, responses=_BY_ID_WITH_BODY)
+@router.post(
+    "/{workflow_id}/run",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_BY_ID_WITH_BODY | QUEUES_WORK,
+)
 async def run_workflow(
     workflow_id: str,
     principal: CurrentPrincipal,
@@ -295,9 +299,10 @@ async def run_workflow(
         runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
     )
     trigger = (body or TriggerData()).model_copy(update={"type": "manual"})
-    execution = await webhook_service.start(
+    execution = await webhook_service.start_admitted(
         runtime.store,
         runtime.queue,
+        runtime.intake,
         workflow_id=workflow.id,
         tenant_id=workflow.tenant_id,
         version=workflow.version,

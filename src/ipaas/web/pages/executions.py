@@ -123,6 +123,7 @@ async def retry_executions(
     retried, more = await execution_service.retry_many(
         runtime.store,
         runtime.queue,
+        runtime.intake,
         tenant_id=principal.tenant_id,
         since=utcnow() - timedelta(hours=int(hours)),
         until=None,
@@ -151,6 +152,10 @@ async def retry_execution(
     execution_id: str, principal: SessionPrincipal, runtime: RuntimeDep
 ) -> Response:
     await execution_service.retry(
-        runtime.store, runtime.queue, tenant_id=principal.tenant_id, execution_id=execution_id
+        runtime.store,
+        runtime.queue,
+        runtime.intake,
+        tenant_id=principal.tenant_id,
+        execution_id=execution_id,
     )
     return see_other(f"/executions/{execution_id}")

@@ -274,9 +274,10 @@ async def run_workflow(
     workflow = await workflow_service.get(
         runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
     )
-    execution = await webhook_service.start(
+    execution = await webhook_service.start_admitted(
         runtime.store,
         runtime.queue,
+        runtime.intake,
         workflow_id=workflow.id,
         tenant_id=workflow.tenant_id,
         version=workflow.version,
