@@ -88,6 +88,7 @@ async def new_account(store: Store, email: str | None = None) -> Account:
         token_hash=new_id("hash"),
         created_at=T0,
         expires_at=at(3600),
+        session=True,
     )
     await store.create_tenant(tenant, user, token)
     return Account(tenant, user, token)
@@ -292,7 +293,9 @@ class TestTokens:
 
 
 class TestPasswords:
-    def token(self, acct: Account, name: str, user_id: str | None) -> ApiToken:
+    def token(
+        self, acct: Account, name: str, user_id: str | None, *, session: bool = False
+    ) -> ApiToken:
         return ApiToken(
             id=new_id("tok"),
             tenant_id=acct.id,
@@ -300,6 +303,7 @@ class TestPasswords:
             name=name,
             token_hash=new_id("h"),
             created_at=at(1),
+            session=session,
         )
 
     async def test_get_user_is_scoped(self, store: Store, acct: Account) -> None:
@@ -313,21 +317,18 @@ class TestPasswords:
     async def test_change_password_ends_the_users_sessions_but_one(
         self, store: Store, acct: Account
     ) -> None:
-        current = self.token(acct, "login", acct.user.id)
-        other_session = self.token(acct, "login", acct.user.id)
+        current = self.token(acct, "login", acct.user.id, session=True)
+        other_session = self.token(acct, "login", acct.user.id, session=True)
         api_token = self.token(acct, "deploy", acct.user.id)
-        operators = self.token(acct, "login", None)  # a token of no user
-        for token in (current, other_session, api_token, operators):
+        # Named like a session, made on purpose: it stays (it did not, by name).
+        named_login = self.token(acct, "login", acct.user.id)
+        operators = self.token(acct, "login", None, session=True)  # a token of no user
+        for token in (current, other_session, api_token, named_login, operators):
             await store.create_token(token)
         neighbour = await new_account(store)
 
         ended = await store.change_password(
-            acct.id,
-            acct.user.id,
-            "new-hash",
-            end_sessions=("signup", "login"),
-            keep_token_id=current.id,
-            at=at(20),
+            acct.id, acct.user.id, "new-hash", keep_token_id=current.id, at=at(20)
         )
 
         assert ended == 2  # the sign-up token and the other session
@@ -335,7 +336,7 @@ class TestPasswords:
         assert user is not None
         assert user.password_hash == "new-hash"
         live = {t.id for t in await store.list_tokens(acct.id)}
-        assert live == {current.id, api_token.id, operators.id}
+        assert live == {current.id, api_token.id, named_login.id, operators.id}
         revoked = await store.get_token_by_hash(other_session.token_hash)
         assert revoked is not None
         assert revoked.revoked_at == at(20)
@@ -344,23 +345,20 @@ class TestPasswords:
         # Keeping none ends the current one too (the operator's reset).
         assert (
             await store.change_password(
-                acct.id,
-                acct.user.id,
-                "newer-hash",
-                end_sessions=("signup", "login"),
-                keep_token_id=None,
-                at=at(21),
+                acct.id, acct.user.id, "newer-hash", keep_token_id=None, at=at(21)
             )
             == 1
         )
-        assert {t.id for t in await store.list_tokens(acct.id)} == {api_token.id, operators.id}
+        assert {t.id for t in await store.list_tokens(acct.id)} == {
+            api_token.id,
+            named_login.id,
+            operators.id,
+        }
 
     async def test_change_password_of_no_such_user(self, store: Store, acct: Account) -> None:
         other = await new_account(store)
         assert (
-            await store.change_password(
-                other.id, acct.user.id, "x", end_sessions=("login",), keep_token_id=None, at=at(1)
-            )
+            await store.change_password(other.id, acct.user.id, "x", keep_token_id=None, at=at(1))
             is None
         )
         user = await store.get_user(acct.id, acct.user.id)
@@ -1456,6 +1454,48 @@ class TestMigrations:
     def test_create_exactly_the_declared_schema(self, empty_sql_url: str) -> None:
         in_thread(lambda: run_migrations(empty_sql_url))
         assert in_thread(lambda: _schema_diff(empty_sql_url)) == []
+
+    def test_existing_tokens_named_like_sessions_stay_sessions(self, empty_sql_url: str) -> None:
+        """Migration 0011: before it, a password change ended tokens by name."""
+        in_thread(lambda: command.upgrade(alembic_config(empty_sql_url), "0010"))
+        rows = [("t1", "usr_1", "login"), ("t2", "usr_1", "signup"), ("t3", "usr_1", "ci")]
+        rows.append(("t4", None, "login"))  # a token of no user is no one's session
+
+        async def seed_and_read() -> dict[str, bool]:
+            engine = create_async_engine(empty_sql_url, poolclass=NullPool)
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO tenant (id, name, created_at) VALUES ('tn_1', 'A', :at)"
+                        ),
+                        {"at": T0},
+                    )
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO app_user (id, tenant_id, email, password_hash, "
+                            "created_at) VALUES ('usr_1', 'tn_1', 'a@b.co', 'h', :at)"
+                        ),
+                        {"at": T0},
+                    )
+                    for token_id, user_id, name in rows:
+                        await conn.execute(
+                            sa.text(
+                                "INSERT INTO api_token (id, tenant_id, user_id, name, "
+                                "token_hash, created_at) VALUES (:id, 'tn_1', :user_id, :name, "
+                                ":id, :at)"
+                            ),
+                            {"id": token_id, "user_id": user_id, "name": name, "at": T0},
+                        )
+                await asyncio.to_thread(run_migrations, empty_sql_url)
+                async with engine.connect() as conn:
+                    found = await conn.execute(sa.text("SELECT id, session FROM api_token"))
+                    return {token_id: bool(session) for token_id, session in found}
+            finally:
+                await engine.dispose()
+
+        sessions = in_thread(lambda: asyncio.run(seed_and_read()))
+        assert sessions == {"t1": True, "t2": True, "t3": False, "t4": False}
 
     def test_partial_indexes_keep_their_predicates(self, empty_sql_url: str) -> None:
         # compare_metadata does not compare a partial index's WHERE: read it back instead.

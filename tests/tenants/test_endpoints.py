@@ -117,6 +117,9 @@ class TestChangePassword:
         current = {"Authorization": f"Bearer {(await self.login(client)).json()['access_token']}"}
         deploy = await client.post("/api/tokens", json={"name": "deploy"}, headers=current)
         deploy_auth = {"Authorization": f"Bearer {deploy.json()['token']}"}
+        # Named like a session, but made on purpose: kept (it was ended, by its name).
+        named = await client.post("/api/tokens", json={"name": "login"}, headers=current)
+        named_auth = {"Authorization": f"Bearer {named.json()['token']}"}
 
         changed = await client.post(
             "/api/auth/password",
@@ -128,7 +131,7 @@ class TestChangePassword:
         assert changed.json() == {"sessions_ended": 2}  # the sign-up's and the other log-in
         for ended in (signed_up, other_session):
             assert (await client.get("/api/workflows", headers=ended)).status_code == 401
-        for kept in (current, deploy_auth):
+        for kept in (current, deploy_auth, named_auth):
             assert (await client.get("/api/workflows", headers=kept)).status_code == 200
         assert (await self.login(client)).status_code == 401
         assert (await self.login(client, "a new long password")).status_code == 200

@@ -167,12 +167,12 @@ class Store(Protocol):
         user_id: str,
         password_hash: str,
         *,
-        end_sessions: Collection[str],
         keep_token_id: str | None,
         at: datetime,
     ) -> int | None:
         """In one transaction: replace the user's password hash, and revoke (at ``at``)
-        the user's unrevoked tokens named in ``end_sessions``, all but ``keep_token_id``.
+        the user's unrevoked session tokens (``ApiToken.session``: made with the password),
+        all but ``keep_token_id``.
         ``None`` when the tenant has no such user, else how many tokens were revoked."""
 
     async def get_token_by_hash(self, token_hash: str) -> ApiToken | None:

@@ -99,7 +99,6 @@ class MemoryStore:
         user_id: str,
         password_hash: str,
         *,
-        end_sessions: Collection[str],
         keep_token_id: str | None,
         at: datetime,
     ) -> int | None:
@@ -113,7 +112,7 @@ class MemoryStore:
             if token.tenant_id == tenant_id
             and token.user_id == user_id
             and token.revoked_at is None
-            and token.name in end_sessions
+            and token.session
             and token.id != keep_token_id
         ]
         for token in ended:

@@ -48,3 +48,7 @@ class ApiToken(BaseModel):
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    #: Made by signing up or logging in with the password (the console's sessions too): a
+    #: new password ends it. ``False``: made on purpose (``POST /api/tokens``, ``ipaas
+    #: token create``), kept when the password changes, whatever its name.
+    session: bool = False

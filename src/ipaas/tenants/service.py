@@ -119,7 +119,13 @@ def hash_token(token: str) -> str:
 
 
 def _new_token(
-    tenant_id: str, user_id: str | None, name: str, now: datetime, ttl_s: int | None
+    tenant_id: str,
+    user_id: str | None,
+    name: str,
+    now: datetime,
+    ttl_s: int | None,
+    *,
+    session: bool = False,
 ) -> tuple[ApiToken, str]:
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
@@ -130,6 +136,7 @@ def _new_token(
         token_hash=hash_token(plaintext),
         created_at=now,
         expires_at=now + timedelta(seconds=ttl_s) if ttl_s else None,
+        session=session,
     )
     return token, plaintext
 
@@ -146,7 +153,7 @@ async def signup(
         password_hash=await _password_work.run(_hasher.hash, password),
         created_at=now,
     )
-    token, plaintext = _new_token(tenant.id, user.id, "signup", now, token_ttl_s)
+    token, plaintext = _new_token(tenant.id, user.id, "signup", now, token_ttl_s, session=True)
     try:
         await store.create_tenant(tenant, user, token)
     except DuplicateError as exc:
@@ -164,7 +171,9 @@ async def login(
         await throttle.failed(email)
         raise Unauthorized("Incorrect email or password")
     await throttle.succeeded(email)
-    token, plaintext = _new_token(user.tenant_id, user.id, "login", utcnow(), token_ttl_s)
+    token, plaintext = _new_token(
+        user.tenant_id, user.id, "login", utcnow(), token_ttl_s, session=True
+    )
     await store.create_token(token)
     return plaintext
 
@@ -202,13 +211,6 @@ async def list_tokens(store: Store, *, tenant_id: str) -> list[ApiToken]:
 async def revoke_token(store: Store, *, tenant_id: str, token_id: str) -> None:
     if not await store.revoke_token(tenant_id, token_id, utcnow()):
         raise NotFound("Token not found")
-
-
-#: The tokens a password made: sign-up's and log-in's (the console's sessions are log-ins).
-#: A new password ends them; tokens made on purpose (``POST /api/tokens``, the console's
-#: tokens page, ``ipaas token create``) stay, as GitHub keeps personal access tokens. (A
-#: token someone named ``login`` on purpose is ended too.)
-SESSION_TOKEN_NAMES = ("signup", "login")
 
 
 class IncorrectPassword(IpaasError):
@@ -267,12 +269,14 @@ async def reset_password(store: Store, *, email: str, new_password: str) -> tupl
 async def _set_password(
     store: Store, user: User, new_password: str, *, keep_token_id: str | None
 ) -> int:
+    """The new hash, and the end of the user's sessions (``ApiToken.session``: sign-up's and
+    log-in's, the console's included) but ``keep_token_id``; tokens made on purpose stay, as
+    GitHub keeps personal access tokens."""
     password_hash = await _password_work.run(_hasher.hash, new_password)
     ended = await store.change_password(
         user.tenant_id,
         user.id,
         password_hash,
-        end_sessions=SESSION_TOKEN_NAMES,
         keep_token_id=keep_token_id,
         at=utcnow(),
     )

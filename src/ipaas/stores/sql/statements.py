@@ -143,7 +143,7 @@ END_SESSIONS = (
         scoped(t.api_token),
         t.api_token.c.user_id == p("p_user_id"),
         t.api_token.c.revoked_at.is_(None),
-        t.api_token.c.name.in_(sa.bindparam("p_names", expanding=True)),
+        t.api_token.c.session.is_(True),
         # NULL (no token to keep) keeps none: ``id != NULL`` would match nothing.
         sa.or_(_keep.is_(None), t.api_token.c.id != _keep),
     )

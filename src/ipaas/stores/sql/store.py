@@ -234,7 +234,6 @@ class SqlStore:
         user_id: str,
         password_hash: str,
         *,
-        end_sessions: Collection[str],
         keep_token_id: str | None,
         at: datetime,
     ) -> int | None:
@@ -242,7 +241,6 @@ class SqlStore:
         sessions = {
             "p_tenant_id": tenant_id,
             "p_user_id": user_id,
-            "p_names": list(end_sessions),
             "p_keep": keep_token_id,
             "p_revoked_at": at,
         }
@@ -250,7 +248,7 @@ class SqlStore:
         def op(conn: sa.Connection) -> int | None:
             if rowcount(conn, q.SET_PASSWORD, user) != 1:
                 return None
-            return rowcount(conn, q.END_SESSIONS, sessions) if end_sessions else 0
+            return rowcount(conn, q.END_SESSIONS, sessions)
 
         return await self._db.run_write(op)
 

@@ -92,6 +92,8 @@ api_token = sa.Table(
     _at("created_at"),
     _at("expires_at", nullable=True),
     _at("revoked_at", nullable=True),
+    # Made with the password (sign-up, log-in): a new password ends it (migration 0011).
+    sa.Column("session", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index(None, "token_hash", unique=True),
     sa.Index(None, "tenant_id", "created_at"),
 )
