@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from ipaas.executions.models import ExecutionStatus
 from ipaas.stores.sql import run_migrations
 from ipaas.stores.sql import statements as q
 
@@ -85,3 +86,30 @@ def test_retention_reads_by_the_right_index_in_order(migrated: Path, name: str) 
         ]
     assert any(step.startswith("SEARCH") and index in step for step in plan), plan
     assert not [step for step in plan if "TEMP B-TREE" in step], plan  # no sort
+
+
+@pytest.mark.parametrize(
+    ("status", "workflow", "index"),
+    [
+        (ExecutionStatus.failed, False, "ix_execution_unsuccessful"),
+        (ExecutionStatus.timed_out, False, "ix_execution_unsuccessful"),
+        (ExecutionStatus.cancelled, False, "ix_execution_unsuccessful"),
+        (ExecutionStatus.succeeded, False, "ix_execution_tenant_id_created_at_id"),
+        (None, True, "ix_execution_tenant_id_workflow_id_created_at_id"),
+        (ExecutionStatus.failed, True, "ix_execution_tenant_id_workflow_id_created_at_id"),
+    ],
+)
+def test_the_list_by_status_reads_only_those_that_did_not_succeed(
+    migrated: Path, status: ExecutionStatus | None, workflow: bool, index: str
+) -> None:
+    """Filtered by failed, timed_out or cancelled (of every workflow), a page of the list reads
+    the partial index of those, not the tenant's history (the listing index), and needs no
+    sort; filtered by a workflow too, the workflow's listing index."""
+    query = q.list_executions(workflow=workflow, status=status, before=True, since=True)
+    sql = str(query.compile(dialect=sqlite.dialect()))
+    with sqlite3.connect(migrated) as conn:
+        plan = [
+            row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))
+        ]
+    assert any(step.startswith("SEARCH") and f"INDEX {index} " in step for step in plan), plan
+    assert not [step for step in plan if "TEMP B-TREE" in step], plan

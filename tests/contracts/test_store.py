@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -1446,8 +1447,15 @@ def _indexes(url: str, table: str) -> list[Any]:
 
 def _words(predicate: str) -> list[str]:
     """PostgreSQL gives a predicate back in its own words: ``((status)::text =
-    'queued'::text)``. Its parentheses and text casts are left out of the comparison."""
-    return predicate.replace("::text", "").replace("(", " ").replace(")", " ").lower().split()
+    'queued'::text)``, and an ``IN`` list as ``= ANY ((ARRAY['a'::character varying,
+    ...])::text[])``. Its parentheses, casts and commas are left out of the comparison, and
+    its ``= ANY ARRAY[...]`` read as ``IN``."""
+    for cast in ("::character varying", "::text[]", "::text"):
+        predicate = predicate.replace(cast, "")
+    predicate = re.sub(r"=\s*ANY\s*\(+\s*ARRAY\[", " in ", predicate, flags=re.IGNORECASE)
+    for mark in "()[],":
+        predicate = predicate.replace(mark, " ")
+    return predicate.lower().split()
 
 
 class TestMigrations:
@@ -1513,6 +1521,7 @@ class TestMigrations:
             "ix_execution_queued",
             "ix_execution_running",
             "ix_execution_finished_at",
+            "ix_execution_unsuccessful",
         }
         reflected = {
             index["name"]: str(index.get("dialect_options", {}).get(f"{dialect}_where"))

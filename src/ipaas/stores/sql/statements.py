@@ -245,7 +245,41 @@ RELEASE_EXPIRED_KEY = (
 )
 DEDUP_HOLDER = sa.select(EX.c.id).where(_DEDUP)
 GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
-LIST_EXECUTIONS = sa.select(EX).where(scoped(EX))
+_UNSUCCESSFUL = {
+    ExecutionStatus.failed,
+    ExecutionStatus.timed_out,
+    ExecutionStatus.cancelled,
+}
+
+
+@functools.cache
+def list_executions(
+    *, workflow: bool, status: ExecutionStatus | None, before: bool, since: bool
+) -> sa.Select[Any]:
+    """A page of the tenant's executions, newest first (``p_limit`` rows), with the filters
+    asked for: ``p_workflow_id``, ``p_status``, the keyset ``p_before_at``/``p_before_id``,
+    ``p_since``. Filtered by a status that did not succeed, it also names the partial
+    index's own predicate, so that both databases read that index (the tenant's few
+    failures) rather than the listing index's whole history."""
+    query = sa.select(EX).where(scoped(EX))
+    if workflow:
+        query = query.where(EX.c.workflow_id == p("p_workflow_id"))
+    if status is not None:
+        query = query.where(EX.c.status == p("p_status"))
+        if status in _UNSUCCESSFUL:
+            query = query.where(sa.text(t.UNSUCCESSFUL))
+    if before:
+        # A row-value comparison, so the index's (created_at, id) bounds the scan.
+        cursor = sa.tuple_(p_at("p_before_at"), p("p_before_id"))
+        query = query.where(sa.tuple_(EX.c.created_at, EX.c.id) < cursor)
+    if since:
+        query = query.where(EX.c.created_at >= p_at("p_since"))
+    # One extra row tells whether another page follows, without a COUNT.
+    return query.order_by(EX.c.created_at.desc(), EX.c.id.desc()).limit(
+        sa.bindparam("p_limit", type_=sa.Integer())
+    )
+
+
 # The console's figures, aggregated in SQL. A minute's bucket is a CASE over bound minute
 # edges (``p_m1`` .. ``p_m59``), which needs no dialect's date functions.
 _SINCE = sa.and_(scoped(EX), EX.c.created_at >= p_at("p_since"))

@@ -497,26 +497,21 @@ class SqlStore:
     ) -> ExecutionPage:
         if limit <= 0:
             return ExecutionPage([], None)
-        query = q.LIST_EXECUTIONS
+        query = q.list_executions(
+            workflow=workflow_id is not None,
+            status=status,
+            before=before is not None,
+            since=since is not None,
+        )
         params: dict[str, Any] = {"p_tenant_id": tenant_id, "p_limit": limit + 1}
         if workflow_id is not None:
-            query = query.where(_EX.c.workflow_id == q.p("p_workflow_id"))
             params["p_workflow_id"] = workflow_id
         if status is not None:
-            query = query.where(_EX.c.status == q.p("p_status"))
             params["p_status"] = status.value
         if before is not None:
-            # A row-value comparison, so the (tenant_id, created_at, id) index bounds the scan.
-            cursor = sa.tuple_(q.p_at("p_before_at"), q.p("p_before_id"))
-            query = query.where(sa.tuple_(_EX.c.created_at, _EX.c.id) < cursor)
             params["p_before_at"], params["p_before_id"] = before
         if since is not None:
-            query = query.where(_EX.c.created_at >= q.p_at("p_since"))
             params["p_since"] = since
-        # One extra row tells whether another page follows, without a COUNT.
-        query = query.order_by(_EX.c.created_at.desc(), _EX.c.id.desc()).limit(
-            sa.bindparam("p_limit", type_=sa.Integer())
-        )
         rows = await self._db.run_read(_all(query, params))
         items = [_execution(row._mapping) for row in rows[:limit]]
         more = len(rows) > limit

@@ -147,10 +147,19 @@ def _where_set(column: str) -> dict[str, Any]:
     return {"sqlite_where": predicate, "postgresql_where": predicate}
 
 
+#: The executions that did not succeed, as the partial index on them names them (and every
+#: query meant to read it, word for word: SQLite's condition for using it).
+UNSUCCESSFUL = "status IN ('cancelled', 'failed', 'timed_out')"
+
+
 def _where_status(status: str) -> dict[str, Any]:
     """A partial index's predicate, ``status = '<status>'``, on both dialects."""
-    predicate = sa.text(f"status = '{status}'")
-    return {"sqlite_where": predicate, "postgresql_where": predicate}
+    return _where(f"status = '{status}'")
+
+
+def _where(predicate: str) -> dict[str, Any]:
+    """A partial index's predicate, on both dialects."""
+    return {"sqlite_where": sa.text(predicate), "postgresql_where": sa.text(predicate)}
 
 
 #: ``dedup_key``'s unique index covers only rows with a key: ``ON CONFLICT`` names it so.
@@ -199,6 +208,10 @@ execution = sa.Table(
     sa.Index("ix_execution_queued", "tenant_id", "created_at", "id", **_where_status("queued")),
     # Each tenant's running count against its cap; the reaper's scan of running rows.
     sa.Index("ix_execution_running", "tenant_id", **_where_status("running")),
+    # A tenant's failed, timed out or cancelled executions, newest first: the list filtered
+    # by one of those (of every workflow), a bulk retry's scan. The listing index read the
+    # tenant's whole history for them; succeeded rows never enter this one (migration 0012).
+    sa.Index("ix_execution_unsuccessful", "tenant_id", "created_at", "id", **_where(UNSUCCESSFUL)),
     # Partial (this and the next two): most rows have no key, no pending retry and, while
     # they are new, no finish; an index that leaves those rows out costs the insert nothing.
     # Every query that uses one compares the column, which implies IS NOT NULL.
