@@ -120,6 +120,15 @@ class TestChangePassword:
         # Named like a session, but made on purpose: kept (it was ended, by its name).
         named = await client.post("/api/tokens", json={"name": "login"}, headers=current)
         named_auth = {"Authorization": f"Bearer {named.json()['token']}"}
+        assert named.json()["session"] is False
+        listed = (await client.get("/api/tokens", headers=current)).json()
+        assert sorted((t["name"], t["session"]) for t in listed) == [
+            ("deploy", False),
+            ("login", False),
+            ("login", True),
+            ("login", True),
+            ("signup", True),
+        ]
 
         changed = await client.post(
             "/api/auth/password",

@@ -637,7 +637,19 @@ class TestPages:
             "/api/workflows", headers={"Authorization": f"Bearer {token.group(1)}"}
         )
         assert api.status_code == 200
-        assert token.group(1) not in (await client.get("/tokens")).text
+        page = (await client.get("/tokens")).text
+        assert token.group(1) not in page
+        assert page.count("(this session)") == 1
+        assert "(a sign-in" not in page  # "ci" was made on purpose
+        async with new_client(client) as other:
+            await post_form(
+                other,
+                "/login",
+                "/login",
+                {"email": "ada@example.com", "password": "correct horse battery"},
+            )
+        page = (await client.get("/tokens")).text
+        assert page.count("(a sign-in: ends when the password changes)") == 1
 
     async def test_pages_are_not_cached_or_framed(self, client: httpx.AsyncClient) -> None:
         page = await client.get("/login")

@@ -125,6 +125,7 @@ async def create_token(
         name=token.name,
         created_at=token.created_at,
         expires_at=token.expires_at,
+        session=token.session,
         token=plaintext,
     )
 

@@ -55,6 +55,8 @@ class ApiTokenRead(BaseModel):
     name: str
     created_at: datetime
     expires_at: datetime | None
+    #: Made by signing up or logging in (a console session too): a new password ends it.
+    session: bool
 
 
 class ApiTokenCreated(ApiTokenRead):
