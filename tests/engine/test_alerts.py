@@ -298,3 +298,22 @@ class TestTheSetting:
         )
         assert r.status_code == 422, r.text
         assert r.json()["error"]["details"][0]["type"] == "workflow_not_found"
+
+
+class TestDeletingAnErrorWorkflow:
+    async def test_refused_while_a_workflow_names_it_then_allowed(self, api: Alerts) -> None:
+        target = await api.error_workflow()
+        wf = await api.failing(target)
+        refused = await api.client.delete(f"/api/workflows/{target}", headers=api.auth)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "workflow_in_use"
+        assert f"'Orders to ERP' ({wf})" in error["message"]
+        assert error["details"] == {"workflows": [{"id": wf, "name": "Orders to ERP"}]}
+        assert (await api.client.get(f"/api/workflows/{target}", headers=api.auth)).is_success
+        r = await api.client.patch(
+            f"/api/workflows/{wf}", json={"error_workflow_id": None}, headers=api.auth
+        )
+        assert r.status_code == 200, r.text
+        gone = await api.client.delete(f"/api/workflows/{target}", headers=api.auth)
+        assert gone.status_code == 204, gone.text

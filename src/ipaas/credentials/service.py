@@ -15,6 +15,7 @@ from ipaas.errors import Conflict, NotFound, ValidationFailed
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import Store
+from ipaas.workflows.models import named
 
 
 class CredentialNotFound(NotFound):
@@ -23,10 +24,6 @@ class CredentialNotFound(NotFound):
 
 class CredentialInUse(Conflict):
     code = "credential_in_use"
-
-
-#: Workflows a ``credential_in_use`` message names; ``details`` lists them all.
-_NAMED_IN_MESSAGE = 3
 
 
 def _validate_secret(kind: CredentialType, secret: dict[str, Any]) -> dict[str, Any]:
@@ -112,12 +109,8 @@ async def delete(store: Store, *, tenant_id: str, credential_id: str) -> None:
         wf for wf in await store.list_workflows(tenant_id) if credential_id in wf.credential_ids
     ]
     if users:
-        named = ", ".join(f"{wf.name!r} ({wf.id})" for wf in users[:_NAMED_IN_MESSAGE])
-        more = len(users) - _NAMED_IN_MESSAGE
-        if more > 0:
-            named += f" and {more} more"
         raise CredentialInUse(
-            f"Credential is used by {named}: change or delete those workflows first",
+            f"Credential is used by {named(users)}: change or delete those workflows first",
             details={"workflows": [{"id": wf.id, "name": wf.name} for wf in users]},
         )
     if not await store.delete_credential(tenant_id, credential_id):

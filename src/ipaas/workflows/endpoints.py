@@ -53,8 +53,17 @@ _EDIT = (
     | _PRECONDITION
     | _CHANGED
 )
-_DELETE = responses(400, 404, 409, 422, s400="Malformed `If-Match` (`invalid_if_match`)") | (
-    _PRECONDITION
+_DELETE = (
+    responses(
+        400,
+        404,
+        409,
+        422,
+        s400="Malformed `If-Match` (`invalid_if_match`)",
+        s409="Another workflow runs this one on failure (`workflow_in_use`, `details` names "
+        "them), or changed by other requests meanwhile",
+    )
+    | _PRECONDITION
 )
 
 #: ``If-Match`` on PUT, PATCH and DELETE (RFC 9110, 13.1.1), documented here and read by

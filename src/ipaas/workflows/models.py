@@ -212,6 +212,18 @@ class WorkflowDefinition(BaseModel):
     steps: list[Step]
 
 
+#: Workflows a conflict's message names (``credential_in_use``, ``workflow_in_use``); its
+#: ``details`` lists them all.
+NAMED_IN_MESSAGE = 3
+
+
+def named(workflows: list[Workflow]) -> str:
+    """``'Orders' (wf_1), 'Refunds' (wf_2) and 4 more``, for a conflict's message."""
+    text = ", ".join(f"{wf.name!r} ({wf.id})" for wf in workflows[:NAMED_IN_MESSAGE])
+    more = len(workflows) - NAMED_IN_MESSAGE
+    return f"{text} and {more} more" if more > 0 else text
+
+
 class Workflow(BaseModel):
     id: str
     tenant_id: str

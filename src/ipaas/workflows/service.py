@@ -24,7 +24,14 @@ from ipaas.kit.pagination import Cursor
 from ipaas.kit.preconditions import IfMatch
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
-from ipaas.workflows.models import Step, Trigger, TriggerType, Workflow, WorkflowDefinition
+from ipaas.workflows.models import (
+    Step,
+    Trigger,
+    TriggerType,
+    Workflow,
+    WorkflowDefinition,
+    named,
+)
 from ipaas.workflows.schemas import (
     DryRunRead,
     DryRunStep,
@@ -36,6 +43,10 @@ from ipaas.workflows.schemas import (
 
 class WorkflowNotFound(NotFound):
     code = "workflow_not_found"
+
+
+class WorkflowInUse(Conflict):
+    code = "workflow_in_use"
 
 
 _TICK = timedelta(microseconds=1)
@@ -293,7 +304,19 @@ async def delete(
     if_match: IfMatch | None = None,
 ) -> None:
     """Delete the workflow; with ``if_match``, only the state it names (else 412), checked
-    by the store's delete itself, so an edit saved meanwhile is never deleted unseen."""
+    by the store's delete itself, so an edit saved meanwhile is never deleted unseen.
+    Refused (409) while another workflow names it as its error workflow: their failures
+    would alert nobody."""
+    alerted = [
+        wf
+        for wf in await store.list_workflows(tenant_id)
+        if wf.error_workflow_id == workflow_id and wf.id != workflow_id
+    ]
+    if alerted:
+        raise WorkflowInUse(
+            f"Workflow is the error workflow of {named(alerted)}: change those first",
+            details={"workflows": [{"id": wf.id, "name": wf.name} for wf in alerted]},
+        )
     if if_match is None or if_match.any:
         if not await store.delete_workflow(tenant_id, workflow_id):
             raise WorkflowNotFound("Workflow not found")
