@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from ipaas.engine.alerts import alert_pass
 from ipaas.executions.models import ExecutionStatus
+from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
 from ipaas.stores import MemoryStore
 from ipaas.web.session import CSRF_COOKIE, SESSION_COOKIE
@@ -397,6 +399,36 @@ class TestWorkflowForm:
         assert "On failure: runs" in (await client.get(saved.headers["location"])).text
         saved = await post_form(client, edit, edit, _workflow_form(credential_id))
         assert "On failure" not in (await client.get(saved.headers["location"])).text
+
+    async def test_an_alerts_page_links_the_failed_execution(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        alerts = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        alerts_id = alerts.headers["location"].rsplit("/", 1)[1]
+        form = _workflow_form(credential_id, error_workflow_id=alerts_id)
+        watched = await post_form(client, "/workflows/new", "/workflows/new", form)
+        watched_id = watched.headers["location"].rsplit("/", 1)[1]
+        fired = await client.post(f"/api/webhooks/{watched_id}", json={})
+        failed_id = fired.json()["execution_id"]
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        now = utcnow()
+        claimed = await store.claim_execution(
+            failed_id, owner="w", now=now, lease_until=now, timeout_s=60, tenant_cap=None
+        )
+        assert claimed is not None
+        assert await store.finish_execution(
+            failed_id, owner="w", status=ExecutionStatus.failed, error="boom", finished_at=now
+        )
+        assert await alert_pass(runtime) == 1
+        [alert_id] = [e.id for e in store.executions.values() if e.workflow_id == alerts_id]
+        page = await client.get(f"/executions/{alert_id}")
+        assert f'alert of the failed <a href="/executions/{failed_id}">' in page.text
+        assert "alert of the failed" not in (await client.get(f"/executions/{failed_id}")).text
 
     async def test_an_unknown_error_workflow_is_flagged_on_its_field(
         self, client: httpx.AsyncClient

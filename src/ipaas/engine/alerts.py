@@ -20,7 +20,13 @@ from typing import Any
 import structlog
 
 from ipaas.errors import StoreUnavailable
-from ipaas.executions.models import ALERTING_STATUSES, Execution, StepStatus, TriggerData
+from ipaas.executions.models import (
+    ALERTING_STATUSES,
+    ERROR_TRIGGER,
+    Execution,
+    StepStatus,
+    TriggerData,
+)
 from ipaas.runtime import Runtime
 from ipaas.stores.base import PendingAlert, Store
 from ipaas.webhooks import service as webhook_service
@@ -29,8 +35,6 @@ _log = structlog.get_logger(__name__)
 
 #: Failures one pass settles; it goes on while a pass finds this many.
 ALERT_BATCH = 200
-#: The trigger type of an alert's execution.
-ERROR_TRIGGER = "error"
 
 
 async def alert_pass(runtime: Runtime) -> int:

@@ -42,6 +42,8 @@ TERMINAL_STATUSES = frozenset(
 #: The outcomes that run a workflow's error workflow (``engine/alerts.py``); a cancel is
 #: someone's decision, not a failure.
 ALERTING_STATUSES = frozenset({ExecutionStatus.failed, ExecutionStatus.timed_out})
+#: The trigger type of an error workflow's execution (its body: the failure).
+ERROR_TRIGGER = "error"
 
 
 class StepStatus(StrEnum):

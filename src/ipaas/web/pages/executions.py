@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from ipaas.api.deps import RuntimeDep
 from ipaas.errors import BadRequest
 from ipaas.executions import service as execution_service
-from ipaas.executions.models import ExecutionStatus
+from ipaas.executions.models import ERROR_TRIGGER, ExecutionStatus, TriggerData
 from ipaas.executions.schemas import MAX_BULK_RETRY, ExecutionRead, StepRunRead
 from ipaas.kit.clock import utcnow
 from ipaas.web.pages._common import Csrf, read_form, see_other
@@ -93,7 +93,16 @@ async def _execution(
         "steps": [StepRunRead.of(s) for s in steps],
         "workflow": workflow,
         "retryable": execution.status in execution_service.RESUMABLE,
+        # An error workflow's run: the execution whose failure it reports.
+        "alert_of": _failed_id(execution.trigger),
     }
+
+
+def _failed_id(trigger: TriggerData) -> str | None:
+    if trigger.type != ERROR_TRIGGER or not isinstance(trigger.body, dict):
+        return None
+    failed = trigger.body.get("execution")
+    return str(failed["id"]) if isinstance(failed, dict) and "id" in failed else None
 
 
 ExecutionDep = Annotated[dict[str, Any], Depends(_execution)]
