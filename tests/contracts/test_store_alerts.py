@@ -129,6 +129,16 @@ class TestMarkedPending:
         )
         assert await pending_ids(store) == []
 
+    async def test_a_retry_before_the_alert_clears_it(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        """The retry's own failure, if any, alerts; until then nothing is pending (a pass
+        could not settle a queued row by its ``finished_at``, and would read it again and
+        again)."""
+        failed = await finished(store, acct, wf, F)
+        assert await store.requeue_execution(acct.id, failed.id, statuses=[F]) is not None
+        assert await pending_ids(store) == []
+
     async def test_the_limit(self, store: Store, acct: Account, wf: Workflow) -> None:
         first = await finished(store, acct, wf, F, end=2)
         await finished(store, acct, wf, F, end=3)

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ipaas.engine import alerts
 from ipaas.engine.alerts import alert_pass
 from ipaas.engine.worker import Worker
 from ipaas.runtime import Runtime
@@ -222,6 +223,22 @@ class TestAFailureRunsTheErrorWorkflow:
         assert await alert_pass(runtime) == 0
         [run] = await api.runs(target)
         assert run["status"] == "queued"
+
+
+async def test_a_pass_settles_a_bounded_number_of_batches(
+    api: Alerts, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storm of failures is worked off over passes (a second apart), never in one loop
+    that holds the event loop."""
+    monkeypatch.setattr(alerts, "ALERT_BATCH", 2)
+    monkeypatch.setattr(alerts, "MAX_BATCHES", 3)
+    target = await api.error_workflow()
+    wf = await api.failing(target)
+    for _ in range(10):
+        await api.fire(wf)
+    await Worker(runtime).run_until_empty()
+    assert [await alert_pass(runtime) for _ in range(3)] == [6, 4, 0]
+    assert len(await api.runs(target)) == 10
 
 
 class TestTheSetting:

@@ -691,6 +691,7 @@ class MemoryStore:
         ex.started_at = ex.finished_at = ex.deadline_at = ex.next_attempt_at = None
         ex.cancel_requested = False
         ex.lease_owner = ex.lease_expires_at = None
+        self.alert_pending.discard(ex.id)
         return ex.model_copy(deep=True)
 
     async def request_cancel(

@@ -613,6 +613,8 @@ REQUEUE = (
         cancel_requested=False,
         lease_owner=None,
         lease_expires_at=None,
+        # Retried before its alert went out: the retry's own failure, if any, alerts.
+        alert_pending=None,
     )
     .returning(*EX.c)
 )
