@@ -158,24 +158,19 @@ async def queue_room(store: Store, intake: Intake, tenant_id: str) -> int | None
 
 async def _room(store: Store, intake: Intake, tenant_id: str, max_queued: int | None) -> int | None:
     room: int | None = None
-    max_depth = intake.settings.queue_max_depth
-    if max_depth is not None:
-        room = max_depth - await intake.depth.count(store, None)
-        if room <= 0:
+    limits = (
+        (intake.settings.queue_max_depth, None, "queue_full", "Too much work queued"),
+        (max_queued, tenant_id, "tenant_queue_full", "This tenant has too much work queued"),
+    )
+    for cap, counted, code, message in limits:
+        if cap is None:
+            continue
+        left = cap - await intake.depth.count(store, counted)
+        if left <= 0:
             raise ServiceUnavailable(
-                "Too much work queued; retry later",
-                code="queue_full",
-                headers={"Retry-After": _RETRY_AFTER_S},
+                f"{message}; retry later", code=code, headers={"Retry-After": _RETRY_AFTER_S}
             )
-    if max_queued is not None:
-        tenant_room = max_queued - await intake.depth.count(store, tenant_id)
-        if tenant_room <= 0:
-            raise ServiceUnavailable(
-                "This tenant has too much work queued; retry later",
-                code="tenant_queue_full",
-                headers={"Retry-After": _RETRY_AFTER_S},
-            )
-        room = tenant_room if room is None else min(room, tenant_room)
+        room = left if room is None else min(room, left)
     return room
 
 
