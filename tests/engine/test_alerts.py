@@ -241,6 +241,28 @@ async def test_a_pass_settles_a_bounded_number_of_batches(
     assert len(await api.runs(target)) == 10
 
 
+async def test_a_pass_reads_each_workflow_once(
+    api: Alerts, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten failures of one workflow: it and its error workflow are read once, not ten
+    times each."""
+    target = await api.error_workflow()
+    wf = await api.failing(target)
+    for _ in range(10):
+        await api.fire(wf)
+    await Worker(runtime).run_until_empty()
+    reads: list[str] = []
+    get_workflow = runtime.store.get_workflow
+
+    async def counted(tenant_id: str, workflow_id: str) -> Any:
+        reads.append(workflow_id)
+        return await get_workflow(tenant_id, workflow_id)
+
+    monkeypatch.setattr(runtime.store, "get_workflow", counted)
+    assert await alert_pass(runtime) == 10
+    assert sorted(reads) == sorted([wf, target])
+
+
 class TestTheSetting:
     async def test_read_patched_cleared_and_no_new_version(self, api: Alerts) -> None:
         target = await api.error_workflow()

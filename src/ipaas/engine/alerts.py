@@ -24,12 +24,14 @@ from ipaas.executions.models import (
     ALERTING_STATUSES,
     ERROR_TRIGGER,
     Execution,
+    StepRun,
     StepStatus,
     TriggerData,
 )
 from ipaas.runtime import Runtime
 from ipaas.stores.base import PendingAlert, Store
 from ipaas.webhooks import service as webhook_service
+from ipaas.workflows.models import Workflow
 
 _log = structlog.get_logger(__name__)
 
@@ -46,7 +48,12 @@ async def alert_pass(runtime: Runtime) -> int:
         pending = await runtime.store.pending_alerts(limit=ALERT_BATCH)
         if not pending:
             return created
-        alerts = [PendingAlert(failed, await _built(runtime.store, failed)) for failed in pending]
+        # A storm of failures is mostly one workflow's: each workflow is read once a batch.
+        workflows: dict[tuple[str, str], Workflow | None] = {}
+        alerts = [
+            PendingAlert(failed, await _built(runtime.store, workflows, failed))
+            for failed in pending
+        ]
         for alert in await runtime.store.settle_alerts(alerts):
             created += 1
             _log.info(
@@ -61,12 +68,14 @@ async def alert_pass(runtime: Runtime) -> int:
     return created
 
 
-async def _built(store: Store, failed: Execution) -> Execution | None:
+async def _built(
+    store: Store, workflows: dict[tuple[str, str], Workflow | None], failed: Execution
+) -> Execution | None:
     """``_alert_for``; a failure whose alert cannot be built (a bug, not an outage: the pass
     stops then, and the next one tries again) is settled without one, logged, so that it
     does not hold back every later alert."""
     try:
-        return await _alert_for(store, failed)
+        return await _alert_for(store, workflows, failed)
     except StoreUnavailable:
         raise
     except Exception:
@@ -74,15 +83,25 @@ async def _built(store: Store, failed: Execution) -> Execution | None:
         return None
 
 
-async def _alert_for(store: Store, failed: Execution) -> Execution | None:
+async def _alert_for(
+    store: Store, workflows: dict[tuple[str, str], Workflow | None], failed: Execution
+) -> Execution | None:
     """The execution of ``failed``'s error workflow, or ``None``: not a failure (any more),
-    itself an alert, no error workflow set, or that workflow gone or paused (logged)."""
+    itself an alert, no error workflow set, or that workflow gone or paused (logged).
+    ``workflows`` holds the ones read already (by tenant and id; ``None``: not found)."""
     if failed.status not in ALERTING_STATUSES or failed.trigger.type == ERROR_TRIGGER:
         return None
-    workflow = await store.get_workflow(failed.tenant_id, failed.workflow_id)
+
+    async def read(workflow_id: str) -> Workflow | None:
+        key = (failed.tenant_id, workflow_id)  # reads stay within the failure's tenant
+        if key not in workflows:
+            workflows[key] = await store.get_workflow(*key)
+        return workflows[key]
+
+    workflow = await read(failed.workflow_id)
     if workflow is None or workflow.error_workflow_id is None:
         return None
-    target = await store.get_workflow(failed.tenant_id, workflow.error_workflow_id)
+    target = await read(workflow.error_workflow_id)
     if target is None or not target.active:
         _log.warning(
             "failure_alert_skipped",
@@ -104,7 +123,7 @@ async def _alert_for(store: Store, failed: Execution) -> Execution | None:
     )
 
 
-def failure_body(failed: Execution, workflow_name: str, steps: list[Any]) -> dict[str, Any]:
+def failure_body(failed: Execution, workflow_name: str, steps: list[StepRun]) -> dict[str, Any]:
     """What an error workflow's templates read as ``trigger.body``: the failed execution, its
     workflow, and the step that failed (``null`` when none did: a timeout between steps)."""
     failed_step = next((s for s in reversed(steps) if s.status is not StepStatus.succeeded), None)
