@@ -245,11 +245,6 @@ RELEASE_EXPIRED_KEY = (
 )
 DEDUP_HOLDER = sa.select(EX.c.id).where(_DEDUP)
 GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
-_UNSUCCESSFUL = {
-    ExecutionStatus.failed,
-    ExecutionStatus.timed_out,
-    ExecutionStatus.cancelled,
-}
 
 
 @functools.cache
@@ -266,7 +261,7 @@ def list_executions(
         query = query.where(EX.c.workflow_id == p("p_workflow_id"))
     if status is not None:
         query = query.where(EX.c.status == p("p_status"))
-        if status in _UNSUCCESSFUL:
+        if status.value in t.UNSUCCESSFUL_STATUSES:
             query = query.where(sa.text(t.UNSUCCESSFUL))
     if before:
         # A row-value comparison, so the index's (created_at, id) bounds the scan.

@@ -149,7 +149,8 @@ def _where_set(column: str) -> dict[str, Any]:
 
 #: The executions that did not succeed, as the partial index on them names them (and every
 #: query meant to read it, word for word: SQLite's condition for using it).
-UNSUCCESSFUL = "status IN ('cancelled', 'failed', 'timed_out')"
+UNSUCCESSFUL_STATUSES = ("cancelled", "failed", "timed_out")
+UNSUCCESSFUL = f"status IN ({', '.join(repr(s) for s in UNSUCCESSFUL_STATUSES)})"
 
 
 def _where_status(status: str) -> dict[str, Any]:
