@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     retention_max_executions: int | None = Field(default=100_000, ge=1)
     #: How often workers and the scheduler prune (and, on SQLite, compact the file).
     retention_interval_s: float = Field(default=300.0, gt=0)
+    #: Failure alerts (engine/alerts.py): the least time between two alerts of one
+    #: workflow's failures. The first failure after a quiet spell alerts at once; the ones
+    #: after it within this time are held and sent as one alert (a digest, with their
+    #: count) when it is up. 0: every failure alerts on its own.
+    alert_interval_s: float = Field(default=60.0, ge=0)
     #: ``ipaas worker`` / ``ipaas scheduler`` serve ``GET /metrics`` on this port (on
     #: IPAAS_HOST); unset: not served. The API serves it on its own port always.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

@@ -75,9 +75,19 @@ RETENTION = {
 }
 
 
-@pytest.mark.parametrize("name", list(RETENTION))
-def test_retention_reads_by_the_right_index_in_order(migrated: Path, name: str) -> None:
-    statement, index = RETENTION[name]
+ALERT_WINDOWS = {
+    # Every worker's pass, each second: only the windows holding failures, oldest first.
+    "due digests": (q.DUE_ALERT_DIGESTS, "ix_alert_window_last_alert_at (last_alert_at<?)"),
+    "reopen a window": (q.REOPEN_ALERT_WINDOW, "sqlite_autoindex_alert_window_1 (workflow_id=?)"),
+    "hold a failure": (q.HOLD_ALERT, "sqlite_autoindex_alert_window_1 (workflow_id=?)"),
+    "settle a digest": (q.SETTLE_ALERT_DIGEST, "sqlite_autoindex_alert_window_1 (workflow_id=?)"),
+}
+RETENTION_AND_ALERT_WINDOWS = RETENTION | ALERT_WINDOWS
+
+
+@pytest.mark.parametrize("name", list(RETENTION_AND_ALERT_WINDOWS))
+def test_reads_by_the_right_index_in_order(migrated: Path, name: str) -> None:
+    statement, index = RETENTION_AND_ALERT_WINDOWS[name]
     sql = str(statement.compile(dialect=sqlite.dialect()))
     sql = sql.replace("__[POSTCOMPILE_p_ids]", "?, ?, ?")  # a batch's ids
     with sqlite3.connect(migrated) as conn:

@@ -4,6 +4,7 @@ Slack stand-in over real HTTP; the API's ``error_workflow_id`` setting and its r
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from ipaas.engine import alerts
 from ipaas.engine.alerts import alert_pass
 from ipaas.engine.worker import Worker
+from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
 from tests.conftest import signup
 from tests.engine.test_retries import Api, wait_for
@@ -225,6 +227,85 @@ class TestAFailureRunsTheErrorWorkflow:
         assert run["status"] == "queued"
 
 
+DIGEST_TEXT = (
+    "{{ trigger.body.workflow.name }}: {{ trigger.body.failures.count }} failure(s) since "
+    "{{ trigger.body.failures.since or 'the last alert' }}, latest {{ trigger.body.execution.id }}"
+)
+
+
+class TestPacing:
+    """A destination that is down fails every execution: its channel gets the first failure
+    at once, then one digest an interval, not a message per failure."""
+
+    async def fail(self, api: Alerts, runtime: Runtime, wf: str, n: int) -> list[str]:
+        ids = [await api.fire(wf) for _ in range(n)]
+        await Worker(runtime).run_until_empty()
+        return ids
+
+    async def test_a_storm_makes_one_alert_then_one_digest_with_the_count(
+        self, api: Alerts, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        target = await api.error_workflow(text=DIGEST_TEXT)
+        wf = await api.failing(target)
+        [first] = await self.fail(api, runtime, wf, 1)
+        assert await alert_pass(runtime) == 1
+        rest = await self.fail(api, runtime, wf, 4)
+        assert [await alert_pass(runtime) for _ in range(3)] == [0, 0, 0]  # held
+        start = utcnow()
+        monkeypatch.setattr(alerts, "utcnow", lambda: start + timedelta(seconds=59))
+        assert await alert_pass(runtime) == 0
+        monkeypatch.setattr(alerts, "utcnow", lambda: start + timedelta(seconds=61))
+        assert await alert_pass(runtime) == 1
+        assert await alert_pass(runtime) == 0
+        await Worker(runtime).run_until_empty()
+        [digest, alert] = await api.runs(target)  # newest first
+        assert (alert["status"], digest["status"]) == ("succeeded", "succeeded")
+        texts = api.slack_texts()
+        assert texts[0] == f"Orders to ERP: 1 failure(s) since the last alert, latest {first}"
+        body = (await api.execution(digest["id"]))["trigger"]["body"]
+        assert body["execution"]["id"] == rest[-1]
+        assert body["failures"]["count"] == 4
+        assert texts[1] == (
+            f"Orders to ERP: 4 failure(s) since {body['failures']['since']}, latest {rest[-1]}"
+        )
+        assert len(texts) == 2
+
+    async def test_each_workflow_is_paced_on_its_own(self, api: Alerts, runtime: Runtime) -> None:
+        target = await api.error_workflow()
+        erp = await api.failing(target)
+        crm = await api.watched("Leads to CRM", api.call("post_lead", "/echo/bad"), target)
+        for wf in (erp, crm, erp, crm):
+            await self.fail(api, runtime, wf, 1)
+        assert await alert_pass(runtime) == 2
+        windows = await runtime.store.due_alert_digests(
+            last_before=utcnow() + timedelta(days=1), limit=10
+        )
+        assert sorted((w.workflow_id, w.held) for w in windows) == sorted([(erp, 1), (crm, 1)])
+
+    async def test_a_digest_for_an_error_workflow_paused_since_is_dropped_and_logged(
+        self,
+        api: Alerts,
+        runtime: Runtime,
+        monkeypatch: pytest.MonkeyPatch,
+        logs: list[MutableMapping[str, Any]],
+    ) -> None:
+        target = await api.error_workflow()
+        wf = await api.failing(target)
+        await self.fail(api, runtime, wf, 3)
+        assert await alert_pass(runtime) == 1
+        r = await api.client.patch(
+            f"/api/workflows/{target}", json={"active": False}, headers=api.auth
+        )
+        assert r.status_code == 200, r.text
+        later = utcnow() + timedelta(seconds=61)
+        monkeypatch.setattr(alerts, "utcnow", lambda: later)
+        assert await alert_pass(runtime) == 0
+        [line] = [e for e in logs if e["event"] == "failure_alert_skipped"]
+        assert (line["reason"], line["failures"]) == ("error_workflow_inactive", 2)
+        assert await runtime.store.due_alert_digests(last_before=later, limit=10) == []
+        assert len(await api.runs(target)) == 1
+
+
 async def test_a_pass_settles_a_bounded_number_of_batches(
     api: Alerts, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,6 +313,7 @@ async def test_a_pass_settles_a_bounded_number_of_batches(
     that holds the event loop."""
     monkeypatch.setattr(alerts, "ALERT_BATCH", 2)
     monkeypatch.setattr(alerts, "MAX_BATCHES", 3)
+    runtime.settings.alert_interval_s = 0  # one alert per failure
     target = await api.error_workflow()
     wf = await api.failing(target)
     for _ in range(10):
@@ -246,6 +328,7 @@ async def test_a_pass_reads_each_workflow_once(
 ) -> None:
     """Ten failures of one workflow: it and its error workflow are read once, not ten
     times each."""
+    runtime.settings.alert_interval_s = 0  # one alert per failure
     target = await api.error_workflow()
     wf = await api.failing(target)
     for _ in range(10):

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ipaas.engine import alerts as alert_engine
 from ipaas.engine.alerts import alert_pass
 from ipaas.executions.models import ExecutionStatus
 from ipaas.kit.clock import utcnow
@@ -401,7 +402,7 @@ class TestWorkflowForm:
         assert "On failure" not in (await client.get(saved.headers["location"])).text
 
     async def test_an_alerts_page_links_the_failed_execution(
-        self, client: httpx.AsyncClient, runtime: Runtime
+        self, client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         await console_signup(client)
         credential_id = await _credential(client)
@@ -428,7 +429,33 @@ class TestWorkflowForm:
         [alert_id] = [e.id for e in store.executions.values() if e.workflow_id == alerts_id]
         page = await client.get(f"/executions/{alert_id}")
         assert f'alert of the failed <a href="/executions/{failed_id}">' in page.text
+        assert "failures since the previous alert" not in page.text
         assert "alert of the failed" not in (await client.get(f"/executions/{failed_id}")).text
+
+        # Two more within the interval: held, then one digest when it is up.
+        for _ in range(2):
+            fired = await client.post(f"/api/webhooks/{watched_id}", json={})
+            failed_id = fired.json()["execution_id"]
+            assert await store.claim_execution(
+                failed_id, owner="w", now=now, lease_until=now, timeout_s=60, tenant_cap=None
+            )
+            assert await store.finish_execution(
+                failed_id, owner="w", status=ExecutionStatus.failed, error="boom", finished_at=now
+            )
+        assert await alert_pass(runtime) == 0
+        later = utcnow() + timedelta(seconds=runtime.settings.alert_interval_s)
+        monkeypatch.setattr(alert_engine, "utcnow", lambda: later)
+        assert await alert_pass(runtime) == 1
+        [digest_id] = [
+            e.id
+            for e in store.executions.values()
+            if e.workflow_id == alerts_id and e.id != alert_id
+        ]
+        page = await client.get(f"/executions/{digest_id}")
+        assert (
+            f'alert of the failed <a href="/executions/{failed_id}">{failed_id}</a>, '
+            "the latest of 2 failures since the previous alert"
+        ) in page.text
 
     async def test_an_unknown_error_workflow_is_flagged_on_its_field(
         self, client: httpx.AsyncClient

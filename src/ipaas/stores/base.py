@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ipaas.circuits.models import Circuit
@@ -114,6 +114,28 @@ class PendingAlert:
     ``None`` when there is none to run."""
 
     failed: Execution
+    alert: Execution | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertWindow:
+    """The pacing of one workflow's failure alerts: when its last alert went out, and the
+    failures held since (``held``, the latest ``held_execution_id``) for its next one."""
+
+    workflow_id: str
+    tenant_id: str
+    last_alert_at: datetime
+    held: int
+    held_execution_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDigest:
+    """A window whose digest the alert pass dealt with (``Store.settle_alert_digests``): the
+    window as ``due_alert_digests`` read it, and the alert execution for its held failures,
+    or ``None`` when there is none to run."""
+
+    window: AlertWindow
     alert: Execution | None
 
 
@@ -499,11 +521,31 @@ class Store(Protocol):
         timeout that records one marks it) not yet settled, oldest first, all tenants."""
         ...
 
-    async def settle_alerts(self, alerts: Sequence[PendingAlert]) -> list[Execution]:
+    async def settle_alerts(
+        self, alerts: Sequence[PendingAlert], *, now: datetime, interval: timedelta
+    ) -> list[Execution]:
         """In one transaction: each failure still pending and unchanged since it was read
         (same ``finished_at``) is settled, and its alert execution, if any, created
         ``queued``. The alerts created come back; a failure another process settled first
-        creates nothing, so each failure has at most one alert."""
+        creates nothing, so each failure has at most one alert.
+
+        With an ``interval``, an alert is created only when its failed workflow's window
+        holds nothing and its last alert is at least ``interval`` before ``now`` (or there
+        is none); the window then records ``now``. Otherwise the failure is held: counted
+        in the window, the latest held, for its digest (``due_alert_digests``)."""
+        ...
+
+    async def due_alert_digests(self, *, last_before: datetime, limit: int) -> list[AlertWindow]:
+        """Up to ``limit`` windows (all tenants) holding failures whose last alert is at or
+        before ``last_before``, the longest-waiting first."""
+        ...
+
+    async def settle_alert_digests(
+        self, digests: Sequence[PendingDigest], *, now: datetime
+    ) -> list[Execution]:
+        """In one transaction: each window unchanged since it was read (nothing held or
+        alerted since) is emptied and records ``now`` as its last alert, and its alert
+        execution, if any, is created ``queued``. The alerts created come back."""
         ...
 
     async def queued_ids(self, *, limit: int) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ipaas.circuits.models import Circuit, CircuitState
@@ -13,11 +14,13 @@ from ipaas.executions.models import ALERTING_STATUSES, Execution, ExecutionStatu
 from ipaas.stores import fairness
 from ipaas.stores.base import (
     FIGURE_MINUTES,
+    AlertWindow,
     DuplicateError,
     ExecutionFigures,
     ExecutionPage,
     FinishedExecution,
     PendingAlert,
+    PendingDigest,
     QueueStats,
     QueueVacuum,
     Reaped,
@@ -51,6 +54,8 @@ class MemoryStore:
         self.circuits: dict[tuple[str, str], Circuit] = {}
         #: Failures the alert pass has not settled (the SQL store's ``alert_pending``).
         self.alert_pending: set[str] = set()
+        #: Failure alerts' pacing by failed workflow id (the SQL store's ``alert_window``).
+        self.alert_windows: dict[str, AlertWindow] = {}
         # Every method is atomic: the lock stands in for a transaction where a method awaits.
         self._lock = asyncio.Lock()
 
@@ -744,7 +749,9 @@ class MemoryStore:
         pending.sort(key=lambda ex: (ex.finished_at is None, ex.finished_at, ex.id))
         return [ex.model_copy(deep=True) for ex in pending[:limit]]
 
-    async def settle_alerts(self, alerts: Sequence[PendingAlert]) -> list[Execution]:
+    async def settle_alerts(
+        self, alerts: Sequence[PendingAlert], *, now: datetime, interval: timedelta
+    ) -> list[Execution]:
         created = []
         for pending in alerts:
             ex = self.executions.get(pending.failed.id)
@@ -753,9 +760,45 @@ class MemoryStore:
             if ex.finished_at != pending.failed.finished_at:
                 continue  # failed again since the read: that failure is still pending
             self.alert_pending.discard(ex.id)
-            if pending.alert is not None:
+            if pending.alert is not None and self._alert_now(ex, now, interval):
                 self.executions[pending.alert.id] = pending.alert.model_copy(deep=True)
                 created.append(pending.alert)
+        return created
+
+    def _alert_now(self, failed: Execution, now: datetime, interval: timedelta) -> bool:
+        """Open the failed workflow's window (``True``: alert now) or hold the failure."""
+        if not interval:
+            return True
+        window = self.alert_windows.get(failed.workflow_id)
+        if window is None or (not window.held and window.last_alert_at <= now - interval):
+            self.alert_windows[failed.workflow_id] = AlertWindow(
+                failed.workflow_id, failed.tenant_id, now, 0, None
+            )
+            return True
+        self.alert_windows[failed.workflow_id] = replace(
+            window, held=window.held + 1, held_execution_id=failed.id
+        )
+        return False
+
+    async def due_alert_digests(self, *, last_before: datetime, limit: int) -> list[AlertWindow]:
+        due = [w for w in self.alert_windows.values() if w.held and w.last_alert_at <= last_before]
+        due.sort(key=lambda w: (w.last_alert_at, w.workflow_id))
+        return due[:limit]
+
+    async def settle_alert_digests(
+        self, digests: Sequence[PendingDigest], *, now: datetime
+    ) -> list[Execution]:
+        created = []
+        for digest in digests:
+            seen = digest.window
+            if self.alert_windows.get(seen.workflow_id) != seen:
+                continue  # held another failure, or settled by another pass, since the read
+            self.alert_windows[seen.workflow_id] = replace(
+                seen, last_alert_at=now, held=0, held_execution_id=None
+            )
+            if digest.alert is not None:
+                self.executions[digest.alert.id] = digest.alert.model_copy(deep=True)
+                created.append(digest.alert)
         return created
 
     async def queued_ids(self, *, limit: int) -> list[str]:

@@ -683,6 +683,42 @@ SETTLE_ALERT = (
     .values(alert_pending=None)
 )
 
+# Their pacing (``Store.settle_alerts``): a window reopens (and the failure alerts) only when
+# its last alert is old enough and nothing is held, which only its digest clears; otherwise
+# the failure is held. On PostgreSQL the row lock orders passes settling one workflow's
+# failures: the second re-reads the window its first reopened, and holds.
+AW = t.alert_window
+_ALERTS_HELD = sa.text(t.ALERTS_HELD)
+REOPEN_ALERT_WINDOW = (
+    sa.update(AW)
+    .where(
+        AW.c.workflow_id == p("p_workflow_id"),
+        AW.c.held == 0,
+        AW.c.last_alert_at <= p_at("p_last_before"),
+    )
+    .values(last_alert_at=p_at("p_now"))
+)
+HOLD_ALERT = (
+    sa.update(AW)
+    .where(AW.c.workflow_id == p("p_workflow_id"))
+    .values(held=AW.c.held + 1, held_execution_id=p("p_execution_id"))
+)
+DUE_ALERT_DIGESTS = (
+    sa.select(AW)
+    .where(_ALERTS_HELD, AW.c.last_alert_at <= p_at("p_last_before"))
+    .order_by(AW.c.last_alert_at)
+    .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+)
+SETTLE_ALERT_DIGEST = (
+    sa.update(AW)
+    .where(
+        AW.c.workflow_id == p("p_workflow_id"),
+        AW.c.held == p("p_held"),
+        AW.c.last_alert_at == p_at("p_last_alert_at"),
+    )
+    .values(last_alert_at=p_at("p_now"), held=0, held_execution_id=None)
+)
+
 GET_CIRCUIT = sa.select(CI).where(scoped(CI), CI.c.host == p("p_host"))
 LIST_CIRCUITS = sa.select(CI).where(scoped(CI)).order_by(CI.c.host)
 LIST_UNCLOSED_CIRCUITS = sa.select(CI).where(CI.c.state != CLOSED)

@@ -30,11 +30,13 @@ from ipaas.executions.models import (
 from ipaas.stores import fairness
 from ipaas.stores.base import (
     FIGURE_MINUTES,
+    AlertWindow,
     DuplicateError,
     ExecutionFigures,
     ExecutionPage,
     FinishedExecution,
     PendingAlert,
+    PendingDigest,
     QueueStats,
     QueueVacuum,
     Reaped,
@@ -140,6 +142,7 @@ class SqlStore:
         )
         self._upsert_version = db.upsert(t.workflow_version, q.VERSION_KEY)
         self._insert_once = db.insert_unless_taken(t.execution, q.DEDUP_KEY, where=t.DEDUP_KEY_SET)
+        self._open_alert_window = db.insert_unless_taken(t.alert_window, ["workflow_id"])
         self._claim_one = q.claim_one(db.running_under_claim_lock(_EX.c.tenant_id))
         locked_count = db.running_under_claim_lock(q.p("p_tenant_id"))
         self._claim_of_tenant = (
@@ -876,17 +879,75 @@ class SqlStore:
         rows = await self._db.run_read(_all(q.PENDING_ALERTS, {"p_limit": limit}))
         return [_execution(row._mapping) for row in rows]
 
-    async def settle_alerts(self, alerts: Sequence[PendingAlert]) -> list[Execution]:
+    async def settle_alerts(
+        self, alerts: Sequence[PendingAlert], *, now: datetime, interval: timedelta
+    ) -> list[Execution]:
         settle = [
-            ({"p_id": a.failed.id, "p_finished_at": a.failed.finished_at}, a.alert) for a in alerts
+            ({"p_id": a.failed.id, "p_finished_at": a.failed.finished_at}, a.failed, a.alert)
+            for a in alerts
+        ]
+
+        def op(conn: sa.Connection) -> list[Execution]:
+            created = []
+            for params, failed, alert in settle:
+                # A row lock on PostgreSQL: a second pass settling the same failure waits,
+                # then finds it settled and creates nothing.
+                if conn.execute(q.SETTLE_ALERT, params).rowcount != 1 or alert is None:
+                    continue
+                if not interval or self._alert_now(conn, failed, now, interval):
+                    conn.execute(q.INSERT_EXECUTION, _execution_values(alert))
+                    created.append(alert)
+            return created
+
+        return await self._db.run_write(op)
+
+    def _alert_now(
+        self, conn: sa.Connection, failed: Execution, now: datetime, interval: timedelta
+    ) -> bool:
+        """Reopen (or open) the failed workflow's window (``True``: alert now), or hold the
+        failure in it."""
+        key = {"p_workflow_id": failed.workflow_id}
+        reopen = key | {"p_now": now, "p_last_before": now - interval}
+        if conn.execute(q.REOPEN_ALERT_WINDOW, reopen).rowcount == 1:
+            return True
+        first = {
+            "workflow_id": failed.workflow_id,
+            "tenant_id": failed.tenant_id,
+            "last_alert_at": now,
+            "held": 0,
+            "held_execution_id": None,
+        }
+        if conn.execute(self._open_alert_window, first).first() is not None:
+            return True
+        conn.execute(q.HOLD_ALERT, key | {"p_execution_id": failed.id})
+        return False
+
+    async def due_alert_digests(self, *, last_before: datetime, limit: int) -> list[AlertWindow]:
+        params = {"p_last_before": last_before, "p_limit": limit}
+        rows = await self._db.run_read(_all(q.DUE_ALERT_DIGESTS, params))
+        return [AlertWindow(**row._mapping) for row in rows]
+
+    async def settle_alert_digests(
+        self, digests: Sequence[PendingDigest], *, now: datetime
+    ) -> list[Execution]:
+        settle = [
+            (
+                {
+                    "p_workflow_id": d.window.workflow_id,
+                    "p_held": d.window.held,
+                    "p_last_alert_at": d.window.last_alert_at,
+                    "p_now": now,
+                },
+                d.alert,
+            )
+            for d in digests
         ]
 
         def op(conn: sa.Connection) -> list[Execution]:
             created = []
             for params, alert in settle:
-                # A row lock on PostgreSQL: a second pass settling the same failure waits,
-                # then finds it settled and creates nothing.
-                if conn.execute(q.SETTLE_ALERT, params).rowcount == 1 and alert is not None:
+                # Held another failure since the read: the next pass sends it with them.
+                if conn.execute(q.SETTLE_ALERT_DIGEST, params).rowcount == 1 and alert is not None:
                     conn.execute(q.INSERT_EXECUTION, _execution_values(alert))
                     created.append(alert)
             return created

@@ -260,3 +260,24 @@ circuit = sa.Table(
     # Every process reads the circuits that are not closed once a second.
     sa.Index(None, "state"),
 )
+
+#: An alert window's rows with failures held for its digest, as its partial index names them.
+ALERTS_HELD = "held > 0"
+
+# Failure alerts' pacing (``engine/alerts.py``, ``IPAAS_ALERT_INTERVAL_S``): one row per
+# workflow whose failures ever alerted. A failure alerts at once only when the last alert
+# is older than the interval and nothing is held; otherwise it is counted here, and the
+# count goes out as one alert (a digest) when the interval is up. Not a foreign key: like
+# the workflow's versions, it outlives a deleted workflow (its digest then alerts nobody).
+alert_window = sa.Table(
+    "alert_window",
+    metadata,
+    sa.Column("workflow_id", sa.String(64), primary_key=True),
+    _tenant_id(),
+    _at("last_alert_at"),
+    # Failures since ``last_alert_at`` that did not alert, and the latest of them.
+    sa.Column("held", sa.Integer(), nullable=False),
+    sa.Column("held_execution_id", sa.String(64), nullable=True),
+    # Every worker's pass reads the windows with a digest due, each second.
+    sa.Index(None, "last_alert_at", **_where(ALERTS_HELD)),
+)

@@ -93,16 +93,19 @@ async def _execution(
         "steps": [StepRunRead.of(s) for s in steps],
         "workflow": workflow,
         "retryable": execution.status in execution_service.RESUMABLE,
-        # An error workflow's run: the execution whose failure it reports.
-        "alert_of": _failed_id(execution.trigger),
+        # An error workflow's run: the execution whose failure it reports, and how many
+        # failures it stands for (a digest: that one is the latest).
+        "alert_of": _alert_of(execution.trigger, "execution", "id"),
+        "alert_failures": _alert_of(execution.trigger, "failures", "count"),
     }
 
 
-def _failed_id(trigger: TriggerData) -> str | None:
+def _alert_of(trigger: TriggerData, part: str, field: str) -> Any:
+    """``trigger.body[part][field]`` of an alert's execution, else ``None``."""
     if trigger.type != ERROR_TRIGGER or not isinstance(trigger.body, dict):
         return None
-    failed = trigger.body.get("execution")
-    return str(failed["id"]) if isinstance(failed, dict) and "id" in failed else None
+    value = trigger.body.get(part)
+    return value.get(field) if isinstance(value, dict) else None
 
 
 ExecutionDep = Annotated[dict[str, Any], Depends(_execution)]
