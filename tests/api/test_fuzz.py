@@ -64,19 +64,21 @@ def _config() -> SchemathesisConfig:
 #:   less than ``initial_delay_s``: a generated workflow passes these only by luck;
 #: - sign-up refuses special-use email domains (``.test``, ``.invalid``) that ``format: email``
 #:   allows;
-#: - an execution ``cursor`` is an opaque token the API issued; any other string is a 400.
+#: - an execution or workflow list's ``cursor`` is an opaque token the API issued; any other
+#:   string is a 400.
 _SEMANTIC_422: list[dict[str, Any]] = [
     {
         "include-path-regex": path,
         "checks": {
-            "positive_data_acceptance": {"expected-statuses": ["2XX", 401, 404, 409, status]}
+            "positive_data_acceptance": {"expected-statuses": ["2XX", 401, 404, 409, *statuses]}
         },
     }
-    for path, status in (
-        ("^/api/credentials$", 422),
-        ("^/api/workflows", 422),
-        ("^/api/auth/signup$", 422),
-        ("^/api/executions$", 400),
+    for path, statuses in (
+        ("^/api/credentials$", [422]),
+        ("^/api/workflows$", [422, 400]),
+        ("^/api/workflows/", [422]),
+        ("^/api/auth/signup$", [422]),
+        ("^/api/executions$", [400]),
     )
 ]
 
