@@ -107,6 +107,8 @@ async def main(executions: int, workflows: int, runs: int) -> None:
                     "/workflows",
                     f"/workflows/{workflow_id}",
                     f"/workflows/{workflow_id}/edit",
+                    f"/workflows/{workflow_id}/versions",
+                    f"/workflows/{workflow_id}/versions/1",
                     "/workflows/new",
                     "/credentials",
                     "/executions",

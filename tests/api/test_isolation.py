@@ -43,6 +43,9 @@ BY_ID = {
     ("DELETE", "/api/workflows/{workflow_id}"),
     ("POST", "/api/workflows/{workflow_id}/dry-run"),
     ("POST", "/api/workflows/{workflow_id}/run"),
+    ("GET", "/api/workflows/{workflow_id}/versions"),
+    ("GET", "/api/workflows/{workflow_id}/versions/{version}"),
+    ("POST", "/api/workflows/{workflow_id}/versions/{version}/restore"),
     ("GET", "/api/executions/{execution_id}"),
     ("POST", "/api/executions/{execution_id}/cancel"),
     ("POST", "/api/executions/{execution_id}/retry"),
@@ -125,6 +128,7 @@ async def tenants(client: httpx.AsyncClient, runtime: Runtime) -> dict[str, Any]
             "workflow_id": workflow,
             "execution_id": cancelled,
             "token_id": token,
+            "version": 1,  # of B's workflow
         },
         "queued": queued["execution_id"],
         "b_values": [b_tenant, credential, workflow, queued["execution_id"], cancelled, token],

@@ -540,6 +540,34 @@ class TestWorkflows:
         assert old.steps[0].config["text"] == "hi"
         assert new.model_dump() == v2.definition.model_dump()
 
+    async def test_versions_newest_first_in_pages(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        for n in (2, 3, 4):
+            edit = make_workflow(acct.id, text=f"v{n}").model_copy(
+                update={"id": wf.id, "version": n, "updated_at": at(n)}
+            )
+            assert await store.update_workflow(edit, new_version=True)
+        # A rename saves no version.
+        renamed = edit.model_copy(update={"name": "renamed", "updated_at": at(9)})
+        assert await store.update_workflow(renamed, new_version=False)
+        versions = await store.list_workflow_versions(acct.id, wf.id, limit=10)
+        assert [(v.version, v.created_at) for v in versions] == [
+            (4, at(4)),
+            (3, at(3)),
+            (2, at(2)),
+            (1, wf.updated_at),
+        ]
+        assert [v.steps[0].config["text"] for v in versions] == ["v4", "v3", "v2", "hi"]
+        assert versions[3].model_dump(include={"trigger", "steps"}) == wf.definition.model_dump()
+        assert_utc(versions[0])
+        page = await store.list_workflow_versions(acct.id, wf.id, limit=2)
+        assert [v.version for v in page] == [4, 3]
+        page = await store.list_workflow_versions(acct.id, wf.id, before=3, limit=2)
+        assert [v.version for v in page] == [2, 1]
+        assert await store.list_workflow_versions(acct.id, wf.id, before=1, limit=2) == []
+        assert await store.list_workflow_versions(acct.id, "wf_missing", limit=2) == []
+
     async def test_update_over_a_stale_base_saves_nothing(
         self, store: Store, acct: Account, wf: Workflow
     ) -> None:
@@ -596,6 +624,9 @@ class TestWorkflows:
         version = await store.get_workflow_version(acct.id, wf.id, 1)
         assert version is not None
         assert version.model_dump() == wf.definition.model_dump()
+        assert [v.version for v in await store.list_workflow_versions(acct.id, wf.id, limit=5)] == [
+            1
+        ]
         assert await store.get_execution(acct.id, ex.id) is not None
 
 
@@ -624,6 +655,7 @@ async def test_tenant_isolation(store: Store) -> None:
     assert await store.delete_workflow(a.id, wf_b.id) is False
     assert await store.get_workflow_version(a.id, wf_b.id, 1) is None
     assert await store.get_workflow_version(a.id, wf_b.id, 2) is None
+    assert await store.list_workflow_versions(a.id, wf_b.id, limit=10) == []
     assert await store.get_execution(a.id, queued_b.id) is None
     assert (await store.list_executions(a.id)).items == []
     assert (await store.list_executions(a.id, workflow_id=wf_b.id)).items == []

@@ -58,6 +58,13 @@ def seed(server: ServerProcess, standin: StandinProcess) -> dict[str, str]:
         timeout_s=30,
         what="seed executions finished",
     )
+    # A second version, so the history and a version's changes have something to show.
+    edited = text.replace(" EUR", " {{ trigger.body.order.currency }}")
+    step = {"id": "notify", "type": "slack_message", "credential_id": credential}
+    response = api.patch(
+        f"/api/workflows/{slack}", json={"steps": [step | {"config": {"text": edited}}]}
+    )
+    assert response.status_code == 200, response.text
     running = api.fire(slow, {"n": 1})
     api.close()
     return {
@@ -79,6 +86,8 @@ async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[P
         ("workflow-new", "/workflows/new"),
         ("workflow", f"/workflows/{ids['workflow']}"),
         ("workflow-edit", f"/workflows/{ids['workflow']}/edit"),
+        ("workflow-history", f"/workflows/{ids['workflow']}/versions"),
+        ("workflow-version", f"/workflows/{ids['workflow']}/versions/1"),
         ("credentials", "/credentials"),
         ("credential-edit", f"/credentials/{ids['credential']}/edit"),
         ("executions", "/executions"),

@@ -594,6 +594,146 @@ class TestWorkflowForm:
         assert 'class="alert"' in response.text
 
 
+class TestHistory:
+    async def saved_twice(self, client: httpx.AsyncClient) -> tuple[str, str]:
+        """A workflow saved as version 1 (text ``Order ...``) then 2 (``v2 ...``)."""
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        workflow_path = created.headers["location"]
+        edit = f"{workflow_path}/edit"
+        v2 = _workflow_form(credential_id, **{"steps.0.config.slack_message.text": "v2 {{ x }}"})
+        saved = await post_form(client, edit, edit, v2)
+        assert saved.status_code == 303, saved.text
+        return workflow_path, credential_id
+
+    async def test_history_diff_and_restore(self, client: httpx.AsyncClient) -> None:
+        workflow_path, _ = await self.saved_twice(client)
+        page = await client.get(workflow_path)
+        assert f'<a href="{workflow_path}/versions">history</a>' in page.text
+        history = await client.get(f"{workflow_path}/versions")
+        assert history.status_code == 200
+        assert "Version 2</a> <strong>(current)</strong>" in history.text
+        assert f'<a href="{workflow_path}/versions/1">Version 1</a></td>' in history.text
+
+        old = await client.get(f"{workflow_path}/versions/1")
+        assert old.status_code == 200
+        assert _changed_lines(old) == [
+            '- "text": "v2 {{ x }}"',
+            '+ "text": "Order {{ trigger.body.id }}"',
+        ]
+        assert "Restore version 1" in old.text
+        current = await client.get(f"{workflow_path}/versions/2")
+        assert "This is the current version." in current.text
+        assert "Restore version" not in current.text
+
+        restored = await post_form(
+            client,
+            f"{workflow_path}/versions/1",
+            f"{workflow_path}/versions/1/restore",
+            {"base": _base_of(old)},
+        )
+        assert restored.status_code == 303, restored.text
+        assert restored.headers["location"] == workflow_path
+        page = await client.get(workflow_path)
+        assert "Version 3" in page.text
+        assert "Order {{ trigger.body.id }}" in html.unescape(page.text)
+
+    async def test_a_restore_from_a_stale_page_saves_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        workflow_path, credential_id = await self.saved_twice(client)
+        opened = await client.get(f"{workflow_path}/versions/1")
+        edit = f"{workflow_path}/edit"
+        v3 = _workflow_form(credential_id, **{"steps.0.config.slack_message.text": "v3"})
+        assert (await post_form(client, edit, edit, v3)).status_code == 303
+        stale = await client.post(
+            f"{workflow_path}/versions/1/restore",
+            data={"csrf_token": csrf_of(opened), "base": _base_of(opened)},
+        )
+        assert stale.status_code == 409, stale.text
+        assert "nothing was restored" in stale.text
+        assert _changed_lines(stale)[0] == '- "text": "v3"'  # the diff against what is now
+        assert "Version 3" in (await client.get(workflow_path)).text
+        # Restoring from the page it answered with goes through.
+        again = await client.post(
+            f"{workflow_path}/versions/1/restore",
+            data={"csrf_token": csrf_of(stale), "base": _base_of(stale)},
+        )
+        assert again.status_code == 303, again.text
+        assert "Version 4" in (await client.get(workflow_path)).text
+
+    async def test_a_version_whose_credential_is_gone_says_why(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        workflow_path, old_credential = await self.saved_twice(client)
+        other = await post_form(
+            client,
+            "/credentials",
+            "/credentials",
+            {"name": "other", "type": "slack", "secret.slack.webhook_url": SECRET_URL},
+        )
+        assert other.status_code in (200, 303), other.text
+        listed = (await client.get("/credentials")).text
+        new_credential = next(
+            c for c in re.findall(r"<code>(cred_[^<]+)</code>", listed) if c != old_credential
+        )
+        edit = f"{workflow_path}/edit"
+        moved = _workflow_form(new_credential, **{"steps.0.config.slack_message.text": "v3"})
+        assert (await post_form(client, edit, edit, moved)).status_code == 303
+        deleted = await post_form(
+            client, "/credentials", f"/credentials/{old_credential}/delete", {}
+        )
+        assert deleted.status_code == 303, deleted.text
+        page = await client.get(f"{workflow_path}/versions/1")
+        refused = await client.post(
+            f"{workflow_path}/versions/1/restore",
+            data={"csrf_token": csrf_of(page), "base": _base_of(page)},
+        )
+        assert refused.status_code == 422, refused.text
+        assert "This version can no longer be saved: steps.0.credential_id" in refused.text
+        assert "Version 3" in (await client.get(workflow_path)).text
+
+    async def test_an_execution_links_the_version_it_ran(self, client: httpx.AsyncClient) -> None:
+        workflow_path, _ = await self.saved_twice(client)
+        workflow_id = workflow_path.rsplit("/", 1)[1]
+        fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1})
+        page = await client.get(f"/executions/{fired.json()['execution_id']}")
+        assert f'<a href="{workflow_path}/versions/2">v2</a>' in page.text
+
+    async def test_another_tenants_history_is_not_found(self, client: httpx.AsyncClient) -> None:
+        workflow_path, _ = await self.saved_twice(client)
+        async with new_client(client) as other:
+            await console_signup(other, "b@example.com")
+            for path in (f"{workflow_path}/versions", f"{workflow_path}/versions/1"):
+                assert (await other.get(path)).status_code == 404, path
+            restore = await post_form(other, "/", f"{workflow_path}/versions/1/restore", {})
+            assert restore.status_code == 404
+        assert "Version 2" in (await client.get(workflow_path)).text
+        missing = await client.get(f"{workflow_path}/versions/9")
+        assert missing.status_code == 404
+
+
+def _changed_lines(page: httpx.Response) -> list[str]:
+    """The lines a version page's diff removes (``-``) and adds (``+``), indentation cut."""
+    diff = re.search(r'<pre class="diff" data-diff>(.*?)</pre>', page.text, re.S)
+    assert diff is not None, page.text
+    lines = html.unescape(re.sub(r"<[^>]+>", "\n", diff.group(1))).split("\n")
+    return [
+        f"{line[0]} {line[1:].strip()}"
+        for line in lines
+        if line[:1] in "+-" and line[:3] not in ("+++", "---") and line
+    ]
+
+
+def _base_of(page: httpx.Response) -> str:
+    found = re.search(r'name="base" value="([^"]*)"', page.text)
+    assert found, page.text
+    return html.unescape(found.group(1))
+
+
 class TestIsolation:
     async def test_another_tenants_pages_are_not_found(self, client: httpx.AsyncClient) -> None:
         await console_signup(client, "a@example.com")

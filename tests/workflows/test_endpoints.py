@@ -319,7 +319,144 @@ class TestUpdate:
         assert (await client.delete(path, headers=b)).status_code == 404
         assert (await client.post(f"{path}/run", headers=b)).status_code == 404
         assert (await client.post(f"{path}/dry-run", headers=b)).status_code == 404
+        assert (await client.get(f"{path}/versions", headers=b)).status_code == 404
+        assert (await client.get(f"{path}/versions/1", headers=b)).status_code == 404
+        assert (await client.post(f"{path}/versions/1/restore", headers=b)).status_code == 404
         assert (await client.get("/api/workflows", headers=b)).json() == []
+
+
+def texts(versions: list[dict[str, object]]) -> list[str]:
+    return [v["steps"][0]["config"]["text"] for v in versions]  # type: ignore[index]
+
+
+class TestVersions:
+    async def edited(
+        self, client: httpx.AsyncClient, auth: dict[str, str], n: int
+    ) -> tuple[str, str]:
+        """A workflow saved ``n`` times (texts v1 .. vn); its id and credential."""
+        cid = await slack_credential(client, auth)
+        created = await client.post("/api/workflows", json=general(cid, "v1"), headers=auth)
+        wf_id = created.json()["id"]
+        for i in range(2, n + 1):
+            put = await client.put(
+                f"/api/workflows/{wf_id}", json=general(cid, f"v{i}"), headers=auth
+            )
+            assert put.json()["version"] == i
+        return wf_id, cid
+
+    async def test_history_newest_first_in_pages(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        wf_id, _ = await self.edited(client, auth, 5)
+        await client.patch(f"/api/workflows/{wf_id}", json={"name": "renamed"}, headers=auth)
+        everything = await client.get(f"/api/workflows/{wf_id}/versions", headers=auth)
+        assert everything.status_code == 200, everything.text
+        assert "link" not in everything.headers
+        versions = everything.json()
+        assert [(v["version"], v["current"]) for v in versions] == [
+            (5, True),
+            (4, False),
+            (3, False),
+            (2, False),
+            (1, False),
+        ]
+        assert texts(versions) == ["v5", "v4", "v3", "v2", "v1"]
+        assert versions[0]["trigger"] == {"type": "webhook"}
+        assert versions[0]["created_at"] >= versions[1]["created_at"]
+
+        pages: list[list[int]] = []
+        url: str | None = f"/api/workflows/{wf_id}/versions?limit=2"
+        while url is not None:
+            page = await client.get(url, headers=auth)
+            assert page.status_code == 200, page.text
+            pages.append([v["version"] for v in page.json()])
+            link = page.headers.get("link")
+            url = None if link is None else link.split(">")[0].lstrip("<")
+        assert pages == [[5, 4], [3, 2], [1]]
+
+        one = await client.get(f"/api/workflows/{wf_id}/versions/2", headers=auth)
+        assert one.status_code == 200, one.text
+        assert (one.json()["version"], texts([one.json()]), one.json()["current"]) == (
+            2,
+            ["v2"],
+            False,
+        )
+
+    @pytest.mark.parametrize(
+        ("path", "status", "code"),
+        [
+            ("versions/9", 404, "version_not_found"),
+            ("versions/0", 422, "validation_error"),
+            ("versions/x", 422, "validation_error"),
+            ("versions?limit=0", 422, "validation_error"),
+            ("versions?limit=501", 422, "validation_error"),
+            ("versions?before=0", 422, "validation_error"),
+            ("versions/9/restore", 404, "version_not_found"),
+        ],
+    )
+    async def test_refused(
+        self, client: httpx.AsyncClient, auth: dict[str, str], path: str, status: int, code: str
+    ) -> None:
+        wf_id, _ = await self.edited(client, auth, 2)
+        send = client.post if path.endswith("restore") else client.get
+        response = await send(f"/api/workflows/{wf_id}/{path}", headers=auth)
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+        missing = await client.get("/api/workflows/wf_missing/versions", headers=auth)
+        assert missing.json()["error"]["code"] == "workflow_not_found"
+        now = (await client.get(f"/api/workflows/{wf_id}", headers=auth)).json()
+        assert now["version"] == 2
+
+    async def test_restore_saves_the_old_steps_as_a_new_version(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        wf_id, _ = await self.edited(client, auth, 3)
+        patched = await client.patch(
+            f"/api/workflows/{wf_id}", json={"name": "kept", "active": False}, headers=auth
+        )
+        restored = await client.post(f"/api/workflows/{wf_id}/versions/1/restore", headers=auth)
+        assert restored.status_code == 200, restored.text
+        body = restored.json()
+        assert (body["version"], body["name"], body["active"]) == (4, "kept", False)
+        assert body["steps"][0]["config"]["text"] == "v1"
+        assert restored.headers["etag"] not in (patched.headers["etag"], None)
+        versions = (await client.get(f"/api/workflows/{wf_id}/versions", headers=auth)).json()
+        assert texts(versions) == ["v1", "v3", "v2", "v1"]
+        # The current version again: nothing to save.
+        again = await client.post(f"/api/workflows/{wf_id}/versions/4/restore", headers=auth)
+        assert again.status_code == 200
+        assert again.json()["version"] == 4
+
+    async def test_restore_honours_if_match(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        wf_id, cid = await self.edited(client, auth, 2)
+        seen = (await client.get(f"/api/workflows/{wf_id}", headers=auth)).headers["etag"]
+        await client.put(f"/api/workflows/{wf_id}", json=general(cid, "v3"), headers=auth)
+        stale = await client.post(
+            f"/api/workflows/{wf_id}/versions/1/restore", headers=auth | {"If-Match": seen}
+        )
+        assert stale.status_code == 412, stale.text
+        assert stale.json()["error"]["code"] == "precondition_failed"
+        bad = await client.post(
+            f"/api/workflows/{wf_id}/versions/1/restore", headers=auth | {"If-Match": "3-1"}
+        )
+        assert bad.status_code == 400
+        now = (await client.get(f"/api/workflows/{wf_id}", headers=auth)).json()
+        assert (now["version"], now["steps"][0]["config"]["text"]) == (3, "v3")
+
+    async def test_a_version_whose_credential_is_gone_is_not_restored(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        wf_id, old_cid = await self.edited(client, auth, 1)
+        new_cid = await slack_credential(client, auth)
+        await client.put(f"/api/workflows/{wf_id}", json=general(new_cid, "v2"), headers=auth)
+        assert (await client.delete(f"/api/credentials/{old_cid}", headers=auth)).status_code == 204
+        refused = await client.post(f"/api/workflows/{wf_id}/versions/1/restore", headers=auth)
+        assert refused.status_code == 422, refused.text
+        [detail] = refused.json()["error"]["details"]
+        assert detail["loc"] == ["body", "steps", 0, "credential_id"]
+        assert (await client.get(f"/api/workflows/{wf_id}", headers=auth)).json()["version"] == 2
 
 
 def scheduled(credential_id: str, trigger: dict[str, object]) -> dict[str, object]:

@@ -26,7 +26,7 @@ from ipaas.circuits.models import Circuit
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
-from ipaas.workflows.models import Trigger, Workflow, WorkflowDefinition
+from ipaas.workflows.models import Trigger, Workflow, WorkflowDefinition, WorkflowVersion
 
 
 class DuplicateError(Exception):
@@ -298,6 +298,12 @@ class Store(Protocol):
         self, tenant_id: str, workflow_id: str, version: int
     ) -> WorkflowDefinition | None:
         """The definition a given version ran, even after later updates or deletion."""
+
+    async def list_workflow_versions(
+        self, tenant_id: str, workflow_id: str, *, before: int | None = None, limit: int
+    ) -> list[WorkflowVersion]:
+        """Up to ``limit`` saved versions, newest first; with ``before``, those older than
+        that version only (the next page)."""
 
     # -- executions ---------------------------------------------------------------------------
     async def create_execution(self, execution: Execution) -> None:

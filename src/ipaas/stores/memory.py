@@ -28,7 +28,7 @@ from ipaas.stores.base import (
     ScheduledWorkflow,
 )
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
-from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition
+from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition, WorkflowVersion
 
 _RUNNING = ExecutionStatus.running
 _QUEUED = ExecutionStatus.queued
@@ -46,7 +46,7 @@ class MemoryStore:
         self.tokens: dict[str, ApiToken] = {}
         self.credentials: dict[str, Credential] = {}
         self.workflows: dict[str, Workflow] = {}
-        self.versions: dict[tuple[str, int], tuple[str, WorkflowDefinition]] = {}
+        self.versions: dict[tuple[str, int], tuple[str, WorkflowVersion]] = {}
         self.executions: dict[str, Execution] = {}
         #: ``(workflow_id, dedup_key) -> execution id``: the unique index of the SQL store.
         self.dedup_keys: dict[tuple[str, str], str] = {}
@@ -208,7 +208,12 @@ class MemoryStore:
     def _save_version(self, workflow: Workflow) -> None:
         self.versions[(workflow.id, workflow.version)] = (
             workflow.tenant_id,
-            workflow.definition.model_copy(deep=True),
+            WorkflowVersion(
+                trigger=workflow.trigger.model_copy(deep=True),
+                steps=[step.model_copy(deep=True) for step in workflow.steps],
+                version=workflow.version,
+                created_at=workflow.updated_at,
+            ),
         )
 
     async def create_workflow(self, workflow: Workflow) -> None:
@@ -304,7 +309,19 @@ class MemoryStore:
         found = self.versions.get((workflow_id, version))
         if found is None or found[0] != tenant_id:
             return None
-        return found[1].model_copy(deep=True)
+        saved = found[1].model_copy(deep=True)
+        return WorkflowDefinition(trigger=saved.trigger, steps=saved.steps)
+
+    async def list_workflow_versions(
+        self, tenant_id: str, workflow_id: str, *, before: int | None = None, limit: int
+    ) -> list[WorkflowVersion]:
+        found = [
+            saved
+            for (of, version), (tenant, saved) in self.versions.items()
+            if of == workflow_id and tenant == tenant_id and (before is None or version < before)
+        ]
+        found.sort(key=lambda saved: saved.version, reverse=True)
+        return [saved.model_copy(deep=True) for saved in found[:limit]]
 
     # -- executions -----------------------------------------------------------------------
     async def create_execution(self, execution: Execution) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, Request, Response, status
+from fastapi import Path, Query, Request, Response, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, QUEUES_WORK, WITH_BODY, Error, responses
@@ -12,7 +12,7 @@ from ipaas.executions.schemas import ExecutionRead
 from ipaas.kit.preconditions import IF_MATCH_PATTERN, IfMatch
 from ipaas.webhooks import service as webhook_service
 from ipaas.workflows import service as workflow_service
-from ipaas.workflows.models import Workflow, WorkflowDefinition
+from ipaas.workflows.models import Workflow, WorkflowDefinition, WorkflowVersion
 from ipaas.workflows.schemas import (
     DryRunCreate,
     DryRunOptions,
@@ -21,6 +21,7 @@ from ipaas.workflows.schemas import (
     WorkflowPatch,
     WorkflowRead,
     WorkflowUpdate,
+    WorkflowVersionRead,
 )
 
 router = api_router(prefix="/workflows", tags=["workflows"], responses=AUTHENTICATED)
@@ -266,6 +267,108 @@ async def delete_workflow(
         workflow_id=workflow_id,
         if_match=_if_match(request),
     )
+
+
+#: The largest page of ``GET /api/workflows/{id}/versions?limit=``, and its default.
+MAX_VERSIONS_PAGE = 500
+DEFAULT_VERSIONS_PAGE = 50
+
+_VERSIONS = responses(404, 422) | {
+    200: {
+        "headers": {
+            "Link": {
+                "description": 'The next (older) page, `<url>; rel="next"` (RFC 8288); absent '
+                "on the last page",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
+
+
+def _version_read(workflow: Workflow, saved: WorkflowVersion) -> WorkflowVersionRead:
+    return WorkflowVersionRead(
+        version=saved.version,
+        trigger=saved.trigger,
+        steps=saved.steps,
+        created_at=saved.created_at,
+        current=saved.version == workflow.version,
+    )
+
+
+@router.get("/{workflow_id}/versions", responses=_VERSIONS)
+async def list_versions(
+    workflow_id: str,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_VERSIONS_PAGE)] = DEFAULT_VERSIONS_PAGE,
+    before: Annotated[
+        int | None, Query(ge=1, description="Versions older than this one (the next page)")
+    ] = None,
+) -> list[WorkflowVersionRead]:
+    """The workflow's saved versions, newest first: what each edit of its trigger or steps
+    saved (executions name the version they ran). A page, and ``Link: <...>; rel="next"``
+    while older ones follow."""
+    workflow, page, next_before = await workflow_service.versions(
+        store, tenant_id=principal.tenant_id, workflow_id=workflow_id, before=before, limit=limit
+    )
+    if next_before is not None:
+        url = request.url.include_query_params(limit=limit, before=next_before)
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return [_version_read(workflow, saved) for saved in page]
+
+
+@router.get("/{workflow_id}/versions/{version}", responses=_BY_ID)
+async def get_version(
+    workflow_id: str,
+    version: Annotated[int, Path(ge=1)],
+    principal: CurrentPrincipal,
+    store: StoreDep,
+) -> WorkflowVersionRead:
+    workflow, saved = await workflow_service.version(
+        store, tenant_id=principal.tenant_id, workflow_id=workflow_id, number=version
+    )
+    return _version_read(workflow, saved)
+
+
+@router.post(
+    "/{workflow_id}/versions/{version}/restore",
+    responses=responses(
+        400,
+        404,
+        409,
+        422,
+        s400="Malformed `If-Match` (`invalid_if_match`)",
+        s409="Changed by too many other requests at once; try again",
+        s422="The version no longer passes the checks of an edit (a credential it used "
+        "was deleted since, ...), each problem named by its path",
+    )
+    | _PRECONDITION
+    | _CHANGED,
+    openapi_extra=_IF_MATCH_DOC,
+)
+async def restore_version(
+    workflow_id: str,
+    version: Annotated[int, Path(ge=1)],
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+) -> WorkflowRead:
+    """Make version ``version``'s trigger and steps the workflow's again, as a new version
+    (nothing changes when it is the current one). Name, activation and error workflow are
+    kept. ``If-Match`` as for PUT."""
+    workflow = await workflow_service.restore(
+        runtime.store,
+        runtime.workflow_cache,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+        number=version,
+        if_match=_if_match(request),
+    )
+    return _read(request, _tagged(response, workflow))
 
 
 @router.post("/{workflow_id}/dry-run", responses=_BY_ID_WITH_BODY)

@@ -212,6 +212,14 @@ class WorkflowDefinition(BaseModel):
     steps: list[Step]
 
 
+class WorkflowVersion(WorkflowDefinition):
+    """One saved version of a workflow's definition, kept after later edits (executions
+    that ran it, the history, a restore)."""
+
+    version: int
+    created_at: datetime
+
+
 #: Workflows a conflict's message names (``credential_in_use``, ``workflow_in_use``); its
 #: ``details`` lists them all.
 NAMED_IN_MESSAGE = 3

@@ -103,6 +103,16 @@ class WorkflowRead(BaseModel):
     updated_at: datetime
 
 
+class WorkflowVersionRead(BaseModel):
+    """A saved version: what its executions ran; ``current`` for the workflow's own."""
+
+    version: int
+    trigger: Trigger
+    steps: list[Step]
+    created_at: datetime
+    current: bool
+
+
 class DryRunCreate(WorkflowCreate):
     mode: Literal["run", "simulate"] = "run"
     trigger_sample: TriggerData = Field(default_factory=TriggerData)

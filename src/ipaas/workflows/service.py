@@ -30,6 +30,7 @@ from ipaas.workflows.models import (
     TriggerType,
     Workflow,
     WorkflowDefinition,
+    WorkflowVersion,
     named,
 )
 from ipaas.workflows.schemas import (
@@ -292,6 +293,55 @@ async def update(
             return updated
     raise WorkflowEditConflict(
         "The workflow is being changed by other requests at the same time; try again"
+    )
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+async def versions(
+    store: Store, *, tenant_id: str, workflow_id: str, before: int | None, limit: int
+) -> tuple[Workflow, list[WorkflowVersion], int | None]:
+    """The workflow, a page of its versions (newest first), and the ``before`` of the next
+    page (``None`` after the last). A deleted workflow's versions stay for the executions
+    that ran them, but its history is not listed (404)."""
+    workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+    found = await store.list_workflow_versions(
+        tenant_id, workflow_id, before=before, limit=limit + 1
+    )
+    page = found[:limit]
+    return workflow, page, page[-1].version if len(found) > limit else None
+
+
+async def version(
+    store: Store, *, tenant_id: str, workflow_id: str, number: int
+) -> tuple[Workflow, WorkflowVersion]:
+    """The workflow and its version ``number`` (404 ``version_not_found``)."""
+    workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
+    found = await store.list_workflow_versions(tenant_id, workflow_id, before=number + 1, limit=1)
+    if not found or found[0].version != number:
+        raise VersionNotFound(f"Workflow {workflow_id} has no version {number}")
+    return workflow, found[0]
+
+
+async def restore(
+    store: Store,
+    cache: WorkflowCache,
+    *,
+    tenant_id: str,
+    workflow_id: str,
+    number: int,
+    if_match: IfMatch | None = None,
+) -> Workflow:
+    """Save version ``number``'s trigger and steps as the workflow's definition: a new
+    version (none when it is the current one's), checked as any edit is (a credential it
+    used may be gone since: 422), with the edit's compare-and-set and ``If-Match``. The
+    name, activation and error workflow stay as they are: settings, not versioned."""
+    _, old = await version(store, tenant_id=tenant_id, workflow_id=workflow_id, number=number)
+    data = WorkflowPatch.model_construct(trigger=old.trigger, steps=old.steps)
+    return await update(
+        store, cache, tenant_id=tenant_id, workflow_id=workflow_id, data=data, if_match=if_match
     )
 
 

@@ -236,6 +236,14 @@ GET_VERSION = sa.select(t.workflow_version.c.trigger, t.workflow_version.c.steps
     t.workflow_version.c.workflow_id == p("p_id"),
     t.workflow_version.c.version == p("p_version"),
 )
+_VERSIONS = t.workflow_version
+LIST_VERSIONS = (
+    sa.select(_VERSIONS.c.version, _VERSIONS.c.trigger, _VERSIONS.c.steps, _VERSIONS.c.created_at)
+    .where(scoped(_VERSIONS), _VERSIONS.c.workflow_id == p("p_id"))
+    .order_by(_VERSIONS.c.version.desc())
+    .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+)
+LIST_VERSIONS_BEFORE = LIST_VERSIONS.where(_VERSIONS.c.version < p("p_before"))
 _DEDUP = sa.and_(EX.c.workflow_id == p("p_workflow_id"), EX.c.dedup_key == p("p_dedup_key"))
 # An expired holder gives its key up, so the insert that follows in the same transaction
 # can take it; on PostgreSQL a concurrent caller waits on the row lock and then no longer

@@ -55,7 +55,7 @@ from ipaas.stores.sql.engine import (
     tuples,
 )
 from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
-from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition
+from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition, WorkflowVersion
 
 _EX = q.EX
 _Row = sa.Row[Any]
@@ -441,6 +441,17 @@ class SqlStore:
             trigger=Trigger.model_validate(row.trigger),
             steps=[Step.model_validate(step) for step in row.steps],
         )
+
+    async def list_workflow_versions(
+        self, tenant_id: str, workflow_id: str, *, before: int | None = None, limit: int
+    ) -> list[WorkflowVersion]:
+        params: dict[str, Any] = {"p_tenant_id": tenant_id, "p_id": workflow_id, "p_limit": limit}
+        query = q.LIST_VERSIONS
+        if before is not None:
+            query = q.LIST_VERSIONS_BEFORE
+            params["p_before"] = before
+        rows = await self._db.run_read(_all(query, params))
+        return [WorkflowVersion.model_validate(dict(row._mapping)) for row in rows]
 
     # -- executions -----------------------------------------------------------------------
     async def create_execution(self, execution: Execution) -> None:

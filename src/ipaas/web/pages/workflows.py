@@ -1,11 +1,12 @@
-"""Workflows: list, editor, webhook, activation, dry run and simulate, manual run."""
+"""Workflows: list, editor, webhook, activation, dry run and simulate, manual run, history."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ipaas.api.deps import RuntimeDep
@@ -21,7 +22,7 @@ from ipaas.web.session import SessionPrincipal
 from ipaas.web.workflow_form import WorkflowForm
 from ipaas.webhooks import service as webhook_service
 from ipaas.workflows import service as workflow_service
-from ipaas.workflows.models import Workflow
+from ipaas.workflows.models import Workflow, WorkflowDefinition
 from ipaas.workflows.schemas import WorkflowPatch
 
 router = APIRouter()
@@ -284,3 +285,114 @@ async def run_workflow(
         trigger=TriggerData(type="manual"),
     )
     return see_other(f"/executions/{execution.id}")
+
+
+#: Versions on one page of a workflow's history.
+VERSIONS_PAGE = 50
+
+
+@router.get("/workflows/{workflow_id}/versions")
+async def versions(
+    workflow_id: str,
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> HTMLResponse:
+    workflow, page, next_before = await workflow_service.versions(
+        runtime.store,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id,
+        before=before,
+        limit=VERSIONS_PAGE,
+    )
+    context = {"workflow": workflow, "versions": page, "next_before": next_before}
+    return render(request, "workflow_versions.html", context)
+
+
+def _definition_lines(definition: WorkflowDefinition) -> list[str]:
+    dumped = definition.model_dump(mode="json", exclude_none=True)
+    return json.dumps(dumped, indent=2, ensure_ascii=False).splitlines()
+
+
+def _diff(
+    old: WorkflowDefinition, new: WorkflowDefinition, old_name: str, new_name: str
+) -> list[str]:
+    """A unified diff of two definitions' JSON, as the lines a page shows."""
+    return list(
+        difflib.unified_diff(
+            _definition_lines(old), _definition_lines(new), old_name, new_name, lineterm=""
+        )
+    )
+
+
+async def _version_context(
+    runtime: RuntimeDep, principal: SessionPrincipal, workflow_id: str, number: int
+) -> dict[str, Any]:
+    workflow, saved = await workflow_service.version(
+        runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id, number=number
+    )
+    definition = WorkflowDefinition(trigger=saved.trigger, steps=saved.steps)
+    return {
+        "workflow": workflow,
+        "saved": saved,
+        "definition": definition.model_dump(mode="json", exclude_none=True),
+        # What restoring it would change: from the current version to this one.
+        "diff": _diff(
+            workflow.definition,
+            definition,
+            f"version {workflow.version} (current)",
+            f"version {saved.version}",
+        ),
+        "message": None,
+    }
+
+
+@router.get("/workflows/{workflow_id}/versions/{number}")
+async def version(
+    workflow_id: str,
+    number: Annotated[int, Path(ge=1)],
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+) -> HTMLResponse:
+    context = await _version_context(runtime, principal, workflow_id, number)
+    return render(request, "workflow_version.html", context)
+
+
+@router.post("/workflows/{workflow_id}/versions/{number}/restore", dependencies=Csrf)
+async def restore_version(
+    workflow_id: str,
+    number: Annotated[int, Path(ge=1)],
+    request: Request,
+    principal: SessionPrincipal,
+    runtime: RuntimeDep,
+) -> Response:
+    submitted = await read_form(request)
+    try:
+        await workflow_service.restore(
+            runtime.store,
+            runtime.workflow_cache,
+            tenant_id=principal.tenant_id,
+            workflow_id=workflow_id,
+            number=number,
+            # The state the page showed the diff against: an edit saved since is not
+            # replaced unseen.
+            if_match=IfMatch.parse(submitted["base"]) if submitted.get("base") else None,
+        )
+    except PreconditionFailed:
+        context = await _version_context(runtime, principal, workflow_id, number)
+        context["message"] = (
+            "The workflow was saved again after you opened this page; nothing was restored. "
+            "The changes below are against what it is now: restore again if you still want "
+            "this version."
+        )
+        return render(request, "workflow_version.html", context, 409)
+    except ValidationFailed as exc:
+        context = await _version_context(runtime, principal, workflow_id, number)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in d['loc'][1:])}: {d['msg']}" for d in exc.details
+        )
+        context["message"] = f"This version can no longer be saved: {problems}"
+        return render(request, "workflow_version.html", context, 422)
+    return see_other(f"/workflows/{workflow_id}")
