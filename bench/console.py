@@ -115,6 +115,7 @@ async def main(executions: int, workflows: int, runs: int) -> None:
                     "/executions/rows",
                     f"/executions/{execution_id}",
                     "/tokens",
+                    "/members",
                     "/login",
                 ]
                 print(f"{'page':<45} {'median ms':>10} {'max ms':>8}")

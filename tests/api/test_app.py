@@ -217,7 +217,12 @@ class TestDocumentedErrors:
     ) -> None:
         async with client_for(settings) as client:
             schema = (await client.get("/openapi.json")).json()
-        public = {"/api/auth/signup", "/api/auth/token", "/api/webhooks/{workflow_id}"}
+        public = {
+            "/api/auth/signup",
+            "/api/auth/token",
+            "/api/auth/invite",
+            "/api/webhooks/{workflow_id}",
+        }
         for path, item in schema["paths"].items():
             for method, operation in item.items():
                 responses = operation["responses"]

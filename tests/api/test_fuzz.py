@@ -62,8 +62,8 @@ def _config() -> SchemathesisConfig:
 #: - a step's ``credential_id`` must name one of the tenant's credentials of the right kind,
 #:   its ``config`` must pass the connector's own params, ``retry.max_delay_s`` must not be
 #:   less than ``initial_delay_s``: a generated workflow passes these only by luck;
-#: - sign-up refuses special-use email domains (``.test``, ``.invalid``) that ``format: email``
-#:   allows;
+#: - sign-up and invitations refuse special-use email domains (``.test``, ``.invalid``) that
+#:   ``format: email`` allows;
 #: - an execution or workflow list's ``cursor`` is an opaque token the API issued; any other
 #:   string is a 400.
 _SEMANTIC_422: list[dict[str, Any]] = [
@@ -78,6 +78,7 @@ _SEMANTIC_422: list[dict[str, Any]] = [
         ("^/api/workflows$", [422, 400]),
         ("^/api/workflows/", [422]),
         ("^/api/auth/signup$", [422]),
+        ("^/api/members$", [422]),
         ("^/api/executions$", [400]),
     )
 ]

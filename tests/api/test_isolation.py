@@ -31,6 +31,7 @@ BODIES: dict[tuple[str, str], Any] = {
     },
     ("POST", "/api/workflows/{workflow_id}/dry-run"): {"mode": "simulate"},
     ("POST", "/api/workflows/{workflow_id}/run"): {"body": {"x": 1}},
+    ("PATCH", "/api/members/{user_id}"): {"role": "member"},
 }
 #: Every operation that names one of B's objects: A must get 404.
 BY_ID = {
@@ -51,6 +52,8 @@ BY_ID = {
     ("POST", "/api/executions/{execution_id}/retry"),
     ("POST", "/api/executions/{execution_id}/replay"),
     ("DELETE", "/api/tokens/{token_id}"),
+    ("PATCH", "/api/members/{user_id}"),
+    ("DELETE", "/api/members/{user_id}"),
 }
 #: Every list of the caller's rows: none of B's may appear (executions: with every filter).
 LISTS = {
@@ -58,6 +61,7 @@ LISTS = {
     ("GET", "/api/workflows"),
     ("GET", "/api/executions"),
     ("GET", "/api/tokens"),
+    ("GET", "/api/members"),
     ("GET", "/api/circuits"),
     ("GET", "/api/tenant"),
     ("GET", "/api/stats"),
@@ -74,6 +78,9 @@ NOT_TENANT_ADDRESSED = {
     ("POST", "/api/workflows"),
     ("POST", "/api/workflows/dry-run"),
     ("POST", "/api/tokens"),
+    ("POST", "/api/members"),
+    # Public: the invitation's token establishes the tenant.
+    ("POST", "/api/auth/invite"),
     # Takes a workflow id, but as a filter of the caller's own executions
     # (tests/executions/test_endpoints.py: another tenant's id retries nothing).
     ("POST", "/api/executions/retry"),
@@ -116,6 +123,7 @@ async def tenants(client: httpx.AsyncClient, runtime: Runtime) -> dict[str, Any]
     response = await client.post(f"/api/executions/{cancelled}/cancel", headers=b)
     assert response.json()["status"] == "cancelled", response.text
     token = (await client.post("/api/tokens", headers=b, json={"name": "b"})).json()["id"]
+    b_user = (await client.get("/api/members", headers=b)).json()[0]["id"]
     now = datetime.now(UTC)
     await runtime.store.record_circuit_failure(
         b_tenant, "b-only.example", now=now, threshold=1, retry_at=now + timedelta(seconds=30)
@@ -129,9 +137,18 @@ async def tenants(client: httpx.AsyncClient, runtime: Runtime) -> dict[str, Any]
             "execution_id": cancelled,
             "token_id": token,
             "version": 1,  # of B's workflow
+            "user_id": b_user,
         },
         "queued": queued["execution_id"],
-        "b_values": [b_tenant, credential, workflow, queued["execution_id"], cancelled, token],
+        "b_values": [
+            b_tenant,
+            credential,
+            workflow,
+            queued["execution_id"],
+            cancelled,
+            token,
+            b_user,
+        ],
         "b_host": "b-only.example",
     }
 
@@ -172,6 +189,8 @@ async def test_another_tenants_ids_are_not_found(
     assert response.json()["cancel_requested"] is False
     tokens = (await client.get("/api/tokens", headers=b)).json()
     assert tenants["ids"]["token_id"] in {t["id"] for t in tokens}
+    [member] = (await client.get("/api/members", headers=b)).json()
+    assert (member["id"], member["role"]) == (tenants["ids"]["user_id"], "owner")
 
 
 async def test_no_list_shows_another_tenants_rows(

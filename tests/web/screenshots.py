@@ -18,6 +18,8 @@ from tests.standins.server import StandinProcess
 from tests.web import browser
 
 WIDTHS = (375, 1280)
+#: The first pages of ``shoot``'s list are taken before logging in.
+PUBLIC = 3
 EMAIL = "ada@example.com"
 
 
@@ -65,6 +67,8 @@ def seed(server: ServerProcess, standin: StandinProcess) -> dict[str, str]:
         f"/api/workflows/{slack}", json={"steps": [step | {"config": {"text": edited}}]}
     )
     assert response.status_code == 200, response.text
+    invited = api.post("/api/members", json={"email": "bob@example.com"})
+    assert invited.status_code == 201, invited.text
     running = api.fire(slow, {"n": 1})
     api.close()
     return {
@@ -81,6 +85,7 @@ async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[P
     pages = [
         ("login", "/login"),
         ("signup", "/signup"),
+        ("invite", "/invite"),
         ("dashboard", "/"),
         ("workflows", "/workflows"),
         ("workflow-new", "/workflows/new"),
@@ -94,6 +99,7 @@ async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[P
         ("execution", f"/executions/{ids['execution']}"),
         ("execution-running", f"/executions/{ids['running']}"),
         ("tokens", "/tokens"),
+        ("members", "/members"),
         ("password", "/password"),
         ("not-found", "/executions/ex_missing"),
     ]
@@ -103,7 +109,7 @@ async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[P
         for width in WIDTHS:
             context = await chromium.new_context(viewport={"width": width, "height": 900})
             page = await context.new_page()
-            for name, path in pages[:2]:
+            for name, path in pages[:PUBLIC]:
                 await page.goto(server.url + path)
                 saved.append(await _save(page, out, name, width))
             await page.goto(server.url + "/login")
@@ -111,7 +117,7 @@ async def shoot(server: ServerProcess, ids: dict[str, str], out: Path) -> list[P
             await page.get_by_label("Password").fill(browser.PASSWORD)
             await page.get_by_role("button", name="Log in").click()
             await page.wait_for_url(server.url + "/")
-            for name, path in pages[2:]:
+            for name, path in pages[PUBLIC:]:
                 await page.goto(server.url + path)
                 if name == "workflow":
                     await page.get_by_role("button", name="Simulate").click()

@@ -191,3 +191,32 @@ async def test_keyboard_reaches_the_form_with_a_visible_focus(
     # Nothing is wider than a phone's screen.
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375
+
+
+async def test_an_invitation_link_fills_itself_in(
+    page: Page, console_server: ServerProcess
+) -> None:
+    """The token rides in the link's fragment (never sent to the server); the page's script
+    puts it in the field and takes it out of the address bar."""
+    server = console_server
+    await sign_up(page, server)
+    await page.goto(f"{server.url}/members")
+    invitee = f"member-{uuid4().hex[:8]}@example.com"
+    await page.get_by_label("Email").fill(invitee)
+    await page.get_by_role("button", name="Invite").click()
+    link = await page.locator("#invite-link").input_value()
+    assert link.startswith(f"{server.url}/invite#ipaas_invite_")
+
+    browser = page.context.browser
+    assert browser is not None
+    other = await (await browser.new_context()).new_page()
+    await other.goto(link)
+    await pw_expect(other.locator("#f-invite_token")).to_have_value(link.split("#", 1)[1])
+    assert other.url == f"{server.url}/invite"
+    await other.get_by_label("Password (8 characters or more)").fill(PASSWORD)
+    await other.get_by_label("The same password again").fill(PASSWORD)
+    await other.get_by_role("button", name="Join").click()
+    await other.wait_for_url(f"{server.url}/")
+    await other.goto(f"{server.url}/members")
+    await pw_expect(other.get_by_role("cell", name=f"{invitee} (you)")).to_be_visible()
+    await pw_expect(other.get_by_role("button", name="Invite")).to_have_count(0)

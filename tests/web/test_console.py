@@ -734,6 +734,99 @@ def _base_of(page: httpx.Response) -> str:
     return html.unescape(found.group(1))
 
 
+class TestMembers:
+    async def invite(self, client: httpx.AsyncClient, email: str, role: str = "member") -> str:
+        page = await post_form(client, "/members", "/members", {"email": email, "role": role})
+        assert page.status_code == 201, page.text
+        found = re.search(r'id="invite-link" type="text" readonly value="([^"]+)"', page.text)
+        assert found, page.text
+        return html.unescape(found.group(1))
+
+    async def join(self, other: httpx.AsyncClient, link: str, password: str) -> httpx.Response:
+        token = link.split("#", 1)[1]  # what the page's script fills in from the fragment
+        form = {"invite_token": token, "password": password, "confirm_password": password}
+        return await post_form(other, "/invite", "/invite", form)
+
+    async def test_invite_join_and_share(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        link = await self.invite(client, "bob@example.com")
+        assert link.startswith("http://ipaas.test/invite#ipaas_invite_")
+        page = (await client.get("/members")).text
+        assert "invited, until" in page
+        assert link not in page  # shown once
+        async with new_client(client) as bob:
+            joined = await self.join(bob, link, "bob's long password")
+            assert joined.status_code == 303, joined.text
+            assert joined.headers["location"] == "/"
+            page = (await bob.get("/members")).text
+            assert "bob@example.com <em>(you)</em>" in page
+            assert "Invite someone" not in page  # a member does not manage
+            assert "Make owner" not in page
+            refused = await post_form(bob, "/members", "/members", {"email": "eve@example.com"})
+            assert refused.status_code == 403
+            assert "Only an owner" in refused.text
+        page = (await client.get("/members")).text
+        assert page.count(">active<") == 2
+
+    async def test_a_wrong_or_used_invitation_and_differing_passwords(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        link = await self.invite(client, "bob@example.com")
+        async with new_client(client) as bob:
+            page = await bob.get("/invite")
+            assert page.status_code == 200
+            assert 'id="f-invite_token"' in page.text
+            token = link.split("#", 1)[1]
+            differ = await post_form(
+                bob,
+                "/invite",
+                "/invite",
+                {"invite_token": token, "password": "long enough 1", "confirm_password": "x"},
+            )
+            assert differ.status_code == 422
+            assert "the two passwords differ" in differ.text
+            wrong = await self.join(bob, link + "x", "long enough 1")
+            assert wrong.status_code == 404
+            assert 'id="err-invite_token"' in wrong.text
+            assert (await self.join(bob, link, "long enough 1")).status_code == 303
+        async with new_client(client) as eve:
+            assert (await self.join(eve, link, "taking it over")).status_code == 404
+
+    async def test_roles_removal_and_the_last_owner(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        link = await self.invite(client, "bob@example.com")
+        async with new_client(client) as bob:
+            assert (await self.join(bob, link, "bob's long password")).status_code == 303
+            page = await client.get("/members")
+            me, bob_id = re.findall(r'data-member="(usr_[^"]+)"', page.text)
+            alone = await post_form(client, "/members", f"/members/{me}/remove", {})
+            assert alone.status_code == 409
+            assert "The tenant needs an owner who can log in" in alone.text
+            made = await post_form(client, "/members", f"/members/{bob_id}/role", {"role": "owner"})
+            assert made.status_code == 303, made.text
+            page = (await bob.get("/members")).text
+            assert "Invite someone" in page  # an owner now
+            removed = await post_form(bob, "/members", f"/members/{me}/remove", {})
+            assert removed.status_code == 303
+            assert "ada@example.com" not in (await bob.get("/members")).text
+        # Ada's session went with her.
+        gone = await client.get("/members")
+        assert gone.status_code == 303
+        assert gone.headers["location"].startswith("/login")
+
+    async def test_a_bad_invitation_is_shown_on_its_field(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        page = await post_form(client, "/members", "/members", {"email": "nope", "role": "member"})
+        assert page.status_code == 422
+        assert 'id="err-email"' in page.text
+        taken = await post_form(
+            client, "/members", "/members", {"email": "ada@example.com", "role": "member"}
+        )
+        assert taken.status_code == 409
+        assert "already exists" in taken.text
+
+
 class TestIsolation:
     async def test_another_tenants_pages_are_not_found(self, client: httpx.AsyncClient) -> None:
         await console_signup(client, "a@example.com")

@@ -26,6 +26,7 @@ from ipaas.observability import metrics, tracing
 from ipaas.observability.logging import configure_logging
 from ipaas.runtime import Runtime
 from ipaas.tenants.endpoints import router as tenants_router
+from ipaas.tenants.member_endpoints import router as members_router
 from ipaas.web import error_page, is_console_path
 from ipaas.web import install as install_console
 from ipaas.webhooks import endpoints as webhook_endpoints
@@ -119,6 +120,7 @@ def create_app(
     api = api_router(prefix="/api")
     for router in (
         tenants_router,
+        members_router,
         credentials_router,
         workflows_router,
         executions_router,

@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from ipaas.circuits.models import Circuit
 from ipaas.credentials.models import Credential
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun
-from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
+from ipaas.tenants.models import ApiToken, Role, Tenant, TenantLimits, User
 from ipaas.workflows.models import Trigger, Workflow, WorkflowDefinition, WorkflowVersion
 
 
@@ -117,6 +118,14 @@ class PendingAlert:
     alert: Execution | None
 
 
+class MemberChange(StrEnum):
+    """What ``Store.change_member`` did."""
+
+    done = "done"
+    not_found = "not_found"
+    last_owner = "last_owner"
+
+
 @dataclass(frozen=True, slots=True)
 class AlertWindow:
     """The pacing of one workflow's failure alerts: when its last alert went out, and the
@@ -183,6 +192,30 @@ class Store(Protocol):
 
     async def get_user(self, tenant_id: str, user_id: str) -> User | None: ...
 
+    async def list_users(self, tenant_id: str) -> list[User]:
+        """The tenant's users (members, invited ones too), oldest first."""
+
+    async def create_user(self, user: User) -> None:
+        """Insert a user of an existing tenant (an invitation); ``DuplicateError("email")``
+        when any tenant's user has that email."""
+
+    async def accept_invite(
+        self, invite_hash: str, password_hash: str, token: ApiToken, *, now: datetime
+    ) -> User | None:
+        """In one transaction: the user whose open invitation has ``invite_hash`` and expires
+        after ``now`` gets ``password_hash``, the invitation is closed, and ``token`` (its
+        first session; ``token.user_id`` and ``tenant_id`` are set to the user's) is
+        inserted. ``None`` (nothing written) when no such invitation is open. Unscoped: the
+        invitation establishes the tenant."""
+
+    async def change_member(
+        self, tenant_id: str, user_id: str, *, role: Role | None
+    ) -> MemberChange:
+        """In one transaction, serialized with every other change of the tenant's members:
+        set the user's ``role``, or remove the user (``role=None``) with every token it
+        holds (its sessions and the API tokens it made). ``last_owner`` (nothing written)
+        when that would leave the tenant without an owner who has accepted."""
+
     async def change_password(
         self,
         tenant_id: str,
@@ -192,7 +225,8 @@ class Store(Protocol):
         keep_token_id: str | None,
         at: datetime,
     ) -> int | None:
-        """In one transaction: replace the user's password hash, and revoke (at ``at``)
+        """In one transaction: replace the user's password hash (closing an open
+        invitation: its link must not set another one), and revoke (at ``at``)
         the user's unrevoked session tokens (``ApiToken.session``: made with the password),
         all but ``keep_token_id``.
         ``None`` when the tenant has no such user, else how many tokens were revoked."""

@@ -19,6 +19,7 @@ from ipaas.stores.base import (
     ExecutionFigures,
     ExecutionPage,
     FinishedExecution,
+    MemberChange,
     PendingAlert,
     PendingDigest,
     QueueStats,
@@ -27,7 +28,7 @@ from ipaas.stores.base import (
     RecentRun,
     ScheduledWorkflow,
 )
-from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
+from ipaas.tenants.models import ApiToken, Role, Tenant, TenantLimits, User
 from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition, WorkflowVersion
 
 _RUNNING = ExecutionStatus.running
@@ -98,6 +99,52 @@ class MemoryStore:
         user = self.users.get(user_id)
         return user.model_copy() if user is not None and user.tenant_id == tenant_id else None
 
+    async def list_users(self, tenant_id: str) -> list[User]:
+        found = [u for u in self.users.values() if u.tenant_id == tenant_id]
+        return [u.model_copy() for u in sorted(found, key=lambda u: (u.created_at, u.id))]
+
+    async def create_user(self, user: User) -> None:
+        if await self.get_user_by_email(user.email) is not None:
+            raise DuplicateError("email")
+        self.users[user.id] = user.model_copy(update={"email": user.email.lower()})
+
+    async def accept_invite(
+        self, invite_hash: str, password_hash: str, token: ApiToken, *, now: datetime
+    ) -> User | None:
+        for user in self.users.values():
+            if user.invite_hash != invite_hash:
+                continue
+            if user.invite_expires_at is None or user.invite_expires_at <= now:
+                return None
+            user.password_hash = password_hash
+            user.invite_hash = user.invite_expires_at = None
+            self.tokens[token.id] = token.model_copy(
+                update={"tenant_id": user.tenant_id, "user_id": user.id}
+            )
+            return user.model_copy()
+        return None
+
+    async def change_member(
+        self, tenant_id: str, user_id: str, *, role: Role | None
+    ) -> MemberChange:
+        user = self.users.get(user_id)
+        if user is None or user.tenant_id != tenant_id:
+            return MemberChange.not_found
+        owners = {
+            u.id
+            for u in self.users.values()
+            if u.tenant_id == tenant_id and u.role is Role.owner and not u.invited
+        }
+        if owners == {user_id} and role is not Role.owner:
+            return MemberChange.last_owner
+        if role is None:
+            del self.users[user_id]
+            for token_id in [t.id for t in self.tokens.values() if t.user_id == user_id]:
+                del self.tokens[token_id]
+        else:
+            user.role = role
+        return MemberChange.done
+
     async def change_password(
         self,
         tenant_id: str,
@@ -111,6 +158,7 @@ class MemoryStore:
         if user is None or user.tenant_id != tenant_id:
             return None
         user.password_hash = password_hash
+        user.invite_hash = user.invite_expires_at = None
         ended = [
             token
             for token in self.tokens.values()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
@@ -26,12 +27,31 @@ class Tenant(BaseModel):
     limits: TenantLimits = Field(default_factory=TenantLimits)
 
 
+class Role(StrEnum):
+    """What a member of a tenant may do. Owners also manage the members (invite, change
+    roles, remove); members do everything else. A tenant always keeps one owner."""
+
+    owner = "owner"
+    member = "member"
+
+
 class User(BaseModel):
     id: str
     tenant_id: str
     email: str
+    #: Empty while invited: no password logs in until the invitation is accepted.
     password_hash: str
     created_at: datetime
+    role: Role = Role.owner
+    #: SHA-256 of an open invitation's token (shown once to the owner who invited), and
+    #: when it expires; both ``None`` once accepted (or for the user who signed up).
+    invite_hash: str | None = None
+    invite_expires_at: datetime | None = None
+
+    @property
+    def invited(self) -> bool:
+        """Invited, not accepted yet."""
+        return self.invite_hash is not None
 
     def __repr__(self) -> str:
         return f"User(id={self.id!r}, tenant_id={self.tenant_id!r}, email={self.email!r})"

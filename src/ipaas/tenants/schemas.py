@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from ipaas.kit.numbers import json_int
-from ipaas.tenants.models import TenantLimits
+from ipaas.tenants.models import Role, TenantLimits
 
 #: What a new password must be (sign-up, a change, ``ipaas user password``).
 NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
@@ -72,3 +72,41 @@ class TenantRead(BaseModel):
     limits: TenantLimits
     #: Set by the operator (``ipaas tenant limits``); read-only here.
     overrides: TenantLimits
+
+
+class MemberRead(BaseModel):
+    id: str
+    email: str
+    role: Role
+    #: ``invited``: has not accepted (yet); ``expired``: the invitation can no longer be
+    #: accepted (remove the member and invite again); ``active``: can log in.
+    status: Literal["active", "invited", "expired"]
+    created_at: datetime
+    invite_expires_at: datetime | None
+
+
+class MemberInvite(BaseModel):
+    email: EmailStr
+    role: Role = Role.member
+
+
+class MemberInvited(MemberRead):
+    #: Shown once: the new member accepts with it (``POST /api/auth/invite``, or the
+    #: console's ``invite_url``), within ``invite_expires_at``.
+    invite_token: str
+    invite_url: str
+
+
+class MemberUpdate(BaseModel):
+    role: Role
+
+
+class InviteAccept(BaseModel):
+    invite_token: str = Field(min_length=1, max_length=200)
+    password: NewPassword
+
+
+class InviteAccepted(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
+    tenant_id: str

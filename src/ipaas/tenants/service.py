@@ -105,6 +105,11 @@ def _verify(password_hash: str | None, password: str) -> bool:
         return False
 
 
+async def hash_password(password: str) -> str:
+    """An argon2id hash, made on a password thread (429 ``too_many_logins`` when busy)."""
+    return await _password_work.run(_hasher.hash, password)
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: established from a bearer token."""
@@ -118,7 +123,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _new_token(
+def new_token(
     tenant_id: str,
     user_id: str | None,
     name: str,
@@ -150,10 +155,10 @@ async def signup(
         id=new_id("usr"),
         tenant_id=tenant.id,
         email=email.lower(),
-        password_hash=await _password_work.run(_hasher.hash, password),
+        password_hash=await hash_password(password),
         created_at=now,
     )
-    token, plaintext = _new_token(tenant.id, user.id, "signup", now, token_ttl_s, session=True)
+    token, plaintext = new_token(tenant.id, user.id, "signup", now, token_ttl_s, session=True)
     try:
         await store.create_tenant(tenant, user, token)
     except DuplicateError as exc:
@@ -171,7 +176,7 @@ async def login(
         await throttle.failed(email)
         raise Unauthorized("Incorrect email or password")
     await throttle.succeeded(email)
-    token, plaintext = _new_token(
+    token, plaintext = new_token(
         user.tenant_id, user.id, "login", utcnow(), token_ttl_s, session=True
     )
     await store.create_token(token)
@@ -199,7 +204,7 @@ async def create_token(
     user_id: str | None = None,
     ttl_s: int | None = None,
 ) -> tuple[ApiToken, str]:
-    token, plaintext = _new_token(tenant_id, user_id, name, utcnow(), ttl_s)
+    token, plaintext = new_token(tenant_id, user_id, name, utcnow(), ttl_s)
     await store.create_token(token)
     return token, plaintext
 
@@ -272,7 +277,7 @@ async def _set_password(
     """The new hash, and the end of the user's sessions (``ApiToken.session``: sign-up's and
     log-in's, the console's included) but ``keep_token_id``; tokens made on purpose stay, as
     GitHub keeps personal access tokens."""
-    password_hash = await _password_work.run(_hasher.hash, new_password)
+    password_hash = await hash_password(new_password)
     ended = await store.change_password(
         user.tenant_id,
         user.id,

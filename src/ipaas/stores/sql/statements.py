@@ -20,6 +20,7 @@ from ipaas.circuits.models import CircuitState
 from ipaas.executions.models import ExecutionStatus
 from ipaas.stores.base import FIGURE_MINUTES
 from ipaas.stores.sql import tables as t
+from ipaas.tenants.models import Role
 from ipaas.workflows.models import TriggerType
 
 EX = t.execution
@@ -131,10 +132,51 @@ SET_TENANT_LIMITS = (
 )
 GET_USER = sa.select(t.app_user).where(t.app_user.c.email == p("p_email"))
 GET_USER_BY_ID = sa.select(t.app_user).where(scoped(t.app_user), t.app_user.c.id == p("p_id"))
+LIST_USERS = (
+    sa.select(t.app_user)
+    .where(scoped(t.app_user))
+    .order_by(t.app_user.c.created_at, t.app_user.c.id)
+)
+#: Unscoped: the invitation establishes the tenant. Closes it, so it is accepted once.
+ACCEPT_INVITE = (
+    sa.update(t.app_user)
+    .where(
+        t.app_user.c.invite_hash == p("p_invite_hash"),
+        t.app_user.c.invite_expires_at > p_at("p_now"),
+    )
+    .values(password_hash=p("p_password_hash"), invite_hash=None, invite_expires_at=None)
+    .returning(*t.app_user.c)
+)
+#: A member change's first statement: it waits for the tenant's other member changes to
+#: commit (the row's lock on PostgreSQL; SQLite has one writer). No key column changes, so
+#: the inserts that refer to the tenant (their key share lock) do not wait for it.
+LOCK_TENANT = (
+    sa.update(t.tenant).where(t.tenant.c.id == p("p_tenant_id")).values(name=t.tenant.c.name)
+)
+#: Another owner of the tenant who has accepted: one keeps it owned.
+OTHER_OWNER = sa.select(
+    sa.exists().where(
+        scoped(t.app_user),
+        t.app_user.c.id != p("p_id"),
+        t.app_user.c.role == Role.owner.value,
+        t.app_user.c.invite_hash.is_(None),
+    )
+)
+SET_ROLE = (
+    sa.update(t.app_user)
+    .where(scoped(t.app_user), t.app_user.c.id == p("p_id"))
+    .values(role=p("p_role"))
+)
+DELETE_USER_TOKENS = sa.delete(t.api_token).where(
+    scoped(t.api_token), t.api_token.c.user_id == p("p_id")
+)
+DELETE_USER = sa.delete(t.app_user).where(scoped(t.app_user), t.app_user.c.id == p("p_id"))
+#: A password set (by the operator's reset, for one) closes an open invitation too: the link
+#: must not set another one later.
 SET_PASSWORD = (
     sa.update(t.app_user)
     .where(scoped(t.app_user), t.app_user.c.id == p("p_id"))
-    .values(password_hash=p("p_password_hash"))
+    .values(password_hash=p("p_password_hash"), invite_hash=None, invite_expires_at=None)
 )
 _keep = sa.bindparam("p_keep", type_=sa.String())  # typed: asyncpg must know NULL's type
 END_SESSIONS = (

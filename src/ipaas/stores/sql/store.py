@@ -35,6 +35,7 @@ from ipaas.stores.base import (
     ExecutionFigures,
     ExecutionPage,
     FinishedExecution,
+    MemberChange,
     PendingAlert,
     PendingDigest,
     QueueStats,
@@ -54,7 +55,7 @@ from ipaas.stores.sql.engine import (
     rowcount,
     tuples,
 )
-from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
+from ipaas.tenants.models import ApiToken, Role, Tenant, TenantLimits, User
 from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition, WorkflowVersion
 
 _EX = q.EX
@@ -189,7 +190,7 @@ class SqlStore:
     # -- tenants, users, tokens -----------------------------------------------------------
     async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
         tenant_values = _tenant_values(tenant)
-        user_values = dict(user) | {"email": user.email.lower()}
+        user_values = _user_values(user)
         token_values = dict(token)
 
         def op(conn: sa.Connection) -> None:
@@ -224,12 +225,65 @@ class SqlStore:
 
     async def get_user_by_email(self, email: str) -> User | None:
         row = await self._db.run_read(_first(q.GET_USER, {"p_email": email.lower()}))
-        return None if row is None else User.model_construct(**row._mapping)
+        return None if row is None else _user(row)
 
     async def get_user(self, tenant_id: str, user_id: str) -> User | None:
         params = {"p_tenant_id": tenant_id, "p_id": user_id}
         row = await self._db.run_read(_first(q.GET_USER_BY_ID, params))
-        return None if row is None else User.model_construct(**row._mapping)
+        return None if row is None else _user(row)
+
+    async def list_users(self, tenant_id: str) -> list[User]:
+        rows = await self._db.run_read(_all(q.LIST_USERS, {"p_tenant_id": tenant_id}))
+        return [_user(row) for row in rows]
+
+    async def create_user(self, user: User) -> None:
+        try:
+            await self._write_one(q.INSERT_USER, _user_values(user))
+        except IntegrityError as exc:
+            raise DuplicateError("email") from exc
+
+    async def accept_invite(
+        self, invite_hash: str, password_hash: str, token: ApiToken, *, now: datetime
+    ) -> User | None:
+        params = {"p_invite_hash": invite_hash, "p_password_hash": password_hash, "p_now": now}
+
+        def op(conn: sa.Connection) -> _Row | None:
+            row = conn.execute(q.ACCEPT_INVITE, params).first()
+            if row is not None:
+                values = dict(token) | {"tenant_id": row.tenant_id, "user_id": row.id}
+                conn.execute(q.INSERT_TOKEN, values)
+            return row
+
+        row = await self._db.run_write(op)
+        return None if row is None else _user(row)
+
+    async def change_member(
+        self, tenant_id: str, user_id: str, *, role: Role | None
+    ) -> MemberChange:
+        tenant = {"p_tenant_id": tenant_id}
+        member = tenant | {"p_id": user_id}
+
+        def op(conn: sa.Connection) -> MemberChange:
+            if rowcount(conn, q.LOCK_TENANT, tenant) != 1:
+                return MemberChange.not_found
+            user = conn.execute(q.GET_USER_BY_ID, member).first()
+            if user is None:
+                return MemberChange.not_found
+            if (
+                role is not Role.owner
+                and user.role == Role.owner
+                and user.invite_hash is None
+                and not conn.execute(q.OTHER_OWNER, member).scalar()
+            ):
+                return MemberChange.last_owner
+            if role is None:
+                conn.execute(q.DELETE_USER_TOKENS, member)
+                conn.execute(q.DELETE_USER, member)
+            else:
+                conn.execute(q.SET_ROLE, member | {"p_role": role.value})
+            return MemberChange.done
+
+        return await self._db.run_write(op)
 
     async def change_password(
         self,
@@ -1109,6 +1163,14 @@ def _tenant_values(tenant: Tenant) -> dict[str, Any]:
     return {"id": tenant.id, "name": tenant.name, "created_at": tenant.created_at} | dict(
         tenant.limits
     )
+
+
+def _user_values(user: User) -> dict[str, Any]:
+    return dict(user) | {"email": user.email.lower(), "role": user.role.value}
+
+
+def _user(row: _Row) -> User:
+    return User.model_construct(**{**row._mapping, "role": Role(row.role)})
 
 
 def _credential(row: _Row) -> Credential:

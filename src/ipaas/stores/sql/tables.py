@@ -54,6 +54,12 @@ def _at(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, UtcDateTime(), nullable=nullable)
 
 
+def _where_set(column: str) -> dict[str, Any]:
+    """A partial index's predicate, ``column IS NOT NULL``, on both dialects."""
+    predicate = sa.text(f"{column} IS NOT NULL")
+    return {"sqlite_where": predicate, "postgresql_where": predicate}
+
+
 tenant = sa.Table(
     "tenant",
     metadata,
@@ -77,8 +83,14 @@ app_user = sa.Table(
     sa.Column("email", sa.String(320), nullable=False),
     sa.Column("password_hash", sa.String(200), nullable=False),
     _at("created_at"),
+    # ``Role``. The default: every user from before migration 0014 signed its tenant up.
+    sa.Column("role", sa.String(16), nullable=False, server_default="owner"),
+    # An open invitation: its token's hash (looked up when accepted) and its expiry.
+    sa.Column("invite_hash", sa.String(64), nullable=True),
+    _at("invite_expires_at", nullable=True),
     sa.Index(None, "email", unique=True),
     sa.Index(None, "tenant_id"),
+    sa.Index(None, "invite_hash", unique=True, **_where_set("invite_hash")),
 )
 
 api_token = sa.Table(
@@ -140,13 +152,6 @@ workflow_version = sa.Table(
 )
 
 
-# No foreign key to ``workflow`` either: executions stay readable after deletion.
-def _where_set(column: str) -> dict[str, Any]:
-    """A partial index's predicate, ``column IS NOT NULL``, on both dialects."""
-    predicate = sa.text(f"{column} IS NOT NULL")
-    return {"sqlite_where": predicate, "postgresql_where": predicate}
-
-
 #: The executions that did not succeed, as the partial index on them names them (and every
 #: query meant to read it, word for word: SQLite's condition for using it).
 UNSUCCESSFUL_STATUSES = ("cancelled", "failed", "timed_out")
@@ -167,6 +172,7 @@ def _where(predicate: str) -> dict[str, Any]:
 DEDUP_KEY_SET = sa.text("dedup_key IS NOT NULL")
 
 
+# No foreign key to ``workflow`` either: executions stay readable after deletion.
 execution = sa.Table(
     "execution",
     metadata,

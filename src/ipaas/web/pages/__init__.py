@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ipaas.web.pages import account, credentials, dashboard, executions, workflows
+from ipaas.web.pages import account, credentials, dashboard, executions, members, workflows
 
 router = APIRouter(include_in_schema=False)
-for _module in (account, dashboard, workflows, credentials, executions):
+for _module in (account, dashboard, workflows, credentials, executions, members):
     router.include_router(_module.router)
 
 __all__ = ["router"]

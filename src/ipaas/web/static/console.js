@@ -52,6 +52,13 @@ document.addEventListener("DOMContentLoaded", () => {
       if (note) note.hidden = false;
     });
   }
+  // An invitation link: its token is in the fragment, which no server sees; into the
+  // field, then out of the address bar.
+  const invite = document.getElementById("f-invite_token");
+  if (invite && window.location.hash.length > 1) {
+    invite.value = decodeURIComponent(window.location.hash.slice(1));
+    history.replaceState(null, "", window.location.pathname);
+  }
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
