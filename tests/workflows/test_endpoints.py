@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -150,6 +151,24 @@ class TestCreate:
         assert response.json()["error"]["details"][0]["type"] == "credential_not_found"
 
 
+async def follow_links(
+    client: httpx.AsyncClient, auth: dict[str, str], url: str
+) -> list[list[dict[str, Any]]]:
+    """Every page of a list, from ``url`` along its ``Link: <...>; rel="next"`` headers."""
+    pages: list[list[dict[str, Any]]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        page = await client.get(next_url, headers=auth)
+        assert page.status_code == 200, page.text
+        pages.append(page.json())
+        link = page.headers.get("link")
+        next_url = None if link is None else link.split(">")[0].lstrip("<")
+        if link is not None:
+            assert link.endswith('>; rel="next"')
+            assert next_url.startswith(f"http://ipaas.test{url.split('?')[0]}?")
+    return pages
+
+
 class TestUpdate:
     async def test_put_makes_a_new_version_and_patch_deactivates(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -186,18 +205,10 @@ class TestUpdate:
         names = [w["name"] for w in everything.json()]
         assert names == [f"wf {n}" for n in range(6, -1, -1)]
 
-        pages: list[list[str]] = []
-        url: str | None = "/api/workflows?limit=3"
-        while url is not None:
-            page = await client.get(url, headers=auth)
-            assert page.status_code == 200, page.text
-            pages.append([w["name"] for w in page.json()])
-            link = page.headers.get("link")
-            url = None if link is None else link.split(">")[0].lstrip("<")
-            if link is not None:
-                assert link.endswith('>; rel="next"')
-                assert url is not None
-                assert url.startswith("http://ipaas.test/api/workflows?")
+        pages = [
+            [w["name"] for w in page]
+            for page in await follow_links(client, auth, "/api/workflows?limit=3")
+        ]
         assert [len(p) for p in pages] == [3, 3, 1]
         assert [name for page in pages for name in page] == names
 
@@ -364,15 +375,8 @@ class TestVersions:
         assert versions[0]["trigger"] == {"type": "webhook"}
         assert versions[0]["created_at"] >= versions[1]["created_at"]
 
-        pages: list[list[int]] = []
-        url: str | None = f"/api/workflows/{wf_id}/versions?limit=2"
-        while url is not None:
-            page = await client.get(url, headers=auth)
-            assert page.status_code == 200, page.text
-            pages.append([v["version"] for v in page.json()])
-            link = page.headers.get("link")
-            url = None if link is None else link.split(">")[0].lstrip("<")
-        assert pages == [[5, 4], [3, 2], [1]]
+        pages = await follow_links(client, auth, f"/api/workflows/{wf_id}/versions?limit=2")
+        assert [[v["version"] for v in page] for page in pages] == [[5, 4], [3, 2], [1]]
 
         one = await client.get(f"/api/workflows/{wf_id}/versions/2", headers=auth)
         assert one.status_code == 200, one.text
