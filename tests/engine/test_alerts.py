@@ -306,6 +306,29 @@ class TestPacing:
         assert len(await api.runs(target)) == 1
 
 
+async def test_an_alert_that_cannot_be_built_is_logged_and_settled_without_one(
+    api: Alerts,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: list[MutableMapping[str, Any]],
+) -> None:
+    """A bug in building one alert must not hold back every later one."""
+    target = await api.error_workflow()
+    wf = await api.failing(target)
+    failed = await api.fire(wf)
+    await Worker(runtime).run_until_empty()
+
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(runtime.store, "list_step_runs", broken)
+    assert await alert_pass(runtime) == 0
+    [line] = [e for e in logs if e["event"] == "failure_alert_failed"]
+    assert line["failed_execution_id"] == failed
+    assert await runtime.store.pending_alerts(limit=10) == []
+    assert await api.runs(target) == []
+
+
 async def test_a_pass_settles_a_bounded_number_of_batches(
     api: Alerts, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

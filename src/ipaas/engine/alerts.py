@@ -23,6 +23,7 @@ workflow that fails, or names a workflow that names it, cannot loop.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -103,31 +104,23 @@ class _Reads:
         more), itself an alert, no error workflow set, or that workflow gone or paused."""
         if failed.status not in ALERTING_STATUSES or failed.trigger.type == ERROR_TRIGGER:
             return None
-        try:
-            return await self._alert(failed, failed.workflow_id, {"count": 1, "since": None})
-        except StoreUnavailable:
-            raise
-        except Exception:
-            _log.exception("failure_alert_failed", failed_execution_id=failed.id)
-            return None
+        alert = self._alert(failed, failed.workflow_id, {"count": 1, "since": None})
+        return await _unless_broken(alert, failed.id)
 
     async def digest_of(self, window: AlertWindow) -> Execution | None:
         """The alert for the failures ``window`` holds: the latest of them, and their count
         since the last alert; ``None`` when there is nobody to alert any more (the error
         workflow unset, gone or paused; the latest failure deleted)."""
-        try:
-            failed = None
-            if window.held_execution_id is not None:
-                failed = await self.store.get_execution(window.tenant_id, window.held_execution_id)
-            if failed is None:
-                return None
-            failures = {"count": window.held, "since": _iso(window.last_alert_at)}
-            return await self._alert(failed, window.workflow_id, failures)
-        except StoreUnavailable:
-            raise
-        except Exception:
-            _log.exception("failure_alert_failed", failed_execution_id=window.held_execution_id)
+        return await _unless_broken(self._digest(window), window.held_execution_id)
+
+    async def _digest(self, window: AlertWindow) -> Execution | None:
+        if window.held_execution_id is None:
             return None
+        failed = await self.store.get_execution(window.tenant_id, window.held_execution_id)
+        if failed is None:
+            return None
+        failures = {"count": window.held, "since": _iso(window.last_alert_at)}
+        return await self._alert(failed, window.workflow_id, failures)
 
     async def _alert(
         self, failed: Execution, workflow_id: str, failures: dict[str, Any]
@@ -162,6 +155,20 @@ class _Reads:
         if key not in self.workflows:
             self.workflows[key] = await self.store.get_workflow(*key)
         return self.workflows[key]
+
+
+async def _unless_broken(
+    build: Awaitable[Execution | None], failed_execution_id: str | None
+) -> Execution | None:
+    """``build``'s alert; ``None``, logged, when building it fails for any reason but the
+    store's outage (which stops the pass: the next one tries again)."""
+    try:
+        return await build
+    except StoreUnavailable:
+        raise
+    except Exception:
+        _log.exception("failure_alert_failed", failed_execution_id=failed_execution_id)
+        return None
 
 
 def failure_body(failed: Execution, workflow_name: str, steps: list[StepRun]) -> dict[str, Any]:
