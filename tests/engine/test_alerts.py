@@ -238,8 +238,13 @@ class TestPacing:
     at once, then one digest an interval, not a message per failure."""
 
     async def fail(self, api: Alerts, runtime: Runtime, wf: str, n: int) -> list[str]:
-        ids = [await api.fire(wf) for _ in range(n)]
-        await Worker(runtime).run_until_empty()
+        """Fire ``n`` webhooks that fail, one after another: each finishes before the next
+        is fired, so the last id is the latest failure (run at once, they could finish in
+        any order)."""
+        ids = []
+        for _ in range(n):
+            ids.append(await api.fire(wf))
+            await Worker(runtime).run_until_empty()
         return ids
 
     async def test_a_storm_makes_one_alert_then_one_digest_with_the_count(

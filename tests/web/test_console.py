@@ -432,15 +432,21 @@ class TestWorkflowForm:
         assert "failures since the previous alert" not in page.text
         assert "alert of the failed" not in (await client.get(f"/executions/{failed_id}")).text
 
-        # Two more within the interval: held, then one digest when it is up.
-        for _ in range(2):
+        # Two more within the interval: held, then one digest when it is up. They finish a
+        # millisecond apart: the digest names the latest (equal times would leave it to ids).
+        for ms in (1, 2):
             fired = await client.post(f"/api/webhooks/{watched_id}", json={})
             failed_id = fired.json()["execution_id"]
             assert await store.claim_execution(
                 failed_id, owner="w", now=now, lease_until=now, timeout_s=60, tenant_cap=None
             )
+            finished_at = now + timedelta(milliseconds=ms)
             assert await store.finish_execution(
-                failed_id, owner="w", status=ExecutionStatus.failed, error="boom", finished_at=now
+                failed_id,
+                owner="w",
+                status=ExecutionStatus.failed,
+                error="boom",
+                finished_at=finished_at,
             )
         assert await alert_pass(runtime) == 0
         later = utcnow() + timedelta(seconds=runtime.settings.alert_interval_s)
