@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,14 @@ MAX_READ_BYTES = 10 * 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """The certificate check of every outbound call in this process, made once: loading the
+    CA bundle takes ~30 ms, which each ``HttpClient`` paid (the tests make one per test).
+    An ``SSLContext`` is safe to share between connections and threads."""
+    return httpx.create_ssl_context()
+
+
 def _timeout(timeout_s: float) -> httpx.Timeout:
     return httpx.Timeout(timeout_s, connect=min(DEFAULT_CONNECT_TIMEOUT_S, timeout_s))
 
@@ -62,7 +71,7 @@ class GuardedTransport(AiohttpTransport):
         resolver: Callable[[], AbstractResolver] | None = None,
     ) -> None:
         # ``client`` is the transport's hook for the session it builds on first use.
-        super().__init__(limits=limits, client=self._session)
+        super().__init__(verify=_ssl_context(), limits=limits, client=self._session)
         self.policy = policy
         #: Builds the lookup under the guard (default: aiohttp's); tests pass a fake DNS.
         self._resolver = resolver

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from importlib.resources import files
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -53,12 +53,16 @@ async def _login_required(request: Request, exc: Exception) -> Response:
     return response
 
 
-def install(app: FastAPI) -> None:
-    """Mount the console on ``app``: pages, their static files, the login redirect."""
+def add_console_routes(routes: APIRouter) -> None:
+    """The console's static files and pages, added to ``routes``."""
     static = files("ipaas.web") / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    app.include_router(router)
+    routes.mount("/static", StaticFiles(directory=str(static)), name="static")
+    routes.include_router(router)
+
+
+def install(app: FastAPI) -> None:
+    """The console's login redirect on ``app`` (its routes: ``add_console_routes``)."""
     app.add_exception_handler(LoginRequired, _login_required)
 
 
-__all__ = ["error_page", "install", "is_console_path"]
+__all__ = ["add_console_routes", "error_page", "install", "is_console_path"]
