@@ -105,8 +105,25 @@ def migrated_sqlite(template: Path, path: Path) -> str:
 
 
 async def truncate_all(url: str) -> None:
+    """Empty every table and its indexes (new files: no dead rows, fresh statistics)."""
     names = ", ".join(table.name for table in metadata.sorted_tables)
     await _execute(url, f"TRUNCATE {names} CASCADE")
+
+
+_DELETE_ALL = [sa.delete(table) for table in reversed(metadata.sorted_tables)]
+
+
+async def empty_all(store: SqlStore) -> None:
+    """Delete every row, on the store's own connection: ~5 ms where ``truncate_all`` took
+    ~50 (a connection of its own, and a new file per table), before each of the ~650
+    PostgreSQL contract tests. Their few rows leave few dead ones; the tests that read
+    plans or the tables' sizes start from ``truncate_all``."""
+
+    def delete(conn: sa.Connection) -> None:
+        for statement in _DELETE_ALL:
+            conn.execute(statement)
+
+    await store._db.run_write(delete)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -120,12 +137,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             template = request.getfixturevalue("sqlite_template")
             backend = SqlStore(migrated_sqlite(template, tmp_path / "ipaas.db"))
         case "postgres":
-            url = request.getfixturevalue("postgres_url")
-            await truncate_all(url)
-            backend = SqlStore(url)
+            backend = SqlStore(request.getfixturevalue("postgres_url"))
         case other:
             raise AssertionError(f"unknown backend {other}")
     await backend.startup()
+    if request.param == "postgres":
+        assert isinstance(backend, SqlStore)
+        await empty_all(backend)
     try:
         yield backend
     finally:
