@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -177,6 +178,32 @@ def test_a_failed_migration_stops_serve_with_the_cause(tmp_path: Path) -> None:
     assert "unable to open database file" in result.stderr  # the child's traceback
     assert "the schema migration failed (exit status 1); nothing was served" in result.stderr
     assert result.stdout == ""
+
+
+def test_serve_stops_on_a_failed_migration_without_listening(tmp_path: Path) -> None:
+    """``ipaas serve`` builds its app while the child migrates: a failed migration still
+    stops it before it listens, with the cause."""
+    missing = tmp_path / "no such dir" / "a.db"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{missing}",
+        "IPAAS_SECRET_KEY": TEST_KEY,
+        "IPAAS_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "ipaas.cli", "serve", "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "unable to open database file" in result.stderr
+    assert "the schema migration failed (exit status 1); nothing was served" in result.stderr
+    assert "worker_started" not in result.stdout + result.stderr  # the lifespan never ran
 
 
 def test_what_serves_and_works_imports_no_alembic() -> None:
