@@ -147,22 +147,21 @@ def _python(script: str, url: str, tmp_path: Path) -> subprocess.CompletedProces
     )
 
 
-def _migrate_apart_in_a_new_interpreter(
-    url: str, tmp_path: Path
-) -> subprocess.CompletedProcess[str]:
-    """``_migrate_apart``, then the Alembic modules the process holds afterwards."""
+def _migrate_in_a_child(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``_start_migration`` and its wait, then the Alembic modules the process holds
+    afterwards."""
     script = (
         "import sys\n"
-        "from ipaas.cli import _migrate_apart\n"
+        "from ipaas.cli import _start_migration\n"
         "from ipaas.config import Settings\n"
-        "_migrate_apart(Settings())\n"
+        "_start_migration(Settings())()\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))\n"
     )
     return _python(script, url, tmp_path)
 
 
 def test_serve_migrates_in_a_child_and_never_imports_alembic_itself(tmp_path: Path) -> None:
-    result = _migrate_apart_in_a_new_interpreter(f"sqlite+aiosqlite:///{tmp_path}/a.db", tmp_path)
+    result = _migrate_in_a_child(f"sqlite+aiosqlite:///{tmp_path}/a.db", tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
@@ -173,7 +172,7 @@ def test_serve_migrates_in_a_child_and_never_imports_alembic_itself(tmp_path: Pa
 
 def test_a_failed_migration_stops_serve_with_the_cause(tmp_path: Path) -> None:
     missing = tmp_path / "no such dir" / "a.db"
-    result = _migrate_apart_in_a_new_interpreter(f"sqlite+aiosqlite:///{missing}", tmp_path)
+    result = _migrate_in_a_child(f"sqlite+aiosqlite:///{missing}", tmp_path)
     assert result.returncode == 1
     assert "unable to open database file" in result.stderr  # the child's traceback
     assert "the schema migration failed (exit status 1); nothing was served" in result.stderr

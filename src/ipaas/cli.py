@@ -340,11 +340,6 @@ def _migrate(settings: Settings) -> None:
     run_migrations(settings.database_url)
 
 
-def _migrate_apart(settings: Settings) -> None:
-    """``_migrate`` for a process that goes on to serve (``_start_migration``)."""
-    _start_migration(settings)()
-
-
 def _start_migration(settings: Settings) -> Callable[[], None]:
     """Start ``_migrate`` for a process that goes on to serve, and return what waits for it
     (``SystemExit`` if it failed). Where the platform forks safely (Linux) it runs in a
