@@ -26,6 +26,11 @@ PATH = "/api/webhooks/{workflow_id}"
 _PREFIX = "/api/webhooks/"
 
 
+def webhook_url(request: Request, workflow_id: str) -> str:
+    """The public URL a sender posts ``workflow_id``'s events to, on the host it was asked on."""
+    return f"{str(request.base_url).rstrip('/')}{_PREFIX}{workflow_id}"
+
+
 async def accept(
     runtime: Runtime, workflow_id: str, body: bytes, headers: Headers, query: QueryParams
 ) -> tuple[int, dict[str, Any]]:

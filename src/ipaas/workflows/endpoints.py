@@ -11,6 +11,7 @@ from ipaas.executions.models import TriggerData
 from ipaas.executions.schemas import ExecutionRead
 from ipaas.kit.preconditions import IF_MATCH_PATTERN, IfMatch
 from ipaas.webhooks import service as webhook_service
+from ipaas.webhooks.endpoints import webhook_url
 from ipaas.workflows import service as workflow_service
 from ipaas.workflows.models import Workflow, WorkflowDefinition, WorkflowVersion
 from ipaas.workflows.schemas import (
@@ -95,7 +96,6 @@ def _tagged(response: Response, workflow: Workflow) -> Workflow:
 
 
 def _read(request: Request, workflow: Workflow) -> WorkflowRead:
-    base = str(request.base_url).rstrip("/")
     # Built from the stored workflow's own models (pydantic-core takes model instances as
     # they are): a dump and a validation of every step took half of GET /api/workflows
     # (~0.45 s for 5,000); model_construct, in pure Python, took ~25 us a workflow.
@@ -108,7 +108,7 @@ def _read(request: Request, workflow: Workflow) -> WorkflowRead:
             "trigger": workflow.trigger,
             "steps": workflow.steps,
             "error_workflow_id": workflow.error_workflow_id,
-            "webhook_url": f"{base}/api/webhooks/{workflow.id}",
+            "webhook_url": webhook_url(request, workflow.id),
             "created_at": workflow.created_at,
             "updated_at": workflow.updated_at,
         }

@@ -21,6 +21,7 @@ from ipaas.web.render import render
 from ipaas.web.session import SessionPrincipal
 from ipaas.web.workflow_form import WorkflowForm
 from ipaas.webhooks import service as webhook_service
+from ipaas.webhooks.endpoints import webhook_url
 from ipaas.workflows import service as workflow_service
 from ipaas.workflows.models import Workflow, WorkflowDefinition
 from ipaas.workflows.schemas import WorkflowPatch
@@ -29,10 +30,6 @@ router = APIRouter()
 #: The workflows list's success rate is over this many latest executions per workflow.
 RECENT_RUNS = 20
 CONNECTOR_FIELDS = {kind: forms.fields_for(c.Params) for kind, c in REGISTRY.items()}
-
-
-def webhook_url(request: Request, workflow_id: str) -> str:
-    return f"{str(request.base_url).rstrip('/')}/api/webhooks/{workflow_id}"
 
 
 #: Workflows on one page of the list: each row also reads its recent runs.
