@@ -1,5 +1,6 @@
 """``deploy/``: the systemd units run the same commands as the Procfile lines the multi-process
-tests start (tests/process/test_chaos.py, test_faults.py), and systemd accepts them."""
+tests start (tests/process/test_chaos.py, test_faults.py), systemd accepts them, and the
+example settings they read are valid."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ipaas.cli import main
+from ipaas.config import Settings
 from tests.process.conftest import procfile
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -89,3 +91,16 @@ def test_the_scheduler_command_exists(capsys: pytest.CaptureFixture[str]) -> Non
         main(["scheduler", "--help"])
     assert exit_.value.code == 0
     assert "schedules" in capsys.readouterr().out
+
+
+def test_the_example_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line of ``deploy/ipaas.env.example`` names a setting and passes its checks."""
+    lines = (DEPLOY / "ipaas.env.example").read_text().splitlines()
+    given = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    fields = {f"IPAAS_{name.upper()}" for name in Settings.model_fields}
+    assert set(given) <= fields
+    assert settings.public_url == "https://ipaas.example.com"
+    assert settings.forwarded_allow_ips == ["127.0.0.1"]

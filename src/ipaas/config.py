@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 from enum import StrEnum
 from functools import cached_property
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -97,6 +99,16 @@ class Settings(BaseSettings):
     header_read_timeout_s: float = Field(default=10.0, gt=0)
     max_header_bytes: int = Field(default=65_536, ge=8192)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Where users and webhook senders reach this server when that is not where it listens
+    #: (behind a reverse proxy): an origin such as ``https://hooks.example.com``. The URLs
+    #: the product hands out (webhook URLs, invite links) start with it. Unset: the scheme
+    #: and ``Host`` each request arrived with.
+    public_url: str | None = None
+    #: Reverse proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For`` are believed:
+    #: addresses or CIDRs (``*``: any peer). Empty: the headers are ignored, whoever sends
+    #: them. Believed, a request the proxy took over HTTPS is ``https`` here too: Secure
+    #: console cookies, and ``https`` URLs where ``public_url`` is unset.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Exceptions to the SSRF guard (kit/egress.py): CIDRs, addresses or host names that
     #: outbound steps may reach although they are not public. Empty: public addresses only.
     egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -132,7 +144,7 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api"
     openweather_url: str = "https://api.openweathermap.org"
 
-    @field_validator("cors_origins", "egress_allow", mode="before")
+    @field_validator("cors_origins", "egress_allow", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -143,6 +155,35 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_egress_allow(cls, value: list[str]) -> list[str]:
         parse_allow(value)  # a typo must stop the start, not silently allow nothing
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _valid_public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        origin = _origin(value.strip())
+        if origin is None:
+            # The server answers at the root: a path here would name pages it does not serve.
+            msg = (
+                "IPAAS_PUBLIC_URL must be an origin such as https://hooks.example.com, "
+                f"not {value!r}"
+            )
+            raise ValueError(msg)
+        return origin
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _valid_forwarded_allow_ips(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item == "*":
+                continue
+            try:
+                ip_network(item, strict=False)
+            except ValueError:
+                # A typo must stop the start, not silently trust nobody (or the wrong peer).
+                msg = f"IPAAS_FORWARDED_ALLOW_IPS: {item!r} is not an address, a CIDR or *"
+                raise ValueError(msg) from None
         return value
 
     @model_validator(mode="after")
@@ -176,6 +217,26 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL that is nothing more (a trailing ``/`` at
+    most), else ``None``."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def random_secret() -> str:

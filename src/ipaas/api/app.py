@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ipaas import __version__
 from ipaas.api import errors
@@ -68,14 +68,33 @@ class IpaasApp(FastAPI):
     """FastAPI, with the webhook intake answered before its middleware stack."""
 
     intake: webhook_endpoints.IntakeFastPath | None = None
+    #: What a request goes through first: ``_dispatch``, or the proxy-header rewrite
+    #: around it (``trust_proxies``).
+    _entry: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._entry is not None:
+            await self._entry(scope, receive, send)
+        else:
+            await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.intake is not None:
             workflow_id = self.intake.workflow_id(scope)
             if workflow_id is not None:
                 await self.intake(scope, receive, send, workflow_id)
                 return
         await super().__call__(scope, receive, send)
+
+    def trust_proxies(self, trusted: list[str]) -> None:
+        """Believe ``X-Forwarded-Proto`` and ``X-Forwarded-For`` from the peers ``trusted``
+        names (addresses, CIDRs, ``*``), for every request, the intake's too: the scope's
+        scheme and client become what the proxy saw. granian's own rewrite (the server's,
+        as uvicorn's ``ProxyHeadersMiddleware``): it takes the scheme only along with a
+        client address, which every common proxy sends together."""
+        from granian.utils.proxies import wrap_asgi_with_proxy_headers
+
+        self._entry = wrap_asgi_with_proxy_headers(self._dispatch, trusted_hosts=trusted)
 
 
 def create_app(
@@ -136,6 +155,8 @@ def create_app(
     app.intake = webhook_endpoints.IntakeFastPath(
         runtime, max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins)
     )
+    if settings.forwarded_allow_ips:
+        app.trust_proxies(settings.forwarded_allow_ips)
     _document_intake(app)
     return app
 

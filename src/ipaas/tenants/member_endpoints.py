@@ -7,6 +7,7 @@ from fastapi import Request, status
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, WITH_BODY, responses
 from ipaas.api.routing import api_router
+from ipaas.api.urls import public_url
 from ipaas.kit.clock import utcnow
 from ipaas.tenants import members
 from ipaas.tenants.models import User
@@ -43,7 +44,7 @@ def member_read(user: User) -> MemberRead:
 def invite_url(request: Request, token: str) -> str:
     """The console's page that accepts it; the token rides in the fragment, which browsers
     never send to a server (so no access log or proxy sees it)."""
-    return f"{str(request.base_url).rstrip('/')}/invite#{token}"
+    return public_url(request, f"/invite#{token}")
 
 
 @router.get("/members", responses=AUTHENTICATED)

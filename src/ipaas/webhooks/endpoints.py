@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from ipaas.api.errors import internal_error_response, ipaas_error_response
 from ipaas.api.middleware import declared_too_large, limited_receive, log_request, request_id
+from ipaas.api.urls import public_url
 from ipaas.errors import IpaasError, PayloadTooLarge
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
@@ -27,8 +28,8 @@ _PREFIX = "/api/webhooks/"
 
 
 def webhook_url(request: Request, workflow_id: str) -> str:
-    """The public URL a sender posts ``workflow_id``'s events to, on the host it was asked on."""
-    return f"{str(request.base_url).rstrip('/')}{_PREFIX}{workflow_id}"
+    """The public URL a sender posts ``workflow_id``'s events to."""
+    return public_url(request, _PREFIX + workflow_id)
 
 
 async def accept(
