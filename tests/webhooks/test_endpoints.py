@@ -199,25 +199,52 @@ class TestFastPath:
     async def test_the_access_log_names_the_request(
         self, settings: Settings, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        settings = settings.model_copy(update={"log_format": "json", "log_level": "info"})
+        settings = settings.model_copy(
+            update={
+                "log_format": "json",
+                "log_level": "info",
+                "cors_origins": ["https://console.example.com"],
+            }
+        )
         async with _client(Runtime.build(settings, store=MemoryStore())) as client:
-            url = await _webhook_url(client)
+            url, tenant_id = await _webhook_url(client)
             capsys.readouterr()
-            await client.post(url, json={}, headers={"X-Request-ID": "r1"})
+            accepted = await client.post(url, json={}, headers={"X-Request-ID": "r1"})
+            refused = await client.post(
+                url, content=b"{", headers={"Content-Type": "application/json"}
+            )
+            unknown = await client.post("/api/webhooks/wf_nope", json={})
+            # With an Origin (and CORS on) the app's routes answer: the same line.
+            routed = await client.post(
+                url, json={}, headers={"Origin": "https://console.example.com"}
+            )
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "{" in line]
         access = [line for line in lines if line.get("event") == "request"]
-        assert access == [
-            {
-                "event": "request",
-                "request_id": "r1",
-                "method": "POST",
-                "path": url,
-                "status": 202,
-                "duration_ms": access[0]["duration_ms"],
-                "level": "info",
-                "timestamp": access[0]["timestamp"],
-            }
-        ]
+        assert access[0] == {
+            "event": "request",
+            "request_id": "r1",
+            # Whose webhook it was and what it made: the line joins the execution's own.
+            "tenant_id": tenant_id,
+            "execution_id": accepted.json()["execution_id"],
+            "method": "POST",
+            "path": url,
+            "status": 202,
+            "duration_ms": access[0]["duration_ms"],
+            "level": "info",
+            "timestamp": access[0]["timestamp"],
+        }
+        # A refusal names the tenant once the workflow is known, and made nothing.
+        assert refused.status_code == 422
+        assert (access[1]["status"], access[1]["tenant_id"]) == (422, tenant_id)
+        assert "execution_id" not in access[1]
+        assert unknown.status_code == 404
+        assert access[2]["status"] == 404
+        assert "tenant_id" not in access[2]
+        assert "execution_id" not in access[2]
+        assert routed.headers["access-control-allow-origin"] == "https://console.example.com"
+        assert (access[3]["status"], access[3]["tenant_id"]) == (202, tenant_id)
+        assert access[3]["execution_id"] == routed.json()["execution_id"]
+        assert len(access) == 4
 
     @pytest.mark.parametrize("path", ["/api/webhooks/", "/api/webhooks/a/b"])
     async def test_other_paths_are_the_apps(self, client: httpx.AsyncClient, path: str) -> None:
@@ -235,7 +262,7 @@ class TestFastPath:
     async def test_cors_requests_get_cors_headers(self, runtime: Runtime) -> None:
         runtime.settings.cors_origins = ["https://console.example.com"]
         async with _client(runtime) as client:
-            url = await _webhook_url(client)
+            url, _ = await _webhook_url(client)
             origin = {"Origin": "https://console.example.com"}
             response = await client.post(url, json={}, headers=origin)
             assert response.status_code == 202
@@ -255,7 +282,8 @@ async def _client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def _webhook_url(client: httpx.AsyncClient) -> str:
+async def _webhook_url(client: httpx.AsyncClient) -> tuple[str, str]:
+    """A new tenant's workflow: its webhook's path, and the tenant's id."""
     auth = await signup(client)
     created = await client.post(
         "/api/workflows",
@@ -265,4 +293,4 @@ async def _webhook_url(client: httpx.AsyncClient) -> str:
         },
         headers={"Authorization": auth["Authorization"]},
     )
-    return f"/api/webhooks/{created.json()['id']}"
+    return f"/api/webhooks/{created.json()['id']}", auth["tenant_id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,14 +73,15 @@ def request_id(scope: Scope) -> str:
     return new_id("req")
 
 
-def log_request(scope: Scope, status: int, started: float) -> None:
-    """The access log line of one request."""
+def log_request(scope: Scope, status: int, started: float, **fields: Any) -> None:
+    """The access log line of one request (``fields``: what it made, e.g. an execution)."""
     _log.info(
         "request",
         method=scope["method"],
         path=scope["path"],
         status=status,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        **fields,
     )
 
 

@@ -80,6 +80,8 @@ async def receive_webhook(request: Request) -> JSONResponse:
         request.headers,
         request.query_params,
     )
+    # For the access line ``RequestIdMiddleware`` writes, as the fast path's names it.
+    structlog.contextvars.bind_contextvars(execution_id=content["execution_id"])
     return JSONResponse(content, status_code=status)
 
 
@@ -124,12 +126,14 @@ class IntakeFastPath:
         structlog.contextvars.bind_contextvars(request_id=rid)
         headers = Headers(scope=scope)
         status = 500
+        made: dict[str, Any] = {}
         try:
             try:
                 body = await self._body(scope, receive)
                 query_string = scope["query_string"]
                 query = QueryParams(query_string) if query_string else _NO_QUERY
                 status, content = await accept(self.runtime, workflow_id, body, headers, query)
+                made["execution_id"] = content["execution_id"]
             except ClientDisconnect:
                 status = 499  # nobody to answer; nothing was accepted
                 return
@@ -159,7 +163,7 @@ class IntakeFastPath:
             status = response.status_code
             await response(scope, receive, send)
         finally:
-            log_request(scope, status, started)
+            log_request(scope, status, started, **made)
             structlog.contextvars.clear_contextvars()
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:

@@ -82,6 +82,8 @@ async def accept(
     if target is None:
         raise WorkflowNotFound("Workflow not found or inactive")
     workflow, options = target.workflow, target.options
+    # The request's log lines (its access line too) name the tenant from here on.
+    structlog.contextvars.bind_contextvars(tenant_id=workflow.tenant_id)
     if target.misconfigured:
         raise SignatureRejected(
             "This workflow's webhook options are invalid; save it again", code="auth_misconfigured"
