@@ -1,6 +1,7 @@
 """Item 12: the server protects itself from slow and oversized clients, closes idle
-keep-alive connections, and shuts down gracefully on SIGTERM (drain running executions for up
-to ``IPAAS_SHUTDOWN_GRACE_S``, leave the rest ``queued`` for the next start, exit 0)."""
+keep-alive connections, believes forwarded headers from trusted proxies only, and shuts down
+gracefully on SIGTERM (drain running executions for up to ``IPAAS_SHUTDOWN_GRACE_S``, leave
+the rest ``queued`` for the next start, exit 0)."""
 
 from __future__ import annotations
 
@@ -128,6 +129,34 @@ def test_oversized_header_is_refused(guarded: tuple[ServerProcess, Api]) -> None
     status = received.split(b"\r\n", 1)[0]
     print(f"serving: 200 KiB header answered {status!r}")
     assert received == b"" or status[9:10] == b"4", received[:300]
+
+
+def test_a_trusted_proxys_scheme_reaches_the_app(
+    make_server: Callable[..., ServerProcess], api_for: Callable[[ServerProcess], Api]
+) -> None:
+    """Through granian's real scope (the peer as it reports it), ``IPAAS_FORWARDED_ALLOW_IPS``
+    makes a request the proxy took over HTTPS an HTTPS one (docs/operations.md)."""
+    server = make_server(IPAAS_FORWARDED_ALLOW_IPS="127.0.0.1").start()
+    api = api_for(server)
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    steps = [{"id": "s", "type": "http_request", "config": {"url": "https://example.com/"}}]
+    made = api.client.post(
+        "/api/workflows",
+        json={"name": "proxied", "trigger": {"type": "webhook"}, "steps": steps},
+        headers={**api.headers, **forwarded},
+    )
+    assert made.status_code == 201, made.text
+    url = made.json()["webhook_url"]
+    assert url == f"https://127.0.0.1:{server.port}/api/webhooks/{made.json()['id']}"
+    cookies = api.client.get("/login", headers=forwarded).headers.get_list("set-cookie")
+    assert cookies
+    assert all("Secure" in c for c in cookies)
+    fired = api.client.post(url.replace("https://", "http://"), json={}, headers=forwarded)
+    assert fired.status_code == 202, fired.text
+    # The same peer without the headers: plain HTTP, as it is.
+    plain = api.get(f"/api/workflows/{made.json()['id']}")
+    assert plain.json()["webhook_url"].startswith("http://127.0.0.1:")
+    assert not any("Secure" in c for c in api.client.get("/login").headers.get_list("set-cookie"))
 
 
 def _wait_running(api: Api, workflow_id: str) -> str:
