@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Where users and webhook senders reach this server when that is not where it listens
     #: (behind a reverse proxy): an origin such as ``https://hooks.example.com``. The URLs
-    #: the product hands out (webhook URLs, invite links) start with it. Unset: the scheme
-    #: and ``Host`` each request arrived with.
+    #: the product hands out (webhook URLs, invite links, failure alerts' links) start with
+    #: it. Unset: the scheme and ``Host`` each request arrived with (alerts: no links).
     public_url: str | None = None
     #: Reverse proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For`` are believed:
     #: addresses or CIDRs (``*``: any peer). Empty: the headers are ignored, whoever sends

@@ -120,6 +120,9 @@ class TestAFailureRunsTheErrorWorkflow:
             "finished_at": body["execution"]["finished_at"],
             "api_path": f"/api/executions/{failed['id']}",
             "console_path": f"/executions/{failed['id']}",
+            # Absolute only where IPAAS_PUBLIC_URL says where the server is (below).
+            "api_url": None,
+            "console_url": None,
         }
         assert body["execution"]["finished_at"] is not None
         assert body["workflow"] == {"id": wf, "name": "Orders to ERP", "version": 1}
@@ -132,6 +135,21 @@ class TestAFailureRunsTheErrorWorkflow:
             "status_code": 400,
         }
         assert "400" in body["failed_step"]["error"]
+
+    async def test_with_a_public_url_the_alert_links_the_failure(
+        self, api: Alerts, runtime: Runtime, worker: Worker
+    ) -> None:
+        runtime.settings.public_url = "https://ipaas.example.com"
+        target = await api.error_workflow(
+            "{{ trigger.body.workflow.name }} failed: {{ trigger.body.execution.console_url }}"
+        )
+        failed = await api.settled(await api.fire(await api.failing(target)))
+        alert = await settled_alert(api, target)
+        link = f"https://ipaas.example.com/executions/{failed['id']}"
+        assert api.slack_texts() == [f"Orders to ERP failed: {link}"]
+        execution = alert["trigger"]["body"]["execution"]
+        assert execution["console_url"] == link
+        assert execution["api_url"] == f"https://ipaas.example.com/api/executions/{failed['id']}"
 
     async def test_a_timeout_alerts_too(
         self, api: Alerts, runtime: Runtime, worker: Worker

@@ -64,7 +64,7 @@ async def alert_pass(runtime: Runtime) -> int:
         pending = await store.pending_alerts(limit=ALERT_BATCH)
         if not pending:
             break
-        reads = _Reads(store)
+        reads = _Reads(store, runtime.settings.public_url)
         alerts = [PendingAlert(failed, await reads.alert_of(failed)) for failed in pending]
         created += await store.settle_alerts(alerts, now=utcnow(), interval=interval)
         if len(pending) < ALERT_BATCH:
@@ -73,7 +73,7 @@ async def alert_pass(runtime: Runtime) -> int:
         now = utcnow()
         due = await store.due_alert_digests(last_before=now - interval, limit=ALERT_BATCH)
         if due:
-            reads = _Reads(store)
+            reads = _Reads(store, runtime.settings.public_url)
             digests = [PendingDigest(window, await reads.digest_of(window)) for window in due]
             created += await store.settle_alert_digests(digests, now=now)
     for alert in created:
@@ -95,8 +95,9 @@ class _Reads:
     an outage: the pass stops then, and the next one tries again) is settled without one,
     logged, so that it does not hold back every later alert."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, public_url: str | None) -> None:
         self.store = store
+        self.public_url = public_url
         self.workflows: dict[tuple[str, str], Workflow | None] = {}
 
     async def alert_of(self, failed: Execution) -> Execution | None:
@@ -141,7 +142,8 @@ class _Reads:
             )
             return None
         steps = await self.store.list_step_runs(failed.tenant_id, failed.id)
-        body = failure_body(failed, workflow.name, steps) | {"failures": failures}
+        body = failure_body(failed, workflow.name, steps, self.public_url)
+        body["failures"] = failures
         return webhook_service.new_execution(
             target.id,
             failed.tenant_id,
@@ -171,10 +173,15 @@ async def _unless_broken(
         return None
 
 
-def failure_body(failed: Execution, workflow_name: str, steps: list[StepRun]) -> dict[str, Any]:
+def failure_body(
+    failed: Execution, workflow_name: str, steps: list[StepRun], public_url: str | None = None
+) -> dict[str, Any]:
     """What an error workflow's templates read as ``trigger.body`` (with ``failures``, which
     the pass adds): the failed execution, its workflow, and the step that failed (``null``
-    when none did: a timeout between steps)."""
+    when none did: a timeout between steps). With ``public_url`` (``IPAAS_PUBLIC_URL``) the
+    execution's console page and API resource also as absolute URLs, for a link in the
+    message; without it, where a worker cannot know the server's address, ``null``."""
+    console_path, api_path = f"/executions/{failed.id}", f"/api/executions/{failed.id}"
     failed_step = next((s for s in reversed(steps) if s.status is not StepStatus.succeeded), None)
     return {
         "execution": {
@@ -186,8 +193,10 @@ def failure_body(failed: Execution, workflow_name: str, steps: list[StepRun]) ->
             "created_at": _iso(failed.created_at),
             "started_at": _iso(failed.started_at),
             "finished_at": _iso(failed.finished_at),
-            "api_path": f"/api/executions/{failed.id}",
-            "console_path": f"/executions/{failed.id}",
+            "api_path": api_path,
+            "console_path": console_path,
+            "api_url": public_url + api_path if public_url else None,
+            "console_url": public_url + console_path if public_url else None,
         },
         "workflow": {
             "id": failed.workflow_id,
