@@ -16,7 +16,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from limits.aio.storage import MemoryStorage
 
-from ipaas.cli import main
+from ipaas.cli import check_tls, main
 from ipaas.config import Settings
 from ipaas.errors import Unauthorized
 from ipaas.stores import create_store
@@ -24,6 +24,7 @@ from ipaas.stores.sql.migrations import alembic_config
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.throttle import LoginThrottle
 from tests.conftest import TEST_KEY
+from tests.kit.certs import self_signed
 
 
 def test_migrate_then_token_create_prints_a_working_token(
@@ -203,6 +204,55 @@ def test_serve_stops_on_a_failed_migration_without_listening(tmp_path: Path) -> 
     assert "unable to open database file" in result.stderr
     assert "the schema migration failed (exit status 1); nothing was served" in result.stderr
     assert "worker_started" not in result.stdout + result.stderr  # the lifespan never ran
+
+
+class TestTls:
+    """``IPAAS_TLS_CERT_FILE`` / ``IPAAS_TLS_KEY_FILE`` (HTTPS served: tests/process)."""
+
+    def test_the_two_go_together(self, tmp_path: Path) -> None:
+        cert, key = self_signed(tmp_path)
+        for one in ({"tls_cert_file": cert}, {"tls_key_file": key}):
+            with pytest.raises(ValueError, match="set both or neither"):
+                Settings(**one)
+        assert Settings(tls_cert_file=cert, tls_key_file=key).tls_key_file == key
+
+    def test_a_pair_that_does_not_load_stops_serve_first(self, tmp_path: Path) -> None:
+        cert, key = self_signed(tmp_path)
+        (tmp_path / "other").mkdir()
+        _, other_key = self_signed(tmp_path / "other")
+        garbage = tmp_path / "garbage.pem"
+        garbage.write_text("not a certificate")
+        for cert_file, key_file in (
+            (tmp_path / "missing.pem", key),
+            (garbage, key),
+            (cert, other_key),  # a key, but not this certificate's
+        ):
+            settings = Settings(tls_cert_file=cert_file, tls_key_file=key_file)
+            with pytest.raises(SystemExit, match="cannot load IPAAS_TLS_CERT_FILE"):
+                check_tls(settings)
+        check_tls(Settings(tls_cert_file=cert, tls_key_file=key))  # loads: nothing raised
+
+    def test_serve_exits_before_it_migrates(self, tmp_path: Path) -> None:
+        db = tmp_path / "ipaas.db"
+        env = {
+            **os.environ,
+            "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+            "IPAAS_SECRET_KEY": TEST_KEY,
+            "IPAAS_DATA_DIR": str(tmp_path),
+            "IPAAS_TLS_CERT_FILE": str(tmp_path / "missing.pem"),
+            "IPAAS_TLS_KEY_FILE": str(tmp_path / "missing.key"),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "ipaas.cli", "serve", "--port", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1
+        assert "cannot load IPAAS_TLS_CERT_FILE and IPAAS_TLS_KEY_FILE" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not db.exists()  # nothing migrated, nothing served
 
 
 def test_what_serves_and_works_imports_no_alembic() -> None:

@@ -32,15 +32,25 @@ def _install_signals(stop: asyncio.Event) -> None:
 async def serve_app(app: Any, settings: Settings) -> None:
     """Serve an ASGI app on embedded granian until SIGTERM/SIGINT, then stop intake and let
     the app's lifespan shut down (which drains the workers)."""
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
+    tls: dict[str, Any] = {}
+    if settings.tls_cert_file is not None:
+        # TLS 1.2 too (granian's default is 1.3 only): webhook senders on older stacks
+        # still connect with 1.2, which Mozilla's "intermediate" profile keeps.
+        tls = {
+            "ssl_cert": settings.tls_cert_file,
+            "ssl_key": settings.tls_key_file,
+            "ssl_protocol_min": SSLProtocols.tls12,
+        }
     server = Server(
         app,
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,
+        **tls,
         http1_settings=HTTP1Settings(
             # The whole request head must arrive within this time (slow-loris guard); the
             # same limit ends idle keep-alive connections.
@@ -58,6 +68,24 @@ async def serve_app(app: Any, settings: Settings) -> None:
     if stopped in done:
         server.stop()  # type: ignore[no-untyped-call]
     await serving
+
+
+def check_tls(settings: Settings) -> None:
+    """Stop ``serve`` before anything starts when its certificate and key cannot be loaded
+    (a missing file, not PEM, a key that is not the certificate's), with what is wrong."""
+    if settings.tls_cert_file is None:
+        return
+    import ssl
+
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except OSError as exc:  # ssl.SSLError is one
+        msg = (
+            "ipaas serve: cannot load IPAAS_TLS_CERT_FILE and IPAAS_TLS_KEY_FILE "
+            f"({settings.tls_cert_file}, {settings.tls_key_file}): {exc}"
+        )
+        raise SystemExit(msg) from None
 
 
 async def _serve(settings: Settings, *, workers: bool, migrated: Callable[[], None]) -> None:
@@ -456,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(**overrides)
     match args.command:
         case "serve":
+            check_tls(settings)
             migrated = (lambda: None) if args.no_migrate else _start_migration(settings)
             _run(_serve(settings, workers=not args.no_workers, migrated=migrated))
         case "worker":

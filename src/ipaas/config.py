@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     #: the product hands out (webhook URLs, invite links, failure alerts' links) start with
     #: it. Unset: the scheme and ``Host`` each request arrived with (alerts: no links).
     public_url: str | None = None
+    #: ``ipaas serve`` speaks HTTPS itself (no proxy in front): the PEM files of the
+    #: certificate chain and of its private key, both or neither; TLS 1.2 and 1.3. Only the
+    #: API process reads them (``serve`` checks them before it starts).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     #: Reverse proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For`` are believed:
     #: addresses or CIDRs (``*``: any peer). Empty: the headers are ignored, whoever sends
     #: them. Believed, a request the proxy took over HTTPS is ``https`` here too: Secure
@@ -185,6 +190,13 @@ class Settings(BaseSettings):
                 msg = f"IPAAS_FORWARDED_ALLOW_IPS: {item!r} is not an address, a CIDR or *"
                 raise ValueError(msg) from None
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            msg = "IPAAS_TLS_CERT_FILE and IPAAS_TLS_KEY_FILE go together: set both or neither"
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:

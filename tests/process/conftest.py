@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -112,7 +113,6 @@ class ServerProcess:
         #: Extra ``ipaas serve`` arguments, e.g. ``("--no-workers", "--no-migrate")``.
         self.args = tuple(args)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.db_path = data_dir / "ipaas.db"
         self.env = {
             "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{self.db_path}",
@@ -123,6 +123,12 @@ class ServerProcess:
             "IPAAS_EGRESS_ALLOW": "127.0.0.1/32",
             **(env or {}),
         }
+        # Serving HTTPS itself (IPAAS_TLS_CERT_FILE): clients trust that (self-signed) cert.
+        cert = self.env.get("IPAAS_TLS_CERT_FILE")
+        self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=cert) if cert else True
+        )
         self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.stderr_path = data_dir / "stderr-0.log"
@@ -163,7 +169,8 @@ class ServerProcess:
                 msg = f"ipaas serve exited with {code} while starting:\n{self.stderr_text()}"
                 raise RuntimeError(msg)
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                ready = httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify)
+                if ready.status_code == 200:
                     return
             if time.monotonic() > deadline:
                 self.kill()
@@ -351,9 +358,9 @@ def run_ipaas(*args: str, env: Mapping[str, str], cwd: Path) -> None:
 class Api:
     """A synchronous client for the setup calls and the reads a test makes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, verify: ssl.SSLContext | bool = True) -> None:
         self.url = url
-        self.client = httpx.Client(base_url=url, timeout=10)
+        self.client = httpx.Client(base_url=url, timeout=10, verify=verify)
         self.headers: dict[str, str] = {}
 
     def close(self) -> None:
@@ -536,7 +543,7 @@ def api_for() -> Iterator[Callable[[ServerProcess], Api]]:
     clients: list[Api] = []
 
     def make(server: ServerProcess) -> Api:
-        api = Api(server.url).signup()
+        api = Api(server.url, verify=server.verify).signup()
         clients.append(api)
         return api
 

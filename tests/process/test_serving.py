@@ -1,18 +1,23 @@
 """Item 12: the server protects itself from slow and oversized clients, closes idle
-keep-alive connections, believes forwarded headers from trusted proxies only, and shuts down
-gracefully on SIGTERM (drain running executions for up to ``IPAAS_SHUTDOWN_GRACE_S``, leave
-the rest ``queued`` for the next start, exit 0)."""
+keep-alive connections, serves HTTPS itself when given a certificate, believes forwarded
+headers from trusted proxies only, and shuts down gracefully on SIGTERM (drain running
+executions for up to ``IPAAS_SHUTDOWN_GRACE_S``, leave the rest ``queued`` for the next
+start, exit 0)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.kit.certs import self_signed
 from tests.process.conftest import Api, ServerProcess, Standin, wait_for
 
 pytestmark = pytest.mark.process
@@ -157,6 +162,37 @@ def test_a_trusted_proxys_scheme_reaches_the_app(
     plain = api.get(f"/api/workflows/{made.json()['id']}")
     assert plain.json()["webhook_url"].startswith("http://127.0.0.1:")
     assert not any("Secure" in c for c in api.client.get("/login").headers.get_list("set-cookie"))
+
+
+def test_it_serves_https_itself(
+    tmp_path: Path,
+    make_server: Callable[..., ServerProcess],
+    api_for: Callable[[ServerProcess], Api],
+) -> None:
+    """``IPAAS_TLS_CERT_FILE`` / ``IPAAS_TLS_KEY_FILE``: HTTPS on the port, TLS 1.2 and 1.3,
+    the URLs handed out and the console's cookies as HTTPS ones; plain HTTP is not served."""
+    cert, key = self_signed(tmp_path)
+    server = make_server(IPAAS_TLS_CERT_FILE=str(cert), IPAAS_TLS_KEY_FILE=str(key)).start()
+    assert server.url.startswith("https://")
+    api = api_for(server)
+    steps = [{"id": "s", "type": "http_request", "config": {"url": "https://example.com/"}}]
+    made = api.post(
+        "/api/workflows", json={"name": "tls", "trigger": {"type": "webhook"}, "steps": steps}
+    )
+    assert made.status_code == 201, made.text
+    url = made.json()["webhook_url"]
+    assert url == f"https://127.0.0.1:{server.port}/api/webhooks/{made.json()['id']}"
+    cookies = api.client.get("/login").headers.get_list("set-cookie")
+    assert cookies
+    assert all("Secure" in c for c in cookies)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = ssl.create_default_context(cafile=str(cert))
+        context.minimum_version = context.maximum_version = version
+        with httpx.Client(verify=context) as sender:
+            fired = sender.post(url, json={"tls": version.name})
+        assert fired.status_code == 202, (version, fired.text)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2)
 
 
 def _wait_running(api: Api, workflow_id: str) -> str:
