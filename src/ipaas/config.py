@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     #: Reverse proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For`` are believed:
     #: addresses or CIDRs (``*``: any peer). Empty: the headers are ignored, whoever sends
-    #: them. Believed, a request the proxy took over HTTPS is ``https`` here too: Secure
-    #: console cookies, and ``https`` URLs where ``public_url`` is unset.
+    #: them. Believed, a request the proxy took over HTTPS is ``https`` here too (Secure
+    #: console cookies, ``https`` URLs where ``public_url`` is unset), and the access
+    #: lines' ``client`` is the address the proxy forwarded.
     forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Exceptions to the SSRF guard (kit/egress.py): CIDRs, addresses or host names that
     #: outbound steps may reach although they are not public. Empty: public addresses only.

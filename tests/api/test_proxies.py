@@ -3,6 +3,7 @@ scheme and client of trusted proxies (``IPAAS_FORWARDED_ALLOW_IPS``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -177,6 +178,29 @@ class TestForwardedHeaders:
             assert seen[-1]["client"] == (peer, 51000)
             workflow = await _workflow(client, _auth(await signup(client)), FORWARDED)
             assert workflow["webhook_url"].startswith("http://ipaas:8080/api/webhooks/")
+
+    @pytest.mark.parametrize(("trusted", "logged"), [(["10.0.0.0/24"], "203.0.113.7"), ([], PROXY)])
+    async def test_the_access_lines_name_the_client(
+        self,
+        settings: Settings,
+        capsys: pytest.CaptureFixture[str],
+        trusted: list[str],
+        logged: str,
+    ) -> None:
+        settings = settings.model_copy(
+            update={"forwarded_allow_ips": trusted, "log_format": "json", "log_level": "info"}
+        )
+        async with client_for(settings, peer=PROXY) as client:
+            workflow = await _workflow(client, _auth(await signup(client)))
+            capsys.readouterr()
+            await client.post(f"/api/webhooks/{workflow['id']}", json={}, headers=FORWARDED)
+            await client.get("/healthz", headers=FORWARDED)
+        out = capsys.readouterr().err.splitlines()
+        access = [e for e in map(json.loads, out) if e.get("event") == "request"]
+        assert [(e["path"], e["client"]) for e in access] == [
+            (f"/api/webhooks/{workflow['id']}", logged),
+            ("/healthz", logged),
+        ]
 
     def test_the_list_is_comma_separated(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("IPAAS_FORWARDED_ALLOW_IPS", "10.0.0.1, 172.16.0.0/12,*")

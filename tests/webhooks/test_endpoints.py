@@ -229,6 +229,7 @@ class TestFastPath:
             "method": "POST",
             "path": url,
             "status": 202,
+            "client": "127.0.0.1",  # the ASGI client's peer (tests/api/test_proxies.py)
             "duration_ms": access[0]["duration_ms"],
             "level": "info",
             "timestamp": access[0]["timestamp"],

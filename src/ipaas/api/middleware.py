@@ -74,13 +74,16 @@ def request_id(scope: Scope) -> str:
 
 
 def log_request(scope: Scope, status: int, started: float, **fields: Any) -> None:
-    """The access log line of one request (``fields``: what it made, e.g. an execution)."""
+    """The access log line of one request (``fields``: what it made, e.g. an execution).
+    ``client`` is the peer's address, or the one a trusted proxy forwarded."""
+    client = scope.get("client")
     _log.info(
         "request",
         method=scope["method"],
         path=scope["path"],
         status=status,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        client=client[0] if client else None,
         **fields,
     )
 
