@@ -129,6 +129,34 @@ class TestLineBuffer:
         BufferedLogger(LineBuffer(out, flush_s=0)).info("now")
         assert out.getvalue() == "now\n"
 
+    @pytest.mark.parametrize("failure", [BrokenPipeError(32, "Broken pipe"), "closed"])
+    def test_a_stream_that_fails_loses_lines_not_the_work(self, failure: object) -> None:
+        """Whatever reads the logs died (a broken pipe), or the stream was closed: a
+        warning, written at once, must not raise into the code that logged it."""
+
+        class Failing(io.StringIO):
+            broken = True
+
+            def write(self, text: str) -> int:
+                if self.broken:
+                    if failure == "closed":
+                        raise ValueError("I/O operation on closed file.")
+                    raise failure  # type: ignore[misc]
+                return super().write(text)
+
+        out = Failing()
+        buffer = LineBuffer(out, flush_s=60)
+        try:
+            logger = BufferedLogger(buffer)
+            logger.info("kept")
+            logger.warning("written at once")  # raised before
+            assert buffer.dropped == 2
+            out.broken = False  # the stream works again: later lines are written
+            logger.error("after")
+            assert out.getvalue() == "after\n"
+        finally:
+            buffer.close()
+
     def test_kept_lines_are_written_when_the_process_exits(self) -> None:
         script = (
             "from ipaas.config import Settings\n"

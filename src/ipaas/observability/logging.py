@@ -91,6 +91,8 @@ class LineBuffer:
         self._lock = threading.Lock()  # guards _kept and _size
         self._write_lock = threading.Lock()  # one batch at a time, in order
         self._closed = threading.Event()
+        #: Lines lost to a stream that failed (``flush``).
+        self.dropped = 0
         if flush_s > 0:
             thread = threading.Thread(target=self._flush_every, name="ipaas-log-flush")
             thread.daemon = True
@@ -114,12 +116,19 @@ class LineBuffer:
         return len(text)
 
     def flush(self) -> None:
+        """Write what is kept. A stream that fails (closed, or a broken pipe: whatever read
+        the logs has died) loses those lines, as the standard library's handlers do
+        (``Handler.handleError``): a log call never fails the work that made it, a
+        webhook's intake or an execution's finish."""
         with self._write_lock:
             with self._lock:
                 kept, self._kept, self._size = self._kept, [], 0
             if kept:
-                self._file.write("".join(kept))
-                self._file.flush()
+                try:
+                    self._file.write("".join(kept))
+                    self._file.flush()
+                except (OSError, ValueError):  # ValueError: "I/O operation on closed file"
+                    self.dropped += len(kept)
 
     def close(self) -> None:
         """Write what is kept and stop the background thread."""
@@ -128,8 +137,7 @@ class LineBuffer:
 
     def _flush_every(self) -> None:
         while not self._closed.wait(self._flush_s):
-            # A closed or broken stream: try again at the next tick.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # nothing may end this thread
                 self.flush()
 
 
