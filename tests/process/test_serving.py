@@ -7,8 +7,10 @@ start, exit 0)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -193,6 +195,45 @@ def test_it_serves_https_itself(
         assert fired.status_code == 202, (version, fired.text)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2)
+
+
+def test_a_dead_log_reader_does_not_stop_the_server(tmp_path: Path, standin: Standin) -> None:
+    """stderr is a pipe whose reader died (a log shipper that crashed): every log write
+    fails with EPIPE. Lines are lost; requests and deliveries are not. ``IPAAS_LOG_FLUSH_S=0``
+    writes each line at once, in the request that logs it."""
+    server = ServerProcess(tmp_path, env={"IPAAS_LOG_FLUSH_S": "0"})
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IPAAS_")}
+    environ.update(server.env)
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: every write to the pipe is EPIPE
+    try:
+        server.process = subprocess.Popen(
+            server._argv(),
+            cwd=tmp_path,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=write,
+            stderr=write,
+        )
+    finally:
+        os.close(write)
+    try:
+        server._wait_ready()
+        api = Api(server.url).signup()
+        workflow_id = api.slack_workflow(standin.slack_hook(), "piped {{ trigger.body.n }}")
+        for n in range(20):
+            fired = api.post(f"/api/webhooks/{workflow_id}", json={"n": n})
+            assert fired.status_code == 202, fired.text
+        wait_for(
+            lambda: standin.stats()["slack_messages"],
+            until=lambda sent: sent == 20,
+            timeout_s=15,
+            what="every delivery with the log pipe broken",
+        )
+        assert api.get("/healthz").status_code == 200
+        api.close()
+    finally:
+        server.kill()
 
 
 def _wait_running(api: Api, workflow_id: str) -> str:
