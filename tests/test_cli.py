@@ -180,6 +180,25 @@ def test_a_failed_migration_stops_serve_with_the_cause(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+def _serve_until_it_exits(
+    data_dir: Path, db: Path, port: int, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``ipaas serve`` on ``db``, for a start that must fail: what it printed, and its code."""
+    return subprocess.run(
+        [sys.executable, "-m", "ipaas.cli", "serve", "--port", str(port)],
+        env={
+            **os.environ,
+            "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+            "IPAAS_SECRET_KEY": TEST_KEY,
+            "IPAAS_DATA_DIR": str(data_dir),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_serve_stops_on_a_failed_migration_without_listening(tmp_path: Path) -> None:
     """``ipaas serve`` builds its app while the child migrates: a failed migration still
     stops it before it listens, with the cause."""
@@ -187,19 +206,7 @@ def test_serve_stops_on_a_failed_migration_without_listening(tmp_path: Path) -> 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{missing}",
-        "IPAAS_SECRET_KEY": TEST_KEY,
-        "IPAAS_DATA_DIR": str(tmp_path),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "ipaas.cli", "serve", "--port", str(port)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _serve_until_it_exits(tmp_path, missing, port)
     assert result.returncode == 1
     assert "unable to open database file" in result.stderr
     assert "the schema migration failed (exit status 1); nothing was served" in result.stderr
@@ -234,20 +241,12 @@ class TestTls:
 
     def test_serve_exits_before_it_migrates(self, tmp_path: Path) -> None:
         db = tmp_path / "ipaas.db"
-        env = {
-            **os.environ,
-            "IPAAS_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-            "IPAAS_SECRET_KEY": TEST_KEY,
-            "IPAAS_DATA_DIR": str(tmp_path),
-            "IPAAS_TLS_CERT_FILE": str(tmp_path / "missing.pem"),
-            "IPAAS_TLS_KEY_FILE": str(tmp_path / "missing.key"),
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "ipaas.cli", "serve", "--port", "1"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = _serve_until_it_exits(
+            tmp_path,
+            db,
+            port=1,
+            IPAAS_TLS_CERT_FILE=str(tmp_path / "missing.pem"),
+            IPAAS_TLS_KEY_FILE=str(tmp_path / "missing.key"),
         )
         assert result.returncode == 1
         assert "cannot load IPAAS_TLS_CERT_FILE and IPAAS_TLS_KEY_FILE" in result.stderr
