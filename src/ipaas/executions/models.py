@@ -63,7 +63,8 @@ class TriggerData(BaseModel):
     method: str = "POST"
     body: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
-    query: dict[str, str] = Field(default_factory=dict)
+    #: A name given more than once: the list of its values (``webhooks/fields.py``).
+    query: dict[str, str | list[str]] = Field(default_factory=dict)
     content_type: str | None = None
 
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 from ipaas.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from ipaas.kit import jsontext
+from ipaas.webhooks.fields import grouped
 
 #: zlib's ``wbits`` for each coding undone: gzip's header and trailer, zlib's (RFC 1950,
 #: HTTP's "deflate"), and raw deflate, which some senders send as "deflate" all the same.
@@ -85,7 +86,8 @@ def _inflate_members(body: bytes, coding: str, bits: int, limit: int) -> bytes:
 
 
 def parse_body(body: bytes, content_type: str | None) -> object:
-    """JSON and form bodies become objects; anything else is kept as text. A declared
+    """JSON and form bodies become objects (a form field sent more than once: the list
+    of its values, ``webhooks/fields.py``); anything else is kept as text. A declared
     ``charset`` is honoured (JSON is UTF-8 by RFC 8259, whose leading BOM is skipped);
     bytes that are not valid in it are refused."""
     media, charset = _media_type(content_type)
@@ -104,7 +106,9 @@ def parse_body(body: bytes, content_type: str | None) -> object:
         charset = charset or "utf-8"
         try:
             text = body.decode(charset)
-            return dict(parse_qsl(text, keep_blank_values=True, encoding=charset, errors="strict"))
+            return grouped(
+                parse_qsl(text, keep_blank_values=True, encoding=charset, errors="strict")
+            )
         except UnicodeDecodeError as exc:
             raise ValidationFailed(
                 f"Form body is not valid {charset}; declare its charset in Content-Type",

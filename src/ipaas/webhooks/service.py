@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
 import structlog
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.queue import JobQueue
@@ -21,6 +21,7 @@ from ipaas.observability import tracing
 from ipaas.stores.base import Store
 from ipaas.webhooks.bodies import decode_content, parse_body
 from ipaas.webhooks.cache import IntakeWorkflow
+from ipaas.webhooks.fields import header_values, query_values
 from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
 from ipaas.webhooks.ratelimit import rate_for
@@ -29,8 +30,6 @@ from ipaas.workflows.models import TriggerType, WebhookOptions
 
 _log = structlog.get_logger(__name__)
 
-#: Headers that describe the transport, not the event: not worth storing per execution.
-_HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 _RETRY_AFTER_S = "5"
 
 
@@ -42,16 +41,16 @@ def trigger_data(
     *,
     body: bytes,
     content_type: str | None,
-    headers: Mapping[str, str],
-    query: Mapping[str, str],
+    headers: Headers,
+    query_string: bytes,
     method: str = "POST",
 ) -> TriggerData:
     return TriggerData(
         type="webhook",
         method=method,
         body=parse_body(body, content_type),
-        headers=mask_headers({k: v for k, v in headers.items() if k not in _HOP_HEADERS}),
-        query=dict(query),
+        headers=mask_headers(header_values(headers.items())),
+        query=query_values(query_string),
         content_type=content_type,
     )
 
@@ -71,13 +70,15 @@ async def accept(
     workflow_id: str,
     body: bytes,
     content_type: str | None,
-    headers: Mapping[str, str],
-    query: Mapping[str, str],
+    headers: Headers,
+    query_string: bytes,
 ) -> Accepted:
     """Verify, rate-limit and deduplicate a webhook, then persist it as a queued execution
     and offer it to the workers. Every refusal raises before anything is written.
 
-    ``headers`` must look names up case-insensitively (Starlette's ``Headers`` do)."""
+    ``headers`` are the request's, every line of them (Starlette's ``Headers``, which look
+    names up case-insensitively); ``query_string`` is the raw one (``trigger.query``:
+    ``webhooks/fields.py``)."""
     target = await intake.workflows.get(workflow_id, partial(_load_workflow, store))
     if target is None:
         raise WorkflowNotFound("Workflow not found or inactive")
@@ -98,7 +99,9 @@ async def accept(
         # The bytes as the sender wrote and signed them: before parsing, after gzip.
         verify(options.auth, secrets, body, headers)
     await _check_limits(store, intake, workflow.tenant_id)
-    trigger = trigger_data(body=body, content_type=content_type, headers=headers, query=query)
+    trigger = trigger_data(
+        body=body, content_type=content_type, headers=headers, query_string=query_string
+    )
     key = dedup_key(options.idempotency, headers, trigger.body)
     with tracing.span("enqueue") as span:
         execution, first_id = await _start(
