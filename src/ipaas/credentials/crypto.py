@@ -11,6 +11,15 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 PLAIN_CACHE_SIZE = 1024
 
 
+class UndecryptableSecret(ValueError):
+    """No key of ``IPAAS_SECRET_KEY`` decrypts the ciphertext: it was encrypted under another
+    key (a process started with a different key, a development key file left behind, an
+    old key removed before ``ipaas secrets rotate``)."""
+
+    def __init__(self) -> None:
+        super().__init__("credential cannot be decrypted with the configured IPAAS_SECRET_KEY")
+
+
 class CredentialCipher:
     """Encrypts with the first key; decrypts with any (``IPAAS_SECRET_KEY=new,old`` rotates)."""
 
@@ -31,7 +40,7 @@ class CredentialCipher:
 
     def rotate(self, ciphertext: str) -> str | None:
         """``ciphertext`` encrypted again under the first key, or ``None`` when it already
-        is; ``ValueError`` when no configured key decrypts it."""
+        is; ``UndecryptableSecret`` when no configured key decrypts it."""
         token = ciphertext.encode()
         try:
             self._first.decrypt(token)
@@ -42,8 +51,7 @@ class CredentialCipher:
         try:
             return self._fernet.rotate(token).decode()
         except InvalidToken as exc:
-            msg = "credential cannot be decrypted with the configured IPAAS_SECRET_KEY"
-            raise ValueError(msg) from exc
+            raise UndecryptableSecret from exc
 
     def decrypt(self, ciphertext: str) -> dict[str, Any]:
         # Every execution of a workflow decrypts the same ciphertext; remembering the plain
@@ -55,8 +63,7 @@ class CredentialCipher:
         try:
             value = json.loads(self._fernet.decrypt(ciphertext.encode()))
         except InvalidToken as exc:
-            msg = "credential cannot be decrypted with the configured IPAAS_SECRET_KEY"
-            raise ValueError(msg) from exc
+            raise UndecryptableSecret from exc
         if not isinstance(value, dict):
             msg = "credential secret is not an object"
             raise ValueError(msg)

@@ -6,9 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
-from ipaas.credentials.crypto import CredentialCipher
+from ipaas.credentials.crypto import CredentialCipher, UndecryptableSecret
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate, CredentialUpdate
 from ipaas.errors import Conflict, NotFound, ValidationFailed
@@ -16,6 +17,8 @@ from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import Store
 from ipaas.workflows.models import named
+
+_log = structlog.get_logger(__name__)
 
 
 class CredentialNotFound(NotFound):
@@ -117,12 +120,37 @@ async def delete(store: Store, *, tenant_id: str, credential_id: str) -> None:
         raise CredentialNotFound("Credential not found")
 
 
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """What ``load_secrets`` found: decrypted secrets by credential id, and the ids of
+    those no key of ``IPAAS_SECRET_KEY`` decrypts (a step using one fails saying so)."""
+
+    by_id: dict[str, dict[str, Any]]
+    unreadable: frozenset[str] = frozenset()
+
+
 async def load_secrets(
     store: Store, cipher: CredentialCipher, *, tenant_id: str, credential_ids: Sequence[str]
-) -> dict[str, tuple[Credential, dict[str, Any]]]:
-    """Decrypted secrets of the tenant's credentials among ``credential_ids`` (engine only)."""
+) -> Secrets:
+    """Decrypted secrets of the tenant's credentials among ``credential_ids`` (engine only).
+    A credential that does not exist is left out; one that cannot be decrypted is named in
+    ``unreadable`` and logged, with its id and the tenant's, never its ciphertext."""
     found = await store.get_credentials(tenant_id, credential_ids)
-    return {cid: (cred, cipher.decrypt(cred.secret_ciphertext)) for cid, cred in found.items()}
+    by_id: dict[str, dict[str, Any]] = {}
+    unreadable: list[str] = []
+    for cid, cred in found.items():
+        try:
+            by_id[cid] = cipher.decrypt(cred.secret_ciphertext)
+        except UndecryptableSecret:
+            unreadable.append(cid)
+    if unreadable:
+        _log.error(
+            "credential_undecryptable",
+            tenant_id=tenant_id,
+            credential_ids=unreadable,
+            hint="IPAAS_SECRET_KEY differs from the key they were encrypted under",
+        )
+    return Secrets(by_id, frozenset(unreadable))
 
 
 @dataclass(slots=True)
@@ -148,7 +176,7 @@ async def rotate_secrets(store: Store, cipher: CredentialCipher) -> Rotation:
         for credential in await store.list_credentials(tenant_id):
             try:
                 new = cipher.rotate(credential.secret_ciphertext)
-            except ValueError:
+            except UndecryptableSecret:
                 report.undecryptable.append(credential.id)
                 continue
             if new is None:

@@ -49,6 +49,8 @@ OUTAGE_RETRY_MAX_S = 2.0
 #: How long a worker reuses the decrypted secrets of a set of credentials.
 SECRETS_TTL_S = 2.0
 
+_NO_SECRETS = credential_service.Secrets({})
+
 #: Workflow versions are immutable, so a process may keep the ones it ran.
 DEFINITION_CACHE_SIZE = 1024
 
@@ -82,7 +84,7 @@ class Executor:
         #: secrets of a step set briefly instead of reading them per execution. A replaced
         #: secret or a deleted credential stays in use here for at most the TTL.
         #: Keyed by tenant, credential ids and ``Runtime.credential_changes``.
-        self._secrets: TtlCache[tuple[str, tuple[str, ...], int], dict[str, dict[str, Any]]] = (
+        self._secrets: TtlCache[tuple[str, tuple[str, ...], int], credential_service.Secrets] = (
             TtlCache(SECRETS_TTL_S)
         )
         #: Executions whose outcome is decided and being written (finish, or defer to a
@@ -273,15 +275,14 @@ class Executor:
 
     async def _load_secrets(
         self, key: tuple[str, tuple[str, ...], int]
-    ) -> dict[str, dict[str, Any]]:
+    ) -> credential_service.Secrets:
         tenant_id, credential_ids, _ = key
-        loaded = await credential_service.load_secrets(
+        return await credential_service.load_secrets(
             self.runtime.store,
             self.runtime.cipher,
             tenant_id=tenant_id,
             credential_ids=credential_ids,
         )
-        return {cid: secret for cid, (_, secret) in loaded.items()}
 
     async def _prepare(self, execution: Execution) -> StepsRun | None:
         store = self.runtime.store
@@ -306,7 +307,7 @@ class Executor:
                 ):
                     made[s.step_id] += 1
         credential_ids = sorted({s.credential_id for s in definition.steps if s.credential_id})
-        secrets: dict[str, dict[str, Any]] = {}
+        secrets = _NO_SECRETS
         if credential_ids:
             key = (execution.tenant_id, tuple(credential_ids), self.runtime.credential_changes)
             secrets = await self._secrets.get(key, self._load_secrets)
@@ -316,7 +317,8 @@ class Executor:
             execution_id=execution.id,
             definition=definition,
             trigger=execution.trigger,
-            secrets=secrets,
+            secrets=secrets.by_id,
+            unreadable=secrets.unreadable,
             http=self.runtime.http,
             endpoints=self.runtime.endpoints,
             done=done,

@@ -65,6 +65,8 @@ class StepsRun:
     #: Renders step configs: the render timeout, each tenant's share of render time.
     templates: TemplateRenderer = field(default_factory=TemplateRenderer)
     stop_reason: Callable[[], StopReason | None] = lambda: None
+    #: Credentials that exist but no key of ``IPAAS_SECRET_KEY`` decrypts.
+    unreadable: frozenset[str] = frozenset()
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -99,14 +101,27 @@ def describe_request(request: httpx.Request, redactor: Redactor) -> dict[str, An
     }
 
 
-def _step_secret(step: Step, secrets: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+#: The step's credential exists, but this process cannot decrypt it.
+CREDENTIAL_UNREADABLE = "credential_unreadable"
+
+
+def _step_secret(step: Step, run: StepsRun) -> dict[str, Any] | None:
     if step.credential_id is None:
         return None
-    secret = secrets.get(step.credential_id)
-    if secret is None:
-        msg = f"credential {step.credential_id} not found"
-        raise ConnectorError(msg, retryable=False)
-    return secret
+    secret = run.secrets.get(step.credential_id)
+    if secret is not None:
+        return secret
+    if step.credential_id in run.unreadable:
+        # The operator's to fix (the key), not the user's; retried like a network error,
+        # so executions recover on their own if the right key is back within the retries
+        # (a scaled-out worker with the wrong key hands them to the others that way too).
+        msg = (
+            f"credential {step.credential_id} cannot be decrypted with this server's "
+            "IPAAS_SECRET_KEY (it was encrypted under another key)"
+        )
+        raise ConnectorError(msg, retryable=True, code=CREDENTIAL_UNREADABLE)
+    msg = f"credential {step.credential_id} not found"
+    raise ConnectorError(msg, retryable=False)
 
 
 async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
@@ -140,7 +155,7 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             params = connector.Params.model_validate(rendered)
             ctx = StepContext(
                 http=run.http,
-                secret=_step_secret(step, run.secrets),
+                secret=_step_secret(step, run),
                 endpoints=run.endpoints,
                 tenant_id=run.tenant_id,
                 execution_id=run.execution_id,

@@ -10,6 +10,7 @@ import structlog
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 
+from ipaas.credentials.crypto import UndecryptableSecret
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.queue import JobQueue
 from ipaas.errors import NotFound, ServiceUnavailable
@@ -139,7 +140,22 @@ async def _load_secrets(store: Store, intake: Intake, key: tuple[str, str]) -> t
     credential = await store.get_credential(tenant_id, credential_id)
     if credential is None or credential.type is not CredentialType.webhook_secret:
         return ()
-    secret = intake.cipher.decrypt(credential.secret_ciphertext)
+    try:
+        secret = intake.cipher.decrypt(credential.secret_ciphertext)
+    except UndecryptableSecret as exc:
+        # The server's key is wrong, not the sender's request: they retry later (the
+        # operator's fix, a restart with the right key, then lets the webhook in).
+        _log.error(
+            "credential_undecryptable",
+            tenant_id=tenant_id,
+            credential_ids=[credential_id],
+            hint="IPAAS_SECRET_KEY differs from the key it was encrypted under",
+        )
+        raise ServiceUnavailable(
+            "This workflow's signing secret cannot be read; retry later",
+            code="signing_secret_unreadable",
+            headers={"Retry-After": _RETRY_AFTER_S},
+        ) from exc
     return tuple(s for s in (secret.get("secret"), secret.get("previous_secret")) if s)
 
 
