@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from ipaas.credentials.models import CredentialType
-from ipaas.kit.http import check_header_lines
+from ipaas.kit.http import check_header_lines, check_header_token
 
 WHSEC_PREFIX = "whsec_"
 
@@ -27,6 +27,8 @@ class _Secret(BaseModel):
 class SlackSecret(_Secret):
     webhook_url: AnyHttpUrl | None = None
     bot_token: str | None = Field(default=None, min_length=8)
+
+    _header_token = field_validator("bot_token")(check_header_token)
 
     @model_validator(mode="after")
     def _one_of(self) -> SlackSecret:
@@ -55,6 +57,8 @@ class HttpSecret(_Secret):
     headers: dict[str, str] | None = None
     bearer_token: str | None = None
     basic: BasicAuth | None = None
+
+    _header_token = field_validator("bearer_token")(check_header_token)
 
     @field_validator("headers")
     @classmethod

@@ -236,7 +236,7 @@ class HttpClient:
         building a request in a profile of make bench."""
         merged = httpx.Headers(self._client.headers)
         if headers:
-            merged.update(headers)
+            merged.update(headers if isinstance(headers, httpx.Headers) else ascii_headers(headers))
         return httpx.Request(
             method,
             _parsed_url(url),
@@ -253,15 +253,44 @@ class HttpClient:
 #: client refuses to send one; validating it up front makes a dry run in simulate mode say
 #: so as a real run would, and a credential refuse it when stored.
 _LINE_BREAKS = re.compile(r"[\r\n\x00]")
+_PERCENT_ENCODE = "percent-encode other characters (the urlencode filter)"
 
 
 def check_header_lines(headers: dict[str, str] | None) -> dict[str, str] | None:
-    """``headers``, or ``ValueError`` naming the first with a line break or NUL in it."""
+    """``headers``, or ``ValueError`` naming the first that cannot be sent: one with a line
+    break or NUL, or with a character that is not ASCII (httpx sends header names and
+    values as ASCII; before this check, such a value failed each call with "'ascii' codec
+    can't encode character")."""
     for name, value in (headers or {}).items():
         if _LINE_BREAKS.search(name) or _LINE_BREAKS.search(value):
             msg = f"header {name.strip()!r} contains a line break or NUL"
             raise ValueError(msg)
+        if not (name.isascii() and value.isascii()):
+            msg = f"header {name.strip()!r} is not ASCII text; {_PERCENT_ENCODE}"
+            raise ValueError(msg)
     return headers
+
+
+def ascii_headers(headers: Mapping[str, str] | None) -> httpx.Headers:
+    """``headers`` as httpx sends them, or ``ValueError`` naming the first that is not
+    ASCII (one from a credential stored before ``check_header_lines`` refused it). Not
+    chained to the codec's error, which holds the whole value: it may be a secret."""
+    try:
+        return httpx.Headers(headers)
+    except UnicodeEncodeError:
+        pass
+    name = next(n for n, v in (headers or {}).items() if not (n.isascii() and v.isascii()))
+    msg = f"header {name!r} is not ASCII text"
+    raise ValueError(msg)
+
+
+def check_header_token(value: str | None) -> str | None:
+    """A token sent in a header (``Authorization: Bearer ...``): one line of ASCII text.
+    The message does not repeat the token."""
+    if value is not None and (_LINE_BREAKS.search(value) or not value.isascii()):
+        msg = "must be one line of ASCII text"
+        raise ValueError(msg)
+    return value
 
 
 async def _read_whole(response: httpx.Response, request: httpx.Request) -> httpx.Response:

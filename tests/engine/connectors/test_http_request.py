@@ -83,6 +83,12 @@ class TestParams:
             ),
             ({"url": "https://x.example", "headers": {"X-A\n": "ok"}}, "contains a line break"),
             ({"url": "https://x.example", "headers": {"X-A": "a\x00b"}}, "or NUL"),
+            # httpx sends headers as ASCII: refused here with a hint, not a codec error per call.
+            (
+                {"url": "https://x.example", "headers": {"X-A": "café ☃"}},
+                r"header 'X-A' is not ASCII text; percent-encode other characters",
+            ),
+            ({"url": "https://x.example", "headers": {"X-Ä": "a"}}, "header 'X-Ä' is not ASCII"),
         ],
     )
     def test_invalid(self, config: dict[str, Any], message: str) -> None:
@@ -124,6 +130,17 @@ class TestBuild:
         assert request.headers["accept"] == "application/json"
         assert request.headers["content-type"] == "application/json"
         assert json.loads(request.content) == {"id": 42, "note": "café"}
+
+    def test_a_stored_header_that_is_not_ascii_fails_naming_it(
+        self, http_client: HttpClient
+    ) -> None:
+        # A credential stored before its headers were checked: the step fails naming the
+        # header, without its value (the codec's own error holds the whole value).
+        secret = {"headers": {"X-Key": "SENTINEL-clé"}}
+        with pytest.raises(ValueError, match=r"^header 'X-Key' is not ASCII text$") as caught:
+            connector.build(make_ctx(http_client, secret), params(url="https://x.example"))
+        assert caught.value.__cause__ is None
+        assert caught.value.__context__ is None
 
     def test_basic_auth_and_form(self, http_client: HttpClient) -> None:
         secret = {"basic": {"username": "ada", "password": "s3cret:x"}}

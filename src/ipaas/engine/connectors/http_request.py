@@ -24,7 +24,7 @@ from ipaas.engine.connectors.base import (
     retry_after,
     secret_value,
 )
-from ipaas.kit.http import check_header_lines
+from ipaas.kit.http import ascii_headers, check_header_lines
 from ipaas.kit.secrets import basic_token
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -156,7 +156,7 @@ class HttpRequest(Connector):
         check_http_url(url)
 
         # Step headers win over the credential's defaults, so one call can override them.
-        headers = httpx.Headers(secret.get("headers") or {})
+        headers = ascii_headers(secret.get("headers"))
         authorization = _auth_header(secret)
         if authorization is not None:
             headers["authorization"] = authorization
