@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -369,6 +369,31 @@ class TestScheduleOnce:
         created = await schedule_once(store, queue, now=utc(7, 5))
         assert [ex.id for ex in await executions(store, tenant, fine.id)] == created
         assert await executions(store, tenant, broken.id) == []
+
+    async def test_a_stored_schedule_that_never_fires_does_not_stop_the_others(
+        self, store: MemoryStore, queue: JobQueue, logs: list[MutableMapping[str, Any]]
+    ) -> None:
+        # February 30, stored before the API refused it: croniter cannot find its tick.
+        # Before, that error ended every pass, so no tenant's schedule fired any more.
+        tenant = await new_tenant(store)
+        broken = await new_schedule(store, tenant)
+        broken.trigger = Trigger.model_validate({"type": "schedule", "cron": "0 0 30 2 *"})
+        assert await store.update_workflow(broken, new_version=False)
+        other_tenant = await new_tenant(store)
+        fine = await new_schedule(store, other_tenant)
+        memo = Memo()
+        created = await schedule_once(store, queue, now=utc(7, 5), memo=memo)
+        assert [ex.id for ex in await executions(store, other_tenant, fine.id)] == created
+        assert len(created) == 1
+        warned = [line for line in logs if line["event"] == "schedule_invalid"]
+        assert [(w["workflow_id"], w["tenant_id"]) for w in warned] == [(broken.id, tenant)]
+        assert warned[0]["exc_info"] is True  # the traceback says what failed
+        # Left alone (and not warned about) for an hour; the others go on every minute.
+        created = await schedule_once(store, queue, now=utc(7, 10), memo=memo)
+        assert len(created) == 1
+        assert len([line for line in logs if line["event"] == "schedule_invalid"]) == 1
+        await schedule_once(store, queue, now=utc(8, 6), memo=memo)
+        assert len([line for line in logs if line["event"] == "schedule_invalid"]) == 2
 
 
 async def _every_minute(store: Store, queue: JobQueue, start: datetime, end: datetime) -> list[str]:

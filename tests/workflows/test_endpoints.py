@@ -499,6 +499,10 @@ class TestScheduleTrigger:
             ({"type": "schedule", "cron": 5}, "cron"),
             ({"type": "schedule", "cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone"),
             ({"type": "schedule", "cron": "* * * * *", "timezone": "../../etc/passwd"}, "timezone"),
+            # Valid cron that never fires: before, it was saved, and croniter's failure to
+            # find its tick stopped the scheduler's passes for every tenant.
+            ({"type": "schedule", "cron": "0 0 30 2 *"}, "cron"),
+            ({"type": "schedule", "cron": "0 0 31 4,6,9,11 *"}, "cron"),
         ],
     )
     async def test_bad_cron_or_timezone_is_422_naming_the_field(
@@ -515,6 +519,32 @@ class TestScheduleTrigger:
         assert [d["loc"] for d in error["details"]] == [["body", "trigger", field]]
         assert f"trigger.{field}" in error["message"]
         assert (await client.get("/api/workflows", headers=auth)).json() == []
+
+    @pytest.mark.parametrize(
+        "cron",
+        [
+            "0 0 29 2 *",  # every leap year
+            "0 0 30 2 1",  # day 30 or Monday, as cron reads both: every Monday in February
+            "0 0 31 * *",  # the months that have one
+        ],
+    )
+    async def test_rare_but_real_days_are_saved(
+        self, client: httpx.AsyncClient, auth: dict[str, str], cron: str
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        trigger = {"type": "schedule", "cron": cron}
+        response = await client.post("/api/workflows", json=scheduled(cid, trigger), headers=auth)
+        assert response.status_code == 201, response.text
+
+    async def test_a_cron_that_never_fires_says_why(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        trigger = {"type": "schedule", "cron": "0 9 30 2 *"}
+        response = await client.post("/api/workflows", json=scheduled(cid, trigger), headers=auth)
+        (detail,) = response.json()["error"]["details"]
+        assert "never fires" in detail["msg"]
+        assert "February 30" in detail["msg"]
 
     async def test_put_and_patch_check_the_schedule_too(
         self, client: httpx.AsyncClient, auth: dict[str, str]

@@ -13,8 +13,10 @@ Policy (docs/architecture.md, "Schedules"):
 * A tick earlier than the workflow's ``updated_at`` is skipped: a workflow never runs a tick
   from before it existed or was last changed (created, edited, re-activated), so turning a
   paused workflow back on does not fire a stale tick at once.
-* A stored schedule that no longer validates (a zone dropped from tzdata) is logged and
-  skipped; the other workflows still run.
+* A stored schedule that no longer validates (a zone dropped from tzdata) or fails to give a
+  tick (``0 0 30 2 *``, February 30, saved before the API refused it) is logged and skipped,
+  again an hour later; the other workflows still run. Before, a schedule croniter could not
+  tick stopped every pass, and so every tenant's schedules.
 * Daylight saving time, as cron itself (cronie, Vixie cron) does it: a wall-clock time the
   clocks skip in spring fires at the first valid time after it; one they repeat in autumn
   fires once for a schedule at fixed times (neither its minute nor its hour field is a
@@ -30,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from croniter import croniter  # type: ignore[import-untyped]
-from pydantic import ValidationError
 
 from ipaas.engine.queue import JobQueue
 from ipaas.executions.models import TriggerData
@@ -55,6 +56,9 @@ SCHEDULER_INTERVAL_S = 1.0
 #: ``get_prev`` returns the tick strictly before its start, so start just after ``now`` to
 #: include a tick that falls exactly on ``now`` (datetimes have microsecond resolution).
 _JUST_AFTER = timedelta(microseconds=1)
+#: How long a pass leaves a stored schedule that fails alone (and its warning) unless the
+#: workflow changes.
+INVALID_QUIET = timedelta(hours=1)
 
 
 #: The aliases whose ticks are at fixed times of the day (``@hourly`` is ``0 * * * *``).
@@ -158,8 +162,15 @@ async def schedule_once(
             tick = due_tick(workflow, now)
             if memo is not None:
                 memo.quiet_until[workflow.id] = (workflow.updated_at, next_tick(workflow, now))
-        except ValidationError:
-            _log.warning("schedule_invalid", workflow_id=workflow.id, exc_info=True)
+        except Exception:  # one tenant's schedule must not stop the others' (a bug too)
+            _log.warning(
+                "schedule_invalid",
+                workflow_id=workflow.id,
+                tenant_id=workflow.tenant_id,
+                exc_info=True,
+            )
+            if memo is not None:  # said again in an hour, or once the workflow changes
+                memo.quiet_until[workflow.id] = (workflow.updated_at, now + INVALID_QUIET)
             continue
         if tick is None:
             continue
