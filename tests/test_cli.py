@@ -16,7 +16,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from limits.aio.storage import MemoryStorage
 
-from ipaas.cli import check_tls, main
+from ipaas.cli import check_port, check_tls, main
 from ipaas.config import Settings
 from ipaas.errors import Unauthorized
 from ipaas.stores import create_store
@@ -211,6 +211,41 @@ def test_serve_stops_on_a_failed_migration_without_listening(tmp_path: Path) -> 
     assert "unable to open database file" in result.stderr
     assert "the schema migration failed (exit status 1); nothing was served" in result.stderr
     assert "worker_started" not in result.stdout + result.stderr  # the lifespan never ran
+
+
+class TestPortTaken:
+    """``ipaas serve`` on a port another server holds. granian listens with ``SO_REUSEPORT``,
+    so a second ``ipaas serve`` was let in beside the first and took part of its
+    connections, answering them from its own database; on a port held without it, the
+    start ended in a Rust backtrace after the migration."""
+
+    @pytest.mark.parametrize("reuse_port", [True, False], ids=["granian-like", "plain"])
+    def test_serve_exits_before_it_migrates(self, tmp_path: Path, reuse_port: bool) -> None:
+        with socket.socket() as taken:
+            if reuse_port:
+                taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = _serve_until_it_exits(tmp_path, tmp_path / "ipaas.db", port)
+        assert result.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "ipaas.db").exists()  # nothing migrated
+
+    def test_a_port_a_server_just_left_is_free(self) -> None:
+        # The closed connections of a server that just stopped (TIME_WAIT on its port) do
+        # not keep its restart out. Its listener had SO_REUSEADDR, as granian's has.
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                accepted, _ = listener.accept()
+                accepted.close()  # the server's side closes first: TIME_WAIT on its port
+                client.recv(1)
+        check_port(Settings(host="127.0.0.1", port=port))  # nothing raised
 
 
 class TestTls:

@@ -67,7 +67,12 @@ async def serve_app(app: Any, settings: Settings) -> None:
     done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if stopped in done:
         server.stop()  # type: ignore[no-untyped-call]
-    await serving
+    try:
+        await serving
+    except RuntimeError as exc:  # granian's bind (taken since ``check_port``): a Rust error
+        if "in use" not in str(exc):
+            raise
+        raise SystemExit(_cannot_listen(settings, str(exc))) from None
 
 
 def check_tls(settings: Settings) -> None:
@@ -86,6 +91,36 @@ def check_tls(settings: Settings) -> None:
             f"({settings.tls_cert_file}, {settings.tls_key_file}): {exc}"
         )
         raise SystemExit(msg) from None
+
+
+def check_port(settings: Settings) -> None:
+    """Stop ``serve`` before anything starts when its address is taken, by any process.
+
+    granian binds one listener per worker with ``SO_REUSEPORT``, so a second ``ipaas serve``
+    on a port the first holds was let in beside it: the kernel then handed each server part
+    of the connections, each answering from its own database. A probe without
+    ``SO_REUSEPORT`` is refused while anything listens there (``SO_REUSEADDR`` lets it past
+    the closed connections of a server that just stopped). Two servers started at the same
+    instant can still both pass; the check is for the usual mistake, one started while the
+    other runs."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise SystemExit(_cannot_listen(settings, exc.strerror or str(exc))) from None
+
+
+def _cannot_listen(settings: Settings, why: str) -> str:
+    return (
+        f"ipaas serve: cannot listen on {settings.host}:{settings.port}: {why}. Is another "
+        "server running there? Stop it, or set IPAAS_PORT (--port) to a free port."
+    )
 
 
 async def _serve(settings: Settings, *, workers: bool, migrated: Callable[[], None]) -> None:
@@ -485,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     match args.command:
         case "serve":
             check_tls(settings)
+            check_port(settings)
             migrated = (lambda: None) if args.no_migrate else _start_migration(settings)
             _run(_serve(settings, workers=not args.no_workers, migrated=migrated))
         case "worker":
