@@ -211,6 +211,43 @@ def test_serve_stops_on_a_failed_migration_without_listening(tmp_path: Path) -> 
     assert "unable to open database file" in result.stderr
     assert "the schema migration failed (exit status 1); nothing was served" in result.stderr
     assert "worker_started" not in result.stdout + result.stderr  # the lifespan never ran
+    assert "Traceback" not in result.stderr  # the cause is one line (TestUnreachableDatabase)
+
+
+class TestUnreachableDatabase:
+    """``ipaas migrate`` (and the migration ``serve`` starts) on a database it cannot open:
+    one line saying which and why, the password masked. Before, a traceback of 60-140
+    lines."""
+
+    def _migrate(self, monkeypatch: pytest.MonkeyPatch, url: str) -> str:
+        monkeypatch.setenv("IPAAS_DATABASE_URL", url)
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate"])
+        return str(exited.value.code)
+
+    def test_postgresql_that_does_not_answer(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # nothing listens there once it is closed
+        message = self._migrate(
+            monkeypatch, f"postgresql+asyncpg://ipaas:hunter2@127.0.0.1:{port}/ipaas"
+        )
+        assert message.startswith(
+            f"ipaas: cannot open the database postgresql+asyncpg://ipaas:***@127.0.0.1:{port}"
+            "/ipaas: "
+        )
+        assert "Connect call failed" in message
+        assert "hunter2" not in message
+
+    def test_sqlite_in_a_directory_that_does_not_exist(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        missing = tmp_path / "no such dir"
+        message = self._migrate(monkeypatch, f"sqlite+aiosqlite:///{missing}/a.db")
+        assert message == (
+            f"ipaas: cannot open the database sqlite+aiosqlite:///{missing}/a.db: unable to "
+            f"open database file (the directory {missing} does not exist)"
+        )
 
 
 class TestPortTaken:

@@ -396,11 +396,44 @@ def _backup(settings: Settings, target: Path) -> int:
 
 
 def _migrate(settings: Settings) -> None:
+    """Migrate the store; ``SystemExit`` with one line when the database cannot be opened or
+    reached (a directory that does not exist, PostgreSQL down, a wrong password), where a
+    traceback said nothing more. Any other failure (a migration's own) raises as it is."""
     if settings.database_url.startswith("memory"):
         return
     from ipaas.stores.sql import run_migrations
 
+    asyncio.run(_reach(settings.database_url))
     run_migrations(settings.database_url)
+
+
+async def _reach(database_url: str) -> None:
+    """Open one connection to the database, or ``SystemExit`` saying why it cannot be."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(database_url, poolclass=sa.NullPool)
+    try:
+        async with engine.connect():
+            pass
+    except Exception as exc:  # refused, unknown host, role or database, a bad password...
+        raise SystemExit(_unreachable(database_url, exc)) from None
+    finally:
+        await engine.dispose()
+
+
+def _unreachable(database_url: str, exc: BaseException) -> str:
+    import sqlalchemy as sa
+
+    url = sa.make_url(database_url)
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    message = f"ipaas: cannot open the database {url.render_as_string(hide_password=True)}: "
+    message += str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        folder = Path(url.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            message += f" (the directory {folder} does not exist)"
+    return message
 
 
 def _start_migration(settings: Settings) -> Callable[[], None]:
@@ -420,6 +453,8 @@ def _start_migration(settings: Settings) -> Callable[[], None]:
         try:
             _migrate(settings)
             code = 0
+        except SystemExit as exc:  # the database cannot be reached: said in one line
+            print(exc.code, file=sys.stderr)
         except BaseException:
             traceback.print_exc()
         finally:
