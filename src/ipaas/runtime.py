@@ -131,8 +131,14 @@ class Runtime:
         while True:
             try:
                 await self.store.startup()
-            except StoreUnavailable:
-                _log.warning("store_unreachable_at_startup", retry_in_s=pause)
+            except StoreUnavailable as exc:
+                # Why (refused, a timeout, too many connections...) is the operator's clue.
+                cause = exc.__cause__
+                _log.warning(
+                    "store_unreachable_at_startup",
+                    retry_in_s=pause,
+                    error=f"{type(cause).__name__}: {cause}" if cause is not None else None,
+                )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, STARTUP_RETRY_MAX_S)
             else:
