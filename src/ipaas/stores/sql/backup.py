@@ -46,11 +46,17 @@ def backup_sqlite(database_url: str, target: Path) -> int:
     if target.exists():
         msg = f"{target} exists; name a new file"
         raise BackupError(msg)
+    if not target.parent.is_dir():
+        msg = f"the directory {target.parent} does not exist"
+        raise BackupError(msg)
     partial = target.with_name(f"{target.name}.partial")
-    partial.unlink(missing_ok=True)
     try:
+        partial.unlink(missing_ok=True)
         _copy(source, partial)
         os.replace(partial, target)
+    except (sqlite3.Error, OSError) as exc:  # not writable, the disk full...
+        msg = f"cannot write {target}: {exc}"
+        raise BackupError(msg) from exc
     finally:
         partial.unlink(missing_ok=True)
     return target.stat().st_size
