@@ -408,10 +408,21 @@ def _migrate(settings: Settings) -> None:
 
 
 async def _reach(database_url: str) -> None:
-    """Open one connection to the database, or ``SystemExit`` saying why it cannot be."""
+    """Open one connection to the database, or ``SystemExit`` saying why it cannot be.
+    SQLite is opened with pysqlite itself: aiosqlite's thread, when its connect failed,
+    outlived the event loop and raised there ("Event loop is closed")."""
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        import sqlite3
+
+        try:
+            sqlite3.connect(url.database or ":memory:").close()
+        except sqlite3.Error as exc:
+            raise SystemExit(_unreachable(database_url, exc)) from None
+        return
     engine = create_async_engine(database_url, poolclass=sa.NullPool)
     try:
         async with engine.connect():
