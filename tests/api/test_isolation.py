@@ -84,6 +84,8 @@ NOT_TENANT_ADDRESSED = {
     # Takes a workflow id, but as a filter of the caller's own executions
     # (tests/executions/test_endpoints.py: another tenant's id retries nothing).
     ("POST", "/api/executions/retry"),
+    # The same (tests/engine/test_worker.py: another tenant's workflow id cancels nothing).
+    ("POST", "/api/executions/cancel"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 }

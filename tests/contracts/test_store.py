@@ -1252,6 +1252,68 @@ class TestRequestCancel:
         assert await store.request_cancel(acct.id, "ex_missing", now=at(7)) is None
 
 
+class TestCancelPending:
+    """Every unfinished execution of a tenant (of one workflow, or all) in two statements:
+    what ``POST /api/executions/cancel`` and a workflow's deletion do."""
+
+    async def test_one_workflows_then_all(self, store: Store, acct: Account, wf: Workflow) -> None:
+        other_wf = await new_workflow(store, acct.id)
+        queued = await new_execution(store, acct.id, wf.id)
+        waiting = await new_execution(store, acct.id, wf.id)  # a retry waiting for its time
+        assert await claim(store, waiting.id, now=at(1)) is not None
+        step = make_step(waiting, status=StepStatus.failed)
+        assert await store.defer_execution(
+            waiting.id, owner="w1", next_attempt_at=at(60), step=step, now=at(2)
+        )
+        running = await new_execution(store, acct.id, wf.id)
+        assert await claim(store, running.id, owner="w2") is not None
+        done = await new_execution(store, acct.id, wf.id)
+        assert await claim(store, done.id, owner="w3") is not None
+        assert await store.finish_execution(
+            done.id, owner="w3", status=S, error=None, finished_at=at(3)
+        )
+        other_queued = await new_execution(store, acct.id, other_wf.id)
+        other_running = await new_execution(store, acct.id, other_wf.id)
+        assert await claim(store, other_running.id, owner="w4") is not None
+        theirs = await new_account(store, "grace@example.com")
+        their_wf = await new_workflow(store, theirs.id)
+        their_queued = await new_execution(store, theirs.id, their_wf.id)
+        their_running = await new_execution(store, theirs.id, their_wf.id)
+        assert await claim(store, their_running.id, owner="w5") is not None
+
+        got = await store.cancel_pending(acct.id, workflow_id=wf.id, now=at(7))
+        assert (got.cancelled, got.stopping) == (2, [running.id])
+
+        async def state(tenant_id: str, ex: Execution) -> tuple[Any, ...]:
+            stored = await store.get_execution(tenant_id, ex.id)
+            assert stored is not None
+            assert_utc(stored)
+            return stored.status, stored.cancel_requested, stored.finished_at, stored.error
+
+        cancelled = (ExecutionStatus.cancelled, False, at(7), "cancelled by user")
+        assert await state(acct.id, queued) == cancelled
+        assert await state(acct.id, waiting) == cancelled
+        assert await state(acct.id, running) == (R, True, None, None)
+        assert await state(acct.id, done) == (S, False, at(3), None)
+        assert await state(acct.id, other_queued) == (Q, False, None, None)
+        assert await state(acct.id, other_running) == (R, False, None, None)
+        # A cancelled execution is claimed by no worker that still holds its id.
+        assert await claim(store, queued.id, owner="w9") is None
+
+        got = await store.cancel_pending(acct.id, workflow_id=None, now=at(8))
+        assert got.cancelled == 1
+        assert sorted(got.stopping) == sorted([running.id, other_running.id])
+        assert await store.count_queued(acct.id) == 0
+        # Another tenant's are never touched.
+        assert await state(theirs.id, their_queued) == (Q, False, None, None)
+        assert await state(theirs.id, their_running) == (R, False, None, None)
+        assert await store.count_queued(theirs.id) == 1
+
+    async def test_nothing_pending(self, store: Store, acct: Account, wf: Workflow) -> None:
+        got = await store.cancel_pending(acct.id, workflow_id=wf.id, now=at(7))
+        assert (got.cancelled, got.stopping) == (0, [])
+
+
 class TestReap:
     async def test_each_rule(self, store: Store, acct: Account, wf: Workflow) -> None:
         names = [

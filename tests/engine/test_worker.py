@@ -14,6 +14,7 @@ from ipaas.engine.worker import Worker
 from ipaas.errors import StoreUnavailable
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
+from tests.conftest import signup
 
 SENTINEL = "SENTINELsecretXYZ"
 
@@ -367,6 +368,88 @@ class TestStop:
         assert r.json()["status"] == "cancelled"
         again = await api.client.post(f"/api/executions/{ex}/cancel", headers=api.auth)
         assert again.json()["status"] == "cancelled"
+
+    async def test_cancel_many_stops_a_flood_at_once(
+        self, api: Api, runtime: Runtime, worker: Worker
+    ) -> None:
+        """``POST /api/executions/cancel``: every unfinished execution of a workflow, the
+        running ones' calls cut short, nothing delivered after; another workflow's and
+        another tenant's go on."""
+        wf = await self._slow(api)
+        flood = [await api.fire(wf, {"n": i}) for i in range(30)]
+        other = await self._slow(api)
+        spared = await api.fire(other, {})
+        theirs = await signup(api.client, "grace@example.com")
+        their_wf = (
+            await api.client.post(
+                "/api/workflows",
+                json={"name": "t", "steps": [{"id": "s", "type": "http_request",
+                      "config": {"url": f"{api.standin_url}/slow?seconds=30"}}]},
+                headers=theirs,
+            )
+        ).json()["id"]  # fmt: skip
+        their_ex = await api.fire(their_wf, {})
+        await worker.start(reaper=False)
+
+        async def in_flight() -> bool:
+            return sum(r["path"] == "/slow" for r in await api.received()) >= 3
+
+        await wait_for(in_flight)
+        # Another tenant's workflow id cancels nothing of theirs (nor of ours).
+        r = await api.client.post(
+            "/api/executions/cancel", json={"workflow_id": their_wf}, headers=api.auth
+        )
+        assert r.json() == {"cancelled": 0, "stopping": []}
+        started = time.monotonic()
+        r = await api.client.post(
+            "/api/executions/cancel", json={"workflow_id": wf}, headers=api.auth
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["stopping"]
+        assert set(body["stopping"]) <= set(flood)
+        assert body["cancelled"] + len(body["stopping"]) == len(flood)
+
+        async def all_cancelled() -> bool:
+            statuses = {(await api.execution(ex))["status"] for ex in flood}
+            return statuses == {"cancelled"}
+
+        await wait_for(all_cancelled)
+        print(f"cancel many: 30 executions cancelled in {time.monotonic() - started:.3f}s")
+        calls = len(await api.received())
+        await asyncio.sleep(0.3)
+        assert len(await api.received()) == calls  # nothing more went out
+        assert (await api.execution(spared))["status"] in ("queued", "running")
+        their = await api.client.get(f"/api/executions/{their_ex}", headers=theirs)
+        assert their.json()["status"] in ("queued", "running")
+        await api.client.post(f"/api/executions/{spared}/cancel", headers=api.auth)
+        await api.client.post(f"/api/executions/{their_ex}/cancel", headers=theirs)
+
+    async def test_deleting_a_workflow_stops_its_executions(
+        self, api: Api, runtime: Runtime, worker: Worker
+    ) -> None:
+        wf = await self._slow(api)
+        pending = [await api.fire(wf, {"n": i}) for i in range(12)]
+        await worker.start(reaper=False)
+
+        async def in_flight() -> bool:
+            return any(r["path"] == "/slow" for r in await api.received())
+
+        await wait_for(in_flight)
+        r = await api.client.delete(f"/api/workflows/{wf}", headers=api.auth)
+        assert r.status_code == 204
+
+        async def all_cancelled() -> bool:
+            statuses = {(await api.execution(ex))["status"] for ex in pending}
+            return statuses == {"cancelled"}
+
+        await wait_for(all_cancelled)
+
+    @pytest.mark.parametrize("body", [{"workflow_id": 5}, {"status": "queued"}, []])
+    async def test_cancel_many_refuses_a_bad_body(self, api: Api, body: Any) -> None:
+        r = await api.client.post("/api/executions/cancel", json=body, headers=api.auth)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "validation_error"
 
     async def test_execution_timeout_ends_in_timed_out(
         self, api: Api, runtime: Runtime, worker: Worker

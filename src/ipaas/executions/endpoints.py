@@ -11,6 +11,8 @@ from ipaas.executions import service as execution_service
 from ipaas.executions import stats as execution_stats
 from ipaas.executions.models import ExecutionStatus
 from ipaas.executions.schemas import (
+    BulkCancel,
+    BulkCancelled,
     BulkRetried,
     BulkRetry,
     ExecutionDetail,
@@ -109,6 +111,24 @@ async def retry_executions(
         limit=body.limit,
     )
     return BulkRetried(retried=[e.id for e in retried], more=more)
+
+
+@router.post("/cancel", responses=responses(422) | WITH_BODY)
+async def cancel_executions(
+    body: BulkCancel, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> BulkCancelled:
+    """Cancel every unfinished execution of yours, or of one workflow (`workflow_id`, a
+    deleted one's too), as `POST /api/executions/{id}/cancel` does one: to stop a flood of
+    deliveries at once. Queued ones (retries waiting for their time too) are `cancelled`
+    at once (their count); running ones stop, in-flight calls included (their ids)."""
+    done = await execution_service.cancel_pending(
+        runtime.store,
+        runtime.cancel_bus,
+        runtime.intake,
+        tenant_id=principal.tenant_id,
+        workflow_id=body.workflow_id,
+    )
+    return BulkCancelled(cancelled=done.cancelled, stopping=done.stopping)
 
 
 @router.post(

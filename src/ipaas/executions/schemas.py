@@ -154,6 +154,22 @@ class BulkRetried(BaseModel):
     more: bool
 
 
+class BulkCancel(BaseModel):
+    """Which executions to cancel: every unfinished one of the tenant, or of one workflow
+    (a deleted one's too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str | None = Field(default=None, max_length=64)
+
+
+class BulkCancelled(BaseModel):
+    #: Queued executions (a retry waiting for its time too), now ``cancelled``.
+    cancelled: int
+    #: Running executions told to stop, in-flight calls included; each ends ``cancelled``.
+    stopping: list[str]
+
+
 #: The stats window a caller may ask for: one minute to one day.
 MIN_WINDOW_S = 60
 MAX_WINDOW_S = 86_400

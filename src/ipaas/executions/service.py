@@ -13,7 +13,7 @@ from ipaas.errors import Conflict, NotFound
 from ipaas.executions.models import MAX_PAGE, Execution, ExecutionStatus, StepRun
 from ipaas.kit.clock import utcnow
 from ipaas.kit.pagination import Cursor
-from ipaas.stores.base import Store
+from ipaas.stores.base import CancelledPending, Store
 from ipaas.webhooks import service as webhook_service
 from ipaas.webhooks.intake import Intake
 
@@ -95,6 +95,30 @@ async def cancel(
     if execution.status is ExecutionStatus.running:
         await cancel_bus.publish(execution_id)
     return execution
+
+
+async def cancel_pending(
+    store: Store,
+    cancel_bus: CancelBus,
+    intake: Intake,
+    *,
+    tenant_id: str,
+    workflow_id: str | None,
+) -> CancelledPending:
+    """``cancel`` for every unfinished execution of the tenant, or of one workflow: to stop a
+    flood of deliveries at once, whatever its size (the store does it in two statements)."""
+    done = await store.cancel_pending(tenant_id, workflow_id=workflow_id, now=utcnow())
+    intake.depth.removed(tenant_id, done.cancelled)
+    for execution_id in done.stopping:
+        await cancel_bus.publish(execution_id)
+    _log.info(
+        "executions_cancelled",
+        tenant_id=tenant_id,
+        workflow_id=workflow_id,
+        cancelled=done.cancelled,
+        stopping=len(done.stopping),
+    )
+    return done
 
 
 async def retry(

@@ -81,6 +81,15 @@ class Reaped:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelledPending:
+    """What ``Store.cancel_pending`` changed: how many queued executions it cancelled, and
+    the running ones it flagged (their workers are told to stop them)."""
+
+    cancelled: int
+    stopping: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     """The work waiting and stuck, for operators' metrics (all tenants)."""
 
@@ -549,6 +558,14 @@ class Store(Protocol):
         """A ``queued`` execution becomes ``cancelled`` at once; a ``running`` one gets
         ``cancel_requested`` (its worker finishes it as ``cancelled``); a terminal one is left
         as it is. Returns the execution after the change, ``None`` if unknown."""
+
+    async def cancel_pending(
+        self, tenant_id: str, *, workflow_id: str | None, now: datetime
+    ) -> CancelledPending:
+        """``request_cancel`` for every unfinished execution of the tenant (of one workflow,
+        or all), in two statements whatever their number: ``queued`` ones (a retry waiting
+        for its time too) become ``cancelled`` at once, ``running`` ones get
+        ``cancel_requested``. Queued ones first, so one claimed in between is flagged."""
 
     async def reap(self, *, now: datetime) -> Reaped:
         """Crash recovery. Running or queued executions whose ``deadline_at`` has passed

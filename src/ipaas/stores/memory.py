@@ -15,6 +15,7 @@ from ipaas.stores import fairness
 from ipaas.stores.base import (
     FIGURE_MINUTES,
     AlertWindow,
+    CancelledPending,
     DuplicateError,
     ExecutionFigures,
     ExecutionPage,
@@ -777,6 +778,24 @@ class MemoryStore:
         elif ex.status == _RUNNING:
             ex.cancel_requested = True
         return ex.model_copy(deep=True)
+
+    async def cancel_pending(
+        self, tenant_id: str, *, workflow_id: str | None, now: datetime
+    ) -> CancelledPending:
+        cancelled = 0
+        stopping: list[str] = []
+        for ex in self.executions.values():
+            if ex.tenant_id != tenant_id or workflow_id not in (None, ex.workflow_id):
+                continue
+            if ex.status == _QUEUED:
+                ex.status = ExecutionStatus.cancelled
+                ex.finished_at = now
+                ex.error = "cancelled by user"
+                cancelled += 1
+            elif ex.status == _RUNNING:
+                ex.cancel_requested = True
+                stopping.append(ex.id)
+        return CancelledPending(cancelled=cancelled, stopping=stopping)
 
     async def reap(self, *, now: datetime) -> Reaped:
         requeued: list[str] = []

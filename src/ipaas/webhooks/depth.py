@@ -49,3 +49,10 @@ class QueueDepth:
             hit = self._counts.get(key)
             if hit is not None:
                 self._counts[key] = (hit[0], hit[1] + 1)
+
+    def removed(self, tenant_id: str, count: int) -> None:
+        """``count`` queued executions of ``tenant_id`` left the queue here (cancelled)."""
+        for key in (None, tenant_id):
+            hit = self._counts.get(key)
+            if hit is not None:
+                self._counts[key] = (hit[0], max(0, hit[1] - count))

@@ -260,9 +260,8 @@ async def delete_workflow(
     principal: CurrentPrincipal,
     runtime: RuntimeDep,
 ) -> None:
-    await workflow_service.delete(
-        runtime.store,
-        runtime.workflow_cache,
+    await workflow_service.delete_stopping(
+        runtime,
         tenant_id=principal.tenant_id,
         workflow_id=workflow_id,
         if_match=_if_match(request),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -16,6 +16,7 @@ from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.steps import StepsRun, run_steps
 from ipaas.engine.templating import TemplateRenderer, check_syntax, is_template
 from ipaas.errors import Conflict, NotFound, ValidationFailed
+from ipaas.executions import service as execution_service
 from ipaas.executions.models import ExecutionStatus, StepRun, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
@@ -40,6 +41,9 @@ from ipaas.workflows.schemas import (
     WorkflowPatch,
     WorkflowUpdate,
 )
+
+if TYPE_CHECKING:
+    from ipaas.runtime import Runtime
 
 
 class WorkflowNotFound(NotFound):
@@ -380,6 +384,29 @@ async def delete(
         if_match.check(current.etag, "workflow")
         raise WorkflowEditConflict("The workflow changed while it was being deleted; try again")
     cache.invalidate(workflow_id)
+
+
+async def delete_stopping(
+    runtime: Runtime, *, tenant_id: str, workflow_id: str, if_match: IfMatch | None = None
+) -> None:
+    """``delete``, then cancel the workflow's unfinished executions (queued, a retry
+    waiting, running: ``execution_service.cancel_pending``). Before, they went on
+    delivering after the workflow was gone, retries included, and deleting it was no way
+    to stop a workflow that floods a channel."""
+    await delete(
+        runtime.store,
+        runtime.workflow_cache,
+        tenant_id=tenant_id,
+        workflow_id=workflow_id,
+        if_match=if_match,
+    )
+    await execution_service.cancel_pending(
+        runtime.store,
+        runtime.cancel_bus,
+        runtime.intake,
+        tenant_id=tenant_id,
+        workflow_id=workflow_id,
+    )
 
 
 async def dry_run(

@@ -675,6 +675,35 @@ REQUEST_CANCEL = (
     )
     .returning(*EX.c)
 )
+
+
+def cancel_queued(of_workflow: bool) -> sa.Update:
+    """Every queued execution of the tenant (of one workflow: ``p_workflow_id``) cancelled,
+    as ``REQUEST_CANCEL`` cancels one; it reads the queue's partial index."""
+    where = [scoped(EX), IS_QUEUED]
+    if of_workflow:
+        where.append(EX.c.workflow_id == p("p_workflow_id"))
+    return (
+        sa.update(EX)
+        .where(*where)
+        .values(status=CANCELLED, finished_at=p_at("p_now"), error=CANCELLED_BY_USER)
+    )
+
+
+def flag_running(of_workflow: bool) -> sa.Update:
+    """``cancel_requested`` on every running execution of the tenant (or of one workflow);
+    their ids, for the cancel bus."""
+    where = [scoped(EX), EX.c.status == RUNNING]
+    if of_workflow:
+        where.append(EX.c.workflow_id == p("p_workflow_id"))
+    return sa.update(EX).where(*where).values(cancel_requested=sa.true()).returning(EX.c.id)
+
+
+#: ``cancel_pending``'s two statements, for all of a tenant's workflows and for one.
+CANCEL_PENDING = {
+    of_workflow: (cancel_queued(of_workflow), flag_running(of_workflow))
+    for of_workflow in (False, True)
+}
 # The reaper's three passes, in the order of the rules' precedence: the deadline first,
 # then a requested cancel, and only then a plain re-queue.
 

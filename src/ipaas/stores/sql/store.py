@@ -31,6 +31,7 @@ from ipaas.stores import fairness
 from ipaas.stores.base import (
     FIGURE_MINUTES,
     AlertWindow,
+    CancelledPending,
     DuplicateError,
     ExecutionFigures,
     ExecutionPage,
@@ -926,6 +927,19 @@ class SqlStore:
         op = _first(q.REQUEST_CANCEL, params)
         row = await self._db.run_write(op, one_statement=True)
         return None if row is None else _execution(row._mapping)
+
+    async def cancel_pending(
+        self, tenant_id: str, *, workflow_id: str | None, now: datetime
+    ) -> CancelledPending:
+        params = {"p_tenant_id": tenant_id, "p_workflow_id": workflow_id, "p_now": now}
+        cancel, flag = q.CANCEL_PENDING[workflow_id is not None]
+
+        def op(conn: sa.Connection) -> CancelledPending:
+            cancelled = conn.execute(cancel, params).rowcount
+            stopping = list(conn.execute(flag, params).scalars())
+            return CancelledPending(cancelled=cancelled, stopping=stopping)
+
+        return await self._db.run_write(op)
 
     async def reap(self, *, now: datetime) -> Reaped:
         params = {"p_now": now}

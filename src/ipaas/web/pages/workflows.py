@@ -223,11 +223,8 @@ async def set_active(
 async def delete_workflow(
     workflow_id: str, principal: SessionPrincipal, runtime: RuntimeDep
 ) -> Response:
-    await workflow_service.delete(
-        runtime.store,
-        runtime.workflow_cache,
-        tenant_id=principal.tenant_id,
-        workflow_id=workflow_id,
+    await workflow_service.delete_stopping(
+        runtime, tenant_id=principal.tenant_id, workflow_id=workflow_id
     )
     return see_other("/workflows")
 
