@@ -1037,6 +1037,38 @@ class TestExecutionFilters:
         assert refused.status_code == 400
         assert store.executions[fired[0]].status is ExecutionStatus.failed
 
+    async def test_cancel_every_pending_one_the_filter_shows(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        fired = []
+        for n in range(3):
+            response = await client.post(f"/api/webhooks/{workflow_id}", json={"id": n})
+            fired.append(response.json()["execution_id"])
+        store.executions[fired[0]].status = ExecutionStatus.succeeded
+
+        assert "Cancel them all" not in (await client.get("/executions")).text  # any status
+        page = await client.get(f"/executions?workflow_id={workflow_id}&status=queued")
+        assert "every queued and running execution of this workflow" in page.text
+        form = {"status": "queued", "workflow_id": workflow_id}
+        done = await post_form(client, "/executions?status=queued", "/executions/cancel", form)
+        assert done.status_code == 303
+        shown = await client.get(done.headers["location"])
+        assert "2 queued executions cancelled; 0 running ones stopping." in shown.text
+        statuses = [store.executions[e].status for e in fired]
+        assert statuses == [ExecutionStatus.succeeded] + [ExecutionStatus.cancelled] * 2
+        refused = await post_form(
+            client, "/executions", "/executions/cancel", form | {"status": "failed"}
+        )
+        assert refused.status_code == 400
+
 
 class TestWorkflowList:
     async def test_each_row_shows_its_last_run_and_success_rate(

@@ -23,6 +23,8 @@ from ipaas.workflows import service as workflow_service
 
 router = APIRouter()
 RESUMABLE_VALUES = frozenset(status.value for status in execution_service.RESUMABLE)
+#: The filters under which the page offers to cancel every unfinished execution.
+_PENDING_VALUES = frozenset({ExecutionStatus.queued.value, ExecutionStatus.running.value})
 #: The list's "created in the last" filter, in hours.
 PERIODS_H = (1, 6, 24, 72, 168)
 #: The console's "retry them all" windows, in hours.
@@ -64,6 +66,7 @@ async def _executions(
         "names": names,
         "retryable": status in RESUMABLE_VALUES,
         "retry_windows_h": RETRY_WINDOWS_H,
+        "cancellable": status in _PENDING_VALUES,
     }
 
 
@@ -145,6 +148,34 @@ async def retry_executions(
     )
     query = urlencode(
         {"workflow_id": workflow_id, "status": status, "retried": len(retried), "more": int(more)}
+    )
+    return see_other(f"/executions?{query}")
+
+
+@router.post("/executions/cancel", dependencies=Csrf)
+async def cancel_executions(
+    request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    """Every queued and running execution (of the filter's workflow, or all) cancelled, as
+    ``POST /api/executions/cancel`` does: to stop a flood from the page that shows it."""
+    form = await read_form(request)
+    status, workflow_id = form.get("status", ""), form.get("workflow_id", "")
+    if status not in _PENDING_VALUES:
+        raise BadRequest("Choose queued or running executions")
+    done = await execution_service.cancel_pending(
+        runtime.store,
+        runtime.cancel_bus,
+        runtime.intake,
+        tenant_id=principal.tenant_id,
+        workflow_id=workflow_id or None,
+    )
+    query = urlencode(
+        {
+            "workflow_id": workflow_id,
+            "status": status,
+            "cancelled": done.cancelled,
+            "stopping": len(done.stopping),
+        }
     )
     return see_other(f"/executions?{query}")
 
