@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     tenant_rate_limit: float | None = Field(default=None, gt=0)
     #: Webhooks a tenant may send at once (unset: one second's worth of the rate).
     tenant_rate_burst: int | None = Field(default=None, ge=1)
+    #: Sustained requests per second per tenant to the API with a bearer token (every
+    #: ``/api/*`` route but the public ones: sign-up, log-in, webhooks), so one tenant's
+    #: script cannot take the process from the others (unset: no limit). The console's
+    #: pages are not counted.
+    tenant_api_rate_limit: float | None = Field(default=None, gt=0)
+    #: API requests a tenant may make at once (unset: one second's worth of the rate).
+    tenant_api_rate_burst: int | None = Field(default=None, ge=1)
     #: Queued executions per tenant at most (unset: no per-tenant limit).
     tenant_max_queued: int | None = Field(default=None, ge=1)
     #: Executions of one tenant running at once, across all worker processes (the claim

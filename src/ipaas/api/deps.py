@@ -13,6 +13,7 @@ from ipaas.runtime import Runtime
 from ipaas.stores.base import Store
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.service import Principal
+from ipaas.webhooks.ratelimit import rate_for
 
 _bearer = HTTPBearer(auto_error=False, description="An API token (`ipaas_...`)")
 
@@ -34,13 +35,17 @@ StoreDep = Annotated[Store, Depends(get_store)]
 
 
 async def get_principal(
-    store: StoreDep,
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
-    principal = await tenant_service.authenticate(store, credentials.credentials)
+    principal = await tenant_service.authenticate(runtime.store, credentials.credentials)
     structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id)
+    settings = runtime.settings
+    if settings.tenant_api_rate_limit is not None:
+        rate = rate_for(settings.tenant_api_rate_limit, settings.tenant_api_rate_burst)
+        await runtime.intake.limiter.hit_api(principal.tenant_id, rate)
     return principal
 
 

@@ -1,4 +1,5 @@
-"""Per-tenant intake rate limit on the ``limits`` library (async API).
+"""Per-tenant rate limits on the ``limits`` library (async API): the intake's, and the
+authenticated API's (``hit_api``, a budget of its own).
 
 "Sustained rate R per second, burst B" becomes ONE sliding-window-counter item of B webhooks
 per ``ceil(B / R)`` seconds: a tenant may send its whole burst at once, and over any longer
@@ -66,6 +67,10 @@ class RateLimited(TooManyRequests):
     code = "rate_limited"
 
 
+class ApiRateLimited(TooManyRequests):
+    code = "api_rate_limited"
+
+
 class TenantRateLimiter:
     """One budget per tenant: in this process, or in Redis shared by every process."""
 
@@ -102,17 +107,25 @@ class TenantRateLimiter:
 
         A storage failure (Redis down) lets the webhook through: the store, not Redis,
         decides what is accepted, and losing the limit for a while beats refusing work."""
+        await self._hit(tenant_id, rate, RateLimited, "webhook")
+
+    async def hit_api(self, tenant_id: str, rate: Rate) -> None:
+        """Count one API request, in a budget apart from the webhooks';
+        ``ApiRateLimited`` when over (``IPAAS_TENANT_API_RATE_LIMIT``)."""
+        await self._hit(f"api:{tenant_id}", rate, ApiRateLimited, "API request")
+
+    async def _hit(self, key: str, rate: Rate, refusal: type[TooManyRequests], what: str) -> None:
         item = rate.item
         try:
-            if await self._limiter.hit(item, tenant_id):
+            if await self._limiter.hit(item, key):
                 return
-            stats = await self._limiter.get_window_stats(item, tenant_id)
+            stats = await self._limiter.get_window_stats(item, key)
         except StorageError as exc:
             _log.warning("rate_limit_storage_unavailable", error=repr(exc))
             return
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise RateLimited(
-            f"Over this tenant's webhook rate ({rate.amount} per {rate.window_s} s); "
+        raise refusal(
+            f"Over this tenant's {what} rate ({rate.amount} per {rate.window_s} s); "
             f"retry in {retry_after} s",
             headers={
                 "Retry-After": str(retry_after),
