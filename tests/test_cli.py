@@ -508,24 +508,28 @@ def test_backup_refuses_postgresql_and_a_missing_database(
     assert not (tmp_path / "x.db").exists()
 
 
-def test_backup_to_a_missing_directory_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Before, a traceback ending in "sqlite3.OperationalError: unable to open database file".
+@pytest.fixture
+def migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migrated SQLite database in ``tmp_path`` for the CLI's commands."""
     monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
     monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/a.db")
     assert main(["migrate"]) == 0
+
+
+@pytest.mark.usefixtures("migrated")
+def test_backup_to_a_missing_directory_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, a traceback ending in "sqlite3.OperationalError: unable to open database file".
     missing = tmp_path / "no such dir"
     assert main(["backup", str(missing / "b.db")]) == 1
     assert capsys.readouterr().err == f"ipaas backup: the directory {missing} does not exist\n"
 
 
+@pytest.mark.usefixtures("migrated")
 def test_backup_to_a_directory_it_cannot_write_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
-    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/a.db")
-    assert main(["migrate"]) == 0
     read_only = tmp_path / "read-only"
     read_only.mkdir(mode=0o500)
     if os.access(read_only, os.W_OK):

@@ -999,21 +999,27 @@ class TestExecutionFilters:
             assert refused.status_code == 400
             assert "Unknown period" in refused.text
 
-    async def test_retry_what_the_failed_filter_shows(
-        self, client: httpx.AsyncClient, runtime: Runtime
-    ) -> None:
+    @staticmethod
+    async def _three_fired(client: httpx.AsyncClient) -> tuple[str, list[str]]:
+        """A console user's workflow and the ids of three webhooks it was sent."""
         await console_signup(client)
         credential_id = await _credential(client)
         created = await post_form(
             client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
         )
         workflow_id = created.headers["location"].rsplit("/", 1)[1]
-        store = runtime.store
-        assert isinstance(store, MemoryStore)
         fired = []
         for n in range(3):
             response = await client.post(f"/api/webhooks/{workflow_id}", json={"id": n})
             fired.append(response.json()["execution_id"])
+        return workflow_id, fired
+
+    async def test_retry_what_the_failed_filter_shows(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        workflow_id, fired = await self._three_fired(client)
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
         for execution_id in fired[:2]:
             store.executions[execution_id].status = ExecutionStatus.failed
         old = store.executions[fired[0]]
@@ -1040,18 +1046,9 @@ class TestExecutionFilters:
     async def test_cancel_every_pending_one_the_filter_shows(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:
-        await console_signup(client)
-        credential_id = await _credential(client)
-        created = await post_form(
-            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
-        )
-        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        workflow_id, fired = await self._three_fired(client)
         store = runtime.store
         assert isinstance(store, MemoryStore)
-        fired = []
-        for n in range(3):
-            response = await client.post(f"/api/webhooks/{workflow_id}", json={"id": n})
-            fired.append(response.json()["execution_id"])
         store.executions[fired[0]].status = ExecutionStatus.succeeded
 
         assert "Cancel them all" not in (await client.get("/executions")).text  # any status
