@@ -236,7 +236,14 @@ class HttpClient:
         building a request in a profile of make bench."""
         merged = httpx.Headers(self._client.headers)
         if headers:
-            merged.update(headers if isinstance(headers, httpx.Headers) else ascii_headers(headers))
+            try:
+                merged.update(headers)
+            except UnicodeEncodeError:
+                ascii_only = False  # raised below, out of this block: the error holds the value
+            else:
+                ascii_only = True
+            if not ascii_only:
+                raise _not_ascii(headers)
         return httpx.Request(
             method,
             _parsed_url(url),
@@ -279,9 +286,12 @@ def ascii_headers(headers: Mapping[str, str] | None) -> httpx.Headers:
         return httpx.Headers(headers)
     except UnicodeEncodeError:
         pass
-    name = next(n for n, v in (headers or {}).items() if not (n.isascii() and v.isascii()))
-    msg = f"header {name!r} is not ASCII text"
-    raise ValueError(msg)
+    raise _not_ascii(headers or {})
+
+
+def _not_ascii(headers: Mapping[str, str]) -> ValueError:
+    name = next(n for n, v in headers.items() if not (n.isascii() and v.isascii()))
+    return ValueError(f"header {name!r} is not ASCII text")
 
 
 def check_header_token(value: str | None) -> str | None:

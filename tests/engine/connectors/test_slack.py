@@ -128,6 +128,18 @@ class TestBuild:
             "thread_ts": "1700000000.000100",
         }
 
+    def test_a_stored_bot_token_that_is_not_ascii_fails_naming_the_header(
+        self, http_client: HttpClient, standin: StandinServer
+    ) -> None:
+        # Stored before the credential refused it: the shared client's build_request names
+        # the header, without the token, and without the codec's error (which holds it).
+        params = SlackMessageParams.model_validate({"text": "hi", "channel": "C0123456789"})
+        secret = {"bot_token": "xoxb-SENTINEL-clé"}
+        with pytest.raises(ValueError, match=r"^header 'authorization' is not ASCII text$") as e:
+            connector.build(make_ctx(http_client, standin, secret), params)
+        assert e.value.__context__ is None
+        assert e.value.__cause__ is None
+
     def test_bot_token_needs_channel(self, http_client: HttpClient, standin: StandinServer) -> None:
         params = SlackMessageParams.model_validate({"text": "hi"})
         with pytest.raises(ConnectorError, match="needs a channel") as info:
