@@ -34,6 +34,18 @@ from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition, Wo
 
 _RUNNING = ExecutionStatus.running
 _QUEUED = ExecutionStatus.queued
+
+
+def _request_cancel(ex: Execution, now: datetime) -> None:
+    """A queued execution cancelled at once, a running one flagged; a terminal one left."""
+    if ex.status == _QUEUED:
+        ex.status = ExecutionStatus.cancelled
+        ex.finished_at = now
+        ex.error = "cancelled by user"
+    elif ex.status == _RUNNING:
+        ex.cancel_requested = True
+
+
 _CLOSED = CircuitState.closed
 
 
@@ -771,12 +783,7 @@ class MemoryStore:
         ex = self.executions.get(execution_id)
         if ex is None or ex.tenant_id != tenant_id:
             return None
-        if ex.status == _QUEUED:
-            ex.status = ExecutionStatus.cancelled
-            ex.finished_at = now
-            ex.error = "cancelled by user"
-        elif ex.status == _RUNNING:
-            ex.cancel_requested = True
+        _request_cancel(ex, now)
         return ex.model_copy(deep=True)
 
     async def cancel_pending(
@@ -788,13 +795,10 @@ class MemoryStore:
             if ex.tenant_id != tenant_id or workflow_id not in (None, ex.workflow_id):
                 continue
             if ex.status == _QUEUED:
-                ex.status = ExecutionStatus.cancelled
-                ex.finished_at = now
-                ex.error = "cancelled by user"
                 cancelled += 1
             elif ex.status == _RUNNING:
-                ex.cancel_requested = True
                 stopping.append(ex.id)
+            _request_cancel(ex, now)
         return CancelledPending(cancelled=cancelled, stopping=stopping)
 
     async def reap(self, *, now: datetime) -> Reaped:
