@@ -39,7 +39,16 @@ def guarded(
 
 
 def _connect(server: ServerProcess) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    except ConnectionRefusedError as exc:
+        # Seen once in a full run (test_oversized_header_is_refused, its second connection)
+        # and never again: say whether the server was still running, and what it logged.
+        msg = (
+            f"connection refused on port {server.port}; server running: {server.running()}; "
+            f"its log ends:\n{server.stderr_text()[-3000:]}"
+        )
+        raise AssertionError(msg) from exc
 
 
 def _read_until_closed(sock: socket.socket, timeout_s: float) -> tuple[bytes, float | None]:
