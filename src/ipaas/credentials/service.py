@@ -144,13 +144,19 @@ async def load_secrets(
         except UndecryptableSecret:
             unreadable.append(cid)
     if unreadable:
-        _log.error(
-            "credential_undecryptable",
-            tenant_id=tenant_id,
-            credential_ids=unreadable,
-            hint="IPAAS_SECRET_KEY differs from the key they were encrypted under",
-        )
+        log_undecryptable(tenant_id, unreadable)
     return Secrets(by_id, frozenset(unreadable))
+
+
+def log_undecryptable(tenant_id: str, credential_ids: Sequence[str]) -> None:
+    """The one error line an operator alerts on when this process's key does not decrypt a
+    tenant's credentials (the steps' and the intake's alike): ids only, never ciphertext."""
+    _log.error(
+        "credential_undecryptable",
+        tenant_id=tenant_id,
+        credential_ids=list(credential_ids),
+        hint="IPAAS_SECRET_KEY differs from the key they were encrypted under",
+    )
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ import structlog
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 
+from ipaas.credentials import service as credential_service
 from ipaas.credentials.crypto import UndecryptableSecret
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.queue import JobQueue
@@ -145,12 +146,7 @@ async def _load_secrets(store: Store, intake: Intake, key: tuple[str, str]) -> t
     except UndecryptableSecret as exc:
         # The server's key is wrong, not the sender's request: they retry later (the
         # operator's fix, a restart with the right key, then lets the webhook in).
-        _log.error(
-            "credential_undecryptable",
-            tenant_id=tenant_id,
-            credential_ids=[credential_id],
-            hint="IPAAS_SECRET_KEY differs from the key it was encrypted under",
-        )
+        credential_service.log_undecryptable(tenant_id, [credential_id])
         raise ServiceUnavailable(
             "This workflow's signing secret cannot be read; retry later",
             code="signing_secret_unreadable",
