@@ -9,21 +9,25 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from limits.aio.storage import MemoryStorage
 
-from ipaas.cli import check_port, check_tls, main
+from ipaas.cli import cannot_start, check_port, check_tls, main
 from ipaas.config import Settings
 from ipaas.errors import Unauthorized
 from ipaas.stores import create_store
 from ipaas.stores.sql.migrations import alembic_config
+from ipaas.stores.sql.tables import SCHEMA_REVISION
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.throttle import LoginThrottle
 from tests.conftest import TEST_KEY
+from tests.contracts.conftest import POSTGRES_URL
 from tests.kit.certs import self_signed
 
 
@@ -248,6 +252,75 @@ class TestUnreachableDatabase:
             f"ipaas: cannot open the database sqlite+aiosqlite:///{missing}/a.db: unable to "
             f"open database file (the directory {missing} does not exist)"
         )
+
+
+class TestStartWithoutMigrating:
+    """The processes that do not migrate (``worker``, ``scheduler``, ``serve --no-migrate``
+    and the operator commands) on a database they cannot use: a worker on a database that
+    was never created ended in a traceback; on an unmigrated one it logged a traceback a
+    second for each failed claim; ``serve --no-migrate`` said only "ASGI lifespan
+    startup". A process that waits for the migration is in tests/test_runtime.py."""
+
+    def _run(self, tmp_path: Path, url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ipaas.cli", *argv],
+            env={
+                **os.environ,
+                "IPAAS_DATABASE_URL": url,
+                "IPAAS_SECRET_KEY": TEST_KEY,
+                "IPAAS_DATA_DIR": str(tmp_path),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    @pytest.mark.parametrize(
+        "argv", [("worker",), ("scheduler",), ("serve", "--no-migrate", "--port", "0")]
+    )
+    def test_a_database_it_cannot_open_is_one_line(
+        self, tmp_path: Path, argv: tuple[str, ...]
+    ) -> None:
+        missing = tmp_path / "no such dir"
+        result = self._run(tmp_path, f"sqlite+aiosqlite:///{missing}/a.db", *argv)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"ipaas: cannot open the database sqlite+aiosqlite:///{missing}/a.db: unable to "
+            f"open database file (the directory {missing} does not exist)"
+        )
+
+    @pytest.mark.postgres
+    @pytest.mark.skipif(not POSTGRES_URL, reason="IPAAS_TEST_POSTGRES_URL is not set")
+    def test_a_postgresql_database_that_does_not_exist_is_one_line(self, tmp_path: Path) -> None:
+        assert POSTGRES_URL is not None
+        url = sa.make_url(POSTGRES_URL).set(database="ipaas_no_such_db")
+        rendered = url.render_as_string(hide_password=False)
+        result = self._run(tmp_path, rendered, "worker")
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"ipaas: cannot open the database {url.render_as_string(hide_password=True)}: "
+            'database "ipaas_no_such_db" does not exist'
+        )
+
+    def test_an_operator_command_on_an_unmigrated_database_says_to_migrate(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+        with pytest.raises(SystemExit) as exited:
+            main(["token", "create", "--email", "ops@example.com"])
+        assert exited.value.code == (
+            f"ipaas: the database has no schema; this version of ipaas needs {SCHEMA_REVISION}: "
+            "run `ipaas migrate` (`ipaas serve` without --no-migrate runs it too)"
+        )
+
+    def test_any_other_failed_start_of_serve_is_logged_with_its_cause(
+        self, logs: list[MutableMapping[str, Any]]
+    ) -> None:
+        failure = RuntimeError("the broker said no")
+        assert cannot_start(Settings(), failure) == (
+            "ipaas serve: cannot start: RuntimeError: the broker said no"
+        )
+        assert [(line["event"], line["exc_info"]) for line in logs] == [("startup_failed", failure)]
 
 
 class TestPortTaken:

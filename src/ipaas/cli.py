@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ async def serve_app(app: Any, settings: Settings) -> None:
     """Serve an ASGI app on embedded granian until SIGTERM/SIGINT, then stop intake and let
     the app's lifespan shut down (which drains the workers)."""
     from granian.constants import Interfaces, SSLProtocols
+    from granian.errors import FatalError
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
@@ -69,10 +70,29 @@ async def serve_app(app: Any, settings: Settings) -> None:
         server.stop()  # type: ignore[no-untyped-call]
     try:
         await serving
+    except FatalError:  # the app's start failed: granian's message does not say why
+        failed = getattr(app.state, "startup_error", None)
+        if failed is None:
+            raise
+        raise SystemExit(cannot_start(settings, failed)) from None
     except RuntimeError as exc:  # granian's bind (taken since ``check_port``): a Rust error
         if "in use" not in str(exc):
             raise
         raise SystemExit(_cannot_listen(settings, str(exc))) from None
+
+
+def cannot_start(settings: Settings, exc: BaseException) -> str:
+    """One line for a serving process whose start failed: the database's as for the other
+    commands; anything else with its traceback logged (``startup_failed``)."""
+    import sqlite3
+
+    import sqlalchemy as sa
+    import structlog
+
+    if isinstance(exc, sa.exc.DBAPIError | sqlite3.Error):
+        return _unreachable(settings.database_url, exc)
+    structlog.get_logger(__name__).error("startup_failed", exc_info=exc)
+    return f"ipaas serve: cannot start: {type(exc).__name__}: {exc}"
 
 
 def check_tls(settings: Settings) -> None:
@@ -154,7 +174,8 @@ async def _worker(settings: Settings) -> None:
     tracing.configure_tracing(settings)
     configure_logging(settings)
     runtime = Runtime.build(settings)
-    await runtime.startup()
+    with _opening(settings.database_url):
+        await runtime.startup()
     worker = Worker(runtime)
     stop = asyncio.Event()
     _install_signals(stop)
@@ -189,7 +210,8 @@ async def _scheduler(settings: Settings) -> None:
     tracing.configure_tracing(settings)
     configure_logging(settings)
     runtime = Runtime.build(settings)
-    await runtime.startup()
+    with _opening(settings.database_url):
+        await runtime.startup()
     stop = asyncio.Event()
     _install_signals(stop)
     structlog.get_logger(__name__).info("scheduler_started")
@@ -214,10 +236,18 @@ async def _scheduler(settings: Settings) -> None:
 async def _open_store(settings: Settings) -> AsyncIterator[Store]:
     """The store alone, started and shut down: what the operator commands need (not the
     whole ``Runtime``, whose HTTP client, queue and key file they never use)."""
+    from ipaas.errors import StoreUnavailable
     from ipaas.stores import create_store
+    from ipaas.stores.base import SchemaBehind
 
     store = create_store(settings)
-    await store.startup()
+    with _opening(settings.database_url):
+        try:
+            await store.startup()
+        except SchemaBehind as exc:  # an operator command does not wait for a migration
+            raise SystemExit(f"ipaas: {exc}") from None
+        except StoreUnavailable as exc:  # nor for the database to come back
+            raise SystemExit(_unreachable(settings.database_url, exc)) from None
     try:
         yield store
     finally:
@@ -433,10 +463,29 @@ async def _reach(database_url: str) -> None:
         await engine.dispose()
 
 
+@contextlib.contextmanager
+def _opening(database_url: str) -> Iterator[None]:
+    """``SystemExit`` with one line when the database cannot be opened as configured (a
+    directory that does not exist, an unknown database or role, a wrong password), where a
+    traceback said nothing more. An outage is not one: ``Runtime`` waits it out."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
+        raise SystemExit(_unreachable(database_url, exc)) from None
+
+
 def _unreachable(database_url: str, exc: BaseException) -> str:
     import sqlalchemy as sa
 
+    from ipaas.errors import StoreUnavailable
+
     url = sa.make_url(database_url)
+    if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+        exc = exc.__cause__  # what made it unavailable
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
     message = f"ipaas: cannot open the database {url.render_as_string(hide_password=True)}: "
     message += str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__

@@ -23,7 +23,7 @@ from ipaas.engine.templating import TemplateRenderer
 from ipaas.errors import StoreUnavailable
 from ipaas.kit.egress import EgressPolicy
 from ipaas.kit.http import HttpClient
-from ipaas.stores.base import Store
+from ipaas.stores.base import SchemaBehind, Store
 from ipaas.tenants.throttle import LoginThrottle
 from ipaas.webhooks.cache import WorkflowCache
 from ipaas.webhooks.intake import Intake
@@ -126,11 +126,22 @@ class Runtime:
 
     async def _start_store(self) -> None:
         """Wait for the database: a process started during an outage (or before the database
-        after a reboot) comes up when it returns instead of exiting."""
+        after a reboot) comes up when it returns instead of exiting; one started before the
+        release's ``ipaas migrate`` (or with it forgotten) comes up once the schema is there,
+        where every statement naming a new column would have failed."""
         pause = 0.2
         while True:
             try:
                 await self.store.startup()
+                return
+            except SchemaBehind as exc:
+                _log.warning(
+                    "schema_not_migrated",
+                    retry_in_s=pause,
+                    found=exc.found,
+                    expected=exc.expected,
+                    error=str(exc),
+                )
             except StoreUnavailable as exc:
                 # Why (refused, a timeout, too many connections...) is the operator's clue.
                 cause = exc.__cause__
@@ -139,10 +150,8 @@ class Runtime:
                     retry_in_s=pause,
                     error=f"{type(cause).__name__}: {cause}" if cause is not None else None,
                 )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, STARTUP_RETRY_MAX_S)
-            else:
-                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, STARTUP_RETRY_MAX_S)
 
     def _cancel_here(self, execution_id: str) -> None:
         self.cancels.stop(execution_id, StopReason.cancelled)

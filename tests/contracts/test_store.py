@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from pydantic import BaseModel
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -33,10 +35,10 @@ from ipaas.executions.models import (
 )
 from ipaas.kit.ids import new_id
 from ipaas.stores import DuplicateError, MemoryStore, Store, create_store
-from ipaas.stores.base import RecentRun
+from ipaas.stores.base import RecentRun, SchemaBehind
 from ipaas.stores.sql import SqlStore, run_migrations
 from ipaas.stores.sql.migrations import alembic_config
-from ipaas.stores.sql.tables import metadata
+from ipaas.stores.sql.tables import SCHEMA_REVISION, metadata
 from ipaas.tenants.models import ApiToken, Tenant, User
 from ipaas.workflows.models import Step, Trigger, Workflow
 from tests.contracts.conftest import POSTGRES_ONLY, in_thread
@@ -1650,6 +1652,54 @@ class TestMigrations:
                 process.stdout.close()
         assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
         assert in_thread(lambda: _schema_diff(empty_sql_url)) == []
+
+    def test_the_code_knows_the_newest_revision(self) -> None:
+        script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+        assert script.get_current_head() == SCHEMA_REVISION
+        # Numbered in order from 0001: ``_check_schema`` compares them as numbers.
+        revisions = [r.revision for r in script.walk_revisions()][::-1]
+        assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
+
+    def test_a_store_starts_only_on_a_schema_as_new_as_its_code(
+        self, empty_sql_url: str, logs: list[MutableMapping[str, Any]]
+    ) -> None:
+        """A worker of a new release started before (or without) ``ipaas migrate``: each
+        statement that names a new column would fail."""
+
+        def start() -> None:
+            async def start_and_stop() -> None:
+                store = SqlStore(empty_sql_url)
+                await store.startup()
+                await store.shutdown()
+
+            in_thread(lambda: asyncio.run(start_and_stop()))
+
+        with pytest.raises(SchemaBehind) as empty:
+            start()
+        assert (empty.value.found, empty.value.expected) == (None, SCHEMA_REVISION)
+        assert "run `ipaas migrate`" in str(empty.value)
+        previous = f"{int(SCHEMA_REVISION) - 1:04d}"
+        in_thread(lambda: command.upgrade(alembic_config(empty_sql_url), previous))
+        with pytest.raises(SchemaBehind) as older:
+            start()
+        assert older.value.found == previous
+        in_thread(lambda: run_migrations(empty_sql_url))
+        start()  # at the code's revision
+        assert not [line for line in logs if line["event"] == "schema_newer_than_code"]
+        # A newer schema (the release after this one migrated it) is let in, and said.
+
+        async def bump() -> None:
+            engine = create_async_engine(empty_sql_url, poolclass=NullPool)
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+            finally:
+                await engine.dispose()
+
+        in_thread(lambda: asyncio.run(bump()))
+        start()
+        newer = [line for line in logs if line["event"] == "schema_newer_than_code"]
+        assert [(line["found"], line["expected"]) for line in newer] == [("9999", SCHEMA_REVISION)]
 
     def test_rerun_downgrade_and_upgrade(self, empty_sql_url: str) -> None:
         in_thread(lambda: run_migrations(empty_sql_url))

@@ -113,11 +113,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.startup()
-        worker = Worker(runtime) if workers else None
-        app.state.worker = worker
-        if worker is not None:
-            await worker.start()
+        try:
+            await runtime.startup()
+            worker = Worker(runtime) if workers else None
+            app.state.worker = worker
+            if worker is not None:
+                await worker.start()
+        except Exception as exc:
+            # granian (its log off) says only "ASGI lifespan startup": ``ipaas serve`` says why.
+            app.state.startup_error = exc
+            raise
         if on_started is not None:
             on_started()
         try:

@@ -34,6 +34,20 @@ class DuplicateError(Exception):
     """A unique key (an email, an execution's ``dedup_key``) already exists."""
 
 
+class SchemaBehind(Exception):
+    """The database's schema is older than this code's (``found`` is ``None`` when it has
+    none yet): ``ipaas migrate`` has not run since this version was installed."""
+
+    def __init__(self, found: str | None, expected: str) -> None:
+        self.found = found
+        self.expected = expected
+        at = "has no schema" if found is None else f"is at schema revision {found}"
+        super().__init__(
+            f"the database {at}; this version of ipaas needs {expected}: run `ipaas migrate` "
+            "(`ipaas serve` without --no-migrate runs it too)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class QueueVacuum:
     """What ``Store.vacuum_queue`` found, and did."""

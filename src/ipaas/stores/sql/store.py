@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ipaas.circuits.models import Circuit, CircuitState
@@ -44,6 +45,7 @@ from ipaas.stores.base import (
     Reaped,
     RecentRun,
     ScheduledWorkflow,
+    SchemaBehind,
 )
 from ipaas.stores.sql import statements as q
 from ipaas.stores.sql import tables as t
@@ -62,7 +64,29 @@ from ipaas.workflows.models import Step, Trigger, Workflow, WorkflowDefinition, 
 _EX = q.EX
 _Row = sa.Row[Any]
 _SELECT_1 = sa.text("SELECT 1")
+_SELECT_REVISION = sa.text("SELECT version_num FROM alembic_version")
+_log = structlog.get_logger(__name__)
 _DEDUP_ATTEMPTS = 3
+
+
+def _schema_revision(conn: sa.Connection) -> str | None:
+    """The database's Alembic revision; ``None`` before the first migration."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    revision = conn.execute(_SELECT_REVISION).scalar()
+    return None if revision is None else str(revision)
+
+
+def _check_schema(found: str | None) -> None:
+    """``SchemaBehind`` when the database is older than the code. A newer one is let in
+    with a warning: migrations add what a new version needs, so the version before
+    runs on it during a rolling upgrade (docs/operations.md)."""
+    expected = t.SCHEMA_REVISION
+    if found == expected:
+        return
+    if found is None or (found.isdigit() and int(found) < int(expected)):
+        raise SchemaBehind(found, expected)
+    _log.warning("schema_newer_than_code", found=found, expected=expected)
 
 
 # -- ops: the common shapes -------------------------------------------------------------------
@@ -125,7 +149,7 @@ class SqlStore:
         db = create_database(self._url, pool=self._pool)
         try:
             # Connect now: a wrong URL or an unreachable server fails start-up, not a request.
-            await db.run_read(_first(_SELECT_1, {}))
+            _check_schema(await db.run_read(_schema_revision))
         except BaseException:
             await db.dispose()
             raise
