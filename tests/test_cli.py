@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
+from cryptography.fernet import Fernet
 from limits.aio.storage import MemoryStorage
 
 from ipaas.cli import cannot_start, check_port, check_tls, main
@@ -356,6 +357,60 @@ class TestPortTaken:
                 accepted.close()  # the server's side closes first: TIME_WAIT on its port
                 client.recv(1)
         check_port(Settings(host="127.0.0.1", port=port))  # nothing raised
+
+
+class TestSettings:
+    """Wrong settings stop every command with a line each. Before, pydantic's traceback,
+    which showed each value as given: IPAAS_DATABASE_URL's password, IPAAS_SECRET_KEY."""
+
+    @pytest.mark.parametrize(
+        ("given", "used"),
+        [
+            ("postgres://u:p@db:5432/ipaas", "postgresql+asyncpg://u:p@db:5432/ipaas"),
+            ("postgresql://u@db/ipaas", "postgresql+asyncpg://u@db/ipaas"),
+            ("postgresql+asyncpg://u@db/ipaas", "postgresql+asyncpg://u@db/ipaas"),
+            ("sqlite:///./ipaas.db", "sqlite+aiosqlite:///./ipaas.db"),
+            ("sqlite+aiosqlite:////var/lib/ipaas.db", "sqlite+aiosqlite:////var/lib/ipaas.db"),
+            ("memory://", "memory://"),
+        ],
+    )
+    def test_the_database_urls_hosts_hand_out_are_taken(self, given: str, used: str) -> None:
+        assert Settings(database_url=given).database_url == used
+
+    def test_wrong_settings_are_one_line_each_without_their_values(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("IPAAS_DATABASE_URL", "mysql://ipaas:hunter2@db/ipaas")
+        monkeypatch.setenv("IPAAS_SECRET_KEY", f"{TEST_KEY},hunter3")
+        monkeypatch.setenv("IPAAS_WORKERS", "lots")
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate"])
+        assert str(exited.value.code).splitlines() == [
+            "ipaas: invalid settings:",
+            "  IPAAS_DATABASE_URL: unsupported scheme 'mysql': use sqlite:///path/to.db, "
+            "postgresql://user:password@host:5432/db or memory://",
+            "  IPAAS_SECRET_KEY: key 2 of 2 is not a Fernet key (32 bytes in URL-safe base64); "
+            'make one with: python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"',
+            "  IPAAS_WORKERS: Input should be a valid integer, unable to parse string as an "
+            "integer",
+        ]
+
+    @pytest.mark.parametrize("key", ["", " , ", "hunter2", "c2hvcnQ=", f"{TEST_KEY},,hunter2"])
+    def test_a_secret_key_that_cannot_encrypt_is_refused(self, key: str) -> None:
+        # Before, accepted, and the first credential (or the start of serve) failed.
+        with pytest.raises(ValueError, match="is not a Fernet key"):
+            Settings(secret_key=key)
+
+    def test_a_rotation_pair_of_keys_is_taken(self) -> None:
+        pair = f"{Fernet.generate_key().decode()}, {TEST_KEY}"
+        assert Settings(secret_key=pair).fernet_key == pair.encode()
+        # The old key removed after `ipaas secrets rotate`, its comma left behind.
+        assert Settings(secret_key=f"{TEST_KEY},").fernet_key == f"{TEST_KEY},".encode()
+
+    def test_a_value_that_is_not_a_url_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="unsupported value \\(not a URL\\)"):
+            Settings(database_url="./ipaas.db")
 
 
 class TestTls:

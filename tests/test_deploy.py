@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from ipaas.cli import main
 from ipaas.config import Settings
@@ -94,11 +95,15 @@ def test_the_scheduler_command_exists(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_the_example_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every line of ``deploy/ipaas.env.example`` names a setting and passes its checks."""
+    """Every line of ``deploy/ipaas.env.example`` names a setting and passes its checks, but
+    the key's placeholder, which stops a start until it is replaced."""
     lines = (DEPLOY / "ipaas.env.example").read_text().splitlines()
     given = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
     for name, value in given.items():
         monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="IPAAS_SECRET_KEY: the key is not a Fernet key"):
+        Settings()
+    monkeypatch.setenv("IPAAS_SECRET_KEY", Fernet.generate_key().decode())
     settings = Settings()
     fields = {f"IPAAS_{name.upper()}" for name in Settings.model_fields}
     assert set(given) <= fields

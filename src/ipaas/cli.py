@@ -532,6 +532,34 @@ def _start_migration(settings: Settings) -> Callable[[], None]:
     return wait
 
 
+def load_settings(**overrides: Any) -> Settings:
+    """The settings, or ``SystemExit`` naming each wrong one and why, where pydantic's
+    message also showed each value as given: a password in IPAAS_DATABASE_URL, the key in
+    IPAAS_SECRET_KEY."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = ["ipaas: invalid settings:"]
+        for error in exc.errors(include_url=False, include_context=False, include_input=False):
+            message = error["msg"].removeprefix("Value error, ")
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = _setting_name(field)
+            if name and not message.startswith(name):
+                message = f"{name}: {message}"
+            lines.append(f"  {message}")
+        raise SystemExit("\n".join(lines)) from None
+
+
+def _setting_name(field: str) -> str:
+    """The environment variable of a ``Settings`` field (``workers`` -> ``IPAAS_WORKERS``)."""
+    if field not in Settings.model_fields:
+        return field
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else f"IPAAS_{field.upper()}"
+
+
 def _run(coro: object) -> None:
     try:
         import uvloop
@@ -611,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {}
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     match args.command:
         case "serve":
             check_tls(settings)

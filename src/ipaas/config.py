@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -157,6 +159,18 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api"
     openweather_url: str = "https://api.openweathermap.org"
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database_url(cls, value: str) -> str:
+        return database_url(value)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_fernet_keys(value.get_secret_value())
+        return value
+
     @field_validator("cors_origins", "egress_allow", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -237,6 +251,53 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+#: The schemes users are handed (``postgres://`` by Heroku, Render, Railway, Fly...;
+#: ``postgresql://`` and ``sqlite:///`` by SQLAlchemy's and PostgreSQL's docs), as the drivers
+#: this product runs on.
+_DATABASE_SCHEMES = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+_SUPPORTED_SCHEMES = ("memory", "sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def database_url(url: str) -> str:
+    """``url`` on the driver this product uses for its database (``postgres://`` ->
+    ``postgresql+asyncpg://``); ``ValueError`` naming only the scheme (the URL may hold a
+    password) for a database it does not run on."""
+    scheme, sep, rest = url.strip().partition("://")
+    scheme = _DATABASE_SCHEMES.get(scheme.lower(), scheme.lower())
+    if not sep or scheme not in _SUPPORTED_SCHEMES:
+        shown = f"scheme {scheme!r}" if sep else "value (not a URL)"
+        msg = (
+            f"IPAAS_DATABASE_URL: unsupported {shown}: use sqlite:///path/to.db, "
+            "postgresql://user:password@host:5432/db or memory://"
+        )
+        raise ValueError(msg)
+    return f"{scheme}://{rest}"
+
+
+def check_fernet_keys(keys: str) -> None:
+    """``ValueError`` unless ``keys`` is one or more comma-separated Fernet keys (32 bytes in
+    URL-safe base64, ``Fernet.generate_key()``; empty items are skipped, as the cipher skips
+    them). Says which key, never what it is."""
+    parts = [key for key in keys.split(",") if key.strip()] or [""]
+    for number, key in enumerate(parts, start=1):
+        try:
+            size = len(base64.urlsafe_b64decode(key.strip().encode()))
+        except (ValueError, binascii.Error):
+            size = -1
+        if size != 32:
+            which = f"key {number} of {len(parts)}" if len(parts) > 1 else "the key"
+            msg = (
+                f"IPAAS_SECRET_KEY: {which} is not a Fernet key (32 bytes in URL-safe base64); "
+                'make one with: python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())"'
+            )
+            raise ValueError(msg)
 
 
 def _origin(url: str) -> str | None:
