@@ -209,6 +209,22 @@ class TestRequeue:
         assert stored is not None
         assert stored.status is ExecutionStatus.failed
 
+    async def test_an_execution_of_a_deleted_workflow_is_refused(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        """Deleting a workflow stops its executions; a retry ran its steps again."""
+        ex = await new_execution(store, acct.id, wf.id)
+        await claim(store, ex.id, owner="w1", now=at(1))
+        await store.finish_execution(
+            ex.id, owner="w1", status=ExecutionStatus.failed, error="x", finished_at=at(2)
+        )
+        assert await store.delete_workflow(acct.id, wf.id)
+        statuses = [ExecutionStatus.failed]
+        assert await store.requeue_execution(acct.id, ex.id, statuses=statuses) is None
+        stored = await store.get_execution(acct.id, ex.id)
+        assert stored is not None
+        assert (stored.status, stored.error) == (ExecutionStatus.failed, "x")
+
 
 class TestReplayOf:
     async def test_round_trip(self, store: Store, acct: Account, wf: Workflow) -> None:

@@ -212,6 +212,29 @@ class TestRetryMany:
             ([], False),
         ]
 
+    async def test_a_deleted_workflows_executions_are_not_run_again(
+        self, client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+    ) -> None:
+        """Deleting a workflow stops its executions (the delete cancels them), as a user who
+        deleted it to stop it expects; a retry, one or many, ran its steps again."""
+        gone, kept = await make_workflow(client, auth), await make_workflow(client, auth)
+        of_gone = await self.runs(
+            client, runtime, gone, [(ExecutionStatus.failed, m) for m in (1, 2)]
+        )
+        (of_kept,) = await self.runs(client, runtime, kept, [(ExecutionStatus.failed, 3)])
+        r = await client.delete(f"/api/workflows/{gone}", headers=auth)
+        assert r.status_code == 204, r.text
+
+        r = await client.post(f"/api/executions/{of_gone[0]}/retry", headers=auth)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "workflow_not_found"
+        # Left out before the limit: with them counted, ``more`` stayed true call after call.
+        body = {"since": self.T0.isoformat(), "limit": 1}
+        r = await client.post("/api/executions/retry", json=body, headers=auth)
+        assert r.json() == {"retried": [of_kept], "more": False}
+        for execution_id in of_gone:
+            assert runtime.store.executions[execution_id].status is ExecutionStatus.failed  # type: ignore[attr-defined]
+
     @pytest.mark.parametrize(
         "body",
         [

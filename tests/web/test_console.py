@@ -1043,6 +1043,20 @@ class TestExecutionFilters:
         assert refused.status_code == 400
         assert store.executions[fired[0]].status is ExecutionStatus.failed
 
+    async def test_a_deleted_workflows_failed_run_offers_no_retry(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        workflow_id, fired = await self._three_fired(client)
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        store.executions[fired[0]].status = ExecutionStatus.failed
+        retry_form = f'action="/executions/{fired[0]}/retry"'
+        assert retry_form in (await client.get(f"/executions/{fired[0]}")).text
+        await store.delete_workflow(store.executions[fired[0]].tenant_id, workflow_id)
+        page = (await client.get(f"/executions/{fired[0]}")).text
+        assert f"{workflow_id} (deleted)" in page
+        assert retry_form not in page  # the retry would be refused (409)
+
     async def test_cancel_every_pending_one_the_filter_shows(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:

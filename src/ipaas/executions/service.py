@@ -127,13 +127,17 @@ async def retry(
     """Resume a failed, timed-out or cancelled execution from its first step that did not
     succeed: completed steps are not run again and their outputs stay available to later
     steps' templates. The retried step gets a new attempt budget and the execution a new
-    deadline. Queued only where the queue has room (503 otherwise, as for a webhook)."""
+    deadline. Queued only where the queue has room (503 otherwise, as for a webhook). Not
+    for an execution of a deleted workflow (409, as ``replay``): deleting a workflow stops
+    its executions, and a retry ran its steps again."""
     await webhook_service.queue_room(store, intake, tenant_id)
     execution = await store.requeue_execution(tenant_id, execution_id, statuses=RESUMABLE)
     if execution is None:
         current = await store.get_execution(tenant_id, execution_id)
         if current is None:
             raise ExecutionNotFound("Execution not found")
+        if current.status in RESUMABLE:  # then its workflow is gone
+            raise WorkflowGone("The execution's workflow has been deleted")
         allowed = ", ".join(status.value for status in RESUMABLE)
         raise ExecutionNotRetryable(
             f"Execution is {current.status.value}; only {allowed} executions can be retried"
@@ -163,11 +167,20 @@ async def retry_many(
     ``[since, until)`` (of one workflow, or all): after an outage of a destination, every
     run that failed on it. At most ``limit``, the newest ones, resumed oldest first; the
     second value says whether more matched (those retried no longer match, so calling again
-    goes on). One that changed status meanwhile is skipped. No more than the queue has room
-    for (``more`` then says so); none, and it is a 503, as for a webhook."""
+    goes on). One that changed status meanwhile is skipped, and so is every execution of a
+    deleted workflow. No more than the queue has room for (``more`` then says so); none, and
+    it is a 503, as for a webhook."""
     room = await webhook_service.queue_room(store, intake, tenant_id)
     if room is not None:
         limit = min(limit, room)
+    workflows: dict[str, bool] = {}  # workflow id -> whether it still exists
+
+    async def of_live_workflow(execution: Execution) -> bool:
+        if execution.workflow_id not in workflows:
+            stored = await store.get_workflow(tenant_id, execution.workflow_id)
+            workflows[execution.workflow_id] = stored is not None
+        return workflows[execution.workflow_id]
+
     found: list[Execution] = []
     for status in dict.fromkeys(statuses):  # each once, however often it was asked for
         before = _created_before(until)
@@ -181,8 +194,11 @@ async def retry_many(
                 since=since,
                 limit=min(_SCAN_PAGE, limit + 1 - taken),
             )
-            found += page.items
-            taken += len(page.items)
+            # Left out before the limit: counted, they would come back in every call as
+            # ``more`` (they are never retried, so they stay in the window).
+            live = [ex for ex in page.items if await of_live_workflow(ex)]
+            found += live
+            taken += len(live)
             if page.next_key is None:
                 break
             before = page.next_key

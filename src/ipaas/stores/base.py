@@ -564,7 +564,8 @@ class Store(Protocol):
         """A manual retry: an execution in one of ``statuses`` goes back to ``queued`` with
         ``error``, ``started_at``, ``finished_at``, ``deadline_at``, ``next_attempt_at`` and
         ``cancel_requested`` cleared; step runs are kept. Returns it, or ``None`` when it is
-        unknown to the tenant or not in one of ``statuses`` (nothing written)."""
+        unknown to the tenant, not in one of ``statuses`` or of a deleted workflow (nothing
+        written)."""
 
     async def request_cancel(
         self, tenant_id: str, execution_id: str, *, now: datetime

@@ -769,6 +769,8 @@ class MemoryStore:
         ex = self.executions.get(execution_id)
         if ex is None or ex.tenant_id != tenant_id or ex.status not in statuses:
             return None
+        if ex.workflow_id not in self.workflows:
+            return None
         ex.status = _QUEUED
         ex.error = None
         ex.started_at = ex.finished_at = ex.deadline_at = ex.next_attempt_at = None

@@ -647,6 +647,8 @@ REQUEUE = (
         scoped(EX),
         EX.c.id == p("p_id"),
         EX.c.status.in_(sa.bindparam("p_statuses", expanding=True)),
+        # Not one of a deleted workflow: deleting one stops its executions for good.
+        sa.exists().where(_WF.c.id == EX.c.workflow_id),
     )
     .values(
         status=QUEUED,

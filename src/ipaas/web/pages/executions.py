@@ -95,7 +95,8 @@ async def _execution(
         "trigger": execution.trigger.model_dump(mode="json"),
         "steps": [StepRunRead.of(s) for s in steps],
         "workflow": workflow,
-        "retryable": execution.status in execution_service.RESUMABLE,
+        # Not once its workflow is deleted: the retry would be refused (409).
+        "retryable": workflow is not None and execution.status in execution_service.RESUMABLE,
         # An error workflow's run: the execution whose failure it reports, and how many
         # failures it stands for (a digest: that one is the latest).
         "alert_of": _alert_of(execution.trigger, "execution", "id"),
