@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
+import tracemalloc
+import zlib
 
 import httpx
 import pytest
@@ -101,11 +104,57 @@ async def test_no_cookie_is_carried_between_requests(http_client: HttpClient) ->
 
 
 async def test_gzip_bodies_are_decoded(http_client: HttpClient) -> None:
-    import gzip
-
     async with RawServer([answer(gzip.compress(b'{"ok": true}'), "Content-Encoding: gzip")]) as s:
         response = await http_client.send(http_client.build_request("GET", s.url))
     assert response.json() == {"ok": True}
+
+
+async def test_the_codings_httpx_decodes_are_decoded_the_headers_kept(
+    http_client: HttpClient,
+) -> None:
+    body = b'{"ok": true}'
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    cases = [
+        ("gzip", gzip.compress(body)),
+        ("deflate", zlib.compress(body)),
+        ("deflate", raw_deflate.compress(body) + raw_deflate.flush()),  # as some servers do
+        ("gzip, deflate", zlib.compress(gzip.compress(body))),  # the last applied comes off first
+        ("identity", body),
+        ("br", b"left as sent"),  # not a coding httpx decodes here either
+    ]
+    async with RawServer([answer(raw, f"Content-Encoding: {c}") for c, raw in cases]) as s:
+        for coding, raw in cases:
+            response = await http_client.send(http_client.build_request("GET", s.url))
+            assert response.content == (b"left as sent" if coding == "br" else body)
+            # As the remote sent them: a step's output shows them.
+            assert response.headers["content-encoding"] == coding
+            assert response.headers["content-length"] == str(len(raw))
+    async with RawServer([answer(b"not gzip", "Content-Encoding: gzip")]) as s:
+        with pytest.raises(httpx.DecodingError, match="incorrect header check"):
+            await http_client.send(http_client.build_request("GET", s.url))
+
+
+async def test_a_compressed_answer_is_refused_past_the_cap_once_decompressed(
+    http_client: HttpClient,
+) -> None:
+    """A gzip bomb: httpx decompressed a whole body, so 2 MB of gzip from one remote (any
+    tenant's ``http_request`` URL) took 4 GB of the server's memory and 12 s of its event
+    loop, every tenant's. Now decompressing stops at ``MAX_READ_BYTES``."""
+    from ipaas.kit.http import MAX_READ_BYTES
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = b"\0" * (1 << 20)
+    bomb = b"".join(compressor.compress(zeros) for _ in range(200)) + compressor.flush()
+    assert len(bomb) < 1 << 20  # 200 MiB of zeros in ~200 KiB
+    tracemalloc.start()
+    try:
+        async with RawServer([answer(bomb, "Content-Encoding: gzip")]) as s:
+            with pytest.raises(httpx.TransportError, match="bytes once decompressed refused"):
+                await http_client.send(http_client.build_request("GET", s.url))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * MAX_READ_BYTES  # before: the 200 MiB, whole
 
 
 async def test_oversized_bodies_are_refused(http_client: HttpClient) -> None:

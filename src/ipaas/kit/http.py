@@ -16,7 +16,8 @@ import asyncio
 import functools
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -132,13 +133,9 @@ class GuardedTransport(AiohttpTransport):
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
-        # Built over the raw bytes, the response decodes them (gzip...) like a read one.
-        return httpx.Response(
-            response.status,
-            headers=response.raw_headers,
-            content=body,
-            request=request,
-            extensions=extensions,
+        coding = response.headers.get("content-encoding")
+        return _decoded_response(
+            response.status, response.raw_headers, coding, body, request, extensions
         )
 
 
@@ -310,14 +307,60 @@ async def _read_whole(response: httpx.Response, request: httpx.Request) -> httpx
         body = await _read_capped(response.aiter_raw(), request)
     finally:
         await response.aclose()
-    # A fresh response over the raw bytes decodes them (gzip...) like a read one.
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers,
-        content=body,
-        request=request,
-        extensions=response.extensions,
+    coding = response.headers.get("content-encoding")
+    return _decoded_response(
+        response.status_code, response.headers, coding, body, request, response.extensions
     )
+
+
+def _decoded_response(
+    status: int,
+    headers: httpx.Headers | Sequence[tuple[bytes, bytes]],
+    coding: str | None,
+    raw: bytes,
+    request: httpx.Request,
+    extensions: dict[str, Any],
+) -> httpx.Response:
+    """A response over ``raw`` decoded as its ``Content-Encoding`` (``coding``) says,
+    refused once the decoded body passes ``MAX_READ_BYTES``: httpx decoded it whole, so a
+    2 MB gzip answer of zeros took 4 GB of a worker's memory and 12 s of its event loop (a
+    gzip bomb). The headers stay as the remote sent them."""
+    if not coding:
+        return httpx.Response(
+            status, headers=headers, content=raw, request=request, extensions=extensions
+        )
+    content = raw
+    codings = [c.strip().lower() for c in coding.split(",")]
+    for coding in reversed(codings):  # the last one applied is undone first
+        if coding in ("gzip", "x-gzip"):
+            content = _inflate(content, zlib.MAX_WBITS | 16, request)
+        elif coding == "deflate":  # zlib-wrapped, or raw as some servers send it
+            try:
+                content = _inflate(content, zlib.MAX_WBITS, request)
+            except httpx.DecodingError:
+                content = _inflate(content, -zlib.MAX_WBITS, request)
+        # identity, and codings httpx does not decode either, are left as they are
+    sent = httpx.Headers(headers)
+    plain = [(k, v) for k, v in sent.multi_items() if k != "content-encoding"]
+    response = httpx.Response(
+        status, headers=plain, content=content, request=request, extensions=extensions
+    )
+    response.headers = sent  # as the remote sent them (the body is read, and decoded)
+    return response
+
+
+def _inflate(data: bytes, wbits: int, request: httpx.Request) -> bytes:
+    """``data`` decompressed (one gzip member, as httpx does), at most ``MAX_READ_BYTES``."""
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        out = decompressor.decompress(data, MAX_READ_BYTES + 1)
+        if len(out) <= MAX_READ_BYTES:
+            out += decompressor.flush()
+    except zlib.error as exc:
+        raise httpx.DecodingError(str(exc), request=request) from exc
+    if len(out) > MAX_READ_BYTES:
+        raise _too_large(request, decompressed=True)
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
@@ -346,9 +389,10 @@ async def _read_capped(chunks: AsyncIterator[bytes], request: httpx.Request) -> 
     return bytes(raw)
 
 
-def _too_large(request: httpx.Request) -> httpx.TransportError:
+def _too_large(request: httpx.Request, *, decompressed: bool = False) -> httpx.TransportError:
+    once = " once decompressed" if decompressed else ""
     return httpx.TransportError(
-        f"response body over {MAX_READ_BYTES} bytes refused", request=request
+        f"response body over {MAX_READ_BYTES} bytes{once} refused", request=request
     )
 
 
