@@ -21,7 +21,7 @@ import httpx
 from cryptography.fernet import Fernet
 
 from ipaas.api.app import create_app
-from ipaas.config import Settings
+from ipaas.config import Settings, Signup
 from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
@@ -42,6 +42,7 @@ async def seed(store: SqlStore, executions: int, workflows: int) -> tuple[str, s
         password="bench password",
         tenant_name="Bench",
         token_ttl_s=3600,
+        policy=Signup.open,
     )
     ids = []
     for n in range(workflows):

@@ -20,7 +20,7 @@ from cryptography.fernet import Fernet
 from limits.aio.storage import MemoryStorage
 
 from ipaas.cli import cannot_start, check_port, check_tls, main
-from ipaas.config import Settings
+from ipaas.config import Settings, Signup
 from ipaas.errors import Unauthorized
 from ipaas.stores import create_store
 from ipaas.stores.sql.migrations import alembic_config
@@ -51,6 +51,7 @@ def test_migrate_then_token_create_prints_a_working_token(
                 password="long enough pw",
                 tenant_name="Ops",
                 token_ttl_s=60,
+                policy=Signup.open,
             )
         finally:
             await store.shutdown()
@@ -93,6 +94,7 @@ def test_tenant_limits_are_set_shown_and_cleared_by_the_operator(
                 password="long enough pw",
                 tenant_name="A",
                 token_ttl_s=60,
+                policy=Signup.open,
             )
         finally:
             await store.shutdown()
@@ -520,7 +522,12 @@ def test_secrets_rotate_re_encrypts_every_tenants_credentials(
         try:
             for email in emails:
                 tenant, _ = await tenant_service.signup(
-                    store, email=email, password="long enough pw", tenant_name="T", token_ttl_s=60
+                    store,
+                    email=email,
+                    password="long enough pw",
+                    tenant_name="T",
+                    token_ttl_s=60,
+                    policy=Signup.open,
                 )
                 secret = {"webhook_url": "https://hooks.slack.com/services/T/B/X"}
                 data = CredentialCreate(name="slack", type=CredentialType.slack, secret=secret)
@@ -678,6 +685,54 @@ def test_backup_names_the_development_key_to_keep(
     assert f"keep {tmp_path}/.ipaas-secret-key with it" in capsys.readouterr().out
 
 
+def test_tenant_create_adds_a_tenant_whatever_signup_says(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """How an operator adds tenants once IPAAS_SIGNUP is ``first`` or ``closed``."""
+    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
+    monkeypatch.setenv("IPAAS_SIGNUP", "closed")
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("owner password\n"))
+    assert (
+        main(["tenant", "create", "Acme Inc", "--email", "OPS@acme.com", "--password-stdin"]) == 0
+    )
+    out = capsys.readouterr().out.strip()
+    assert out.endswith("created; ops@acme.com is its owner and logs in with that password")
+    tenant_id = out.split()[1]
+    monkeypatch.setattr("sys.stdin", io.StringIO("owner password\n"))
+    assert main(["tenant", "create", "Other", "--email", "ops@acme.com", "--password-stdin"]) == 1
+    assert "already exists; nothing created" in capsys.readouterr().err
+    assert main(["tenant", "create", "", "--email", "not an email"]) == 1
+    assert capsys.readouterr().err.strip() == "not a valid email or name; nothing created"
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["tenant", "create", "Third", "--email", "c@acme.com", "--password-stdin"]) == 1
+    assert "8 to 256 characters; nothing created" in capsys.readouterr().err
+
+    async def log_in() -> tuple[str, list[str]]:
+        store = create_store(Settings())
+        await store.startup()
+        try:
+            token = await tenant_service.login(
+                store,
+                email="ops@acme.com",
+                password="owner password",
+                token_ttl_s=60,
+                throttle=LoginThrottle(MemoryStorage()),
+            )
+            principal = await tenant_service.authenticate(store, token)
+            return principal.tenant_id, await store.list_tenant_ids()
+        finally:
+            await store.shutdown()
+
+    logged_in_to, tenants = asyncio.run(log_in())
+    assert logged_in_to == tenant_id
+    assert tenants == [tenant_id]
+
+
 def test_user_password_resets_a_lost_password_and_ends_sessions(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -704,6 +759,7 @@ def test_user_password_resets_a_lost_password_and_ends_sessions(
             password="the lost one",
             tenant_name="Ops",
             token_ttl_s=60,
+            policy=Signup.open,
         )
         return token
 

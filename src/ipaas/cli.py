@@ -269,7 +269,7 @@ async def _token_create(settings: Settings, *, email: str, name: str) -> int:
     return 0
 
 
-def _read_new_password(from_stdin: bool) -> str | None:
+def _read_new_password(from_stdin: bool, *, unchanged: str = "nothing changed") -> str | None:
     """The new password: the first line of stdin, or typed twice at a prompt (not echoed).
     ``None`` (with the reason on stderr) when it is refused."""
     from pydantic import TypeAdapter, ValidationError
@@ -281,12 +281,12 @@ def _read_new_password(from_stdin: bool) -> str | None:
     else:
         password = getpass.getpass("New password: ")
         if getpass.getpass("Again: ") != password:
-            print("the two passwords differ; nothing changed", file=sys.stderr)
+            print(f"the two passwords differ; {unchanged}", file=sys.stderr)
             return None
     try:
         TypeAdapter(NewPassword).validate_python(password)
     except ValidationError:
-        print("a password has 8 to 256 characters; nothing changed", file=sys.stderr)
+        print(f"a password has 8 to 256 characters; {unchanged}", file=sys.stderr)
         return None
     return password
 
@@ -308,6 +308,48 @@ async def _user_password(settings: Settings, *, email: str, from_stdin: bool) ->
             print(f"no user with email {email}", file=sys.stderr)
             return 1
     print(f"password of {user.email} changed; {ended} session(s) ended")
+    return 0
+
+
+async def _tenant_create(settings: Settings, *, name: str, email: str, from_stdin: bool) -> int:
+    """A tenant and its owner, whatever IPAAS_SIGNUP says: how an operator adds tenants to
+    a server whose sign-up is ``first`` or ``closed``."""
+    from pydantic import ValidationError
+
+    from ipaas.config import Signup
+    from ipaas.errors import Conflict
+    from ipaas.tenants import service as tenant_service
+    from ipaas.tenants.schemas import SignupCreate
+
+    try:  # the name and email as the sign-up page checks them, before a password is asked
+        SignupCreate(email=email, password="x" * 8, tenant_name=name)
+    except ValidationError as exc:
+        named = {"tenant_name": "name"}
+        fields = [str(error["loc"][0]) for error in exc.errors()]
+        print(
+            f"not a valid {' or '.join(named.get(f, f) for f in fields)}; nothing created",
+            file=sys.stderr,
+        )
+        return 1
+    password = _read_new_password(from_stdin, unchanged="nothing created")
+    if password is None:
+        return 1
+    async with _open_store(settings) as store:
+        try:
+            tenant, _ = await tenant_service.signup(
+                store,
+                email=email,
+                password=password,
+                tenant_name=name,
+                token_ttl_s=settings.token_ttl_s,
+                policy=Signup.open,
+            )
+        except Conflict as exc:
+            print(f"{exc.message}; nothing created", file=sys.stderr)
+            return 1
+    print(
+        f"tenant {tenant.id} created; {email.lower()} is its owner and logs in with that password"
+    )
     return 0
 
 
@@ -601,6 +643,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     tenant = sub.add_parser("tenant", help="tenants (operator)").add_subparsers(
         dest="action", required=True
     )
+    new_tenant = tenant.add_parser(
+        "create", help="add a tenant and its owner (whatever IPAAS_SIGNUP says)"
+    )
+    new_tenant.add_argument("name", help="the organisation's name")
+    new_tenant.add_argument("--email", required=True, help="its owner's email, to log in with")
+    new_tenant.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the owner's password from stdin's first line instead of a prompt",
+    )
     limits = tenant.add_parser(
         "limits",
         help="show or set a tenant's intake limits (a number, or 'default' to clear)",
@@ -657,6 +709,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "user":
             return asyncio.run(
                 _user_password(settings, email=args.email, from_stdin=args.password_stdin)
+            )
+        case "tenant" if args.action == "create":
+            return asyncio.run(
+                _tenant_create(
+                    settings, name=args.name, email=args.email, from_stdin=args.password_stdin
+                )
             )
         case "tenant":
             # Options default to SUPPRESS: only the typed ones are attributes.

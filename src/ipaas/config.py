@@ -24,6 +24,18 @@ class Environment(StrEnum):
     production = "production"
 
 
+class Signup(StrEnum):
+    """Who may create a tenant with ``POST /api/auth/signup`` (and the console's page)."""
+
+    #: Anyone who reaches the server (a hosted, many-customer server; the default).
+    open = "open"
+    #: Only while the server has no tenant: its operator's own, then closed.
+    first = "first"
+    #: Nobody: users join a tenant by invitation; operators add tenants with
+    #: ``ipaas tenant create``.
+    closed = "closed"
+
+
 class LogFormat(StrEnum):
     json = "json"
     console = "console"
@@ -155,6 +167,10 @@ class Settings(BaseSettings):
     #: at most this much of info lines.
     log_flush_s: float = Field(default=0.1, ge=0, le=10)
     token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    #: ``open``, ``first`` or ``closed`` (``Signup``). A private server's webhook URLs are
+    #: public, so its sign-up page is too: ``first`` or ``closed`` keeps strangers from
+    #: making tenants of their own on it.
+    signup: Signup = Signup.open
     #: Overrides of connector base URLs (tests point them at local stand-ins).
     slack_api_url: str = "https://slack.com/api"
     openweather_url: str = "https://api.openweathermap.org"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ipaas.cli import main
-from ipaas.config import Settings
+from ipaas.config import Settings, Signup
 from ipaas.engine.worker import Worker
 from ipaas.executions.models import ExecutionStatus
 from ipaas.executions.stats import percentile, summarize
@@ -101,7 +101,7 @@ def test_cli_prints_a_tenants_stats(
         try:
             tenant, _ = await tenant_service.signup(
                 store, email="a@example.com", password="long enough pw", tenant_name="A",
-                token_ttl_s=60,
+                token_ttl_s=60, policy=Signup.open,
             )  # fmt: skip
         finally:
             await store.shutdown()

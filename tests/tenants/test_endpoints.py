@@ -10,6 +10,7 @@ import argon2.profiles
 import httpx
 import pytest
 
+from ipaas.config import Signup
 from ipaas.runtime import Runtime
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.service import hash_token
@@ -72,6 +73,29 @@ class TestSignup:
             params.time_cost,
         )
         assert PRODUCTION_HASHER.verify(PRODUCTION_HASHER.hash(PASSWORD), PASSWORD)
+
+    async def test_ipaas_signup_closes_it(
+        self, client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A private server's webhook URLs are public, so was its sign-up: anyone who found
+        it could make a tenant and run workflows there."""
+
+        async def sign_up(email: str) -> httpx.Response:
+            body = {"email": email, "password": PASSWORD, "tenant_name": "Acme"}
+            return await client.post("/api/auth/signup", json=body)
+
+        monkeypatch.setattr(runtime.settings, "signup", Signup.closed)
+        refused = await sign_up("ada@example.com")
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "signup_closed"
+        assert await runtime.store.list_tenant_ids() == []
+        monkeypatch.setattr(runtime.settings, "signup", Signup.first)
+        assert (await sign_up("ada@example.com")).status_code == 201  # the operator's own
+        refused = await sign_up("eve@example.com")
+        assert refused.status_code == 403, refused.text
+        assert len(await runtime.store.list_tenant_ids()) == 1
+        monkeypatch.setattr(runtime.settings, "signup", Signup.open)
+        assert (await sign_up("eve@example.com")).status_code == 201
 
 
 class TestLogin:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ipaas.config import Signup
 from ipaas.engine import alerts as alert_engine
 from ipaas.engine.alerts import alert_pass
 from ipaas.executions.models import ExecutionStatus
@@ -51,6 +52,39 @@ async def console_signup(client: httpx.AsyncClient, email: str = "ada@example.co
 def new_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
     """Another browser against the same app (its own cookie jar)."""
     return httpx.AsyncClient(transport=client._transport, base_url=client.base_url)
+
+
+class TestSignupSetting:
+    """``IPAAS_SIGNUP`` in the console (the API's in tests/tenants/test_endpoints.py)."""
+
+    async def test_closed_shows_why_and_no_form_and_no_link(
+        self, client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(runtime.settings, "signup", Signup.closed)
+        page = await client.get("/signup")
+        assert page.status_code == 403
+        assert "Sign-up is closed on this server" in page.text
+        assert 'action="/signup"' not in page.text
+        login = await client.get("/login")
+        assert 'href="/signup"' not in login.text
+        form = {"email": "eve@example.com", "password": "correct horse battery"}
+        refused = await client.post(
+            "/signup", data={"csrf_token": csrf_of(login), **form, "tenant_name": "Eve"}
+        )
+        assert refused.status_code == 403
+        assert "Sign-up is closed on this server" in refused.text
+        assert await runtime.store.list_tenant_ids() == []
+
+    async def test_first_takes_the_first_only(
+        self, client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(runtime.settings, "signup", Signup.first)
+        assert 'href="/signup"' in (await client.get("/login")).text
+        await console_signup(client)
+        other = new_client(client)
+        page = await other.get("/signup")
+        assert page.status_code == 403
+        assert "Sign-up is closed on this server" in page.text
 
 
 class TestSession:

@@ -35,7 +35,15 @@ _BUSY_OR_GUESSED = (
     "/auth/signup",
     status_code=status.HTTP_201_CREATED,
     responses=WITH_BODY
-    | responses(409, 429, 503, s409="The email has an account (`email_taken`)", s429=_BUSY),
+    | responses(
+        403,
+        409,
+        429,
+        503,
+        s403="Sign-up is closed on this server (`signup_closed`, IPAAS_SIGNUP)",
+        s409="The email has an account (`email_taken`)",
+        s429=_BUSY,
+    ),
 )
 async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
     tenant, token = await tenant_service.signup(
@@ -44,6 +52,7 @@ async def signup(body: SignupCreate, runtime: RuntimeDep) -> SignupRead:
         password=body.password,
         tenant_name=body.tenant_name,
         token_ttl_s=runtime.settings.token_ttl_s,
+        policy=runtime.settings.signup,
     )
     return SignupRead(access_token=token, tenant_id=tenant.id)
 

@@ -18,6 +18,7 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ipaas.config import Signup
 from ipaas.errors import Conflict, IpaasError, NotFound, TooManyRequests, Unauthorized
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
@@ -146,9 +147,37 @@ def new_token(
     return token, plaintext
 
 
+class SignupClosed(IpaasError):
+    status_code = 403
+    code = "signup_closed"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Sign-up is closed on this server: ask a tenant's owner for an invitation, or the "
+            "server's operator for an account"
+        )
+
+
+async def check_signup_open(store: Store, policy: Signup) -> None:
+    """``SignupClosed`` unless ``IPAAS_SIGNUP`` lets a new tenant be made now."""
+    if policy is Signup.closed or (policy is Signup.first and await store.list_tenant_ids()):
+        raise SignupClosed
+
+
 async def signup(
-    store: Store, *, email: str, password: str, tenant_name: str, token_ttl_s: int
+    store: Store,
+    *,
+    email: str,
+    password: str,
+    tenant_name: str,
+    token_ttl_s: int,
+    policy: Signup,
 ) -> tuple[Tenant, str]:
+    """A new tenant, its first user (an owner) and a session token for them. ``policy`` is
+    ``IPAAS_SIGNUP``, checked before the password is hashed (``ipaas tenant create``, the
+    operator's, passes ``open``). Two first sign-ups at once under ``first`` may both get
+    in: the check and the insert are apart."""
+    await check_signup_open(store, policy)
     now = utcnow()
     tenant = Tenant(id=new_id("tn"), name=tenant_name, created_at=now)
     user = User(

@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ipaas.config import Signup
 from ipaas.web.session import CSRF_FIELD, csrf_token, ensure_csrf
 
 
@@ -40,10 +41,13 @@ env.filters["ms"] = _ms
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     principal = getattr(request.state, "principal", None)
+    runtime = getattr(request.app.state, "runtime", None)
     html = env.get_template(name).render(
         request=request,
         path=request.url.path,
         signed_in=principal is not None,
+        # No link to a page that only says it is closed (``first`` still links: it may not be).
+        signup_link=runtime is None or runtime.settings.signup is not Signup.closed,
         csrf_field=CSRF_FIELD,
         csrf=csrf_token(request),
         **context,

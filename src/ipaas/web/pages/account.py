@@ -10,7 +10,7 @@ from ipaas.api.deps import RuntimeDep
 from ipaas.errors import Conflict, TooManyRequests, Unauthorized
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.schemas import PasswordChange, SignupCreate
-from ipaas.tenants.service import IncorrectPassword, TokenHasNoUser
+from ipaas.tenants.service import IncorrectPassword, SignupClosed, TokenHasNoUser
 from ipaas.web.pages._common import Csrf, read_form, see_other, validation_errors
 from ipaas.web.render import render
 from ipaas.web.session import SessionPrincipal, clear_session, set_session
@@ -19,14 +19,26 @@ router = APIRouter()
 
 
 @router.get("/signup")
-async def signup_page(request: Request) -> HTMLResponse:
+async def signup_page(request: Request, runtime: RuntimeDep) -> HTMLResponse:
+    try:
+        await tenant_service.check_signup_open(runtime.store, runtime.settings.signup)
+    except SignupClosed as exc:
+        return _signup_closed(request, exc)
     return render(request, "signup.html", {"values": {}, "errors": {}})
+
+
+def _signup_closed(request: Request, exc: SignupClosed) -> HTMLResponse:
+    return render(request, "signup.html", {"closed": exc.message}, exc.status_code)
 
 
 @router.post("/signup", dependencies=Csrf)
 async def signup(request: Request, runtime: RuntimeDep) -> Response:
     form = await read_form(request)
     values = {k: form.get(k, "") for k in ("email", "tenant_name")}
+    try:
+        await tenant_service.check_signup_open(runtime.store, runtime.settings.signup)
+    except SignupClosed as exc:  # said before the form's fields are judged
+        return _signup_closed(request, exc)
     try:
         body = SignupCreate(
             email=form.get("email", ""),
@@ -39,10 +51,13 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
             password=body.password,
             tenant_name=body.tenant_name,
             token_ttl_s=runtime.settings.token_ttl_s,
+            policy=runtime.settings.signup,
         )
     except ValidationError as exc:
         errors = validation_errors(exc)
         return render(request, "signup.html", {"values": values, "errors": errors}, 422)
+    except SignupClosed as exc:  # closed meanwhile (``first``: another sign-up got in)
+        return _signup_closed(request, exc)
     except Conflict as exc:
         errors = {"email": exc.message}
         return render(request, "signup.html", {"values": values, "errors": errors}, 409)
