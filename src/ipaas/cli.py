@@ -198,6 +198,7 @@ async def _scheduler(settings: Settings) -> None:
     recovery go on however many workers run (workers run both loops too; that is safe)."""
     import structlog
 
+    from ipaas.engine.clock_check import run_clock_check
     from ipaas.engine.queue_vacuum import run_queue_vacuum
     from ipaas.engine.reaper import run_reaper
     from ipaas.engine.retention import run_retention
@@ -223,6 +224,7 @@ async def _scheduler(settings: Settings) -> None:
             run_scheduler(runtime, stop),
             run_retention(runtime, stop),
             run_queue_vacuum(runtime, stop),
+            run_clock_check(runtime, stop),  # it judges every worker's leases
         )
     finally:
         stop.set()

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -205,6 +206,23 @@ async def test_ping(store: Store) -> None:
 
 
 # -- tenants, users, tokens -------------------------------------------------------------------
+class TestClock:
+    async def test_only_postgresql_has_a_clock_of_its_own(
+        self, store: Store, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        offset = await store.clock_offset_s()
+        if request.node.callspec.params["store"] != "postgres":
+            assert offset is None  # one process, one clock
+            return
+        assert offset is not None
+        assert abs(offset) < 1.0  # the same machine
+        real = time.time
+        monkeypatch.setattr("ipaas.stores.sql.store.time.time", lambda: real() - 30)
+        behind = await store.clock_offset_s()
+        assert behind is not None
+        assert 29 < behind < 31  # this process 30 s behind: the database 30 s ahead
+
+
 class TestCreateTenant:
     async def test_user_and_token_are_readable(self, store: Store, acct: Account) -> None:
         user = await store.get_user_by_email(acct.user.email)

@@ -17,6 +17,7 @@ import structlog
 
 from ipaas.engine.alerts import alert_pass
 from ipaas.engine.cancellation import StopReason
+from ipaas.engine.clock_check import run_clock_check
 from ipaas.engine.executor import Executor
 from ipaas.engine.queue_vacuum import run_queue_vacuum
 from ipaas.engine.reaper import run_reaper
@@ -117,6 +118,8 @@ class Worker:
         self._loops = [
             asyncio.create_task(self._feed(), name="worker-feed"),
             asyncio.create_task(self._heartbeat(), name="worker-heartbeat"),
+            # Its leases are judged by other processes' clocks: said when it is apart.
+            asyncio.create_task(run_clock_check(self.runtime, self._stopping), name="clock"),
         ]
         if reaper:
             # Every worker process also reaps and schedules: both are safe with many

@@ -66,6 +66,10 @@ STEP_RETRIES = Counter(
     "ipaas_step_retries", "Failed step attempts scheduled to run again", ["connector"]
 )
 EXECUTIONS_RUNNING = Gauge("ipaas_executions_running", "Executions running in this process")
+CLOCK_OFFSET = Gauge(
+    "ipaas_clock_offset_seconds",
+    "How far PostgreSQL's clock is ahead of this process's (workers and the scheduler)",
+)
 REAPER_REQUEUED = Counter(
     "ipaas_reaper_requeued", "Running executions whose lease expired, put back in the queue"
 )

@@ -192,6 +192,11 @@ class Store(Protocol):
     async def ping(self) -> bool:
         """True when the backing database answers."""
 
+    async def clock_offset_s(self) -> float | None:
+        """Seconds the database server's clock is ahead of this process's (negative:
+        behind), to within half a round trip; ``None`` where the database has no clock of
+        its own (SQLite, memory: this process's is the only one)."""
+
     @property
     def writes_in_order(self) -> bool:
         """True when a write called after another is applied after it even while the first

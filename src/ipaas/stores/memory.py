@@ -82,6 +82,9 @@ class MemoryStore:
     async def ping(self) -> bool:
         return True
 
+    async def clock_offset_s(self) -> float | None:
+        return None
+
     # -- tenants --------------------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
         if await self.get_user_by_email(user.email) is not None:

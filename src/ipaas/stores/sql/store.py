@@ -9,6 +9,7 @@ domain models are built back here, on the event loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,6 +66,8 @@ _EX = q.EX
 _Row = sa.Row[Any]
 _SELECT_1 = sa.text("SELECT 1")
 _SELECT_REVISION = sa.text("SELECT version_num FROM alembic_version")
+#: The time at the statement's run, not its transaction's start (``now()``).
+_SELECT_CLOCK = sa.select(sa.func.clock_timestamp())
 _log = structlog.get_logger(__name__)
 _DEDUP_ATTEMPTS = 3
 
@@ -207,6 +210,16 @@ class SqlStore:
         except (SQLAlchemyError, OSError):
             return False
         return True
+
+    async def clock_offset_s(self) -> float | None:
+        if not self._url.startswith("postgresql"):
+            return None  # SQLite: the file has no clock; this process's is the only one
+        before = time.time()
+        row = await self._db.run_read(_first(_SELECT_CLOCK, {}))
+        after = time.time()
+        assert row is not None
+        server: datetime = row[0]
+        return server.timestamp() - (before + after) / 2
 
     async def _write_one(self, stmt: sa.Executable, params: Mapping[str, Any]) -> int:
         """Run one write statement; the number of rows it matched."""
