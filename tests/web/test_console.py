@@ -85,6 +85,8 @@ class TestSignupSetting:
         page = await other.get("/signup")
         assert page.status_code == 403
         assert "Sign-up is closed on this server" in page.text
+        assert 'href="/signup"' not in page.text
+        assert 'href="/signup"' not in (await other.get("/login")).text  # closed now
 
 
 class TestSession:

@@ -42,16 +42,18 @@ env.filters["ms"] = _ms
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     principal = getattr(request.state, "principal", None)
     runtime = getattr(request.app.state, "runtime", None)
-    html = env.get_template(name).render(
-        request=request,
-        path=request.url.path,
-        signed_in=principal is not None,
-        # No link to a page that only says it is closed (``first`` still links: it may not be).
-        signup_link=runtime is None or runtime.settings.signup is not Signup.closed,
-        csrf_field=CSRF_FIELD,
-        csrf=csrf_token(request),
+    values = {
+        "request": request,
+        "path": request.url.path,
+        "signed_in": principal is not None,
+        # No link to a page that only says it is closed; under ``first`` the log-in and
+        # sign-up pages know whether it is (``signup_link`` in their context).
+        "signup_link": runtime is None or runtime.settings.signup is not Signup.closed,
+        "csrf_field": CSRF_FIELD,
+        "csrf": csrf_token(request),
         **context,
-    )
+    }
+    html = env.get_template(name).render(**values)
     response = HTMLResponse(html, status_code=status)
     # Pages are per-user and hold CSRF tokens: never cached, never framed.
     response.headers["cache-control"] = "no-store"

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from ipaas.api.deps import RuntimeDep
 from ipaas.errors import Conflict, TooManyRequests, Unauthorized
+from ipaas.runtime import Runtime
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.schemas import PasswordChange, SignupCreate
 from ipaas.tenants.service import IncorrectPassword, SignupClosed, TokenHasNoUser
@@ -28,7 +29,17 @@ async def signup_page(request: Request, runtime: RuntimeDep) -> HTMLResponse:
 
 
 def _signup_closed(request: Request, exc: SignupClosed) -> HTMLResponse:
-    return render(request, "signup.html", {"closed": exc.message}, exc.status_code)
+    context = {"closed": exc.message, "signup_link": False}
+    return render(request, "signup.html", context, exc.status_code)
+
+
+async def _signup_offered(runtime: Runtime) -> bool:
+    """Whether the log-in page links to the sign-up page (not once it is closed)."""
+    try:
+        await tenant_service.check_signup_open(runtime.store, runtime.settings.signup)
+    except SignupClosed:
+        return False
+    return True
 
 
 @router.post("/signup", dependencies=Csrf)
@@ -67,9 +78,10 @@ async def signup(request: Request, runtime: RuntimeDep) -> Response:
 
 
 @router.get("/login")
-async def login_page(request: Request, expired: bool = False) -> HTMLResponse:
+async def login_page(request: Request, runtime: RuntimeDep, expired: bool = False) -> HTMLResponse:
     notice = "Your session has expired or was ended. Please log in again." if expired else ""
-    return render(request, "login.html", {"values": {}, "errors": {}, "notice": notice})
+    context = {"values": {}, "errors": {}, "notice": notice}
+    return render(request, "login.html", context | {"signup_link": await _signup_offered(runtime)})
 
 
 @router.post("/login", dependencies=Csrf)
@@ -85,7 +97,12 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
             throttle=runtime.logins,
         )
     except (Unauthorized, TooManyRequests) as exc:
-        context = {"values": {"email": email}, "errors": {"form": exc.message}, "notice": ""}
+        context = {
+            "values": {"email": email},
+            "errors": {"form": exc.message},
+            "notice": "",
+            "signup_link": await _signup_offered(runtime),
+        }
         page = render(request, "login.html", context, exc.status_code)
         page.headers.update(exc.headers)
         return page
