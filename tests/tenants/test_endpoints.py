@@ -94,6 +94,17 @@ class TestSignup:
         refused = await sign_up("eve@example.com")
         assert refused.status_code == 403, refused.text
         assert len(await runtime.store.list_tenant_ids()) == 1
+        # Closed for good (tenants are never deleted): known without reading every tenant.
+        reads: list[str] = []
+        listed = runtime.store.list_tenant_ids
+
+        async def counted() -> list[str]:
+            reads.append("tenant ids")
+            return await listed()
+
+        monkeypatch.setattr(runtime.store, "list_tenant_ids", counted)
+        assert (await sign_up("mallory@example.com")).status_code == 403
+        assert reads == []
         monkeypatch.setattr(runtime.settings, "signup", Signup.open)
         assert (await sign_up("eve@example.com")).status_code == 201
 

@@ -8,6 +8,7 @@ import hashlib
 import math
 import secrets
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -158,9 +159,17 @@ class SignupClosed(IpaasError):
         )
 
 
+#: Stores known to hold a tenant. Tenants are never deleted, so under ``first`` sign-up stays
+#: closed for good once one exists: the public log-in page then reads nothing to know it.
+_TENANTED: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
 async def check_signup_open(store: Store, policy: Signup) -> None:
     """``SignupClosed`` unless ``IPAAS_SIGNUP`` lets a new tenant be made now."""
-    if policy is Signup.closed or (policy is Signup.first and await store.list_tenant_ids()):
+    if policy is Signup.closed:
+        raise SignupClosed
+    if policy is Signup.first and (store in _TENANTED or await store.list_tenant_ids()):
+        _TENANTED.add(store)
         raise SignupClosed
 
 
