@@ -24,8 +24,12 @@ if TYPE_CHECKING:
 
 
 def _install_signals(stop: asyncio.Event) -> None:
+    """SIGTERM, SIGINT and SIGHUP stop the process gracefully (intake first, then the
+    running executions drain). SIGHUP's default was an abrupt exit: a closed terminal, or a
+    log rotation that signals what it rotated, cut webhooks mid-request and left running
+    executions to be run again after their lease."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
 

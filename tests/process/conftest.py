@@ -186,10 +186,10 @@ class ServerProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def terminate(self) -> None:
-        """Send SIGTERM (graceful: stop intake, drain, exit 0); does not wait."""
+    def terminate(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Send SIGTERM, or ``sig`` (graceful: stop intake, drain, exit 0); does not wait."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(sig)
 
     def kill(self) -> None:
         """SIGKILL, and reap the process."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -255,11 +256,15 @@ def _wait_running(api: Api, workflow_id: str) -> str:
     return str(running[0]["id"])
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_drains_running_and_keeps_the_rest_queued(
     make_server: Callable[..., ServerProcess],
     api_for: Callable[[ServerProcess], Api],
     standin: Standin,
+    sig: signal.Signals,
 ) -> None:
+    """SIGHUP too (a closed terminal, a log rotation's signal): it ended the server at once,
+    exit status 129, with the running execution left to be run again after its lease."""
     server = make_server(IPAAS_WORKERS="1").start()
     api = api_for(server)
     workflow_id = api.slack_workflow(standin.slack_hook(), "drain {{ trigger.body.n }}")
@@ -268,10 +273,10 @@ def test_sigterm_drains_running_and_keeps_the_rest_queued(
     running = _wait_running(api, workflow_id)
 
     signalled = time.monotonic()
-    server.terminate()
+    server.terminate(sig)
     assert server.wait(15) == 0, server.stderr_text()[-3000:]
     took = time.monotonic() - signalled
-    print(f"serving: SIGTERM with one 2 s delivery running -> exit 0 after {took:.2f}s")
+    print(f"serving: {sig.name} with one 2 s delivery running -> exit 0 after {took:.2f}s")
     server.assert_no_errors()
 
     statuses = server.statuses()
