@@ -136,7 +136,8 @@ async def retry(
         current = await store.get_execution(tenant_id, execution_id)
         if current is None:
             raise ExecutionNotFound("Execution not found")
-        if current.status in RESUMABLE:  # then its workflow is gone
+        resumable = current.status in RESUMABLE
+        if resumable and await store.get_workflow(tenant_id, current.workflow_id) is None:
             raise WorkflowGone("The execution's workflow has been deleted")
         allowed = ", ".join(status.value for status in RESUMABLE)
         raise ExecutionNotRetryable(
