@@ -330,11 +330,11 @@ def _decoded_response(
             status, headers=headers, content=raw, request=request, extensions=extensions
         )
     content = raw
-    codings = [c.strip().lower() for c in coding.split(",")]
-    for coding in reversed(codings):  # the last one applied is undone first
-        if coding in ("gzip", "x-gzip"):
+    names = [name.strip().lower() for name in coding.split(",")]
+    for name in reversed(names):  # the last one applied is undone first
+        if name in ("gzip", "x-gzip"):
             content = _inflate(content, zlib.MAX_WBITS | 16, request)
-        elif coding == "deflate":  # zlib-wrapped, or raw as some servers send it
+        elif name == "deflate":  # zlib-wrapped, or raw as some servers send it
             try:
                 content = _inflate(content, zlib.MAX_WBITS, request)
             except httpx.DecodingError:
