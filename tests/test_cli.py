@@ -398,6 +398,22 @@ class TestSettings:
             "integer",
         ]
 
+    @pytest.mark.parametrize(
+        "url", ["redis//:hunter2@127.0.0.1:6379", "http://:hunter2@127.0.0.1:6379", "unix:///r"]
+    )
+    def test_a_redis_url_of_another_scheme_is_refused_without_its_password(
+        self, monkeypatch: pytest.MonkeyPatch, url: str
+    ) -> None:
+        # Before, a traceback from redis-py's URL parser (or ours, which showed the URL).
+        monkeypatch.setenv("IPAAS_REDIS_URL", url)
+        with pytest.raises(SystemExit) as exited:
+            main(["worker"])
+        message = str(exited.value.code)
+        assert message.startswith("ipaas: invalid settings:\n  IPAAS_REDIS_URL: unsupported ")
+        assert "hunter2" not in message
+        for taken in ("redis://:pw@host:6379/0", "rediss://host", "memory://", ""):
+            assert Settings(redis_url=taken).redis_url == taken
+
     @pytest.mark.parametrize("key", ["", " , ", "hunter2", "c2hvcnQ=", f"{TEST_KEY},,hunter2"])
     def test_a_secret_key_that_cannot_encrypt_is_refused(self, key: str) -> None:
         # Before, accepted, and the first credential (or the start of serve) failed.

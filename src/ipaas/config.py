@@ -180,6 +180,21 @@ class Settings(BaseSettings):
     def _supported_database_url(cls, value: str) -> str:
         return database_url(value)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _supported_redis_url(cls, value: str | None) -> str | None:
+        if not value or value == "memory://":
+            return value
+        scheme, sep, _ = value.strip().partition("://")
+        if not sep or scheme.lower() not in ("redis", "rediss"):
+            shown = f"scheme {scheme!r}" if sep else "value (not a URL)"
+            msg = (  # never the URL: it may hold a password
+                f"IPAAS_REDIS_URL: unsupported {shown}: use redis://host:6379/0 or rediss:// "
+                "(TLS), or leave it unset for the embedded queue"
+            )
+            raise ValueError(msg)
+        return value.strip()
+
     @field_validator("secret_key")
     @classmethod
     def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:

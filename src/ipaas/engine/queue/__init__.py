@@ -15,8 +15,9 @@ def create_queue(settings: Settings) -> JobQueue:
             from ipaas.engine.queue.redis import RedisQueue
 
             return RedisQueue(url)
-        case url:
-            raise ValueError(f"unsupported queue URL {url!r}: use redis:// or rediss://")
+        case url:  # named by its scheme only: the URL may hold a password
+            scheme = url.partition("://")[0]
+            raise ValueError(f"unsupported queue URL scheme {scheme!r}: use redis:// or rediss://")
 
 
 __all__ = ["JobQueue", "MemoryQueue", "create_queue"]
