@@ -223,9 +223,11 @@ class Settings(BaseSettings):
         origin = _origin(value.strip())
         if origin is None:
             # The server answers at the root: a path here would name pages it does not serve.
+            parts = urlsplit(value.strip())
+            shown = value.replace(parts.password, "***") if parts.password else value
             msg = (
                 "IPAAS_PUBLIC_URL must be an origin such as https://hooks.example.com, "
-                f"not {value!r}"
+                f"not {shown!r}"
             )
             raise ValueError(msg)
         return origin

@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from ipaas.api.app import create_app
+from ipaas.cli import main
 from ipaas.config import Settings
 from ipaas.runtime import Runtime
 from ipaas.stores.memory import MemoryStore
@@ -136,6 +137,15 @@ class TestPublicUrl:
     def test_anything_else_stops_the_start(self, bad: str) -> None:
         with pytest.raises(ValidationError, match="IPAAS_PUBLIC_URL must be an origin"):
             Settings(public_url=bad)
+
+    def test_the_message_does_not_repeat_a_password(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("IPAAS_PUBLIC_URL", "https://ops:hunter2@hooks.example.com")
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate"])
+        assert str(exited.value.code).splitlines()[1:] == [
+            "  IPAAS_PUBLIC_URL must be an origin such as https://hooks.example.com, not "
+            "'https://ops:***@hooks.example.com'"
+        ]
 
 
 class TestForwardedHeaders:
