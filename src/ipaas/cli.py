@@ -88,12 +88,9 @@ async def serve_app(app: Any, settings: Settings) -> None:
 def cannot_start(settings: Settings, exc: BaseException) -> str:
     """One line for a serving process whose start failed: the database's as for the other
     commands; anything else with its traceback logged (``startup_failed``)."""
-    import sqlite3
-
-    import sqlalchemy as sa
     import structlog
 
-    if isinstance(exc, sa.exc.DBAPIError | sqlite3.Error):
+    if isinstance(exc, _open_errors()):
         return _unreachable(settings.database_url, exc)
     structlog.get_logger(__name__).error("startup_failed", exc_info=exc)
     return f"ipaas serve: cannot start: {type(exc).__name__}: {exc}"
@@ -516,14 +513,20 @@ def _opening(database_url: str) -> Iterator[None]:
     """``SystemExit`` with one line when the database cannot be opened as configured (a
     directory that does not exist, an unknown database or role, a wrong password), where a
     traceback said nothing more. An outage is not one: ``Runtime`` waits it out."""
+    try:
+        yield
+    except _open_errors() as exc:
+        raise SystemExit(_unreachable(database_url, exc)) from None
+
+
+def _open_errors() -> tuple[type[Exception], ...]:
+    """What opening a database as configured raises when it cannot be (the drivers', through
+    SQLAlchemy or SQLite's own): ``_opening`` and ``cannot_start`` say it in one line."""
     import sqlite3
 
     import sqlalchemy as sa
 
-    try:
-        yield
-    except (sa.exc.DBAPIError, sqlite3.Error) as exc:
-        raise SystemExit(_unreachable(database_url, exc)) from None
+    return (sa.exc.DBAPIError, sqlite3.Error)
 
 
 def _unreachable(database_url: str, exc: BaseException) -> str:
