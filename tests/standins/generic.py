@@ -1,5 +1,6 @@
 """Generic endpoints: ``/echo`` (any method; answers what it received; ``?pad=N`` adds N
-bytes to the answer) and ``/slow``."""
+bytes to the answer; ``?as_text=1`` answers the body it received as it came, as text) and
+``/slow``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ _CLOSING_POLL_S = 0.05
 
 
 def _echo(request: Request, body: bytes, status: int = 200) -> Response:
+    if request.query_params.get("as_text"):
+        return Response(body, status, media_type="text/plain; charset=utf-8")
     query: dict[str, Any] = {}
     for key in request.query_params:
         values = request.query_params.getlist(key)

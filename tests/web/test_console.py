@@ -985,6 +985,25 @@ class TestPages:
         page = (await client.get("/tokens")).text
         assert page.count("(a sign-in: ends when the password changes)") == 1
 
+    async def test_names_holding_nul_are_refused(self, client: httpx.AsyncClient) -> None:
+        """A form field may carry ``%00``; PostgreSQL cannot store it (a 500 before)."""
+        await console_signup(client)
+        token = await post_form(client, "/tokens", "/tokens", {"name": "ci\x00"})
+        assert token.status_code == 422
+        assert "give a name of 1 to 200 characters, without NUL" in token.text
+        credential = await post_form(
+            client,
+            "/credentials",
+            "/credentials",
+            {
+                "name": "s\x00",
+                "type": "slack",
+                "secret.slack.webhook_url": "https://hooks.slack.com/services/T/B/X",
+            },
+        )
+        assert credential.status_code == 422
+        assert "must not contain the NUL character" in credential.text
+
     async def test_pages_are_not_cached_or_framed(self, client: httpx.AsyncClient) -> None:
         page = await client.get("/login")
         headers: dict[str, Any] = dict(page.headers)

@@ -16,6 +16,7 @@ from pydantic import (
 
 from ipaas.credentials.models import CredentialType
 from ipaas.kit.http import check_header_lines, check_header_token
+from ipaas.kit.text import NAME_SCHEMA, Name
 
 WHSEC_PREFIX = "whsec_"
 
@@ -95,7 +96,7 @@ SECRET_MODELS: dict[CredentialType, type[_Secret]] = {
 
 
 class CredentialCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     type: CredentialType
     #: Write-only: validated against the type's shape, encrypted, never returned.
     secret: dict[str, Any]
@@ -111,9 +112,7 @@ class CredentialUpdate(BaseModel):
     # The schema says what is accepted: at least one of the two, neither of them null.
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    name: Annotated[
-        str | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200})
-    ] = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[Name | None, WithJsonSchema(NAME_SCHEMA)] = None
     #: Write-only, as at creation: replaces the whole secret.
     secret: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object"})] = None
 

@@ -194,7 +194,13 @@ class Executor:
                 return written
 
             write = self._settling_write(write_finish, execution.id)
-            written = await _uncancellable(write)
+            try:
+                written = await _uncancellable(write)
+            except Exception:
+                # Not written (a value the database refused): the last resort below ends
+                # the execution without the step, rather than leave it running for good.
+                finished = False
+                raise
             if written:  # else another worker owns it now and counts it
                 metrics.execution_finished(status, execution.started_at, finished_at)
 
@@ -228,7 +234,11 @@ class Executor:
                     ),
                     execution.id,
                 )
-                await _uncancellable(write)
+                try:
+                    await _uncancellable(write)
+                except Exception:
+                    finished = False  # as in ``finish``
+                    raise
             else:
                 await finish(
                     final, step.error if final is not ExecutionStatus.succeeded else None, step

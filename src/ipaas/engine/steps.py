@@ -29,6 +29,7 @@ from ipaas.kit import jsontext
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
 from ipaas.kit.secrets import Redactor, mask_headers, mask_url, secret_strings
+from ipaas.kit.text import without_nul
 from ipaas.observability import tracing
 from ipaas.workflows.models import Step, WorkflowDefinition
 
@@ -204,7 +205,8 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             attempt=run.attempts.get(step.id, 1),
             input=redactor(rendered),
             output=redactor(output),
-            error=redactor.text(error) if error else None,
+            # A remote's error text may hold U+0000, which PostgreSQL cannot store.
+            error=without_nul(redactor.text(error)) if error else None,
             error_code=failure.code if failure is not None else None,
             status_code=failure.status_code if failure is not None else None,
             next_attempt_at=next_attempt_at,

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from ipaas.kit.numbers import json_int
+from ipaas.kit.text import Name
 from ipaas.tenants.models import Role, TenantLimits
 
 #: What a new password must be (sign-up, a change, ``ipaas user password``).
@@ -15,7 +16,7 @@ NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
 class SignupCreate(BaseModel):
     email: EmailStr
     password: NewPassword
-    tenant_name: str = Field(min_length=1, max_length=200)
+    tenant_name: Name
 
 
 class SignupRead(BaseModel):
@@ -43,7 +44,7 @@ MAX_TOKEN_TTL_S = 10 * 365 * 24 * 3600
 
 
 class ApiTokenCreate(BaseModel):
-    name: str = Field(default="api", min_length=1, max_length=200)
+    name: Name = "api"
     #: At most ten years: a datetime cannot hold much more (a larger value was a 500).
     expires_in_s: int | None = Field(default=None, gt=0, le=MAX_TOKEN_TTL_S)
 

@@ -7,6 +7,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from ipaas.executions.models import TriggerData
 from ipaas.kit import jsontext
+from ipaas.kit.text import Name
 from ipaas.workflows.models import Step, Trigger, check_trigger
 
 #: A trigger as the API accepts it: a schedule's cron and time zone are checked (422 at
@@ -66,7 +67,7 @@ ErrorWorkflowId = Annotated[
 
 
 class WorkflowCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     active: bool = Field(default=True, strict=True)  # not "yes", 1 or "off"
     trigger: CheckedTrigger = Field(default_factory=Trigger)
     steps: list[Step] = Field(min_length=1, max_length=50)
@@ -80,7 +81,7 @@ class WorkflowUpdate(WorkflowCreate):
 
 
 class WorkflowPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     active: bool | None = Field(default=None, strict=True)
     trigger: CheckedTrigger | None = None
     steps: list[Step] | None = Field(default=None, min_length=1, max_length=50)

@@ -30,6 +30,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from ipaas.errors import STORE_RETRY_AFTER_S, StoreUnavailable
 from ipaas.kit.batching import LoopBatch
+from ipaas.kit.text import without_nul
 from ipaas.stores.base import QueueVacuum
 
 if TYPE_CHECKING:
@@ -1412,6 +1413,28 @@ class _HeldConnections:
 _TRANSACTIONS = "READ COMMITTED"
 
 
+def _without_nul_on(dialect: sa.Dialect) -> None:
+    """Every string parameter ``dialect`` sends has U+0000 replaced by U+FFFD.
+
+    PostgreSQL's text types cannot hold U+0000 (``invalid byte sequence for encoding
+    "UTF8": 0x00``), where SQLite and the memory store can. Text with one reached the store
+    from a name sent to the API, an id in a URL (``/api/webhooks/wf%00``, no sign-in needed)
+    and a remote API's error text, and each was a 500, and the last a finish that could
+    never be written. Replaced here, once for every statement: a write stores the text with
+    U+FFFD in its place, and a lookup by such a value finds nothing, as no id or email holds
+    one. The API refuses it in names up front (``kit/text.py``). Typed parameters only
+    (every column's and ``bindparam``'s); JSON columns hold it escaped, as ``\\u0000``.
+    """
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncpgString
+
+    class _PgString(AsyncpgString):
+        def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any]:
+            return without_nul
+
+    # The dialect's own mapping, read when a type is first adapted to it; set before that.
+    dialect.colspecs = {**dialect.colspecs, sa.String: _PgString}
+
+
 class PostgresDatabase(Database):
     """PostgreSQL: one pool; row locks with SKIP LOCKED keep concurrent claimers apart.
 
@@ -1433,6 +1456,7 @@ class PostgresDatabase(Database):
             connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
             **_ENGINE_ARGS,
         )
+        _without_nul_on(self._engine.sync_engine.dialect)
         # Connections start in autocommit: no BEGIN/COMMIT round trips around a statement
         # that is atomic on its own (a third of the round trips of a transaction).
         self._held = _HeldConnections(

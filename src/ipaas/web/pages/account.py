@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from ipaas.api.deps import RuntimeDep
 from ipaas.errors import Conflict, TooManyRequests, Unauthorized
+from ipaas.kit.text import NUL
 from ipaas.runtime import Runtime
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.schemas import PasswordChange, SignupCreate
@@ -197,8 +198,8 @@ async def create_token(
     name = form.get("name", "").strip()
     days = form.get("expires_in_days", "").strip()
     errors = {}
-    if not name or len(name) > 200:
-        errors["name"] = "give a name of 1 to 200 characters"
+    if not name or len(name) > 200 or NUL in name:
+        errors["name"] = "give a name of 1 to 200 characters, without NUL"
     if days and (not days.isdigit() or int(days) < 1):
         errors["expires_in_days"] = "a whole number of days, 1 or more (or empty: no expiry)"
     if errors:
