@@ -1,21 +1,17 @@
-"""U+0000 (NUL) from users and from remote APIs, end to end, on the memory store and on
-PostgreSQL, whose text types cannot hold it.
+"""A step's error that the store cannot take as it came, and a finish the store refuses.
 
-Seen by hand on a server on PostgreSQL: ``POST /api/webhooks/wf%00x`` (no sign-in needed),
-``GET /api/workflows/wf%00x``, a login with ``%00`` in the email and a workflow named with
-``\\u0000`` each answered 500 with a traceback in the log. A remote API answering an error
-whose text held a NUL byte made the finish unwritable: the execution stayed ``running``, and
-each time its lease ran out the reaper ran the step, and its POST, again (attempt 7 after ten
-minutes). The store's own guard is tested in tests/contracts/test_store_text.py.
+A remote API answering an error whose text held a NUL byte made the finish unwritable on
+PostgreSQL: the execution stayed ``running``, and each time its lease ran out the reaper ran
+the step, and its POST, again (attempt 7 after ten minutes, seen by hand). Runs on the memory
+store and PostgreSQL (the fixtures of tests/api/test_strict_values.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from ipaas.config import Settings
@@ -24,46 +20,10 @@ from ipaas.executions.models import ExecutionStatus, StepRun
 from ipaas.kit.text import NUL, REPLACEMENT
 from ipaas.runtime import Runtime
 from ipaas.stores import MemoryStore
-from ipaas.stores.sql import SqlStore, run_migrations
-from tests.contracts.conftest import POSTGRES_URL, in_thread, postgres_database
+from tests.api.test_strict_values import ONE_ATTEMPT, api, database_url, runtime
 from tests.engine.test_retries import Api
-from tests.standins.server import StandinServer
 
-ONE_ATTEMPT = {"max_attempts": 1}
-REFUSED = "must not contain the NUL character (U+0000)"
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param(
-            "postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(not POSTGRES_URL, reason="IPAAS_TEST_POSTGRES_URL is not set"),
-            ],
-        ),
-    ]
-)
-def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-        return
-    with postgres_database() as url:
-        in_thread(lambda: run_migrations(url))
-        yield url
-
-
-@pytest.fixture
-async def runtime(settings: Settings, database_url: str) -> AsyncIterator[Runtime]:
-    settings = settings.model_copy(update={"database_url": database_url})
-    store = MemoryStore() if database_url == "memory://" else SqlStore(database_url)
-    return Runtime.build(settings, store=store)
-
-
-@pytest.fixture
-async def api(client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer) -> Api:
-    return Api(client, auth, clean_standin)
+__all__ = ["api", "database_url", "runtime"]  # fixtures
 
 
 async def test_a_remote_error_holding_nul_ends_the_execution_once(api: Api, worker: Worker) -> None:
@@ -80,61 +40,6 @@ async def test_a_remote_error_holding_nul_ends_the_execution_once(api: Api, work
     assert run["status_code"] == 500
     assert detail["error"] == run["error"]
     assert len(api.hits("/echo/nul")) == 1
-
-
-async def test_names_holding_nul_are_refused(api: Api) -> None:
-    client, auth = api.client, api.auth
-    step = api.call("call", "/echo", ONE_ATTEMPT)
-    workflow_id = await api.workflow([step])
-    credential = {"type": "slack", "secret": {"webhook_url": f"{api.standin.url}/services/x"}}
-    credential_id = (
-        await client.post("/api/credentials", json={"name": "ok", **credential}, headers=auth)
-    ).json()["id"]
-    named = f"a{NUL}b"
-    sent = [
-        (
-            "POST",
-            "/api/auth/signup",
-            {"email": "nul@example.com", "password": "long enough", "tenant_name": named},
-        ),
-        ("POST", "/api/tokens", {"name": named}),
-        ("POST", "/api/credentials", {"name": named, **credential}),
-        ("PATCH", f"/api/credentials/{credential_id}", {"name": named}),
-        ("POST", "/api/workflows", {"name": named, "steps": [step]}),
-        ("PUT", f"/api/workflows/{workflow_id}", {"name": named, "steps": [step]}),
-        ("PATCH", f"/api/workflows/{workflow_id}", {"name": named}),
-    ]
-    for method, path, body in sent:
-        response = await client.request(method, path, json=body, headers=auth)
-        assert response.status_code == 422, (method, path, response.text)
-        (detail,) = response.json()["error"]["details"]
-        assert detail["loc"][-1] in ("name", "tenant_name")
-        assert REFUSED in detail["msg"]
-    workflow = (await client.get(f"/api/workflows/{workflow_id}", headers=auth)).json()
-    assert workflow["name"] == "wf"
-
-
-async def test_ids_holding_nul_are_not_found(api: Api) -> None:
-    client, auth = api.client, api.auth
-    workflow_id = await api.workflow([api.call("call", "/echo", ONE_ATTEMPT)])
-    cases: list[tuple[str, str, dict[str, Any] | None]] = [
-        ("POST", f"/api/webhooks/{workflow_id}%00", {}),
-        ("GET", f"/api/workflows/{workflow_id}%00", None),
-        ("GET", "/api/executions/ex%00", None),
-        ("POST", "/api/executions/ex%00/retry", None),
-        ("GET", "/api/credentials/cred%00", None),
-        ("DELETE", "/api/tokens/tok%00", None),
-    ]
-    for method, path, body in cases:
-        response = await client.request(method, path, json=body, headers=auth)
-        assert response.status_code == 404, (method, path, response.text)
-    listed = await client.get(f"/api/executions?workflow_id={workflow_id}%00", headers=auth)
-    assert listed.status_code == 200
-    assert listed.json()["items"] == []
-    login = await client.post(
-        "/api/auth/token", data={"username": "ada@example.com\x00", "password": "x"}
-    )
-    assert login.status_code == 401, login.text
 
 
 class _RefusesFailedSteps(MemoryStore):

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+)
 
 from ipaas.executions.models import MAX_PAGE, Execution, ExecutionStatus, StepRun, StepStatus
 
@@ -103,8 +110,19 @@ def _text(value: object) -> object:
     return value
 
 
-#: An RFC 3339 date-time with its zone.
-DateTimeText = Annotated[AwareDatetime, BeforeValidator(_text)]
+def _in_utc(value: datetime) -> datetime:
+    """In UTC, as the stores compare and keep it. A date-time at either end of the
+    calendar, ``0001-01-01T00:00:00+01:00`` say, has no UTC value: refused here (before,
+    the SQL stores failed on it with a 500)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        msg = "date-time out of range once in UTC"
+        raise ValueError(msg) from None
+
+
+#: An RFC 3339 date-time with its zone (given back in UTC).
+DateTimeText = Annotated[AwareDatetime, BeforeValidator(_text), AfterValidator(_in_utc)]
 
 
 class ExecutionFilter(BaseModel):

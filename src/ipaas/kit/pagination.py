@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ipaas.errors import BadRequest
 
@@ -25,6 +25,12 @@ class Cursor:
         try:
             padded = token + "=" * (-len(token) % 4)
             created_at, id_ = json.loads(base64.urlsafe_b64decode(padded))
-            return cls(datetime.fromisoformat(created_at), str(id_))
-        except (ValueError, TypeError, binascii.Error) as exc:
+            # A cursor this API made is in UTC; an altered one may be naive or out of range
+            # once in UTC (a 500 on the stores before).
+            at = datetime.fromisoformat(created_at)
+            if at.utcoffset() is None:
+                msg = "a cursor's time has its zone"
+                raise ValueError(msg)
+            return cls(at.astimezone(UTC), str(id_))
+        except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
             raise BadRequest("Invalid cursor", code="invalid_cursor") from exc

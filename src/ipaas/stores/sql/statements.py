@@ -57,6 +57,12 @@ def p(name: str) -> sa.BindParameter[Any]:
     return sa.bindparam(name)
 
 
+def p_str(name: str) -> sa.BindParameter[str]:
+    """Typed where no column gives it a type (in a tuple), so the dialect's string handling
+    applies (on PostgreSQL, U+0000 replaced: ``engine._without_nul_on``)."""
+    return sa.bindparam(name, type_=sa.String())
+
+
 def p_at(name: str) -> sa.BindParameter[datetime]:
     # Typed, so CASE/COALESCE branches get the UTC conversion too.
     return sa.bindparam(name, type_=t.UtcDateTime())
@@ -315,7 +321,7 @@ def list_executions(
             query = query.where(sa.text(t.UNSUCCESSFUL))
     if before:
         # A row-value comparison, so the index's (created_at, id) bounds the scan.
-        cursor = sa.tuple_(p_at("p_before_at"), p("p_before_id"))
+        cursor = sa.tuple_(p_at("p_before_at"), p_str("p_before_id"))
         query = query.where(sa.tuple_(EX.c.created_at, EX.c.id) < cursor)
     if since:
         query = query.where(EX.c.created_at >= p_at("p_since"))

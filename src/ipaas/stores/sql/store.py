@@ -443,7 +443,7 @@ class SqlStore:
         params: dict[str, Any] = {"p_tenant_id": tenant_id}
         if before is not None:
             # A row-value comparison, so the (tenant_id, created_at) index bounds the scan.
-            key = sa.tuple_(q.p_at("p_before_at"), q.p("p_before_id"))
+            key = sa.tuple_(q.p_at("p_before_at"), q.p_str("p_before_id"))
             query = query.where(sa.tuple_(t.workflow.c.created_at, t.workflow.c.id) < key)
             params["p_before_at"], params["p_before_id"] = before
         if limit is not None:
