@@ -270,6 +270,19 @@ class TestCircuits:
         )
         assert (circuit.state, circuit.failures, circuit.retry_at) == (OPEN, 1, at(2))
 
+    async def test_the_longest_key_is_recorded(self, store: Store, acct: Account) -> None:
+        """A host name of 253 characters (the most DNS allows) and a port: the column was
+        255 long, so PostgreSQL refused it and the circuit never opened there."""
+        host = f"{'.'.join(['a' * 63] * 3)}.{'b' * 61}:65535"
+        assert len(host) == 259
+        circuit = await store.record_circuit_failure(
+            acct.id, host, now=at(1), threshold=1, retry_at=at(2)
+        )
+        assert circuit.state is OPEN
+        found = await store.get_circuit(acct.id, host)
+        assert found is not None
+        assert found.host == host
+
     async def test_success_resets_a_closed_count(self, store: Store, acct: Account) -> None:
         assert await store.record_circuit_success(acct.id, "api.example.com", now=at(1)) is None
         await self.failures(store, acct.id, 2)

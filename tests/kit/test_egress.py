@@ -129,6 +129,8 @@ class TestCheckUrl:
             ("file:///etc/passwd", "uses the scheme 'file'; only http(s) is allowed"),
             ("gopher://example.com/", "uses the scheme 'gopher'"),
             ("ftp://example.com/", "uses the scheme 'ftp'"),
+            # Found by hand: the circuit breaker could not record it on PostgreSQL.
+            (f"https://{'a' * 250}.example/", "is longer than DNS allows (253 characters)"),
         ],
     )
     def test_refused(self, url: str, message: str) -> None:
@@ -146,6 +148,7 @@ class TestCheckUrl:
             "HTTPS://API.EXAMPLE.COM/",
             "http://localhost/",  # a name: judged by what it resolves to
             "http://0x7f.0.0.1/",  # idem: getaddrinfo reads it, VettingResolver judges it
+            f"https://{'.'.join(['a' * 63] * 3)}.{'b' * 61}:65535/",  # 253 characters
         ],
     )
     def test_left_to_the_resolver_or_public(self, url: str) -> None:

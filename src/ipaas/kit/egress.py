@@ -27,6 +27,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SCHEMES = frozenset({"http", "https"})
 
+#: The longest host name DNS can carry (RFC 1035: 255 octets on the wire). A longer one is
+#: refused before any lookup: it cannot resolve, and it was longer than the circuit
+#: breaker's key column on PostgreSQL (its failures were never recorded there).
+MAX_HOST_NAME = 253
+
 #: Instance metadata services: the credentials of the host's cloud role sit behind them.
 #: AWS/GCP/Azure 169.254.169.254 (and AWS's IPv6 fd00:ec2::254), Alibaba 100.100.100.200,
 #: Oracle 192.0.0.192. All are refused anyway; the reason just says what they are.
@@ -211,6 +216,8 @@ class EgressPolicy:
         except ValueError:
             return host, _odd_literal(host)
         if address is None:
+            if len(host) > MAX_HOST_NAME:
+                return f"{host[:40]}...", f"is longer than DNS allows ({MAX_HOST_NAME} characters)"
             return None  # a host name: VettingResolver checks what it resolves to
         reason = self.refusal(address)
         if reason is not None:

@@ -23,7 +23,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 #: The Alembic revision these tables are (the newest migration's; a test holds them equal).
 #: A process on an older schema waits for ``ipaas migrate`` (``SchemaBehind``) instead of
 #: failing every statement that names a newer column.
-SCHEMA_REVISION = "0014"
+SCHEMA_REVISION = "0015"
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -262,7 +262,8 @@ circuit = sa.Table(
     "circuit",
     metadata,
     sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenant.id"), primary_key=True),
-    sa.Column("host", sa.String(255), primary_key=True),
+    # The breaker's key: a host name (at most 253 characters) and a port.
+    sa.Column("host", sa.String(300), primary_key=True),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("failures", sa.Integer(), nullable=False),
     _at("opened_at", nullable=True),
