@@ -26,6 +26,7 @@ from ipaas.stores import create_store
 from ipaas.stores.sql.migrations import alembic_config
 from ipaas.stores.sql.tables import SCHEMA_REVISION
 from ipaas.tenants import service as tenant_service
+from ipaas.tenants.models import TenantLimits
 from ipaas.tenants.throttle import LoginThrottle
 from tests.conftest import TEST_KEY
 from tests.contracts.conftest import POSTGRES_URL
@@ -139,6 +140,69 @@ def test_tenant_limits_are_set_shown_and_cleared_by_the_operator(
         main(["tenant", "limits", tenant_id, "--rate", "-1"])
     with pytest.raises(SystemExit):
         main(["tenant", "limits", tenant_id, "--burst", "lots"])
+
+
+def test_tenant_limits_out_of_bounds_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by hand on PostgreSQL: ``--burst 99999999999`` was a traceback (its INTEGER is
+    32 bits), and ``--rate 1e-300`` made a rate-limit window of 10**300 seconds."""
+    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
+    assert main(["migrate"]) == 0
+    settings = Settings()
+
+    async def sign_up_with_old_limits() -> str:
+        store = create_store(settings)
+        await store.startup()
+        try:
+            tenant, _ = await tenant_service.signup(
+                store,
+                email="a@example.com",
+                password="long enough pw",
+                tenant_name="A",
+                token_ttl_s=60,
+                policy=Signup.open,
+            )
+            # As an older version allowed: beyond today's bounds, still within SQLite's.
+            old = TenantLimits.model_construct(
+                rate_limit=None, rate_burst=2**40, max_queued=None, max_concurrency=None
+            )
+            assert await store.set_tenant_limits(tenant.id, old)
+        finally:
+            await store.shutdown()
+        return tenant.id
+
+    tenant_id = asyncio.run(sign_up_with_old_limits())
+    capsys.readouterr()
+    for option, value in (
+        ("--burst", "99999999999"),
+        ("--max-queued", "2147483648"),
+        ("--max-concurrency", "1e12"),
+        ("--rate", "1e-300"),
+        ("--rate", "2e6"),
+    ):
+        assert main(["tenant", "limits", tenant_id, option, value]) == 2, (option, value)
+        assert "validation error for TenantLimits" in capsys.readouterr().err
+    # The old value reads as stored and does not stop another change, or its own.
+    assert main(["tenant", "limits", tenant_id, "--max-concurrency", "2147483647"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["overrides"]["rate_burst"] == 2**40
+    assert report["overrides"]["max_concurrency"] == 2147483647
+    assert main(["tenant", "limits", tenant_id, "--burst", "default", "--rate", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["overrides"] == {
+        "rate_limit": 0.5,
+        "rate_burst": None,
+        "max_queued": None,
+        "max_concurrency": 2147483647,
+    }
+    monkeypatch.setenv("IPAAS_TENANT_RATE_BURST", "2147483648")
+    with pytest.raises(SystemExit) as refused:
+        main(["tenant", "limits", tenant_id])
+    assert "IPAAS_TENANT_RATE_BURST: Input should be less than or equal to 2147483647" in str(
+        refused.value
+    )
 
 
 def _python(script: str, url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

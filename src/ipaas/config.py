@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ipaas.kit.egress import parse_allow
+from ipaas.kit.numbers import MAX_INT32, MAX_RATE_PER_S, MIN_RATE_PER_S
 
 
 class Environment(StrEnum):
@@ -64,23 +65,23 @@ class Settings(BaseSettings):
     queue_max_depth: int | None = Field(default=None, ge=1)
     #: Per-tenant intake guard rails; ``ipaas tenant limits`` overrides them per tenant.
     #: Sustained webhooks per second per tenant (unset: no rate limit).
-    tenant_rate_limit: float | None = Field(default=None, gt=0)
+    tenant_rate_limit: float | None = Field(default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S)
     #: Webhooks a tenant may send at once (unset: one second's worth of the rate).
-    tenant_rate_burst: int | None = Field(default=None, ge=1)
+    tenant_rate_burst: int | None = Field(default=None, ge=1, le=MAX_INT32)
     #: Sustained requests per second per tenant to the API with a bearer token (every
     #: ``/api/*`` route but the public ones: sign-up, log-in, webhooks), so one tenant's
     #: script cannot take the process from the others (unset: no limit). The console's
     #: pages are not counted.
-    tenant_api_rate_limit: float | None = Field(default=None, gt=0)
+    tenant_api_rate_limit: float | None = Field(default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S)
     #: API requests a tenant may make at once (unset: one second's worth of the rate).
-    tenant_api_rate_burst: int | None = Field(default=None, ge=1)
+    tenant_api_rate_burst: int | None = Field(default=None, ge=1, le=MAX_INT32)
     #: Queued executions per tenant at most (unset: no per-tenant limit).
-    tenant_max_queued: int | None = Field(default=None, ge=1)
+    tenant_max_queued: int | None = Field(default=None, ge=1, le=MAX_INT32)
     #: Executions of one tenant running at once, across all worker processes (the claim
     #: enforces it). Unset: 80% of ``workers`` (at least 1), so one tenant's flood leaves a
     #: fifth of an embedded server's slots to the others; scaled out, set it to about 80% of
     #: all processes' slots. 0: no cap (round-robin claiming only).
-    tenant_max_concurrency: int | None = Field(default=None, ge=0)
+    tenant_max_concurrency: int | None = Field(default=None, ge=0, le=MAX_INT32)
     #: How long the intake trusts a counted queue depth before counting again (0: count
     #: on every webhook). Its own accepts are added at once; other processes' accepts and
     #: the workers' claims are seen at the next count.

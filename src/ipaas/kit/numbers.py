@@ -15,6 +15,14 @@ from typing import Any
 
 from pydantic_core import PydanticCustomError
 
+#: The largest integer every store holds in an INTEGER column (PostgreSQL's is 32 bits; a
+#: larger operator limit was a traceback there).
+MAX_INT32 = 2**31 - 1
+#: Sustained rates a limit may set, per second: one a day to a million. A rate far below
+#: the first made a window of 10**300 seconds for the rate limiter.
+MIN_RATE_PER_S = 1 / 86_400
+MAX_RATE_PER_S = 1_000_000.0
+
 
 def json_int(value: Any) -> Any:
     if isinstance(value, bool | str):

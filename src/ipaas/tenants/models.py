@@ -5,19 +5,21 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from ipaas.kit.numbers import MAX_INT32, MAX_RATE_PER_S, MIN_RATE_PER_S
+
 
 class TenantLimits(BaseModel):
     """An operator's overrides of the intake guard rails for one tenant (``ipaas tenant
     limits``); ``None`` means the setting's default. Never settable by the tenant."""
 
     #: Sustained webhooks per second (``IPAAS_TENANT_RATE_LIMIT``).
-    rate_limit: float | None = Field(default=None, gt=0)
+    rate_limit: float | None = Field(default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S)
     #: Webhooks that may arrive at once (``IPAAS_TENANT_RATE_BURST``).
-    rate_burst: int | None = Field(default=None, ge=1)
+    rate_burst: int | None = Field(default=None, ge=1, le=MAX_INT32)
     #: Queued executions at most (``IPAAS_TENANT_MAX_QUEUED``).
-    max_queued: int | None = Field(default=None, ge=1)
+    max_queued: int | None = Field(default=None, ge=1, le=MAX_INT32)
     #: Executions running at once, across all workers (``IPAAS_TENANT_MAX_CONCURRENCY``).
-    max_concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_INT32)
 
 
 class Tenant(BaseModel):

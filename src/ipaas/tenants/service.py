@@ -363,7 +363,11 @@ async def set_limits(store: Store, *, tenant_id: str, changes: dict[str, float |
     """Operator only (``ipaas tenant limits``): apply ``changes`` (``None`` restores the
     default) to the tenant's overrides."""
     tenant = await get(store, tenant_id=tenant_id)
-    limits = TenantLimits.model_validate(tenant.limits.model_dump() | changes)
+    # Only the changes are checked: a value an older version allowed (outside today's
+    # bounds) does not stop the operator from changing another, or that one.
+    checked = TenantLimits.model_validate(changes)
+    changed = {name: getattr(checked, name) for name in changes}
+    limits = TenantLimits.model_construct(**(tenant.limits.model_dump() | changed))
     if not await store.set_tenant_limits(tenant_id, limits):
         raise TenantNotFound("Tenant not found")
     return tenant.model_copy(update={"limits": limits})

@@ -249,7 +249,8 @@ class SqlStore:
             id=row.id,
             name=row.name,
             created_at=row.created_at,
-            limits=TenantLimits(
+            # As stored: values outside today's bounds (set by an older version) still read.
+            limits=TenantLimits.model_construct(
                 rate_limit=row.rate_limit,
                 rate_burst=row.rate_burst,
                 max_queued=row.max_queued,
