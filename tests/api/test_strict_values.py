@@ -177,3 +177,21 @@ async def test_altered_cursors_are_refused_or_find_nothing(api: Api) -> None:
     # A cursor this API made still reads back as it was.
     made = Cursor(datetime(2026, 1, 1, tzinfo=UTC), "ex_1")
     assert Cursor.decode(made.encode()) == made
+
+
+async def test_version_numbers_beyond_what_the_stores_hold_are_refused(api: Api) -> None:
+    """``/versions/2147483648`` was a 500 on PostgreSQL (its INTEGER is 32 bits)."""
+    client, auth = api.client, api.auth
+    workflow_id = await api.workflow([api.call("call", "/echo", ONE_ATTEMPT)])
+    base = f"/api/workflows/{workflow_id}/versions"
+    for number in (2**31, 10**11):
+        for method, path in (("GET", f"{base}/{number}"), ("POST", f"{base}/{number}/restore")):
+            response = await client.request(method, path, headers=auth)
+            assert response.status_code == 422, (method, path, response.text)
+            assert response.json()["error"]["details"][0]["loc"] == ["path", "version"]
+    missing = await client.get(f"{base}/{2**31 - 1}", headers=auth)
+    assert missing.status_code == 404, missing.text
+    listed = await client.get(base, params={"before": 2**31}, headers=auth)
+    assert listed.status_code == 422, listed.text
+    listed = await client.get(base, params={"before": 2**31 - 1}, headers=auth)
+    assert [v["version"] for v in listed.json()] == [1]

@@ -1004,6 +1004,14 @@ class TestPages:
         assert credential.status_code == 422
         assert "must not contain the NUL character" in credential.text
 
+    async def test_version_numbers_beyond_what_the_stores_hold(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """A 500 on PostgreSQL before (its INTEGER is 32 bits)."""
+        await console_signup(client)
+        page = await client.get(f"/workflows/wf_x/versions/{2**31}")
+        assert page.status_code == 422
+
     async def test_pages_are_not_cached_or_framed(self, client: httpx.AsyncClient) -> None:
         page = await client.get("/login")
         headers: dict[str, Any] = dict(page.headers)

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, QUEUES_WORK, WITH_BODY, Error, responses
 from ipaas.api.routing import api_router
 from ipaas.executions.models import TriggerData
 from ipaas.executions.schemas import ExecutionRead
+from ipaas.kit.numbers import MAX_INT32
 from ipaas.kit.preconditions import IF_MATCH_PATTERN, IfMatch
 from ipaas.webhooks import service as webhook_service
 from ipaas.webhooks.endpoints import webhook_url
@@ -18,6 +19,7 @@ from ipaas.workflows.schemas import (
     DryRunCreate,
     DryRunOptions,
     DryRunRead,
+    VersionNumber,
     WorkflowCreate,
     WorkflowPatch,
     WorkflowRead,
@@ -304,7 +306,8 @@ async def list_versions(
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=MAX_VERSIONS_PAGE)] = DEFAULT_VERSIONS_PAGE,
     before: Annotated[
-        int | None, Query(ge=1, description="Versions older than this one (the next page)")
+        int | None,
+        Query(ge=1, le=MAX_INT32, description="Versions older than this one (the next page)"),
     ] = None,
 ) -> list[WorkflowVersionRead]:
     """The workflow's saved versions, newest first: what each edit of its trigger or steps
@@ -322,7 +325,7 @@ async def list_versions(
 @router.get("/{workflow_id}/versions/{version}", responses=_BY_ID)
 async def get_version(
     workflow_id: str,
-    version: Annotated[int, Path(ge=1)],
+    version: VersionNumber,
     principal: CurrentPrincipal,
     store: StoreDep,
 ) -> WorkflowVersionRead:
@@ -350,7 +353,7 @@ async def get_version(
 )
 async def restore_version(
     workflow_id: str,
-    version: Annotated[int, Path(ge=1)],
+    version: VersionNumber,
     request: Request,
     response: Response,
     principal: CurrentPrincipal,

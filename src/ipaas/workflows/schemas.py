@@ -3,10 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from ipaas.executions.models import TriggerData
 from ipaas.kit import jsontext
+from ipaas.kit.numbers import MAX_INT32
 from ipaas.kit.text import Name
 from ipaas.workflows.models import Step, Trigger, check_trigger
 
@@ -64,6 +66,11 @@ ErrorWorkflowId = Annotated[
         "each time an execution of this one ends failed or timed_out; null: none.",
     ),
 ]
+
+
+#: A saved version's number in a URL: at most what the stores hold (PostgreSQL's INTEGER; a
+#: larger one was a 500 there).
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_INT32)]
 
 
 class WorkflowCreate(BaseModel):

@@ -21,6 +21,7 @@ from ipaas.executions.models import ExecutionStatus, StepRun, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.http import HttpClient
 from ipaas.kit.ids import new_id
+from ipaas.kit.numbers import MAX_INT32
 from ipaas.kit.pagination import Cursor
 from ipaas.kit.preconditions import IfMatch
 from ipaas.stores.base import Store
@@ -323,7 +324,9 @@ async def version(
 ) -> tuple[Workflow, WorkflowVersion]:
     """The workflow and its version ``number`` (404 ``version_not_found``)."""
     workflow = await get(store, tenant_id=tenant_id, workflow_id=workflow_id)
-    found = await store.list_workflow_versions(tenant_id, workflow_id, before=number + 1, limit=1)
+    # The newest at or below ``number``; past the stores' largest integer, the newest.
+    before = number + 1 if number < MAX_INT32 else None
+    found = await store.list_workflow_versions(tenant_id, workflow_id, before=before, limit=1)
     if not found or found[0].version != number:
         raise VersionNotFound(f"Workflow {workflow_id} has no version {number}")
     return workflow, found[0]

@@ -6,7 +6,7 @@ import difflib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ipaas.api.deps import RuntimeDep
@@ -24,7 +24,7 @@ from ipaas.webhooks import service as webhook_service
 from ipaas.webhooks.endpoints import webhook_url
 from ipaas.workflows import service as workflow_service
 from ipaas.workflows.models import Workflow, WorkflowDefinition
-from ipaas.workflows.schemas import WorkflowPatch
+from ipaas.workflows.schemas import VersionNumber, WorkflowPatch
 
 router = APIRouter()
 #: The workflows list's success rate is over this many latest executions per workflow.
@@ -345,7 +345,7 @@ async def _version_context(
 @router.get("/workflows/{workflow_id}/versions/{number}")
 async def version(
     workflow_id: str,
-    number: Annotated[int, Path(ge=1)],
+    number: VersionNumber,
     request: Request,
     principal: SessionPrincipal,
     runtime: RuntimeDep,
@@ -357,7 +357,7 @@ async def version(
 @router.post("/workflows/{workflow_id}/versions/{number}/restore", dependencies=Csrf)
 async def restore_version(
     workflow_id: str,
-    number: Annotated[int, Path(ge=1)],
+    number: VersionNumber,
     request: Request,
     principal: SessionPrincipal,
     runtime: RuntimeDep,
