@@ -35,8 +35,13 @@ test-integration: install
 
 # schemathesis over the whole API, long and with a random seed (make test runs a short,
 # deterministic pass of the same test). IPAAS_FUZZ_EXAMPLES: examples per operation.
+# Then the same on PostgreSQL when IPAAS_TEST_POSTGRES_URL is set (a database of its own).
 fuzz: install
 	IPAAS_FUZZ_EXAMPLES=$${IPAAS_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q tests/api/test_fuzz.py
+	@if [ -n "$$IPAAS_TEST_POSTGRES_URL" ]; then \
+		IPAAS_FUZZ_POSTGRES=1 IPAAS_FUZZ_EXAMPLES=$${IPAAS_FUZZ_EXAMPLES:-300} \
+			$(BIN)/pytest -q tests/api/test_fuzz.py; \
+	else echo "make fuzz: IPAAS_TEST_POSTGRES_URL is not set, PostgreSQL pass skipped"; fi
 
 bench: install
 	$(BIN)/python -m bench --tracing

@@ -3,11 +3,13 @@ a credential, a workflow and executions, with every check schemathesis has. A re
 schema does not describe, or any 5xx, fails.
 
 ``make test`` runs a bounded, deterministic pass (``FUZZ_EXAMPLES`` per operation and phase);
-``make fuzz`` sets ``IPAAS_FUZZ_EXAMPLES`` high and a random seed for a long run.
+``make fuzz`` sets ``IPAAS_FUZZ_EXAMPLES`` high and a random seed for a long run, on the memory
+store and then, when ``IPAAS_TEST_POSTGRES_URL`` is set, on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +27,10 @@ from schemathesis.python import asgi
 from ipaas.api.app import create_app
 from ipaas.config import Settings
 from ipaas.runtime import Runtime
+from ipaas.stores import create_store
 from ipaas.stores.memory import MemoryStore
+from ipaas.stores.sql import run_migrations
+from tests.contracts.conftest import POSTGRES_URL, in_thread, postgres_database
 
 #: Examples per operation in the fuzzing phase: enough to reach every schema branch once in
 #: ``make test`` (the coverage phase adds its systematic cases on top).
@@ -84,10 +89,29 @@ _SEMANTIC_422: list[dict[str, Any]] = [
 ]
 
 
+def _database_url() -> str:
+    """``memory://``; with ``IPAAS_FUZZ_POSTGRES`` set (``make fuzz``'s second pass), a new,
+    migrated PostgreSQL database at ``IPAAS_TEST_POSTGRES_URL``, dropped after the module
+    (``auth_headers``): PostgreSQL refuses values SQLite and the memory store take (U+0000,
+    32-bit integers...)."""
+    if not os.environ.get("IPAAS_FUZZ_POSTGRES"):
+        return "memory://"
+    if not POSTGRES_URL:
+        msg = "IPAAS_FUZZ_POSTGRES is set but IPAAS_TEST_POSTGRES_URL is not"
+        raise RuntimeError(msg)
+    url = _DATABASE.enter_context(postgres_database())
+    in_thread(lambda: run_migrations(url))
+    return url
+
+
+_DATABASE = contextlib.ExitStack()
+DATABASE_URL = _database_url()
+
+
 def _app(data_dir: Path) -> Any:
     settings = Settings(
         env="test",
-        database_url="memory://",
+        database_url=DATABASE_URL,
         secret_key=Fernet.generate_key().decode(),
         data_dir=data_dir,
         log_format="console",
@@ -97,7 +121,8 @@ def _app(data_dir: Path) -> Any:
         egress_allow=[],
         step_timeout_s=2,
     )
-    return create_app(runtime=Runtime.build(settings, store=MemoryStore()), workers=False)
+    store = MemoryStore() if DATABASE_URL == "memory://" else create_store(settings)
+    return create_app(runtime=Runtime.build(settings, store=store), workers=False)
 
 
 # Built at collection (``parametrize`` needs the operations); it starts (lifespan) on the
@@ -114,6 +139,7 @@ def auth_headers() -> Iterator[dict[str, str]]:
     """The seeded tenant's bearer token; the app stops after the module."""
     yield _seed(APP)
     asgi.shutdown_lifespans()
+    _DATABASE.close()
 
 
 def _seed(app: Any) -> dict[str, str]:
