@@ -81,10 +81,12 @@ STORE_RETRY_AFTER_S = 5
 
 
 class StoreUnavailable(ServiceUnavailable):
-    """The database cannot be reached (down, restarting, out of connections). Nothing was
-    written, or the caller cannot know: a client should retry (intake answers 503)."""
+    """The database cannot be reached (down, restarting, out of connections, a lock held
+    past the lock timeout). Nothing was written, or the caller cannot know: a client should
+    retry (intake answers 503). ``reason``, for the operator's log only: why, when known."""
 
     code = "store_unavailable"
+    reason: str | None = None
 
     def __init__(self, message: str = "The database is unavailable; retry later") -> None:
         super().__init__(message, headers={"Retry-After": str(STORE_RETRY_AFTER_S)})

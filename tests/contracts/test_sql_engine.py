@@ -826,6 +826,43 @@ class TestPostgresOutage:
             await proxied_db.run_write(_insert("tn_twice"))
 
 
+class TestPostgresLockTimeout:
+    """A table another session holds (``LOCK TABLE``, ``VACUUM FULL``, a migration building
+    an index): found by hand, webhooks waited as long as the lock was held (24 s), past the
+    10 s after which GitHub gives up on a delivery. Now a statement waits
+    ``PG_LOCK_TIMEOUT_S`` (SQLite's busy timeout) and is ``StoreUnavailable`` (503 +
+    ``Retry-After``), having written nothing."""
+
+    pytestmark = POSTGRES_ONLY
+
+    async def test_a_held_table_is_store_unavailable_after_the_lock_timeout(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(engine, "PG_LOCK_TIMEOUT_S", 0.5)
+        await truncate_all(postgres_url)
+        db = create_database(postgres_url)
+        holder = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql", 1))
+        try:
+            await holder.execute("BEGIN; LOCK TABLE tenant IN ACCESS EXCLUSIVE MODE")
+            attempts = (
+                lambda: db.run_write(_insert("tn_locked")),
+                lambda: db.run_read(_tenant_ids),
+            )
+            for attempt in attempts:
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(StoreUnavailable) as caught:
+                    await attempt()
+                waited = asyncio.get_running_loop().time() - started
+                assert 0.4 < waited < 3, waited
+                assert caught.value.reason == "LockNotAvailableError (SQLSTATE 55P03)"
+            await holder.execute("COMMIT")
+            await db.run_write(_insert("tn_after"))
+        finally:
+            await holder.close()
+            await db.dispose()
+        assert await _stored_ids(postgres_url) == {"tn_after"}
+
+
 class TestPostgresDiskFull:
     """PostgreSQL's disk is full: writes are ``StoreUnavailable`` (its class, 53, already
     was), and the store is not ready, as on SQLite: ``SELECT 1`` still answers, so

@@ -327,9 +327,9 @@ class Worker:
                     claimed = await self._claim(await self._wait_for_work(free, poll_s))
             except asyncio.CancelledError:
                 raise
-            except StoreUnavailable:  # wait for the database; the reaper recovers the rest
+            except StoreUnavailable as exc:  # wait for the database; the reaper recovers
                 if not self._store_down:
-                    _log.warning("store_unreachable")
+                    _log.warning("store_unreachable", reason=exc.reason)
                     self._store_down = True
                 await asyncio.sleep(poll_s)
                 continue

@@ -1453,7 +1453,12 @@ class PostgresDatabase(Database):
             # An unreachable server fails a request within seconds (asyncpg's connect timeout
             # is 60 s; the pool's checkout wait 30 s): the caller answers 503 instead.
             pool_timeout=PG_POOL_TIMEOUT_S,
-            connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+            connect_args={
+                "timeout": PG_CONNECT_TIMEOUT_S,
+                # A statement waits this long for a lock, as SQLite's busy_timeout: then
+                # the API answers 503 + Retry-After and the engine waits, not hangs.
+                "server_settings": {"lock_timeout": str(int(PG_LOCK_TIMEOUT_S * 1000))},
+            },
             **_ENGINE_ARGS,
         )
         _without_nul_on(self._engine.sync_engine.dialect)
@@ -1797,9 +1802,18 @@ PG_ANALYZE_EVERY_S = 300.0
 #: Seconds to open a connection to PostgreSQL, and to wait for a free one in the pool.
 PG_CONNECT_TIMEOUT_S = 5.0
 PG_POOL_TIMEOUT_S = 10.0
+#: How long a statement waits for a lock (PostgreSQL's ``lock_timeout``), as long as SQLite's
+#: ``busy_timeout``. Found by hand: while another session held the execution table (an
+#: operator's ``LOCK TABLE``, ``VACUUM FULL``, a migration building an index), webhooks
+#: waited as long as it did, 24 s here, past the 10 s after which GitHub gives up on a
+#: delivery (and sends it again: a duplicate, unless the workflow dedups), and API requests
+#: with them. Now each answers 503 + ``Retry-After`` after this, having written nothing.
+PG_LOCK_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
 #: SQLSTATE classes that mean "the server is not there for you now": connection exception,
 #: operator intervention (shutdown, restart), insufficient resources (too many connections).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "57", "53"})
+#: And one code: a lock held past ``PG_LOCK_TIMEOUT_S`` (lock_not_available).
+_UNAVAILABLE_SQLSTATES = frozenset({PG_LOCK_NOT_AVAILABLE})
 
 
 #: PostgreSQL's "could not extend file": its disk is full. Its class (53) is already
@@ -1827,19 +1841,34 @@ def _translated(exc: Exception) -> Exception:
     cause: BaseException | None = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     while cause is not None:
         sqlstate = getattr(cause, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
-            return StoreUnavailable()
+        if isinstance(sqlstate, str) and _unavailable(sqlstate):
+            driver_error = cause
+            while driver_error.__cause__ is not None:  # the adapter's, then asyncpg's own
+                driver_error = driver_error.__cause__
+            return _unavailable_because(f"{type(driver_error).__name__} (SQLSTATE {sqlstate})")
         if isinstance(cause, OSError | TimeoutError | sa.exc.TimeoutError):
-            return StoreUnavailable()
+            return _unavailable_because(type(cause).__name__)
         cause = cause.__cause__
     return exc
+
+
+def _unavailable_because(reason: str) -> StoreUnavailable:
+    """``StoreUnavailable`` naming the driver's error class (never its message: it may
+    quote the statement's values)."""
+    unavailable = StoreUnavailable()
+    unavailable.reason = reason
+    return unavailable
 
 
 def _refused_by_server(exc: sa.exc.DBAPIError) -> bool:
     """The server answered the statement with an error of its own (a constraint, bad data):
     the connection is as good as before."""
     sqlstate = _sqlstate(exc)
-    return sqlstate is not None and sqlstate[:2] not in _UNAVAILABLE_SQLSTATE_CLASSES
+    return sqlstate is not None and not _unavailable(sqlstate)
+
+
+def _unavailable(sqlstate: str) -> bool:
+    return sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNAVAILABLE_SQLSTATES
 
 
 def _upsert_row_if(guard: sa.CTE, table: sa.Table, key: Sequence[str]) -> postgresql.Insert:
