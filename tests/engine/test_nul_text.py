@@ -42,6 +42,27 @@ async def test_a_remote_error_holding_nul_ends_the_execution_once(api: Api, work
     assert len(api.hits("/echo/nul")) == 1
 
 
+async def test_a_template_that_makes_a_lone_surrogate_fails_before_the_call(
+    api: Api, worker: Worker
+) -> None:
+    """Found by hand (SQLite): ``{{ '\\ud800' }}`` in a Slack text. The message went out,
+    then the step's record could not be stored (``PydanticSerializationError``), and a
+    dry run answered 500. A lone surrogate is not Unicode text: the render fails."""
+    step = api.call("call", "/echo/surrogate", ONE_ATTEMPT)
+    step["config"] = step["config"] | {"json": {"text": "hi {{ '\\ud800' }}"}}
+    workflow_id = await api.workflow([step])
+
+    detail = await api.settled(await api.fire(workflow_id))
+
+    assert detail["status"] == "failed"
+    (run,) = detail["steps"]
+    assert "config.json.text: rendered text holds U+D800, a lone surrogate" in run["error"]
+    assert api.hits("/echo/surrogate") == []
+    dry = await api.client.post(f"/api/workflows/{workflow_id}/dry-run", json={}, headers=api.auth)
+    assert dry.status_code == 200, dry.text
+    assert "lone surrogate" in dry.json()["steps"][0]["error"]
+
+
 class _RefusesFailedSteps(MemoryStore):
     """A store that refuses to write a failed step with the finish (as PostgreSQL refused
     one holding U+0000): any value the database cannot take."""

@@ -70,6 +70,25 @@ class TestRender:
         with pytest.raises(TemplateRenderError, match="exceeds"):
             render("{{ 'x' * " + str(MAX_RENDERED_CHARS + 1) + " }}x", CTX)
 
+    @pytest.mark.parametrize(
+        "source",
+        [
+            "hi {{ '\\ud800' }}",
+            "{{ '%c' % 55296 }}",
+            "{{ ['ok', '\\udfff'] }}",
+            "{{ {'\\ud800': 1} }}",
+            "{{ ('\\ud800',) }}",
+        ],
+    )
+    def test_lone_surrogates_fail(self, source: str) -> None:
+        """Not Unicode text: no JSON, database or remote takes it (found by hand: the call
+        went out, then the step's record could not be stored)."""
+        with pytest.raises(TemplateRenderError, match=r"config\.v: .*lone surrogate"):
+            render({"v": source}, CTX)
+        # Text that is not ASCII, and values passed through, are untouched.
+        assert render({"v": "é {{ trigger.body.order.id }} ü"}, CTX) == {"v": "é 7 ü"}
+        assert render("{{ trigger.body }}", CTX) == CTX["trigger"]["body"]
+
     def test_errors_name_the_field(self) -> None:
         with pytest.raises(TemplateRenderError, match=r"config\.blocks\[1\]"):
             render({"blocks": ["ok", "{{ 1 / 0 }}"]}, CTX)

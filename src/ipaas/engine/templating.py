@@ -103,7 +103,36 @@ def _render_string(source: str, context: dict[str, Any]) -> Any:
     if isinstance(value, str) and len(value) > MAX_RENDERED_CHARS:
         msg = f"rendered text of {len(value)} characters exceeds {MAX_RENDERED_CHARS}"
         raise TemplateRenderError(msg)
+    _check_unicode(value)
     return value
+
+
+def _check_unicode(value: Any) -> None:
+    """``TemplateRenderError`` for a string (at any depth of an expression's value) holding a
+    lone surrogate, which no JSON, database or remote takes as text. A template makes one
+    with ``'\\ud800'`` or ``'%c' % 55296``; found by hand: the step's call went out, then
+    its record could not be stored (before, the execution was left running and the reaper
+    sent the call again at every lease). Everything else a template sees was checked when
+    it came in (``kit/jsontext.py``), so only what a template computes can hold one."""
+    if isinstance(value, str):
+        if value.isascii():
+            return
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = value[exc.start]
+            msg = (
+                f"rendered text holds U+{ord(char):04X}, a lone surrogate, which is not "
+                "Unicode text"
+            )
+            raise TemplateRenderError(msg) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key)
+            _check_unicode(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_unicode(item)
 
 
 def render(value: Any, context: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
