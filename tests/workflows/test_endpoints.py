@@ -499,6 +499,12 @@ class TestScheduleTrigger:
             ({"type": "schedule", "cron": 5}, "cron"),
             ({"type": "schedule", "cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone"),
             ({"type": "schedule", "cron": "* * * * *", "timezone": "../../etc/passwd"}, "timezone"),
+            # Found by hand, each a 500: a directory of the zone database, and a name longer
+            # than a file name may be.
+            ({"type": "schedule", "cron": "* * * * *", "timezone": "Europe"}, "timezone"),
+            ({"type": "schedule", "cron": "* * * * *", "timezone": "A" * 5000}, "timezone"),
+            # Found by hand: 20,000 minutes took 75 ms to check, and as long at each tick.
+            ({"type": "schedule", "cron": "1," * 20000 + "1 * * * *"}, "cron"),
             # Valid cron that never fires: before, it was saved, and croniter's failure to
             # find its tick stopped the scheduler's passes for every tenant.
             ({"type": "schedule", "cron": "0 0 30 2 *"}, "cron"),
