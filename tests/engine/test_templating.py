@@ -89,6 +89,13 @@ class TestRender:
         assert render({"v": "é {{ trigger.body.order.id }} ü"}, CTX) == {"v": "é 7 ü"}
         assert render("{{ trigger.body }}", CTX) == CTX["trigger"]["body"]
 
+    def test_a_template_too_complex_to_compile_fails_the_render(self) -> None:
+        """One saved before the API refused it: the step fails, the worker does not crash
+        (Python's SyntaxError was not among the errors a render turned into a step's)."""
+        nested = "{% for i in [1] %}" * 30 + "x" + "{% endfor %}" * 30
+        with pytest.raises(TemplateRenderError, match=r"config\.v: .*too deeply nested"):
+            render({"v": nested}, CTX)
+
     def test_errors_name_the_field(self) -> None:
         with pytest.raises(TemplateRenderError, match=r"config\.blocks\[1\]"):
             render({"blocks": ["ok", "{{ 1 / 0 }}"]}, CTX)

@@ -14,7 +14,14 @@ from ipaas.credentials.models import CredentialType
 from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.steps import StepsRun, run_steps
-from ipaas.engine.templating import TemplateRenderer, check_syntax, is_template
+from ipaas.engine.templating import (
+    MAX_TEMPLATE_CODE_CHARS,
+    MAX_TEMPLATE_TAGS,
+    TemplateRenderer,
+    check_syntax,
+    is_template,
+    template_size,
+)
 from ipaas.errors import Conflict, NotFound, ValidationFailed
 from ipaas.executions import service as execution_service
 from ipaas.executions.models import ExecutionStatus, StepRun, TriggerData
@@ -113,6 +120,15 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
     def add(index: int, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> None:
         errors.append({"loc": ["body", "steps", index, *loc], "msg": msg, "type": type_})
 
+    # Measured before any is compiled: compiling costs time on the event loop and memory.
+    tags, code = template_size([step.config for step in steps])
+    compile_templates = tags <= MAX_TEMPLATE_TAGS and code <= MAX_TEMPLATE_CODE_CHARS
+    if not compile_templates:
+        msg = (
+            f"the steps hold {tags} template tags of {code} characters; at most "
+            f"{MAX_TEMPLATE_TAGS} tags of {MAX_TEMPLATE_CODE_CHARS} characters together"
+        )
+        errors.append({"loc": ["body", "steps"], "msg": msg, "type": "templates_too_large"})
     seen: set[str] = set()
     credential_ids = [s.credential_id for s in steps if s.credential_id]
     credentials = await store.get_credentials(tenant_id, credential_ids) if credential_ids else {}
@@ -138,7 +154,7 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
                 )
         elif connector.credential_type and not connector.credential_optional:
             add(index, ["credential_id"], f"{step.type} needs a credential", "missing")
-        for path, msg in check_syntax(step.config):
+        for path, msg in check_syntax(step.config) if compile_templates else ():
             add(index, path.split(".")[1:] or ["config"], msg, "template_syntax")
         try:
             connector.Params.model_validate(step.config)
