@@ -75,18 +75,14 @@ def test_migrate_then_token_create_prints_a_working_token(
     assert main(["token", "create", "--email", "nobody@example.com"]) == 1
 
 
-def test_tenant_limits_are_set_shown_and_cleared_by_the_operator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
-    monkeypatch.setenv("IPAAS_DATABASE_URL", url)
+def _migrated_tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated SQLite database for the CLI (``IPAAS_*`` set) with one tenant; its id."""
+    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cli.db")
     monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
-    monkeypatch.setenv("IPAAS_TENANT_MAX_QUEUED", "1000")
     assert main(["migrate"]) == 0
-    settings = Settings()
 
     async def sign_up() -> str:
-        store = create_store(settings)
+        store = create_store(Settings())
         await store.startup()
         try:
             tenant, _ = await tenant_service.signup(
@@ -101,7 +97,14 @@ def test_tenant_limits_are_set_shown_and_cleared_by_the_operator(
             await store.shutdown()
         return tenant.id
 
-    tenant_id = asyncio.run(sign_up())
+    return asyncio.run(sign_up())
+
+
+def test_tenant_limits_are_set_shown_and_cleared_by_the_operator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IPAAS_TENANT_MAX_QUEUED", "1000")
+    tenant_id = _migrated_tenant(tmp_path, monkeypatch)
     capsys.readouterr()
     argv = [
         "tenant",
@@ -147,33 +150,21 @@ def test_tenant_limits_out_of_bounds_are_refused(
 ) -> None:
     """Found by hand on PostgreSQL: ``--burst 99999999999`` was a traceback (its INTEGER is
     32 bits), and ``--rate 1e-300`` made a rate-limit window of 10**300 seconds."""
-    monkeypatch.setenv("IPAAS_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/cli.db")
-    monkeypatch.setenv("IPAAS_SECRET_KEY", TEST_KEY)
-    assert main(["migrate"]) == 0
-    settings = Settings()
+    tenant_id = _migrated_tenant(tmp_path, monkeypatch)
 
-    async def sign_up_with_old_limits() -> str:
-        store = create_store(settings)
+    async def set_old_limits() -> None:
+        store = create_store(Settings())
         await store.startup()
         try:
-            tenant, _ = await tenant_service.signup(
-                store,
-                email="a@example.com",
-                password="long enough pw",
-                tenant_name="A",
-                token_ttl_s=60,
-                policy=Signup.open,
-            )
             # As an older version allowed: beyond today's bounds, still within SQLite's.
             old = TenantLimits.model_construct(
                 rate_limit=None, rate_burst=2**40, max_queued=None, max_concurrency=None
             )
-            assert await store.set_tenant_limits(tenant.id, old)
+            assert await store.set_tenant_limits(tenant_id, old)
         finally:
             await store.shutdown()
-        return tenant.id
 
-    tenant_id = asyncio.run(sign_up_with_old_limits())
+    asyncio.run(set_old_limits())
     capsys.readouterr()
     for option, value in (
         ("--burst", "99999999999"),

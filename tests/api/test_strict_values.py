@@ -30,7 +30,7 @@ from ipaas.kit.text import NUL
 from ipaas.runtime import Runtime
 from ipaas.stores import MemoryStore
 from ipaas.stores.sql import SqlStore, run_migrations
-from tests.contracts.conftest import POSTGRES_URL, in_thread, postgres_database
+from tests.contracts.conftest import POSTGRES_ONLY, in_thread, postgres_database
 from tests.engine.test_retries import Api
 from tests.standins.server import StandinServer
 
@@ -38,18 +38,7 @@ ONE_ATTEMPT = {"max_attempts": 1}
 REFUSED = "must not contain the NUL character (U+0000)"
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param(
-            "postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(not POSTGRES_URL, reason="IPAAS_TEST_POSTGRES_URL is not set"),
-            ],
-        ),
-    ]
-)
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=POSTGRES_ONLY)])
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "memory":
         yield "memory://"

@@ -17,7 +17,7 @@ from ipaas.config import Settings
 from ipaas.stores.sql import run_migrations
 from ipaas.webhooks.ratelimit import RateLimited, TenantRateLimiter, rate_for
 from tests.conftest import signup
-from tests.contracts.conftest import POSTGRES_URL, in_thread, postgres_database
+from tests.contracts.conftest import POSTGRES_ONLY, in_thread, postgres_database
 
 REDIS_URL = os.environ.get("IPAAS_TEST_REDIS_URL")
 
@@ -58,18 +58,7 @@ class TestRedisBudget:
             await limiter.aclose()
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgres",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(not POSTGRES_URL, reason="IPAAS_TEST_POSTGRES_URL is not set"),
-            ],
-        ),
-    ]
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=POSTGRES_ONLY)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
