@@ -7,6 +7,7 @@ start, exit 0)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -135,6 +136,26 @@ def _get_with_header(server: ServerProcess, size: int) -> bytes:
             sock.sendall(request)
         received, _ = _read_until_closed(sock, 5)
     return received
+
+
+def test_a_malformed_chunked_webhook_is_a_json_400(guarded: tuple[ServerProcess, Api]) -> None:
+    """granian tells the app a body it cannot read (a bad chunk size) as a disconnect; the
+    webhook fast path left it unanswered and granian answered a bare 500 (found by hand).
+    Now a 400 in the API's JSON shape, as the routed API answers it; nothing accepted."""
+    server, api = guarded
+    workflow_id = api.slack_workflow("http://127.0.0.1:9/services/x", "x")
+    with _connect(server) as sock:
+        sock.sendall(
+            f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+            "zz\r\n{}\r\n0\r\n\r\n".encode()
+        )
+        received, _ = _read_until_closed(sock, 5)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), received[:300]
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    executions = api.get("/api/executions", params={"workflow_id": workflow_id}).json()
+    assert executions["items"] == []
 
 
 def test_oversized_header_is_refused(guarded: tuple[ServerProcess, Api]) -> None:

@@ -4,6 +4,7 @@ Errors render as everywhere else; the OpenAPI entry is written out below."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -18,13 +19,15 @@ from starlette.types import Receive, Scope, Send
 from ipaas.api.errors import internal_error_response, ipaas_error_response
 from ipaas.api.middleware import declared_too_large, limited_receive, log_request, request_id
 from ipaas.api.urls import public_url
-from ipaas.errors import IpaasError, PayloadTooLarge
+from ipaas.errors import BadRequest, IpaasError, PayloadTooLarge
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
 
 PATH = "/api/webhooks/{workflow_id}"
 _PREFIX = "/api/webhooks/"
+#: FastAPI's own words for a body it could not read, which the routed API answers.
+_UNREADABLE_BODY = "There was an error parsing the body"
 
 
 def webhook_url(request: Request, workflow_id: str) -> str:
@@ -131,7 +134,19 @@ class IntakeFastPath:
                 )
                 made["execution_id"] = content["execution_id"]
             except ClientDisconnect:
-                status = 499  # nobody to answer; nothing was accepted
+                # Nothing was accepted. granian says the same for a body it cannot read (a
+                # malformed chunk) as for a client gone; left unanswered, granian answered
+                # that client a bare 500. Answered as the routed API answers it (400); a
+                # client that is gone reads nothing, and its access line says 400 too
+                # (granian's send does not tell them apart either).
+                status = 499
+                response = ipaas_error_response(
+                    BadRequest(_UNREADABLE_BODY), headers={"connection": "close"}
+                )
+                response.headers["x-request-id"] = rid
+                with contextlib.suppress(Exception):
+                    await response(scope, receive, send)
+                    status = response.status_code
                 return
             except IpaasError as exc:
                 close = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else None
