@@ -111,14 +111,15 @@ def _text(value: object) -> object:
 
 
 def _in_utc(value: datetime) -> datetime:
-    """In UTC, as the stores compare and keep it. A date-time at either end of the
-    calendar, ``0001-01-01T00:00:00+01:00`` say, has no UTC value: refused here (before,
-    the SQL stores failed on it with a 500)."""
+    """In UTC, as the stores compare and keep it. A date-time at either end of the calendar
+    with an offset, ``0001-01-01T00:00:00+01:00`` say, has no UTC value (before, the SQL
+    stores failed on it with a 500): it is the first or last UTC instant there is, which
+    any bound it sets means as well."""
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        msg = "date-time out of range once in UTC"
-        raise ValueError(msg) from None
+        end = datetime.min if value.year == datetime.min.year else datetime.max
+        return end.replace(tzinfo=UTC)
 
 
 #: An RFC 3339 date-time with its zone (given back in UTC).
