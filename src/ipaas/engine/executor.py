@@ -160,9 +160,19 @@ class Executor:
         store = self.runtime.store
         finished = False
 
-        async def finish(status: ExecutionStatus, error: str | None, step: StepRun | None) -> None:
+        async def settle(write: Callable[[], Awaitable[bool]]) -> bool:
+            """The write that ends this run (a finish or a deferral): ``finished`` from now
+            on, unless it raises (a value the database refused); then the last resort below
+            ends the execution without the step, rather than leave it running for good."""
             nonlocal finished
             finished = True
+            try:
+                return await _uncancellable(self._settling_write(write, execution.id))
+            except Exception:
+                finished = False
+                raise
+
+        async def finish(status: ExecutionStatus, error: str | None, step: StepRun | None) -> None:
             finished_at = utcnow()
 
             async def write_finish() -> bool:
@@ -193,21 +203,12 @@ class Executor:
                     on_claimed(execution.id, claimed)
                 return written
 
-            write = self._settling_write(write_finish, execution.id)
-            try:
-                written = await _uncancellable(write)
-            except Exception:
-                # Not written (a value the database refused): the last resort below ends
-                # the execution without the step, rather than leave it running for good.
-                finished = False
-                raise
-            if written:  # else another worker owns it now and counts it
+            if await settle(write_finish):  # else another worker owns it now and counts it
                 metrics.execution_finished(status, execution.started_at, finished_at)
 
         async def on_step(
             step: StepRun, final: ExecutionStatus | None, _preview: dict[str, Any] | None
         ) -> None:
-            nonlocal finished
             metrics.step_finished(
                 step.type,
                 step.status.value,
@@ -222,23 +223,16 @@ class Executor:
                 # The retry waits in the store; this worker's slot is free meanwhile.
                 next_attempt_at = step.next_attempt_at
                 assert next_attempt_at is not None
-                finished = True
                 deferred_at = utcnow()
-                write = self._settling_write(
+                await settle(
                     lambda: store.defer_execution(
                         execution.id,
                         owner=self.owner,
                         next_attempt_at=next_attempt_at,
                         step=step,
                         now=deferred_at,
-                    ),
-                    execution.id,
+                    )
                 )
-                try:
-                    await _uncancellable(write)
-                except Exception:
-                    finished = False  # as in ``finish``
-                    raise
             else:
                 await finish(
                     final, step.error if final is not ExecutionStatus.succeeded else None, step

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ipaas.api.deps import RuntimeDep
 from ipaas.errors import Conflict, TooManyRequests, Unauthorized
-from ipaas.kit.text import NUL
+from ipaas.kit.text import Name
 from ipaas.runtime import Runtime
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.schemas import PasswordChange, SignupCreate
@@ -18,6 +18,8 @@ from ipaas.web.render import render
 from ipaas.web.session import SessionPrincipal, clear_session, set_session
 
 router = APIRouter()
+#: A token's name, as the API takes it (``ApiTokenCreate``).
+_TOKEN_NAME = TypeAdapter(Name)
 
 
 @router.get("/signup")
@@ -198,7 +200,9 @@ async def create_token(
     name = form.get("name", "").strip()
     days = form.get("expires_in_days", "").strip()
     errors = {}
-    if not name or len(name) > 200 or NUL in name:
+    try:
+        _TOKEN_NAME.validate_python(name)
+    except ValidationError:
         errors["name"] = "give a name of 1 to 200 characters, without NUL"
     if days and (not days.isdigit() or int(days) < 1):
         errors["expires_in_days"] = "a whole number of days, 1 or more (or empty: no expiry)"
