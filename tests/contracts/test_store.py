@@ -76,6 +76,12 @@ class Account:
 
 
 async def new_account(store: Store, email: str | None = None) -> Account:
+    account = unsaved_account(email)
+    await store.create_tenant(account.tenant, account.user, account.token)
+    return account
+
+
+def unsaved_account(email: str | None = None) -> Account:
     tenant = Tenant(id=new_id("tn"), name="Acme", created_at=T0)
     user = User(
         id=new_id("usr"),
@@ -94,7 +100,6 @@ async def new_account(store: Store, email: str | None = None) -> Account:
         expires_at=at(3600),
         session=True,
     )
-    await store.create_tenant(tenant, user, token)
     return Account(tenant, user, token)
 
 
@@ -270,6 +275,23 @@ class TestCreateTenant:
             await store.create_tenant(tenant, user, token)
         assert await store.get_token_by_hash("unique-hash") is None
         assert await store.list_tokens(tenant.id) == []
+
+    async def test_first_signup_gets_in_alone(self, store: Store) -> None:
+        """``first``: of sign-ups at once exactly one is written; after it, none."""
+        accounts = [unsaved_account() for _ in range(8)]
+        created = await asyncio.gather(
+            *(store.create_tenant(a.tenant, a.user, a.token, first=True) for a in accounts)
+        )
+        assert sorted(created) == [False] * 7 + [True]
+        winner = accounts[created.index(True)]
+        assert await store.list_tenant_ids() == [winner.tenant.id]
+        for account, written in zip(accounts, created, strict=True):
+            assert (await store.get_user_by_email(account.user.email) is not None) is written
+            assert (await store.get_token_by_hash(account.token.token_hash) is not None) is written
+        late = unsaved_account()
+        assert not await store.create_tenant(late.tenant, late.user, late.token, first=True)
+        assert await store.create_tenant(late.tenant, late.user, late.token)  # not first: in
+        assert len(await store.list_tenant_ids()) == 2
 
 
 class TestTokens:

@@ -108,6 +108,33 @@ class TestSignup:
         monkeypatch.setattr(runtime.settings, "signup", Signup.open)
         assert (await sign_up("eve@example.com")).status_code == 201
 
+    async def test_first_lets_in_one_of_sign_ups_at_once(
+        self, client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The operator's first sign-up raced by a stranger's: the password's hashing lies
+        between the check and the insert, so both got in, and the stranger had a tenant on
+        a server that was to have one."""
+        monkeypatch.setattr(runtime.settings, "signup", Signup.first)
+        emails = [f"user{i}@example.com" for i in range(5)]
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/auth/signup",
+                    json={"email": email, "password": PASSWORD, "tenant_name": email},
+                )
+                for email in emails
+            )
+        )
+        statuses = sorted(response.status_code for response in responses)
+        assert statuses == [201, 403, 403, 403, 403], [r.text for r in responses]
+        refused = [r.json()["error"]["code"] for r in responses if r.status_code == 403]
+        assert refused == ["signup_closed"] * 4
+        assert len(await runtime.store.list_tenant_ids()) == 1
+        # The refused ones left nothing behind: their emails are free for an invitation.
+        for email, response in zip(emails, responses, strict=True):
+            user = await runtime.store.get_user_by_email(email)
+            assert (user is not None) is (response.status_code == 201)
+
 
 class TestLogin:
     async def test_password_form_gives_a_working_token(self, client: httpx.AsyncClient) -> None:

@@ -206,8 +206,14 @@ class Store(Protocol):
         ...
 
     # -- tenants, users, tokens -------------------------------------------------------------
-    async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
-        """Sign-up in one transaction. Raises ``DuplicateError`` if the email is taken."""
+    async def create_tenant(
+        self, tenant: Tenant, user: User, token: ApiToken, *, first: bool = False
+    ) -> bool:
+        """Sign-up in one transaction. Raises ``DuplicateError`` if the email is taken.
+
+        With ``first``, only while the store holds no tenant: ``False``, nothing written,
+        once one exists. Of concurrent first sign-ups exactly one gets in (the check and the
+        insert are one step against the others)."""
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant with its limit overrides (the intake reads it through a short cache)."""

@@ -86,12 +86,19 @@ class MemoryStore:
         return None
 
     # -- tenants --------------------------------------------------------------------------
-    async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
-        if await self.get_user_by_email(user.email) is not None:
+    async def create_tenant(
+        self, tenant: Tenant, user: User, token: ApiToken, *, first: bool = False
+    ) -> bool:
+        # No await from the check to the writes: nothing else runs in between.
+        if first and self.tenants:
+            return False
+        wanted = user.email.lower()
+        if any(u.email.lower() == wanted for u in self.users.values()):
             raise DuplicateError("email")
         self.tenants[tenant.id] = tenant.model_copy(deep=True)
         self.users[user.id] = user.model_copy()
         self.tokens[token.id] = token.model_copy()
+        return True
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         tenant = self.tenants.get(tenant_id)

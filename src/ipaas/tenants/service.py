@@ -184,8 +184,8 @@ async def signup(
 ) -> tuple[Tenant, str]:
     """A new tenant, its first user (an owner) and a session token for them. ``policy`` is
     ``IPAAS_SIGNUP``, checked before the password is hashed (``ipaas tenant create``, the
-    operator's, passes ``open``). Two first sign-ups at once under ``first`` may both get
-    in: the check and the insert are apart."""
+    operator's, passes ``open``); under ``first``, checked again by the store as it writes,
+    so of sign-ups at once only one gets in."""
     await check_signup_open(store, policy)
     now = utcnow()
     tenant = Tenant(id=new_id("tn"), name=tenant_name, created_at=now)
@@ -198,9 +198,12 @@ async def signup(
     )
     token, plaintext = new_token(tenant.id, user.id, "signup", now, token_ttl_s, session=True)
     try:
-        await store.create_tenant(tenant, user, token)
+        created = await store.create_tenant(tenant, user, token, first=policy is Signup.first)
     except DuplicateError as exc:
         raise Conflict("An account with this email already exists", code="email_taken") from exc
+    if not created:  # another first sign-up got in while this one hashed its password
+        _TENANTED.add(store)
+        raise SignupClosed
     return tenant, plaintext
 
 

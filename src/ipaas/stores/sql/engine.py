@@ -165,6 +165,12 @@ class Database(ABC):
         ``None`` where claims cannot overlap and a plain count serves."""
 
     @abstractmethod
+    def lock_signups(self, conn: sa.Connection) -> None:
+        """Hold, until ``conn``'s transaction ends, the lock under which a sign-up that must
+        be the first reads whether a tenant exists and writes its own
+        (``Store.create_tenant``): the next such sign-up reads after this one committed."""
+
+    @abstractmethod
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
     ) -> sa.ColumnElement[float]:
@@ -331,6 +337,9 @@ class SqliteDatabase(Database):
 
     def running_under_claim_lock(self, tenant_id: sa.ColumnElement[str]) -> None:
         return None  # one writer: a claim's count of running rows cannot go stale
+
+    def lock_signups(self, conn: sa.Connection) -> None:
+        pass  # one writer, each write transaction begun IMMEDIATE: held already
 
     def seconds_between(
         self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]
@@ -1642,6 +1651,11 @@ class PostgresDatabase(Database):
         # then counts in a snapshot of its own, taken after the lock was granted.
         return sa.func.ipaas_running_after_claim_lock(tenant_id, type_=sa.BigInteger())
 
+    def lock_signups(self, conn: sa.Connection) -> None:
+        # Under READ COMMITTED each statement sees what committed before it began: the read
+        # after the lock sees the tenant of the sign-up that held it before.
+        conn.execute(_LOCK_SIGNUPS)
+
     async def vacuum_queue(self, *, min_dead: int) -> QueueVacuum | None:
         # Every claim and finish turns a queued or running row version dead, and with it an
         # entry in a queue index (``ix_execution_queued`` / ``ix_execution_running``). A
@@ -1783,6 +1797,9 @@ class PostgresDatabase(Database):
 #: collide with another application's advisory locks on the same database; the second key
 #: is the tenant id's hash (two tenants sharing a hash only share a lock).
 _CLAIM_LOCK_SPACE = 0x1FA1
+#: ``Database.lock_signups`` on PostgreSQL: an advisory lock of a space of its own.
+_SIGNUP_LOCK_SPACE = 0x1FA2
+_LOCK_SIGNUPS = sa.select(sa.func.pg_advisory_xact_lock(_SIGNUP_LOCK_SPACE, 0))
 #: The execution table's dead row versions, whether this role may VACUUM it (its owner, or
 #: a member of the owning role), whether autovacuum is on, and whether the table was analyzed
 #: (by anyone) in the last $1 seconds.

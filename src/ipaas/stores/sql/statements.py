@@ -544,6 +544,7 @@ QUEUE_STATS = sa.select(
     .scalar_subquery(),
 )
 LIST_TENANT_IDS = sa.select(t.tenant.c.id).order_by(t.tenant.c.id)
+ANY_TENANT = sa.select(t.tenant.c.id).limit(1)
 # ``finished_at`` is set exactly when an execution is terminal; both use the
 # (tenant_id, finished_at) index.
 _FINISHED = sa.and_(scoped(EX), EX.c.finished_at.is_not(None))

@@ -226,18 +226,26 @@ class SqlStore:
         return await self._db.run_write(_rowcount(stmt, params), one_statement=True)
 
     # -- tenants, users, tokens -----------------------------------------------------------
-    async def create_tenant(self, tenant: Tenant, user: User, token: ApiToken) -> None:
+    async def create_tenant(
+        self, tenant: Tenant, user: User, token: ApiToken, *, first: bool = False
+    ) -> bool:
         tenant_values = _tenant_values(tenant)
         user_values = _user_values(user)
         token_values = dict(token)
+        lock_signups = self._db.lock_signups
 
-        def op(conn: sa.Connection) -> None:
+        def op(conn: sa.Connection) -> bool:
+            if first:
+                lock_signups(conn)
+                if conn.execute(q.ANY_TENANT).first() is not None:
+                    return False
             conn.execute(q.INSERT_TENANT, tenant_values)
             conn.execute(q.INSERT_USER, user_values)
             conn.execute(q.INSERT_TOKEN, token_values)
+            return True
 
         try:
-            await self._db.run_write(op)
+            return await self._db.run_write(op)
         except IntegrityError as exc:
             raise DuplicateError("email") from exc
 
