@@ -56,6 +56,17 @@ class PayloadTooLarge(IpaasError):
     code = "payload_too_large"
 
 
+class RequestTimeout(IpaasError):
+    """The request's body did not all arrive in time (``api/body_deadline.py``); the rest of
+    it is never read, so the connection is closed."""
+
+    status_code = 408
+    code = "body_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
 class UnsupportedMediaType(IpaasError):
     status_code = 415
     code = "unsupported_media_type"

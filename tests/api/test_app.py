@@ -165,6 +165,7 @@ async def test_openapi_documents_every_route_including_intake(settings: Settings
         "202",
         "401",
         "404",
+        "408",
         "413",
         "415",
         "422",

@@ -27,6 +27,9 @@ from tests.process.conftest import Api, ServerProcess, Standin, wait_for
 pytestmark = pytest.mark.process
 
 HEADER_READ_TIMEOUT_S = 1.0
+BODY_READ_TIMEOUT_S = 1.0
+#: How late a body's deadline may be acted on (``api/body_deadline.py``: one sweep a second).
+BODY_SWEEP_S = 1.0
 #: Scheduling noise on a busy 2-core box; far below what an unguarded server would allow.
 MARGIN_S = 2.0
 BYTE_INTERVAL_S = 0.2
@@ -36,7 +39,10 @@ BYTE_INTERVAL_S = 0.2
 def guarded(
     make_server: Callable[..., ServerProcess], api_for: Callable[[ServerProcess], Api]
 ) -> tuple[ServerProcess, Api]:
-    server = make_server(IPAAS_HEADER_READ_TIMEOUT_S=str(HEADER_READ_TIMEOUT_S)).start()
+    server = make_server(
+        IPAAS_HEADER_READ_TIMEOUT_S=str(HEADER_READ_TIMEOUT_S),
+        IPAAS_BODY_READ_TIMEOUT_S=str(BODY_READ_TIMEOUT_S),
+    ).start()
     return server, api_for(server)
 
 
@@ -106,6 +112,82 @@ def test_slow_header_client_is_cut_off(guarded: tuple[ServerProcess, Api]) -> No
     assert took < HEADER_READ_TIMEOUT_S + MARGIN_S
     assert not received.startswith(b"HTTP/1.1 2"), received[:200]
     assert api.executions(workflow_id=workflow_id) == []
+
+
+def _trickle(sock: socket.socket, pieces: list[bytes], interval_s: float) -> tuple[bytes, float]:
+    """Send ``pieces`` one per ``interval_s``, reading what comes back; what the server
+    sent until it closed the connection, and how long after the first piece it closed."""
+    started = time.monotonic()
+    received = b""
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        chunk, closed_at = _read_until_closed(sock, interval_s)
+        received += chunk
+        if closed_at is not None:
+            return received, closed_at - started
+    rest, closed_at = _read_until_closed(sock, 5)
+    assert closed_at is not None, f"the connection was kept open; got {received + rest!r}"
+    return received + rest, closed_at - started
+
+
+@pytest.mark.parametrize("route", ["webhook", "api"])
+def test_slow_body_client_is_cut_off(guarded: tuple[ServerProcess, Api], route: str) -> None:
+    """A client that sent its head, then its body one byte at a time, held its connection
+    for as long as it went on (found by hand: 30 s and counting); granian bounds the head
+    only. Now the body must all be in ``IPAAS_BODY_READ_TIMEOUT_S`` after its first read:
+    a JSON 408 and the connection closed, on the intake's fast path and the routed API's
+    alike (a chunked body there), and nothing accepted."""
+    server, api = guarded
+    workflow_id = api.slack_workflow("http://127.0.0.1:9/services/x", "x")
+    body = json.dumps({"name": "slow", "padding": "x" * 60}).encode()
+    if route == "webhook":
+        head = (
+            f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        pieces = [bytes([byte]) for byte in body]
+    else:
+        head = (
+            f"POST /api/workflows HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {api.headers['Authorization']}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        pieces = [b"1\r\n" + bytes([byte]) + b"\r\n" for byte in body] + [b"0\r\n\r\n"]
+    assert len(pieces) * BYTE_INTERVAL_S > 3 * (BODY_READ_TIMEOUT_S + BODY_SWEEP_S + MARGIN_S)
+
+    with contextlib.closing(_connect(server)) as sock:
+        sock.sendall(head.encode())
+        received, took = _trickle(sock, pieces, BYTE_INTERVAL_S)
+
+    print(f"serving: slow-body client ({route}) cut off after {took:.2f}s")
+    assert took < BODY_READ_TIMEOUT_S + BODY_SWEEP_S + MARGIN_S
+    response_head, _, response_body = received.partition(b"\r\n\r\n")
+    assert response_head.startswith(b"HTTP/1.1 408"), received[:300]
+    assert b"connection: close" in response_head.lower()
+    assert json.loads(response_body)["error"]["code"] == "body_timeout"
+    assert api.executions(workflow_id=workflow_id) == []
+    names = [w["name"] for w in api.get("/api/workflows").json()]
+    assert "slow" not in names
+
+
+def test_a_body_in_pieces_within_the_deadline_is_taken(
+    guarded: tuple[ServerProcess, Api],
+) -> None:
+    server, api = guarded
+    workflow_id = api.slack_workflow("http://127.0.0.1:9/services/x", "x")
+    body = b'{"order": {"id": 7}}'
+    head = (
+        f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with contextlib.closing(_connect(server)) as sock:
+        sock.sendall(head.encode())
+        received, _ = _trickle(sock, [body[:5], body[5:10], body[10:]], BODY_READ_TIMEOUT_S / 4)
+    assert received.startswith(b"HTTP/1.1 202"), received[:300]
+    assert len(api.executions(workflow_id=workflow_id)) == 1
 
 
 def test_idle_keep_alive_connection_is_closed(guarded: tuple[ServerProcess, Api]) -> None:

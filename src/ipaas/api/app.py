@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ipaas import __version__
 from ipaas.api import errors
+from ipaas.api.body_deadline import BodyDeadline
 from ipaas.api.deps import RuntimeDep
 from ipaas.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ipaas.api.routing import api_router
@@ -155,10 +156,14 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
             max_age=600,
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    deadline = BodyDeadline(settings.body_read_timeout_s)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, deadline=deadline)
     app.add_middleware(RequestIdMiddleware)
     app.intake = webhook_endpoints.IntakeFastPath(
-        runtime, max_body_bytes=settings.max_body_bytes, cors=bool(settings.cors_origins)
+        runtime,
+        max_body_bytes=settings.max_body_bytes,
+        cors=bool(settings.cors_origins),
+        deadline=deadline,
     )
     if settings.forwarded_allow_ips:
         app.trust_proxies(settings.forwarded_allow_ips)

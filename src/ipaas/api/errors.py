@@ -207,6 +207,10 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, IpaasError):
+            # Raised while FastAPI read the body (its size, its deadline: ``limited_receive``),
+            # which FastAPI wraps in a 400 "There was an error parsing the body".
+            return await _ipaas(request, exc.__cause__)
         if html is not None and as_page(request):
             return await html.page(request, exc.status_code, str(exc.detail))
         code = _HTTP_CODES.get(exc.status_code, "http_error")

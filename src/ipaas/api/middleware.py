@@ -8,8 +8,9 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ipaas.api.body_deadline import BodyDeadline
 from ipaas.api.errors import ipaas_error_response
-from ipaas.errors import PayloadTooLarge
+from ipaas.errors import PayloadTooLarge, RequestTimeout
 from ipaas.kit.ids import new_id
 
 _log = structlog.get_logger("ipaas.access")
@@ -26,28 +27,58 @@ def declared_too_large(scope: Scope, max_bytes: int) -> bool:
     return False
 
 
-def limited_receive(receive: Receive, max_bytes: int) -> Receive:
-    """``receive`` that raises ``PayloadTooLarge`` once the body passes ``max_bytes``."""
+def limited_receive(
+    receive: Receive, max_bytes: int, deadline: BodyDeadline | None = None
+) -> Receive:
+    """``receive`` that raises ``PayloadTooLarge`` once the body passes ``max_bytes``, and
+    ``RequestTimeout`` when the body is not all in within ``deadline`` of its first read
+    (once it is, reads wait for a disconnect as long as the app likes)."""
     received = 0
+    started: float | None = None
+    whole = deadline is None
 
     async def limited() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > max_bytes:
-                raise PayloadTooLarge(f"Body exceeds {max_bytes} bytes")
+        nonlocal receive, received, started, whole
+        try:
+            if whole:
+                message = await receive()
+            else:
+                assert deadline is not None
+                if started is None:
+                    started = time.monotonic()
+                message = await deadline.receive(receive, started)
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    # The rest of the body is never read: the connection cannot serve another.
+                    raise PayloadTooLarge(
+                        f"Body exceeds {max_bytes} bytes", headers={"Connection": "close"}
+                    )
+                whole = whole or not message.get("more_body", False)
+        except (PayloadTooLarge, RequestTimeout):
+            # The body is refused: what reads on hears a disconnect. And the server's own
+            # receive is let go of: the error's traceback keeps this closure alive until the
+            # cyclic GC runs (FastAPI re-raises it from a frame that holds it), and granian
+            # kept the connection open for as long as its receive was (measured: until the
+            # client had sent its whole body, 18 s after the 408).
+            receive = _disconnected
+            raise
         return message
 
     return limited
 
 
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` while they stream in, not after buffering them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, deadline: BodyDeadline | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.deadline = deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,7 +90,7 @@ class BodyLimitMiddleware:
             response = ipaas_error_response(exc, headers={"connection": "close"})
             await response(scope, receive, send)
             return
-        await self.app(scope, limited_receive(receive, self.max_bytes), send)
+        await self.app(scope, limited_receive(receive, self.max_bytes, self.deadline), send)
 
 
 def request_id(scope: Scope) -> str:

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ipaas.api.body_deadline import BodyDeadline
 from ipaas.api.errors import internal_error_response, ipaas_error_response
 from ipaas.api.middleware import declared_too_large, limited_receive, log_request, request_id
 from ipaas.api.urls import public_url
@@ -99,10 +100,18 @@ class IntakeFastPath:
     request has an ``Origin`` (the CORS middleware answers those).
     """
 
-    def __init__(self, runtime: Runtime, *, max_body_bytes: int, cors: bool) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        max_body_bytes: int,
+        cors: bool,
+        deadline: BodyDeadline | None = None,
+    ) -> None:
         self.runtime = runtime
         self.max_body_bytes = max_body_bytes
         self.cors = cors
+        self.deadline = deadline
 
     def workflow_id(self, scope: Scope) -> str | None:
         """The workflow id when the fast path answers this request, else ``None``."""
@@ -149,7 +158,8 @@ class IntakeFastPath:
                     status = response.status_code
                 return
             except IpaasError as exc:
-                close = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else None
+                # (Spelled as the errors raised mid-body spell it: one header, not two.)
+                close = {"Connection": "close"} if isinstance(exc, PayloadTooLarge) else None
                 response = ipaas_error_response(exc, headers=close)
             except Exception as exc:
                 response = internal_error_response(scope["path"], exc)
@@ -181,7 +191,7 @@ class IntakeFastPath:
         limit = self.max_body_bytes
         if declared_too_large(scope, limit):
             raise PayloadTooLarge(f"Body exceeds {limit} bytes")
-        receive = limited_receive(receive, limit)
+        receive = limited_receive(receive, limit, self.deadline)
         chunks: list[bytes] = []
         while True:
             message = await receive()
@@ -280,6 +290,10 @@ OPENAPI_PATH: dict[str, Any] = {
                 "outside the 5-minute tolerance (`signature_expired`)"
             ),
             "404": _error("Unknown or inactive workflow"),
+            "408": _error(
+                "The body did not all arrive within IPAAS_BODY_READ_TIMEOUT_S of its first "
+                "read (`body_timeout`); the connection is closed"
+            ),
             "413": _error("Body larger than IPAAS_MAX_BODY_BYTES, as sent or once uncompressed"),
             "415": _error(
                 "Multipart, a body not valid in its charset, an unknown charset "
