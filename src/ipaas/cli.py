@@ -261,7 +261,7 @@ async def _token_create(settings: Settings, *, email: str, name: str) -> int:
     from ipaas.tenants import service as tenant_service
 
     async with _open_store(settings) as store:
-        user = await store.get_user_by_email(email.lower())
+        user = await tenant_service.user_by_email(store, email)
         if user is None:
             print(f"no user with email {email}", file=sys.stderr)
             return 1
@@ -322,6 +322,7 @@ async def _tenant_create(settings: Settings, *, name: str, email: str, from_stdi
     from ipaas.config import Signup
     from ipaas.errors import Conflict
     from ipaas.tenants import service as tenant_service
+    from ipaas.tenants.models import canonical_email
     from ipaas.tenants.schemas import SignupCreate
 
     try:  # the name and email as the sign-up page checks them, before a password is asked
@@ -351,7 +352,8 @@ async def _tenant_create(settings: Settings, *, name: str, email: str, from_stdi
             print(f"{exc.message}; nothing created", file=sys.stderr)
             return 1
     print(
-        f"tenant {tenant.id} created; {email.lower()} is its owner and logs in with that password"
+        f"tenant {tenant.id} created; {canonical_email(email)} is its owner and logs in with that "
+        "password"
     )
     return 0
 

@@ -147,6 +147,59 @@ class TestLogin:
         listed = await client.get("/api/workflows", headers={"Authorization": f"Bearer {token}"})
         assert listed.status_code == 200
 
+    @pytest.mark.parametrize(
+        ("signed_up_as", "logs_in_as"),
+        [
+            ("ada@bücher.example", "ADA@xn--bcher-kva.example"),  # the domain in ASCII (IDNA)
+            ("ada@xn--bcher-kva.example", "ada@bücher.example"),
+            ("zoë@example.com", "zoe\u0308@example.com"),  # the same letter, decomposed (NFD)
+        ],
+    )
+    async def test_every_spelling_of_an_address_is_the_same_account(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        signed_up_as: str,
+        logs_in_as: str,
+    ) -> None:
+        """Sign-up stored the address as email-validator normalizes it (its domain in
+        Unicode, NFC); log-in looked up what was typed, lowercased: the same address in its
+        other spelling got 401, and each spelling had a login throttle of its own."""
+        await signup(client, signed_up_as)
+        logged_in = await client.post(
+            "/api/auth/token", data={"username": logs_in_as, "password": PASSWORD}
+        )
+        assert logged_in.status_code == 200, logged_in.text
+        taken = await client.post(
+            "/api/auth/signup",
+            json={"email": logs_in_as, "password": PASSWORD, "tenant_name": "Again"},
+        )
+        assert taken.status_code == 409, taken.text
+        throttle = runtime.logins
+        assert throttle._key(logs_in_as) == throttle._key(signed_up_as)
+
+    async def test_an_address_stored_as_typed_before_still_logs_in(
+        self, client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``ipaas tenant create`` stored the address as typed (lowercased), its IDNA
+        domain in ASCII: that user logs in as before."""
+        monkeypatch.setattr(tenant_service, "canonical_email", str.lower)
+        await tenant_service.signup(
+            runtime.store,
+            email="ada@xn--bcher-kva.example",
+            password=PASSWORD,
+            tenant_name="Acme",
+            token_ttl_s=3600,
+            policy=Signup.open,
+        )
+        monkeypatch.undo()
+        stored = await runtime.store.get_user_by_email("ada@xn--bcher-kva.example")
+        assert stored is not None
+        logged_in = await client.post(
+            "/api/auth/token", data={"username": "ada@xn--bcher-kva.example", "password": PASSWORD}
+        )
+        assert logged_in.status_code == 200, logged_in.text
+
     async def test_wrong_password_is_401(self, client: httpx.AsyncClient) -> None:
         await signup(client)
         response = await client.post(

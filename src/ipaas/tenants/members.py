@@ -19,7 +19,7 @@ from ipaas.errors import Conflict, IpaasError, NotFound
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import DuplicateError, MemberChange, Store
-from ipaas.tenants.models import Role, User
+from ipaas.tenants.models import Role, User, canonical_email
 from ipaas.tenants.service import Principal, TokenHasNoUser, hash_password, hash_token, new_token
 
 _log = structlog.get_logger(__name__)
@@ -69,7 +69,7 @@ async def invite(store: Store, *, principal: Principal, email: str, role: Role) 
     user = User(
         id=new_id("usr"),
         tenant_id=principal.tenant_id,
-        email=email.lower(),
+        email=canonical_email(email),
         password_hash="",
         created_at=now,
         role=role,

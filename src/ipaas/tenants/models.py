@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from enum import StrEnum
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, Field
 
 from ipaas.kit.numbers import MAX_INT32, MAX_RATE_PER_S, MIN_RATE_PER_S
+
+
+def canonical_email(email: str) -> str:
+    """An address as users are stored and looked up by it (sign-up, invitations, log-in, its
+    throttle, the CLI): as email-validator normalizes it (the domain in Unicode, not IDNA's
+    ASCII; Unicode in NFC), lowercased. Input that is not a valid address: lowercased."""
+    with contextlib.suppress(EmailNotValidError):
+        email = validate_email(email, check_deliverability=False).normalized
+    return email.strip().lower()
 
 
 class TenantLimits(BaseModel):

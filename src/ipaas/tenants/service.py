@@ -24,7 +24,7 @@ from ipaas.errors import Conflict, IpaasError, NotFound, TooManyRequests, Unauth
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import DuplicateError, Store
-from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User
+from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User, canonical_email
 from ipaas.tenants.throttle import LoginThrottle
 
 TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
@@ -192,7 +192,7 @@ async def signup(
     user = User(
         id=new_id("usr"),
         tenant_id=tenant.id,
-        email=email.lower(),
+        email=canonical_email(email),
         password_hash=await hash_password(password),
         created_at=now,
     )
@@ -207,11 +207,21 @@ async def signup(
     return tenant, plaintext
 
 
+async def user_by_email(store: Store, email: str) -> User | None:
+    """The user with this address in any spelling of it (``canonical_email``); also one
+    stored as typed (lowercased) before addresses were stored canonically."""
+    canonical = canonical_email(email)
+    user = await store.get_user_by_email(canonical)
+    if user is None and canonical != email.strip().lower():
+        user = await store.get_user_by_email(email.strip().lower())
+    return user
+
+
 async def login(
     store: Store, *, email: str, password: str, token_ttl_s: int, throttle: LoginThrottle
 ) -> str:
     await throttle.check(email)
-    user = await store.get_user_by_email(email.lower())
+    user = await user_by_email(store, email)
     verified = await _password_work.run(_verify, user.password_hash if user else None, password)
     if user is None or not verified:
         await throttle.failed(email)
@@ -304,7 +314,7 @@ async def change_password(
 async def reset_password(store: Store, *, email: str, new_password: str) -> tuple[User, int]:
     """Operator only (``ipaas user password``): set the password of the user with ``email``
     and end all of that user's sessions. Returns the user and how many sessions ended."""
-    user = await store.get_user_by_email(email.lower())
+    user = await user_by_email(store, email)
     if user is None:
         raise UserNotFound("No user has this email")
     ended = await _set_password(store, user, new_password, keep_token_id=None)

@@ -24,6 +24,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
 from ipaas.errors import TooManyRequests
+from ipaas.tenants.models import canonical_email
 
 _log = structlog.get_logger(__name__)
 
@@ -42,7 +43,7 @@ class LoginThrottle:
 
     @staticmethod
     def _key(email: str) -> str:
-        return f"login/{email.strip().lower()}"
+        return f"login/{canonical_email(email)}"
 
     @staticmethod
     def _item() -> RateLimitItemPerSecond:
