@@ -33,6 +33,12 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+#: The listening socket's queue of connections not yet accepted (``serve_app``).
+LISTEN_BACKLOG = 1024
+#: Requests ``ipaas serve`` works on at once (granian's backpressure).
+MAX_REQUESTS_AT_ONCE = 128
+
+
 async def serve_app(app: Any, settings: Settings) -> None:
     """Serve an ASGI app on embedded granian until SIGTERM/SIGINT, then stop intake and let
     the app's lifespan shut down (which drains the workers)."""
@@ -64,6 +70,15 @@ async def serve_app(app: Any, settings: Settings) -> None:
             max_buffer_size=settings.max_header_bytes,
         ),
         log_enabled=False,
+        # Connections not yet accepted wait in the kernel's queue: granian's 128 made a
+        # burst of a few hundred new connections wait a second each for a SYN resent
+        # (docs/security.md, "Body, header and connection limits"). The kernel caps it at
+        # net.core.somaxconn.
+        backlog=LISTEN_BACKLOG,
+        # Requests in progress at once; the rest wait. granian's default follows the backlog
+        # (backlog // workers): kept at what it was, which bounds the bodies held in memory
+        # at once to 128 x IPAAS_MAX_BODY_BYTES.
+        backpressure=MAX_REQUESTS_AT_ONCE,
     )
     stop = asyncio.Event()
     _install_signals(stop)

@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     header_read_timeout_s: float = Field(default=10.0, gt=0)
     #: Slow-client guard: a request's body must all arrive within this time of its first
     #: read (408 ``body_timeout``, the connection closed; ``api/body_deadline.py``).
-    body_read_timeout_s: float = Field(default=30.0, gt=0)
+    body_read_timeout_s: float = Field(default=10.0, gt=0)
     max_header_bytes: int = Field(default=65_536, ge=8192)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Where users and webhook senders reach this server when that is not where it listens

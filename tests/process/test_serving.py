@@ -6,6 +6,7 @@ start, exit 0)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -188,6 +189,42 @@ def test_a_body_in_pieces_within_the_deadline_is_taken(
         received, _ = _trickle(sock, [body[:5], body[5:10], body[10:]], BODY_READ_TIMEOUT_S / 4)
     assert received.startswith(b"HTTP/1.1 202"), received[:300]
     assert len(api.executions(workflow_id=workflow_id)) == 1
+
+
+def test_a_burst_of_new_connections_waits_in_the_listen_queue(
+    guarded: tuple[ServerProcess, Api],
+) -> None:
+    """600 senders connecting at the same instant: the connections the server has not
+    accepted yet wait in the kernel's queue. granian's default queue of 128 dropped the
+    SYNs of the rest, whose senders then waited a second to send them again (a burst of 600
+    took 1.3 s, 0.2 s with a queue of 1024; measured by hand)."""
+    server, api = guarded
+    workflow_id = api.slack_workflow("http://127.0.0.1:9/services/x", "x")
+    body = b'{"n": 1}'
+    request = (
+        f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def one() -> tuple[float, bytes]:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        connected_s = time.monotonic() - started
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+        return connected_s, answer.split(b"\r\n", 1)[0]
+
+    async def burst() -> list[tuple[float, bytes]]:
+        return await asyncio.gather(*(one() for _ in range(600)))
+
+    results = asyncio.run(burst())
+    slowest = max(connected for connected, _ in results)
+    print(f"serving: 600 connections at once, the slowest connected in {slowest:.2f}s")
+    assert Counter(status for _, status in results) == {b"HTTP/1.1 202 Accepted": 600}
+    # A dropped SYN is sent again after a second (Linux's initial retransmission timeout).
+    somaxconn = Path("/proc/sys/net/core/somaxconn").read_text().strip()
+    assert slowest < 0.9, f"net.core.somaxconn is {somaxconn}; the server asks for 1024"
 
 
 def test_idle_keep_alive_connection_is_closed(guarded: tuple[ServerProcess, Api]) -> None:
