@@ -489,14 +489,19 @@ def _backup(settings: Settings, target: Path) -> int:
 
 def _migrate(settings: Settings) -> None:
     """Migrate the store; ``SystemExit`` with one line when the database cannot be opened or
-    reached (a directory that does not exist, PostgreSQL down, a wrong password), where a
-    traceback said nothing more. Any other failure (a migration's own) raises as it is."""
+    reached (a directory that does not exist, PostgreSQL down, a wrong password) or another
+    session held a table through every attempt, where a traceback said nothing more. Any
+    other failure (a migration's own) raises as it is."""
     if settings.database_url.startswith("memory"):
         return
     from ipaas.stores.sql import run_migrations
+    from ipaas.stores.sql.migrations import MigrationLockBusy
 
     asyncio.run(_reach(settings.database_url))
-    run_migrations(settings.database_url)
+    try:
+        run_migrations(settings.database_url)
+    except MigrationLockBusy as exc:  # said in one line: a traceback says nothing more
+        raise SystemExit(f"ipaas migrate: {exc}") from None
 
 
 async def _reach(database_url: str) -> None:

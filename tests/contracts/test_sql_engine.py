@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,12 +23,14 @@ from typing import Any, cast
 import asyncpg
 import pytest
 import sqlalchemy as sa
+from alembic import command as alembic_command
 
 from ipaas.errors import StoreUnavailable
-from ipaas.stores.sql import engine
+from ipaas.stores.sql import engine, migrations
 from ipaas.stores.sql import tables as t
 from ipaas.stores.sql.engine import (
     PG_CONNECT_TIMEOUT_S,
+    PG_LOCK_TIMEOUT_S,
     Database,
     PoolSize,
     RowFetch,
@@ -35,7 +38,14 @@ from ipaas.stores.sql.engine import (
     SqliteDatabase,
     create_database,
 )
-from tests.contracts.conftest import POSTGRES_ONLY, POSTGRES_URL, sqlite_room, truncate_all
+from tests.contracts.conftest import (
+    POSTGRES_ONLY,
+    POSTGRES_URL,
+    in_thread,
+    postgres_database,
+    sqlite_room,
+    truncate_all,
+)
 from tests.process.faultproxy import FaultProxy
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -861,6 +871,69 @@ class TestPostgresLockTimeout:
             await holder.close()
             await db.dispose()
         assert await _stored_ids(postgres_url) == {"tn_after"}
+
+
+class TestPostgresMigrationStepsAside:
+    """A migration waits for its table's lock behind a long transaction (a backup, a report,
+    a session idle in one): found by hand, every statement on that table queued behind the
+    migration and failed after the app's 5 s lock timeout (503s for as long as the
+    transaction lasted). Now the migration waits a short time, rolls back and runs again,
+    and the statements queued behind it go on meanwhile."""
+
+    pytestmark = POSTGRES_ONLY
+
+    @pytest.fixture
+    def at_0014(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+        monkeypatch.setattr(migrations, "PG_MIGRATION_LOCK_TIMEOUT_S", 0.5)
+        monkeypatch.setattr(migrations, "PG_MIGRATION_PAUSE_S", 0.2)
+        with postgres_database() as url:
+            in_thread(lambda: alembic_command.upgrade(migrations.alembic_config(url), "0014"))
+            yield url
+
+    @staticmethod
+    async def _revision(pg_url: str) -> str:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            return str(await conn.fetchval("SELECT version_num FROM alembic_version"))
+        finally:
+            await conn.close()
+
+    async def test_statements_behind_a_waiting_migration_go_on(self, at_0014: str) -> None:
+        pg_url = at_0014.replace("postgresql+asyncpg", "postgresql", 1)
+        holder = await asyncpg.connect(pg_url)
+        app = await asyncpg.connect(
+            pg_url, server_settings={"lock_timeout": str(int(PG_LOCK_TIMEOUT_S * 1000))}
+        )
+        try:
+            await holder.execute("BEGIN; SELECT count(*) FROM circuit")  # held, idle
+            migrating = asyncio.create_task(asyncio.to_thread(migrations.run_migrations, at_0014))
+            await asyncio.sleep(0.3)  # the migration (0015 alters circuit) waits for it
+            for _ in range(3):
+                started = time.monotonic()
+                await app.fetchval("SELECT count(*) FROM circuit")
+                assert time.monotonic() - started < 2.0
+            assert not migrating.done()
+            assert await self._revision(pg_url) == "0014"
+            await holder.execute("COMMIT")
+            await asyncio.wait_for(migrating, 30)
+        finally:
+            await holder.close()
+            await app.close()
+        assert await self._revision(pg_url) == "0015"
+
+    async def test_a_table_held_throughout_fails_it_with_nothing_changed(
+        self, at_0014: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(migrations, "PG_MIGRATION_ATTEMPTS", 2)
+        pg_url = at_0014.replace("postgresql+asyncpg", "postgresql", 1)
+        holder = await asyncpg.connect(pg_url)
+        try:
+            await holder.execute("BEGIN; SELECT count(*) FROM circuit")
+            with pytest.raises(migrations.MigrationLockBusy, match="run `ipaas migrate` again"):
+                await asyncio.to_thread(migrations.run_migrations, at_0014)
+        finally:
+            await holder.close()
+        assert await self._revision(pg_url) == "0014"
 
 
 class TestPostgresDiskFull:

@@ -1624,7 +1624,7 @@ class PostgresDatabase(Database):
         try:
             result = await self._held.run(op, transaction=not one_statement)
         except Exception as exc:
-            if _sqlstate(exc) == PG_DISK_FULL:  # a 503 like any class 53; and not ready
+            if sqlstate_of(exc) == PG_DISK_FULL:  # a 503 like any class 53; and not ready
                 self._outage.failed("disk_full", exc)
             raise _translated(exc) from exc
         self._outage.wrote()
@@ -1839,7 +1839,7 @@ _UNAVAILABLE_SQLSTATES = frozenset({PG_LOCK_NOT_AVAILABLE})
 PG_DISK_FULL = "53100"
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate_of(exc: BaseException) -> str | None:
     """The SQLSTATE of ``exc`` or of what caused it, if it has one."""
     cause: BaseException | None = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     while cause is not None:
@@ -1880,7 +1880,7 @@ def _unavailable_because(reason: str) -> StoreUnavailable:
 def _refused_by_server(exc: sa.exc.DBAPIError) -> bool:
     """The server answered the statement with an error of its own (a constraint, bad data):
     the connection is as good as before."""
-    sqlstate = _sqlstate(exc)
+    sqlstate = sqlstate_of(exc)
     return sqlstate is not None and not _unavailable(sqlstate)
 
 

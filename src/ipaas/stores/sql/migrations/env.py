@@ -16,6 +16,7 @@ MIGRATION_LOCK_KEY = 0x6970_6161_735F_6462  # "ipaas_db"
 
 
 def _run(connection: Connection) -> None:
+    config = context.config
     context.configure(
         connection=connection,
         target_metadata=metadata,
@@ -32,6 +33,14 @@ def _run(connection: Connection) -> None:
             # commit, then reads the version (run_migrations reads it after this) and finds
             # the schema at head. Released with the transaction; every migration runs in it.
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+            # Then each statement waits for its table's lock a short time only: while a DDL
+            # waits, every statement on that table queues behind it (PostgreSQL grants locks
+            # in order), and waited past its own lock_timeout: intake answered 503 for as
+            # long as a long transaction (a backup, a report) held the table. Given up, the
+            # migration is run again (``run_migrations``) and the queue moves meanwhile.
+            lock_timeout_ms = int(config.attributes.get("lock_timeout_s", 0) * 1000)
+            if lock_timeout_ms:
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_timeout_ms}")
         context.run_migrations()
 
 
