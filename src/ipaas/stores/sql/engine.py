@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -478,17 +479,29 @@ class _Checkpointer:
         self._conn: sqlite3.Connection | None = None
         self._next_at = 0.0
         self._running: Future[None] | None = None
-        self._closed = False
+        #: A write was committed since the last checkpoint began.
+        self._pending = False
+        self._closed = threading.Event()
 
     def wrote(self) -> None:
-        """A write was committed (or failed): start a checkpoint if one is due."""
-        now = time.monotonic()
-        if self._closed or now < self._next_at:
+        """A write was committed (or failed): the checkpoint thread copies it, now or once
+        the interval since its last checkpoint has passed."""
+        self._pending = True
+        if self._closed.is_set() or (self._running is not None and not self._running.done()):
             return
-        if self._running is not None and not self._running.done():
-            return
-        self._next_at = now + SQLITE_CHECKPOINT_INTERVAL_S
-        self._running = self._thread.submit(self._checkpoint)
+        self._running = self._thread.submit(self._checkpoints)
+
+    def _checkpoints(self) -> None:
+        """On the checkpoint thread: checkpoint while writes were committed since the last
+        one began, at most every ``SQLITE_CHECKPOINT_INTERVAL_S``. So the last writes of a
+        burst are copied too, not left in the WAL until the next write."""
+        while self._pending and not self._closed.is_set():
+            wait = self._next_at - time.monotonic()
+            if wait > 0 and self._closed.wait(wait):
+                return
+            self._pending = False
+            self._next_at = time.monotonic() + SQLITE_CHECKPOINT_INTERVAL_S
+            self._checkpoint()
 
     def _checkpoint(self) -> None:
         """On the checkpoint thread."""
@@ -511,9 +524,9 @@ class _Checkpointer:
 
     async def close(self) -> None:
         """Wait for a checkpoint under way, then close the connection."""
-        if self._closed:
+        if self._closed.is_set():
             return
-        self._closed = True
+        self._closed.set()
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown()
 
