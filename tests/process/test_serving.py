@@ -174,18 +174,22 @@ def test_slow_body_client_is_cut_off(guarded: tuple[ServerProcess, Api], route: 
     assert "slow" not in names
 
 
+def _webhook_head(workflow_id: str, body: bytes) -> bytes:
+    """The head of a webhook carrying ``body``, on a connection closed after it."""
+    return (
+        f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+
 def test_a_body_in_pieces_within_the_deadline_is_taken(
     guarded: tuple[ServerProcess, Api],
 ) -> None:
     server, api = guarded
     workflow_id = api.slack_workflow("http://127.0.0.1:9/services/x", "x")
     body = b'{"order": {"id": 7}}'
-    head = (
-        f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
     with contextlib.closing(_connect(server)) as sock:
-        sock.sendall(head.encode())
+        sock.sendall(_webhook_head(workflow_id, body))
         received, _ = _trickle(sock, [body[:5], body[5:10], body[10:]], BODY_READ_TIMEOUT_S / 4)
     assert received.startswith(b"HTTP/1.1 202"), received[:300]
     assert len(api.executions(workflow_id=workflow_id)) == 1
@@ -201,10 +205,7 @@ def test_a_burst_of_new_connections_waits_in_the_listen_queue(
     server, api = guarded
     workflow_id = api.slack_workflow("http://127.0.0.1:9/services/x", "x")
     body = b'{"n": 1}'
-    request = (
-        f"POST /api/webhooks/{workflow_id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = _webhook_head(workflow_id, body) + body
 
     async def one() -> tuple[float, bytes]:
         started = time.monotonic()
