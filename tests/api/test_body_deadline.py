@@ -160,3 +160,19 @@ async def test_a_chunked_body_over_the_cap_is_413_on_every_route(
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "payload_too_large"
     assert response.headers["connection"] == "close"
+
+
+async def test_the_consoles_error_page_keeps_the_errors_headers(
+    small_bodies: httpx.AsyncClient,
+) -> None:
+    """The console answers an error as a page: it dropped the error's own headers, so the
+    413 of a form refused part-way did not say ``Connection: close`` (nor would a console
+    503 have said ``Retry-After``)."""
+    response = await small_bodies.post(
+        "/login",
+        content=_chunks(10, 500),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["connection"] == "close"

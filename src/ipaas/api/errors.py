@@ -181,7 +181,11 @@ def install(app: FastAPI, html: HtmlErrors | None = None) -> None:
     @app.exception_handler(IpaasError)
     async def _ipaas(request: Request, exc: IpaasError) -> Response:
         if html is not None and as_page(request):
-            return await html.page(request, exc.status_code, exc.message)
+            page = await html.page(request, exc.status_code, exc.message)
+            # The error's own headers go with the page too: a 503's or 429's Retry-After, and
+            # Connection: close for a body refused before it was all read.
+            page.headers.update(exc.headers)
+            return page
         return ipaas_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
