@@ -89,11 +89,10 @@ class MemoryStore:
     async def create_tenant(
         self, tenant: Tenant, user: User, token: ApiToken, *, first: bool = False
     ) -> bool:
-        # No await from the check to the writes: nothing else runs in between.
+        # Nothing from the check to the writes suspends: no other task runs in between.
         if first and self.tenants:
             return False
-        wanted = user.email.lower()
-        if any(u.email.lower() == wanted for u in self.users.values()):
+        if await self.get_user_by_email(user.email) is not None:
             raise DuplicateError("email")
         self.tenants[tenant.id] = tenant.model_copy(deep=True)
         self.users[user.id] = user.model_copy()
