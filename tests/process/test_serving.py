@@ -219,13 +219,27 @@ def test_a_burst_of_new_connections_waits_in_the_listen_queue(
     async def burst() -> list[tuple[float, bytes]]:
         return await asyncio.gather(*(one() for _ in range(600)))
 
+    overflows = _listen_overflows()
     results = asyncio.run(burst())
+    dropped = _listen_overflows() - overflows
     slowest = max(connected for connected, _ in results)
-    print(f"serving: 600 connections at once, the slowest connected in {slowest:.2f}s")
+    print(f"serving: 600 connections at once, {dropped} dropped, the slowest in {slowest:.2f}s")
     assert Counter(status for _, status in results) == {b"HTTP/1.1 202 Accepted": 600}
-    # A dropped SYN is sent again after a second (Linux's initial retransmission timeout).
+    # Counted by the kernel, not timed here: how long a connect takes also depends on how
+    # busy this client's event loop is (0.95 s once in a full run, nothing dropped).
     somaxconn = Path("/proc/sys/net/core/somaxconn").read_text().strip()
-    assert slowest < 0.9, f"net.core.somaxconn is {somaxconn}; the server asks for 1024"
+    assert dropped == 0, f"net.core.somaxconn is {somaxconn}; the server asks for 1024"
+
+
+def _listen_overflows() -> int:
+    """Connections the kernel dropped because a listening socket's queue was full (this
+    network namespace's ``TcpExt: ListenOverflows``)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names[0] == "TcpExt:":
+            return int(values[names.index("ListenOverflows")])
+    msg = "no TcpExt counters in /proc/net/netstat"
+    raise AssertionError(msg)
 
 
 def test_idle_keep_alive_connection_is_closed(guarded: tuple[ServerProcess, Api]) -> None:
