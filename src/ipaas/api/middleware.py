@@ -27,6 +27,12 @@ def declared_too_large(scope: Scope, max_bytes: int) -> bool:
     return False
 
 
+def body_too_large(max_bytes: int) -> PayloadTooLarge:
+    """The 413 of a body over ``max_bytes``, as declared or once streamed past it: the rest
+    of it is never read, so the connection cannot serve another request."""
+    return PayloadTooLarge(f"Body exceeds {max_bytes} bytes", headers={"Connection": "close"})
+
+
 def limited_receive(
     receive: Receive, max_bytes: int, deadline: BodyDeadline | None = None
 ) -> Receive:
@@ -50,10 +56,7 @@ def limited_receive(
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
-                    # The rest of the body is never read: the connection cannot serve another.
-                    raise PayloadTooLarge(
-                        f"Body exceeds {max_bytes} bytes", headers={"Connection": "close"}
-                    )
+                    raise body_too_large(max_bytes)
                 whole = whole or not message.get("more_body", False)
         except (PayloadTooLarge, RequestTimeout):
             # The body is refused: what reads on hears a disconnect. And the server's own
@@ -85,9 +88,8 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if declared_too_large(scope, self.max_bytes):
-            exc = PayloadTooLarge(f"Body exceeds {self.max_bytes} bytes")
             # Refused before the app runs, so rendered here, by the same function.
-            response = ipaas_error_response(exc, headers={"connection": "close"})
+            response = ipaas_error_response(body_too_large(self.max_bytes))
             await response(scope, receive, send)
             return
         await self.app(scope, limited_receive(receive, self.max_bytes, self.deadline), send)

@@ -18,7 +18,13 @@ from starlette.types import Receive, Scope, Send
 
 from ipaas.api.body_deadline import BodyDeadline
 from ipaas.api.errors import internal_error_response, ipaas_error_response
-from ipaas.api.middleware import declared_too_large, limited_receive, log_request, request_id
+from ipaas.api.middleware import (
+    body_too_large,
+    declared_too_large,
+    limited_receive,
+    log_request,
+    request_id,
+)
 from ipaas.api.urls import public_url
 from ipaas.errors import BadRequest, IpaasError, PayloadTooLarge
 from ipaas.observability import metrics, tracing
@@ -158,7 +164,8 @@ class IntakeFastPath:
                     status = response.status_code
                 return
             except IpaasError as exc:
-                # (Spelled as the errors raised mid-body spell it: one header, not two.)
+                # A body over the cap once inflated was read whole, and closes all the same.
+                # (Spelled as ``body_too_large`` spells it: one header, not two.)
                 close = {"Connection": "close"} if isinstance(exc, PayloadTooLarge) else None
                 response = ipaas_error_response(exc, headers=close)
             except Exception as exc:
@@ -190,7 +197,7 @@ class IntakeFastPath:
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.max_body_bytes
         if declared_too_large(scope, limit):
-            raise PayloadTooLarge(f"Body exceeds {limit} bytes")
+            raise body_too_large(limit)
         receive = limited_receive(receive, limit, self.deadline)
         chunks: list[bytes] = []
         while True:
