@@ -16,6 +16,7 @@ from pydantic import (
 
 from ipaas.credentials.models import CredentialType
 from ipaas.kit.http import check_header_lines, check_header_token
+from ipaas.kit.inputs import Input
 from ipaas.kit.text import NAME_SCHEMA, Name
 
 WHSEC_PREFIX = "whsec_"
@@ -95,7 +96,7 @@ SECRET_MODELS: dict[CredentialType, type[_Secret]] = {
 }
 
 
-class CredentialCreate(BaseModel):
+class CredentialCreate(Input):
     name: Name
     type: CredentialType
     #: Write-only: validated against the type's shape, encrypted, never returned.

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ipaas.kit.inputs import Input
+
 #: The largest page of executions one request returns.
 MAX_PAGE = 200
 
@@ -53,11 +55,14 @@ class StepStatus(StrEnum):
     timed_out = "timed_out"
 
 
-class TriggerData(BaseModel):
+class TriggerData(Input):
     """What started an execution: the webhook request, a manual run's input, a schedule
     tick (``type="schedule"``, ``body={"scheduled_for": <tick, ISO in the trigger's zone>}``),
     or another workflow's failure (``type="error"``, the failure as ``body``:
-    ``engine/alerts.py``)."""
+    ``engine/alerts.py``).
+
+    A manual run's and a dry run's sample are refused with fields it does not have
+    (``Input``); stored ones load unchecked (``model_construct``)."""
 
     type: str = "webhook"
     method: str = "POST"

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
+from ipaas.kit.inputs import Input
 from ipaas.kit.numbers import json_int
 from ipaas.kit.text import Name
 from ipaas.tenants.models import Role, TenantLimits
@@ -13,7 +14,7 @@ from ipaas.tenants.models import Role, TenantLimits
 NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
 
 
-class SignupCreate(BaseModel):
+class SignupCreate(Input):
     email: EmailStr
     password: NewPassword
     tenant_name: Name
@@ -25,7 +26,7 @@ class SignupRead(BaseModel):
     tenant_id: str
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(Input):
     current_password: str = Field(min_length=1, max_length=256)
     new_password: NewPassword
 
@@ -43,7 +44,7 @@ class TokenRead(BaseModel):
 MAX_TOKEN_TTL_S = 10 * 365 * 24 * 3600
 
 
-class ApiTokenCreate(BaseModel):
+class ApiTokenCreate(Input):
     name: Name = "api"
     #: At most ten years: a datetime cannot hold much more (a larger value was a 500).
     expires_in_s: int | None = Field(default=None, gt=0, le=MAX_TOKEN_TTL_S)
@@ -86,7 +87,7 @@ class MemberRead(BaseModel):
     invite_expires_at: datetime | None
 
 
-class MemberInvite(BaseModel):
+class MemberInvite(Input):
     email: EmailStr
     role: Role = Role.member
 
@@ -98,11 +99,11 @@ class MemberInvited(MemberRead):
     invite_url: str
 
 
-class MemberUpdate(BaseModel):
+class MemberUpdate(Input):
     role: Role
 
 
-class InviteAccept(BaseModel):
+class InviteAccept(Input):
     invite_token: str = Field(min_length=1, max_length=200)
     password: NewPassword
 

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from ipaas.kit.inputs import Input
 from ipaas.kit.numbers import json_int
 from ipaas.kit.preconditions import entity_tag
 
@@ -77,7 +78,10 @@ class SavedSchedule(Schedule):
     ``0 0 30 2 *`` (February 30) is valid cron that never does, and croniter fails on it
     with ``CroniterBadDateError`` when asked for a tick. Checked on save only: the search
     costs ~0.3 ms (2-3 ms for a date that does not exist), and the scheduler reads every
-    stored schedule again."""
+    stored schedule again. Its keys are the trigger's own, so other keys are refused there
+    (``"tz"`` for ``timezone`` ran the schedule in UTC)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     @field_validator("cron")
     @classmethod
@@ -157,6 +161,18 @@ class WebhookOptions(BaseModel):
     idempotency: IdempotencySource | None = None
 
 
+class SavedWebhookOptions(WebhookOptions):
+    """A webhook trigger's options as a workflow is saved with them (``check_trigger``):
+    other keys are refused (a misspelled ``auth`` took unsigned webhooks). Stored
+    triggers are read with ``WebhookOptions``, which ignores them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _NoOptions(Input):
+    """A ``manual`` trigger's options: none."""
+
+
 class Trigger(BaseModel):
     """What starts a workflow. Other keys are kept as given (a webhook's ``auth`` and
     ``idempotency``, a schedule's ``cron`` and ``timezone``); the API checks them with
@@ -180,23 +196,27 @@ class Trigger(BaseModel):
 def check_trigger(trigger: Trigger) -> Trigger:
     """API-side validation: a ``schedule`` trigger needs a valid ``cron`` and ``timezone``
     (errors are located at ``trigger.cron`` / ``trigger.timezone``); the default time zone
-    is written into the trigger so responses show it. Stored triggers are not re-checked
-    on load (a zone that disappears from tzdata must not break listing)."""
+    is written into the trigger so responses show it; a key its type does not have is
+    refused. Stored triggers are not re-checked on load (a zone that disappears from
+    tzdata must not break listing)."""
+    extra = trigger.model_extra if trigger.model_extra is not None else {}
+    # A ValidationError here carries the field's location; a key the trigger's type does
+    # not have is ``extra_forbidden`` at ``trigger.<key>``.
     if trigger.type is TriggerType.schedule:
-        # A ValidationError here carries the field's location.
-        schedule = SavedSchedule.model_validate(trigger.model_extra or {})
-        if trigger.model_extra is not None:
-            trigger.model_extra.update(cron=schedule.cron, timezone=schedule.timezone)
-    if trigger.type is TriggerType.webhook and trigger.model_extra is not None:
-        if "secret" in trigger.model_extra:
+        schedule = SavedSchedule.model_validate(extra)
+        extra.update(cron=schedule.cron, timezone=schedule.timezone)
+    elif trigger.type is TriggerType.webhook:
+        if "secret" in extra:
             # A secret in the workflow JSON would be stored and shown in plain text.
             msg = "secret: store it as a webhook_secret credential and set auth.credential_id"
             raise ValueError(msg)
-        options = trigger.webhook
+        options = SavedWebhookOptions.model_validate(extra)
         for name in ("auth", "idempotency"):
             value = getattr(options, name)
             if value is not None:
-                trigger.model_extra[name] = value.model_dump(exclude_none=True)
+                extra[name] = value.model_dump(exclude_none=True)
+    else:
+        _NoOptions.model_validate(extra)
     return trigger
 
 
@@ -226,7 +246,11 @@ class RetryConfig(BaseModel):
         return self
 
 
-class Step(BaseModel):
+class Step(Input):
+    """One step of a workflow. Unknown fields are refused (``Input``: ``"timeout"`` for
+    ``timeout_s`` was dropped unseen); a stored step was written from this model, so it
+    holds only these fields, and a field removed later needs a migration of the rows."""
+
     id: str = Field(pattern=STEP_ID_PATTERN)
     type: str = Field(json_schema_extra={"enum": list(STEP_TYPES)})
     name: str | None = None

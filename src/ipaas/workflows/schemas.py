@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from ipaas.executions.models import TriggerData
 from ipaas.kit import jsontext
+from ipaas.kit.inputs import Input
 from ipaas.kit.numbers import MAX_INT32
 from ipaas.kit.text import Name
 from ipaas.workflows.models import Step, Trigger, check_trigger
@@ -73,7 +74,24 @@ ErrorWorkflowId = Annotated[
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_INT32)]
 
 
-class WorkflowCreate(BaseModel):
+def _read_only() -> Any:
+    """A field of a read of the workflow that is not a setting (``WorkflowRead``)."""
+    return Field(default=None, exclude=True, json_schema_extra={"readOnly": True})
+
+
+class _SentBack(Input):
+    """The fields of a read that are not settings, accepted in a write and ignored, so what
+    a ``GET`` returned can be changed and sent back whole (``PUT`` with ``If-Match``).
+    Any other field the model does not have is refused (``Input``)."""
+
+    id: str | None = _read_only()
+    version: int | None = _read_only()
+    webhook_url: str | None = _read_only()
+    created_at: datetime | None = _read_only()
+    updated_at: datetime | None = _read_only()
+
+
+class WorkflowCreate(_SentBack):
     name: Name
     active: bool = Field(default=True, strict=True)  # not "yes", 1 or "off"
     trigger: CheckedTrigger = Field(default_factory=Trigger)
@@ -87,7 +105,7 @@ class WorkflowUpdate(WorkflowCreate):
     """PUT: the whole workflow; a new version when trigger or steps change."""
 
 
-class WorkflowPatch(BaseModel):
+class WorkflowPatch(_SentBack):
     name: Name | None = None
     active: bool | None = Field(default=None, strict=True)
     trigger: CheckedTrigger | None = None
@@ -126,7 +144,7 @@ class DryRunCreate(WorkflowCreate):
     trigger_sample: TriggerData = Field(default_factory=TriggerData)
 
 
-class DryRunOptions(BaseModel):
+class DryRunOptions(Input):
     mode: Literal["run", "simulate"] = "run"
     trigger_sample: TriggerData = Field(default_factory=TriggerData)
 
