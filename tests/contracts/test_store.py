@@ -257,7 +257,7 @@ class TestCreateTenant:
         # Nothing of the refused sign-up was kept: one user, one tenant's tokens.
         user = await store.get_user_by_email("ada@example.com")
         assert user is not None
-        assert len(await store.list_tokens(user.tenant_id)) == 1
+        assert len(await store.list_tokens(user.tenant_id, now=T0)) == 1
 
     async def test_refused_signup_writes_nothing(self, store: Store) -> None:
         first = await new_account(store, email="ada@example.com")
@@ -274,7 +274,7 @@ class TestCreateTenant:
         with pytest.raises(DuplicateError):
             await store.create_tenant(tenant, user, token)
         assert await store.get_token_by_hash("unique-hash") is None
-        assert await store.list_tokens(tenant.id) == []
+        assert await store.list_tokens(tenant.id, now=T0) == []
 
     async def test_first_signup_gets_in_alone(self, store: Store) -> None:
         """``first``: of sign-ups at once exactly one is written; after it, none."""
@@ -311,18 +311,66 @@ class TestTokens:
         ]
         for token in tokens:
             await store.create_token(token)
-        assert [t.id for t in await store.list_tokens(acct.id)] == [
+        assert [t.id for t in await store.list_tokens(acct.id, now=T0)] == [
             tokens[2].id,
             tokens[1].id,
             tokens[0].id,
             acct.token.id,
         ]
         assert await store.revoke_token(acct.id, tokens[1].id, at(10)) is True
-        assert [t.id for t in await store.list_tokens(acct.id)] == [
+        assert [t.id for t in await store.list_tokens(acct.id, now=T0)] == [
             tokens[2].id,
             tokens[0].id,
             acct.token.id,
         ]
+
+    async def test_list_skips_expired(self, store: Store, acct: Account) -> None:
+        """A token that no longer authenticates is not listed (``authenticate`` refuses one
+        whose ``expires_at`` is now or earlier)."""
+        ends = acct.token.model_copy(
+            update={"id": new_id("tok"), "token_hash": new_id("h"), "expires_at": at(100)}
+        )
+        await store.create_token(ends)
+        assert {t.id for t in await store.list_tokens(acct.id, now=at(99))} == {
+            acct.token.id,  # expires at(3600)
+            ends.id,
+        }
+        assert [t.id for t in await store.list_tokens(acct.id, now=at(100))] == [acct.token.id]
+        assert await store.list_tokens(acct.id, now=at(3600)) == []
+
+    async def test_prune_deletes_ended_tokens_of_every_tenant(
+        self, store: Store, acct: Account
+    ) -> None:
+        other = await new_account(store)  # its sign-up token expires at(3600)
+
+        async def token(tenant_id: str, **ends: Any) -> ApiToken:
+            made = ApiToken(
+                id=new_id("tok"), tenant_id=tenant_id, user_id=None, name="t",
+                token_hash=new_id("h"), created_at=T0, **ends,
+            )  # fmt: skip
+            await store.create_token(made)
+            return made
+
+        live = await token(acct.id)
+        expired = await token(acct.id, expires_at=at(50))
+        expires_later = await token(acct.id, expires_at=at(500))
+        revoked = await token(acct.id)
+        assert await store.revoke_token(acct.id, revoked.id, at(60))
+        revoked_later = await token(other.id)
+        assert await store.revoke_token(other.id, revoked_later.id, at(600))
+
+        assert await store.prune_tokens(ended_before=at(100), limit=10) == 2
+        assert await store.prune_tokens(ended_before=at(100), limit=10) == 0
+        for gone in (expired, revoked):
+            assert await store.get_token_by_hash(gone.token_hash) is None
+        for kept in (live, expires_later, revoked_later, acct.token, other.token):
+            assert await store.get_token_by_hash(kept.token_hash) is not None
+        # Batches of ``limit``: both sign-up tokens (expired at 3600), revoked_later and
+        # expires_later are due at 4000.
+        assert await store.prune_tokens(ended_before=at(4000), limit=3) == 3
+        assert await store.prune_tokens(ended_before=at(4000), limit=3) == 1
+        assert await store.list_tokens(acct.id, now=T0) == [live]
+        assert await store.list_tokens(other.id, now=T0) == []
 
     async def test_revoke_once(self, store: Store, acct: Account) -> None:
         assert await store.revoke_token(acct.id, acct.token.id, at(10)) is True
@@ -378,12 +426,12 @@ class TestPasswords:
         user = await store.get_user(acct.id, acct.user.id)
         assert user is not None
         assert user.password_hash == "new-hash"
-        live = {t.id for t in await store.list_tokens(acct.id)}
+        live = {t.id for t in await store.list_tokens(acct.id, now=T0)}
         assert live == {current.id, api_token.id, named_login.id, operators.id}
         revoked = await store.get_token_by_hash(other_session.token_hash)
         assert revoked is not None
         assert revoked.revoked_at == at(20)
-        assert [t.id for t in await store.list_tokens(neighbour.id)] == [neighbour.token.id]
+        assert [t.id for t in await store.list_tokens(neighbour.id, now=T0)] == [neighbour.token.id]
 
         # Keeping none ends the current one too (the operator's reset).
         assert (
@@ -392,7 +440,7 @@ class TestPasswords:
             )
             == 1
         )
-        assert {t.id for t in await store.list_tokens(acct.id)} == {
+        assert {t.id for t in await store.list_tokens(acct.id, now=T0)} == {
             api_token.id,
             named_login.id,
             operators.id,
@@ -684,7 +732,9 @@ async def test_tenant_isolation(store: Store) -> None:
     assert await claim(store, running_b.id) is not None
     await store.record_step(make_step(running_b))
 
-    assert await store.list_tokens(a.id) == [await store.get_token_by_hash(a.token.token_hash)]
+    assert await store.list_tokens(a.id, now=T0) == [
+        await store.get_token_by_hash(a.token.token_hash)
+    ]
     assert await store.revoke_token(a.id, b.token.id, at(1)) is False
     assert await store.get_credential(a.id, cred_b.id) is None
     assert await store.get_credentials(a.id, [cred_b.id]) == {}

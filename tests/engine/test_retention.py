@@ -47,6 +47,22 @@ async def test_off_when_both_limits_are_unset(runtime: Runtime) -> None:
     assert await prune_once(runtime) == 0
 
 
+async def test_a_pass_deletes_ended_tokens_with_the_execution_limits_off(
+    runtime: Runtime,
+) -> None:
+    runtime.settings.retention_max_executions = None
+    runtime.settings.retention_days = None
+    store = runtime.store
+    account = await new_account(store)  # its token expired at T0 + 1 h, months ago
+    live = account.token.model_copy(
+        update={"id": "tok_live", "token_hash": "live-hash", "expires_at": None}
+    )
+    await store.create_token(live)
+    await retention.retention_pass(runtime)
+    assert await store.get_token_by_hash(account.token.token_hash) is None
+    assert await store.get_token_by_hash("live-hash") is not None
+
+
 async def test_a_pass_deletes_all_beyond_the_limit_pausing_between_batches(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

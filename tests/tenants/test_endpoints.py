@@ -4,6 +4,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import argon2
 import argon2.profiles
@@ -11,6 +12,8 @@ import httpx
 import pytest
 
 from ipaas.config import Signup
+from ipaas.engine import retention
+from ipaas.engine.retention import prune_tokens_once
 from ipaas.runtime import Runtime
 from ipaas.tenants import service as tenant_service
 from ipaas.tenants.service import hash_token
@@ -433,6 +436,34 @@ class TestTokens:
         revoked = await client.delete(f"/api/tokens/{created.json()['id']}", headers=auth)
         assert revoked.status_code == 204
         assert (await client.get("/api/tokens", headers=new_auth)).status_code == 401
+
+    async def test_an_expired_token_leaves_the_list_and_is_deleted_a_day_later(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        runtime: Runtime,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Found by hand: every log-in's session token stayed listed after it expired, and
+        no token was ever deleted."""
+        created = await client.post(
+            "/api/tokens", json={"name": "brief", "expires_in_s": 1}, headers=auth
+        )
+        brief = created.json()
+        listed = await client.get("/api/tokens", headers=auth)
+        assert [t["name"] for t in listed.json()] == ["brief", "signup"]
+        await asyncio.sleep(1.05)
+        listed = await client.get("/api/tokens", headers=auth)
+        assert [t["name"] for t in listed.json()] == ["signup"]
+        stored = hash_token(brief["token"])
+        assert await prune_tokens_once(runtime) == 0  # ended under a day ago
+        assert await runtime.store.get_token_by_hash(stored) is not None
+        monkeypatch.setattr(retention, "TOKENS_KEPT_AFTER_END", timedelta(0))
+        assert await prune_tokens_once(runtime) == 1
+        assert await runtime.store.get_token_by_hash(stored) is None
+        brief_auth = {"Authorization": f"Bearer {brief['token']}"}
+        assert (await client.get("/api/tokens", headers=brief_auth)).status_code == 401
+        assert (await client.get("/api/tokens", headers=auth)).status_code == 200
 
     async def test_other_tenants_token_is_404(self, client: httpx.AsyncClient) -> None:
         a = await signup(client, "a@example.com")

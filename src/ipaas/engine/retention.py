@@ -8,6 +8,11 @@ takes at most about half of the writer's time however much it has to delete. The
 gives the space back (SQLite: incremental vacuum and a WAL checkpoint). Queued and running
 executions are never deleted. Every worker and the scheduler run it; concurrent passes
 delete disjoint or already-deleted rows, which is harmless.
+
+Each pass also deletes API tokens a day after they expired or were revoked, whatever the
+execution limits: every log-in makes a session token, so a script that logs in for each
+call left a row a call for good, and the token list (which showed the expired ones) grew
+with them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ _log = structlog.get_logger(__name__)
 #: Executions one transaction deletes: small enough that a writer waiting behind it (an
 #: intake commit) waits milliseconds, not seconds.
 BATCH = 200
+#: How long a token stays after it expired or was revoked (it authenticates nothing then).
+TOKENS_KEPT_AFTER_END = timedelta(days=1)
 
 
 async def prune_once(runtime: Runtime) -> int:
@@ -59,11 +66,33 @@ async def prune_once(runtime: Runtime) -> int:
     return deleted
 
 
+async def prune_tokens_once(runtime: Runtime) -> int:
+    """Delete the tokens that ended over ``TOKENS_KEPT_AFTER_END`` ago; returns how many."""
+    ended_before = utcnow() - TOKENS_KEPT_AFTER_END
+    deleted = 0
+    while True:
+        n = await runtime.store.prune_tokens(ended_before=ended_before, limit=BATCH)
+        deleted += n
+        if n < BATCH:
+            break
+    if deleted:
+        _log.info("tokens_pruned", count=deleted)
+    return deleted
+
+
+async def retention_pass(runtime: Runtime) -> None:
+    await prune_tokens_once(runtime)
+    await prune_once(runtime)
+
+
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
 async def run_retention(runtime: Runtime, stop: asyncio.Event) -> None:
     await run_every(
-        runtime.settings.retention_interval_s, stop, lambda: prune_once(runtime), name="retention"
+        runtime.settings.retention_interval_s,
+        stop,
+        lambda: retention_pass(runtime),
+        name="retention",
     )

@@ -270,8 +270,8 @@ class Store(Protocol):
 
     async def create_token(self, token: ApiToken) -> None: ...
 
-    async def list_tokens(self, tenant_id: str) -> list[ApiToken]:
-        """Unrevoked tokens, newest first."""
+    async def list_tokens(self, tenant_id: str, *, now: datetime) -> list[ApiToken]:
+        """Live tokens: unrevoked and unexpired at ``now``, newest first."""
 
     async def revoke_token(self, tenant_id: str, token_id: str, revoked_at: datetime) -> bool:
         """False when no unrevoked token of this tenant has that id."""
@@ -448,6 +448,10 @@ class Store(Protocol):
         ``finished_before`` (and their step runs), oldest first. Queued and running
         executions are never touched. Returns how many were deleted; fewer than ``limit``
         means none is left to prune."""
+
+    async def prune_tokens(self, *, ended_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` tokens, any tenant's, revoked or expired before
+        ``ended_before``. Returns how many; fewer than ``limit`` means none is left."""
 
     async def compact(self) -> None:
         """Give the space of deleted rows back to the file system where the database does

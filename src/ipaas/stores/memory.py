@@ -203,11 +203,13 @@ class MemoryStore:
     async def create_token(self, token: ApiToken) -> None:
         self.tokens[token.id] = token.model_copy()
 
-    async def list_tokens(self, tenant_id: str) -> list[ApiToken]:
+    async def list_tokens(self, tenant_id: str, *, now: datetime) -> list[ApiToken]:
         rows = [
             t.model_copy()
             for t in self.tokens.values()
-            if t.tenant_id == tenant_id and t.revoked_at is None
+            if t.tenant_id == tenant_id
+            and t.revoked_at is None
+            and (t.expires_at is None or t.expires_at > now)
         ]
         return sorted(rows, key=lambda t: (t.created_at, t.id), reverse=True)
 
@@ -580,6 +582,17 @@ class MemoryStore:
             if ex.dedup_key is not None:
                 self.dedup_keys.pop((ex.workflow_id, ex.dedup_key), None)
         return len(doomed)
+
+    async def prune_tokens(self, *, ended_before: datetime, limit: int) -> int:
+        ended = [
+            token.id
+            for token in self.tokens.values()
+            if min(token.revoked_at or ended_before, token.expires_at or ended_before)
+            < ended_before
+        ][:limit]
+        for token_id in ended:
+            del self.tokens[token_id]
+        return len(ended)
 
     async def compact(self) -> None:
         return None

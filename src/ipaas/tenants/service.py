@@ -261,7 +261,7 @@ async def create_token(
 
 
 async def list_tokens(store: Store, *, tenant_id: str) -> list[ApiToken]:
-    return await store.list_tokens(tenant_id)
+    return await store.list_tokens(tenant_id, now=utcnow())
 
 
 async def revoke_token(store: Store, *, tenant_id: str, token_id: str) -> None:

@@ -198,10 +198,23 @@ END_SESSIONS = (
     .values(revoked_at=p_at("p_revoked_at"))
 )
 GET_TOKEN = sa.select(t.api_token).where(t.api_token.c.token_hash == p("p_hash"))
+_TOKEN = t.api_token.c
 LIST_TOKENS = (
     sa.select(t.api_token)
-    .where(scoped(t.api_token), t.api_token.c.revoked_at.is_(None))
-    .order_by(t.api_token.c.created_at.desc(), t.api_token.c.id.desc())
+    .where(
+        scoped(t.api_token),
+        _TOKEN.revoked_at.is_(None),
+        sa.or_(_TOKEN.expires_at.is_(None), _TOKEN.expires_at > p_at("p_now")),
+    )
+    .order_by(_TOKEN.created_at.desc(), _TOKEN.id.desc())
+)
+# Maintenance, every tenant's (as LIST_TENANT_IDS): tokens that authenticate nothing any more.
+PRUNE_TOKENS = sa.delete(t.api_token).where(
+    _TOKEN.id.in_(
+        sa.select(_TOKEN.id)
+        .where(sa.or_(_TOKEN.revoked_at < p_at("p_before"), _TOKEN.expires_at < p_at("p_before")))
+        .limit(_limit())
+    )
 )
 REVOKE_TOKEN = (
     sa.update(t.api_token)

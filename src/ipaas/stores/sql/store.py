@@ -363,8 +363,9 @@ class SqlStore:
     async def create_token(self, token: ApiToken) -> None:
         await self._write_one(q.INSERT_TOKEN, dict(token))
 
-    async def list_tokens(self, tenant_id: str) -> list[ApiToken]:
-        rows = await self._db.run_read(_all(q.LIST_TOKENS, {"p_tenant_id": tenant_id}))
+    async def list_tokens(self, tenant_id: str, *, now: datetime) -> list[ApiToken]:
+        params = {"p_tenant_id": tenant_id, "p_now": now}
+        rows = await self._db.run_read(_all(q.LIST_TOKENS, params))
         return [ApiToken.model_construct(**row._mapping) for row in rows]
 
     async def revoke_token(self, tenant_id: str, token_id: str, revoked_at: datetime) -> bool:
@@ -723,6 +724,10 @@ class SqlStore:
             return int(conn.execute(q.DELETE_EXECUTIONS, params).rowcount)
 
         return await self._db.run_write(op)
+
+    async def prune_tokens(self, *, ended_before: datetime, limit: int) -> int:
+        params = {"p_before": ended_before, "p_limit": limit}
+        return await self._write_one(q.PRUNE_TOKENS, params)
 
     async def compact(self) -> None:
         await self._db.compact()
