@@ -844,6 +844,15 @@ def test_user_password_resets_a_lost_password_and_ends_sessions(
     monkeypatch.setattr("getpass.getpass", lambda _prompt: next(prompts))
     assert main(["user", "password", "ops@example.com"]) == 1
     assert "differ" in capsys.readouterr().err
+
+    def end_of_input(_prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("getpass.getpass", end_of_input)  # Ctrl-D; or no terminal, no stdin
+    assert main(["user", "password", "ops@example.com"]) == 1
+    assert capsys.readouterr().err == (
+        "no password given (--password-stdin reads stdin); nothing changed\n"
+    )
     monkeypatch.setattr("sys.stdin", io.StringIO("a new password\n"))
     assert main(["user", "password", "nobody@example.com", "--password-stdin"]) == 1
     assert "no user" in capsys.readouterr().err

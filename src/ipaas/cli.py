@@ -297,8 +297,13 @@ def _read_new_password(from_stdin: bool, *, unchanged: str = "nothing changed") 
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("New password: ")
-        if getpass.getpass("Again: ") != password:
+        try:
+            password = getpass.getpass("New password: ")
+            again = getpass.getpass("Again: ")
+        except EOFError:  # Ctrl-D, or no terminal and stdin at its end: was a traceback
+            print(f"no password given (--password-stdin reads stdin); {unchanged}", file=sys.stderr)
+            return None
+        if again != password:
             print(f"the two passwords differ; {unchanged}", file=sys.stderr)
             return None
     try:
