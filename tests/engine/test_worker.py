@@ -242,6 +242,33 @@ class TestRun:
         steps = await runtime.store.list_step_runs(detail_tenant(runtime, ex), ex)
         assert SENTINEL not in str([s.model_dump() for s in steps])
 
+    async def test_header_names_from_the_webhook_are_checked_before_sending(
+        self, api: Api, worker: Worker
+    ) -> None:
+        """Headers forwarded whole from the trigger (one expression keeps its type, so the
+        sender names them): a name that is no HTTP field name fails the step, nothing sent.
+        aiohttp sent ``Transfer-Encoding:chunked: y`` as given, which a server reads as a
+        header of another name."""
+        step = {"path": "/echo", "method": "POST", "headers": "{{ trigger.body.headers }}"}
+        url = {"base_url": api.standin_url}
+        cred = await api.credential("http", url)
+        wf = await api.workflow(
+            [{"id": "call", "type": "http_request", "credential_id": cred, "config": step,
+              "retry": {"max_attempts": 1}}]
+        )  # fmt: skip
+        sent = await api.fire(wf, {"headers": {"X-Ok": "1"}})
+        refused = await api.fire(wf, {"headers": {"Transfer-Encoding:chunked": "y"}})
+        await worker.run_until_empty()
+        assert (await api.execution(sent))["status"] == "succeeded"
+        detail = await api.execution(refused)
+        assert detail["status"] == "failed"
+        assert detail["steps"][0]["status_code"] is None
+        assert (
+            "'Transfer-Encoding:chunked' is not an HTTP field name" in detail["steps"][0]["error"]
+        )
+        received = await api.received()
+        assert [r["headers"].get("x-ok") for r in received] == ["1"]
+
     async def test_running_executions_keep_their_version(self, api: Api, worker: Worker) -> None:
         cred = await api.slack()
         steps = [

@@ -258,13 +258,18 @@ class HttpClient:
 #: so as a real run would, and a credential refuse it when stored.
 _LINE_BREAKS = re.compile(r"[\r\n\x00]")
 _PERCENT_ENCODE = "percent-encode other characters (the urlencode filter)"
+#: An HTTP field name (RFC 9110, 5.1: a token). aiohttp sends any name as given: found by
+#: hand, ``X V`` went out as is (the server answered 400, the step said only that), and so
+#: did ``Transfer-Encoding:chunked``, which a server reads as a header of another name.
+_FIELD_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_FIELD_NAME_CHARS = "letters, digits and !#$%&'*+-.^_`|~"
 
 
 def check_header_lines(headers: dict[str, str] | None) -> dict[str, str] | None:
     """``headers``, or ``ValueError`` naming the first that cannot be sent: one with a line
-    break or NUL, or with a character that is not ASCII (httpx sends header names and
-    values as ASCII; before this check, such a value failed each call with "'ascii' codec
-    can't encode character")."""
+    break or NUL, with a character that is not ASCII (httpx sends header names and values
+    as ASCII; before this check, such a value failed each call with "'ascii' codec can't
+    encode character"), or whose name is not an HTTP field name."""
     for name, value in (headers or {}).items():
         if _LINE_BREAKS.search(name) or _LINE_BREAKS.search(value):
             msg = f"header {name.strip()!r} contains a line break or NUL"
@@ -272,13 +277,22 @@ def check_header_lines(headers: dict[str, str] | None) -> dict[str, str] | None:
         if not (name.isascii() and value.isascii()):
             msg = f"header {name.strip()!r} is not ASCII text; {_PERCENT_ENCODE}"
             raise ValueError(msg)
+        _check_name(name)
     return headers
+
+
+def _check_name(name: str) -> None:
+    if not _FIELD_NAME.fullmatch(name):
+        msg = f"header name {name!r} is not an HTTP field name ({_FIELD_NAME_CHARS} only)"
+        raise ValueError(msg)
 
 
 def ascii_headers(headers: Mapping[str, str] | None) -> httpx.Headers:
     """``headers`` as httpx sends them, or ``ValueError`` naming the first that is not
     ASCII (one from a credential stored before ``check_header_lines`` refused it). Not
     chained to the codec's error, which holds the whole value: it may be a secret."""
+    for name in headers or {}:
+        _check_name(name)  # stored before check_header_lines refused it
     try:
         return httpx.Headers(headers)
     except UnicodeEncodeError:

@@ -89,6 +89,14 @@ class TestParams:
                 r"header 'X-A' is not ASCII text; percent-encode other characters",
             ),
             ({"url": "https://x.example", "headers": {"X-Ä": "a"}}, "header 'X-Ä' is not ASCII"),
+            # aiohttp sends any name as given: one the server reads as another header, or
+            # one it answers 400 to without saying why.
+            (
+                {"url": "https://x.example", "headers": {"Transfer-Encoding:chunked": "y"}},
+                r"header name 'Transfer-Encoding:chunked' is not an HTTP field name \(letters",
+            ),
+            ({"url": "https://x.example", "headers": {"X V": "a"}}, "'X V' is not an HTTP field"),
+            ({"url": "https://x.example", "headers": {"": "a"}}, "'' is not an HTTP field name"),
         ],
     )
     def test_invalid(self, config: dict[str, Any], message: str) -> None:
@@ -141,6 +149,13 @@ class TestBuild:
             connector.build(make_ctx(http_client, secret), params(url="https://x.example"))
         assert caught.value.__cause__ is None
         assert caught.value.__context__ is None
+
+    def test_a_stored_header_name_that_is_no_field_name_fails_naming_it(
+        self, http_client: HttpClient
+    ) -> None:
+        secret = {"headers": {"X Key": "x"}}  # stored before the names were checked
+        with pytest.raises(ValueError, match=r"^header name 'X Key' is not an HTTP field name"):
+            connector.build(make_ctx(http_client, secret), params(url="https://x.example"))
 
     def test_basic_auth_and_form(self, http_client: HttpClient) -> None:
         secret = {"basic": {"username": "ada", "password": "s3cret:x"}}
