@@ -19,6 +19,7 @@ from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
 from ipaas.stores import MemoryStore
 from ipaas.web.session import CSRF_COOKIE, SESSION_COOKIE
+from ipaas.workflows.models import Trigger
 
 SECRET_URL = "http://127.0.0.1:9/services/T000/B000/SENTINELsecretXYZ"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -562,6 +563,28 @@ class TestWorkflowForm:
         for kept in ('"body_path": "id"', '"name": "Tell the team"', '"max_attempts": 2'):
             assert kept in page.text.replace("&#34;", '"'), kept
         assert "Order {{ trigger.body.id }}" in page.text
+
+    async def test_editing_in_the_form_drops_trigger_keys_saving_now_refuses(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        """A trigger stored before its keys were checked (``"auht"``, a misspelled ``auth``)
+        would make every save of the form a 422 the form cannot show or fix."""
+        await console_signup(client)
+        credential_id = await _credential(client)
+        created = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        assert created.status_code == 303, created.text
+        workflow_id = created.headers["location"].rsplit("/", 1)[-1]
+        stored = runtime.store.workflows[workflow_id]  # type: ignore[attr-defined]
+        stored.trigger = Trigger.model_validate(
+            {"type": "webhook", "auht": {"scheme": "x"}, "idempotency": {"header": "X-Id"}}
+        )
+        edit = created.headers["location"] + "/edit"
+        saved = await post_form(client, edit, edit, _workflow_form(credential_id, name="renamed"))
+        assert saved.status_code == 303, saved.text
+        trigger = runtime.store.workflows[workflow_id].trigger  # type: ignore[attr-defined]
+        assert trigger.model_dump() == {"type": "webhook", "idempotency": {"header": "X-Id"}}
 
     async def test_saving_over_an_edit_made_since_the_page_opened_asks_first(
         self, client: httpx.AsyncClient

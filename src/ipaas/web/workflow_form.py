@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ipaas.web import forms
-from ipaas.workflows.models import Workflow
+from ipaas.workflows.models import TRIGGER_KEYS, Workflow
 from ipaas.workflows.schemas import WorkflowCreate, WorkflowUpdate
 
 #: A new workflow's form offers this many step slots; an edit, one more than it has.
@@ -118,8 +118,11 @@ class WorkflowForm:
         kind = form.get("trigger.type", "webhook")
         trigger: dict[str, Any] = {}
         if self.current is not None and self.current.trigger.type.value == kind:
-            # Keep what the form does not show (a webhook's auth, idempotency).
-            trigger = self.current.trigger.model_dump(mode="json")
+            # Keep what the form does not show (a webhook's auth, idempotency), but not a key
+            # stored before saving refused it: the form could neither show nor remove it.
+            keys = TRIGGER_KEYS[self.current.trigger.type]
+            kept = self.current.trigger.model_dump(mode="json").items()
+            trigger = {key: value for key, value in kept if key in keys}
         trigger["type"] = kind
         if kind == "schedule":
             trigger["cron"] = form.get("trigger.cron", "")

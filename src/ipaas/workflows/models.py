@@ -193,6 +193,14 @@ class Trigger(BaseModel):
         return WebhookOptions.model_validate(self.model_extra or {})
 
 
+#: The keys a trigger of each type has beside ``type`` (``check_trigger`` refuses others).
+TRIGGER_KEYS: dict[TriggerType, frozenset[str]] = {
+    TriggerType.webhook: frozenset(WebhookOptions.model_fields),
+    TriggerType.schedule: frozenset(Schedule.model_fields),
+    TriggerType.manual: frozenset(),
+}
+
+
 def check_trigger(trigger: Trigger) -> Trigger:
     """API-side validation: a ``schedule`` trigger needs a valid ``cron`` and ``timezone``
     (errors are located at ``trigger.cron`` / ``trigger.timezone``); the default time zone
