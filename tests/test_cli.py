@@ -453,6 +453,29 @@ class TestSettings:
             "integer",
         ]
 
+    def test_a_misspelled_setting_stops_the_command_naming_the_setting(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """pydantic ignores a variable it does not know: ``IPAAS_TENANT_RATE_LIMT=5`` served
+        with no rate limit and said nothing. Its value is not shown (it may be a secret)."""
+        monkeypatch.setenv("IPAAS_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("IPAAS_DATABASE_URL", "memory://")
+        monkeypatch.setenv("IPAAS_TENANT_RATE_LIMT", "5")
+        monkeypatch.setenv("IPAAS_SECRET_KYE", "hunter2")
+        monkeypatch.setenv("ipaas_worker", "3")
+        monkeypatch.setenv("IPAAS_TEST_REDIS_URL", "redis://x")  # not close to a setting
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate"])
+        assert str(exited.value.code).splitlines() == [
+            "ipaas: invalid settings:",
+            "  IPAAS_SECRET_KYE is not a setting; did you mean IPAAS_SECRET_KEY?",
+            "  IPAAS_TENANT_RATE_LIMT is not a setting; did you mean IPAAS_TENANT_RATE_LIMIT?",
+            "  ipaas_worker is not a setting; did you mean IPAAS_WORKERS?",
+        ]
+        for name in ("IPAAS_TENANT_RATE_LIMT", "IPAAS_SECRET_KYE", "ipaas_worker"):
+            monkeypatch.delenv(name)
+        assert main(["migrate"]) == 0  # the other IPAAS_ name is left alone
+
     @pytest.mark.parametrize(
         "url", ["redis//:hunter2@127.0.0.1:6379", "http://:hunter2@127.0.0.1:6379", "unix:///r"]
     )

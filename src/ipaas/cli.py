@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -616,10 +616,10 @@ def load_settings(**overrides: Any) -> Settings:
     IPAAS_SECRET_KEY."""
     from pydantic import ValidationError
 
+    lines = [f"  {message}" for message in misspelled_settings(os.environ)]
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        lines = ["ipaas: invalid settings:"]
         for error in exc.errors(include_url=False, include_context=False, include_input=False):
             message = error["msg"].removeprefix("Value error, ")
             field = str(error["loc"][0]) if error["loc"] else ""
@@ -627,7 +627,33 @@ def load_settings(**overrides: Any) -> Settings:
             if name and not message.startswith(name):
                 message = f"{name}: {message}"
             lines.append(f"  {message}")
-        raise SystemExit("\n".join(lines)) from None
+        raise SystemExit("\n".join(["ipaas: invalid settings:", *lines])) from None
+    if lines:
+        raise SystemExit("\n".join(["ipaas: invalid settings:", *lines]))
+    return settings
+
+
+def misspelled_settings(environ: Mapping[str, str]) -> list[str]:
+    """A line for each ``IPAAS_`` variable that is no setting but close to one. pydantic
+    ignores a variable it does not know: found by hand, ``IPAAS_TENANT_RATE_LIMT=5`` served
+    with no rate limit at all, and said nothing. Other ``IPAAS_`` names (the test suite's
+    ``IPAAS_TEST_POSTGRES_URL``, an operator's own) are left alone."""
+    import difflib
+
+    known = {_setting_name(field) for field in Settings.model_fields}
+    plain = {name.removeprefix(_PREFIX): name for name in known}
+    found = []
+    for variable in sorted(environ):
+        name = variable.upper()
+        if not name.startswith(_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name.removeprefix(_PREFIX), plain, n=1, cutoff=0.8)
+        if close:
+            found.append(f"{variable} is not a setting; did you mean {plain[close[0]]}?")
+    return found
+
+
+_PREFIX = "IPAAS_"
 
 
 def _setting_name(field: str) -> str:
