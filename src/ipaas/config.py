@@ -213,6 +213,24 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _valid_cors_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for item in value:
+            origin = item if item == "*" else browser_origin(item)
+            if origin is None:
+                # A browser's Origin is compared as it sends it: found by hand, one given as
+                # https://app.example.com/path matched no request, and CORS stayed closed
+                # without a word.
+                msg = (
+                    f"IPAAS_CORS_ORIGINS: {item!r} is not an origin such as "
+                    "https://app.example.com (or *)"
+                )
+                raise ValueError(msg)
+            origins.append(origin)
+        return origins
+
     @field_validator("egress_allow")
     @classmethod
     def _valid_egress_allow(cls, value: list[str]) -> list[str]:
@@ -355,6 +373,20 @@ def _origin(url: str) -> str | None:
     ):
         return None
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def browser_origin(url: str) -> str | None:
+    """``url`` as a browser sends it in ``Origin`` (lowercase host, no default port, no
+    trailing ``/``), or ``None`` when it is not an origin."""
+    if _origin(url) is None:
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    port = "" if parts.port in (None, default) else f":{parts.port}"
+    return f"{parts.scheme}://{host}{port}"
 
 
 def random_secret() -> str:

@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from ipaas.api.app import create_app
 from ipaas.config import Settings
@@ -47,6 +48,32 @@ class TestCors:
             )
             assert r.status_code == 400
             assert "access-control-allow-origin" not in r.headers
+
+    async def test_origins_are_compared_as_browsers_send_them(self, settings: Settings) -> None:
+        """Found by hand: ``https://App.example.com/`` matched no browser's ``Origin`` (the
+        preflight was a 400) and nothing said so."""
+        given = "https://App.Example.com/, http://localhost:5173, https://b.example:443, *"
+        origins = Settings(cors_origins=given).cors_origins
+        assert origins == [
+            "https://app.example.com",
+            "http://localhost:5173",
+            "https://b.example",
+            "*",
+        ]
+        settings = settings.model_copy(update={"cors_origins": origins[:1]})
+        async with client_for(settings) as client:
+            headers = {**PREFLIGHT, "Origin": "https://app.example.com"}
+            r = await client.options("/api/workflows", headers=headers)
+            assert r.status_code == 200
+            assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+
+    @pytest.mark.parametrize(
+        "value",
+        ["app.example.com", "https://app.example.com/console", "https://u:p@a.example", "ftp://a"],
+    )
+    def test_a_value_that_is_no_origin_is_refused(self, value: str) -> None:
+        with pytest.raises(ValidationError, match="is not an origin such as https://app"):
+            Settings(cors_origins=value)
 
     def test_env_list_is_comma_separated(self, monkeypatch: object) -> None:
         import os
