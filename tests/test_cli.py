@@ -401,6 +401,25 @@ class TestPortTaken:
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "ipaas.db").exists()  # nothing migrated
 
+    def test_a_taken_metrics_port_stops_serve_before_it_migrates(self, tmp_path: Path) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            metrics_port = taken.getsockname()[1]
+            with socket.socket() as free:
+                free.bind(("127.0.0.1", 0))
+                port = free.getsockname()[1]
+            result = _serve_until_it_exits(
+                tmp_path, tmp_path / "ipaas.db", port, IPAAS_METRICS_PORT=str(metrics_port)
+            )
+        assert result.returncode == 1
+        assert (
+            f"cannot listen on 127.0.0.1:{metrics_port}: Address already in use. Is another "
+            "server running there? Stop it, or set IPAAS_METRICS_PORT to a free port."
+        ) in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "ipaas.db").exists()  # nothing migrated
+
     def test_a_port_a_server_just_left_is_free(self) -> None:
         # The closed connections of a server that just stopped (TIME_WAIT on its port) do
         # not keep its restart out. Its listener had SO_REUSEADDR, as granian's has.

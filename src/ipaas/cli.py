@@ -97,7 +97,10 @@ async def serve_app(app: Any, settings: Settings) -> None:
     except RuntimeError as exc:  # granian's bind (taken since ``check_port``): a Rust error
         if "in use" not in str(exc):
             raise
-        raise SystemExit(_cannot_listen(settings, str(exc))) from None
+        why = str(exc)
+        raise SystemExit(
+            _cannot_listen(settings.host, settings.port, "IPAAS_PORT (--port)", why)
+        ) from None
 
 
 def cannot_start(settings: Settings, exc: BaseException) -> str:
@@ -138,24 +141,29 @@ def check_port(settings: Settings) -> None:
     ``SO_REUSEPORT`` is refused while anything listens there (``SO_REUSEADDR`` lets it past
     the closed connections of a server that just stopped). Two servers started at the same
     instant can still both pass; the check is for the usual mistake, one started while the
-    other runs."""
+    other runs. The metrics' own port (``IPAAS_METRICS_PORT``) is probed too."""
     import socket
 
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        raise SystemExit(_cannot_listen(settings, exc.strerror or str(exc))) from None
+    ports = [(settings.port, "IPAAS_PORT (--port)")]
+    if settings.metrics_port is not None:
+        ports.append((settings.metrics_port, "IPAAS_METRICS_PORT"))
+    for port, setting in ports:
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                settings.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise SystemExit(_cannot_listen(settings.host, port, setting, why)) from None
 
 
-def _cannot_listen(settings: Settings, why: str) -> str:
+def _cannot_listen(host: str, port: int, setting: str, why: str) -> str:
     return (
-        f"ipaas serve: cannot listen on {settings.host}:{settings.port}: {why}. Is another "
-        "server running there? Stop it, or set IPAAS_PORT (--port) to a free port."
+        f"ipaas serve: cannot listen on {host}:{port}: {why}. Is another server running "
+        f"there? Stop it, or set {setting} to a free port."
     )
 
 

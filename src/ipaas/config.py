@@ -154,8 +154,9 @@ class Settings(BaseSettings):
     #: after it within this time are held and sent as one alert (a digest, with their
     #: count) when it is up. 0: every failure alerts on its own.
     alert_interval_s: float = Field(default=60.0, ge=0)
-    #: ``ipaas worker`` / ``ipaas scheduler`` serve ``GET /metrics`` on this port (on
-    #: IPAAS_HOST); unset: not served. The API serves it on its own port always.
+    #: ``GET /metrics`` on this port (on IPAAS_HOST): ``ipaas worker`` / ``ipaas scheduler``
+    #: serve it only there (unset: not at all); ``ipaas serve`` there instead of on the
+    #: API's port, which is public (unset: on the API's port).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     #: OpenTelemetry's own variables, unprefixed (its SDK reads the rest itself:
     #: OTEL_EXPORTER_OTLP_*, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES). Tracing is on

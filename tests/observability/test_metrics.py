@@ -5,8 +5,11 @@ import socket
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ipaas.api.app import create_app
+from ipaas.config import Settings
 from ipaas.engine.worker import Worker
 from ipaas.observability.exporter import serve_metrics
 from ipaas.observability.metrics import connector_label
@@ -138,3 +141,36 @@ async def test_worker_exporter_serves_metrics() -> None:
     finally:
         stop.set()
         await server
+
+
+async def test_serve_moves_metrics_to_their_own_port(settings: Settings) -> None:
+    """The API's port is public (webhooks reach it): with IPAAS_METRICS_PORT, ``ipaas
+    serve`` answers ``/metrics`` there, and only there."""
+    port = _free_port()
+    settings = settings.model_copy(update={"metrics_port": port})
+    app = create_app(settings, runtime=Runtime.build(settings, store=MemoryStore()))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ipaas.test") as api:
+            moved = await api.get("/metrics")
+            assert moved.status_code == 404
+            assert moved.json()["error"]["code"] == "not_found"
+            assert (await api.get("/healthz")).status_code == 200
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            r = await c.get("/metrics")
+            assert r.status_code == 200
+            assert {f.name for f in text_string_to_metric_families(r.text)} >= FAMILIES
+    with pytest.raises(httpx.ConnectError):  # closed with the app
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            await c.get("/metrics")
+
+
+async def test_serve_does_not_start_when_its_metrics_port_is_taken(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = settings.model_copy(update={"metrics_port": taken.getsockname()[1]})
+        app = create_app(settings, runtime=Runtime.build(settings, store=MemoryStore()))
+        with pytest.raises(OSError, match="address already in use"):
+            async with app.router.lifespan_context(app):
+                pass

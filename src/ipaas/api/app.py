@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
@@ -26,6 +26,7 @@ from ipaas.engine.worker import Worker
 from ipaas.executions.endpoints import router as executions_router
 from ipaas.executions.endpoints import stats_router
 from ipaas.observability import metrics, tracing
+from ipaas.observability.exporter import start_metrics
 from ipaas.observability.logging import configure_logging
 from ipaas.runtime import Runtime
 from ipaas.tenants.endpoints import router as tenants_router
@@ -60,7 +61,10 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 @health.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(request: Request, runtime: RuntimeDep) -> Response:
-    """This process's Prometheus metrics (workers and schedulers serve their own)."""
+    """This process's Prometheus metrics (workers and schedulers serve their own). Not here
+    with ``IPAAS_METRICS_PORT``: it moves them off the API's port, which is public."""
+    if runtime.settings.metrics_port is not None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND)
     body = await metrics.render(runtime.store, request.app.state.metrics_gauges)
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
@@ -114,8 +118,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        exporter = None
         try:
             await runtime.startup()
+            if settings.metrics_port is not None:
+                exporter = await start_metrics(runtime.store, settings.host, settings.metrics_port)
             worker = Worker(runtime) if workers else None
             app.state.worker = worker
             if worker is not None:
@@ -131,6 +138,9 @@ def create_app(
         finally:
             if worker is not None:
                 await worker.stop()
+            if exporter is not None:
+                exporter.close()
+                await exporter.wait_closed()
             await runtime.shutdown()
             tracing.flush_tracing()
 

@@ -1,4 +1,5 @@
-"""``GET /metrics`` for processes without the API (``ipaas worker``, ``ipaas scheduler``).
+"""``GET /metrics`` on a port of its own: ``ipaas worker`` and ``ipaas scheduler``, which
+have no API, and ``ipaas serve`` when ``IPAAS_METRICS_PORT`` moves it off the API's port.
 
 A few lines of asyncio rather than ``prometheus_client.start_http_server``: the latter
 serves from a thread, where the store-derived gauges (an async query) cannot be read.
@@ -22,6 +23,13 @@ READ_TIMEOUT_S = 5.0
 
 async def serve_metrics(store: Store, host: str, port: int, stop: asyncio.Event) -> None:
     """Answer every request with the metrics until ``stop`` is set."""
+    async with await start_metrics(store, host, port):
+        await stop.wait()
+
+
+async def start_metrics(store: Store, host: str, port: int) -> asyncio.Server:
+    """Listen on ``host:port`` (``OSError`` when it cannot) and answer every request with the
+    metrics, until the server returned is closed."""
     gauges = StoreGauges()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -47,5 +55,4 @@ async def serve_metrics(store: Store, host: str, port: int, stop: asyncio.Event)
 
     server = await asyncio.start_server(handle, host, port)
     _log.info("metrics_serving", host=host, port=port)
-    async with server:
-        await stop.wait()
+    return server
