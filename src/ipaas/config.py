@@ -222,8 +222,8 @@ class Settings(BaseSettings):
             origin = item if item == "*" else browser_origin(item)
             if origin is None:
                 # A browser's Origin is compared as it sends it: found by hand, one given as
-                # https://app.example.com/path matched no request, and CORS stayed closed
-                # without a word.
+                # https://App.example.com/ matched no browser's (the preflight was a 400),
+                # and CORS stayed closed without a word.
                 msg = (
                     f"IPAAS_CORS_ORIGINS: {item!r} is not an origin such as "
                     "https://app.example.com (or *)"

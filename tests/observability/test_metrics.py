@@ -174,3 +174,20 @@ async def test_serve_does_not_start_when_its_metrics_port_is_taken(settings: Set
         with pytest.raises(OSError, match="address already in use"):
             async with app.router.lifespan_context(app):
                 pass
+
+
+async def test_a_failed_start_lets_go_of_the_metrics_port(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(self: Worker) -> None:
+        raise RuntimeError("the broker said no")
+
+    monkeypatch.setattr(Worker, "start", refuse)
+    port = _free_port()
+    settings = settings.model_copy(update={"metrics_port": port})
+    app = create_app(settings, runtime=Runtime.build(settings, store=MemoryStore()))
+    with pytest.raises(RuntimeError, match="the broker said no"):
+        async with app.router.lifespan_context(app):
+            pass
+    with socket.socket() as again:  # free: the listener was closed
+        again.bind(("127.0.0.1", port))

@@ -130,6 +130,8 @@ def create_app(
         except Exception as exc:
             # granian (its log off) says only "ASGI lifespan startup": ``ipaas serve`` says why.
             app.state.startup_error = exc
+            if exporter is not None:
+                exporter.close()
             raise
         if on_started is not None:
             on_started()

@@ -587,8 +587,8 @@ class MemoryStore:
         ended = [
             token.id
             for token in self.tokens.values()
-            if min(token.revoked_at or ended_before, token.expires_at or ended_before)
-            < ended_before
+            if (token.revoked_at is not None and token.revoked_at < ended_before)
+            or (token.expires_at is not None and token.expires_at < ended_before)
         ][:limit]
         for token_id in ended:
             del self.tokens[token_id]
