@@ -472,6 +472,33 @@ class TestSettings:
             "integer",
         ]
 
+    @pytest.mark.parametrize(
+        ("name", "value", "line"),
+        [
+            # Served at info, silently.
+            (
+                "IPAAS_LOG_LEVEL",
+                "verbose",
+                "IPAAS_LOG_LEVEL: Input should be 'debug', 'info', 'warning', 'error' or "
+                "'critical'",
+            ),
+            # A traceback (OverflowError) at the start of serve.
+            ("IPAAS_PORT", "70000", "IPAAS_PORT: Input should be less than or equal to 65535"),
+        ],
+    )
+    def test_a_log_level_or_port_that_cannot_be_is_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, line: str
+    ) -> None:
+        monkeypatch.setenv("IPAAS_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("IPAAS_DATABASE_URL", "memory://")
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate"])  # any command; not serve, which would serve if let through
+        assert str(exited.value.code).splitlines() == ["ipaas: invalid settings:", f"  {line}"]
+
+    def test_a_log_level_is_read_in_any_case(self) -> None:
+        assert Settings(log_level="WARNING").log_level == "warning"
+
     def test_a_misspelled_setting_stops_the_command_naming_the_setting(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:

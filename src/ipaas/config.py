@@ -9,7 +9,7 @@ from enum import StrEnum
 from functools import cached_property
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -42,6 +42,9 @@ class LogFormat(StrEnum):
     console = "console"
 
 
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
 DEV_KEY_FILE = ".ipaas-secret-key"
 
 
@@ -55,7 +58,8 @@ class Settings(BaseSettings):
     db_pool_overflow: int = Field(default=0, ge=0)
     redis_url: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8080
+    #: 0: a port the system picks. Above 65535 was a traceback at the start of serve.
+    port: int = Field(default=8080, ge=0, le=65535)
     #: Fernet key (urlsafe base64, 32 bytes). Unset in development: one is generated into
     #: ``data_dir`` on first run. Unset in production: refused at start-up.
     secret_key: SecretStr | None = None
@@ -165,7 +169,7 @@ class Settings(BaseSettings):
     otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
     otel_service_name: str = Field(default="ipaas", validation_alias="OTEL_SERVICE_NAME")
     log_format: LogFormat = LogFormat.json
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     #: Lines below ``warning`` are written in batches at most this often (seconds), so a
     #: busy server makes one write per batch instead of one per line; a warning or error is
     #: written at once, with every line before it. 0: every line at once. A SIGKILL loses
@@ -206,6 +210,13 @@ class Settings(BaseSettings):
         if value is not None:
             check_fernet_keys(value.get_secret_value())
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        # Any case, as the logging module reads it. Found by hand: an unknown level
+        # (``verbose``, ``warnign``) served at ``info`` and said nothing.
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("cors_origins", "egress_allow", "forwarded_allow_ips", mode="before")
     @classmethod
