@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ipaas.api.app import create_app
 from ipaas.runtime import Runtime
 from tests.webhooks.conftest import NewWorkflow, executions_of
 from tests.webhooks.test_signatures import credential
@@ -128,6 +129,26 @@ class TestContentEncoding:
         response = await post(client, workflow_id, bomb, JSON | {"content-encoding": "gzip"})
         assert response.status_code == 413, response.text
         assert "once gzip is undone" in response.json()["error"]["message"]
+        assert response.headers["connection"] == "close"
+        assert executions_of(runtime, workflow_id) == []
+
+    async def test_a_bomb_closes_the_connection_on_the_routed_intake_too(
+        self, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        # With CORS on, a request with an Origin takes the app's route, not the fast path;
+        # before, only the fast path closed the connection after this 413.
+        workflow_id = await new_workflow()
+        runtime.settings.cors_origins = ["https://console.example.com"]
+        app = create_app(runtime=runtime, workers=False)
+        bomb = gzip.compress(b" " * (runtime.settings.max_body_bytes + 1))
+        headers = JSON | {"content-encoding": "gzip", "origin": "https://console.example.com"}
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as routed:
+            response = await post(routed, workflow_id, bomb, headers)
+        assert response.status_code == 413, response.text
+        assert response.headers["connection"] == "close"
+        assert response.headers["access-control-allow-origin"] == "https://console.example.com"
         assert executions_of(runtime, workflow_id) == []
 
     async def test_the_signature_is_checked_over_the_uncompressed_body(

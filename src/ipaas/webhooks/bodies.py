@@ -70,7 +70,12 @@ def _inflate_members(body: bytes, coding: str, bits: int, limit: int) -> bytes:
         inflater = zlib.decompressobj(bits)
         out += inflater.decompress(rest, limit + 1 - len(out))
         if len(out) > limit or inflater.unconsumed_tail:
-            raise PayloadTooLarge(f"Body exceeds {limit} bytes once {coding} is undone")
+            # Read whole, but the connection is closed as for any body over the cap: the
+            # error carries it, so the fast path and the routed one answer alike.
+            raise PayloadTooLarge(
+                f"Body exceeds {limit} bytes once {coding} is undone",
+                headers={"Connection": "close"},
+            )
         if not inflater.eof:
             raise ValidationFailed(
                 f"Body ends before its {coding} stream does", code="invalid_content_encoding"

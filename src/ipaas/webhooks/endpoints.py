@@ -26,7 +26,7 @@ from ipaas.api.middleware import (
     request_id,
 )
 from ipaas.api.urls import public_url
-from ipaas.errors import BadRequest, IpaasError, PayloadTooLarge
+from ipaas.errors import BadRequest, IpaasError
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
@@ -164,10 +164,8 @@ class IntakeFastPath:
                     status = response.status_code
                 return
             except IpaasError as exc:
-                # A body over the cap once inflated was read whole, and closes all the same.
-                # (Spelled as ``body_too_large`` spells it: one header, not two.)
-                close = {"Connection": "close"} if isinstance(exc, PayloadTooLarge) else None
-                response = ipaas_error_response(exc, headers=close)
+                # A body refused for its size or its deadline says itself to close.
+                response = ipaas_error_response(exc)
             except Exception as exc:
                 response = internal_error_response(scope["path"], exc)
             else:
