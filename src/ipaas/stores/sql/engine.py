@@ -481,21 +481,33 @@ class _Checkpointer:
         self._running: Future[None] | None = None
         #: A write was committed since the last checkpoint began.
         self._pending = False
+        #: ``_checkpoints`` is submitted and has not yet decided to stop. Decided under
+        #: ``_lock`` with ``_pending``: judged by ``_running.done()``, a write that came as
+        #: the thread found nothing pending, before its future was done, was left in the WAL
+        #: until the next write.
+        self._scheduled = False
+        self._lock = threading.Lock()
         self._closed = threading.Event()
 
     def wrote(self) -> None:
         """A write was committed (or failed): the checkpoint thread copies it, now or once
         the interval since its last checkpoint has passed."""
-        self._pending = True
-        if self._closed.is_set() or (self._running is not None and not self._running.done()):
-            return
+        with self._lock:
+            self._pending = True
+            if self._closed.is_set() or self._scheduled:
+                return
+            self._scheduled = True
         self._running = self._thread.submit(self._checkpoints)
 
     def _checkpoints(self) -> None:
         """On the checkpoint thread: checkpoint while writes were committed since the last
         one began, at most every ``SQLITE_CHECKPOINT_INTERVAL_S``. So the last writes of a
         burst are copied too, not left in the WAL until the next write."""
-        while self._pending and not self._closed.is_set():
+        while not self._closed.is_set():
+            with self._lock:
+                if not self._pending:
+                    self._scheduled = False
+                    return
             wait = self._next_at - time.monotonic()
             if wait > 0 and self._closed.wait(wait):
                 return
