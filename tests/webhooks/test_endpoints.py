@@ -14,6 +14,7 @@ from ipaas.executions.models import ExecutionStatus
 from ipaas.runtime import Runtime
 from ipaas.stores.memory import MemoryStore
 from tests.conftest import signup
+from tests.webhooks.conftest import executions_of
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 
@@ -247,7 +248,22 @@ class TestFastPath:
         assert access[3]["execution_id"] == routed.json()["execution_id"]
         assert len(access) == 4
 
-    @pytest.mark.parametrize("path", ["/api/webhooks/", "/api/webhooks/a/b"])
+    async def test_the_url_with_a_slash_after_it_takes_webhooks(self, runtime: Runtime) -> None:
+        """Starlette answered it with a 307, which webhook senders count as a failed
+        delivery: a URL pasted with a slash after it lost every event. Now it is the same
+        URL, on the fast path and on the routed one (CORS, with an ``Origin``)."""
+        runtime.settings.cors_origins = ["https://console.example.com"]
+        async with _client(runtime) as client:
+            url, _ = await _webhook_url(client)
+            plain = await client.post(url + "/", json={"n": 1})
+            origin = {"Origin": "https://console.example.com"}
+            routed = await client.post(url + "/", json={"n": 2}, headers=origin)
+        assert (plain.status_code, routed.status_code) == (202, 202), (plain.text, routed.text)
+        assert routed.headers["access-control-allow-origin"] == origin["Origin"]
+        made = executions_of(runtime, url.rsplit("/", 1)[1])
+        assert sorted(execution.trigger.body["n"] for execution in made) == [1, 2]
+
+    @pytest.mark.parametrize("path", ["/api/webhooks/", "/api/webhooks//", "/api/webhooks/a/b"])
     async def test_other_paths_are_the_apps(self, client: httpx.AsyncClient, path: str) -> None:
         response = await client.post(path, json={})
         assert response.status_code == 404

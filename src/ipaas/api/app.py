@@ -157,7 +157,7 @@ def create_app(
     app.state.metrics_gauges = metrics.StoreGauges()
     errors.install(app, errors.HtmlErrors(is_console_path, error_page))
     # The intake route is first: it is matched before every other route on the hot path.
-    app.router.routes.insert(0, webhook_endpoints.route)
+    app.router.routes[:0] = webhook_endpoints.routes
     app.router.routes.extend(_routes())
     install_console(app)
     if settings.cors_origins:

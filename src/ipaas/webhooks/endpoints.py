@@ -127,6 +127,8 @@ class IntakeFastPath:
         if not path.startswith(_PREFIX):
             return None
         workflow_id = path[len(_PREFIX) :]
+        if workflow_id.endswith("/"):  # the URL with a slash after it (``routes``)
+            workflow_id = workflow_id[:-1]
         if not workflow_id or "/" in workflow_id:
             return None
         if self.cors and any(name == b"origin" for name, _ in scope["headers"]):
@@ -207,7 +209,14 @@ class IntakeFastPath:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-route = Route(PATH, receive_webhook, methods=["POST"])
+#: The webhook URL, and the same with a slash after it. Starlette answers a path that differs
+#: by its trailing slash with a 307 to the other one, which webhook senders count as a failed
+#: delivery (Stripe and Chargebee, for two, follow no redirect): a URL pasted with a slash
+#: after it lost every event, retried until the sender gave up.
+routes = [
+    Route(PATH, receive_webhook, methods=["POST"]),
+    Route(PATH + "/", receive_webhook, methods=["POST"]),
+]
 
 
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
