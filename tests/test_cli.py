@@ -22,6 +22,7 @@ from limits.aio.storage import MemoryStorage
 from ipaas.cli import cannot_start, check_port, check_tls, main
 from ipaas.config import Settings, Signup
 from ipaas.errors import Unauthorized
+from ipaas.kit.clock import utcnow
 from ipaas.stores import create_store
 from ipaas.stores.sql.migrations import alembic_config
 from ipaas.stores.sql.tables import SCHEMA_REVISION
@@ -73,6 +74,25 @@ def test_migrate_then_token_create_prints_a_working_token(
 
     assert asyncio.run(check()).startswith("tn_")
     assert main(["token", "create", "--email", "nobody@example.com"]) == 1
+    # A name the API would refuse is refused here too, before anything is made.
+    for name, why in (("  ", "must hold something besides white space"), ("", "at least 1")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(["token", "create", "--email", "ops@example.com", "--name", name])
+        assert exited.value.code == 2
+        assert why in capsys.readouterr().err
+
+    tenant_id = asyncio.run(check())
+
+    async def names() -> list[str]:
+        store = create_store(settings)
+        await store.startup()
+        try:
+            return [t.name for t in await store.list_tokens(tenant_id, now=utcnow())]
+        finally:
+            await store.shutdown()
+
+    assert sorted(asyncio.run(names())) == ["deploy", "signup"]
 
 
 def _migrated_tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:

@@ -395,6 +395,21 @@ _LIMIT_OPTIONS = {
 }
 
 
+def _name(text: str) -> str:
+    """A name as the API takes one (``kit.text.Name``): ``--name "  "`` made a token listed
+    with no name, and ``--name ""`` one the API could not have made."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from ipaas.kit.text import Name
+
+    try:
+        return TypeAdapter(Name).validate_python(text)
+    except ValidationError as exc:
+        why = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        msg = f"{why}: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def _limit_value(text: str) -> float | None:
     """A positive number, or ``default`` (back to the setting's default)."""
     if text == "default":
@@ -696,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="print a new API token for a user's tenant")
     create.add_argument("--email", required=True)
-    create.add_argument("--name", default="cli")
+    create.add_argument("--name", type=_name, default="cli")
     user = sub.add_parser("user", help="users (operator)").add_subparsers(
         dest="action", required=True
     )

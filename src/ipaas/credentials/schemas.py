@@ -2,22 +2,21 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from ipaas.credentials.models import CredentialType
 from ipaas.kit.http import check_header_lines, check_header_token
-from ipaas.kit.inputs import Input
-from ipaas.kit.text import NAME_SCHEMA, Name
+from ipaas.kit.inputs import Input, LeftOutKeeps
+from ipaas.kit.text import Name
 
 WHSEC_PREFIX = "whsec_"
 
@@ -113,9 +112,9 @@ class CredentialUpdate(BaseModel):
     # The schema says what is accepted: at least one of the two, neither of them null.
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    name: Annotated[Name | None, WithJsonSchema(NAME_SCHEMA)] = None
+    name: LeftOutKeeps[Name] = None
     #: Write-only, as at creation: replaces the whole secret.
-    secret: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object"})] = None
+    secret: LeftOutKeeps[dict[str, Any]] = None
 
     @model_validator(mode="after")
     def _something(self) -> CredentialUpdate:

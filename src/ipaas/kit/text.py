@@ -1,13 +1,14 @@
 """Text every store can hold: PostgreSQL's text types cannot hold U+0000 (NUL).
 
-Names sent to the API are refused with it (``Name``, a 422 naming the field); text that
-comes from elsewhere and is only recorded, such as a remote API's error, has it replaced by
-U+FFFD (``without_nul``), which the PostgreSQL store also does to every string it sends, as
-a last guard (``stores/sql/engine.py``).
+Names sent to the API are refused with it, or with nothing but white space (``Name``, a 422
+naming the field); text that comes from elsewhere and is only recorded, such as a remote
+API's error, has it replaced by U+FFFD (``without_nul``), which the PostgreSQL store also
+does to every string it sends, as a last guard (``stores/sql/engine.py``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, Field
@@ -34,14 +35,30 @@ def refuse_nul(value: T) -> T:
     return value
 
 
-#: The same rule in an OpenAPI schema (ECMA-262), for clients and schemathesis.
-NO_NUL_PATTERN = "^[^\\u0000]*$"
+#: White space as ECMA-262's ``\s`` has it, spelled out so that the schema's pattern and
+#: the server's check (Python's ``re``, whose ``\s`` differs) refuse the same names.
+_SPACE = "\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+#: A name in an OpenAPI schema (ECMA-262), for clients and schemathesis: no NUL, and
+#: something besides white space (a name of spaces was a blank link in the console's lists).
+NAME_PATTERN = f"^[^\\u0000]*[^\\u0000{_SPACE}][^\\u0000]*$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def refuse_blank(value: str) -> str:
+    """``value``, or ``ValueError`` when it holds nothing but white space (or NUL)."""
+    if _NAME.match(value) is None:
+        msg = "must hold something besides white space"
+        raise ValueError(msg)
+    return value
+
+
 #: The schema of a ``Name`` (for a field that must not show ``null`` in it).
-NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL_PATTERN}
+NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN}
 
 #: A name a user gives something (tenant, token, credential, workflow).
 Name = Annotated[
     str,
-    Field(min_length=1, max_length=200, json_schema_extra={"pattern": NO_NUL_PATTERN}),
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": NAME_PATTERN}),
     AfterValidator(refuse_nul),
+    AfterValidator(refuse_blank),
 ]

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from ipaas.executions.models import TriggerData
 from ipaas.kit import jsontext
-from ipaas.kit.inputs import Input
+from ipaas.kit.inputs import Input, LeftOutKeeps
 from ipaas.kit.numbers import MAX_INT32
 from ipaas.kit.text import Name
 from ipaas.workflows.models import Step, Trigger, check_trigger
@@ -42,8 +42,13 @@ def _from_seed_shape(data: Any) -> Any:
     credential_id = config.pop("credential_id", None)
     # No connector has a ``retry`` param: in the seed's config it is the step's policy.
     retry = config.pop("retry", None)
-    data.setdefault("trigger", {"type": data.pop("trigger_type", "webhook")})
-    data.pop("trigger_type", None)
+    # Left out, the trigger is what the request's own default is: a webhook for a create or
+    # a PUT, the stored one for a PATCH (which made every seed-shaped PATCH a webhook).
+    if "trigger_type" in data:
+        if "trigger" in data:
+            msg = "give trigger or trigger_type, not both"
+            raise ValueError(msg)
+        data["trigger"] = {"type": data.pop("trigger_type")}
     data["steps"] = [
         {
             "id": SEED_STEP_ID,
@@ -106,10 +111,10 @@ class WorkflowUpdate(WorkflowCreate):
 
 
 class WorkflowPatch(_SentBack):
-    name: Name | None = None
-    active: bool | None = Field(default=None, strict=True)
-    trigger: CheckedTrigger | None = None
-    steps: list[Step] | None = Field(default=None, min_length=1, max_length=50)
+    name: LeftOutKeeps[Name] = None
+    active: LeftOutKeeps[Annotated[bool, Field(strict=True)]] = None
+    trigger: LeftOutKeeps[CheckedTrigger] = None
+    steps: LeftOutKeeps[Annotated[list[Step], Field(min_length=1, max_length=50)]] = None
     #: ``null`` removes it; left out, it stays.
     error_workflow_id: ErrorWorkflowId = None
 

@@ -114,7 +114,8 @@ async def update_credential(
     errors = {f"secret.{k}": v for k, v in errors.items()}
     if not errors:
         try:
-            data = CredentialUpdate(name=values["name"], secret=secret or None)
+            # A secret left empty keeps the stored one (left out, not null).
+            data = CredentialUpdate(name=values["name"], **({"secret": secret} if secret else {}))
             await credential_service.update(
                 runtime.store,
                 runtime.cipher,
