@@ -70,7 +70,9 @@ def _config() -> SchemathesisConfig:
 #: - sign-up and invitations refuse special-use email domains (``.test``, ``.invalid``) that
 #:   ``format: email`` allows;
 #: - an execution or workflow list's ``cursor`` is an opaque token the API issued; any other
-#:   string is a 400.
+#:   string is a 400;
+#: - an execution window's ``until`` must be later than its ``since`` (the list's query, the
+#:   bulk retry's body).
 _SEMANTIC_422: list[dict[str, Any]] = [
     {
         "include-path-regex": path,
@@ -84,7 +86,8 @@ _SEMANTIC_422: list[dict[str, Any]] = [
         ("^/api/workflows/", [422]),
         ("^/api/auth/signup$", [422]),
         ("^/api/members$", [422]),
-        ("^/api/executions$", [400]),
+        ("^/api/executions$", [400, 422]),
+        ("^/api/executions/retry$", [422]),
     )
 ]
 

@@ -91,6 +91,14 @@ class TestList:
             r = await client.get("/api/executions", params=bad, headers=auth)
             assert r.status_code == 422, (bad, r.text)
             assert "date-time with its zone" in r.text or "timezone" in r.text
+        # A window with nothing in it is a mistake (the two swapped), not an empty page.
+        for until in (window["since"], (t0 + timedelta(minutes=1)).isoformat()):
+            swapped = {"since": window["since"], "until": until}
+            r = await client.get("/api/executions", params=swapped, headers=auth)
+            assert r.status_code == 422, r.text
+            (detail,) = r.json()["error"]["details"]
+            assert detail["loc"] == ["query", "until"]
+            assert "must be later than since" in detail["msg"]
 
     async def test_bad_cursor_and_status_are_4xx(
         self, client: httpx.AsyncClient, auth: dict[str, str]
@@ -165,6 +173,12 @@ class TestRetryMany:
             "until": (self.T0 + timedelta(minutes=60)).isoformat(),
             "workflow_id": wf,
         }
+
+        # The window's ends swapped: refused, rather than "nothing failed" ({"retried": []}).
+        swapped = body | {"since": body["until"], "until": body["since"]}
+        r = await client.post("/api/executions/retry", json=swapped, headers=auth)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["loc"] == ["body", "until"]
 
         r = await client.post("/api/executions/retry", json=body, headers=auth)
 

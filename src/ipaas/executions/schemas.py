@@ -11,6 +11,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
+    field_validator,
 )
 
 from ipaas.executions.models import MAX_PAGE, Execution, ExecutionStatus, StepRun, StepStatus
@@ -126,7 +128,25 @@ def _in_utc(value: datetime) -> datetime:
 DateTimeText = Annotated[AwareDatetime, BeforeValidator(_text), AfterValidator(_in_utc)]
 
 
-class ExecutionFilter(BaseModel):
+class _Window(BaseModel):
+    """``since`` and ``until`` bound a window of creation times, ``[since, until)``."""
+
+    since: DateTimeText | None = None
+    until: DateTimeText | None = None
+
+    @field_validator("until")
+    @classmethod
+    def _until_after_since(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        # Not an empty window: found by hand, the two swapped answered a bulk retry after an
+        # outage with ``{"retried": []}``, as if nothing had failed.
+        since = info.data.get("since")
+        if since is not None and until is not None and until <= since:
+            msg = "must be later than since (the window is [since, until))"
+            raise ValueError(msg)
+        return until
+
+
+class ExecutionFilter(_Window):
     """``GET /api/executions``'s query. Unknown parameters are refused (422): a misspelled
     filter (``?stauts=failed``) would otherwise list every execution as if it had matched."""
 
@@ -151,9 +171,9 @@ def _failed_and_timed_out() -> list[RetryableStatus]:
     return ["failed", "timed_out"]
 
 
-class BulkRetry(BaseModel):
+class BulkRetry(_Window):
     """Which executions to resume: the tenant's (or one workflow's) in these statuses,
-    created in ``[since, until)`` (empty when ``until`` is not later: nothing matches)."""
+    created in ``[since, until)``."""
 
     model_config = ConfigDict(extra="forbid")
 
