@@ -13,6 +13,7 @@ from ipaas.engine.templating import (
     RenderShareSpent,
     TemplateRenderer,
     TemplateRenderError,
+    check_references,
     check_syntax,
     render,
 )
@@ -107,6 +108,64 @@ def test_check_syntax_reports_paths() -> None:
     ]
 
 
+#: Templates that name what no execution has, each with what the check says.
+MISNAMED = [
+    ("Hi {{ trigerr.body.name }}", "unknown name 'trigerr': a template sees trigger and steps"),
+    ("{{ bdy }}", "unknown name 'bdy'"),
+    ("{{ trigger.bdy.name }}", "trigger has no 'bdy' (it has body, content_type, headers"),
+    ("{{ trigger['qeury'] }}", "trigger has no 'qeury'"),
+    ("{{ steps.notfy.output }}", "no step 'notfy' before this one (before it: first)"),
+    ("{{ steps['later'].output }}", "steps.later runs after this step"),
+    ("{{ steps.first.outptu.ok }}", "steps.first has no 'outptu' (it has output and status)"),
+    ("{{ (steps.first['result']) | tojson }}", "steps.first has no 'result'"),
+    ("{% if steps.notfy.status == 'failed' %}x{% endif %}", "no step 'notfy'"),
+]
+
+#: What a template may do with the same names: none of these is reported.
+WELL_NAMED = [
+    "{{ trigger.body.order.id }} {{ trigger.headers['x-id'] }} {{ trigger.query.page }}",
+    "{{ trigger.method }} {{ trigger.type }} {{ trigger.content_type }}",
+    "{{ steps.first.output.main.temp }} {{ steps['first'].status }}",
+    "{{ trigger.body.steps.anything }} {{ steps.first.output.trigger.anything }}",
+    "{{ steps.get('first') }} {{ trigger.items() | list }} {{ steps[trigger.body.key] }}",
+    "{% for id, step in steps.items() %}{{ id }}: {{ step.output }}{% endfor %}",
+    "{% for i in range(3) %}{{ loop.index }}{% endfor %}{% set n = 2 %}{{ n }}",
+    "{% macro line(v) %}- {{ v }}{% endmacro %}{{ line(trigger.body) }}",
+    "{% if trigger.body %}{% set s = trigger.body %}{{ s }}{% endif %}",
+    "{% set steps = {'x': 1} %}{{ steps.x }}",
+    "no template at all",
+]
+
+
+@pytest.mark.parametrize(("source", "says"), MISNAMED)
+def test_check_references_names_what_no_execution_has(source: str, says: str) -> None:
+    config = {"text": "fine", "blocks": [{"text": source}]}
+    found = check_references(config, before=["first"], after=["later"])
+    assert len(found) == 1, found
+    assert found[0][0] == "config.blocks[0].text"
+    assert says in found[0][1]
+
+
+def test_a_misnamed_lookup_renders_as_nothing_or_fails_each_run() -> None:
+    """Why the check is at save: one level deep, a misnamed lookup renders as nothing (a
+    payload's optional field may be missing, so Undefined is not an error); deeper, every
+    execution fails at that step."""
+    context = {"trigger": {"body": {}, "headers": {}}, "steps": {"first": {"output": {}}}}
+    assert render("Hi {{ steps.first.outptu }}!", context) == "Hi !"
+    assert render("{{ trigger.bdy }}", context) is None
+    with pytest.raises(TemplateRenderError, match="has no attribute 'notfy'"):
+        render("{{ steps.notfy.output }}", context)
+
+
+@pytest.mark.parametrize("source", WELL_NAMED)
+def test_check_references_leaves_what_an_execution_may_have(source: str) -> None:
+    assert check_references({"text": source}, before=["first"], after=["later"]) == []
+
+
+def test_check_references_leaves_a_template_that_does_not_compile_to_check_syntax() -> None:
+    assert check_references("{{ broken", before=[], after=[]) == []
+
+
 #: Hostile templates and the error each must fail with: quickly, without a big allocation.
 HOSTILE = [
     ("{% for i in range(10**9) %}{% endfor %}", "range of 1000000000 items exceeds"),
@@ -139,7 +198,8 @@ HOSTILE = [
     ),
     ("{{ ''.__class__.__mro__ }}", "attribute '__class__' of a str is not allowed"),
     ("{{ ''.__class__ }}", "attribute '__class__' of a str is not allowed"),
-    ("x{{ trigger.__class__ }}", "attribute '__class__' of a dict is not allowed"),
+    # (``trigger.__class__`` is refused when saved: ``check_references``.)
+    ("x{{ trigger.body.__class__ }}", "attribute '__class__' of a dict is not allowed"),
     ("{{ range.__init__.__globals__ }}", "attribute '__init__' of a function"),
     ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "macro calls nested over 64"),
     (

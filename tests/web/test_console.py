@@ -669,7 +669,9 @@ class TestHistory:
         )
         workflow_path = created.headers["location"]
         edit = f"{workflow_path}/edit"
-        v2 = _workflow_form(credential_id, **{"steps.0.config.slack_message.text": "v2 {{ x }}"})
+        v2 = _workflow_form(
+            credential_id, **{"steps.0.config.slack_message.text": "v2 {{ trigger.body.x }}"}
+        )
         saved = await post_form(client, edit, edit, v2)
         assert saved.status_code == 303, saved.text
         return workflow_path, credential_id
@@ -686,7 +688,7 @@ class TestHistory:
         old = await client.get(f"{workflow_path}/versions/1")
         assert old.status_code == 200
         assert _changed_lines(old) == [
-            '- "text": "v2 {{ x }}"',
+            '- "text": "v2 {{ trigger.body.x }}"',
             '+ "text": "Order {{ trigger.body.id }}"',
         ]
         assert "Restore version 1" in old.text

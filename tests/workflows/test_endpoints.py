@@ -139,6 +139,47 @@ class TestCreate:
         assert ("body", "steps", 1, "credential_id") in locs
         assert ("body", "steps", 2, "url") in locs
 
+    async def test_a_template_naming_what_no_execution_has_is_422(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        """Each rendered as nothing, or failed, in every execution; now refused at save, by
+        create, PUT, PATCH and dry run alike (``templating.check_references``)."""
+        credential_id = await slack_credential(client, auth)
+        body = general(credential_id)
+        first = body["steps"][0]  # type: ignore[index]
+        second = {**first, "id": "echo", "config": {"text": "{{ steps.notify.output }}"}}
+        body["steps"] = [
+            {**first, "config": {"text": "{{ steps.echo.output }}", "blocks": "{{ trigerr }}"}},
+            {**second, "config": {"text": "{{ steps.notify.outptu }} {{ trigger.bdy }}"}},
+        ]
+        expected = [
+            (["body", "steps", 0, "text"], "steps.echo runs after this step"),
+            (["body", "steps", 0, "blocks"], "unknown name 'trigerr'"),
+            (["body", "steps", 1, "text"], "steps.notify has no 'outptu'"),
+            (["body", "steps", 1, "text"], "trigger has no 'bdy'"),
+        ]
+        created = await client.post("/api/workflows", json=general(credential_id), headers=auth)
+        path = f"/api/workflows/{created.json()['id']}"
+        for method, url, sent in (
+            ("POST", "/api/workflows", body),
+            ("PUT", path, body),
+            ("PATCH", path, {"steps": body["steps"]}),
+            ("POST", "/api/workflows/dry-run", body | {"mode": "simulate"}),
+        ):
+            response = await client.request(method, url, json=sent, headers=auth)
+            assert response.status_code == 422, (method, url, response.text)
+            details = response.json()["error"]["details"]
+            assert [d["type"] for d in details] == ["template_reference"] * 4
+            assert [
+                (d["loc"], says in d["msg"]) for d, (_, says) in zip(details, expected, strict=True)
+            ] == [(loc, True) for loc, _ in expected], details
+        # The same steps, each naming what comes before it, are a workflow.
+        second["config"] = {"text": "{{ steps.notify.output }} {{ trigger.body }}"}
+        body["steps"] = [first, second]
+        response = await client.put(path, json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        assert response.json()["version"] == 2
+
     async def test_credential_of_wrong_type_or_tenant_is_422(
         self, client: httpx.AsyncClient
     ) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, meta, nodes
 
 from ipaas.engine.sandbox import (
     DEFAULT_TIMEOUT_S,
@@ -25,6 +25,7 @@ from ipaas.engine.sandbox import (
     run_with_budget,
     start_budget,
 )
+from ipaas.executions.models import TriggerData
 
 #: Output of one rendered string; larger output fails the step instead of bloating a record.
 MAX_RENDERED_CHARS = 64 * 1024
@@ -58,6 +59,7 @@ __all__ = [
     "TemplateRenderError",
     "TemplateRenderer",
     "TemplateTooComplex",
+    "check_references",
     "check_syntax",
     "is_template",
     "render",
@@ -295,18 +297,104 @@ def _render(value: Any, context: dict[str, Any], path: str) -> Any:
     return value
 
 
+def _templates(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every template string in ``value``, at any depth, with its path."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _templates(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _templates(v, f"{path}[{i}]")
+
+
 def check_syntax(value: Any, path: str = "config") -> list[tuple[str, str]]:
     """Every template in ``value`` that does not compile, as ``(path, message)``."""
     errors: list[tuple[str, str]] = []
-    if isinstance(value, str) and is_template(value):
+    for where, source in _templates(value, path):
         try:
-            _compile(value)
+            _compile(source)
         except TemplateError as exc:
-            errors.append((path, f"template syntax error: {exc}"))
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            errors.extend(check_syntax(v, f"{path}.{k}"))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            errors.extend(check_syntax(v, f"{path}[{i}]"))
+            errors.append((where, f"template syntax error: {exc}"))
+    return errors
+
+
+#: What a template sees: ``trigger`` (an execution's ``TriggerData``) and ``steps``, each
+#: earlier step's ``output`` and ``status`` (``engine/steps.py``).
+CONTEXT_NAMES = frozenset({"trigger", "steps"})
+TRIGGER_KEYS = frozenset(TriggerData.model_fields)
+STEP_KEYS = frozenset({"output", "status"})
+
+
+def _key(node: nodes.Node) -> str | None:
+    """The name ``node`` looks up: ``x.name`` or ``x["name"]``."""
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return node.arg.value if isinstance(node.arg.value, str) else None
+    return None
+
+
+def _context_name(node: nodes.Node, free: set[str]) -> str | None:
+    """``trigger`` or ``steps`` when ``node`` is that name as the context has it."""
+    if isinstance(node, nodes.Name) and node.name in free and node.name in CONTEXT_NAMES:
+        return node.name
+    return None
+
+
+def _reference_errors(source: str, before: Sequence[str], after: Sequence[str]) -> list[str]:
+    ast = _ENV.parse(source)
+    # Jinja counts a name set in one branch of an ``if`` as looked up from the context too
+    # (the other branch may not set it): any name the template sets is its own.
+    own = {name.name for name in ast.find_all(nodes.Name) if name.ctx in ("store", "param")}
+    own |= {macro.name for macro in ast.find_all(nodes.Macro)}
+    free = meta.find_undeclared_variables(ast) - own
+    errors = [
+        f"unknown name {name!r}: a template sees trigger and steps"
+        for name in sorted(free - CONTEXT_NAMES - _ENV.globals.keys())
+    ]
+    # ``steps.get("a")`` and ``trigger.items()`` call a dict's method: not a lookup.
+    called = {id(call.node) for call in ast.find_all(nodes.Call)}
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        key = _key(node)
+        if key is None or id(node) in called:
+            continue
+        name = _context_name(node.node, free)  # type: ignore[attr-defined]
+        if name == "trigger" and key not in TRIGGER_KEYS:
+            errors.append(f"trigger has no {key!r} (it has {', '.join(sorted(TRIGGER_KEYS))})")
+        elif name == "steps" and key not in before:
+            if key in after:
+                errors.append(f"steps.{key} runs after this step: a step sees those before it")
+            else:
+                earlier = ", ".join(before) or "none"
+                errors.append(f"no step {key!r} before this one (before it: {earlier})")
+        elif key not in STEP_KEYS and id(node.node) not in called:  # type: ignore[attr-defined]
+            inner = node.node  # type: ignore[attr-defined]
+            step = _key(inner)
+            if step in before and _context_name(inner.node, free) == "steps":
+                errors.append(f"steps.{step} has no {key!r} (it has output and status)")
+    return errors
+
+
+def check_references(
+    value: Any, *, before: Sequence[str], after: Sequence[str], path: str = "config"
+) -> list[tuple[str, str]]:
+    """Every name a template in ``value`` looks up that no execution can have, as ``(path,
+    message)``: a name other than ``trigger`` and ``steps``, a key ``trigger`` does not
+    have, a step that is not one of those ``before`` this one (``after``: those after it),
+    and a key of a step other than ``output`` and ``status``. Undefined is not an error
+    (a payload's optional field may be missing), so one such lookup rendered as nothing in
+    every execution (``"Hi {{ steps.notify.outptu }}"`` sent ``"Hi "``), and one with more
+    after it failed every execution at that step. Run on templates that compile
+    (``check_syntax``)."""
+    errors: list[tuple[str, str]] = []
+    for where, source in _templates(value, path):
+        try:
+            _compile(source)  # cached: check_syntax compiled it just before
+            found = _reference_errors(source, before, after)
+        except (TemplateError, RecursionError):  # check_syntax says why
+            continue
+        errors.extend((where, message) for message in found)
     return errors

@@ -18,6 +18,7 @@ from ipaas.engine.templating import (
     MAX_TEMPLATE_CODE_CHARS,
     MAX_TEMPLATE_TAGS,
     TemplateRenderer,
+    check_references,
     check_syntax,
     is_template,
     template_size,
@@ -154,8 +155,14 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
                 )
         elif connector.credential_type and not connector.credential_optional:
             add(index, ["credential_id"], f"{step.type} needs a credential", "missing")
-        for path, msg in check_syntax(step.config) if compile_templates else ():
-            add(index, path.split(".")[1:] or ["config"], msg, "template_syntax")
+        if compile_templates:
+            for path, msg in check_syntax(step.config):
+                add(index, path.split(".")[1:] or ["config"], msg, "template_syntax")
+            ids = [s.id for s in steps]
+            for path, msg in check_references(
+                step.config, before=ids[:index], after=ids[index + 1 :]
+            ):
+                add(index, path.split(".")[1:] or ["config"], msg, "template_reference")
         try:
             connector.Params.model_validate(step.config)
         except ValidationError as exc:
