@@ -103,6 +103,34 @@ class TestParams:
         with pytest.raises(ValidationError, match=message):
             HttpRequestParams.model_validate(config)
 
+    @pytest.mark.parametrize(
+        ("config", "loc", "message"),
+        [
+            ({"query": {"z": None}}, ("query", "z"), "or a list of them, not null"),
+            ({"query": {"o": {"a": 1}}}, ("query", "o"), "not an object"),
+            ({"query": {"l": [1, None]}}, ("query", "l"), "not one holding null"),
+            ({"query": {"l": [[1]]}}, ("query", "l"), "not one holding a list"),
+            ({"form": {"a": [1, 2]}}, ("form", "a"), "a string, number or boolean, not a list"),
+            ({"form": {"a": None}}, ("form", "a"), "not null"),
+        ],
+    )
+    def test_a_query_or_form_value_that_cannot_be_sent_is_one_error(
+        self, config: dict[str, Any], loc: tuple[str, str], message: str
+    ) -> None:
+        """Pydantic's union said it once for each type the value was not: four or five
+        errors (``query.z.str``, ``query.z.int``, ...) for one ``null``."""
+        with pytest.raises(ValidationError) as info:
+            params(url="https://api.example.com/", **config)
+        (error,) = info.value.errors()
+        assert (error["loc"], error["type"]) == (loc, "scalar_type")
+        assert message in error["msg"]
+
+    def test_query_and_form_values_keep_their_types(self) -> None:
+        query = {"s": "x", "n": 5, "f": 1.5, "b": True, "tags": ["a", 2, False]}
+        p = params(url="https://api.example.com/", query=query, form={"n": 5, "b": False})
+        assert p.query == query
+        assert p.form == {"n": 5, "b": False}
+
 
 class TestBuild:
     def test_get_with_query(self, http_client: HttpClient) -> None:

@@ -4,10 +4,19 @@ and a JSON, form or raw body; auth and default headers come from an optional cre
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.connectors.base import (
@@ -28,7 +37,49 @@ from ipaas.kit.http import ascii_headers, check_header_lines
 from ipaas.kit.secrets import basic_token
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-Scalar = str | int | float | bool
+_SCALAR_TYPES = (str, int, float, bool)
+_SCALAR_SCHEMA = {"type": ["string", "number", "boolean"]}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else ""
+
+
+def _scalar(value: Any, *, lists: bool = False) -> Any:
+    """``value`` when it can go in a query string or a form: a string, number or boolean (or,
+    where ``lists``, a list of them: the name repeated). One error naming what it is:
+    pydantic's union named each of the four types it is not, as four errors."""
+    if isinstance(value, _SCALAR_TYPES):
+        return value
+    if lists and isinstance(value, list):
+        for item in value:
+            if not isinstance(item, _SCALAR_TYPES):
+                raise PydanticCustomError(
+                    "scalar_type",
+                    "a list of strings, numbers or booleans, not one holding {kind}",
+                    {"kind": _kind(item)},
+                )
+        return value
+    also = " or a list of them" if lists else ""
+    raise PydanticCustomError(
+        "scalar_type",
+        "a string, number or boolean{also}, not {kind}",
+        {"also": also, "kind": _kind(value)},
+    )
+
+
+#: A form field's value.
+Scalar = Annotated[
+    str | int | float | bool, PlainValidator(_scalar), WithJsonSchema(_SCALAR_SCHEMA)
+]
+#: A query parameter's value: a list repeats the name (``?tag=a&tag=b``).
+QueryValue = Annotated[
+    str | int | float | bool | list[str | int | float | bool],
+    PlainValidator(partial(_scalar, lists=True)),
+    WithJsonSchema({"anyOf": [_SCALAR_SCHEMA, {"type": "array", "items": _SCALAR_SCHEMA}]}),
+]
 StatusCode = Annotated[int, Field(ge=100, le=599)]
 
 #: Content type of a raw ``body`` given without ``content_type``.
@@ -68,7 +119,7 @@ class HttpRequestParams(Params):
     #: Joined to the credential's ``base_url``.
     path: str | None = None
     headers: dict[str, str] | None = None
-    query: dict[str, Scalar | list[Scalar]] | None = None
+    query: dict[str, QueryValue] | None = None
     #: At most one body: ``json`` (any JSON value), ``form`` (urlencoded) or raw ``body``.
     json_: Any = Field(default=None, alias="json")
     form: dict[str, Scalar] | None = None
