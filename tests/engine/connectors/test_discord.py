@@ -39,7 +39,56 @@ class TestParams:
 
     def test_embeds_alone(self) -> None:
         params = DiscordMessageParams.model_validate({"embeds": [{"title": "Order 42"}]})
-        assert params.embeds == [{"title": "Order 42"}]
+        assert params.model_dump(exclude_none=True)["embeds"] == [{"title": "Order 42"}]
+
+    def test_a_full_embed_is_sent_as_given(self) -> None:
+        embed = {
+            "title": "Order 42", "type": "rich", "description": "Paid", "url": "https://x.test/42",
+            "timestamp": "2026-12-01T12:00:00Z", "color": 0x5865F2,
+            "footer": {"text": "shop", "icon_url": "https://x.test/i.png"},
+            "image": {"url": "https://x.test/a.png"}, "thumbnail": {"url": "https://x.test/t.png"},
+            "author": {"name": "Ada", "url": "https://x.test/ada"},
+            "fields": [{"name": "Total", "value": "99.50", "inline": True}],
+        }  # fmt: skip
+        params = DiscordMessageParams.model_validate({"embeds": [embed]})
+        assert params.model_dump(exclude_none=True)["embeds"] == [embed]
+
+    @pytest.mark.parametrize(
+        ("embed", "loc", "says"),
+        [
+            ({"title": "x", "descripton": "y"}, ("descripton",), "Extra inputs"),
+            ({"title": "x", "colour": 1}, ("colour",), "Extra inputs"),
+            ({"title": "x", "video": {"url": "https://x.test/v"}}, ("video",), "Extra inputs"),
+            ({"color": "red"}, ("color",), "valid integer"),
+            ({"color": 0x1000000}, ("color",), "less than or equal to 16777215"),
+            ({"title": "x" * 257}, ("title",), "at most 256"),
+            ({"description": "x" * 4097}, ("description",), "at most 4096"),
+            ({"timestamp": "yesterday"}, ("timestamp",), "ISO 8601"),
+            ({"image": "https://x.test/a.png"}, ("image",), "valid dictionary"),
+            ({"footer": {"icon_url": "https://x.test/i.png"}}, ("footer", "text"), "required"),
+            ({"fields": [{"name": "a", "value": ""}]}, ("fields", 0, "value"), "at least 1"),
+            ({"fields": [{"name": "a", "value": "b"}] * 26}, ("fields",), "at most 25"),
+        ],
+    )
+    def test_an_embed_discord_would_refuse_or_ignore_is_named(
+        self, embed: dict[str, Any], loc: tuple[Any, ...], says: str
+    ) -> None:
+        with pytest.raises(ValidationError) as info:
+            DiscordMessageParams.model_validate(
+                {"content": "x", "embeds": [{"title": "ok"}, embed]}
+            )
+        (error,) = info.value.errors()
+        assert error["loc"] == ("embeds", 1, *loc)
+        assert says in error["msg"]
+
+    def test_the_embeds_characters_together(self) -> None:
+        """6,000 characters across every embed's texts; templates count once rendered."""
+        fits = [{"description": "x" * 3000}, {"description": "y" * 2990, "title": "0123456789"}]
+        assert DiscordMessageParams.model_validate({"embeds": fits}).embeds
+        with pytest.raises(ValidationError, match="hold 6001 characters; Discord takes at most"):
+            DiscordMessageParams.model_validate({"embeds": [*fits, {"title": "z"}]})
+        templated = [{"description": "{{ trigger.body.text }}" * 150}, *fits]
+        assert DiscordMessageParams.model_validate({"embeds": templated}).embeds
 
     @pytest.mark.parametrize("config", [{}, {"content": ""}, {"embeds": []}, {"username": "x"}])
     def test_needs_content_or_embeds(self, config: dict[str, Any]) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.connectors.base import (
@@ -22,11 +23,77 @@ from ipaas.engine.connectors.base import (
     retry_after,
     secret_value,
 )
+from ipaas.engine.templating import is_template
 
 #: Discord's limits; past them it answers ``50035 Invalid Form Body``.
 MAX_CONTENT_CHARS = 2000
 MAX_EMBEDS = 10
 MAX_USERNAME_CHARS = 80
+#: Characters of every embed's title, description, field names and values, footer text and
+#: author name, together.
+MAX_EMBED_CHARS = 6000
+
+
+class _EmbedPart(BaseModel):
+    """Discord's embed object as its docs have it, for webhooks (no ``video`` or
+    ``provider``): a misspelled key (``descripton``, ``colour``) was sent, and the message
+    went without it; a wrong type or length was Discord's 400 at every run."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class EmbedFooter(_EmbedPart):
+    text: str = Field(min_length=1, max_length=2048)
+    icon_url: str | None = None
+
+
+class EmbedMedia(_EmbedPart):
+    url: str = Field(min_length=1)
+
+
+class EmbedAuthor(_EmbedPart):
+    name: str = Field(min_length=1, max_length=256)
+    url: str | None = None
+    icon_url: str | None = None
+
+
+class EmbedField(_EmbedPart):
+    name: str = Field(min_length=1, max_length=256)
+    value: str = Field(min_length=1, max_length=1024)
+    inline: bool | None = None
+
+
+def _iso8601(value: str) -> str:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        msg = "an ISO 8601 date-time, e.g. 2026-12-01T12:00:00Z"
+        raise ValueError(msg) from None
+    return value
+
+
+class Embed(_EmbedPart):
+    title: str | None = Field(default=None, max_length=256)
+    type: Literal["rich"] | None = None
+    description: str | None = Field(default=None, max_length=4096)
+    url: str | None = None
+    timestamp: Annotated[str, AfterValidator(_iso8601)] | None = None
+    #: The bar's colour, as an integer (``0x5865F2`` is 5793266).
+    color: int | None = Field(default=None, ge=0, le=0xFFFFFF, strict=True)
+    footer: EmbedFooter | None = None
+    image: EmbedMedia | None = None
+    thumbnail: EmbedMedia | None = None
+    author: EmbedAuthor | None = None
+    fields: list[EmbedField] | None = Field(default=None, max_length=25)
+
+    def chars(self) -> int:
+        """What counts against ``MAX_EMBED_CHARS``; a template's text counts once rendered."""
+        texts = [self.title, self.description]
+        texts += [self.footer.text if self.footer else None]
+        texts += [self.author.name if self.author else None]
+        for field in self.fields or ():
+            texts += [field.name, field.value]
+        return sum(len(text) for text in texts if text and not is_template(text))
 
 
 class DiscordMessageParams(Params):
@@ -34,7 +101,7 @@ class DiscordMessageParams(Params):
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
     content: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
-    embeds: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_EMBEDS)
+    embeds: list[Embed] | None = Field(default=None, max_length=MAX_EMBEDS)
     username: str | None = Field(default=None, min_length=1, max_length=MAX_USERNAME_CHARS)
     avatar_url: str | None = None
     tts: bool | None = None
@@ -48,6 +115,13 @@ class DiscordMessageParams(Params):
     def _has_content(self) -> DiscordMessageParams:
         if not self.content and not self.embeds:
             msg = "give content or embeds"
+            raise ValueError(msg)
+        chars = sum(embed.chars() for embed in self.embeds or ())
+        if chars > MAX_EMBED_CHARS:
+            msg = (
+                f"the embeds' titles, descriptions, fields, footers and authors hold {chars} "
+                f"characters; Discord takes at most {MAX_EMBED_CHARS} together"
+            )
             raise ValueError(msg)
         return self
 
