@@ -9,6 +9,7 @@ never expires. Each is now a 422 naming the field, and nothing is done.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -253,3 +254,63 @@ async def test_each_trigger_type_takes_its_own_keys(world: World, trigger_type: 
     response = await world.client.post("/api/workflows", json=body, headers=world.auth)
     assert response.status_code == 201, response.text
     assert response.json()["trigger"] == {"type": trigger_type, **own}
+
+
+async def test_an_unknown_query_parameter_is_refused_by_name_and_nothing_is_done(
+    world: World,
+) -> None:
+    """Found by hand: ``GET /api/workflows?active=false`` listed the active workflows too, as
+    if the filter existed (a script deleting what it listed would have deleted those), and
+    ``DELETE /api/workflows/{id}?dry_run=true`` deleted it."""
+    wf = f"/api/workflows/{world.workflow_id}"
+    cases = [
+        ("GET", "/api/workflows?active=false", "active"),
+        ("GET", "/api/workflows?limit=5&q=orders", "q"),
+        ("GET", f"{wf}/versions?limit=1&sort=asc", "sort"),
+        ("GET", "/api/credentials?type=slack", "type"),
+        ("GET", "/api/tokens?include_expired=1", "include_expired"),
+        ("DELETE", f"{wf}?dry_run=true", "dry_run"),
+        ("PATCH", f"{wf}?validate_only=1", "validate_only"),
+        ("POST", f"{wf}/run?wait=true", "wait"),
+        ("GET", "/api/executions?stauts=failed", "stauts"),  # the parameter model's own
+    ]
+    before = await world.state()
+    for method, url, name in cases:
+        body = {"active": False} if method == "PATCH" else None
+        response = await world.client.request(method, url, json=body, headers=world.auth)
+        assert response.status_code == 422, (method, url, response.text)
+        assert response.json()["error"]["details"] == [
+            {
+                "type": "extra_forbidden",
+                "loc": ["query", name],
+                "msg": "Extra inputs are not permitted",
+            }
+        ], (method, url)
+    assert await world.state() == before
+    # The parameters a route reads are taken, its dependencies' and parameter models' too.
+    for url in ("/api/workflows?limit=1", f"{wf}/versions?limit=1", "/api/stats?window_s=60"):
+        response = await world.client.get(url, headers=world.auth)
+        assert response.status_code == 200, (url, response.text)
+    # Not the webhook's: its query is the sender's payload (``trigger.query``).
+    accepted = await world.client.post(f"/api/webhooks/{world.workflow_id}?anything=1", json={})
+    assert accepted.status_code == 202, accepted.text
+
+
+async def test_every_api_route_refuses_a_query_parameter_it_does_not_read(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    """A guard for routes added later: each route of the published API, with a parameter
+    none of them reads, is a 422 naming it."""
+    spec = (await client.get("/openapi.json")).json()
+    tried = 0
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/api/") or path.startswith("/api/webhooks/"):
+            continue
+        url = re.sub(r"\{[^}]+\}", "x_1", path) + "?zz_unknown=1"
+        for method in operations:
+            response = await client.request(method.upper(), url, headers=auth)
+            assert response.status_code == 422, (method, path, response.text)
+            detail = response.json()["error"]["details"][0]
+            assert detail["loc"] == ["query", "zz_unknown"], (method, path)
+            tried += 1
+    assert tried > 30

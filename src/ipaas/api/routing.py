@@ -1,4 +1,5 @@
-"""API routes whose JSON bodies are parsed strictly (``kit.jsontext``).
+"""API routes whose JSON bodies are parsed strictly (``kit.jsontext``), and which refuse
+query parameters they do not read.
 
 FastAPI parses request bodies with ``json.loads``, which takes ``NaN``, ``Infinity`` and lone
 surrogates: a step config holding a lone surrogate was a 500, and ``NaN`` was stored as
@@ -15,7 +16,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from ipaas.kit import jsontext
 
@@ -32,11 +36,58 @@ class StrictJsonRequest(Request):
         return self._json
 
 
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """Every query parameter the route and its dependencies read (a parameter model's
+    fields too)."""
+    names: set[str] = set()
+    stack = [dependant]
+    while stack:
+        current = stack.pop()
+        for field in current.query_params:
+            model = field.field_info.annotation
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                names.update(info.alias or name for name, info in model.model_fields.items())
+            else:
+                names.add(field.alias)
+        stack.extend(current.dependencies)
+    return frozenset(names)
+
+
+def unknown_query(request: Request, known: frozenset[str]) -> RequestValidationError | None:
+    """The error for query parameters the route does not read, as a parameter model with
+    ``extra="forbid"`` words it; ``None`` when there are none."""
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
+    if not unknown:
+        return None
+    return RequestValidationError(
+        [
+            {
+                "type": "extra_forbidden",
+                "loc": ("query", name),
+                "msg": "Extra inputs are not permitted",
+                "input": request.query_params[name],
+            }
+            for name in unknown
+        ]
+    )
+
+
 class StrictJsonRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        # The API's routes refuse query parameters they do not read, as they refuse body
+        # fields (``kit.inputs``): found by hand, ``GET /api/workflows?active=false`` listed
+        # every workflow, active ones too, as if the filter existed, and a script deleting
+        # what it listed would have deleted those.
+        # (The route's path may not be its prefixed one here: FastAPI builds an included
+        # route's handler from the route it includes.)
+        known = _query_names(self.dependant)
 
         async def strict(request: Request) -> Response:
+            if request.scope["query_string"] and request.scope["path"].startswith("/api/"):
+                error = unknown_query(request, known)
+                if error is not None:
+                    raise error
             return await handler(StrictJsonRequest(request.scope, request.receive))
 
         return strict
