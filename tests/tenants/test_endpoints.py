@@ -211,6 +211,27 @@ class TestLogin:
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
 
+    async def test_a_log_in_sent_as_json_says_to_send_a_form(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Found by hand: JSON read as a form with no fields, answered "Field required" for
+        the two fields the body held."""
+        await signup(client)
+        credentials = {"username": "ada@example.com", "password": PASSWORD}
+        for sent in ({"json": credentials}, {"content": b"username=ada", "headers": {}}):
+            response = await client.post("/api/auth/token", **sent)  # type: ignore[arg-type]
+            assert response.status_code == 415, response.text
+            error = response.json()["error"]
+            assert error["code"] == "unsupported_media_type"
+            assert "application/x-www-form-urlencoded" in error["message"]
+        spec = (await client.get("/openapi.json")).json()
+        assert "415" in spec["paths"]["/api/auth/token"]["post"]["responses"]
+        # As a form, with its charset, it logs in.
+        form = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+        body = "username=ada%40example.com&password=" + PASSWORD.replace(" ", "+")
+        response = await client.post("/api/auth/token", content=body, headers=form)
+        assert response.status_code == 200, response.text
+
     async def test_unknown_user_is_401(self, client: httpx.AsyncClient) -> None:
         response = await client.post(
             "/api/auth/token", data={"username": "nobody@example.com", "password": PASSWORD}

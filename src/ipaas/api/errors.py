@@ -56,6 +56,7 @@ _RESPONSES: dict[int, dict[str, Any]] = {
     404: {"description": "No such object in the caller's tenant (`*_not_found`)"},
     409: {"description": "The object is not in a state that allows this"},
     413: {"description": "Body larger than IPAAS_MAX_BODY_BYTES"},
+    415: {"description": "A body of a media type this route does not take"},
     422: {"description": "Invalid request (`validation_error`; `details` names each field)"},
     429: {
         "description": "Too many requests at once; retry after the time given",
