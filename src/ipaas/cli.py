@@ -444,7 +444,17 @@ async def _tenant_limits(settings: Settings, *, tenant_id: str, changes: dict[st
             print(f"no tenant {tenant_id}", file=sys.stderr)
             return 1
         except ValidationError as exc:
-            print(exc, file=sys.stderr)
+            # One line per value, named as it was given: pydantic's own text was a dump of
+            # several lines with a link (``--burst 0.5``, ``--rate 1e9``).
+            options = {field: option for option, field in _LIMIT_OPTIONS.items()}
+            for error in exc.errors(include_url=False):
+                field = str(error["loc"][0]) if error["loc"] else ""
+                option = "--" + options.get(field, field).replace("_", "-")
+                given = error.get("input")
+                print(
+                    f"ipaas tenant limits: {option} {given!r}: {error['msg']}; nothing changed",
+                    file=sys.stderr,
+                )
             return 2
     defaults = TenantLimits.model_construct(
         rate_limit=settings.tenant_rate_limit,
