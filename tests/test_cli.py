@@ -510,9 +510,27 @@ class TestSettings:
             ),
             # A traceback (OverflowError) at the start of serve.
             ("IPAAS_PORT", "70000", "IPAAS_PORT: Input should be less than or equal to 65535"),
+            # Durations no clock can hold. Served; every claim then failed with a traceback
+            # (a deadline past any date).
+            *[
+                (name, value, f"{name}: Input should be less than or equal to {bound}")
+                for name, value, bound in (
+                    ("IPAAS_EXECUTION_TIMEOUT_S", "inf", "31536000"),
+                    ("IPAAS_EXECUTION_TIMEOUT_S", "1e12", "31536000"),
+                    ("IPAAS_LEASE_S", "inf", "31536000"),
+                    ("IPAAS_IDEMPOTENCY_WINDOW_S", "1e300", "31536000"),
+                    # The server died at its start (OverflowError in granian).
+                    ("IPAAS_HEADER_READ_TIMEOUT_S", "1e300", "3600"),
+                    ("IPAAS_BODY_READ_TIMEOUT_S", "inf", "3600"),
+                    ("IPAAS_MAX_HEADER_BYTES", "99999999999999999999", "1048576"),
+                    # A log-in's token ended past any date: a 500 at each log-in.
+                    ("IPAAS_TOKEN_TTL_S", "99999999999999", "315360000"),
+                    ("IPAAS_RETENTION_DAYS", "inf", "36500"),
+                )
+            ],
         ],
     )
-    def test_a_log_level_or_port_that_cannot_be_is_one_line(
+    def test_a_setting_that_cannot_be_is_one_line(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, line: str
     ) -> None:
         monkeypatch.setenv("IPAAS_DATA_DIR", str(tmp_path))
@@ -521,6 +539,17 @@ class TestSettings:
         with pytest.raises(SystemExit) as exited:
             main(["migrate"])  # any command; not serve, which would serve if let through
         assert str(exited.value.code).splitlines() == ["ipaas: invalid settings:", f"  {line}"]
+
+    def test_every_duration_setting_is_bounded(self) -> None:
+        """A guard for settings added later: each ``*_s`` or ``*_days`` number has a
+        maximum, so ``inf`` is refused where it is read, not where it is used."""
+        unbounded = [
+            name
+            for name, field in Settings.model_fields.items()
+            if name.endswith(("_s", "_days"))
+            and not any(getattr(m, "le", None) is not None for m in field.metadata)
+        ]
+        assert unbounded == []
 
     def test_a_log_level_is_read_in_any_case(self) -> None:
         assert Settings(log_level="WARNING").log_level == "warning"

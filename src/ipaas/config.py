@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ipaas.kit.egress import parse_allow
-from ipaas.kit.numbers import MAX_INT32, MAX_RATE_PER_S, MIN_RATE_PER_S
+from ipaas.kit.numbers import MAX_INT32, MAX_RATE_PER_S, MAX_TOKEN_TTL_S, MIN_RATE_PER_S
 
 
 class Environment(StrEnum):
@@ -46,6 +46,18 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 DEV_KEY_FILE = ".ipaas-secret-key"
+
+
+#: The longest a duration setting may be. Long enough for any use; short enough that every
+#: date, timer and server it reaches can hold it. Found by hand: with
+#: ``IPAAS_EXECUTION_TIMEOUT_S=inf`` (which reads as "never") the server served and every
+#: claim failed with a traceback; with ``IPAAS_HEADER_READ_TIMEOUT_S=1e300`` it died at its
+#: start.
+MAX_SETTING_S = 365 * 86_400
+#: The HTTP server's read timeouts, in its own milliseconds: an hour is already no guard.
+MAX_READ_TIMEOUT_S = 3_600
+#: A century: beyond it, a retention cut-off is before any execution there could be.
+MAX_RETENTION_DAYS = 36_500
 
 
 class Settings(BaseSettings):
@@ -89,44 +101,44 @@ class Settings(BaseSettings):
     #: How long the intake trusts a counted queue depth before counting again (0: count
     #: on every webhook). Its own accepts are added at once; other processes' accepts and
     #: the workers' claims are seen at the next count.
-    queue_depth_cache_s: float = Field(default=1.0, ge=0)
+    queue_depth_cache_s: float = Field(default=1.0, ge=0, le=MAX_SETTING_S)
     #: A repeated Idempotency-Key / webhook-id / body-path key within this time answers
     #: 200 with the first execution; after it, the key starts a new execution.
-    idempotency_window_s: float = Field(default=86_400.0, gt=0)
-    execution_timeout_s: float = Field(default=300.0, gt=0)
-    step_timeout_s: float = Field(default=30.0, gt=0)
+    idempotency_window_s: float = Field(default=86_400.0, gt=0, le=MAX_SETTING_S)
+    execution_timeout_s: float = Field(default=300.0, gt=0, le=MAX_SETTING_S)
+    step_timeout_s: float = Field(default=30.0, gt=0, le=MAX_SETTING_S)
     #: Time budget of rendering one step's templates; over it fails the step.
-    template_timeout_s: float = Field(default=1.0, gt=0)
+    template_timeout_s: float = Field(default=1.0, gt=0, le=MAX_SETTING_S)
     #: Share of a process's time one tenant's template renders may take on average (they
     #: run on the event loop); over it, that tenant's steps wait for their share to refill.
     template_tenant_share: float = Field(default=0.1, gt=0, le=1)
     #: Lease of a running execution; a worker heartbeats at a third of it.
-    lease_s: float = Field(default=30.0, gt=0)
+    lease_s: float = Field(default=30.0, gt=0, le=MAX_SETTING_S)
     #: How often the reaper looks for expired leases and timed-out executions.
-    reaper_interval_s: float = Field(default=5.0, gt=0)
+    reaper_interval_s: float = Field(default=5.0, gt=0, le=MAX_SETTING_S)
     #: PostgreSQL: how often workers and the scheduler look at the execution table's dead
     #: row versions, and VACUUM it once ``queue_vacuum_min_dead`` have piled up (0: never;
     #: autovacuum alone). Elsewhere nothing to do.
-    queue_vacuum_interval_s: float = Field(default=2.0, ge=0)
+    queue_vacuum_interval_s: float = Field(default=2.0, ge=0, le=MAX_SETTING_S)
     queue_vacuum_min_dead: int = Field(default=5_000, ge=1)
     #: How often an idle worker polls the store for queued executions the queue did not carry.
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=MAX_SETTING_S)
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=MAX_SETTING_S)
     #: The longest a remote's ``Retry-After`` may make a step wait before its next attempt.
-    retry_after_max_s: float = Field(default=300.0, ge=0)
+    retry_after_max_s: float = Field(default=300.0, ge=0, le=MAX_SETTING_S)
     #: Consecutive failures (connection errors, timeouts, 408, 429, 5xx) of one tenant's
     #: calls to one host that open its circuit.
     circuit_failure_threshold: int = Field(default=5, ge=1)
     #: How long an open circuit turns calls away before one probe may go through.
-    circuit_cooldown_s: float = Field(default=30.0, gt=0)
+    circuit_cooldown_s: float = Field(default=30.0, gt=0, le=MAX_SETTING_S)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     #: Slow-client guard: the whole request head must arrive within this time; also the
     #: keep-alive idle limit.
-    header_read_timeout_s: float = Field(default=10.0, gt=0)
+    header_read_timeout_s: float = Field(default=10.0, gt=0, le=MAX_READ_TIMEOUT_S)
     #: Slow-client guard: a request's body must all arrive within this time of its first
     #: read (408 ``body_timeout``, the connection closed; ``api/body_deadline.py``).
-    body_read_timeout_s: float = Field(default=10.0, gt=0)
-    max_header_bytes: int = Field(default=65_536, ge=8192)
+    body_read_timeout_s: float = Field(default=10.0, gt=0, le=MAX_READ_TIMEOUT_S)
+    max_header_bytes: int = Field(default=65_536, ge=8192, le=1_048_576)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Where users and webhook senders reach this server when that is not where it listens
     #: (behind a reverse proxy): an origin such as ``https://hooks.example.com``. The URLs
@@ -148,16 +160,16 @@ class Settings(BaseSettings):
     #: outbound steps may reach although they are not public. Empty: public addresses only.
     egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Finished executions older than this are deleted (unset: none is deleted for age).
-    retention_days: float | None = Field(default=30.0, gt=0)
+    retention_days: float | None = Field(default=30.0, gt=0, le=MAX_RETENTION_DAYS)
     #: Finished executions kept per tenant, newest first (unset: no count limit).
     retention_max_executions: int | None = Field(default=100_000, ge=1)
     #: How often workers and the scheduler prune (and, on SQLite, compact the file).
-    retention_interval_s: float = Field(default=300.0, gt=0)
+    retention_interval_s: float = Field(default=300.0, gt=0, le=MAX_SETTING_S)
     #: Failure alerts (engine/alerts.py): the least time between two alerts of one
     #: workflow's failures. The first failure after a quiet spell alerts at once; the ones
     #: after it within this time are held and sent as one alert (a digest, with their
     #: count) when it is up. 0: every failure alerts on its own.
-    alert_interval_s: float = Field(default=60.0, ge=0)
+    alert_interval_s: float = Field(default=60.0, ge=0, le=MAX_SETTING_S)
     #: ``GET /metrics`` on this port (on IPAAS_HOST): ``ipaas worker`` / ``ipaas scheduler``
     #: serve it only there (unset: not at all); ``ipaas serve`` there instead of on the
     #: API's port, which is public (unset: on the API's port).
@@ -175,7 +187,7 @@ class Settings(BaseSettings):
     #: written at once, with every line before it. 0: every line at once. A SIGKILL loses
     #: at most this much of info lines.
     log_flush_s: float = Field(default=0.1, ge=0, le=10)
-    token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, le=MAX_TOKEN_TTL_S)
     #: ``open``, ``first`` or ``closed`` (``Signup``). A private server's webhook URLs are
     #: public, so its sign-up page is too: ``first`` or ``closed`` keeps strangers from
     #: making tenants of their own on it.

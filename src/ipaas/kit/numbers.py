@@ -28,3 +28,8 @@ def json_int(value: Any) -> Any:
     if isinstance(value, bool | str):
         raise PydanticCustomError("int_type", "Input should be a valid integer")
     return value
+
+
+#: The longest a token may last: one made with ``expires_in_s``, or a sign-in's
+#: (``IPAAS_TOKEN_TTL_S``).
+MAX_TOKEN_TTL_S = 10 * 365 * 24 * 3600

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from ipaas.kit.inputs import Input
-from ipaas.kit.numbers import json_int
+from ipaas.kit.numbers import MAX_TOKEN_TTL_S, json_int
 from ipaas.kit.text import Name
 from ipaas.tenants.models import Role, TenantLimits
 
@@ -39,9 +39,6 @@ class PasswordChanged(BaseModel):
 class TokenRead(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
-
-
-MAX_TOKEN_TTL_S = 10 * 365 * 24 * 3600
 
 
 class ApiTokenCreate(Input):
