@@ -314,3 +314,41 @@ async def test_every_api_route_refuses_a_query_parameter_it_does_not_read(
             assert detail["loc"] == ["query", "zz_unknown"], (method, path)
             tried += 1
     assert tried > 30
+
+
+async def test_a_body_sent_to_a_route_that_reads_none_is_refused(world: World) -> None:
+    """Found by hand: a replay sent with new trigger data replayed the old data (to Slack and
+    every other step) and answered 201; a cancel or a delete with a body did as if it were
+    not there."""
+    fired = await world.client.post(f"/api/webhooks/{world.workflow_id}", json={"id": 1})
+    execution = fired.json()["execution_id"]
+    wf = f"/api/workflows/{world.workflow_id}"
+    cases = [
+        ("POST", f"/api/executions/{execution}/replay", {"trigger": {"body": {"id": 2}}}),
+        ("POST", f"/api/executions/{execution}/cancel", {"reason": "duplicate"}),
+        ("POST", f"/api/executions/{execution}/retry", {"from_step": "tell"}),
+        ("POST", f"{wf}/versions/1/restore", {"name": "Restored"}),
+        ("DELETE", wf, {"force": True}),
+        ("DELETE", f"/api/credentials/{world.credential_id}", []),
+    ]
+    before = await world.state()
+    for method, url, body in cases:
+        response = await world.client.request(method, url, json=body, headers=world.auth)
+        assert response.status_code == 422, (method, url, response.text)
+        assert response.json()["error"]["details"] == [
+            {"type": "extra_forbidden", "loc": ["body"],
+             "msg": "This request takes no body: send none (or {})"}
+        ], (method, url)  # fmt: skip
+    assert await world.state() == before
+    # Nothing, {} or null, as some clients send with every POST, is no body.
+    replays = [
+        await world.client.post(
+            f"/api/executions/{execution}/replay", content=sent, headers=world.auth | typed
+        )
+        for sent, typed in (
+            (b"", {}),
+            (b"{}", {"content-type": "application/json"}),
+            (b" null ", {"content-type": "application/json"}),
+        )
+    ]
+    assert [r.status_code for r in replays] == [201, 201, 201], [r.text for r in replays]
