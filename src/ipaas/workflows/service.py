@@ -131,6 +131,7 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
         )
         errors.append({"loc": ["body", "steps"], "msg": msg, "type": "templates_too_large"})
     seen: set[str] = set()
+    ids = [s.id for s in steps]
     credential_ids = [s.credential_id for s in steps if s.credential_id]
     credentials = await store.get_credentials(tenant_id, credential_ids) if credential_ids else {}
     for index, step in enumerate(steps):
@@ -158,7 +159,6 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
         if compile_templates:
             for path, msg in check_syntax(step.config):
                 add(index, path.split(".")[1:] or ["config"], msg, "template_syntax")
-            ids = [s.id for s in steps]
             for path, msg in check_references(
                 step.config, before=ids[:index], after=ids[index + 1 :]
             ):
