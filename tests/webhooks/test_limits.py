@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -11,6 +12,7 @@ from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.runtime import Runtime
 from ipaas.tenants.models import TenantLimits
+from ipaas.webhooks.depth import QueueDepth
 from ipaas.webhooks.ratelimit import Rate, rate_for
 from tests.conftest import signup
 from tests.webhooks.conftest import NewWorkflow, executions_of
@@ -133,6 +135,12 @@ class TestQueueDepth:
         runtime.intake.depth.ttl_s = 60
         assert {r.status_code for r in await fire(client, workflow_id, 20)} == {202}
         assert counted == 2  # once for all tenants, once for this one
+        # Once the lifetime is over, the next webhook counts again.
+        runtime.intake.depth = QueueDepth(0.05)
+        await fire(client, workflow_id, 1)
+        await asyncio.sleep(0.1)
+        await fire(client, workflow_id, 1)
+        assert counted == 6
 
 
 class TestTenantEndpoint:
