@@ -52,9 +52,6 @@ def refuse_blank(value: str) -> str:
     return value
 
 
-#: The schema of a ``Name`` (for a field that must not show ``null`` in it).
-NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN}
-
 #: A name a user gives something (tenant, token, credential, workflow).
 Name = Annotated[
     str,
