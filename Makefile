@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration chaos fuzz bench bench-fairness soak soak-scale-out lint format typecheck coverage clean screenshots
+.PHONY: install run test test-processes test-others test-integration chaos fuzz bench bench-fairness soak soak-scale-out lint format typecheck coverage clean screenshots
 
 install: $(STAMP)
 
@@ -17,8 +17,18 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ipaas serve
 
+# Two pytest runs side by side, a core each: the tests that start real processes (marker
+# `process`: they time things, a cancel within 100 ms, a drain within its grace, and share one
+# Redis database, so they run one at a time) and all the others. Each run's output is printed
+# whole when it ends (--output-sync); make fails if either fails.
 test: install
-	$(BIN)/pytest -q -m "not chaos"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-processes test-others
+
+test-processes: install
+	$(BIN)/pytest -q -m "process and not chaos" -o cache_dir=.pytest_cache/processes
+
+test-others: install
+	$(BIN)/pytest -q -m "not process and not chaos"
 
 # The service-backed suites: PostgreSQL and Redis must be reachable (no skipping).
 # The long crash and outage runs (3,000 webhooks with SIGKILLed workers; Redis and PostgreSQL
