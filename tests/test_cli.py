@@ -609,6 +609,42 @@ class TestSettings:
         with pytest.raises(ValueError, match="unsupported value \\(not a URL\\)"):
             Settings(database_url="./ipaas.db")
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "api.openweathermap.org",  # no scheme: every step failed at its call
+            "ftp://api.example.com",
+            "https://",
+            "https://api.example.com:99999",
+            "https://api.example.com/?appid=x",
+            "https://api.example.com/#top",
+            "https://user:hunter2@api.example.com",
+            "https://api example.com",
+        ],
+    )
+    def test_a_connector_base_url_that_is_not_an_http_url_is_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, url: str
+    ) -> None:
+        monkeypatch.setenv("IPAAS_DATABASE_URL", "memory://")
+        for name in ("IPAAS_SLACK_API_URL", "IPAAS_OPENWEATHER_URL"):
+            with monkeypatch.context() as env:
+                env.setenv(name, url)
+                with pytest.raises(SystemExit) as exited:
+                    main(["migrate"])
+            lines = str(exited.value.code).splitlines()
+            assert lines[0] == "ipaas: invalid settings:"
+            assert lines[1].startswith(f"  {name} must be an http(s) URL such as https://")
+            assert len(lines) == 2
+            assert "hunter2" not in lines[1]
+
+    def test_a_connector_base_url_is_taken_without_its_trailing_slash(self) -> None:
+        settings = Settings(
+            slack_api_url=" http://127.0.0.1:9100/slack/api/ ",
+            openweather_url="https://api.openweathermap.org/",
+        )
+        assert settings.slack_api_url == "http://127.0.0.1:9100/slack/api"
+        assert settings.openweather_url == "https://api.openweathermap.org"
+
 
 class TestTls:
     """``IPAAS_TLS_CERT_FILE`` / ``IPAAS_TLS_KEY_FILE`` (HTTPS served: tests/process)."""

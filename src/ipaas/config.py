@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ipaas.kit.egress import parse_allow
@@ -269,14 +269,25 @@ class Settings(BaseSettings):
         origin = _origin(value.strip())
         if origin is None:
             # The server answers at the root: a path here would name pages it does not serve.
-            parts = urlsplit(value.strip())
-            shown = value.replace(parts.password, "***") if parts.password else value
             msg = (
                 "IPAAS_PUBLIC_URL must be an origin such as https://hooks.example.com, "
-                f"not {shown!r}"
+                f"not {_shown(value)!r}"
             )
             raise ValueError(msg)
         return origin
+
+    @field_validator("slack_api_url", "openweather_url")
+    @classmethod
+    def _valid_base_url(cls, value: str, info: ValidationInfo) -> str:
+        # Found by hand: IPAAS_OPENWEATHER_URL=api.openweathermap.org (no scheme) served, and
+        # every OpenWeather step failed at its call ("unsupported protocol").
+        base = _base_url(value.strip())
+        if base is None:
+            name = f"IPAAS_{(info.field_name or '').upper()}"
+            example = cls.model_fields[info.field_name or ""].default
+            msg = f"{name} must be an http(s) URL such as {example}, not {_shown(value)!r}"
+            raise ValueError(msg)
+        return base
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -379,9 +390,9 @@ def check_fernet_keys(keys: str) -> None:
             raise ValueError(msg)
 
 
-def _origin(url: str) -> str | None:
-    """``scheme://host[:port]`` of an http(s) URL that is nothing more (a trailing ``/`` at
-    most), else ``None``."""
+def _base_url(url: str) -> str | None:
+    """An http(s) URL with a host and nothing after its path (no query, fragment or user),
+    without a trailing ``/``; else ``None``."""
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 (raises on a port that is not a number)
@@ -391,12 +402,27 @@ def _origin(url: str) -> str | None:
         parts.scheme not in ("http", "https")
         or not parts.hostname
         or parts.username is not None
-        or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
+        or any(c.isspace() for c in url)
     ):
         return None
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL that is nothing more (a trailing ``/`` at
+    most), else ``None``."""
+    base = _base_url(url)
+    if base is None or urlsplit(base).path:
+        return None
+    return base
+
+
+def _shown(url: str) -> str:
+    """``url`` with its password, if it has one, as ``***``."""
+    password = urlsplit(url).password
+    return url.replace(password, "***") if password else url
 
 
 def browser_origin(url: str) -> str | None:
