@@ -510,7 +510,7 @@ def scheduled(credential_id: str, trigger: dict[str, object]) -> dict[str, objec
 
 
 class TestScheduleTrigger:
-    async def test_valid_schedule_is_201_and_its_webhook_url_is_404(
+    async def test_valid_schedule_is_201_and_has_no_webhook_url(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:
         cid = await slack_credential(client, auth)
@@ -519,8 +519,32 @@ class TestScheduleTrigger:
         assert response.status_code == 201, response.text
         body = response.json()
         assert body["trigger"] == trigger
-        # Only webhook workflows take webhooks.
+        # Only webhook workflows take webhooks. Before, the read showed a URL all the same,
+        # and it answered 404.
+        assert body["webhook_url"] is None
         assert (await client.post(f"/api/webhooks/{body['id']}", json={})).status_code == 404
+
+    async def test_only_a_webhook_trigger_has_a_webhook_url(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        cid = await slack_credential(client, auth)
+        manual = {**general(cid), "trigger": {"type": "manual"}}
+        made = (await client.post("/api/workflows", json=manual, headers=auth)).json()
+        assert made["webhook_url"] is None
+        listed = (await client.get("/api/workflows", headers=auth)).json()
+        assert [w["webhook_url"] for w in listed] == [None]
+        patched = await client.patch(
+            f"/api/workflows/{made['id']}", json={"trigger": {"type": "webhook"}}, headers=auth
+        )
+        url = f"http://ipaas.test/api/webhooks/{made['id']}"
+        assert patched.json()["webhook_url"] == url
+        assert (await client.post(url, json={})).status_code == 202
+        # What a read gave back, null included, is taken in a write.
+        read = (await client.get(f"/api/workflows/{made['id']}", headers=auth)).json()
+        sent_back = {**read, "trigger": {"type": "manual"}}
+        put = await client.put(f"/api/workflows/{made['id']}", json=sent_back, headers=auth)
+        assert put.status_code == 200, put.text
+        assert put.json()["webhook_url"] is None
 
     async def test_timezone_defaults_to_utc(
         self, client: httpx.AsyncClient, auth: dict[str, str]

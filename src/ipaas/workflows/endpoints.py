@@ -14,7 +14,7 @@ from ipaas.kit.preconditions import IF_MATCH_PATTERN, IfMatch
 from ipaas.webhooks import service as webhook_service
 from ipaas.webhooks.endpoints import webhook_url
 from ipaas.workflows import service as workflow_service
-from ipaas.workflows.models import Workflow, WorkflowDefinition, WorkflowVersion
+from ipaas.workflows.models import TriggerType, Workflow, WorkflowDefinition, WorkflowVersion
 from ipaas.workflows.schemas import (
     DryRunCreate,
     DryRunOptions,
@@ -110,7 +110,11 @@ def _read(request: Request, workflow: Workflow) -> WorkflowRead:
             "trigger": workflow.trigger,
             "steps": workflow.steps,
             "error_workflow_id": workflow.error_workflow_id,
-            "webhook_url": webhook_url(request, workflow.id),
+            "webhook_url": (
+                webhook_url(request, workflow.id)
+                if workflow.trigger.type is TriggerType.webhook
+                else None
+            ),
             "created_at": workflow.created_at,
             "updated_at": workflow.updated_at,
         }

@@ -129,7 +129,11 @@ class WorkflowRead(BaseModel):
     trigger: Trigger
     steps: list[Step]
     error_workflow_id: str | None
-    webhook_url: str
+    #: Found by hand: a manual or schedule workflow showed a URL that answered 404.
+    webhook_url: str | None = Field(
+        description="Where to POST this workflow's webhooks; null unless its trigger is a "
+        "webhook (a manual or schedule workflow takes none)."
+    )
     created_at: datetime
     updated_at: datetime
 
