@@ -549,6 +549,51 @@ class TestManualRun:
         )
         assert r.status_code == 422
 
+    async def test_run_headers_are_stored_as_a_webhooks(self, api: Api, worker: Worker) -> None:
+        """Names in lower case, a sensitive one's value masked. Before, ``X-Shop-Topic`` was
+        out of the template's reach and ``Authorization`` was stored as given."""
+        wf = await api.workflow(
+            [
+                {
+                    "id": "c",
+                    "type": "http_request",
+                    "config": {
+                        "url": f"{api.standin_url}/echo",
+                        "method": "POST",
+                        "json": {"topic": "{{ trigger.headers['x-shop-topic'] }}"},
+                    },
+                }
+            ]
+        )
+        sent = {"X-Shop-Topic": "orders/create", "Authorization": "Bearer SENTINEL-run-1"}
+        r = await api.client.post(
+            f"/api/workflows/{wf}/run", json={"headers": sent}, headers=api.auth
+        )
+        assert r.status_code == 202, r.text
+        await worker.run_until_empty()
+        detail = await api.execution(r.json()["id"])
+        assert detail["status"] == "succeeded", detail
+        assert detail["trigger"]["headers"] == {
+            "x-shop-topic": "orders/create",
+            "authorization": "***",
+        }
+        assert detail["steps"][0]["input"]["json"] == {"topic": "orders/create"}
+        assert "SENTINEL-run-1" not in str(detail)
+
+    async def test_a_header_given_twice_in_two_cases_is_refused(self, api: Api) -> None:
+        wf = await api.workflow(
+            [{"id": "c", "type": "http_request", "config": {"url": f"{api.standin_url}/echo"}}]
+        )
+        r = await api.client.post(
+            f"/api/workflows/{wf}/run",
+            json={"headers": {"X-Sig": "a", "x-sig": "b"}},
+            headers=api.auth,
+        )
+        assert r.status_code == 422, r.text
+        [detail] = r.json()["error"]["details"]
+        assert detail["loc"] == ["body", "headers"]
+        assert "'x-sig' is given twice" in detail["msg"]
+
 
 class TestDatabaseOutage:
     """A store write that meets a database outage waits for it (up to one lease) instead of

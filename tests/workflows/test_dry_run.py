@@ -76,6 +76,29 @@ class TestRunMode:
         assert runtime.store.workflows == {}  # type: ignore[attr-defined]
         assert SENTINEL not in r.text
 
+    async def test_the_samples_headers_are_read_as_a_webhooks(
+        self, client: httpx.AsyncClient, auth: dict[str, str], creds: dict[str, str]
+    ) -> None:
+        steps = [
+            {
+                "id": "notify",
+                "type": "slack_message",
+                "credential_id": creds["slack"],
+                "config": {
+                    "text": "{{ trigger.headers['x-shop-topic'] }} "
+                    "{{ trigger.headers.authorization }}"
+                },
+            }
+        ]
+        sample = {"headers": {"X-Shop-Topic": "orders/create", "Authorization": "Bearer x"}}
+        r = await client.post(
+            "/api/workflows/dry-run",
+            json={"name": "t", "mode": "simulate", "steps": steps, "trigger_sample": sample},
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["steps"][0]["input"] == {"text": "orders/create ***"}
+
     async def test_failure_is_reported_not_raised(
         self, client: httpx.AsyncClient, auth: dict[str, str], clean_standin: StandinServer
     ) -> None:

@@ -4,9 +4,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ipaas.kit.inputs import Input
+from ipaas.kit.secrets import mask_headers
 
 #: The largest page of executions one request returns.
 MAX_PAGE = 200
@@ -71,6 +72,25 @@ class TriggerData(Input):
     #: A name given more than once: the list of its values (``webhooks/fields.py``).
     query: dict[str, str | list[str]] = Field(default_factory=dict)
     content_type: str | None = None
+
+
+class TriggerSample(TriggerData):
+    """Trigger data a user gives: a manual run's input, a dry run's sample. Its headers are
+    taken as a webhook's are stored, so its templates read them as a webhook's execution
+    will: names in lower case (``{"X-Shop-Topic": ...}`` was out of reach of
+    ``trigger.headers['x-shop-topic']``), a sensitive header's value masked (a manual run
+    stored an ``Authorization`` it was given for every member to read)."""
+
+    @field_validator("headers")
+    @classmethod
+    def _as_a_webhooks(cls, headers: dict[str, str]) -> dict[str, str]:
+        lowered: dict[str, str] = {}
+        for name, value in headers.items():
+            if name.lower() in lowered:
+                msg = f"header {name.lower()!r} is given twice (names are case-insensitive)"
+                raise ValueError(msg)
+            lowered[name.lower()] = value
+        return mask_headers(lowered)
 
 
 class Execution(BaseModel):

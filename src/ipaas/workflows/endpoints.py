@@ -7,7 +7,7 @@ from fastapi import Query, Request, Response, status
 from ipaas.api.deps import CurrentPrincipal, RuntimeDep, StoreDep
 from ipaas.api.errors import AUTHENTICATED, QUEUES_WORK, WITH_BODY, Error, responses
 from ipaas.api.routing import api_router
-from ipaas.executions.models import TriggerData
+from ipaas.executions.models import TriggerSample
 from ipaas.executions.schemas import ExecutionRead
 from ipaas.kit.numbers import MAX_INT32
 from ipaas.kit.preconditions import IF_MATCH_PATTERN, IfMatch
@@ -410,13 +410,13 @@ async def run_workflow(
     workflow_id: str,
     principal: CurrentPrincipal,
     runtime: RuntimeDep,
-    body: TriggerData | None = None,
+    body: TriggerSample | None = None,
 ) -> ExecutionRead:
     """Manual trigger: a real execution with ``body`` as its trigger data."""
     workflow = await workflow_service.get(
         runtime.store, tenant_id=principal.tenant_id, workflow_id=workflow_id
     )
-    trigger = (body or TriggerData()).model_copy(update={"type": "manual"})
+    trigger = (body or TriggerSample()).model_copy(update={"type": "manual"})
     execution = await webhook_service.start_admitted(
         runtime.store,
         runtime.queue,

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from ipaas.executions.models import TriggerData
+from ipaas.executions.models import TriggerSample
 from ipaas.kit import jsontext
 from ipaas.kit.inputs import Input, LeftOutKeeps
 from ipaas.kit.numbers import MAX_INT32
@@ -150,12 +150,12 @@ class WorkflowVersionRead(BaseModel):
 
 class DryRunCreate(WorkflowCreate):
     mode: Literal["run", "simulate"] = "run"
-    trigger_sample: TriggerData = Field(default_factory=TriggerData)
+    trigger_sample: TriggerSample = Field(default_factory=TriggerSample)
 
 
 class DryRunOptions(Input):
     mode: Literal["run", "simulate"] = "run"
-    trigger_sample: TriggerData = Field(default_factory=TriggerData)
+    trigger_sample: TriggerSample = Field(default_factory=TriggerSample)
 
 
 class DryRunStep(BaseModel):
