@@ -106,6 +106,67 @@ class TestCreate:
         assert detail["loc"] == loc
         assert "ASCII" in detail["msg"]
 
+    @pytest.mark.parametrize(
+        ("type_", "secret", "loc", "message"),
+        [
+            # A base_url's query or fragment came before each joined path.
+            (
+                "http",
+                {"base_url": "https://api.example.com/v1?key=SENTINEL"},
+                ["base_url"],
+                "without a query",
+            ),
+            ("http", {"base_url": "https://api.example.com/#v1"}, ["base_url"], "or fragment"),
+            (
+                "openweather",
+                {"api_key": "k", "base_url": "https://ow.example.com/?x=1"},
+                ["base_url"],
+                "without a query",
+            ),
+            # "Bearer " was sent with nothing after it, or twice.
+            ("http", {"bearer_token": ""}, ["bearer_token"], "at least 1 character"),
+            ("http", {"bearer_token": "Bearer SENTINEL"}, ["bearer_token"], "without spaces"),
+            ("slack", {"bot_token": "xoxb-SENTINEL "}, ["bot_token"], "without spaces"),
+            # RFC 7617: the first colon ends the user: "a:b" logged in as "a".
+            (
+                "http",
+                {"basic": {"username": "ada:x", "password": "SENTINEL"}},
+                ["basic", "username"],
+                "cannot hold a colon",
+            ),
+            # Both were stored, and every step failed ("keep one"); or one replaced the other.
+            (
+                "http",
+                {"bearer_token": "SENTINEL", "basic": {"username": "a", "password": "b"}},
+                [],
+                "not bearer_token and basic",
+            ),
+            (
+                "http",
+                {"bearer_token": "SENTINEL", "headers": {"authorization": "Token x"}},
+                [],
+                "not bearer_token and an Authorization header",
+            ),
+            ("http", {}, [], "give at least one of base_url, headers, bearer_token or basic"),
+            ("http", {"headers": {"Content-Length": "5"}}, ["headers"], "set by the HTTP client"),
+        ],
+    )
+    async def test_a_secret_that_cannot_work_is_422_without_echo(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        type_: str,
+        secret: dict[str, Any],
+        loc: list[str],
+        message: str,
+    ) -> None:
+        response = await create(client, auth, name="x", type=type_, secret=secret)
+        assert response.status_code == 422, response.text
+        assert "SENTINEL" not in response.text
+        (detail,) = response.json()["error"]["details"]
+        assert detail["loc"] == ["body", "secret", *loc]
+        assert message in detail["msg"]
+
     async def test_unknown_type_is_422(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

@@ -43,28 +43,73 @@ class DiscordSecret(_Secret):
     webhook_url: AnyHttpUrl
 
 
+def _joinable(value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+    """A ``base_url`` paths are joined to: with a query or a fragment, each path would
+    land after them (found by hand: ``https://api.example.com/v1?key=x`` made
+    ``.../v1?key=x/orders``, and every call went to ``/v1``)."""
+    if value is not None and (value.query or value.fragment):
+        msg = "base_url is joined to each path: give it without a query (?...) or fragment (#...)"
+        raise ValueError(msg)
+    return value
+
+
 class OpenWeatherSecret(_Secret):
     api_key: str = Field(min_length=1)
     base_url: AnyHttpUrl | None = None
+
+    _joinable = field_validator("base_url")(_joinable)
 
 
 class BasicAuth(_Secret):
     username: str
     password: str
 
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, value: str) -> str:
+        # RFC 7617, 2: the first colon ends the user-id. Before, "a:b" logged in as "a",
+        # with the password after it.
+        if ":" in value:
+            msg = "a Basic auth username cannot hold a colon (:)"
+            raise ValueError(msg)
+        return value
+
 
 class HttpSecret(_Secret):
     base_url: AnyHttpUrl | None = None
     headers: dict[str, str] | None = None
-    bearer_token: str | None = None
+    bearer_token: str | None = Field(default=None, min_length=1)
     basic: BasicAuth | None = None
 
     _header_token = field_validator("bearer_token")(check_header_token)
+    _joinable = field_validator("base_url")(_joinable)
 
     @field_validator("headers")
     @classmethod
     def _one_line(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return check_header_lines(value)
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpSecret:
+        # Before, both were stored, and every step with the credential failed ("keep one");
+        # an Authorization among the headers was replaced without a word.
+        given = [
+            name
+            for name, value in (("bearer_token", self.bearer_token), ("basic", self.basic))
+            if value is not None
+        ]
+        if any(name.lower() == "authorization" for name in self.headers or {}):
+            given.append("an Authorization header")
+        if len(given) > 1:
+            msg = (
+                "give one of bearer_token, basic or an Authorization header, "
+                f"not {' and '.join(given)}"
+            )
+            raise ValueError(msg)
+        if not (given or self.base_url or self.headers):
+            msg = "give at least one of base_url, headers, bearer_token or basic"
+            raise ValueError(msg)
+        return self
 
 
 class WebhookSecret(_Secret):

@@ -263,13 +263,19 @@ _PERCENT_ENCODE = "percent-encode other characters (the urlencode filter)"
 #: did ``Transfer-Encoding:chunked``, which a server reads as a header of another name.
 _FIELD_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _FIELD_NAME_CHARS = "letters, digits and !#$%&'*+-.^_`|~"
+#: Headers that frame the message or change the protocol: the HTTP client sets them from
+#: the body and the connection (RFC 9110, 7.6.1 and 8.6; RFC 9112, 6.1). Found by hand:
+#: ``Content-Length: 5`` sent the first 5 bytes of a 17-byte JSON body (the remote read
+#: ``{"hel`` and answered 200), and ``Transfer-Encoding: chunked`` made the remote's 500.
+_CLIENTS_OWN = frozenset({"content-length", "transfer-encoding", "upgrade", "te", "trailer"})
 
 
 def check_header_lines(headers: dict[str, str] | None) -> dict[str, str] | None:
     """``headers``, or ``ValueError`` naming the first that cannot be sent: one with a line
     break or NUL, with a character that is not ASCII (httpx sends header names and values
     as ASCII; before this check, such a value failed each call with "'ascii' codec can't
-    encode character"), or whose name is not an HTTP field name."""
+    encode character"), whose name is not an HTTP field name, or that frames the message
+    (``Content-Length``, ``Transfer-Encoding``: the client's to set)."""
     for name, value in (headers or {}).items():
         if _LINE_BREAKS.search(name) or _LINE_BREAKS.search(value):
             msg = f"header {name.strip()!r} contains a line break or NUL"
@@ -284,6 +290,12 @@ def check_header_lines(headers: dict[str, str] | None) -> dict[str, str] | None:
 def _check_name(name: str) -> None:
     if not _FIELD_NAME.fullmatch(name):
         msg = f"header name {name!r} is not an HTTP field name ({_FIELD_NAME_CHARS} only)"
+        raise ValueError(msg)
+    if name.lower() in _CLIENTS_OWN:
+        msg = (
+            f"header {name!r} is set by the HTTP client from the body and the connection; "
+            "leave it out"
+        )
         raise ValueError(msg)
 
 
@@ -310,6 +322,10 @@ def check_header_token(value: str | None) -> str | None:
     The message does not repeat the token."""
     if value is not None and (_LINE_BREAKS.search(value) or not value.isascii()):
         msg = "must be one line of ASCII text"
+        raise ValueError(msg)
+    if value is not None and any(c.isspace() for c in value):
+        # Found by hand: a token pasted as "Bearer xyz" was sent as "Bearer Bearer xyz".
+        msg = "must be the token alone, without spaces (and without 'Bearer ')"
         raise ValueError(msg)
     return value
 

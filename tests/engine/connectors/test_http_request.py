@@ -97,6 +97,15 @@ class TestParams:
             ),
             ({"url": "https://x.example", "headers": {"X V": "a"}}, "'X V' is not an HTTP field"),
             ({"url": "https://x.example", "headers": {"": "a"}}, "'' is not an HTTP field name"),
+            # The client frames the body: Content-Length 5 sent 5 bytes of a 17-byte body.
+            (
+                {"url": "https://x.example", "headers": {"Content-Length": "5"}},
+                "header 'Content-Length' is set by the HTTP client from the body",
+            ),
+            ({"url": "https://x.example", "headers": {"transfer-encoding": "chunked"}}, "set by"),
+            ({"url": "https://x.example", "headers": {"Upgrade": "websocket"}}, "set by"),
+            ({"url": "https://x.example", "headers": {"TE": "trailers"}}, "set by"),
+            ({"url": "https://x.example", "headers": {"Trailer": "X-A"}}, "set by"),
         ],
     )
     def test_invalid(self, config: dict[str, Any], message: str) -> None:
@@ -184,6 +193,14 @@ class TestBuild:
         secret = {"headers": {"X Key": "x"}}  # stored before the names were checked
         with pytest.raises(ValueError, match=r"^header name 'X Key' is not an HTTP field name"):
             connector.build(make_ctx(http_client, secret), params(url="https://x.example"))
+
+    def test_a_stored_framing_header_fails_naming_it(self, http_client: HttpClient) -> None:
+        secret = {"headers": {"Content-Length": "5"}}  # stored before it was refused
+        with pytest.raises(ValueError, match=r"^header 'Content-Length' is set by the HTTP"):
+            connector.build(
+                make_ctx(http_client, secret),
+                params(method="POST", url="https://x.example", json={"hello": "world"}),
+            )
 
     def test_basic_auth_and_form(self, http_client: HttpClient) -> None:
         secret = {"basic": {"username": "ada", "password": "s3cret:x"}}
