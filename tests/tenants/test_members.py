@@ -219,6 +219,58 @@ class TestOwnersOnly:
         assert r.json()["error"]["code"] == "token_has_no_user"
 
 
+class TestTokens:
+    """Found by hand: every member listed every token of the tenant (sessions included, not
+    saying whose) and could revoke any, an owner's or an integration's."""
+
+    async def test_a_member_lists_and_revokes_only_its_own(
+        self, client: httpx.AsyncClient, owner: dict[str, str], runtime: Runtime
+    ) -> None:
+        from ipaas.tenants import service as tenant_service
+
+        invited = await invite(client, owner, "bob@example.com")
+        bob = await join(client, invited["invite_token"])
+        owners = (await client.get("/api/tokens", headers=owner)).json()
+        assert [t["name"] for t in owners] == ["invite", "signup"]  # newest first
+        owner_id = next(m["id"] for m in await members(client, owner) if m["role"] == "owner")
+        assert [t["user_id"] for t in owners] == [invited["id"], owner_id]
+        tenant_id = (await client.get("/api/tenant", headers=owner)).json()["id"]
+        _, tenants_own = await tenant_service.create_token(
+            runtime.store, tenant_id=tenant_id, name="ci"
+        )
+
+        bobs = (await client.get("/api/tokens", headers=bob)).json()
+        assert [(t["name"], t["user_id"]) for t in bobs] == [("invite", invited["id"])]
+        for other in [t["id"] for t in owners if t["user_id"] == owner_id] + [
+            t["id"]
+            for t in (await client.get("/api/tokens", headers=owner)).json()
+            if t["user_id"] is None
+        ]:
+            r = await client.delete(f"/api/tokens/{other}", headers=bob)
+            assert r.status_code == 404, r.text
+        assert (await client.get("/api/tenant", headers=owner)).status_code == 200
+        assert (await client.get("/api/tenant", headers=bearer(tenants_own))).status_code == 200
+
+        # Its own, yes; and the owner may revoke any.
+        made = (await client.post("/api/tokens", json={"name": "bob-ci"}, headers=bob)).json()
+        assert made["user_id"] == invited["id"]
+        assert (await client.delete(f"/api/tokens/{made['id']}", headers=bob)).status_code == 204
+        bobs_session = bobs[0]["id"]
+        r = await client.delete(f"/api/tokens/{bobs_session}", headers=owner)
+        assert r.status_code == 204
+        assert (await client.get("/api/tokens", headers=bob)).status_code == 401
+
+    async def test_a_token_of_no_user_lists_only_the_tenants_own(
+        self, client: httpx.AsyncClient, owner: dict[str, str], runtime: Runtime
+    ) -> None:
+        from ipaas.tenants import service as tenant_service
+
+        tenant_id = (await client.get("/api/tenant", headers=owner)).json()["id"]
+        _, token = await tenant_service.create_token(runtime.store, tenant_id=tenant_id, name="ci")
+        listed = (await client.get("/api/tokens", headers=bearer(token))).json()
+        assert [(t["name"], t["user_id"]) for t in listed] == [("ci", None)]
+
+
 class TestRemove:
     async def test_a_removed_member_is_signed_out_everywhere(
         self, client: httpx.AsyncClient, owner: dict[str, str], logs: list[MutableMapping[str, Any]]

@@ -835,6 +835,23 @@ class TestMembers:
         page = (await client.get("/members")).text
         assert page.count(">active<") == 2
 
+    async def test_the_tokens_page_shows_a_member_its_own_and_an_owner_whose(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await console_signup(client)
+        link = await self.invite(client, "bob@example.com")
+        async with new_client(client) as bob:
+            assert (await self.join(bob, link, "bob's long password")).status_code == 303
+            page = (await bob.get("/tokens")).text
+            assert page.count("/revoke") == 1  # its session only, not ada's
+            assert "(this session)" in page
+            assert ">Member<" not in page  # all its own: no column saying whose
+        page = (await client.get("/tokens")).text
+        assert page.count("/revoke") == 2
+        assert ">Member<" in page
+        assert "<td>bob@example.com</td>" in page
+        assert "<td>ada@example.com</td>" in page
+
     async def test_a_wrong_or_used_invitation_and_differing_passwords(
         self, client: httpx.AsyncClient
     ) -> None:

@@ -136,7 +136,8 @@ async def change_password(
 
 @router.get("/tokens", tags=["tokens"], responses=AUTHENTICATED)
 async def list_tokens(principal: CurrentPrincipal, store: StoreDep) -> list[ApiTokenRead]:
-    tokens = await tenant_service.list_tokens(store, tenant_id=principal.tenant_id)
+    """Your own tokens; an owner sees every token of the tenant, with whose it is."""
+    tokens = await tenant_service.list_tokens(store, principal=principal)
     return [ApiTokenRead.model_validate(t, from_attributes=True) for t in tokens]
 
 
@@ -158,6 +159,7 @@ async def create_token(
     )
     return ApiTokenCreated(
         id=token.id,
+        user_id=token.user_id,
         name=token.name,
         created_at=token.created_at,
         expires_at=token.expires_at,
@@ -173,7 +175,8 @@ async def create_token(
     responses=AUTHENTICATED | responses(404, 422),
 )
 async def revoke_token(token_id: str, principal: CurrentPrincipal, store: StoreDep) -> None:
-    await tenant_service.revoke_token(store, tenant_id=principal.tenant_id, token_id=token_id)
+    """One of your tokens; an owner, any token of the tenant."""
+    await tenant_service.revoke_token(store, principal=principal, token_id=token_id)
 
 
 @router.get("/tenant", tags=["tenant"], responses=AUTHENTICATED)

@@ -51,6 +51,10 @@ class ApiTokenCreate(Input):
 
 class ApiTokenRead(BaseModel):
     id: str
+    user_id: str | None = Field(
+        description="Whose token: a member's id (`/api/members`); null: the tenant's own, "
+        "made by `ipaas token create` without `--email`."
+    )
     name: str
     created_at: datetime
     expires_at: datetime | None

@@ -24,7 +24,7 @@ from ipaas.errors import Conflict, IpaasError, NotFound, TooManyRequests, Unauth
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import DuplicateError, Store
-from ipaas.tenants.models import ApiToken, Tenant, TenantLimits, User, canonical_email
+from ipaas.tenants.models import ApiToken, Role, Tenant, TenantLimits, User, canonical_email
 from ipaas.tenants.throttle import LoginThrottle
 
 TOKEN_PREFIX = "ipaas_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
@@ -260,13 +260,30 @@ async def create_token(
     return token, plaintext
 
 
-async def list_tokens(store: Store, *, tenant_id: str) -> list[ApiToken]:
-    return await store.list_tokens(tenant_id, now=utcnow())
+async def list_tokens(store: Store, *, principal: Principal) -> list[ApiToken]:
+    """The caller's own live tokens; an owner's call, every one of the tenant. Found by
+    hand: a member listed everyone's, sessions included, and could revoke an owner's (or
+    an integration's) token."""
+    tokens = await store.list_tokens(principal.tenant_id, now=utcnow())
+    if await _is_owner(store, principal):
+        return tokens
+    return [token for token in tokens if token.user_id == principal.user_id]
 
 
-async def revoke_token(store: Store, *, tenant_id: str, token_id: str) -> None:
-    if not await store.revoke_token(tenant_id, token_id, utcnow()):
+async def revoke_token(store: Store, *, principal: Principal, token_id: str) -> None:
+    """One of the tokens ``list_tokens`` shows the caller; any other id is a 404."""
+    mine = {token.id for token in await list_tokens(store, principal=principal)}
+    if token_id not in mine or not await store.revoke_token(
+        principal.tenant_id, token_id, utcnow()
+    ):
         raise NotFound("Token not found")
+
+
+async def _is_owner(store: Store, principal: Principal) -> bool:
+    if principal.user_id is None:  # a token of the tenant's own (``ipaas token create``)
+        return False
+    user = await store.get_user(principal.tenant_id, principal.user_id)
+    return user is not None and user.role is Role.owner
 
 
 class IncorrectPassword(IpaasError):

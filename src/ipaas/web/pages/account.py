@@ -117,7 +117,7 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
 @router.post("/logout", dependencies=Csrf)
 async def logout(request: Request, principal: SessionPrincipal, runtime: RuntimeDep) -> Response:
     await tenant_service.revoke_token(
-        runtime.store, tenant_id=principal.tenant_id, token_id=principal.token_id
+        runtime.store, principal=principal, token_id=principal.token_id
     )
     response = see_other("/login")
     clear_session(request, response)
@@ -175,9 +175,12 @@ async def _tokens_page(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    tokens = await tenant_service.list_tokens(runtime.store, tenant_id=principal.tenant_id)
+    tokens = await tenant_service.list_tokens(runtime.store, principal=principal)
+    emails = {user.id: user.email for user in await runtime.store.list_users(principal.tenant_id)}
     context = {
         "tokens": tokens,
+        # An owner sees the others' tokens too: whose each is.
+        "emails": emails if any(t.user_id != principal.user_id for t in tokens) else None,
         "current": principal.token_id,
         "created": created,
         "errors": errors or {},
@@ -222,9 +225,7 @@ async def create_token(
 async def revoke_token(
     token_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
 ) -> Response:
-    await tenant_service.revoke_token(
-        runtime.store, tenant_id=principal.tenant_id, token_id=token_id
-    )
+    await tenant_service.revoke_token(runtime.store, principal=principal, token_id=token_id)
     if token_id == principal.token_id:  # this very session: it has just ended
         response = see_other("/login?expired=true")
         clear_session(request, response)
