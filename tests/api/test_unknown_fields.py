@@ -10,11 +10,12 @@ never expires. Each is now a 422 naming the field, and nothing is done.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 import httpx
 import pytest
 
+from ipaas.api.routing import _takes_many
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
 from ipaas.workflows.models import Step, Trigger, Workflow
@@ -314,6 +315,37 @@ async def test_every_api_route_refuses_a_query_parameter_it_does_not_read(
             assert detail["loc"] == ["query", "zz_unknown"], (method, path)
             tried += 1
     assert tried > 30
+
+
+async def test_a_query_parameter_given_twice_is_refused_unless_it_takes_a_list(
+    world: World,
+) -> None:
+    """Found by hand: ``?status=queued&status=failed`` listed the failed ones only, as if
+    the first were not there."""
+    cases = [
+        ("/api/executions?status=queued&status=failed", "status"),
+        ("/api/workflows?limit=1&limit=50", "limit"),
+        ("/api/stats?window_s=60&window_s=3600&window_s=60", "window_s"),
+    ]
+    for url, name in cases:
+        response = await world.client.get(url, headers=world.auth)
+        assert response.status_code == 422, (url, response.text)
+        count = url.count(f"{name}=")
+        assert response.json()["error"]["details"] == [
+            {
+                "type": "repeated",
+                "loc": ["query", name],
+                "msg": f"Given {count} times: it takes one value",
+            }
+        ], url
+
+
+def test_a_list_parameter_may_be_given_several_times() -> None:
+    assert _takes_many(list[str])
+    assert _takes_many(list[str] | None)
+    assert _takes_many(Optional[tuple[int, ...]])  # noqa: UP045 - the typing spelling too
+    assert not _takes_many(int)
+    assert not _takes_many(str | None)
 
 
 async def test_a_body_sent_to_a_route_that_reads_none_is_refused(world: World) -> None:

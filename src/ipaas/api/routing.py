@@ -12,8 +12,10 @@ reason>").
 from __future__ import annotations
 
 import json
+import types
+from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 from fastapi import APIRouter, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -36,40 +38,58 @@ class StrictJsonRequest(Request):
         return self._json
 
 
-def _query_names(dependant: Dependant) -> frozenset[str]:
+def _query_names(dependant: Dependant) -> dict[str, bool]:
     """Every query parameter the route and its dependencies read (a parameter model's
-    fields too)."""
-    names: set[str] = set()
+    fields too), and whether it takes several values (a list)."""
+    names: dict[str, bool] = {}
     stack = [dependant]
     while stack:
         current = stack.pop()
         for field in current.query_params:
             model = field.field_info.annotation
             if isinstance(model, type) and issubclass(model, BaseModel):
-                names.update(info.alias or name for name, info in model.model_fields.items())
+                for name, info in model.model_fields.items():
+                    names[info.alias or name] = _takes_many(info.annotation)
             else:
-                names.add(field.alias)
+                names[field.alias] = _takes_many(model)
         stack.extend(current.dependencies)
-    return frozenset(names)
+    return names
 
 
-def unknown_query(request: Request, known: frozenset[str]) -> RequestValidationError | None:
+def _takes_many(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    return (origin or annotation) in (list, set, frozenset, tuple)
+
+
+def unknown_query(request: Request, known: dict[str, bool]) -> RequestValidationError | None:
     """The error for query parameters the route does not read, as a parameter model with
-    ``extra="forbid"`` words it; ``None`` when there are none."""
-    unknown = [name for name in dict.fromkeys(request.query_params) if name not in known]
-    if not unknown:
-        return None
-    return RequestValidationError(
-        [
-            {
-                "type": "extra_forbidden",
-                "loc": ("query", name),
-                "msg": "Extra inputs are not permitted",
-                "input": request.query_params[name],
-            }
-            for name in unknown
-        ]
-    )
+    ``extra="forbid"`` words it, and for one given more than once that takes one value
+    (found by hand: ``?status=queued&status=failed`` listed the failed ones only, as if
+    the first were not there); ``None`` when there are none."""
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    errors: list[dict[str, Any]] = []
+    for name, count in counts.items():
+        if name not in known:
+            errors.append(
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "Extra inputs are not permitted",
+                    "input": request.query_params[name],
+                }
+            )
+        elif count > 1 and not known[name]:
+            errors.append(
+                {
+                    "type": "repeated",
+                    "loc": ("query", name),
+                    "msg": f"Given {count} times: it takes one value",
+                    "input": request.query_params.getlist(name),
+                }
+            )
+    return RequestValidationError(errors) if errors else None
 
 
 #: What a route that takes no body accepts as one: nothing, or an empty object or null,
