@@ -410,6 +410,23 @@ def _name(text: str) -> str:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _window(text: str) -> int:
+    """Seconds back from now, as ``GET /api/stats?window_s=`` takes them: found by hand,
+    ``--window 5`` showed the last minute and ``--window 999999`` the last day, without a
+    word (the API answers 422 to both)."""
+    from ipaas.executions.schemas import MAX_WINDOW_S, MIN_WINDOW_S
+
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"not a whole number of seconds: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not MIN_WINDOW_S <= value <= MAX_WINDOW_S:
+        msg = f"must be {MIN_WINDOW_S} to {MAX_WINDOW_S:,} seconds: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _limit_value(text: str) -> float | None:
     """A positive number, or ``default`` (back to the setting's default)."""
     if text == "default":
@@ -779,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     stats.add_argument("tenant_id")
     stats.add_argument(
-        "--window", type=int, default=3600, help="seconds back from now (60 to 86400)"
+        "--window", type=_window, default=3600, help="seconds back from now (60 to 86400)"
     )
     args = parser.parse_args(argv)
 
@@ -824,8 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "secrets":
             return asyncio.run(_secrets_rotate(settings))
         case "stats":
-            window_s = min(max(args.window, 60), 86_400)
-            return asyncio.run(_stats(settings, tenant_id=args.tenant_id, window_s=window_s))
+            return asyncio.run(_stats(settings, tenant_id=args.tenant_id, window_s=args.window))
     return 0
 
 

@@ -114,3 +114,24 @@ def test_cli_prints_a_tenants_stats(
     assert report["total"] == 0
     assert set(report["by_status"]) == {"succeeded", "failed", "cancelled", "timed_out"}
     assert main(["stats", "tn_missing"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("window", "why"),
+    [
+        ("5", "must be 60 to 86,400 seconds: '5'"),
+        ("999999", "must be 60 to 86,400 seconds: '999999'"),
+        ("1e3", "not a whole number of seconds: '1e3'"),
+    ],
+)
+def test_cli_refuses_a_window_the_api_refuses(
+    capsys: pytest.CaptureFixture[str], window: str, why: str
+) -> None:
+    """Found by hand: ``--window 5`` showed the last minute, and ``--window 999999`` the last
+    day, as if asked for."""
+    with pytest.raises(SystemExit) as exited:
+        main(["stats", "tn_any", "--window", window])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ipaas stats: error: argument --window: {why}"
+    )
