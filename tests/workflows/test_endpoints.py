@@ -211,6 +211,31 @@ async def follow_links(
     return pages
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("   ", "must hold something besides white space"),
+        ("a\x00b", "must not contain the NUL character"),
+        ("x" * 201, "at most 200 characters"),
+    ],
+)
+async def test_a_step_name_follows_the_rules_of_names(
+    client: httpx.AsyncClient, auth: dict[str, str], name: str, why: str
+) -> None:
+    """Found by hand: a step named "   " (or 5,000 characters, or holding NUL) was saved."""
+    cid = await slack_credential(client, auth)
+    body = general(cid)
+    body["steps"] = [{**body["steps"][0], "name": name}]  # type: ignore[index]
+    for method, url in (("POST", "/api/workflows"), ("POST", "/api/workflows/dry-run")):
+        response = await client.request(method, url, json=body, headers=auth)
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["error"]["details"]
+        assert detail["loc"] == ["body", "steps", 0, "name"]
+        assert why in detail["msg"]
+    body["steps"] = [{**body["steps"][0], "name": "Tell #orders"}]  # type: ignore[index]
+    assert (await client.post("/api/workflows", json=body, headers=auth)).status_code == 201
+
+
 class TestUpdate:
     async def test_put_makes_a_new_version_and_patch_deactivates(
         self, client: httpx.AsyncClient, auth: dict[str, str]
