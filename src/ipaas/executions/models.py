@@ -86,10 +86,11 @@ class TriggerSample(TriggerData):
     def _as_a_webhooks(cls, headers: dict[str, str]) -> dict[str, str]:
         lowered: dict[str, str] = {}
         for name, value in headers.items():
-            if name.lower() in lowered:
-                msg = f"header {name.lower()!r} is given twice (names are case-insensitive)"
+            key = name.lower()
+            if key in lowered:
+                msg = f"header {key!r} is given twice (names are case-insensitive)"
                 raise ValueError(msg)
-            lowered[name.lower()] = value
+            lowered[key] = value
         return mask_headers(lowered)
 
 

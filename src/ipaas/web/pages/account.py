@@ -176,11 +176,15 @@ async def _tokens_page(
     status: int = 200,
 ) -> HTMLResponse:
     tokens = await tenant_service.list_tokens(runtime.store, principal=principal)
-    emails = {user.id: user.email for user in await runtime.store.list_users(principal.tenant_id)}
+    # An owner sees the others' tokens too: whose each is.
+    emails = (
+        {user.id: user.email for user in await runtime.store.list_users(principal.tenant_id)}
+        if any(t.user_id != principal.user_id for t in tokens)
+        else None
+    )
     context = {
         "tokens": tokens,
-        # An owner sees the others' tokens too: whose each is.
-        "emails": emails if any(t.user_id != principal.user_id for t in tokens) else None,
+        "emails": emails,
         "current": principal.token_id,
         "created": created,
         "errors": errors or {},
