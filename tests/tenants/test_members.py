@@ -235,7 +235,7 @@ class TestTokens:
         owner_id = next(m["id"] for m in await members(client, owner) if m["role"] == "owner")
         assert [t["user_id"] for t in owners] == [invited["id"], owner_id]
         tenant_id = (await client.get("/api/tenant", headers=owner)).json()["id"]
-        _, tenants_own = await tenant_service.create_token(
+        _, no_ones = await tenant_service.create_token(
             runtime.store, tenant_id=tenant_id, name="ci"
         )
 
@@ -249,7 +249,7 @@ class TestTokens:
             r = await client.delete(f"/api/tokens/{other}", headers=bob)
             assert r.status_code == 404, r.text
         assert (await client.get("/api/tenant", headers=owner)).status_code == 200
-        assert (await client.get("/api/tenant", headers=bearer(tenants_own))).status_code == 200
+        assert (await client.get("/api/tenant", headers=bearer(no_ones))).status_code == 200
 
         # Its own, yes; and the owner may revoke any.
         made = (await client.post("/api/tokens", json={"name": "bob-ci"}, headers=bob)).json()
@@ -260,7 +260,7 @@ class TestTokens:
         assert r.status_code == 204
         assert (await client.get("/api/tokens", headers=bob)).status_code == 401
 
-    async def test_a_token_of_no_user_lists_only_the_tenants_own(
+    async def test_a_token_of_no_user_lists_only_the_no_ones(
         self, client: httpx.AsyncClient, owner: dict[str, str], runtime: Runtime
     ) -> None:
         from ipaas.tenants import service as tenant_service

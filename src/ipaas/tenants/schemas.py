@@ -52,8 +52,8 @@ class ApiTokenCreate(Input):
 class ApiTokenRead(BaseModel):
     id: str
     user_id: str | None = Field(
-        description="Whose token: a member's id (`/api/members`); null: the tenant's own, "
-        "made by `ipaas token create` without `--email`."
+        description="Whose token: the id of the member it belongs to (`/api/members`). "
+        "Null for a token of no user, which neither the API nor `ipaas` makes."
     )
     name: str
     created_at: datetime

@@ -280,7 +280,7 @@ async def revoke_token(store: Store, *, principal: Principal, token_id: str) -> 
 
 
 async def _is_owner(store: Store, principal: Principal) -> bool:
-    if principal.user_id is None:  # a token of the tenant's own (``ipaas token create``)
+    if principal.user_id is None:  # a token of no user (the store allows one)
         return False
     user = await store.get_user(principal.tenant_id, principal.user_id)
     return user is not None and user.role is Role.owner
