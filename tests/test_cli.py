@@ -637,6 +637,37 @@ class TestSettings:
             assert len(lines) == 2
             assert "hunter2" not in lines[1]
 
+    @pytest.mark.parametrize(
+        ("name", "url", "shown"),
+        [
+            # Found in review: the password was replaced wherever its text appeared, so a
+            # password "a" showed 'https://u:***@***pi.ex***mple.com/v1'.
+            (
+                "IPAAS_OPENWEATHER_URL",
+                "https://u:a@api.example.com/v1?x=1",
+                "https://u:***@api.example.com/v1?x=1",
+            ),
+            (
+                "IPAAS_PUBLIC_URL",
+                "https://u:a@api.example.com/v1",
+                "https://u:***@api.example.com/v1",
+            ),
+            # A stray bracket was urllib's "Invalid IPv6 URL", not the setting's own line.
+            ("IPAAS_SLACK_API_URL", "http://[::1", "http://[::1"),
+            ("IPAAS_PUBLIC_URL", "http://[::1/x", "http://[::1/x"),
+        ],
+    )
+    def test_a_url_setting_is_shown_as_given_but_its_password(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, url: str, shown: str
+    ) -> None:
+        monkeypatch.setenv("IPAAS_DATABASE_URL", "memory://")
+        monkeypatch.setenv(name, url)
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate"])
+        line = str(exited.value.code).splitlines()[1]
+        assert line.startswith(f"  {name} must be "), line
+        assert line.endswith(f", not {shown!r}"), line
+
     def test_a_connector_base_url_is_taken_without_its_trailing_slash(self) -> None:
         settings = Settings(
             slack_api_url=" http://127.0.0.1:9100/slack/api/ ",

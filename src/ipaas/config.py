@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ipaas.kit.egress import parse_allow
 from ipaas.kit.numbers import MAX_INT32, MAX_RATE_PER_S, MAX_TOKEN_TTL_S, MIN_RATE_PER_S
+from ipaas.kit.secrets import without_password
 
 
 class Environment(StrEnum):
@@ -271,7 +272,7 @@ class Settings(BaseSettings):
             # The server answers at the root: a path here would name pages it does not serve.
             msg = (
                 "IPAAS_PUBLIC_URL must be an origin such as https://hooks.example.com, "
-                f"not {_shown(value)!r}"
+                f"not {without_password(value)!r}"
             )
             raise ValueError(msg)
         return origin
@@ -285,7 +286,9 @@ class Settings(BaseSettings):
         if base is None:
             name = f"IPAAS_{(info.field_name or '').upper()}"
             example = cls.model_fields[info.field_name or ""].default
-            msg = f"{name} must be an http(s) URL such as {example}, not {_shown(value)!r}"
+            msg = (
+                f"{name} must be an http(s) URL such as {example}, not {without_password(value)!r}"
+            )
             raise ValueError(msg)
         return base
 
@@ -393,8 +396,8 @@ def check_fernet_keys(keys: str) -> None:
 def _base_url(url: str) -> str | None:
     """An http(s) URL with a host and nothing after its path (no query, fragment or user),
     without a trailing ``/``; else ``None``."""
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)  # raises on a stray bracket ("http://[::1")
         parts.port  # noqa: B018 (raises on a port that is not a number)
     except ValueError:
         return None
@@ -417,12 +420,6 @@ def _origin(url: str) -> str | None:
     if base is None or urlsplit(base).path:
         return None
     return base
-
-
-def _shown(url: str) -> str:
-    """``url`` with its password, if it has one, as ``***``."""
-    password = urlsplit(url).password
-    return url.replace(password, "***") if password else url
 
 
 def browser_origin(url: str) -> str | None:

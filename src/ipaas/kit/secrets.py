@@ -145,6 +145,17 @@ def _without_password(netloc: str) -> str:
     return f"{userinfo.partition(':')[0]}:{MASK}@{host}"
 
 
+def without_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` as ``***``, nothing else changed;
+    for a URL that may not parse (a setting's value, shown in its error)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    end = min(ends, default=len(rest))
+    return f"{scheme}{sep}{_without_password(rest[:end])}{rest[end:]}"
+
+
 def mask_url(url: str, redactor: Redactor) -> str:
     """The URL with its password (``user:password@``), secret query values and secret paths
     (a webhook URL is its own secret) masked, keeping scheme and host so a reader still
