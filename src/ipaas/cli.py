@@ -398,16 +398,13 @@ _LIMIT_OPTIONS = {
 def _name(text: str) -> str:
     """A name as the API takes one (``kit.text.Name``): ``--name "  "`` made a token listed
     with no name, and ``--name ""`` one the API could not have made."""
-    from pydantic import TypeAdapter, ValidationError
+    from ipaas.kit.text import name_error
 
-    from ipaas.kit.text import Name
-
-    try:
-        return TypeAdapter(Name).validate_python(text)
-    except ValidationError as exc:
-        why = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        msg = f"{why}: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+    wrong = name_error(text)
+    if wrong is not None:
+        msg = f"{wrong[1]}: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
 
 
 def _window(text: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 
 NUL = "\x00"
 REPLACEMENT = "\ufffd"
@@ -59,3 +59,17 @@ Name = Annotated[
     AfterValidator(refuse_nul),
     AfterValidator(refuse_blank),
 ]
+
+
+_NAME_ADAPTER: TypeAdapter[str] = TypeAdapter(Name)
+
+
+def name_error(value: str) -> tuple[str, str] | None:
+    """Why ``value`` is not a ``Name``, as pydantic's error type and message, or ``None``:
+    for a name checked outside a model (a step's, ``ipaas token create --name``)."""
+    try:
+        _NAME_ADAPTER.validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        return error["type"], error["msg"].removeprefix("Value error, ")
+    return None

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from ipaas.credentials import service as credential_service
 from ipaas.credentials.crypto import CredentialCipher
@@ -32,7 +32,7 @@ from ipaas.kit.ids import new_id
 from ipaas.kit.numbers import MAX_INT32
 from ipaas.kit.pagination import Cursor
 from ipaas.kit.preconditions import IfMatch
-from ipaas.kit.text import Name
+from ipaas.kit.text import name_error
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
 from ipaas.workflows.models import (
@@ -116,12 +116,6 @@ async def _trigger_errors(
     return []
 
 
-#: A step's name, when it has one, is a name as the API takes others (``kit.text.Name``).
-#: Checked when a workflow is saved, not in ``Step``, which loads stored steps too: found by
-#: hand, a step named "   " (or 5,000 characters, or holding NUL) was saved.
-_STEP_NAME: TypeAdapter[str] = TypeAdapter(Name)
-
-
 async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
 
@@ -145,12 +139,12 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
         if step.id in seen:
             add(index, ["id"], f"duplicate step id {step.id!r}")
         seen.add(step.id)
-        if step.name is not None:
-            try:
-                _STEP_NAME.validate_python(step.name)
-            except ValidationError as exc:
-                error = exc.errors()[0]
-                add(index, ["name"], error["msg"].removeprefix("Value error, "), error["type"])
+        # A step's name is a name as the API takes others (``kit.text.Name``): checked here,
+        # not in ``Step``, which loads stored steps too. Found by hand: a step named "   "
+        # (or 5,000 characters, or holding NUL) was saved.
+        wrong = name_error(step.name) if step.name is not None else None
+        if wrong is not None:
+            add(index, ["name"], wrong[1], wrong[0])
         connector = get_connector(step.type)
         if connector is None:
             add(index, ["type"], f"unknown step type {step.type!r}", "unknown_step_type")
