@@ -235,3 +235,186 @@ class TestCharsets:
         assert response.status_code == 415, response.text
         assert response.json()["error"]["code"] == "unknown_charset"
         assert executions_of(runtime, workflow_id) == []
+
+
+def multipart_body(*parts: tuple[str, bytes]) -> bytes:
+    """A ``multipart/form-data`` body of ``parts`` (each its header lines and its data),
+    with the boundary ``XX``, written out as senders write it."""
+    out = b""
+    for headers, data in parts:
+        out += b"--XX\r\n" + headers.encode() + b"\r\n\r\n" + data + b"\r\n"
+    return out + b"--XX--\r\n"
+
+
+MULTIPART = {"content-type": "multipart/form-data; boundary=XX"}
+
+
+def field(name: str, data: bytes, extra: str = "") -> tuple[str, bytes]:
+    return f'Content-Disposition: form-data; name="{name}"{extra}', data
+
+
+class TestMultipart:
+    """``multipart/form-data`` (RFC 7578), which Jotform, SendGrid's Inbound Parse and HTML
+    forms with a file post: it was refused with 415 before."""
+
+    async def test_fields_and_files_become_an_object(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        workflow_id = await new_workflow()
+        # As httpx (like curl -F) writes it: a file with its type, repeated fields.
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            data={"subject": "Résumé", "tag": ["a", "b"]},
+            files={"report": ("état.csv", b"id,total\n1,9\xe9\n", "text/csv")},
+        )
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, workflow_id) == {
+            "subject": "Résumé",
+            "tag": ["a", "b"],
+            "report": {
+                "filename": "état.csv",
+                "content_type": "text/csv",
+                "size": 14,
+                # The bytes as sent, whatever they are (this file's are Latin-1).
+                "content_base64": "aWQsdG90YWwKMSw56Qo=",
+            },
+        }
+
+    async def test_a_file_without_a_type_and_an_empty_one(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        workflow_id = await new_workflow()
+        body = multipart_body(
+            field("blob", b"\x00\xff", '; filename="a.bin"'),
+            # What a browser sends for a file input left empty.
+            field("none", b"", '; filename=""'),
+        )
+        assert (await post(client, workflow_id, body, MULTIPART)).status_code == 202
+        assert stored_body(runtime, workflow_id) == {
+            "blob": {
+                "filename": "a.bin",
+                "content_type": "application/octet-stream",
+                "size": 2,
+                "content_base64": "AP8=",
+            },
+            "none": {
+                "filename": "",
+                "content_type": "application/octet-stream",
+                "size": 0,
+                "content_base64": "",
+            },
+        }
+
+    @pytest.mark.parametrize(
+        ("body", "content_type", "expected"),
+        [
+            # The part's own charset.
+            (
+                multipart_body(
+                    field("a", b"Ren\xe9 \x8010", "\r\nContent-Type: text/plain; charset=cp1252")
+                ),
+                MULTIPART["content-type"],
+                {"a": "René €10"},
+            ),
+            # HTML's _charset_ field names the charset of the others.
+            (
+                multipart_body(field("_charset_", b"windows-1252"), field("a", b"Ren\xe9 \x8010")),
+                MULTIPART["content-type"],
+                {"_charset_": "windows-1252", "a": "René €10"},
+            ),
+            # The body's Content-Type.
+            (
+                multipart_body(field("a", b"Ren\xe9 \x8010")),
+                MULTIPART["content-type"] + "; charset=windows-1252",
+                {"a": "René €10"},
+            ),
+        ],
+        ids=["part", "_charset_", "content-type"],
+    )
+    async def test_a_declared_charset_is_honoured(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+        body: bytes,
+        content_type: str,
+        expected: dict[str, str],
+    ) -> None:
+        workflow_id = await new_workflow()
+        response = await post(client, workflow_id, body, {"content-type": content_type})
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, workflow_id) == expected
+
+    @pytest.mark.parametrize(
+        ("body", "content_type", "status", "code", "words"),
+        [
+            (multipart_body(field("a", b"Ren\xe9")), MULTIPART, 422, "invalid_form", "utf-8"),
+            (
+                multipart_body(field("_charset_", b"klingon"), field("a", b"x")),
+                MULTIPART,
+                415,
+                "unknown_charset",
+                "klingon",
+            ),
+            (
+                multipart_body(field("a", b"x")),
+                {"content-type": "multipart/form-data; boundary=XX; charset=base64"},
+                415,
+                "unknown_charset",
+                "base64",
+            ),
+            (b"x", {"content-type": "multipart/form-data"}, 422, "invalid_form", "boundary"),
+            (multipart_body(field("a", b"x"))[:-9], MULTIPART, 422, "invalid_form", "ends"),
+            (b"garbage", MULTIPART, 422, "invalid_form", "not valid multipart"),
+            (
+                multipart_body(("Content-Type: text/plain", b"x")),
+                MULTIPART,
+                422,
+                "invalid_form",
+                "Content-Disposition",
+            ),
+            (
+                multipart_body(("Content-Disposition: attachment", b"x")),
+                MULTIPART,
+                422,
+                "invalid_form",
+                "Content-Disposition",
+            ),
+            (
+                multipart_body(field("a", b"x")),
+                {"content-type": "multipart/mixed; boundary=XX"},
+                415,
+                "unsupported_media_type",
+                "multipart/mixed",
+            ),
+        ],
+        ids=[
+            "not-utf8",
+            "unknown-charset-field",
+            "not-a-text-codec",
+            "no-boundary",
+            "truncated",
+            "garbage",
+            "no-disposition",
+            "not-form-data",
+            "multipart-mixed",
+        ],
+    )
+    async def test_a_bad_multipart_body_is_refused_and_nothing_stored(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+        body: bytes,
+        content_type: dict[str, str],
+        status: int,
+        code: str,
+        words: str,
+    ) -> None:
+        workflow_id = await new_workflow()
+        response = await post(client, workflow_id, body, content_type)
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["code"] == code
+        assert words in error["message"]
+        assert executions_of(runtime, workflow_id) == []

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 from ipaas.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from ipaas.kit import jsontext
+from ipaas.webhooks import multipart
 from ipaas.webhooks.fields import grouped
 
 #: zlib's ``wbits`` for each coding undone: gzip's header and trailer, zlib's (RFC 1950,
@@ -91,8 +92,9 @@ def _inflate_members(body: bytes, coding: str, bits: int, limit: int) -> bytes:
 
 
 def parse_body(body: bytes, content_type: str | None) -> object:
-    """JSON and form bodies become objects (a form field sent more than once: the list
-    of its values, ``webhooks/fields.py``); anything else is kept as text. A declared
+    """JSON and form bodies (urlencoded, or ``multipart/form-data``: ``webhooks/multipart.py``)
+    become objects (a form field sent more than once: the list of its values,
+    ``webhooks/fields.py``); anything else is kept as text. A declared
     ``charset`` is honoured (JSON is UTF-8 by RFC 8259, whose leading BOM is skipped);
     bytes that are not valid in it are refused."""
     media, charset = _media_type(content_type)
@@ -121,9 +123,12 @@ def parse_body(body: bytes, content_type: str | None) -> object:
             ) from exc
         except LookupError as exc:
             raise _unknown_charset(charset) from exc
+    if media == "multipart/form-data":
+        return multipart.parse(body, content_type or "")
     if media.startswith("multipart/"):
         raise UnsupportedMediaType(
-            "multipart bodies are not accepted; send JSON, a form or raw text"
+            f"{media} bodies are not accepted; send JSON, a form (urlencoded or "
+            "multipart/form-data) or raw text"
         )
     return _decode(body, charset or "utf-8", "Raw")
 

@@ -286,6 +286,7 @@ OPENAPI_PATH: dict[str, Any] = {
             "content": {
                 "application/json": {"schema": {}},
                 "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                "multipart/form-data": {"schema": {"type": "object"}},
                 "text/plain": {"schema": {"type": "string"}},
             }
         },
@@ -310,7 +311,8 @@ OPENAPI_PATH: dict[str, Any] = {
             ),
             "413": _error("Body larger than IPAAS_MAX_BODY_BYTES, as sent or once uncompressed"),
             "415": _error(
-                "Multipart, a body not valid in its charset, an unknown charset "
+                "Multipart other than multipart/form-data, a body not valid in its "
+                "charset, an unknown charset "
                 "(`unknown_charset`) or a Content-Encoding other than gzip and deflate "
                 "(`unsupported_content_encoding`)"
             ),

@@ -11,17 +11,19 @@ of a repeated name replaced the others without a word.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 #: Headers that describe the transport, not the event: not worth storing per execution.
 HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 Values = dict[str, str | list[str]]
+V = TypeVar("V")
 
 
-def grouped(pairs: Iterable[tuple[str, str]]) -> Values:
+def grouped(pairs: Iterable[tuple[str, V]]) -> dict[str, V | list[V]]:
     """``pairs`` by name: a value for a name given once, a list for one given again."""
-    out: Values = {}
+    out: dict[str, V | list[V]] = {}
     for name, value in pairs:
         held = out.get(name)
         if held is None:
