@@ -77,9 +77,30 @@ def _content_error(payload: Any) -> JSONResponse | None:
         return _too_long("content", MAX_CONTENT_CHARS)
     if embeds is not None and (not isinstance(embeds, list) or len(embeds) > MAX_EMBEDS):
         return _too_long("embeds", MAX_EMBEDS)
+    username = payload.get("username")
+    if isinstance(username, str):
+        problem = _username_error(username)
+        if problem is not None:
+            return _error(
+                400, "Invalid Form Body", 50035, errors={"username": {"_errors": [problem]}}
+            )
     # Discord trims content: whitespace alone is empty too.
     if not (content or "").strip() and not embeds:
         return _error(400, "Cannot send an empty message", 50006)
+    return None
+
+
+def _username_error(username: str) -> dict[str, str] | None:
+    """Discord's own refusal of a webhook's username override (its Create Webhook docs and
+    the errors it sends: ``clyde`` or ``discord`` anywhere, ``everyone`` or ``here``)."""
+    for word in ("discord", "clyde"):
+        if word in username.lower():
+            return {
+                "code": "USERNAME_INVALID_CONTAINS",
+                "message": f'Username cannot contain "{word}"',
+            }
+    if username.strip().lower() in ("everyone", "here"):
+        return {"code": "USERNAME_INVALID", "message": f'Username cannot be "{username.strip()}"'}
     return None
 
 

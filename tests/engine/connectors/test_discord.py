@@ -107,6 +107,26 @@ class TestParams:
         with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
             DiscordMessageParams.model_validate({"content": "x", "text": "y"})
 
+    @pytest.mark.parametrize(
+        ("username", "says"),
+        [
+            ("Discord alerts", 'with "discord" in it'),
+            ("shopDISCORDbot", 'with "discord" in it'),
+            ("Clyde", 'with "clyde" in it'),
+            ("here", 'the username "here"'),
+            (" Everyone ", 'the username "Everyone"'),
+        ],
+    )
+    def test_a_username_discord_refuses_is_named(self, username: str, says: str) -> None:
+        # Discord answered 400 at every run; the step was saved without a word.
+        with pytest.raises(ValidationError, match=says):
+            DiscordMessageParams.model_validate({"content": "x", "username": username})
+
+    @pytest.mark.parametrize("username", ["Shop alerts", "hereford", "everyone's bot"])
+    def test_a_username_with_those_words_inside_others_is_taken(self, username: str) -> None:
+        params = DiscordMessageParams.model_validate({"content": "x", "username": username})
+        assert params.username == username
+
 
 class TestBuild:
     def test_plain(self, http_client: HttpClient, standin: StandinServer) -> None:
@@ -187,6 +207,19 @@ class TestRun:
         assert error.retryable is False
         assert error.status_code == 400
         assert error.remote_error == "Cannot send an empty message"
+
+    async def test_a_username_discord_refuses_is_final(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        # A template can render one; the stand-in answers as Discord does.
+        params = DiscordMessageParams.model_construct(content="x", username="Discord bot")
+        with pytest.raises(ConnectorError) as info:
+            await connector.run(make_ctx(http_client, clean_standin), params)
+        assert (info.value.retryable, info.value.status_code) == (False, 400)
+        assert info.value.remote_error == (
+            'Invalid Form Body {"username":{"_errors":[{"code":"USERNAME_INVALID_CONTAINS",'
+            '"message":"Username cannot contain \\"discord\\""}]}}'
+        )
 
     async def test_unknown_webhook_is_final(
         self, http_client: HttpClient, clean_standin: StandinServer

@@ -54,11 +54,40 @@ class TestParams:
             ({"lat": 0, "lon": -181}, "greater than or equal to -180"),
             ({"city": "Berlin", "units": "kelvin"}, "'standard', 'metric' or 'imperial'"),
             ({"city": ""}, "at least 1 character"),
+            # OpenWeather answers these in English without a word; they were sent as given.
+            ({"city": "Berlin", "lang": "german"}, "no language 'german'"),
+            ({"city": "Berlin", "lang": "xx-XX"}, "such as de-DE or pt-BR"),
         ],
     )
     def test_invalid(self, config: dict[str, Any], message: str) -> None:
         with pytest.raises(ValidationError, match=message):
             OpenWeatherParams.model_validate(config)
+
+    @pytest.mark.parametrize(
+        ("lang", "sent"),
+        [
+            ("de", "de"),
+            ("FR", "fr"),
+            ("de-DE", "de"),
+            ("en-US", "en"),
+            ("pt-BR", "pt_br"),
+            ("pt_BR", "pt_br"),
+            ("pt-PT", "pt"),
+            ("zh-TW", "zh_tw"),
+            ("zh-Hant-HK", "zh_tw"),
+            ("zh", "zh_cn"),
+            # ISO 639-1 codes OpenWeather names otherwise.
+            ("cs-CZ", "cz"),
+            ("ko", "kr"),
+            ("lv", "la"),
+            ("nb-NO", "no"),
+            # A template that rendered nothing: the API's default language.
+            ("", None),
+        ],
+    )
+    def test_a_language_or_locale_is_openweathers_code(self, lang: str, sent: str | None) -> None:
+        params = OpenWeatherParams.model_validate({"city": "Berlin", "lang": lang})
+        assert params.lang == sent
 
 
 class TestBuild:

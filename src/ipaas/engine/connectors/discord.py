@@ -96,13 +96,38 @@ class Embed(_EmbedPart):
         return sum(len(text) for text in texts if text and not is_template(text))
 
 
+#: What Discord refuses in a webhook's name, anywhere in it and in any case (its Create
+#: Webhook docs; its 400 says ``Username cannot contain "discord"``), and as the whole name.
+_NOT_IN_USERNAME = ("discord", "clyde")
+_NOT_A_USERNAME = frozenset({"everyone", "here"})
+
+
+def _username(value: str) -> str:
+    folded = value.lower()
+    for word in _NOT_IN_USERNAME:
+        if word in folded:
+            msg = f'Discord refuses a username with "{word}" in it'
+            raise ValueError(msg)
+    if folded.strip() in _NOT_A_USERNAME:
+        msg = f'Discord refuses the username "{value.strip()}"'
+        raise ValueError(msg)
+    return value
+
+
 class DiscordMessageParams(Params):
     # ``{{ trigger.body.id }}`` renders to the native value; a number is fine as text.
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
     content: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
     embeds: list[Embed] | None = Field(default=None, max_length=MAX_EMBEDS)
-    username: str | None = Field(default=None, min_length=1, max_length=MAX_USERNAME_CHARS)
+    #: The webhook's name for this message; Discord answers 400 at every run to one with
+    #: "discord" or "clyde" in it, or "everyone" or "here" as the whole of it.
+    username: (
+        Annotated[
+            str, Field(min_length=1, max_length=MAX_USERNAME_CHARS), AfterValidator(_username)
+        ]
+        | None
+    ) = None
     avatar_url: str | None = None
     tts: bool | None = None
     allowed_mentions: dict[str, Any] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import httpx
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.connectors.base import (
@@ -22,6 +22,101 @@ from ipaas.engine.connectors.base import (
     secret_value,
 )
 
+#: The ``lang`` codes OpenWeather documents (https://openweathermap.org/current#multi). It
+#: answers any other code in English without a word, so a step asking for another is
+#: refused instead.
+LANGUAGES = frozenset(
+    [
+        "af",
+        "al",
+        "ar",
+        "az",
+        "be",
+        "bg",
+        "ca",
+        "cz",
+        "da",
+        "de",
+        "el",
+        "en",
+        "es",
+        "eu",
+        "fa",
+        "fi",
+        "fr",
+        "gl",
+        "he",
+        "hi",
+        "hr",
+        "hu",
+        "id",
+        "is",
+        "it",
+        "ja",
+        "kr",
+        "ku",
+        "la",
+        "lt",
+        "mk",
+        "nl",
+        "no",
+        "pl",
+        "pt",
+        "pt_br",
+        "ro",
+        "ru",
+        "se",
+        "sk",
+        "sl",
+        "sp",
+        "sq",
+        "sr",
+        "sv",
+        "th",
+        "tr",
+        "ua",
+        "uk",
+        "vi",
+        "zh_cn",
+        "zh_tw",
+        "zu",
+    ]
+)
+#: Locale codes (as in ``cs-CZ`` or ``zh-Hant``) whose language OpenWeather names otherwise.
+_LOCALE_CODES = {
+    "cs": "cz",
+    "ko": "kr",
+    "lv": "la",
+    "nb": "no",
+    "nn": "no",
+    "zh": "zh_cn",
+    "zh_hans": "zh_cn",
+    "zh_hant": "zh_tw",
+    "zh_hk": "zh_tw",
+    "zh_mo": "zh_tw",
+}
+
+
+def openweather_language(value: str) -> str | None:
+    """OpenWeather's code for ``value``: one of its own (any case, ``-`` for ``_``), or a
+    locale (``de-DE``, ``pt-BR``, ``zh-Hant-TW``, ``cs``) matched as RFC 4647's lookup
+    does, dropping subtags from the end. Empty (a template that rendered nothing) is no
+    language, the API's default; anything else is a ``ValueError``."""
+    tag = value.strip().lower().replace("-", "_")
+    if not tag:
+        return None
+    subtags = tag.split("_")
+    for end in range(len(subtags), 0, -1):
+        candidate = "_".join(subtags[:end])
+        code = _LOCALE_CODES.get(candidate, candidate)
+        if code in LANGUAGES:
+            return code
+    msg = (
+        f"OpenWeather has no language {value!r} (it would answer in English); "
+        f"use one of {', '.join(sorted(LANGUAGES))}, or a locale such as de-DE or pt-BR"
+    )
+    raise ValueError(msg)
+
 
 class OpenWeatherParams(Params):
     # ``{{ trigger.body.id }}`` renders to the native value; a number is fine as text.
@@ -33,8 +128,13 @@ class OpenWeatherParams(Params):
     lon: float | None = Field(default=None, ge=-180, le=180)
     #: Metric (°C, m/s) unless asked otherwise; the API's own default is Kelvin ("standard").
     units: Literal["standard", "metric", "imperial"] = "metric"
-    #: Language of ``weather[].description`` (``"de"``, ``"fr"``...).
+    #: Language of ``weather[].description`` (``"de"``, ``"fr"``, ``"pt-BR"``...).
     lang: str | None = None
+
+    @field_validator("lang")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        return None if value is None else openweather_language(value)
 
     @model_validator(mode="after")
     def _one_location(self) -> OpenWeatherParams:
