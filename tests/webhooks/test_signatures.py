@@ -11,9 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from slack_sdk.signature import SignatureVerifier
 from standardwebhooks.webhooks import Webhook
 
 from ipaas.runtime import Runtime
+from ipaas.webhooks.signatures import SignatureRejected, verify
+from ipaas.workflows.models import WebhookAuth, WebhookAuthScheme
 from tests.conftest import signup
 from tests.webhooks.conftest import NewWorkflow, executions_of
 from tests.webhooks.test_endpoints import FIXTURES
@@ -25,6 +28,7 @@ GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f43
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OLD_WHSEC = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
 CONTACT = (FIXTURES / "standard-webhooks" / "contact.created.json").read_bytes()
+JSON = {"content-type": "application/json"}
 
 
 async def credential(
@@ -276,6 +280,220 @@ class TestStandardWebhooks:
         assert response.status_code == 202
 
 
+#: A Stripe endpoint secret as its dashboard shows one: the whole string is the HMAC key.
+STRIPE_SECRET = "whsec_" + "5Wq9Zk3nT8vR2yB6xH4mJ7cD1fL0sP3a"
+OLD_STRIPE_SECRET = "whsec_" + "0aP3sL1fD7cJ4mH6xB2yR8vT3nkZ9qW5"
+STRIPE_BODY = (FIXTURES / "stripe" / "customer.created.json").read_bytes()
+
+
+def stripe_header(body: bytes, *secrets: str, at: float | None = None) -> str:
+    """``Stripe-Signature`` as Stripe writes it (docs "Verify webhook signatures": one
+    ``v1`` per secret while one is rolled)."""
+    stamp = str(int(at if at is not None else time.time()))
+    signed = stamp.encode() + b"." + body
+    v1s = [hmac.new(s.encode(), signed, hashlib.sha256).hexdigest() for s in secrets]
+    return ",".join([f"t={stamp}", *(f"v1={v}" for v in v1s), "v0=6ffbb59b2300aae63f2"])
+
+
+class TestStripe:
+    @pytest.fixture
+    async def workflow_id(
+        self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
+    ) -> str:
+        cred = await credential(client, auth, {"secret": STRIPE_SECRET})
+        return await new_workflow(
+            {"type": "webhook", "auth": {"scheme": "stripe", "credential_id": cred}}
+        )
+
+    async def post(
+        self, client: httpx.AsyncClient, workflow_id: str, signature: str | None
+    ) -> httpx.Response:
+        headers = {"content-type": "application/json; charset=utf-8"}
+        if signature is not None:
+            headers["stripe-signature"] = signature
+        return await client.post(
+            f"/api/webhooks/{workflow_id}", content=STRIPE_BODY, headers=headers
+        )
+
+    async def test_signed_as_stripe_does_is_accepted(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        # Two v1 while Stripe rolls the endpoint's secret: one of them is ours.
+        for header in (
+            stripe_header(STRIPE_BODY, STRIPE_SECRET),
+            stripe_header(STRIPE_BODY, OLD_STRIPE_SECRET, STRIPE_SECRET),
+        ):
+            response = await self.post(client, workflow_id, header)
+            assert response.status_code == 202, response.text
+        stored = executions_of(runtime, workflow_id)
+        assert stored[0].trigger.body["type"] == "customer.created"
+        assert stored[0].trigger.headers["stripe-signature"] == "***"
+
+    @pytest.mark.parametrize(
+        ("signature", "code"),
+        [
+            (None, "signature_missing"),
+            ("", "signature_missing"),
+            # Signed with another secret, or over another body.
+            (stripe_header(STRIPE_BODY, OLD_STRIPE_SECRET), "signature_invalid"),
+            (stripe_header(STRIPE_BODY + b" ", STRIPE_SECRET), "signature_invalid"),
+            # The v0 (test-mode legacy) scheme alone is not a signature.
+            ("t=1700000000,v0=6ffbb59b2300aae63f2", "signature_invalid"),
+            ("v1=00", "signature_invalid"),
+            ("t=soon,v1=00", "signature_invalid"),
+            ("t=1,t=2,v1=00", "signature_invalid"),
+            ("t=1700000000,v1=not-hex", "signature_invalid"),
+        ],
+    )
+    async def test_missing_or_bad_is_401_and_persists_nothing(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        workflow_id: str,
+        signature: str | None,
+        code: str,
+    ) -> None:
+        response = await self.post(client, workflow_id, signature)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == code
+        assert executions_of(runtime, workflow_id) == []
+
+    @pytest.mark.parametrize("offset_s", [-301, 301])
+    async def test_outside_the_5_minute_tolerance_is_401(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str, offset_s: int
+    ) -> None:
+        header = stripe_header(STRIPE_BODY, STRIPE_SECRET, at=time.time() + offset_s)
+        response = await self.post(client, workflow_id, header)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "signature_expired"
+        assert executions_of(runtime, workflow_id) == []
+
+
+#: Slack's worked example (docs "Verifying requests from Slack"): a slash command's body,
+#: signed at 1531420618 with this signing secret.
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+SLACK_BODY = (
+    b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id="
+    b"G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook"
+    b"-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F3977"
+    b"00885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10"
+    b"d2c447fce8b6703c"
+)
+SLACK_STAMP = "1531420618"
+SLACK_SIGNATURE = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+
+
+def slack_headers(body: bytes, secret: str = SLACK_SECRET) -> dict[str, str]:
+    """Headers as Slack signs a request now, by slack_sdk's own signer."""
+    stamp = str(int(time.time()))
+    signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    assert signature is not None
+    return {"x-slack-request-timestamp": stamp, "x-slack-signature": signature}
+
+
+class TestSlack:
+    def test_slacks_worked_example_verifies(self) -> None:
+        auth = WebhookAuth(scheme=WebhookAuthScheme.slack, credential_id="c")
+        headers = {"x-slack-request-timestamp": SLACK_STAMP, "x-slack-signature": SLACK_SIGNATURE}
+        at = int(SLACK_STAMP) + 10
+        verify(auth, ["not-this-one", SLACK_SECRET], SLACK_BODY, headers, now=at)
+        with pytest.raises(SignatureRejected, match="No matching signature"):
+            verify(auth, ["not-this-one"], SLACK_BODY, headers, now=at)
+        with pytest.raises(SignatureRejected) as info:  # now: years later
+            verify(auth, [SLACK_SECRET], SLACK_BODY, headers)
+        assert info.value.code == "signature_expired"
+
+    @pytest.fixture
+    async def workflow_id(
+        self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
+    ) -> str:
+        cred = await credential(client, auth, {"secret": SLACK_SECRET})
+        return await new_workflow(
+            {"type": "webhook", "auth": {"scheme": "slack", "credential_id": cred}}
+        )
+
+    async def test_a_signed_slash_command_is_accepted(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        headers = slack_headers(SLACK_BODY) | {"content-type": "application/x-www-form-urlencoded"}
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}", content=SLACK_BODY, headers=headers
+        )
+        assert response.status_code == 202, response.text
+        (stored,) = executions_of(runtime, workflow_id)
+        assert stored.trigger.body["command"] == "/webhook-collect"
+        assert stored.trigger.headers["x-slack-signature"] == "***"
+
+    async def test_url_verification_is_answered_with_its_challenge(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        # What Slack sends when an app's Events API Request URL is saved.
+        body = (
+            b'{"token": "Jhj5dZrVaK7ZwHHjRyZWjbDl", "challenge": '
+            b'"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification"}'
+        )
+        headers = slack_headers(body) | {"content-type": "application/json"}
+        response = await client.post(f"/api/webhooks/{workflow_id}", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+        }
+        assert executions_of(runtime, workflow_id) == []
+        # Unsigned, it is refused like any other request.
+        unsigned = await client.post(
+            f"/api/webhooks/{workflow_id}",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        assert unsigned.status_code == 401
+        # An event that merely mentions the word is an event.
+        event = b'{"type": "event_callback", "event": {"text": "url_verification"}}'
+        headers = slack_headers(event) | {"content-type": "application/json"}
+        response = await client.post(f"/api/webhooks/{workflow_id}", content=event, headers=headers)
+        assert response.status_code == 202, response.text
+
+    async def test_another_schemes_url_verification_is_an_event(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        workflow_id = await new_workflow()
+        body = b'{"challenge": "abc", "type": "url_verification"}'
+        response = await client.post(f"/api/webhooks/{workflow_id}", content=body, headers=JSON)
+        assert response.status_code == 202, response.text
+        assert len(executions_of(runtime, workflow_id)) == 1
+
+    @pytest.mark.parametrize(
+        ("change", "code"),
+        [
+            ({"x-slack-signature": None}, "signature_missing"),
+            ({"x-slack-request-timestamp": None}, "signature_missing"),
+            ({"x-slack-request-timestamp": "yesterday"}, "signature_invalid"),
+            ({"x-slack-request-timestamp": "1531420618"}, "signature_expired"),
+            ({"x-slack-signature": SLACK_SIGNATURE}, "signature_invalid"),
+            ({"x-slack-signature": "v1=00"}, "signature_invalid"),
+        ],
+    )
+    async def test_missing_or_bad_is_401_and_persists_nothing(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        workflow_id: str,
+        change: dict[str, str | None],
+        code: str,
+    ) -> None:
+        headers = slack_headers(SLACK_BODY)
+        for name, value in change.items():
+            if value is None:
+                del headers[name]
+            else:
+                headers[name] = value
+        response = await client.post(
+            f"/api/webhooks/{workflow_id}", content=SLACK_BODY, headers=headers
+        )
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == code
+        assert executions_of(runtime, workflow_id) == []
+
+
 class TestTriggerValidation:
     async def post(
         self, client: httpx.AsyncClient, auth: dict[str, str], trigger: dict[str, Any]
@@ -331,6 +549,14 @@ class TestTriggerValidation:
             {
                 "type": "webhook",
                 "auth": {"scheme": "standard_webhooks", "credential_id": "c", "header": "X"},
+            },
+            {
+                "type": "webhook",
+                "auth": {"scheme": "stripe", "credential_id": "c", "prefix": "v1="},
+            },
+            {
+                "type": "webhook",
+                "auth": {"scheme": "slack", "credential_id": "c", "encoding": "hex"},
             },
             {
                 "type": "webhook",

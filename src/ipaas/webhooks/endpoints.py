@@ -68,6 +68,11 @@ async def accept(
         except Exception:
             metrics.webhook_refused("internal_error", 500, started)
             raise
+        if isinstance(accepted, webhook_service.Challenge):
+            metrics.webhook_answered(started, duplicate=False)
+            if span is not None:
+                span.set_attribute("http.response.status_code", 200)
+            return 200, {"challenge": accepted.challenge}
         metrics.webhook_answered(started, duplicate=accepted.duplicate)
         status = 200 if accepted.duplicate else 202
         if span is not None:
@@ -91,7 +96,8 @@ async def receive_webhook(request: Request) -> JSONResponse:
         request.scope["query_string"],
     )
     # For the access line ``RequestIdMiddleware`` writes, as the fast path's names it.
-    structlog.contextvars.bind_contextvars(execution_id=content["execution_id"])
+    if "execution_id" in content:
+        structlog.contextvars.bind_contextvars(execution_id=content["execution_id"])
     return JSONResponse(content, status_code=status)
 
 
@@ -149,7 +155,8 @@ class IntakeFastPath:
                 status, content = await accept(
                     self.runtime, workflow_id, body, headers, scope["query_string"]
                 )
-                made["execution_id"] = content["execution_id"]
+                if "execution_id" in content:  # not for a sender's check of the URL
+                    made["execution_id"] = content["execution_id"]
             except ClientDisconnect:
                 # Nothing was accepted. granian says the same for a body it cannot read (a
                 # malformed chunk) as for a client gone; left unanswered, granian answered
@@ -253,6 +260,11 @@ _ACCEPTED_SCHEMA: dict[str, Any] = {
         "duplicate": {"type": "boolean", "description": "Only on 200: always true"},
     },
 }
+_CHALLENGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["challenge"],
+    "properties": {"challenge": {"type": "string"}},
+}
 
 
 OPENAPI_PATH: dict[str, Any] = {
@@ -293,8 +305,12 @@ OPENAPI_PATH: dict[str, Any] = {
         "responses": {
             "200": {
                 "description": "Duplicate: an earlier webhook with this idempotency key "
-                "made this execution; nothing new was created",
-                "content": {"application/json": {"schema": _ACCEPTED_SCHEMA}},
+                "made this execution; nothing new was created. Or, for a workflow whose "
+                "`auth.scheme` is `slack`, Slack's signed `url_verification` answered with "
+                "its challenge (no execution)",
+                "content": {
+                    "application/json": {"schema": {"oneOf": [_ACCEPTED_SCHEMA, _CHALLENGE_SCHEMA]}}
+                },
             },
             "202": {
                 "description": "Accepted: the execution is committed and queued",

@@ -27,8 +27,8 @@ from ipaas.webhooks.fields import header_values, query_values
 from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
 from ipaas.webhooks.ratelimit import rate_for
-from ipaas.webhooks.signatures import SignatureRejected, verify
-from ipaas.workflows.models import TriggerType, WebhookOptions
+from ipaas.webhooks.signatures import SignatureRejected, slack_challenge, verify
+from ipaas.workflows.models import TriggerType, WebhookAuthScheme, WebhookOptions
 
 _log = structlog.get_logger(__name__)
 
@@ -64,6 +64,13 @@ class Accepted:
     duplicate: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A sender's check of the URL, answered with its ``challenge``; no execution."""
+
+    challenge: str
+
+
 async def accept(
     store: Store,
     queue: JobQueue,
@@ -74,9 +81,10 @@ async def accept(
     content_type: str | None,
     headers: Headers,
     query_string: bytes,
-) -> Accepted:
+) -> Accepted | Challenge:
     """Verify, rate-limit and deduplicate a webhook, then persist it as a queued execution
-    and offer it to the workers. Every refusal raises before anything is written.
+    and offer it to the workers. Every refusal raises before anything is written. A signed
+    Slack ``url_verification`` is answered (``Challenge``) and makes no execution.
 
     ``headers`` are the request's, every line of them (Starlette's ``Headers``, which look
     names up case-insensitively); ``query_string`` is the raw one (``trigger.query``:
@@ -100,6 +108,10 @@ async def accept(
         )
         # The bytes as the sender wrote and signed them: before parsing, after gzip.
         verify(options.auth, secrets, body, headers)
+        if options.auth.scheme is WebhookAuthScheme.slack:
+            challenge = slack_challenge(body, content_type)
+            if challenge is not None:
+                return Challenge(challenge)
     await _check_limits(store, intake, workflow.tenant_id)
     trigger = trigger_data(
         body=body, content_type=content_type, headers=headers, query_string=query_string

@@ -1,7 +1,10 @@
-"""Webhook authentication: Standard Webhooks, or one HMAC-SHA256 header, on the raw body.
+"""Webhook authentication on the raw body: Standard Webhooks, one HMAC-SHA256 header
+(GitHub, Shopify), Stripe's ``Stripe-Signature`` and Slack's ``X-Slack-Signature``.
 
-Both compare in constant time (``hmac.compare_digest``) and accept either secret of a
-credential being rotated. Nothing is parsed before the signature is checked.
+Each compares in constant time (``hmac.compare_digest``) and accepts either secret of a
+credential being rotated; the schemes that sign a timestamp refuse one more than 5 minutes
+off (``signature_expired``), so a captured request cannot be replayed later. Nothing is
+parsed before the signature is checked.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping, Sequence
 
 import structlog
+from slack_sdk.signature import Clock, SignatureVerifier
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ipaas.errors import IpaasError
+from ipaas.webhooks.bodies import parse_body
 from ipaas.workflows.models import WebhookAuth, WebhookAuthScheme
 
 _log = structlog.get_logger(__name__)
@@ -23,6 +29,10 @@ _log = structlog.get_logger(__name__)
 STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 #: The standardwebhooks package's messages for a timestamp outside its 5-minute tolerance.
 _STALE = frozenset({"Message timestamp too old", "Message timestamp too new"})
+#: Stripe's and Slack's tolerance (both libraries' default), as Standard Webhooks'.
+TOLERANCE_S = 300
+STRIPE_HEADER = "stripe-signature"
+SLACK_HEADERS = ("x-slack-request-timestamp", "x-slack-signature")
 
 
 class SignatureRejected(IpaasError):
@@ -35,14 +45,27 @@ def _rejected(code: str, message: str) -> SignatureRejected:
 
 
 def verify(
-    auth: WebhookAuth, secrets: Sequence[str], body: bytes, headers: Mapping[str, str]
+    auth: WebhookAuth,
+    secrets: Sequence[str],
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float | None = None,
 ) -> None:
     """Raise ``SignatureRejected`` unless one of ``secrets`` signed ``body`` as ``auth``
-    says. ``headers`` must look names up case-insensitively (Starlette's do)."""
+    says. ``headers`` must look names up case-insensitively (Starlette's do). ``now``
+    (Unix time; the clock's by default) is what Stripe's and Slack's timestamps are held
+    to."""
+    if now is None:
+        now = time.time()
     if not secrets:
         raise _rejected("signature_invalid", "The workflow's signing credential is gone")
     if auth.scheme is WebhookAuthScheme.standard_webhooks:
         _verify_standard(secrets, body, headers)
+    elif auth.scheme is WebhookAuthScheme.stripe:
+        _verify_stripe(secrets, body, headers, now=now)
+    elif auth.scheme is WebhookAuthScheme.slack:
+        _verify_slack(secrets, body, headers, now=now)
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -102,3 +125,97 @@ def _verify_hmac(
         matched |= hmac.compare_digest(expected, given)
     if not matched:
         raise _rejected("signature_invalid", "No matching signature")
+
+
+def _timestamp(value: str, header: str, now: float) -> int:
+    """A signed Unix timestamp, refused when it is not one or is more than
+    ``TOLERANCE_S`` away from ``now``."""
+    try:
+        at = int(value)
+    except ValueError:
+        raise _rejected("signature_invalid", f"{header} holds no Unix timestamp") from None
+    if abs(now - at) > TOLERANCE_S:
+        raise _rejected("signature_expired", f"{header} is more than 5 minutes off")
+    return at
+
+
+def _verify_stripe(
+    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], *, now: float
+) -> None:
+    """Stripe's scheme (docs "Verify webhook signatures", as its libraries do it):
+    ``Stripe-Signature: t=<unix time>,v1=<hex>[,v1=<hex>...]``, each ``v1`` the
+    HMAC-SHA256 of ``{t}.{body}`` keyed with the whole signing secret (``whsec_...``). Stripe
+    sends several ``v1`` while an endpoint's secret is rolled; any one may match."""
+    value = headers.get(STRIPE_HEADER, "")
+    if not value:
+        raise _rejected("signature_missing", "Missing header Stripe-Signature")
+    stamps: list[str] = []
+    given: list[bytes] = []
+    for item in value.split(","):
+        key, _, part = item.strip().partition("=")
+        if key == "t":
+            stamps.append(part)
+        elif key == "v1":
+            try:
+                given.append(bytes.fromhex(part))
+            except ValueError:
+                raise _rejected("signature_invalid", "Stripe-Signature's v1 is not hex") from None
+    if len(stamps) != 1 or not given:
+        raise _rejected(
+            "signature_invalid", "Stripe-Signature must hold one t= and at least one v1="
+        )
+    at = _timestamp(stamps[0], "Stripe-Signature's t", now)
+    signed = str(at).encode() + b"." + body
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+        for signature in given:
+            matched |= hmac.compare_digest(expected, signature)
+    if not matched:
+        raise _rejected("signature_invalid", "No matching signature")
+
+
+class _At(Clock):
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+def _verify_slack(
+    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], *, now: float
+) -> None:
+    """Slack's scheme (docs "Verifying requests from Slack"), checked by slack_sdk's own
+    ``SignatureVerifier``: ``X-Slack-Signature: v0=<hex>``, the HMAC-SHA256 of
+    ``v0:{X-Slack-Request-Timestamp}:{body}`` keyed with the app's signing secret."""
+    stamp, signature = (headers.get(name, "") for name in SLACK_HEADERS)
+    missing = [name for name, v in zip(SLACK_HEADERS, (stamp, signature), strict=True) if not v]
+    if missing:
+        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    _timestamp(stamp, "X-Slack-Request-Timestamp", now)
+    clock = _At(now)
+    matched = False
+    for secret in secrets:
+        try:
+            verifier = SignatureVerifier(secret, clock)
+        except ValueError:  # white space alone: signs nothing Slack sends
+            continue
+        matched |= verifier.is_valid(body, stamp, signature)
+    if not matched:
+        raise _rejected("signature_invalid", "No matching signature")
+
+
+def slack_challenge(body: bytes, content_type: str | None) -> str | None:
+    """The ``challenge`` of Slack's ``url_verification`` request (sent, signed, when an
+    app's Events API URL is saved; the app must answer with it), else ``None``."""
+    if b"url_verification" not in body:
+        return None
+    try:
+        parsed = parse_body(body, content_type)
+    except IpaasError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("type") != "url_verification":
+        return None
+    challenge = parsed.get("challenge")
+    return challenge if isinstance(challenge, str) else None

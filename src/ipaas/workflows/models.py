@@ -102,6 +102,11 @@ class WebhookAuthScheme(StrEnum):
     standard_webhooks = "standard_webhooks"
     #: One header holding the HMAC-SHA256 of the raw body (GitHub, Shopify, ...).
     hmac_sha256 = "hmac_sha256"
+    #: ``Stripe-Signature: t=...,v1=...``: the HMAC-SHA256 of ``{t}.{body}``.
+    stripe = "stripe"
+    #: ``X-Slack-Signature: v0=...`` with ``X-Slack-Request-Timestamp``: the HMAC-SHA256 of
+    #: ``v0:{timestamp}:{body}``; Slack's ``url_verification`` is answered with its challenge.
+    slack = "slack"
 
 
 #: An HTTP header name (RFC 9110 token).
@@ -127,7 +132,7 @@ class WebhookAuth(BaseModel):
     @model_validator(mode="after")
     def _scheme_fields(self) -> WebhookAuth:
         given = [name for name in HMAC_DEFAULTS if getattr(self, name) is not None]
-        if self.scheme is WebhookAuthScheme.standard_webhooks and given:
+        if self.scheme is not WebhookAuthScheme.hmac_sha256 and given:
             msg = f"{', '.join(given)}: only for the hmac_sha256 scheme"
             raise ValueError(msg)
         if self.scheme is WebhookAuthScheme.hmac_sha256:
