@@ -44,6 +44,28 @@ class TestRender:
             "nested": [{"x": 8}],
         }
 
+    @pytest.mark.parametrize(
+        ("source", "text"),
+        [
+            # Python's str wrote {'id': 7, 'paid': True, 'note': None} and "n=None".
+            (
+                "Order: {{ trigger.body.order }}",
+                'Order: {"id": 7, "items": [1, 2], "paid": true, "note": null, "to": "Zoë"}',
+            ),
+            ("items={{ trigger.body.order['items'] }}", "items=[1, 2]"),
+            ("paid={{ trigger.body.order.paid }}", "paid=true"),
+            ("unpaid={{ not trigger.body.order.paid }}", "unpaid=false"),
+            ("note={{ trigger.body.order.note }}.", "note=."),
+            ("temp={{ steps.weather.output.main.temp }}", "temp=21.5"),
+            # A filter the template asks for still has its say.
+            ("{{ trigger.body.order.paid | string }}", "True"),
+        ],
+    )
+    def test_values_in_text_are_written_as_json_writes_them(self, source: str, text: str) -> None:
+        order = {"id": 7, "items": [1, 2], "paid": True, "note": None, "to": "Zoë"}
+        ctx = CTX | {"trigger": {"body": {"order": order}}}
+        assert render(source, ctx) == text
+
     def test_payload_keys_win_over_dict_methods(self) -> None:
         assert render("{{ trigger.body.items }}", CTX) == "field"
 

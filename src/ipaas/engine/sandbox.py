@@ -21,6 +21,7 @@ operation that can amplify its input:
 from __future__ import annotations
 
 import functools
+import json
 import re
 import string
 import time
@@ -222,8 +223,21 @@ def _safe_range(*args: int) -> range:
 
 
 def _finalize(value: Any) -> Any:
-    """Applied by Jinja to every ``{{ ... }}`` output: counts it against the budget."""
-    text = value if isinstance(value, str) else str(value)
+    """Applied by Jinja to every ``{{ ... }}`` output in text: the value as text, counted
+    against the budget. Payloads are JSON, and so is their text here: an object or a list
+    is written as JSON, a boolean as ``true``/``false``, and ``null`` as nothing (as a
+    missing field is). Python's own ``str`` wrote ``{'a': None, 'ok': True}`` into a Slack
+    message and ``n=None`` into a URL."""
+    if isinstance(value, str):
+        text = value
+    elif value is None:
+        text = ""
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = str(value)
     _emit(len(text))
     return text
 
