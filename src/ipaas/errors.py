@@ -41,6 +41,11 @@ class Unauthorized(IpaasError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(IpaasError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(IpaasError):
     status_code = 404
     code = "not_found"

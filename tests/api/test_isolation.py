@@ -74,6 +74,8 @@ NOT_TENANT_ADDRESSED = {
     ("POST", "/api/auth/token"),
     ("POST", "/api/auth/password"),
     ("POST", "/api/webhooks/{workflow_id}"),
+    # Meta's subscription check: public, as the intake (tests/webhooks/test_subscription.py).
+    ("GET", "/api/webhooks/{workflow_id}"),
     ("POST", "/api/credentials"),
     ("POST", "/api/workflows"),
     ("POST", "/api/workflows/dry-run"),

@@ -272,9 +272,12 @@ class TestFastPath:
     async def test_other_methods_are_the_apps(
         self, client: httpx.AsyncClient, workflow_id: str
     ) -> None:
-        response = await client.get(f"/api/webhooks/{workflow_id}")
-        assert response.status_code == 405
-        assert response.headers["allow"] == "POST"
+        # GET is Meta's subscription check only (tests/webhooks/test_subscription.py).
+        for method in ("GET", "PUT"):
+            response = await client.request(method, f"/api/webhooks/{workflow_id}")
+            assert response.status_code == 405
+            assert response.headers["allow"] == "GET, POST"
+            assert response.json()["error"]["code"] == "method_not_allowed"
 
     async def test_cors_requests_get_cors_headers(self, runtime: Runtime) -> None:
         runtime.settings.cors_origins = ["https://console.example.com"]

@@ -114,10 +114,13 @@ class HttpSecret(_Secret):
 
 class WebhookSecret(_Secret):
     """A webhook signing secret. During a rotation both ``secret`` and ``previous_secret``
-    verify; for Standard Webhooks it is the ``whsec_<base64>`` the sender shows."""
+    verify; for Standard Webhooks it is the ``whsec_<base64>`` the sender shows.
+    ``verify_token`` is the token Meta's webhooks (WhatsApp, Messenger, Instagram) send in
+    their subscription check (``GET ...?hub.verify_token=``), chosen by the user."""
 
     secret: str = Field(min_length=8, max_length=512)
     previous_secret: str | None = Field(default=None, min_length=8, max_length=512)
+    verify_token: str | None = Field(default=None, min_length=1, max_length=512)
 
     @field_validator("secret", "previous_secret")
     @classmethod

@@ -12,7 +12,7 @@ import orjson
 import structlog
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -30,6 +30,7 @@ from ipaas.errors import BadRequest, IpaasError
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
+from ipaas.webhooks.fields import query_values
 
 PATH = "/api/webhooks/{workflow_id}"
 _PREFIX = "/api/webhooks/"
@@ -99,6 +100,27 @@ async def receive_webhook(request: Request) -> JSONResponse:
     if "execution_id" in content:
         structlog.contextvars.bind_contextvars(execution_id=content["execution_id"])
     return JSONResponse(content, status_code=status)
+
+
+async def confirm_subscription(request: Request) -> Response:
+    """``GET`` on a webhook URL: only Meta's subscription check, answered with its challenge
+    as text (``webhook_service.confirm_subscription``); any other GET is a 405, as before."""
+    query = query_values(request.scope["query_string"])
+    if "hub.mode" not in query:
+        raise IpaasError(
+            "Method Not Allowed: webhooks are POSTed (a GET is only Meta's subscription check, "
+            "with hub.mode)",
+            405,
+            code="method_not_allowed",
+            headers={"Allow": "GET, POST"},
+        )
+    challenge = await webhook_service.confirm_subscription(
+        request.app.state.runtime.store,
+        request.app.state.runtime.intake,
+        workflow_id=request.path_params["workflow_id"],
+        query=query,
+    )
+    return PlainTextResponse(challenge, headers={"X-Content-Type-Options": "nosniff"})
 
 
 class IntakeFastPath:
@@ -223,6 +245,8 @@ class IntakeFastPath:
 routes = [
     Route(PATH, receive_webhook, methods=["POST"]),
     Route(PATH + "/", receive_webhook, methods=["POST"]),
+    Route(PATH, confirm_subscription, methods=["GET"]),
+    Route(PATH + "/", confirm_subscription, methods=["GET"]),
 ]
 
 
@@ -277,8 +301,9 @@ OPENAPI_PATH: dict[str, Any] = {
             "compressed or not. 202 only once the execution is committed.\n\n"
             "When the trigger has `auth`, the body (uncompressed) must be signed: Standard "
             "Webhooks (`webhook-id`, `webhook-timestamp` within 5 minutes, "
-            "`webhook-signature`) or one HMAC-SHA256 header (e.g. "
-            "`X-Hub-Signature-256: sha256=<hex>`); else 401.\n\n"
+            "`webhook-signature`), one HMAC-SHA256 header (e.g. "
+            "`X-Hub-Signature-256: sha256=<hex>`), Stripe's `Stripe-Signature` or Slack's "
+            "`X-Slack-Signature`; else 401.\n\n"
             "An `Idempotency-Key` or `webhook-id` header (or the trigger's "
             "`idempotency.body_path` / `idempotency.header`) makes a repeat within "
             "IPAAS_IDEMPOTENCY_WINDOW_S answer 200 with the first execution's id."
@@ -343,7 +368,56 @@ OPENAPI_PATH: dict[str, Any] = {
                 _RETRY_AFTER,
             ),
         },
-    }
+    },
+    "get": {
+        "tags": ["webhooks"],
+        "summary": "Confirm Subscription",
+        "description": (
+            "Meta's subscription check (WhatsApp, Messenger, Instagram webhooks): answered "
+            "with `hub.challenge` as text when `hub.verify_token` is the `verify_token` of "
+            "the workflow's signing credential. Nothing is stored. Any other GET is a 405: "
+            "webhooks are POSTed."
+        ),
+        "operationId": "confirm_subscription",
+        "parameters": [
+            {"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            # Meta sends all three; without hub.mode a GET is a 405.
+            {
+                "name": "hub.mode",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "enum": ["subscribe"]},
+            },
+            {
+                "name": "hub.verify_token",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "hub.challenge",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The challenge, as sent",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            "403": _error(
+                "The workflow's credential has no verify_token (`verify_token_not_set`), or "
+                "hub.verify_token is another (`verify_token_mismatch`)"
+            ),
+            "404": _error("Unknown or inactive workflow"),
+            "405": _error("No hub.mode: not a subscription check"),
+            "422": _error(
+                "hub.mode other than subscribe, or hub.challenge missing, given twice or "
+                "too long (`invalid_subscription`)"
+            ),
+        },
+    },
 }
 
 ERROR_SCHEMA: dict[str, Any] = {

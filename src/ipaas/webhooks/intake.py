@@ -29,6 +29,11 @@ class Intake:
     secrets: TtlCache[tuple[str, str], tuple[str, ...]] = field(
         default_factory=lambda: TtlCache(TTL_S)
     )
+    #: ``(tenant_id, credential_id)`` -> the ``verify_token`` of Meta's subscription check
+    #: (``None``: the credential has none).
+    verify_tokens: TtlCache[tuple[str, str], str | None] = field(
+        default_factory=lambda: TtlCache(TTL_S)
+    )
     #: The settings' values ``default_limits`` last saw, and the limits made of them.
     _defaults: tuple[tuple[Any, ...], TenantLimits] | None = field(default=None, init=False)
     #: tenant id -> (the tenant record, the defaults, its effective limits).

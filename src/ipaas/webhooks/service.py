@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -14,7 +17,7 @@ from ipaas.credentials import service as credential_service
 from ipaas.credentials.crypto import UndecryptableSecret
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.queue import JobQueue
-from ipaas.errors import NotFound, ServiceUnavailable
+from ipaas.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFailed
 from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
@@ -33,6 +36,8 @@ from ipaas.workflows.models import TriggerType, WebhookAuthScheme, WebhookOption
 _log = structlog.get_logger(__name__)
 
 _RETRY_AFTER_S = "5"
+#: Meta's challenges are numbers of about ten digits; this leaves room, and no more.
+_MAX_CHALLENGE_CHARS = 256
 
 
 class WorkflowNotFound(NotFound):
@@ -148,13 +153,67 @@ async def _load_workflow(store: Store, workflow_id: str) -> IntakeWorkflow | Non
     return IntakeWorkflow(workflow, options)
 
 
+async def confirm_subscription(
+    store: Store, intake: Intake, *, workflow_id: str, query: Mapping[str, object]
+) -> str:
+    """Meta's subscription check (WhatsApp, Messenger, Instagram: "Getting started with
+    webhooks"): ``GET ?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...``, to be
+    answered with the challenge when the token is the one the user chose, which the
+    workflow's signing credential holds as ``verify_token``. Meta then signs each event
+    with ``X-Hub-Signature-256``, which ``hmac_sha256``'s defaults check. Nothing is
+    stored; a wrong or unset token is a 403."""
+    target = await intake.workflows.get(workflow_id, partial(_load_workflow, store))
+    if target is None:
+        raise WorkflowNotFound("Workflow not found or inactive")
+    workflow, auth = target.workflow, target.options.auth
+    structlog.contextvars.bind_contextvars(tenant_id=workflow.tenant_id)
+    if query.get("hub.mode") != "subscribe":
+        raise ValidationFailed(
+            "hub.mode must be subscribe (Meta's subscription check)", code="invalid_subscription"
+        )
+    token = None
+    if auth is not None and not target.misconfigured:
+        token = await intake.verify_tokens.get(
+            (workflow.tenant_id, auth.credential_id), partial(_load_verify_token, store, intake)
+        )
+    if token is None:
+        raise Forbidden(
+            "This workflow takes no subscription check: give its signing credential a verify_token",
+            code="verify_token_not_set",
+        )
+    given = query.get("hub.verify_token")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Forbidden("hub.verify_token is not this workflow's", code="verify_token_mismatch")
+    challenge = query.get("hub.challenge")
+    if not isinstance(challenge, str) or not 0 < len(challenge) <= _MAX_CHALLENGE_CHARS:
+        raise ValidationFailed(
+            f"hub.challenge must be given once, at most {_MAX_CHALLENGE_CHARS} characters",
+            code="invalid_subscription",
+        )
+    return challenge
+
+
+async def _load_verify_token(store: Store, intake: Intake, key: tuple[str, str]) -> str | None:
+    secret = await _secret_of(store, intake, key)
+    token = secret.get("verify_token") if secret is not None else None
+    return token if isinstance(token, str) and token else None
+
+
 async def _load_secrets(store: Store, intake: Intake, key: tuple[str, str]) -> tuple[str, ...]:
+    secret = await _secret_of(store, intake, key)
+    if secret is None:
+        return ()
+    return tuple(s for s in (secret.get("secret"), secret.get("previous_secret")) if s)
+
+
+async def _secret_of(store: Store, intake: Intake, key: tuple[str, str]) -> dict[str, Any] | None:
+    """The decrypted secret of a ``webhook_secret`` credential (``None``: no such one)."""
     tenant_id, credential_id = key
     credential = await store.get_credential(tenant_id, credential_id)
     if credential is None or credential.type is not CredentialType.webhook_secret:
-        return ()
+        return None
     try:
-        secret = intake.cipher.decrypt(credential.secret_ciphertext)
+        return intake.cipher.decrypt(credential.secret_ciphertext)
     except UndecryptableSecret as exc:
         # The server's key is wrong, not the sender's request: they retry later (the
         # operator's fix, a restart with the right key, then lets the webhook in).
@@ -164,7 +223,6 @@ async def _load_secrets(store: Store, intake: Intake, key: tuple[str, str]) -> t
             code="signing_secret_unreadable",
             headers={"Retry-After": _RETRY_AFTER_S},
         ) from exc
-    return tuple(s for s in (secret.get("secret"), secret.get("previous_secret")) if s)
 
 
 async def _check_limits(store: Store, intake: Intake, tenant_id: str) -> None:
