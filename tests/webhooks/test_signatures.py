@@ -44,6 +44,21 @@ async def credential(
     return str(response.json()["id"])
 
 
+async def signed_workflow(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    new_workflow: NewWorkflow,
+    scheme: str,
+    secret: dict[str, str],
+) -> str:
+    """A webhook workflow whose trigger demands ``scheme``'s signature by a new
+    ``webhook_secret`` credential holding ``secret``."""
+    cred = await credential(client, auth, secret)
+    return await new_workflow(
+        {"type": "webhook", "auth": {"scheme": scheme, "credential_id": cred}}
+    )
+
+
 def standard_headers(
     secret: str, body: bytes, *, msg_id: str = "msg_1", at: float | None = None
 ) -> dict[str, str]:
@@ -96,9 +111,8 @@ class TestHmac:
     async def workflow_id(
         self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
     ) -> str:
-        cred = await credential(client, auth, {"secret": GITHUB_SECRET})
-        return await new_workflow(
-            {"type": "webhook", "auth": {"scheme": "hmac_sha256", "credential_id": cred}}
+        return await signed_workflow(
+            client, auth, new_workflow, "hmac_sha256", {"secret": GITHUB_SECRET}
         )
 
     async def test_githubs_test_vector_is_accepted(
@@ -207,9 +221,12 @@ class TestStandardWebhooks:
     async def workflow_id(
         self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
     ) -> str:
-        cred = await credential(client, auth, {"secret": WHSEC, "previous_secret": OLD_WHSEC})
-        return await new_workflow(
-            {"type": "webhook", "auth": {"scheme": "standard_webhooks", "credential_id": cred}}
+        return await signed_workflow(
+            client,
+            auth,
+            new_workflow,
+            "standard_webhooks",
+            {"secret": WHSEC, "previous_secret": OLD_WHSEC},
         )
 
     async def test_signed_with_either_secret_is_accepted(
@@ -300,9 +317,8 @@ class TestStripe:
     async def workflow_id(
         self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
     ) -> str:
-        cred = await credential(client, auth, {"secret": STRIPE_SECRET})
-        return await new_workflow(
-            {"type": "webhook", "auth": {"scheme": "stripe", "credential_id": cred}}
+        return await signed_workflow(
+            client, auth, new_workflow, "stripe", {"secret": STRIPE_SECRET}
         )
 
     async def post(
@@ -407,10 +423,7 @@ class TestSlack:
     async def workflow_id(
         self, client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
     ) -> str:
-        cred = await credential(client, auth, {"secret": SLACK_SECRET})
-        return await new_workflow(
-            {"type": "webhook", "auth": {"scheme": "slack", "credential_id": cred}}
-        )
+        return await signed_workflow(client, auth, new_workflow, "slack", {"secret": SLACK_SECRET})
 
     async def test_a_signed_slash_command_is_accepted(
         self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str

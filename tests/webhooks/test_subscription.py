@@ -15,7 +15,7 @@ import pytest
 from ipaas.runtime import Runtime
 from tests.conftest import signup
 from tests.webhooks.conftest import NewWorkflow, executions_of
-from tests.webhooks.test_signatures import credential
+from tests.webhooks.test_signatures import credential, signed_workflow
 
 APP_SECRET = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 VERIFY_TOKEN = "meatyhamhock"
@@ -27,12 +27,10 @@ CHECK = {"hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_tok
 async def workflow_id(
     client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
 ) -> str:
-    cred = await credential(client, auth, {"secret": APP_SECRET, "verify_token": VERIFY_TOKEN})
     # Meta signs events as GitHub does: X-Hub-Signature-256: sha256=<hex>, hmac_sha256's
     # defaults.
-    return await new_workflow(
-        {"type": "webhook", "auth": {"scheme": "hmac_sha256", "credential_id": cred}}
-    )
+    secret = {"secret": APP_SECRET, "verify_token": VERIFY_TOKEN}
+    return await signed_workflow(client, auth, new_workflow, "hmac_sha256", secret)
 
 
 async def test_the_check_is_answered_with_its_challenge_and_events_follow(
@@ -94,9 +92,8 @@ async def test_a_challenge_given_twice_is_refused(
 async def test_a_workflow_without_a_verify_token_takes_no_check(
     client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow
 ) -> None:
-    cred = await credential(client, auth, {"secret": APP_SECRET})
-    signed = await new_workflow(
-        {"type": "webhook", "auth": {"scheme": "hmac_sha256", "credential_id": cred}}
+    signed = await signed_workflow(
+        client, auth, new_workflow, "hmac_sha256", {"secret": APP_SECRET}
     )
     unsigned = await new_workflow()
     for workflow_id in (signed, unsigned):
