@@ -84,6 +84,75 @@ async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
     await worker.stop(grace_s=0)
 
 
+class TestFilter:
+    """A ``filter`` step ends the execution, ``succeeded``, when its condition does not
+    hold; the steps after it do not run."""
+
+    async def test_only_what_the_condition_lets_through_is_sent(
+        self, api: Api, worker: Worker
+    ) -> None:
+        cred = await api.slack()
+        wf = await api.workflow(
+            [
+                {
+                    "id": "only_opened",
+                    "type": "filter",
+                    "config": {"condition": "{{ trigger.body.action == 'opened' }}"},
+                },
+                {
+                    "id": "notify",
+                    "type": "slack_message",
+                    "credential_id": cred,
+                    "config": {"text": "PR {{ trigger.body.number }} {{ trigger.body.action }}"},
+                },
+            ]
+        )
+        opened = await api.fire(wf, {"action": "opened", "number": 7})
+        closed = await api.fire(wf, {"action": "closed", "number": 8})
+        missing = await api.fire(wf, {"number": 9})
+        await worker.run_until_empty()
+        detail = await api.execution(opened)
+        assert detail["status"] == "succeeded"
+        assert [(s["step_id"], s["status"]) for s in detail["steps"]] == [
+            ("only_opened", "succeeded"),
+            ("notify", "succeeded"),
+        ]
+        assert detail["steps"][0]["output"] == {"passed": True}
+        for execution_id in (closed, missing):
+            detail = await api.execution(execution_id)
+            assert detail["status"] == "succeeded", detail
+            [step] = detail["steps"]
+            assert (step["step_id"], step["status"], step["output"]) == (
+                "only_opened",
+                "succeeded",
+                {"passed": False},
+            )
+        assert [r["body"]["text"] for r in await api.received()] == ["PR 7 opened"]
+
+    async def test_a_condition_that_is_no_boolean_fails_the_execution(
+        self, api: Api, worker: Worker
+    ) -> None:
+        wf = await api.workflow(
+            [{"id": "f", "type": "filter", "config": {"condition": "{{ trigger.body.action }}"}}]
+        )
+        ex = await api.fire(wf, {"action": "opened"})
+        await worker.run_until_empty()
+        detail = await api.execution(ex)
+        assert detail["status"] == "failed"
+        assert "the condition must be true or false, not 'opened'" in detail["steps"][0]["error"]
+
+    async def test_a_filter_takes_no_credential(self, api: Api) -> None:
+        cred = await api.slack()
+        step = {"id": "f", "type": "filter", "credential_id": cred, "config": {"condition": True}}
+        r = await api.client.post(
+            "/api/workflows", json={"name": "wf", "steps": [step]}, headers=api.auth
+        )
+        assert r.status_code == 422, r.text
+        [detail] = r.json()["error"]["details"]
+        assert detail["loc"] == ["body", "steps", 0, "credential_id"]
+        assert detail["msg"] == "filter takes no credential"
+
+
 class TestRun:
     async def test_webhook_to_slack(self, api: Api, worker: Worker) -> None:
         cred = await api.slack()

@@ -164,7 +164,7 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
                 timeout_s=step.timeout_s,
                 circuit=run.circuit,
             )
-            if run.simulate:
+            if run.simulate and connector.calls_out:
                 preview = describe_request(connector.build(ctx, params), redactor)
             else:
                 with tracing.span(
@@ -193,7 +193,10 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
                     final = ExecutionStatus.queued
                 elif failure.retryable and run.retry.attempts(step.id) > 1:
                     error = f"{error} (gave up after {run.retry.attempts(step.id)} attempts)"
-        elif status is StepStatus.succeeded and position == len(steps) - 1:
+        elif status is StepStatus.succeeded and (
+            position == len(steps) - 1 or (connector is not None and connector.halts(output))
+        ):
+            # The last step, or a filter whose condition does not hold: the rest do not run.
             final = ExecutionStatus.succeeded
         step_run = StepRun(
             execution_id=run.execution_id,

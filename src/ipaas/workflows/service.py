@@ -163,6 +163,13 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
                 )
         elif connector.credential_type and not connector.credential_optional:
             add(index, ["credential_id"], f"{step.type} needs a credential", "missing")
+        if step.credential_id and connector.credential_type is None:
+            add(
+                index,
+                ["credential_id"],
+                f"{step.type} takes no credential",
+                "credential_type_mismatch",
+            )
         if compile_templates:
             for path, msg in check_syntax(step.config):
                 add(index, path.split(".")[1:] or ["config"], msg, "template_syntax")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ipaas.engine.connectors.base import Connector, ConnectorError, Endpoints, StepContext
 from ipaas.engine.connectors.discord import DiscordMessage
+from ipaas.engine.connectors.filter import Filter
 from ipaas.engine.connectors.http_request import HttpRequest
 from ipaas.engine.connectors.openweather import OpenWeather
 from ipaas.engine.connectors.slack import SlackMessage
@@ -13,6 +14,7 @@ REGISTRY: dict[str, Connector] = {
     "discord_message": DiscordMessage(),
     "openweather": OpenWeather(),
     "http_request": HttpRequest(),
+    "filter": Filter(),
 }
 
 

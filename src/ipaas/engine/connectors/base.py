@@ -141,6 +141,13 @@ class Connector:
     credential_optional: ClassVar[bool] = False
     #: How failed calls are retried; a step's ``retry`` overrides single fields.
     retry: ClassVar[RetryPolicy] = RetryPolicy()
+    #: Whether the step calls a remote (a simulated dry run shows the request instead).
+    calls_out: ClassVar[bool] = True
+
+    def halts(self, output: Any) -> bool:
+        """Whether this step's ``output`` ends the execution here, as ``succeeded`` (a
+        filter whose condition does not hold)."""
+        return False
 
     def build(self, ctx: StepContext, params: Any) -> httpx.Request:
         """The exact request this step sends (shown as-is, masked, by a simulated dry run)."""
