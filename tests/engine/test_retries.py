@@ -134,6 +134,25 @@ class TestAutomaticRetries:
         assert [e["id"] for e in listed.json()["items"]] == [ex]
         assert detail["attempt"] == 3  # claimed once per attempt
 
+    async def test_every_attempt_sends_the_same_execution_id(
+        self, api: Api, worker: Worker
+    ) -> None:
+        # {{ execution.id }} is the idempotency key a remote dedupes a repeated call by.
+        api.standin.add_fault("/echo/keyed", status=503, count=1, retry_after=0)
+        step = api.call("call", "/echo/keyed", FAST_RETRY)
+        step["config"]["headers"] = {"Idempotency-Key": "{{ execution.id }}-call"}
+        step["config"]["json"] = {"workflow": "{{ execution.workflow_id }}"}
+        wf = await api.workflow([step])
+        ex = await api.fire(wf)
+        detail = await api.settled(ex)
+        assert detail["status"] == "succeeded", detail
+        hits = api.hits("/echo/keyed")
+        assert [(r["status"], r["headers"]["idempotency-key"]) for r in hits] == [
+            (503, f"{ex}-call"),
+            (200, f"{ex}-call"),
+        ]
+        assert hits[0]["body"] == {"workflow": wf}
+
     async def test_retry_after_is_honoured(self, api: Api, worker: Worker) -> None:
         api.standin.add_fault("/echo/limited", status=429, count=1, retry_after=2)
         retry = {"max_attempts": 3, "initial_delay_s": 0.01, "max_delay_s": 0.01}

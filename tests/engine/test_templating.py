@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import gc
 import time
+from datetime import UTC, datetime
 
 import pytest
 
+from ipaas.engine.connectors.base import Endpoints
+from ipaas.engine.steps import StepsRun, execution_context
 from ipaas.engine.templating import (
     BURST_S,
     DEFAULT_TENANT_SHARE,
@@ -17,6 +20,8 @@ from ipaas.engine.templating import (
     check_syntax,
     render,
 )
+from ipaas.executions.models import TriggerData
+from ipaas.workflows.models import Trigger, WorkflowDefinition
 
 CTX = {
     "trigger": {"body": {"order": {"id": 7, "items": [1, 2]}, "items": "field"}, "query": {}},
@@ -65,6 +70,24 @@ class TestRender:
         order = {"id": 7, "items": [1, 2], "paid": True, "note": None, "to": "Zoë"}
         ctx = CTX | {"trigger": {"body": {"order": order}}}
         assert render(source, ctx) == text
+
+    def test_execution_is_the_same_in_every_attempt(self) -> None:
+        at = datetime(2026, 12, 7, 3, 4, 5, 678000, tzinfo=UTC)
+        run = StepsRun(
+            tenant_id="tn_1",
+            execution_id="ex_1",
+            workflow_id="wf_1",
+            created_at=at,
+            definition=WorkflowDefinition(trigger=Trigger(), steps=[]),
+            trigger=TriggerData(),
+            secrets={},
+            http=None,  # type: ignore[arg-type]
+            endpoints=Endpoints(),
+        )
+        ctx = CTX | {"execution": execution_context(run)}
+        assert render("{{ execution.id }}-notify", ctx) == "ex_1-notify"
+        assert render("{{ execution.workflow_id }}", ctx) == "wf_1"
+        assert render("{{ execution.created_at }}", ctx) == "2026-12-07T03:04:05.678000Z"
 
     def test_payload_keys_win_over_dict_methods(self) -> None:
         assert render("{{ trigger.body.items }}", CTX) == "field"
@@ -132,7 +155,11 @@ def test_check_syntax_reports_paths() -> None:
 
 #: Templates that name what no execution has, each with what the check says.
 MISNAMED = [
-    ("Hi {{ trigerr.body.name }}", "unknown name 'trigerr': a template sees trigger and steps"),
+    (
+        "Hi {{ trigerr.body.name }}",
+        "unknown name 'trigerr': a template sees trigger, steps and execution",
+    ),
+    ("{{ execution.idd }}", "execution has no 'idd' (it has created_at, id, workflow_id)"),
     ("{{ bdy }}", "unknown name 'bdy'"),
     ("{{ trigger.bdy.name }}", "trigger has no 'bdy' (it has body, content_type, headers"),
     ("{{ trigger['qeury'] }}", "trigger has no 'qeury'"),
@@ -155,6 +182,7 @@ WELL_NAMED = [
     "{% macro line(v) %}- {{ v }}{% endmacro %}{{ line(trigger.body) }}",
     "{% if trigger.body %}{% set s = trigger.body %}{{ s }}{% endif %}",
     "{% set steps = {'x': 1} %}{{ steps.x }}",
+    "{{ execution.id }}-notify {{ execution['workflow_id'] }} {{ execution.created_at }}",
     "no template at all",
 ]
 

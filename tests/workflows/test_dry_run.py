@@ -244,6 +244,26 @@ class TestSimulate:
         assert r.json()["steps"][0]["request"]["body"] == {"text": "Order 9"}
         assert clean_standin.requests() == []
 
+    async def test_each_dry_run_is_an_execution_of_its_own(
+        self, client: httpx.AsyncClient, auth: dict[str, str], creds: dict[str, str]
+    ) -> None:
+        # A remote deduping by {{ execution.id }} must not take the second try for the first.
+        steps = slack_steps(creds["slack"])
+        steps[0]["config"]["text"] = "{{ execution.id }} {{ execution.workflow_id }}"
+        wf = await client.post("/api/workflows", json={"name": "t", "steps": steps}, headers=auth)
+        saved = (f"/api/workflows/{wf.json()['id']}/dry-run", {"mode": "simulate"})
+        unsaved = ("/api/workflows/dry-run", {"mode": "simulate", "name": "t", "steps": steps})
+        texts = []
+        for url, body in (saved, saved, unsaved, unsaved):
+            r = await client.post(url, json=body, headers=auth)
+            assert r.status_code == 200, r.text
+            texts.append(r.json()["steps"][0]["request"]["body"]["text"])
+        ids = [text.split()[0] for text in texts]
+        assert all(i.startswith("dry_") for i in ids)
+        assert len(set(ids)) == 4
+        # A saved workflow's dry run names it; a definition never saved has none.
+        assert [text.split()[1:] for text in texts] == [[wf.json()["id"]]] * 2 + [[]] * 2
+
     async def test_invalid_workflow_is_422(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

@@ -319,6 +319,8 @@ class Executor:
         return StepsRun(
             tenant_id=execution.tenant_id,
             execution_id=execution.id,
+            workflow_id=execution.workflow_id,
+            created_at=execution.created_at,
             definition=definition,
             trigger=execution.trigger,
             secrets=secrets.by_id,

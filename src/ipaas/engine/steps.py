@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -68,6 +68,10 @@ class StepsRun:
     stop_reason: Callable[[], StopReason | None] = lambda: None
     #: Credentials that exist but no key of ``IPAAS_SECRET_KEY`` decrypts.
     unreadable: frozenset[str] = frozenset()
+    #: The workflow run (empty: a dry run of a definition never saved).
+    workflow_id: str = ""
+    #: When the execution was created (a dry run: when it started).
+    created_at: datetime | None = None
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -125,10 +129,26 @@ def _step_secret(step: Step, run: StepsRun) -> dict[str, Any] | None:
     raise ConnectorError(msg, retryable=False)
 
 
+def execution_context(run: StepsRun) -> dict[str, Any]:
+    """``execution`` as templates see it: the same in every attempt and retry of the
+    execution, so ``{{ execution.id }}`` makes an idempotency key a remote can dedupe a
+    repeated call by (the one repeat left: a crash inside a step's own call)."""
+    created_at = run.created_at.isoformat().replace("+00:00", "Z") if run.created_at else None
+    return {
+        "id": run.execution_id,
+        "workflow_id": run.workflow_id or None,
+        "created_at": created_at,
+    }
+
+
 async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
     """Run the steps not yet done; returns the execution's terminal status."""
     redactor = Redactor(s for secret in run.secrets.values() for s in secret_strings(secret))
-    context: dict[str, Any] = {"trigger": run.trigger.model_dump(mode="json"), "steps": {}}
+    context: dict[str, Any] = {
+        "trigger": run.trigger.model_dump(mode="json"),
+        "steps": {},
+        "execution": execution_context(run),
+    }
     steps = run.definition.steps
     for position, step in enumerate(steps):
         previous = run.done.get(step.id)

@@ -315,11 +315,12 @@ def check_syntax(value: Any, path: str = "config") -> list[tuple[str, str]]:
     return errors
 
 
-#: What a template sees: ``trigger`` (an execution's ``TriggerData``) and ``steps``, each
-#: earlier step's ``output`` and ``status`` (``engine/steps.py``).
-CONTEXT_NAMES = frozenset({"trigger", "steps"})
+#: What a template sees: ``trigger`` (an execution's ``TriggerData``), ``steps``, each
+#: earlier step's ``output`` and ``status``, and ``execution`` (``engine/steps.py``).
+CONTEXT_NAMES = frozenset({"trigger", "steps", "execution"})
 TRIGGER_KEYS = frozenset(TriggerData.model_fields)
 STEP_KEYS = frozenset({"output", "status"})
+EXECUTION_KEYS = frozenset({"id", "workflow_id", "created_at"})
 
 
 def _key(node: nodes.Node) -> str | None:
@@ -346,7 +347,7 @@ def _reference_errors(source: str, before: Sequence[str], after: Sequence[str]) 
     own |= {macro.name for macro in ast.find_all(nodes.Macro)}
     free = meta.find_undeclared_variables(ast) - own
     errors = [
-        f"unknown name {name!r}: a template sees trigger and steps"
+        f"unknown name {name!r}: a template sees trigger, steps and execution"
         for name in sorted(free - CONTEXT_NAMES - _ENV.globals.keys())
     ]
     # ``steps.get("a")`` and ``trigger.items()`` call a dict's method: not a lookup.
@@ -358,6 +359,10 @@ def _reference_errors(source: str, before: Sequence[str], after: Sequence[str]) 
         name = _context_name(node.node, free)  # type: ignore[attr-defined]
         if name == "trigger" and key not in TRIGGER_KEYS:
             errors.append(f"trigger has no {key!r} (it has {', '.join(sorted(TRIGGER_KEYS))})")
+        elif name == "execution":
+            if key not in EXECUTION_KEYS:
+                has = ", ".join(sorted(EXECUTION_KEYS))
+                errors.append(f"execution has no {key!r} (it has {has})")
         elif name == "steps" and key not in before:
             if key in after:
                 errors.append(f"steps.{key} runs after this step: a step sees those before it")

@@ -398,6 +398,7 @@ async def dry_run_saved(
         trigger=options.trigger_sample,
         simulate=options.mode == "simulate",
         templates=runtime.templates,
+        workflow_id=workflow.id,
     )
 
 

@@ -460,8 +460,11 @@ async def dry_run(
     trigger: TriggerData,
     simulate: bool,
     templates: TemplateRenderer | None = None,
+    workflow_id: str = "",
 ) -> DryRunRead:
-    """Run (or, simulating, only build) every step; nothing is persisted."""
+    """Run (or, simulating, only build) every step; nothing is persisted. Each dry run has
+    an id of its own (``execution.id`` in templates): a remote that dedupes by it sees each
+    as new."""
     await validate_definition(
         store, tenant_id=tenant_id, trigger=definition.trigger, steps=definition.steps
     )
@@ -490,7 +493,9 @@ async def dry_run(
     status = await run_steps(
         StepsRun(
             tenant_id=tenant_id,
-            execution_id="dry_run",
+            execution_id=new_id("dry"),
+            workflow_id=workflow_id,
+            created_at=utcnow(),
             definition=definition,
             trigger=trigger,
             secrets=loaded.by_id,

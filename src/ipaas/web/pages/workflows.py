@@ -255,6 +255,7 @@ async def dry_run(
             trigger=TriggerData(body=body, content_type="application/json"),
             simulate=form.get("mode") == "simulate",
             templates=runtime.templates,
+            workflow_id=workflow.id,
         )
     except ValidationFailed as exc:
         context["errors"] = {"sample": exc.message, **forms.errors_by_field(exc.details)}
