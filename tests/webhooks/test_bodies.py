@@ -171,6 +171,60 @@ class TestContentEncoding:
         assert stored_body(runtime, workflow_id) == {"signed": True}
 
 
+class TestJsonSentAsSomethingElse:
+    """A JSON object or list sent with no Content-Type, or labelled a form (as ``curl -d``
+    labels it), is read as JSON: it was kept as text, or made a form of one field named
+    after the whole document."""
+
+    @pytest.mark.parametrize(
+        ("body", "headers", "stored"),
+        [
+            (b'{"order": {"id": 7}}', {}, {"order": {"id": 7}}),
+            (b"  [1, 2]", {}, [1, 2]),
+            (b'\xef\xbb\xbf{"a": 1}', {}, {"a": 1}),
+            (b'{"order": 7}', {"content-type": "application/x-www-form-urlencoded"}, {"order": 7}),
+            # What is not a JSON object or list is read as before.
+            (b"42", {}, "42"),
+            (b'{"broken": ', {}, '{"broken": '),
+            (
+                b"a=1&b=2",
+                {"content-type": "application/x-www-form-urlencoded"},
+                {"a": "1", "b": "2"},
+            ),
+            (
+                b"{broken=1",
+                {"content-type": "application/x-www-form-urlencoded"},
+                {"{broken": "1"},
+            ),
+        ],
+        ids=[
+            "none-object",
+            "none-list",
+            "none-bom",
+            "form-label",
+            "none-number",
+            "none-broken",
+            "form",
+            "form-brace",
+        ],
+    )
+    async def test_read_as_what_it_is(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        new_workflow: NewWorkflow,
+        body: bytes,
+        headers: dict[str, str],
+        stored: Any,
+    ) -> None:
+        workflow_id = await new_workflow()
+        response = await post(client, workflow_id, body, headers)
+        assert response.status_code == 202, response.text
+        assert stored_body(runtime, workflow_id) == stored
+        (execution,) = executions_of(runtime, workflow_id)
+        assert execution.trigger.content_type == headers.get("content-type")
+
+
 class TestCharsets:
     async def test_a_form_in_a_declared_charset(
         self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow

@@ -109,6 +109,10 @@ def parse_body(body: bytes, content_type: str | None) -> object:
             return jsontext.loads(body)
         except jsontext.JsonError as exc:
             raise ValidationFailed(f"Body is not valid JSON: {exc}", code="invalid_json") from exc
+    if media in ("", "application/x-www-form-urlencoded"):
+        sniffed = _json_as_sent(body, charset)
+        if sniffed is not _NOT_JSON:
+            return sniffed
     if media == "application/x-www-form-urlencoded":
         charset = charset or "utf-8"
         try:
@@ -131,6 +135,28 @@ def parse_body(body: bytes, content_type: str | None) -> object:
             "multipart/form-data) or raw text"
         )
     return _decode(body, charset or "utf-8", "Raw")
+
+
+#: ``_json_as_sent``'s answer for a body that is not a JSON object or list.
+_NOT_JSON = object()
+
+
+def _json_as_sent(body: bytes, charset: str | None) -> object:
+    """A JSON object or list sent without a JSON media type: with none at all (some
+    senders, scripts and devices send none), or as a form (``curl -d '{"a": 1}'`` labels
+    its JSON ``application/x-www-form-urlencoded``, and a form parse made it the one field
+    ``{"{\"a\": 1}": ""}``). Only a body that opens with ``{`` or ``[`` and parses whole
+    is taken as JSON (a form's own ``{`` would be sent as ``%7B``); anything else is left
+    to the media type's own reading."""
+    if charset is not None and charset not in _UTF8:
+        return _NOT_JSON
+    text = body[len(_BOM) :] if body.startswith(_BOM) else body
+    if text.lstrip()[:1] not in (b"{", b"["):
+        return _NOT_JSON
+    try:
+        return jsontext.loads(text)
+    except jsontext.JsonError:
+        return _NOT_JSON
 
 
 def _media_type(content_type: str | None) -> tuple[str, str | None]:
