@@ -171,12 +171,15 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
                 "credential_type_mismatch",
             )
         if compile_templates:
-            for path, msg in check_syntax(step.config):
-                add(index, path.split(".")[1:] or ["config"], msg, "template_syntax")
-            for path, msg in check_references(
-                step.config, before=ids[:index], after=ids[index + 1 :]
-            ):
-                add(index, path.split(".")[1:] or ["config"], msg, "template_reference")
+            found = [(p, m, "template_syntax") for p, m in check_syntax(step.config)]
+            found += [
+                (p, m, "template_reference")
+                for p, m in check_references(
+                    step.config, before=ids[:index], after=ids[index + 1 :]
+                )
+            ]
+            for path, msg, kind in found:
+                add(index, path.split(".")[1:] or ["config"], msg, kind)
         try:
             connector.Params.model_validate(step.config)
         except ValidationError as exc:
