@@ -248,6 +248,23 @@ class TestCharsets:
         assert "declare its charset" in error["message"]
         assert executions_of(runtime, workflow_id) == []
 
+    async def test_a_form_of_more_than_1000_fields_is_422(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        # A megabyte of empty fields took half a second of the event loop to read.
+        workflow_id = await new_workflow()
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        fields = "&".join(f"f{n}=1" for n in range(1000)).encode()
+        assert (await post(client, workflow_id, fields, headers)).status_code == 202
+        response = await post(client, workflow_id, fields + b"&one=more", headers)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["message"]) == (
+            "invalid_form",
+            "Form body has more than 1000 fields",
+        )
+        assert len(executions_of(runtime, workflow_id)) == 1
+
     async def test_json_with_a_bom_or_in_utf16(
         self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
     ) -> None:
@@ -435,6 +452,13 @@ class TestMultipart:
                 "Content-Disposition",
             ),
             (
+                multipart_body(*[field("a", b"x")] * 1001),
+                MULTIPART,
+                422,
+                "invalid_form",
+                "more than 1000 parts",
+            ),
+            (
                 multipart_body(field("a", b"x")),
                 {"content-type": "multipart/mixed; boundary=XX"},
                 415,
@@ -451,6 +475,7 @@ class TestMultipart:
             "garbage",
             "no-disposition",
             "not-form-data",
+            "too-many-parts",
             "multipart-mixed",
         ],
     )
