@@ -14,6 +14,7 @@ import pytest
 from ipaas.config import Signup
 from ipaas.engine import alerts as alert_engine
 from ipaas.engine.alerts import alert_pass
+from ipaas.engine.worker import Worker
 from ipaas.executions.models import ExecutionStatus
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
@@ -962,6 +963,35 @@ class TestPages:
         signed_in = await client.get("/no/such/page")
         assert signed_in.status_code == 404
         assert "Log out" in signed_in.text
+
+    async def test_a_filter_step_made_in_the_form_says_where_it_stopped(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        form = _workflow_form(credential_id) | {
+            "slots": "2",
+            "steps.0.id": "only_paid",
+            "steps.0.type": "filter",
+            "steps.0.credential_id": "",
+            "steps.0.config.filter.condition": "{{ trigger.body.paid }}",
+            "steps.1.id": "notify",
+            "steps.1.type": "slack_message",
+            "steps.1.credential_id": credential_id,
+            "steps.1.config.slack_message.text": "Paid {{ trigger.body.id }}",
+        }
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1, "paid": False})
+        worker = Worker(runtime)
+        try:
+            await worker.run_until_empty()
+        finally:
+            await worker.stop(grace_s=0)
+        page = await client.get(f"/executions/{fired.json()['execution_id']}")
+        assert "The condition did not hold: the execution stopped here" in page.text
+        assert 'data-step="notify"' not in page.text
 
     async def test_dashboard_counts_the_last_hour(self, client: httpx.AsyncClient) -> None:
         await console_signup(client)
