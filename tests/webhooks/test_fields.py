@@ -140,3 +140,20 @@ class TestThroughTheIntake:
         assert response.status_code == 200, response.text
         (step,) = response.json()["steps"]
         assert step["request"]["body"] == {"tags": "a+b", "first": "a"}
+
+    async def test_a_query_of_more_than_1000_fields_is_422(
+        self, client: httpx.AsyncClient, runtime: Runtime, new_workflow: NewWorkflow
+    ) -> None:
+        # 64 KiB of empty fields took 32 ms of the event loop to read, and was stored whole.
+        workflow_id = await new_workflow()
+        query = "&".join(f"f{n}=1" for n in range(1000))
+        ok = await client.post(f"/api/webhooks/{workflow_id}?{query}", json={})
+        assert ok.status_code == 202, ok.text
+        refused = await client.post(f"/api/webhooks/{workflow_id}?{query}&one=more", json={})
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["message"]) == (
+            "invalid_query",
+            "Query string has more than 1000 fields",
+        )
+        assert len(executions_of(runtime, workflow_id)) == 1

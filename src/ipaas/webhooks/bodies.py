@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 from ipaas.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from ipaas.kit import jsontext
 from ipaas.webhooks import multipart
-from ipaas.webhooks.fields import grouped
+from ipaas.webhooks.fields import MAX_FIELDS, grouped
 
 #: zlib's ``wbits`` for each coding undone: gzip's header and trailer, zlib's (RFC 1950,
 #: HTTP's "deflate"), and raw deflate, which some senders send as "deflate" all the same.
@@ -26,10 +26,9 @@ _CODINGS: dict[str, tuple[int, ...]] = {
     "deflate": (_ZLIB, _RAW_DEFLATE),
 }
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
-#: Fields of one urlencoded form, at most (Django's and Starlette's default). The body's
-#: size is capped anyway, but a megabyte of empty fields (``a=&a=&...``, 349,000 of them)
-#: took 457 ms of the event loop to read, and was stored as a list of that length.
-MAX_FORM_FIELDS = 1000
+#: Fields of one urlencoded form, at most: a megabyte of empty fields (``a=&a=&...``,
+#: 349,000 of them) took 457 ms of the event loop to read, and was stored whole.
+MAX_FORM_FIELDS = MAX_FIELDS
 _BOM = codecs.BOM_UTF8
 
 

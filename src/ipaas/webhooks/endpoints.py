@@ -358,8 +358,10 @@ OPENAPI_PATH: dict[str, Any] = {
                 "(`unsupported_content_encoding`)"
             ),
             "422": _error(
-                "Body declared JSON (`invalid_json`) or a form (`invalid_form`) but invalid, "
-                "or not the gzip or deflate it declares (`invalid_content_encoding`)"
+                "Body declared JSON (`invalid_json`) or a form (`invalid_form`) but invalid "
+                "or of more than 1,000 fields, a query string of more than 1,000 fields "
+                "(`invalid_query`), or a body not the gzip or deflate it declares "
+                "(`invalid_content_encoding`)"
             ),
             "429": _error("Over the tenant's webhook rate (`rate_limited`)", _RATE_HEADERS),
             "503": _error(

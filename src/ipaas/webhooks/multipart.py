@@ -24,14 +24,13 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ipaas.errors import UnsupportedMediaType, ValidationFailed
-from ipaas.webhooks.fields import grouped
+from ipaas.webhooks.fields import MAX_FIELDS, grouped
 
 #: A file part with no Content-Type of its own (RFC 7578 4.4).
 _OCTETS = "application/octet-stream"
-#: Parts of one body, at most, as a urlencoded form's fields (``bodies.MAX_FORM_FIELDS``;
-#: Starlette's default too). The body's size is capped anyway, but a megabyte of one-byte
-#: fields (~20,000 parts) took 200 ms of the event loop to read; a thousand take ~15.
-MAX_PARTS = 1000
+#: Parts of one body, at most, as a urlencoded form's fields: a megabyte of one-byte fields
+#: (~20,000 parts) took 200 ms of the event loop to read; a thousand take ~15.
+MAX_PARTS = MAX_FIELDS
 
 
 @dataclass(slots=True)
