@@ -208,11 +208,12 @@ async def test_openapi_documents_every_route_including_intake(settings: Settings
     }
     assert "Retry-After" in intake["responses"]["503"]["headers"]
     # 200: a duplicate's execution, or Slack's url_verification answered with its challenge.
-    duplicate, challenge = intake["responses"]["200"]["content"]["application/json"]["schema"][
-        "oneOf"
-    ]
+    duplicate, challenge, zoom = intake["responses"]["200"]["content"]["application/json"][
+        "schema"
+    ]["oneOf"]
     assert "duplicate" in duplicate["properties"]
     assert challenge["required"] == ["challenge"]
+    assert zoom["required"] == ["plainToken", "encryptedToken"]
     for path in (
         "/api/workflows",
         "/api/executions/{execution_id}/cancel",

@@ -22,6 +22,7 @@ SENSITIVE_HEADERS = frozenset(
         "webhook-signature",
         "stripe-signature",
         "x-slack-signature",
+        "x-zm-signature",
     }
 )
 

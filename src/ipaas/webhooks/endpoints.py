@@ -73,7 +73,7 @@ async def accept(
             metrics.webhook_answered(started, duplicate=False)
             if span is not None:
                 span.set_attribute("http.response.status_code", 200)
-            return 200, {"challenge": accepted.challenge}
+            return 200, dict(accepted.answer)
         metrics.webhook_answered(started, duplicate=accepted.duplicate)
         status = 200 if accepted.duplicate else 202
         if span is not None:
@@ -286,8 +286,16 @@ _ACCEPTED_SCHEMA: dict[str, Any] = {
 }
 _CHALLENGE_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "description": "Slack's url_verification answered: its challenge",
     "required": ["challenge"],
     "properties": {"challenge": {"type": "string"}},
+}
+_ZOOM_VALIDATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Zoom's endpoint.url_validation answered: its token, and that token's "
+    "HMAC-SHA256 in hex keyed with the secret token",
+    "required": ["plainToken", "encryptedToken"],
+    "properties": {"plainToken": {"type": "string"}, "encryptedToken": {"type": "string"}},
 }
 
 
@@ -331,10 +339,14 @@ OPENAPI_PATH: dict[str, Any] = {
             "200": {
                 "description": "Duplicate: an earlier webhook with this idempotency key "
                 "made this execution; nothing new was created. Or, for a workflow whose "
-                "`auth.scheme` is `slack`, Slack's signed `url_verification` answered with "
-                "its challenge (no execution)",
+                "`auth.scheme` is `slack` or `zoom`, the sender's signed check of the URL "
+                "answered (no execution)",
                 "content": {
-                    "application/json": {"schema": {"oneOf": [_ACCEPTED_SCHEMA, _CHALLENGE_SCHEMA]}}
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [_ACCEPTED_SCHEMA, _CHALLENGE_SCHEMA, _ZOOM_VALIDATION_SCHEMA]
+                        }
+                    }
                 },
             },
             "202": {

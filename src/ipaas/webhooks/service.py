@@ -30,7 +30,12 @@ from ipaas.webhooks.fields import header_values, query_values
 from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
 from ipaas.webhooks.ratelimit import rate_for
-from ipaas.webhooks.signatures import SignatureRejected, slack_challenge, verify
+from ipaas.webhooks.signatures import (
+    SignatureRejected,
+    slack_challenge,
+    verify,
+    zoom_validation,
+)
 from ipaas.workflows.models import TriggerType, WebhookAuthScheme, WebhookOptions
 
 _log = structlog.get_logger(__name__)
@@ -71,9 +76,10 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
-    """A sender's check of the URL, answered with its ``challenge``; no execution."""
+    """A sender's check of the URL (Slack's ``url_verification``, Zoom's
+    ``endpoint.url_validation``), answered 200 with ``answer``; no execution."""
 
-    challenge: str
+    answer: dict[str, str]
 
 
 async def accept(
@@ -89,7 +95,7 @@ async def accept(
 ) -> Accepted | Challenge:
     """Verify, rate-limit and deduplicate a webhook, then persist it as a queued execution
     and offer it to the workers. Every refusal raises before anything is written. A signed
-    Slack ``url_verification`` is answered (``Challenge``) and makes no execution.
+    check of the URL (Slack's, Zoom's) is answered (``Challenge``) and makes no execution.
 
     ``headers`` are the request's, every line of them (Starlette's ``Headers``, which look
     names up case-insensitively); ``query_string`` is the raw one (``trigger.query``:
@@ -116,7 +122,11 @@ async def accept(
         if options.auth.scheme is WebhookAuthScheme.slack:
             challenge = slack_challenge(body, content_type)
             if challenge is not None:
-                return Challenge(challenge)
+                return Challenge({"challenge": challenge})
+        elif options.auth.scheme is WebhookAuthScheme.zoom:
+            answer = zoom_validation(body, content_type, secrets, headers)
+            if answer is not None:
+                return Challenge(answer)
     await _check_limits(store, intake, workflow.tenant_id)
     trigger = trigger_data(
         body=body, content_type=content_type, headers=headers, query_string=query_string

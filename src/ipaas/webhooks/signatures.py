@@ -1,5 +1,6 @@
 """Webhook authentication on the raw body: Standard Webhooks, one HMAC-SHA256 header
-(GitHub, Shopify), Stripe's ``Stripe-Signature`` and Slack's ``X-Slack-Signature``.
+(GitHub, Shopify), Stripe's ``Stripe-Signature``, and Slack's ``X-Slack-Signature`` (which
+Zoom's ``x-zm-signature`` copies).
 
 Each compares in constant time (``hmac.compare_digest``) and accepts either secret of a
 credential being rotated; the schemes that sign a timestamp refuse one more than 5 minutes
@@ -33,6 +34,7 @@ _STALE = frozenset({"Message timestamp too old", "Message timestamp too new"})
 TOLERANCE_S = 300
 STRIPE_HEADER = "stripe-signature"
 SLACK_HEADERS = ("x-slack-request-timestamp", "x-slack-signature")
+ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
 
 
 class SignatureRejected(IpaasError):
@@ -65,7 +67,9 @@ def verify(
     elif auth.scheme is WebhookAuthScheme.stripe:
         _verify_stripe(secrets, body, headers, now=now)
     elif auth.scheme is WebhookAuthScheme.slack:
-        _verify_slack(secrets, body, headers, now=now)
+        _verify_v0(secrets, body, headers, SLACK_HEADERS, now=now)
+    elif auth.scheme is WebhookAuthScheme.zoom:
+        _verify_v0(secrets, body, headers, ZOOM_HEADERS, now=now)
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -183,17 +187,23 @@ class _At(Clock):
         return self._now
 
 
-def _verify_slack(
-    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], *, now: float
+def _verify_v0(
+    secrets: Sequence[str],
+    body: bytes,
+    headers: Mapping[str, str],
+    names: tuple[str, str],
+    *,
+    now: float,
 ) -> None:
-    """Slack's scheme (docs "Verifying requests from Slack"), checked by slack_sdk's own
-    ``SignatureVerifier``: ``X-Slack-Signature: v0=<hex>``, the HMAC-SHA256 of
-    ``v0:{X-Slack-Request-Timestamp}:{body}`` keyed with the app's signing secret."""
-    stamp, signature = (headers.get(name, "") for name in SLACK_HEADERS)
-    missing = [name for name, v in zip(SLACK_HEADERS, (stamp, signature), strict=True) if not v]
+    """Slack's scheme (docs "Verifying requests from Slack"), which Zoom's copies under
+    other header names (``names``: the timestamp's, the signature's), checked by
+    slack_sdk's own ``SignatureVerifier``: ``v0=<hex>``, the HMAC-SHA256 of
+    ``v0:{timestamp}:{body}`` keyed with the app's signing secret (Zoom: secret token)."""
+    stamp, signature = (headers.get(name, "") for name in names)
+    missing = [name for name, v in zip(names, (stamp, signature), strict=True) if not v]
     if missing:
         raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
-    _timestamp(stamp, "X-Slack-Request-Timestamp", now)
+    _timestamp(stamp, names[0], now)
     clock = _At(now)
     matched = False
     for secret in secrets:
@@ -219,3 +229,31 @@ def slack_challenge(body: bytes, content_type: str | None) -> str | None:
         return None
     challenge = parsed.get("challenge")
     return challenge if isinstance(challenge, str) else None
+
+
+def zoom_validation(
+    body: bytes, content_type: str | None, secrets: Sequence[str], headers: Mapping[str, str]
+) -> dict[str, str] | None:
+    """The answer to Zoom's ``endpoint.url_validation`` (sent, signed, when an endpoint is
+    saved and every 72 hours; docs "Validate your webhook endpoint"): the ``plainToken``
+    it sent and ``encryptedToken``, its HMAC-SHA256 in hex keyed with the secret token that
+    signed the request. ``None`` for any other body. Called after ``verify``."""
+    if b"endpoint.url_validation" not in body:
+        return None
+    try:
+        parsed = parse_body(body, content_type)
+    except IpaasError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("event") != "endpoint.url_validation":
+        return None
+    payload = parsed.get("payload")
+    token = payload.get("plainToken") if isinstance(payload, dict) else None
+    if not isinstance(token, str):
+        return None
+    stamp, signature = (headers.get(name, "") for name in ZOOM_HEADERS)
+    for secret in secrets:  # the one that signed it: either, while a secret is rotated
+        expected = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+        if expected is not None and hmac.compare_digest(expected, signature):
+            encrypted = hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+            return {"plainToken": token, "encryptedToken": encrypted}
+    return None

@@ -107,6 +107,9 @@ class WebhookAuthScheme(StrEnum):
     #: ``X-Slack-Signature: v0=...`` with ``X-Slack-Request-Timestamp``: the HMAC-SHA256 of
     #: ``v0:{timestamp}:{body}``; Slack's ``url_verification`` is answered with its challenge.
     slack = "slack"
+    #: Zoom's ``x-zm-signature``/``x-zm-request-timestamp``, signed as Slack's are; its
+    #: ``endpoint.url_validation`` is answered with the token it asks to be hashed.
+    zoom = "zoom"
 
 
 #: An HTTP header name (RFC 9110 token).
