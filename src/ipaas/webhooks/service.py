@@ -30,13 +30,8 @@ from ipaas.webhooks.fields import header_values, query_values
 from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
 from ipaas.webhooks.ratelimit import rate_for
-from ipaas.webhooks.signatures import (
-    SignatureRejected,
-    slack_challenge,
-    verify,
-    zoom_validation,
-)
-from ipaas.workflows.models import TriggerType, WebhookAuthScheme, WebhookOptions
+from ipaas.webhooks.signatures import SignatureRejected, handshake, verify
+from ipaas.workflows.models import TriggerType, WebhookOptions
 
 _log = structlog.get_logger(__name__)
 
@@ -119,14 +114,9 @@ async def accept(
         )
         # The bytes as the sender wrote and signed them: before parsing, after gzip.
         verify(options.auth, secrets, body, headers)
-        if options.auth.scheme is WebhookAuthScheme.slack:
-            challenge = slack_challenge(body, content_type)
-            if challenge is not None:
-                return Challenge({"challenge": challenge})
-        elif options.auth.scheme is WebhookAuthScheme.zoom:
-            answer = zoom_validation(body, content_type, secrets, headers)
-            if answer is not None:
-                return Challenge(answer)
+        answer = handshake(options.auth, secrets, body, content_type, headers)
+        if answer is not None:
+            return Challenge(answer)
     await _check_limits(store, intake, workflow.tenant_id)
     trigger = trigger_data(
         body=body, content_type=content_type, headers=headers, query_string=query_string

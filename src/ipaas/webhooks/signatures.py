@@ -216,44 +216,52 @@ def _verify_v0(
         raise _rejected("signature_invalid", "No matching signature")
 
 
-def slack_challenge(body: bytes, content_type: str | None) -> str | None:
-    """The ``challenge`` of Slack's ``url_verification`` request (sent, signed, when an
-    app's Events API URL is saved; the app must answer with it), else ``None``."""
-    if b"url_verification" not in body:
-        return None
-    try:
-        parsed = parse_body(body, content_type)
-    except IpaasError:
-        return None
-    if not isinstance(parsed, dict) or parsed.get("type") != "url_verification":
-        return None
-    challenge = parsed.get("challenge")
-    return challenge if isinstance(challenge, str) else None
-
-
-def zoom_validation(
-    body: bytes, content_type: str | None, secrets: Sequence[str], headers: Mapping[str, str]
+def handshake(
+    auth: WebhookAuth,
+    secrets: Sequence[str],
+    body: bytes,
+    content_type: str | None,
+    headers: Mapping[str, str],
 ) -> dict[str, str] | None:
-    """The answer to Zoom's ``endpoint.url_validation`` (sent, signed, when an endpoint is
-    saved and every 72 hours; docs "Validate your webhook endpoint"): the ``plainToken``
-    it sent and ``encryptedToken``, its HMAC-SHA256 in hex keyed with the secret token that
-    signed the request. ``None`` for any other body. Called after ``verify``."""
-    if b"endpoint.url_validation" not in body:
+    """The answer to a sender's signed check of the URL, for the schemes that have one
+    (``None`` for any other request); called after ``verify``. A body that is not the
+    check is an event like any other.
+
+    - Slack's ``url_verification`` (sent when an app's Events API URL is saved):
+      ``{"challenge": ...}`` as it sent it.
+    - Zoom's ``endpoint.url_validation`` (sent when an endpoint is saved and every 72
+      hours; docs "Validate your webhook endpoint"): the ``plainToken`` it sent and
+      ``encryptedToken``, its HMAC-SHA256 in hex keyed with the secret token that signed
+      the request (either, while one is rotated)."""
+    if auth.scheme is WebhookAuthScheme.slack:
+        check = _check_body(body, content_type, "type", "url_verification")
+        challenge = check.get("challenge") if check is not None else None
+        return {"challenge": challenge} if isinstance(challenge, str) else None
+    if auth.scheme is not WebhookAuthScheme.zoom:
         return None
-    try:
-        parsed = parse_body(body, content_type)
-    except IpaasError:
-        return None
-    if not isinstance(parsed, dict) or parsed.get("event") != "endpoint.url_validation":
-        return None
-    payload = parsed.get("payload")
+    check = _check_body(body, content_type, "event", "endpoint.url_validation")
+    payload = check.get("payload") if check is not None else None
     token = payload.get("plainToken") if isinstance(payload, dict) else None
     if not isinstance(token, str):
         return None
     stamp, signature = (headers.get(name, "") for name in ZOOM_HEADERS)
-    for secret in secrets:  # the one that signed it: either, while a secret is rotated
+    for secret in secrets:
         expected = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
         if expected is not None and hmac.compare_digest(expected, signature):
             encrypted = hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
             return {"plainToken": token, "encryptedToken": encrypted}
     return None
+
+
+def _check_body(
+    body: bytes, content_type: str | None, key: str, value: str
+) -> dict[str, object] | None:
+    """The body's object when its ``key`` is ``value`` (parsed only when the value is
+    somewhere in the bytes: an event is parsed once more, later, only if it names it)."""
+    if value.encode() not in body:
+        return None
+    try:
+        parsed = parse_body(body, content_type)
+    except IpaasError:
+        return None
+    return parsed if isinstance(parsed, dict) and parsed.get(key) == value else None
