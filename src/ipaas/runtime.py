@@ -18,6 +18,7 @@ from ipaas.engine.cancellation import (
     create_cancel_bus,
 )
 from ipaas.engine.connectors.base import Endpoints
+from ipaas.engine.connectors.oauth2 import TokenCache
 from ipaas.engine.queue import JobQueue, create_queue
 from ipaas.engine.templating import TemplateRenderer
 from ipaas.errors import StoreUnavailable
@@ -54,6 +55,8 @@ class Runtime:
     cancel_bus: CancelBus = field(default_factory=LocalCancelBus)
     #: Renders step configs, each tenant within its share of this process's render time.
     templates: TemplateRenderer = field(default_factory=TemplateRenderer)
+    #: OAuth 2.0 access tokens of ``http`` credentials, shared by this process's steps.
+    tokens: TokenCache = field(default_factory=TokenCache)
     #: Counts credential changes made through this process: part of the key of the
     #: executors' secret caches, so a new secret is used here at once (elsewhere within
     #: their TTL).

@@ -15,6 +15,14 @@ async def create(client: httpx.AsyncClient, auth: dict[str, str], **body: object
     return await client.post("/api/credentials", json=body, headers=auth)
 
 
+#: A client credentials grant whose secret must never come back in an answer.
+OAUTH2 = {
+    "token_url": "https://login.example.com/oauth2/token",
+    "client_id": "client-1",
+    "client_secret": "SENTINEL-client-secret",
+}
+
+
 class TestCreate:
     @pytest.mark.parametrize(
         ("type_", "secret"),
@@ -128,7 +136,45 @@ class TestCreate:
                 [],
                 "not bearer_token and an Authorization header",
             ),
-            ("http", {}, [], "give at least one of base_url, headers, bearer_token or basic"),
+            (
+                "http",
+                {},
+                [],
+                "give at least one of base_url, headers, query, bearer_token, basic or oauth2",
+            ),
+            (
+                "http",
+                {"bearer_token": "SENTINEL", "oauth2": OAUTH2},
+                [],
+                "not bearer_token and oauth2",
+            ),
+            (
+                "http",
+                {"headers": {"Authorization": "Token SENTINEL"}, "oauth2": OAUTH2},
+                [],
+                "not oauth2 and an Authorization header",
+            ),
+            (
+                "http",
+                {"oauth2": {**OAUTH2, "token_url": "not a URL"}},
+                ["oauth2", "token_url"],
+                "URL",
+            ),
+            (
+                "http",
+                {"oauth2": {**OAUTH2, "client_secret": ""}},
+                ["oauth2", "client_secret"],
+                "at least 1",
+            ),
+            (
+                "http",
+                {"oauth2": {**OAUTH2, "client_auth": "jwt"}},
+                ["oauth2", "client_auth"],
+                "'basic' or 'body'",
+            ),
+            ("http", {"oauth2": {**OAUTH2, "grant": "password"}}, ["oauth2", "grant"], "Extra"),
+            ("http", {"query": {" ": "SENTINEL"}}, ["query"], "a query parameter needs a name"),
+            ("http", {"query": {"key": 5}}, ["query", "key"], "valid string"),
             ("http", {"headers": {"Content-Length": "5"}}, ["headers"], "set by the HTTP client"),
         ],
     )

@@ -311,6 +311,44 @@ class TestRun:
         steps = await runtime.store.list_step_runs(detail_tenant(runtime, ex), ex)
         assert SENTINEL not in str([s.model_dump() for s in steps])
 
+    async def test_oauth2_executions_share_one_token_that_no_record_holds(
+        self, api: Api, worker: Worker, runtime: Runtime
+    ) -> None:
+        from tests.standins.oauth import CLIENT_ID, CLIENT_SECRET
+
+        grant = {
+            "token_url": f"{api.standin_url}/oauth/token",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+        }
+        cred = await api.credential(
+            "http", {"base_url": f"{api.standin_url}/oauth/api", "oauth2": grant}
+        )
+        step = {"path": "/orders/{{ trigger.body.n }}", "method": "POST", "json": {"a": 1}}
+        wf = await api.workflow(
+            [{"id": "call", "type": "http_request", "credential_id": cred, "config": step}]
+        )
+        executions = [await api.fire(wf, {"n": n}) for n in range(3)]
+        await worker.run_until_empty()
+        received = await api.received()
+        assert [r["kind"] for r in received].count("oauth_token") == 1
+        calls = [r for r in received if r["kind"] == "oauth_api"]
+        assert sorted(r["path"] for r in calls) == [
+            "/oauth/api/orders/0",
+            "/oauth/api/orders/1",
+            "/oauth/api/orders/2",
+        ]
+        assert {r["status"] for r in calls} == {200}
+        (bearer,) = {r["headers"]["authorization"] for r in calls}
+        token = bearer.removeprefix("Bearer ")
+        for ex in executions:
+            detail = await api.execution(ex)
+            assert detail["status"] == "succeeded", detail
+            steps = await runtime.store.list_step_runs(detail_tenant(runtime, ex), ex)
+            recorded = str(detail) + str([s.model_dump() for s in steps])
+            assert token not in recorded
+            assert CLIENT_SECRET not in recorded
+
     async def test_header_names_from_the_webhook_are_checked_before_sending(
         self, api: Api, worker: Worker
     ) -> None:

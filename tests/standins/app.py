@@ -2,12 +2,15 @@
 
 - ``GET /_standin/requests[?kind=&path_prefix=]``: recorded requests, oldest first
   (``kind``: ``slack_webhook``, ``slack_api``, ``discord``, ``openweather``, ``echo``, ``slow``,
+  ``oauth_token``, ``oauth_api``,
   ``unknown`` for any other path, answered 404);
 - ``GET /_standin/stats``: counts, delivered messages and duplicate texts per service;
 - ``POST /_standin/reset``: forget everything (requests, counts, faults, slow calls);
 - ``POST /_standin/faults`` ``{"path_prefix", "status", "count", "retry_after", "delay_s"}``:
   fail (or delay) the next matching requests; ``GET`` lists them;
-- ``GET /_standin/slow``: ``/slow`` calls with their start, disconnect and completion times.
+- ``GET /_standin/slow``: ``/slow`` calls with their start, disconnect and completion times;
+- ``POST /_standin/oauth``: revoke the OAuth 2.0 stand-in's tokens, set their lifetime
+  (``tests.standins.oauth``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.standins import discord, generic, openweather, slack
+from tests.standins import discord, generic, oauth, openweather, slack
 from tests.standins.state import Fault, StandinState
 
 
@@ -71,6 +74,7 @@ def create_app(state: StandinState | None = None) -> Starlette:
             *slack.routes(state),
             *discord.routes(state),
             *openweather.routes(state),
+            *oauth.routes(state),
             *generic.routes(state),
             generic.fallback_route(state),
         ]

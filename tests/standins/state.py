@@ -15,6 +15,8 @@ from typing import Any
 
 #: Requests kept for ``GET /_standin/requests``; counters in ``stats()`` are never cut.
 DEFAULT_MAX_REQUESTS = 100_000
+#: Lifetime of the OAuth 2.0 stand-in's access tokens, unless a test sets another.
+OAUTH_EXPIRES_IN_S = 3600
 
 
 @dataclass(slots=True)
@@ -56,6 +58,10 @@ class StandinState:
         self._tickets = 0
         #: Set when the server stops, so slow handlers finish instead of holding it open.
         self.closing = threading.Event()
+        #: Access tokens the OAuth 2.0 token endpoint gave and has not revoked.
+        self._oauth_tokens: set[str] = set()
+        #: ``expires_in`` of the tokens it gives (``None``: left out of the answer).
+        self._oauth_expires_in: float | str | None = OAUTH_EXPIRES_IN_S
 
     def record(
         self,
@@ -155,6 +161,26 @@ class StandinState:
             self._delivered.clear()
             self._faults.clear()
             self._slow_calls.clear()
+            self._oauth_tokens.clear()
+            self._oauth_expires_in = OAUTH_EXPIRES_IN_S
+
+    def oauth_issue(self, value: str) -> float | str | None:
+        """Record ``value`` as a live token; its ``expires_in``."""
+        with self._lock:
+            self._oauth_tokens.add(value)
+            return self._oauth_expires_in
+
+    def oauth_live(self, value: str) -> bool:
+        with self._lock:
+            return value in self._oauth_tokens
+
+    def oauth_configure(self, spec: dict[str, Any]) -> None:
+        """``revoke``: every token given so far; ``expires_in``: of the next ones."""
+        with self._lock:
+            if spec.get("revoke"):
+                self._oauth_tokens.clear()
+            if "expires_in" in spec:
+                self._oauth_expires_in = spec["expires_in"]
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:

@@ -196,6 +196,103 @@ class TestSimulate:
         assert SENTINEL not in r.text
         assert clean_standin.requests() == []
 
+    async def test_a_credentials_query_is_sent_and_masked(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        clean_standin: StandinServer,
+    ) -> None:
+        r = await client.post(
+            "/api/credentials",
+            json={
+                "name": "keyed",
+                "type": "http",
+                "secret": {"base_url": clean_standin.url, "query": {"key": SENTINEL}},
+            },
+            headers=auth,
+        )
+        assert r.status_code == 201, r.text
+        steps = [
+            {
+                "id": "call",
+                "type": "http_request",
+                "credential_id": r.json()["id"],
+                "config": {"path": "/echo/boards", "query": {"fields": "name"}},
+            }
+        ]
+        simulated = await client.post(
+            "/api/workflows/dry-run",
+            json={"name": "t", "mode": "simulate", "steps": steps},
+            headers=auth,
+        )
+        assert simulated.status_code == 200, simulated.text
+        request = simulated.json()["steps"][0]["request"]
+        assert request["url"] == f"{clean_standin.url}/echo/boards?key=***&fields=name"
+        assert clean_standin.requests() == []
+
+        ran = await client.post(
+            "/api/workflows/dry-run", json={"name": "t", "steps": steps}, headers=auth
+        )
+        assert ran.status_code == 200, ran.text
+        (sent,) = clean_standin.requests()
+        assert sent["query"] == f"key={SENTINEL}&fields=name"
+        assert ran.json()["steps"][0]["output"]["body"]["query"] == {
+            "key": "***",
+            "fields": "name",
+        }
+        assert SENTINEL not in simulated.text + ran.text
+
+    async def test_an_oauth2_credential_asks_for_no_token_when_simulated(
+        self,
+        client: httpx.AsyncClient,
+        auth: dict[str, str],
+        clean_standin: StandinServer,
+    ) -> None:
+        from tests.standins.oauth import CLIENT_ID, CLIENT_SECRET
+
+        secret = {
+            "base_url": f"{clean_standin.url}/oauth/api",
+            "oauth2": {
+                "token_url": f"{clean_standin.url}/oauth/token",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+            },
+        }
+        r = await client.post(
+            "/api/credentials",
+            json={"name": "m2m", "type": "http", "secret": secret},
+            headers=auth,
+        )
+        assert r.status_code == 201, r.text
+        steps = [
+            {
+                "id": "call",
+                "type": "http_request",
+                "credential_id": r.json()["id"],
+                "config": {"path": "/orders"},
+            }
+        ]
+        simulated = await client.post(
+            "/api/workflows/dry-run",
+            json={"name": "t", "mode": "simulate", "steps": steps},
+            headers=auth,
+        )
+        assert simulated.status_code == 200, simulated.text
+        request = simulated.json()["steps"][0]["request"]
+        assert request["headers"]["authorization"] == "***"
+        assert clean_standin.requests() == []
+
+        ran = await client.post(
+            "/api/workflows/dry-run", json={"name": "t", "steps": steps}, headers=auth
+        )
+        assert ran.status_code == 200, ran.text
+        assert ran.json()["status"] == "succeeded"
+        token, call = clean_standin.requests()
+        assert (token["kind"], call["kind"], call["status"]) == ("oauth_token", "oauth_api", 200)
+        access_token = call["headers"]["authorization"].removeprefix("Bearer ")
+        assert access_token not in ran.text
+        assert CLIENT_SECRET not in simulated.text + ran.text
+
     async def test_a_password_in_a_base_url_is_masked(
         self,
         client: httpx.AsyncClient,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -75,11 +75,36 @@ class BasicAuth(_Secret):
         return value
 
 
+class OAuth2ClientCredentials(_Secret):
+    """OAuth 2.0's client credentials grant (RFC 6749, 4.4): the access token is asked of
+    ``token_url`` with the client's id and secret, kept until shortly before it expires,
+    and sent as ``Authorization: Bearer`` (``engine.oauth2``)."""
+
+    token_url: AnyHttpUrl
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    #: Space-separated scopes (Microsoft Graph: ``https://graph.microsoft.com/.default``).
+    scope: str | None = Field(default=None, min_length=1)
+    #: The API the token is for, where the server asks for it (Auth0).
+    audience: str | None = Field(default=None, min_length=1)
+    #: How the client authenticates to the token endpoint: HTTP Basic (RFC 6749, 2.3.1:
+    #: every server supports it) or ``client_id`` and ``client_secret`` in the form body.
+    client_auth: Literal["basic", "body"] = "basic"
+
+
+#: The fields of an ``http`` credential that put authorization on a call: at most one.
+_AUTHORIZATIONS = ("bearer_token", "basic", "oauth2")
+
+
 class HttpSecret(_Secret):
     base_url: AnyHttpUrl | None = None
     headers: dict[str, str] | None = None
+    #: Query parameters added to every call (an API key sent as ``?api_key=``); a step's
+    #: ``query`` with the same name replaces one.
+    query: dict[str, str] | None = None
     bearer_token: str | None = Field(default=None, min_length=1)
     basic: BasicAuth | None = None
+    oauth2: OAuth2ClientCredentials | None = None
 
     _header_token = field_validator("bearer_token")(check_header_token)
     _joinable = field_validator("base_url")(_joinable)
@@ -89,25 +114,29 @@ class HttpSecret(_Secret):
     def _one_line(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return check_header_lines(value)
 
+    @field_validator("query")
+    @classmethod
+    def _named(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and any(not name.strip() for name in value):
+            msg = "a query parameter needs a name"
+            raise ValueError(msg)
+        return value
+
     @model_validator(mode="after")
     def _one_authorization(self) -> HttpSecret:
         # Before, both were stored, and every step with the credential failed ("keep one");
         # an Authorization among the headers was replaced without a word.
-        given = [
-            name
-            for name, value in (("bearer_token", self.bearer_token), ("basic", self.basic))
-            if value is not None
-        ]
+        given = [name for name in _AUTHORIZATIONS if getattr(self, name) is not None]
         if any(name.lower() == "authorization" for name in self.headers or {}):
             given.append("an Authorization header")
         if len(given) > 1:
             msg = (
-                "give one of bearer_token, basic or an Authorization header, "
+                "give one of bearer_token, basic, oauth2 or an Authorization header, "
                 f"not {' and '.join(given)}"
             )
             raise ValueError(msg)
-        if not (given or self.base_url or self.headers):
-            msg = "give at least one of base_url, headers, bearer_token or basic"
+        if not (given or self.base_url or self.headers or self.query):
+            msg = "give at least one of base_url, headers, query, bearer_token, basic or oauth2"
             raise ValueError(msg)
         return self
 

@@ -337,4 +337,5 @@ class Executor:
             circuit=self.runtime.breaker.gate(execution.tenant_id),
             stop_reason=lambda: cancels.reason(execution.id),
             templates=self.runtime.templates,
+            tokens=self.runtime.tokens,
         )

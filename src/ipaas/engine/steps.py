@@ -22,6 +22,7 @@ from ipaas.engine.connectors.base import (
     NotCalledError,
     StepContext,
 )
+from ipaas.engine.connectors.oauth2 import TokenCache
 from ipaas.engine.retries import RetryRules
 from ipaas.engine.templating import RenderShareSpent, TemplateRenderer, TemplateRenderError
 from ipaas.executions.models import ExecutionStatus, StepRun, StepStatus, TriggerData
@@ -72,6 +73,8 @@ class StepsRun:
     workflow_id: str = ""
     #: When the execution was created (a dry run: when it started).
     created_at: datetime | None = None
+    #: OAuth 2.0 access tokens (``Runtime.tokens``; a dry run asks for its own).
+    tokens: TokenCache = field(default_factory=TokenCache)
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -183,6 +186,7 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
                 step_id=step.id,
                 timeout_s=step.timeout_s,
                 circuit=run.circuit,
+                tokens=run.tokens,
             )
             if run.simulate and connector.calls_out:
                 preview = describe_request(connector.build(ctx, params), redactor)

@@ -176,6 +176,27 @@ class TestBuild:
         assert request.headers["content-type"] == "application/json"
         assert json.loads(request.content) == {"id": 42, "note": "café"}
 
+    def test_credential_query_is_added_and_a_step_parameter_replaces_one(
+        self, http_client: HttpClient
+    ) -> None:
+        secret = {"base_url": "https://api.trello.example/1", "query": {"key": "k1", "token": "t1"}}
+        request = connector.build(
+            make_ctx(http_client, secret),
+            params(path="/boards?fields=name", query={"token": "t2", "filter": "open"}),
+        )
+        assert str(request.url) == (
+            "https://api.trello.example/1/boards?fields=name&key=k1&token=t2&filter=open"
+        )
+
+    def test_an_oauth2_credential_shows_a_masked_bearer_until_sent(
+        self, http_client: HttpClient
+    ) -> None:
+        # The token is asked for when the call is made (run), never for a request only built.
+        oauth2 = {"token_url": "https://login.example/token", "client_id": "c"}
+        secret = {"oauth2": {**oauth2, "client_secret": "s"}}
+        request = connector.build(make_ctx(http_client, secret), params(url="https://x.example"))
+        assert request.headers["authorization"] == "Bearer ***"
+
     def test_a_stored_header_that_is_not_ascii_fails_naming_it(
         self, http_client: HttpClient
     ) -> None:

@@ -7,7 +7,7 @@ import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +17,9 @@ from ipaas.kit import jsontext
 from ipaas.kit.egress import EgressRefused
 from ipaas.kit.http import MAX_JSON_BYTES, MAX_RESPONSE_BYTES, HttpClient, describe_error
 from ipaas.workflows.models import RetryConfig
+
+if TYPE_CHECKING:
+    from ipaas.engine.connectors.oauth2 import TokenCache
 
 #: Characters of a remote error body kept in ``ConnectorError.remote_error``: enough for any
 #: API's error message, small enough for an execution record and a log line.
@@ -122,6 +125,15 @@ class StepContext:
     timeout_s: float | None = None
     #: The circuit breaker of the step's tenant; ``None`` in dry runs and unit tests.
     circuit: CircuitGate | None = None
+    #: OAuth 2.0 access tokens of ``http`` credentials: the process's (``Runtime.tokens``),
+    #: or one of its own (a dry run, a unit test).
+    tokens: TokenCache = field(default_factory=lambda: _token_cache())
+
+
+def _token_cache() -> TokenCache:
+    from ipaas.engine.connectors.oauth2 import TokenCache  # it builds on this module
+
+    return TokenCache()
 
 
 class Params(BaseModel):
@@ -163,21 +175,11 @@ class Connector:
         if gate is not None:
             await gate.before(host)
         try:
-            response = await ctx.http.send(request, timeout_s=ctx.timeout_s)
+            response = await send(ctx, request)
             result = self.parse(response)
-        except EgressRefused as exc:
-            # The same destination is refused on every try: the step's config must change.
-            # Nothing was sent, so the host's circuit learns nothing either way.
-            msg = f"{exc.code}: {exc}; IPAAS_EGRESS_ALLOW lists exceptions"
-            raise ConnectorError(msg, retryable=False, code=exc.code) from exc
-        except httpx.TimeoutException as exc:
-            msg = f"request timed out: {describe_error(exc)}"
-            error = ConnectorError(msg, retryable=True, code="timeout")
-            error.__cause__ = exc
-        except httpx.HTTPError as exc:
-            error = ConnectorError(describe_error(exc), retryable=True, code="connection_error")
-            error.__cause__ = exc
         except ConnectorError as exc:
+            if isinstance(exc.__cause__, EgressRefused):
+                raise  # nothing was sent: the host's circuit learns nothing either way
             error = exc
         else:
             if gate is not None:
@@ -187,6 +189,22 @@ class Connector:
             # A 4xx or an unusable answer still shows the host is up: not a failure here.
             await gate.after(host, failed=error.retryable)
         raise error
+
+
+async def send(ctx: StepContext, request: httpx.Request) -> httpx.Response:
+    """``request`` sent on the step's HTTP client within its timeout; no answer at all is a
+    ``ConnectorError``: a timeout or a connection error (may pass), or a destination the
+    egress policy refuses (will not: the step's config must change)."""
+    try:
+        return await ctx.http.send(request, timeout_s=ctx.timeout_s)
+    except EgressRefused as exc:
+        msg = f"{exc.code}: {exc}; IPAAS_EGRESS_ALLOW lists exceptions"
+        raise ConnectorError(msg, retryable=False, code=exc.code) from exc
+    except httpx.TimeoutException as exc:
+        msg = f"request timed out: {describe_error(exc)}"
+        raise ConnectorError(msg, retryable=True, code="timeout") from exc
+    except httpx.HTTPError as exc:
+        raise ConnectorError(describe_error(exc), retryable=True, code="connection_error") from exc
 
 
 def response_text(response: httpx.Response) -> str:

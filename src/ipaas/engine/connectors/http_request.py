@@ -4,6 +4,7 @@ and a JSON, form or raw body; auth and default headers come from an optional cre
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -33,8 +34,9 @@ from ipaas.engine.connectors.base import (
     retry_after,
     secret_value,
 )
+from ipaas.engine.connectors.oauth2 import Grant
 from ipaas.kit.http import ascii_headers, check_header_lines
-from ipaas.kit.secrets import basic_token
+from ipaas.kit.secrets import MASK, Redactor, basic_token
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _SCALAR_TYPES = (str, int, float, bool)
@@ -173,6 +175,11 @@ class HttpRequestParams(Params):
         return self
 
 
+#: Where an OAuth 2.0 credential's token goes in a request that was only built, not sent
+#: (a simulated dry run shows it, masked): none is asked for until the call is made.
+_TOKEN_NOT_ASKED = "Bearer " + MASK
+
+
 def _auth_header(secret: dict[str, Any]) -> str | None:
     bearer = secret.get("bearer_token")
     basic = secret.get("basic")
@@ -183,6 +190,8 @@ def _auth_header(secret: dict[str, Any]) -> str | None:
         return f"Bearer {bearer}"
     if isinstance(basic, dict):
         return f"Basic {basic_token(basic.get('username'), basic.get('password'))}"
+    if secret.get("oauth2"):
+        return _TOKEN_NOT_ASKED
     return None
 
 
@@ -220,9 +229,11 @@ class HttpRequest(Connector):
                 headers["content-type"] = params.content_type
             elif "content-type" not in headers:
                 headers["content-type"] = DEFAULT_RAW_CONTENT_TYPE
+        # The credential's query first: a step's parameter of the same name replaces it.
+        url = merge_query(merge_query(url, secret.get("query")), params.query)
         request = ctx.http.build_request(
             params.method,
-            merge_query(url, params.query),
+            url,
             headers=headers,
             json=params.json_,
             data=params.form,
@@ -232,6 +243,33 @@ class HttpRequest(Connector):
             # parse() sees only the response; the request carries what counts as success.
             request.extensions[_EXPECTED_STATUS] = tuple(params.expected_status)
         return request
+
+    async def run(self, ctx: StepContext, params: HttpRequestParams) -> Any:
+        grant = Grant.of(ctx.secret)
+        if grant is None:
+            return await super().run(ctx, params)
+        token, asked_now = await ctx.tokens.token(grant, ctx)
+        # The token is no secret of the credential's, which the step's record masks: a
+        # remote that echoes the request's headers would show it there.
+        redactor = Redactor([token])
+        try:
+            try:
+                return redactor(await super().run(_with_token(ctx, token), params))
+            except ConnectorError as exc:
+                if exc.status_code != 401 or asked_now:
+                    raise
+            # Refused with a token from the cache (revoked, or expired by the server's
+            # clock): once more with a new one.
+            ctx.tokens.forget(grant, token)
+            renewed, _ = await ctx.tokens.token(grant, ctx)
+            redactor = Redactor([token, renewed])
+            return redactor(await super().run(_with_token(ctx, renewed), params))
+        except ConnectorError as exc:
+            exc.message = redactor.text(exc.message)
+            exc.args = (exc.message,)
+            if exc.remote_error is not None:
+                exc.remote_error = redactor.text(exc.remote_error)
+            raise
 
     def parse(self, response: httpx.Response) -> Any:
         status = response.status_code
@@ -257,3 +295,8 @@ class HttpRequest(Connector):
     def _expected(self, response: httpx.Response) -> tuple[int, ...] | None:
         expected = response.request.extensions.get(_EXPECTED_STATUS)
         return tuple(expected) if expected else None
+
+
+def _with_token(ctx: StepContext, token: str) -> StepContext:
+    """``ctx`` whose credential carries ``token`` as its bearer token, for this call only."""
+    return replace(ctx, secret={**(ctx.secret or {}), "bearer_token": token})
