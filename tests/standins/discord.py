@@ -4,6 +4,11 @@ Answers ``204`` (``200`` with the created message when ``?wait=true``), ``400`` 
 with Discord's codes, ``404 Unknown Webhook`` for a non-numeric id or a token containing
 ``unknown``, and 429 / 500 / 503 for a token containing ``ratelimited`` / ``error500`` /
 ``unavailable``.
+
+A token containing ``forum`` is a webhook of a forum channel: each message needs
+``thread_name`` (a new post; ``applied_tags`` its tags) or ``?thread_id=`` (a reply), not
+both (220001, 220002); elsewhere ``thread_name`` is refused (220003). ``flags`` may hold
+only SUPPRESS_EMBEDS (4) and SUPPRESS_NOTIFICATIONS (4096).
 """
 
 from __future__ import annotations
@@ -104,6 +109,27 @@ def _username_error(username: str) -> dict[str, str] | None:
     return None
 
 
+#: Message flags a webhook may set: SUPPRESS_EMBEDS, SUPPRESS_NOTIFICATIONS.
+WEBHOOK_FLAGS = (1 << 2) | (1 << 12)
+
+
+def _thread_error(payload: dict[str, Any], thread_id: str | None, forum: bool) -> Response | None:
+    thread_name = payload.get("thread_name")
+    if forum and thread_name and thread_id:
+        message = "Webhooks posted to forum channels cannot have both a thread_name and thread_id"
+        return _error(400, message, 220002)
+    if forum and not (thread_name or thread_id):
+        message = "Webhooks posted to forum channels must have a thread_name or thread_id"
+        return _error(400, message, 220001)
+    if not forum and thread_name:
+        return _error(400, "Webhooks can only create threads in forum channels", 220003)
+    flags = payload.get("flags", 0)
+    if not isinstance(flags, int) or flags & ~WEBHOOK_FLAGS:
+        detail = {"code": "MESSAGE_FLAGS_INVALID", "message": "Invalid message flags"}
+        return _error(400, "Invalid Form Body", 50035, errors={"flags": {"_errors": [detail]}})
+    return None
+
+
 def _message(webhook_id: str, payload: dict[str, Any], thread_id: str | None) -> dict[str, Any]:
     return {
         "id": _snowflake(),
@@ -145,14 +171,18 @@ def routes(state: StandinState) -> list[Route]:
             payload = json.loads(body)
         except ValueError:
             return _error(400, "The request body contains invalid JSON.", 50109)
-        problem = _content_error(payload)
+        thread_id = request.query_params.get("thread_id")
+        problem = _content_error(payload) or _thread_error(
+            payload, thread_id, "forum" in token.lower()
+        )
         if problem is not None:
             return problem
         key = payload.get("content") or json.dumps(payload.get("embeds"), sort_keys=True)
         state.deliver("discord", key)
         if request.query_params.get("wait", "").lower() in ("true", "1"):
-            thread_id = request.query_params.get("thread_id")
-            return JSONResponse(_message(webhook_id, payload, thread_id))
+            # A new forum post is a thread whose id is its first message's.
+            channel = _snowflake() if payload.get("thread_name") else thread_id
+            return JSONResponse(_message(webhook_id, payload, channel))
         return Response(status_code=204)
 
     return [

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -127,6 +128,37 @@ class TestParams:
         params = DiscordMessageParams.model_validate({"content": "x", "username": username})
         assert params.username == username
 
+    def test_a_forum_post_with_tags_and_flags(self) -> None:
+        params = DiscordMessageParams.model_validate(
+            {
+                "content": "Order 42",
+                "thread_name": "Order 42",
+                "applied_tags": ["1300000000000000002", 1300000000000000003],
+                "flags": 4096,
+            }
+        )
+        assert params.applied_tags == ["1300000000000000002", "1300000000000000003"]
+
+    @pytest.mark.parametrize(
+        ("config", "says"),
+        [
+            ({"thread_id": "1", "thread_name": "x"}, "not both"),
+            ({"applied_tags": ["1300000000000000002"]}, "give thread_name"),
+            ({"thread_name": "x", "applied_tags": ["bug"]}, "digits only"),
+            ({"thread_name": "x", "applied_tags": ["1"] * 6}, "at most 5 items"),
+            ({"thread_name": ""}, "at least 1 character"),
+            ({"thread_name": "x" * 101}, "at most 100 characters"),
+            ({"flags": 64}, "4 (SUPPRESS_EMBEDS), 4096"),
+            ({"flags": -4}, "4 (SUPPRESS_EMBEDS), 4096"),
+            ({"flags": "4"}, "valid integer"),
+        ],
+    )
+    def test_what_discord_refuses_of_threads_and_flags_is_named(
+        self, config: dict[str, Any], says: str
+    ) -> None:
+        with pytest.raises(ValidationError, match=re.escape(says)):
+            DiscordMessageParams.model_validate({"content": "x", **config})
+
 
 class TestBuild:
     def test_plain(self, http_client: HttpClient, standin: StandinServer) -> None:
@@ -198,6 +230,40 @@ class TestRun:
         assert message["id"].isdigit()
         (received,) = clean_standin.requests(kind="discord")
         assert received["query"] == "wait=true&thread_id=1300000000000000001"
+
+    async def test_a_forum_channel_takes_a_new_post_with_its_tags(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        params = DiscordMessageParams.model_validate(
+            {
+                "content": "Order 42 paid",
+                "thread_name": "Order 42",
+                "applied_tags": ["1300000000000000002"],
+                "flags": 4100,
+                "wait": True,
+            }
+        )
+        forum = make_ctx(http_client, clean_standin, "forum-token")
+        output = await connector.run(forum, params)
+        assert output["status_code"] == 200
+        (received,) = clean_standin.requests(kind="discord")
+        assert received["body"] == {
+            "content": "Order 42 paid",
+            "thread_name": "Order 42",
+            "applied_tags": ["1300000000000000002"],
+            "flags": 4100,
+        }
+        assert received["query"] == "wait=true"
+
+    async def test_a_forum_channel_refuses_a_message_without_a_thread(
+        self, http_client: HttpClient, clean_standin: StandinServer
+    ) -> None:
+        forum = make_ctx(http_client, clean_standin, "forum-token")
+        error = await run_error(forum, content="x")
+        assert (error.retryable, error.status_code) == (False, 400)
+        assert error.remote_error == (
+            "Webhooks posted to forum channels must have a thread_name or thread_id"
+        )
 
     async def test_empty_message_is_final(
         self, http_client: HttpClient, clean_standin: StandinServer

@@ -7,7 +7,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from ipaas.credentials.models import CredentialType
 from ipaas.engine.connectors.base import (
@@ -96,6 +103,21 @@ class Embed(_EmbedPart):
         return sum(len(text) for text in texts if text and not is_template(text))
 
 
+#: A thread's (a forum post's) name.
+MAX_THREAD_NAME_CHARS = 100
+#: Tags on one forum post.
+MAX_APPLIED_TAGS = 5
+#: The message flags a webhook may set: SUPPRESS_EMBEDS and SUPPRESS_NOTIFICATIONS.
+WEBHOOK_FLAGS = (1 << 2) | (1 << 12)
+
+
+def _snowflake(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and len(value) <= 20):
+        msg = "a Discord id: digits only (a forum tag's id, from Copy ID)"
+        raise ValueError(msg)
+    return value
+
+
 #: What Discord refuses in a webhook's name, anywhere in it and in any case (its Create
 #: Webhook docs; its 400 says ``Username cannot contain "discord"``), and as the whole name.
 _NOT_IN_USERNAME = ("discord", "clyde")
@@ -133,13 +155,40 @@ class DiscordMessageParams(Params):
     allowed_mentions: dict[str, Any] | None = None
     #: Post into this thread of the webhook's forum or text channel.
     thread_id: str | None = None
+    #: Start a new post of this name in the webhook's forum (or media) channel, where each
+    #: message needs this or ``thread_id``; Discord refuses it in other channels.
+    thread_name: str | None = Field(default=None, min_length=1, max_length=MAX_THREAD_NAME_CHARS)
+    #: Ids of the forum's tags for the post ``thread_name`` starts.
+    applied_tags: list[Annotated[str, AfterValidator(_snowflake)]] | None = Field(
+        default=None, max_length=MAX_APPLIED_TAGS
+    )
+    #: Message flags: 4 (SUPPRESS_EMBEDS, no link previews), 4096 (SUPPRESS_NOTIFICATIONS,
+    #: a silent message) or both (4100); Discord takes no other for a webhook.
+    flags: int | None = Field(default=None, strict=True)
     #: Ask Discord to answer with the created message (``200``) instead of ``204``.
     wait: bool = False
+
+    @field_validator("flags")
+    @classmethod
+    def _webhook_flags(cls, value: int | None) -> int | None:
+        if value is not None and (value < 0 or value & ~WEBHOOK_FLAGS):
+            msg = (
+                "a webhook message takes flags 4 (SUPPRESS_EMBEDS), 4096 "
+                "(SUPPRESS_NOTIFICATIONS) or 4100 (both), or none"
+            )
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _has_content(self) -> DiscordMessageParams:
         if not self.content and not self.embeds:
             msg = "give content or embeds"
+            raise ValueError(msg)
+        if self.thread_id and self.thread_name:
+            msg = "give thread_id (post into a thread) or thread_name (start one), not both"
+            raise ValueError(msg)
+        if self.applied_tags and not self.thread_name:
+            msg = "applied_tags tag the forum post that thread_name starts; give thread_name"
             raise ValueError(msg)
         chars = sum(embed.chars() for embed in self.embeds or ())
         if chars > MAX_EMBED_CHARS:
