@@ -881,7 +881,10 @@ def test_backup_copies_a_database_that_is_being_written(
         assert check.execute("PRAGMA journal_mode").fetchone() == ("delete",)
         sides = dict(check.execute("SELECT side, count(*) FROM pair GROUP BY side").fetchall())
         assert sides["a"] == sides["b"] >= 200  # whole transactions only
-        assert sides["a"] <= in_flight_after
+        # ``committed`` is counted after each COMMIT: the writer may have committed one
+        # more transaction than it had counted when the backup returned (seen once: 219
+        # pairs beside a count of 218), never two.
+        assert sides["a"] <= in_flight_after + 1
         assert check.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
     finally:
         check.close()
