@@ -37,6 +37,8 @@ from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.runtime import Context, Macro, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ipaas.engine.filters import FILTERS as EXTRA_FILTERS
+
 #: ``range()`` inside templates is capped so ``range(10**9)`` cannot hang a worker.
 MAX_RANGE = 10_000
 #: Loop iterations of one render, all loops together: nested loops multiply.
@@ -412,7 +414,8 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self) -> None:
         super().__init__(autoescape=False, undefined=Undefined, finalize=_finalize)
         self.globals = {"range": _safe_range}
-        self.filters = {name: _guard_filter(name, f) for name, f in DEFAULT_FILTERS.items()}
+        filters = {**DEFAULT_FILTERS, **EXTRA_FILTERS}
+        self.filters = {name: _guard_filter(name, f) for name, f in filters.items()}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Payload keys win over dict methods: ``trigger.body.items`` is the "items" field.
