@@ -207,13 +207,14 @@ async def test_openapi_documents_every_route_including_intake(settings: Settings
         "RateLimit-Policy",
     }
     assert "Retry-After" in intake["responses"]["503"]["headers"]
-    # 200: a duplicate's execution, or Slack's url_verification answered with its challenge.
-    duplicate, challenge, zoom = intake["responses"]["200"]["content"]["application/json"][
-        "schema"
-    ]["oneOf"]
+    # 200: a duplicate's execution, or a sender's check of the URL answered.
+    answered = intake["responses"]["200"]["content"]
+    duplicate, challenge, zoom, event_grid = answered["application/json"]["schema"]["oneOf"]
     assert "duplicate" in duplicate["properties"]
     assert challenge["required"] == ["challenge"]
     assert zoom["required"] == ["plainToken", "encryptedToken"]
+    assert event_grid["required"] == ["validationResponse"]
+    assert answered["text/plain"]["schema"] == {"type": "string"}  # Microsoft Graph's token
     for path in (
         "/api/workflows",
         "/api/executions/{execution_id}/cancel",

@@ -74,8 +74,10 @@ NOT_TENANT_ADDRESSED = {
     ("POST", "/api/auth/token"),
     ("POST", "/api/auth/password"),
     ("POST", "/api/webhooks/{workflow_id}"),
-    # Meta's subscription check: public, as the intake (tests/webhooks/test_subscription.py).
+    # Senders' checks of the URL: public, as the intake (tests/webhooks/test_subscription.py,
+    # tests/webhooks/test_url_checks.py).
     ("GET", "/api/webhooks/{workflow_id}"),
+    ("HEAD", "/api/webhooks/{workflow_id}"),
     ("POST", "/api/credentials"),
     ("POST", "/api/workflows"),
     ("POST", "/api/workflows/dry-run"),

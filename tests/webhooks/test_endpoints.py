@@ -272,11 +272,12 @@ class TestFastPath:
     async def test_other_methods_are_the_apps(
         self, client: httpx.AsyncClient, workflow_id: str
     ) -> None:
-        # GET is Meta's subscription check only (tests/webhooks/test_subscription.py).
+        # GET and HEAD are senders' checks of the URL only (tests/webhooks/test_subscription.py,
+        # tests/webhooks/test_url_checks.py).
         for method in ("GET", "PUT"):
             response = await client.request(method, f"/api/webhooks/{workflow_id}")
             assert response.status_code == 405
-            assert response.headers["allow"] == "GET, POST"
+            assert response.headers["allow"] == "GET, HEAD, POST"
             assert response.json()["error"]["code"] == "method_not_allowed"
 
     async def test_cors_requests_get_cors_headers(self, runtime: Runtime) -> None:

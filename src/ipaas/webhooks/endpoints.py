@@ -30,12 +30,15 @@ from ipaas.errors import BadRequest, IpaasError
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
+from ipaas.webhooks.checks import Challenge, get_check
 from ipaas.webhooks.fields import query_values
 
 PATH = "/api/webhooks/{workflow_id}"
 _PREFIX = "/api/webhooks/"
 #: FastAPI's own words for a body it could not read, which the routed API answers.
 _UNREADABLE_BODY = "There was an error parsing the body"
+#: ``accept``'s content for a check of the URL answered as text, not JSON.
+_TEXT = "_text"
 
 
 def webhook_url(request: Request, workflow_id: str) -> str:
@@ -69,11 +72,13 @@ async def accept(
         except Exception:
             metrics.webhook_refused("internal_error", 500, started)
             raise
-        if isinstance(accepted, webhook_service.Challenge):
+        if isinstance(accepted, Challenge):
             metrics.webhook_answered(started, duplicate=False)
             if span is not None:
                 span.set_attribute("http.response.status_code", 200)
-            return 200, dict(accepted.answer)
+            return 200, {_TEXT: accepted.text} if accepted.text is not None else dict(
+                accepted.answer or {}
+            )
         metrics.webhook_answered(started, duplicate=accepted.duplicate)
         status = 200 if accepted.duplicate else 202
         if span is not None:
@@ -87,7 +92,12 @@ async def accept(
     return status, content
 
 
-async def receive_webhook(request: Request) -> JSONResponse:
+def _text(text: str) -> PlainTextResponse:
+    """A challenge echoed as text: ``nosniff``, so no browser reads it as anything else."""
+    return PlainTextResponse(text, headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def receive_webhook(request: Request) -> Response:
     """The routed intake: requests ``IntakeFastPath`` leaves to the app (CORS)."""
     status, content = await accept(
         request.app.state.runtime,
@@ -96,31 +106,39 @@ async def receive_webhook(request: Request) -> JSONResponse:
         request.headers,
         request.scope["query_string"],
     )
+    if _TEXT in content:
+        return _text(content[_TEXT])
     # For the access line ``RequestIdMiddleware`` writes, as the fast path's names it.
     if "execution_id" in content:
         structlog.contextvars.bind_contextvars(execution_id=content["execution_id"])
     return JSONResponse(content, status_code=status)
 
 
-async def confirm_subscription(request: Request) -> Response:
-    """``GET`` on a webhook URL: only Meta's subscription check, answered with its challenge
-    as text (``webhook_service.confirm_subscription``); any other GET is a 405, as before."""
+async def check_url(request: Request) -> Response:
+    """``GET`` and ``HEAD`` of a webhook URL: only senders' checks of it (Meta's
+    subscription check, Dropbox's and Okta's challenges, Trello's ``HEAD``), for an active
+    webhook workflow; any other GET is a 405: webhooks are POSTed."""
+    runtime = request.app.state.runtime
+    workflow_id = request.path_params["workflow_id"]
     query = query_values(request.scope["query_string"])
-    if "hub.mode" not in query:
+    if "hub.mode" in query:
+        challenge = await webhook_service.confirm_subscription(
+            runtime.store, runtime.intake, workflow_id=workflow_id, query=query
+        )
+        return _text(challenge)
+    check = get_check(query, request.headers) if request.method == "GET" else None
+    if check is None and request.method != "HEAD":
         raise IpaasError(
-            "Method Not Allowed: webhooks are POSTed (a GET is only Meta's subscription check, "
-            "with hub.mode)",
+            "Method Not Allowed: webhooks are POSTed (a GET is only a sender's check of the "
+            "URL: Meta's hub.mode, Dropbox's challenge, Okta's verification header)",
             405,
             code="method_not_allowed",
-            headers={"Allow": "GET, POST"},
+            headers={"Allow": "GET, HEAD, POST"},
         )
-    challenge = await webhook_service.confirm_subscription(
-        request.app.state.runtime.store,
-        request.app.state.runtime.intake,
-        workflow_id=request.path_params["workflow_id"],
-        query=query,
-    )
-    return PlainTextResponse(challenge, headers={"X-Content-Type-Options": "nosniff"})
+    await webhook_service.active_webhook(runtime.store, runtime.intake, workflow_id)
+    if check is None:  # HEAD: the URL is there (Trello asks before it saves a webhook)
+        return Response(status_code=200)
+    return _text(check.text) if check.text is not None else JSONResponse(dict(check.answer or {}))
 
 
 class IntakeFastPath:
@@ -200,6 +218,11 @@ class IntakeFastPath:
             except Exception as exc:
                 response = internal_error_response(scope["path"], exc)
             else:
+                if _TEXT in content:  # a sender's check of the URL, answered as text
+                    text = _text(content[_TEXT])
+                    text.headers["x-request-id"] = rid
+                    await text(scope, receive, send)
+                    return
                 # Sent as two ASGI messages directly: Starlette's response object was an
                 # eighth of the intake's samples in a profile of make bench.
                 payload = orjson.dumps(content)
@@ -245,8 +268,8 @@ class IntakeFastPath:
 routes = [
     Route(PATH, receive_webhook, methods=["POST"]),
     Route(PATH + "/", receive_webhook, methods=["POST"]),
-    Route(PATH, confirm_subscription, methods=["GET"]),
-    Route(PATH + "/", confirm_subscription, methods=["GET"]),
+    Route(PATH, check_url, methods=["GET", "HEAD"]),
+    Route(PATH + "/", check_url, methods=["GET", "HEAD"]),
 ]
 
 
@@ -298,6 +321,13 @@ _ZOOM_VALIDATION_SCHEMA: dict[str, Any] = {
     "properties": {"plainToken": {"type": "string"}, "encryptedToken": {"type": "string"}},
 }
 
+_EVENT_GRID_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Azure Event Grid's subscription validation answered: its validationCode",
+    "required": ["validationResponse"],
+    "properties": {"validationResponse": {"type": "string"}},
+}
+
 
 OPENAPI_PATH: dict[str, Any] = {
     "post": {
@@ -314,7 +344,11 @@ OPENAPI_PATH: dict[str, Any] = {
             "`X-Slack-Signature`; else 401.\n\n"
             "An `Idempotency-Key` or `webhook-id` header (or the trigger's "
             "`idempotency.body_path` / `idempotency.header`) makes a repeat within "
-            "IPAAS_IDEMPOTENCY_WINDOW_S answer 200 with the first execution's id."
+            "IPAAS_IDEMPOTENCY_WINDOW_S answer 200 with the first execution's id.\n\n"
+            "Senders' unsigned checks of the URL are answered 200 and make no execution: "
+            "Microsoft Graph's (`validationToken` in the query, no body: the token as text) "
+            "and Azure Event Grid's (`aeg-event-type: SubscriptionValidation`: "
+            '`{"validationResponse": <data.validationCode>}`).'
         ),
         "operationId": "receive_webhook",
         "parameters": [
@@ -338,15 +372,22 @@ OPENAPI_PATH: dict[str, Any] = {
         "responses": {
             "200": {
                 "description": "Duplicate: an earlier webhook with this idempotency key "
-                "made this execution; nothing new was created. Or, for a workflow whose "
-                "`auth.scheme` is `slack` or `zoom`, the sender's signed check of the URL "
-                "answered (no execution)",
+                "made this execution; nothing new was created. Or a sender's check of the "
+                "URL answered (no execution): Slack's and Zoom's (signed, for a workflow "
+                "whose `auth.scheme` is `slack` or `zoom`), Event Grid's, Microsoft Graph's "
+                "(as text)",
                 "content": {
                     "application/json": {
                         "schema": {
-                            "oneOf": [_ACCEPTED_SCHEMA, _CHALLENGE_SCHEMA, _ZOOM_VALIDATION_SCHEMA]
+                            "oneOf": [
+                                _ACCEPTED_SCHEMA,
+                                _CHALLENGE_SCHEMA,
+                                _ZOOM_VALIDATION_SCHEMA,
+                                _EVENT_GRID_SCHEMA,
+                            ]
                         }
-                    }
+                    },
+                    "text/plain": {"schema": {"type": "string"}},
                 },
             },
             "202": {
@@ -385,51 +426,91 @@ OPENAPI_PATH: dict[str, Any] = {
     },
     "get": {
         "tags": ["webhooks"],
-        "summary": "Confirm Subscription",
+        "summary": "Check Url",
         "description": (
-            "Meta's subscription check (WhatsApp, Messenger, Instagram webhooks): answered "
-            "with `hub.challenge` as text when `hub.verify_token` is the `verify_token` of "
-            "the workflow's signing credential. Nothing is stored. Any other GET is a 405: "
-            "webhooks are POSTed."
+            "Senders' checks of the URL only, for an active webhook workflow; nothing is "
+            "stored. Meta's subscription check (WhatsApp, Messenger, Instagram): "
+            "`hub.challenge` as text when `hub.verify_token` is the `verify_token` of the "
+            "workflow's signing credential. Dropbox's: `challenge` as text. Okta's: the "
+            '`X-Okta-Verification-Challenge` header as `{"verification": ...}`. Any other '
+            "GET is a 405: webhooks are POSTed."
         ),
-        "operationId": "confirm_subscription",
+        "operationId": "check_url",
         "parameters": [
             {"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"}},
-            # Meta sends all three; without hub.mode a GET is a 405.
+            # Meta sends all three; Dropbox challenge alone; Okta a header.
             {
                 "name": "hub.mode",
                 "in": "query",
-                "required": True,
+                "required": False,
                 "schema": {"type": "string", "enum": ["subscribe"]},
             },
             {
                 "name": "hub.verify_token",
                 "in": "query",
-                "required": True,
+                "required": False,
                 "schema": {"type": "string"},
             },
             {
                 "name": "hub.challenge",
                 "in": "query",
-                "required": True,
+                "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+            },
+            {
+                "name": "challenge",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
+            },
+            {
+                "name": "X-Okta-Verification-Challenge",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
             },
         ],
         "responses": {
             "200": {
-                "description": "The challenge, as sent",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "The challenge, as sent: text, or Okta's JSON",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["verification"],
+                            "properties": {"verification": {"type": "string"}},
+                        }
+                    },
+                },
             },
             "403": _error(
                 "The workflow's credential has no verify_token (`verify_token_not_set`), or "
                 "hub.verify_token is another (`verify_token_mismatch`)"
             ),
             "404": _error("Unknown or inactive workflow"),
-            "405": _error("No hub.mode: not a subscription check"),
+            "405": _error("Not a check of the URL"),
             "422": _error(
                 "hub.mode other than subscribe, or hub.challenge missing, given twice or "
-                "too long (`invalid_subscription`)"
+                "too long (`invalid_subscription`); challenge given twice, empty or too long "
+                "(`invalid_challenge`)"
             ),
+        },
+    },
+    "head": {
+        "tags": ["webhooks"],
+        "summary": "Check Url Exists",
+        "description": (
+            "200 with no body for an active webhook workflow (Trello asks so before it "
+            "saves a webhook); nothing is stored."
+        ),
+        "operationId": "check_url_exists",
+        "parameters": [
+            {"name": "workflow_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "200": {"description": "The URL takes webhooks"},
+            "404": _error("Unknown or inactive workflow (a HEAD answer has no body)"),
         },
     },
 }

@@ -26,6 +26,7 @@ from ipaas.observability import tracing
 from ipaas.stores.base import Store
 from ipaas.webhooks.bodies import decode_content, parse_body
 from ipaas.webhooks.cache import IntakeWorkflow
+from ipaas.webhooks.checks import Challenge, post_check
 from ipaas.webhooks.fields import header_values, query_values
 from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
@@ -69,14 +70,6 @@ class Accepted:
     duplicate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """A sender's check of the URL (Slack's ``url_verification``, Zoom's
-    ``endpoint.url_validation``), answered 200 with ``answer``; no execution."""
-
-    answer: dict[str, str]
-
-
 async def accept(
     store: Store,
     queue: JobQueue,
@@ -108,6 +101,10 @@ async def accept(
     encoding = headers.get("content-encoding")
     if encoding:
         body = decode_content(body, encoding, intake.settings.max_body_bytes)
+    # Unsigned (Microsoft Graph's, Event Grid's): answered whatever the workflow's auth.
+    check = post_check(query_string, headers, body)
+    if check is not None:
+        return check
     if options.auth is not None:
         secrets = await intake.secrets.get(
             (workflow.tenant_id, options.auth.credential_id), partial(_load_secrets, store, intake)
@@ -116,7 +113,7 @@ async def accept(
         verify(options.auth, secrets, body, headers)
         answer = handshake(options.auth, secrets, body, content_type, headers)
         if answer is not None:
-            return Challenge(answer)
+            return Challenge(answer=answer)
     await _check_limits(store, intake, workflow.tenant_id)
     trigger = trigger_data(
         body=body, content_type=content_type, headers=headers, query_string=query_string
@@ -151,6 +148,14 @@ async def _load_workflow(store: Store, workflow_id: str) -> IntakeWorkflow | Non
         _log.error("webhook_options_invalid", workflow_id=workflow_id)
         return IntakeWorkflow(workflow, WebhookOptions(), misconfigured=True)
     return IntakeWorkflow(workflow, options)
+
+
+async def active_webhook(store: Store, intake: Intake, workflow_id: str) -> None:
+    """``WorkflowNotFound`` (404) unless ``workflow_id`` is an active webhook workflow."""
+    target = await intake.workflows.get(workflow_id, partial(_load_workflow, store))
+    if target is None:
+        raise WorkflowNotFound("Workflow not found or inactive")
+    structlog.contextvars.bind_contextvars(tenant_id=target.workflow.tenant_id)
 
 
 async def confirm_subscription(
