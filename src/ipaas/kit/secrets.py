@@ -23,6 +23,7 @@ SENSITIVE_HEADERS = frozenset(
         "stripe-signature",
         "x-slack-signature",
         "x-zm-signature",
+        "x-twilio-signature",
     }
 )
 

@@ -46,8 +46,23 @@ def webhook_url(request: Request, workflow_id: str) -> str:
     return public_url(request, _PREFIX + workflow_id)
 
 
+def called_url(scope: Scope, public_url: str | None) -> str:
+    """The URL a sender called, as it wrote it: under ``IPAAS_PUBLIC_URL`` when set (behind
+    a reverse proxy), else the scheme (a trusted proxy's) and ``Host`` it arrived with; the
+    path and query string as sent (Twilio signs this URL)."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope["path"]
+    query = scope.get("query_string", b"").decode("latin-1")
+    base = public_url.rstrip("/") if public_url else str(Request(scope).base_url).rstrip("/")
+    return f"{base}{path}?{query}" if query else f"{base}{path}"
+
+
 async def accept(
-    runtime: Runtime, workflow_id: str, body: bytes, headers: Headers, query_string: bytes
+    runtime: Runtime,
+    workflow_id: str,
+    body: bytes,
+    headers: Headers,
+    scope: Scope,
 ) -> tuple[int, dict[str, Any]]:
     """The answer to one webhook: 202 (or 200 for a duplicate) and its JSON; refusals
     raise."""
@@ -62,7 +77,8 @@ async def accept(
                 body=body,
                 content_type=headers.get("content-type"),
                 headers=headers,
-                query_string=query_string,
+                query_string=scope["query_string"],
+                url=lambda: called_url(scope, runtime.settings.public_url),
             )
         except IpaasError as exc:
             metrics.webhook_refused(exc.code, exc.status_code, started)
@@ -104,7 +120,7 @@ async def receive_webhook(request: Request) -> Response:
         request.path_params["workflow_id"],
         await request.body(),
         request.headers,
-        request.scope["query_string"],
+        request.scope,
     )
     if _TEXT in content:
         return _text(content[_TEXT])
@@ -192,9 +208,7 @@ class IntakeFastPath:
         try:
             try:
                 body = await self._body(scope, receive)
-                status, content = await accept(
-                    self.runtime, workflow_id, body, headers, scope["query_string"]
-                )
+                status, content = await accept(self.runtime, workflow_id, body, headers, scope)
                 if "execution_id" in content:  # not for a sender's check of the URL
                     made["execution_id"] = content["execution_id"]
             except ClientDisconnect:
@@ -340,8 +354,9 @@ OPENAPI_PATH: dict[str, Any] = {
             "When the trigger has `auth`, the body (uncompressed) must be signed: Standard "
             "Webhooks (`webhook-id`, `webhook-timestamp` within 5 minutes, "
             "`webhook-signature`), one HMAC-SHA256 header (e.g. "
-            "`X-Hub-Signature-256: sha256=<hex>`), Stripe's `Stripe-Signature` or Slack's "
-            "`X-Slack-Signature`; else 401.\n\n"
+            "`X-Hub-Signature-256: sha256=<hex>`), Stripe's `Stripe-Signature`, Slack's "
+            "`X-Slack-Signature`, Zoom's `x-zm-signature` or Twilio's `X-Twilio-Signature` "
+            "(over the URL called); else 401.\n\n"
             "An `Idempotency-Key` or `webhook-id` header (or the trigger's "
             "`idempotency.body_path` / `idempotency.header`) makes a repeat within "
             "IPAAS_IDEMPOTENCY_WINDOW_S answer 200 with the first execution's id.\n\n"

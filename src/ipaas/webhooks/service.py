@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -80,6 +80,7 @@ async def accept(
     content_type: str | None,
     headers: Headers,
     query_string: bytes,
+    url: Callable[[], str] | None = None,
 ) -> Accepted | Challenge:
     """Verify, rate-limit and deduplicate a webhook, then persist it as a queued execution
     and offer it to the workers. Every refusal raises before anything is written. A signed
@@ -87,7 +88,7 @@ async def accept(
 
     ``headers`` are the request's, every line of them (Starlette's ``Headers``, which look
     names up case-insensitively); ``query_string`` is the raw one (``trigger.query``:
-    ``webhooks/fields.py``)."""
+    ``webhooks/fields.py``); ``url`` gives the URL the sender called (Twilio signs it)."""
     target = await intake.workflows.get(workflow_id, partial(_load_workflow, store))
     if target is None:
         raise WorkflowNotFound("Workflow not found or inactive")
@@ -110,7 +111,7 @@ async def accept(
             (workflow.tenant_id, options.auth.credential_id), partial(_load_secrets, store, intake)
         )
         # The bytes as the sender wrote and signed them: before parsing, after gzip.
-        verify(options.auth, secrets, body, headers)
+        verify(options.auth, secrets, body, headers, url=url)
         answer = handshake(options.auth, secrets, body, content_type, headers)
         if answer is not None:
             return Challenge(answer=answer)

@@ -1,6 +1,7 @@
 """Webhook authentication on the raw body: Standard Webhooks, one HMAC-SHA256 header
-(GitHub, Shopify), Stripe's ``Stripe-Signature``, and Slack's ``X-Slack-Signature`` (which
-Zoom's ``x-zm-signature`` copies).
+(GitHub, Shopify), Stripe's ``Stripe-Signature``, Slack's ``X-Slack-Signature`` (which
+Zoom's ``x-zm-signature`` copies), and Twilio's ``X-Twilio-Signature`` (over the URL it
+called and the form's fields).
 
 Each compares in constant time (``hmac.compare_digest``) and accepts either secret of a
 credential being rotated; the schemes that sign a timestamp refuse one more than 5 minutes
@@ -15,7 +16,8 @@ import binascii
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 import structlog
 from slack_sdk.signature import Clock, SignatureVerifier
@@ -23,6 +25,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ipaas.errors import IpaasError
 from ipaas.webhooks.bodies import parse_body
+from ipaas.webhooks.fields import MAX_FIELDS
 from ipaas.workflows.models import WebhookAuth, WebhookAuthScheme
 
 _log = structlog.get_logger(__name__)
@@ -35,6 +38,7 @@ TOLERANCE_S = 300
 STRIPE_HEADER = "stripe-signature"
 SLACK_HEADERS = ("x-slack-request-timestamp", "x-slack-signature")
 ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
+TWILIO_HEADER = "x-twilio-signature"
 
 
 class SignatureRejected(IpaasError):
@@ -53,11 +57,12 @@ def verify(
     headers: Mapping[str, str],
     *,
     now: float | None = None,
+    url: Callable[[], str] | None = None,
 ) -> None:
     """Raise ``SignatureRejected`` unless one of ``secrets`` signed ``body`` as ``auth``
     says. ``headers`` must look names up case-insensitively (Starlette's do). ``now``
     (Unix time; the clock's by default) is what Stripe's and Slack's timestamps are held
-    to."""
+    to; ``url`` gives the URL the sender called, which Twilio signs."""
     if now is None:
         now = time.time()
     if not secrets:
@@ -70,6 +75,8 @@ def verify(
         _verify_v0(secrets, body, headers, SLACK_HEADERS, now=now)
     elif auth.scheme is WebhookAuthScheme.zoom:
         _verify_v0(secrets, body, headers, ZOOM_HEADERS, now=now)
+    elif auth.scheme is WebhookAuthScheme.twilio:
+        _verify_twilio(secrets, body, headers, url() if url is not None else "")
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -177,6 +184,62 @@ def _verify_stripe(
             matched |= hmac.compare_digest(expected, signature)
     if not matched:
         raise _rejected("signature_invalid", "No matching signature")
+
+
+def _verify_twilio(
+    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], url: str
+) -> None:
+    """Twilio's scheme (docs "Webhooks security", as its libraries check it):
+    ``X-Twilio-Signature`` is the base64 HMAC-SHA1, keyed with the auth token, of the URL
+    Twilio called (its query string included) followed by each form field's name and
+    value, sorted by name and then value, with nothing between them. A JSON body is signed
+    through the URL instead: its query holds ``bodySHA256``, the body's SHA-256 in hex, and
+    no field follows. Twilio signs the URL with its default port or without it, not always
+    the same way: both are tried, as its libraries do.
+
+    No timestamp is signed, so a captured request can be sent again: the idempotency key
+    (``idempotency.body_path``: ``MessageSid``, ``CallSid``) is what drops the repeat."""
+    given = headers.get(TWILIO_HEADER, "")
+    if not given:
+        raise _rejected("signature_missing", "Missing header X-Twilio-Signature")
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    fields: list[tuple[str, str]] = []
+    if "bodySHA256" in query:
+        digest = hashlib.sha256(body).hexdigest()
+        if not hmac.compare_digest(digest, query["bodySHA256"]):
+            raise _rejected("signature_invalid", "bodySHA256 is not the body's hash")
+    elif body:
+        try:
+            fields = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            raise _rejected("signature_invalid", "The body is not a form Twilio signs") from None
+    signed = "".join(name + value for name, value in sorted(fields))
+    try:
+        signature = base64.b64decode(given, validate=True)
+    except ValueError:
+        raise _rejected("signature_invalid", "X-Twilio-Signature is not base64") from None
+    matched = False
+    for candidate in _with_and_without_port(parts):
+        message = (candidate + signed).encode()
+        for secret in secrets:
+            expected = hmac.new(secret.encode(), message, hashlib.sha1).digest()
+            matched |= hmac.compare_digest(expected, signature)
+    if not matched:
+        raise _rejected("signature_invalid", "No matching signature")
+
+
+def _with_and_without_port(parts: SplitResult) -> tuple[str, str]:
+    """The URL without its port and with it (the scheme's default when it has none)."""
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address, bracketed again
+        host = f"[{host}]"
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = f"{userinfo}@" if userinfo else ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    bare = urlunsplit(parts._replace(netloc=f"{prefix}{host}"))
+    ported = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}"))
+    return bare, ported
 
 
 class _At(Clock):

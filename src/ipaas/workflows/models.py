@@ -110,6 +110,10 @@ class WebhookAuthScheme(StrEnum):
     #: Zoom's ``x-zm-signature``/``x-zm-request-timestamp``, signed as Slack's are; its
     #: ``endpoint.url_validation`` is answered with the token it asks to be hashed.
     zoom = "zoom"
+    #: ``X-Twilio-Signature``: the HMAC-SHA1 of the URL Twilio called followed by the sorted
+    #: form fields (or, for a JSON body, of the URL whose ``bodySHA256`` is the body's hash),
+    #: keyed with the account's auth token.
+    twilio = "twilio"
 
 
 #: An HTTP header name (RFC 9110 token).
