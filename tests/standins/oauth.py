@@ -11,8 +11,10 @@
 - ``/oauth/api/...`` (any method): 200 with what it received when the request carries a
   live token as ``Authorization: Bearer``; else 401 ``invalid_token`` (its description
   names the token) with ``WWW-Authenticate: Bearer error="invalid_token"``.
-- ``POST /_standin/oauth`` ``{"revoke": true, "expires_in": N | null}``: revoke every token
-  given so far; set the lifetime of the next ones (``null``: ``expires_in`` left out).
+- ``POST /_standin/oauth`` ``{"revoke": true, "expires_in": N | null, "answer": {...}}``:
+  revoke every token given so far; set the lifetime of the next ones (``null``:
+  ``expires_in`` left out); answer a client with ``answer`` instead of a token (a broken
+  endpoint; ``null``: tokens again).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ def routes(state: StandinState) -> list[Route]:
             return _error(400, "unsupported_grant_type", "only client_credentials is served")
         if "forbidden" in form.get("scope", ""):
             return _error(400, "invalid_scope", "the scope is not granted to this client")
+        if state.oauth_answer is not None:
+            return JSONResponse(state.oauth_answer)
         value = f"tok-{uuid.uuid4().hex}"
         expires_in = state.oauth_issue(value)
         answer: dict[str, Any] = {"access_token": value, "token_type": "Bearer"}

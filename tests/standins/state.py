@@ -62,6 +62,8 @@ class StandinState:
         self._oauth_tokens: set[str] = set()
         #: ``expires_in`` of the tokens it gives (``None``: left out of the answer).
         self._oauth_expires_in: float | str | None = OAUTH_EXPIRES_IN_S
+        #: What the token endpoint answers instead of a token (a broken endpoint), if set.
+        self.oauth_answer: Any = None
 
     def record(
         self,
@@ -163,6 +165,7 @@ class StandinState:
             self._slow_calls.clear()
             self._oauth_tokens.clear()
             self._oauth_expires_in = OAUTH_EXPIRES_IN_S
+            self.oauth_answer = None
 
     def oauth_issue(self, value: str) -> float | str | None:
         """Record ``value`` as a live token; its ``expires_in``."""
@@ -175,12 +178,15 @@ class StandinState:
             return value in self._oauth_tokens
 
     def oauth_configure(self, spec: dict[str, Any]) -> None:
-        """``revoke``: every token given so far; ``expires_in``: of the next ones."""
+        """``revoke``: every token given so far; ``expires_in``: of the next ones;
+        ``answer``: what to answer instead of a token (``null``: tokens again)."""
         with self._lock:
             if spec.get("revoke"):
                 self._oauth_tokens.clear()
             if "expires_in" in spec:
                 self._oauth_expires_in = spec["expires_in"]
+            if "answer" in spec:
+                self.oauth_answer = spec["answer"]
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:

@@ -260,3 +260,25 @@ def test_a_grant_never_shows_its_secret(clean_standin: StandinServer) -> None:
     grant = Grant.of(oauth_secret(clean_standin))
     assert grant is not None
     assert CLIENT_SECRET not in repr(grant)
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        ({"access_token": "tok\r\nX-Injected: 1", "token_type": "Bearer"}, "one line of ASCII"),
+        ({"access_token": "tök-123456", "token_type": "Bearer"}, "one line of ASCII"),
+        ({"access_token": "tok 123456", "token_type": "Bearer"}, "without spaces"),
+        ({"access_token": "tok-123456", "token_type": "mac"}, "of type 'mac', not Bearer"),
+        ({"token_type": "Bearer"}, "holds no access_token"),
+        ({"access_token": 123456, "token_type": "Bearer"}, "holds no access_token"),
+    ],
+)
+async def test_a_token_that_cannot_be_sent_is_final(
+    http_client: HttpClient, clean_standin: StandinServer, answer: dict[str, Any], says: str
+) -> None:
+    steer(clean_standin, answer=answer)
+    error = await failure(ctx_for(http_client, oauth_secret(clean_standin), TokenCache()))
+    assert (error.code, error.retryable) == (TOKEN_ERROR, False)
+    assert says in error.message
+    assert "X-Injected" not in error.message
+    assert api_statuses(clean_standin) == []

@@ -37,6 +37,7 @@ from ipaas.engine.connectors.base import (
     retry_after,
     send,
 )
+from ipaas.kit.http import check_header_token
 
 #: A token's lifetime when the endpoint does not say (``expires_in`` is only RECOMMENDED).
 DEFAULT_LIFETIME_S = 300.0
@@ -162,6 +163,12 @@ async def request_token(grant: Grant, ctx: StepContext) -> tuple[str, float]:
     if not isinstance(value, str) or not value:
         msg = "the OAuth 2.0 token endpoint's answer holds no access_token"
         raise ConnectorError(msg, retryable=False, status_code=status, code=TOKEN_ERROR)
+    try:
+        check_header_token(value)
+    except ValueError as exc:
+        # It goes in a header: a line break would start another one.
+        msg = f"the OAuth 2.0 token endpoint gave an access_token that {exc}"
+        raise ConnectorError(msg, retryable=False, status_code=status, code=TOKEN_ERROR) from None
     kind = body.get("token_type", "Bearer")
     if not isinstance(kind, str) or kind.lower() != "bearer":
         msg = f"the OAuth 2.0 token endpoint gave a token of type {kind!r}, not Bearer"
