@@ -17,7 +17,7 @@ from ipaas.runtime import Runtime
 from ipaas.webhooks.signatures import SignatureRejected, verify
 from ipaas.workflows.models import WebhookAuth
 from tests.webhooks.conftest import NewWorkflow, executions_of
-from tests.webhooks.test_signatures import assert_refused, signed_workflow
+from tests.webhooks.test_signatures import assert_refused, credential, signed_workflow
 
 TOKEN = "12345"
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -123,7 +123,10 @@ async def test_an_sms_webhook_through_the_api(
         "x-twilio-signature": sign(AUTH_TOKEN, url, SMS),
     }
     response = await client.post(url, content=form(SMS), headers=headers)
-    assert response.status_code == 202, response.text
+    # Twilio's acknowledgement: TwiML that does nothing (JSON is its error 12300).
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    assert response.text == '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
     (execution,) = executions_of(runtime, workflow_id)
     assert execution.trigger.body == SMS
     assert execution.trigger.headers["x-twilio-signature"] == "***"
@@ -171,10 +174,37 @@ async def test_behind_a_proxy_the_public_url_is_the_signed_one(
         "x-twilio-signature": sign(AUTH_TOKEN, public, SMS),
     }
     response = await client.post(path, content=form(SMS), headers=headers)
-    assert response.status_code == 202, response.text
+    assert response.status_code == 200, response.text
     # The URL the server itself saw is not the one Twilio called: not what it signed.
     headers["x-twilio-signature"] = sign(AUTH_TOKEN, f"http://ipaas.test{path}", SMS)
     response = await client.post(path, content=form(SMS), headers=headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "signature_invalid"
+    assert len(executions_of(runtime, workflow_id)) == 1
+
+
+async def test_a_message_twilio_sends_again_is_one_execution(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    new_workflow: NewWorkflow,
+    runtime: Runtime,
+) -> None:
+    """No timestamp is signed: the message's id drops a repeat, which is acknowledged as the
+    first was (Twilio retries what it did not see acknowledged)."""
+    cred = await credential(client, auth, {"secret": AUTH_TOKEN})
+    trigger = {
+        "type": "webhook",
+        "auth": {"scheme": "twilio", "credential_id": cred},
+        "idempotency": {"body_path": "MessageSid"},
+    }
+    workflow_id = await new_workflow(trigger)
+    url = f"http://ipaas.test/api/webhooks/{workflow_id}"
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-twilio-signature": sign(AUTH_TOKEN, url, SMS),
+    }
+    first = await client.post(url, content=form(SMS), headers=headers)
+    again = await client.post(url, content=form(SMS), headers=headers)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.text == again.text
     assert len(executions_of(runtime, workflow_id)) == 1

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -32,13 +33,46 @@ from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
 from ipaas.webhooks.checks import Challenge, get_check
 from ipaas.webhooks.fields import query_values
+from ipaas.workflows.models import WebhookAuthScheme
 
 PATH = "/api/webhooks/{workflow_id}"
 _PREFIX = "/api/webhooks/"
 #: FastAPI's own words for a body it could not read, which the routed API answers.
 _UNREADABLE_BODY = "There was an error parsing the body"
-#: ``accept``'s content for a check of the URL answered as text, not JSON.
-_TEXT = "_text"
+#: What a sender that acknowledges with an empty body gets (Slack: 200, nothing else).
+_EMPTY_ACK = ""
+#: Twilio's: TwiML that does nothing (a JSON answer is its error 12300, Invalid
+#: Content-Type, in the account's debugger, for every message).
+_TWIML_ACK = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+_TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the intake answers: ``json``, or ``text`` of ``media_type``; and the execution
+    it made or found (for the access line), if any."""
+
+    status: int
+    json: dict[str, Any] | None = None
+    text: str | None = None
+    media_type: str = _TEXT_PLAIN
+    execution_id: str | None = None
+
+    def response(self) -> Response:
+        if self.text is None:
+            return JSONResponse(self.json, status_code=self.status)
+        # ``nosniff``: a challenge echoed back is read as nothing but what it says it is.
+        headers = {"X-Content-Type-Options": "nosniff"}
+        return Response(self.text, self.status, headers=headers, media_type=self.media_type)
+
+
+#: An accepted webhook's answer (200: text, media type), for the senders that want one of
+#: their own: Slack's Events API, slash commands and interactivity want 200 and nothing
+#: else within 3 s; a body is shown to the user who typed the command.
+_ACKNOWLEDGED = {
+    WebhookAuthScheme.slack: (_EMPTY_ACK, _TEXT_PLAIN),
+    WebhookAuthScheme.twilio: (_TWIML_ACK, "text/xml; charset=utf-8"),
+}
 
 
 def webhook_url(request: Request, workflow_id: str) -> str:
@@ -63,9 +97,10 @@ async def accept(
     body: bytes,
     headers: Headers,
     scope: Scope,
-) -> tuple[int, dict[str, Any]]:
-    """The answer to one webhook: 202 (or 200 for a duplicate) and its JSON; refusals
-    raise."""
+) -> Answer:
+    """The answer to one webhook: 202 (or 200 for a duplicate) and its JSON, or what the
+    sender waits for (a check of the URL answered; Slack's and Twilio's acknowledgement);
+    refusals raise."""
     started = time.perf_counter()
     with tracing.server_span("POST /api/webhooks/{workflow_id}", headers) as span:
         try:
@@ -92,42 +127,44 @@ async def accept(
             metrics.webhook_answered(started, duplicate=False)
             if span is not None:
                 span.set_attribute("http.response.status_code", 200)
-            return 200, {_TEXT: accepted.text} if accepted.text is not None else dict(
-                accepted.answer or {}
-            )
+            if accepted.text is not None:
+                return Answer(200, text=accepted.text)
+            return Answer(200, json=dict(accepted.answer or {}))
         metrics.webhook_answered(started, duplicate=accepted.duplicate)
-        status = 200 if accepted.duplicate else 202
+        acknowledged = _ACKNOWLEDGED.get(accepted.scheme) if accepted.scheme else None
+        status = 200 if accepted.duplicate or acknowledged else 202
         if span is not None:
             span.set_attribute("http.response.status_code", status)
+    if acknowledged is not None:
+        text, media_type = acknowledged
+        return Answer(status, text=text, media_type=media_type, execution_id=accepted.execution_id)
     content: dict[str, Any] = {
         "execution_id": accepted.execution_id,
         "status_url": f"/api/executions/{accepted.execution_id}",
     }
     if accepted.duplicate:
         content["duplicate"] = True
-    return status, content
+    return Answer(status, json=content, execution_id=accepted.execution_id)
 
 
-def _text(text: str) -> PlainTextResponse:
-    """A challenge echoed as text: ``nosniff``, so no browser reads it as anything else."""
-    return PlainTextResponse(text, headers={"X-Content-Type-Options": "nosniff"})
+def _text(text: str) -> Response:
+    """A challenge echoed as text."""
+    return Answer(200, text=text).response()
 
 
 async def receive_webhook(request: Request) -> Response:
     """The routed intake: requests ``IntakeFastPath`` leaves to the app (CORS)."""
-    status, content = await accept(
+    answer = await accept(
         request.app.state.runtime,
         request.path_params["workflow_id"],
         await request.body(),
         request.headers,
         request.scope,
     )
-    if _TEXT in content:
-        return _text(content[_TEXT])
     # For the access line ``RequestIdMiddleware`` writes, as the fast path's names it.
-    if "execution_id" in content:
-        structlog.contextvars.bind_contextvars(execution_id=content["execution_id"])
-    return JSONResponse(content, status_code=status)
+    if answer.execution_id is not None:
+        structlog.contextvars.bind_contextvars(execution_id=answer.execution_id)
+    return answer.response()
 
 
 async def check_url(request: Request) -> Response:
@@ -208,9 +245,10 @@ class IntakeFastPath:
         try:
             try:
                 body = await self._body(scope, receive)
-                status, content = await accept(self.runtime, workflow_id, body, headers, scope)
-                if "execution_id" in content:  # not for a sender's check of the URL
-                    made["execution_id"] = content["execution_id"]
+                answer = await accept(self.runtime, workflow_id, body, headers, scope)
+                status = answer.status
+                if answer.execution_id is not None:  # not for a sender's check of the URL
+                    made["execution_id"] = answer.execution_id
             except ClientDisconnect:
                 # Nothing was accepted. granian says the same for a body it cannot read (a
                 # malformed chunk) as for a client gone; left unanswered, granian answered
@@ -232,14 +270,14 @@ class IntakeFastPath:
             except Exception as exc:
                 response = internal_error_response(scope["path"], exc)
             else:
-                if _TEXT in content:  # a sender's check of the URL, answered as text
-                    text = _text(content[_TEXT])
+                if answer.json is None:  # text: a check of the URL, an acknowledgement
+                    text = answer.response()
                     text.headers["x-request-id"] = rid
                     await text(scope, receive, send)
                     return
                 # Sent as two ASGI messages directly: Starlette's response object was an
                 # eighth of the intake's samples in a profile of make bench.
-                payload = orjson.dumps(content)
+                payload = orjson.dumps(answer.json)
                 await send(
                     {
                         "type": "http.response.start",
@@ -390,7 +428,9 @@ OPENAPI_PATH: dict[str, Any] = {
                 "made this execution; nothing new was created. Or a sender's check of the "
                 "URL answered (no execution): Slack's and Zoom's (signed, for a workflow "
                 "whose `auth.scheme` is `slack` or `zoom`), Event Grid's, Microsoft Graph's "
-                "(as text)",
+                "(as text). Or, for a workflow whose `auth.scheme` is `slack` or `twilio`, "
+                "an accepted webhook (new or a duplicate) acknowledged as that sender wants "
+                "it: Slack's, an empty body; Twilio's, TwiML that does nothing (`text/xml`)",
                 "content": {
                     "application/json": {
                         "schema": {
@@ -403,6 +443,7 @@ OPENAPI_PATH: dict[str, Any] = {
                         }
                     },
                     "text/plain": {"schema": {"type": "string"}},
+                    "text/xml": {"schema": {"type": "string"}},
                 },
             },
             "202": {

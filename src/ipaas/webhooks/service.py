@@ -32,7 +32,7 @@ from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
 from ipaas.webhooks.ratelimit import rate_for
 from ipaas.webhooks.signatures import SignatureRejected, handshake, verify
-from ipaas.workflows.models import TriggerType, WebhookOptions
+from ipaas.workflows.models import TriggerType, WebhookAuthScheme, WebhookOptions
 
 _log = structlog.get_logger(__name__)
 
@@ -68,6 +68,8 @@ class Accepted:
     execution_id: str
     #: An earlier webhook with the same idempotency key made ``execution_id``.
     duplicate: bool = False
+    #: The signature scheme it passed: some senders want an answer of their own.
+    scheme: WebhookAuthScheme | None = None
 
 
 async def accept(
@@ -133,10 +135,11 @@ async def accept(
         )
         if span is not None:
             span.set_attribute(tracing.EXECUTION_ID, first_id or execution.id)
+    scheme = options.auth.scheme if options.auth is not None else None
     if first_id is not None:
-        return Accepted(first_id, duplicate=True)
+        return Accepted(first_id, duplicate=True, scheme=scheme)
     intake.depth.added(workflow.tenant_id)
-    return Accepted(execution.id)
+    return Accepted(execution.id, scheme=scheme)
 
 
 async def _load_workflow(store: Store, workflow_id: str) -> IntakeWorkflow | None:
