@@ -24,6 +24,7 @@ SENSITIVE_HEADERS = frozenset(
         "x-slack-signature",
         "x-zm-signature",
         "x-twilio-signature",
+        "x-square-hmacsha256-signature",
     }
 )
 

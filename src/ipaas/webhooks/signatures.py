@@ -1,7 +1,8 @@
 """Webhook authentication on the raw body: Standard Webhooks, one HMAC-SHA256 header
 (GitHub, Shopify), Stripe's ``Stripe-Signature``, Slack's ``X-Slack-Signature`` (which
-Zoom's ``x-zm-signature`` copies), and Twilio's ``X-Twilio-Signature`` (over the URL it
-called and the form's fields).
+Zoom's ``x-zm-signature`` copies), Twilio's ``X-Twilio-Signature`` (over the URL it
+called and the form's fields) and Square's ``x-square-hmacsha256-signature`` (over the URL
+and the body).
 
 Each compares in constant time (``hmac.compare_digest``) and accepts either secret of a
 credential being rotated; the schemes that sign a timestamp refuse one more than 5 minutes
@@ -39,6 +40,7 @@ STRIPE_HEADER = "stripe-signature"
 SLACK_HEADERS = ("x-slack-request-timestamp", "x-slack-signature")
 ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
 TWILIO_HEADER = "x-twilio-signature"
+SQUARE_HEADER = "x-square-hmacsha256-signature"
 
 
 class SignatureRejected(IpaasError):
@@ -77,6 +79,8 @@ def verify(
         _verify_v0(secrets, body, headers, ZOOM_HEADERS, now=now)
     elif auth.scheme is WebhookAuthScheme.twilio:
         _verify_twilio(secrets, body, headers, url() if url is not None else "")
+    elif auth.scheme is WebhookAuthScheme.square:
+        _verify_square(secrets, body, headers, url() if url is not None else "")
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -225,6 +229,29 @@ def _verify_twilio(
         for secret in secrets:
             expected = hmac.new(secret.encode(), message, hashlib.sha1).digest()
             matched |= hmac.compare_digest(expected, signature)
+    if not matched:
+        raise _rejected("signature_invalid", "No matching signature")
+
+
+def _verify_square(
+    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], url: str
+) -> None:
+    """Square's scheme (docs "Validate notifications", as its SDKs check it):
+    ``x-square-hmacsha256-signature`` is the base64 HMAC-SHA256, keyed with the
+    subscription's signature key, of the notification URL followed by the body. No
+    timestamp is signed: ``idempotency.body_path: event_id`` drops a repeat."""
+    given = headers.get(SQUARE_HEADER, "")
+    if not given:
+        raise _rejected("signature_missing", "Missing header x-square-hmacsha256-signature")
+    try:
+        signature = base64.b64decode(given, validate=True)
+    except ValueError:
+        raise _rejected("signature_invalid", f"{SQUARE_HEADER} is not base64") from None
+    message = url.encode() + body
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+        matched |= hmac.compare_digest(expected, signature)
     if not matched:
         raise _rejected("signature_invalid", "No matching signature")
 

@@ -114,6 +114,9 @@ class WebhookAuthScheme(StrEnum):
     #: form fields (or, for a JSON body, of the URL whose ``bodySHA256`` is the body's hash),
     #: keyed with the account's auth token.
     twilio = "twilio"
+    #: ``x-square-hmacsha256-signature``: the base64 HMAC-SHA256 of the notification URL
+    #: followed by the body, keyed with the subscription's signature key.
+    square = "square"
 
 
 #: An HTTP header name (RFC 9110 token).
