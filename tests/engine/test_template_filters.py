@@ -23,6 +23,12 @@ CTX: dict[str, Any] = {
             "nothing": None,
             "words": "next tuesday",
             "flag": True,
+            # As Slack posts an interaction: a form whose one field is JSON text.
+            "payload": (
+                '{"type": "block_actions", "user": {"id": "U0123"}, '
+                '"actions": [{"value": "approve"}]}'
+            ),
+            "parsed": {"already": "an object"},
         },
         "headers": {},
         "query": {},
@@ -64,6 +70,10 @@ def one(source: str) -> Any:
         ("{{ 'PDw_Pz4-' | b64decode }}", "<<??>>"),  # URL-safe, padding left out
         ("{{ 42 | b64encode }}", "NDI="),
         ("[{{ trigger.body.absent | b64encode }}]", "[]"),
+        ("{{ (trigger.body.payload | fromjson).user.id }}", "U0123"),
+        ("{{ (trigger.body.payload | fromjson).actions[0].value }}", "approve"),
+        ("{{ (trigger.body.parsed | fromjson).already }}", "an object"),
+        ("[{{ (trigger.body.absent | fromjson).user }}]", "[]"),
     ],
 )
 def test_renders(source: str, rendered: str) -> None:
@@ -81,6 +91,9 @@ def test_renders(source: str, rendered: str) -> None:
         ("{{ 1e30 | date }}", "seconds is out of range"),
         ("{{ '@@@' | b64decode }}", "not base64 text that decodes to UTF-8"),
         ("{{ '/w==' | b64decode }}", "not base64 text that decodes to UTF-8"),  # byte 0xff
+        ("{{ trigger.body.words | fromjson }}", "fromjson: not JSON text"),
+        ("{{ 'NaN' | fromjson }}", "fromjson: not JSON text"),
+        ("{{ trigger.body.flag | fromjson }}", "fromjson: reads JSON text, not bool"),
     ],
 )
 def test_what_cannot_be_read_fails_the_step_naming_it(source: str, says: str) -> None:
@@ -100,3 +113,13 @@ def test_a_long_value_is_not_repeated_whole_in_the_error() -> None:
 def test_the_filters_compile_when_a_workflow_is_saved() -> None:
     config = {"text": "{{ trigger.body.iso | date('%d.%m.') }} {{ trigger.body.x | b64encode }}"}
     assert check_syntax(config) == []
+
+
+def test_one_expression_of_fromjson_keeps_its_type() -> None:
+    assert one("{{ trigger.body.payload | fromjson }}")["actions"] == [{"value": "approve"}]
+
+
+def test_fromjson_is_held_to_the_template_limits() -> None:
+    deep = "[" * 10_000 + "]" * 10_000
+    with pytest.raises(TemplateRenderError, match="fromjson: not JSON text"):
+        render({"v": "{{ x | fromjson }}"}, {**CTX, "x": deep})

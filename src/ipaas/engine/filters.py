@@ -1,4 +1,4 @@
-"""Filters templates have beyond Jinja's own: dates, and base64.
+"""Filters templates have beyond Jinja's own: dates, base64, and JSON text read.
 
 - ``date(format=None, tz=None)``: a date-time as text. It reads an ISO 8601 date-time or
   date (``2026-12-07T05:30:00Z``, ``2026-12-07``), Unix seconds (a number, or a string of
@@ -8,6 +8,10 @@
   nothing, as everywhere in text. Milliseconds: ``{{ (ms / 1000) | date }}``.
 - ``b64encode`` / ``b64decode``: UTF-8 text to standard base64 and back (GitHub's contents
   API, Basic credentials built from trigger data).
+- ``fromjson``: JSON text to its value, for JSON a sender puts inside a form field (Slack's
+  interactivity ``payload``, SendGrid's ``envelope``, Mailgun's ``message-headers``):
+  ``{{ (trigger.body.payload | fromjson).user.id }}``. An object or a list is itself; a
+  missing field or ``null`` is ``null``.
 
 There is no ``now()``: a step renders again on each retry, and a template's value should
 not change between attempts. ``execution.created_at`` is when the execution began.
@@ -25,6 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Undefined
+
+from ipaas.kit import jsontext
 
 _NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
 #: URL-safe base64's two letters, as the standard alphabet has them.
@@ -110,8 +116,25 @@ def b64decode(value: Any) -> str:
         raise ValueError(msg) from None
 
 
+def fromjson(value: Any) -> Any:
+    """See the module docstring. Strict JSON (no NaN), as the store keeps values."""
+    if value is None or isinstance(value, Undefined):
+        return None
+    if isinstance(value, dict | list):
+        return value
+    if not isinstance(value, str | bytes):
+        msg = f"fromjson: reads JSON text, not {type(value).__name__}"
+        raise TypeError(msg)
+    try:
+        return jsontext.loads(value)
+    except jsontext.JsonError as exc:
+        msg = f"fromjson: not JSON text ({exc})"
+        raise ValueError(msg) from None
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "date": date,
     "b64encode": b64encode,
     "b64decode": b64decode,
+    "fromjson": fromjson,
 }
