@@ -73,9 +73,10 @@ def _config() -> SchemathesisConfig:
 #:   string is a 400;
 #: - an execution window's ``until`` must be later than its ``since`` (the list's query, the
 #:   bulk retry's body);
-#: - a GET of a webhook URL is one of several senders' checks, each with parameters of its
-#:   own (Meta's ``hub.*``, Dropbox's ``challenge``, Okta's header): one with none of them
-#:   is a 405 (webhooks are POSTed).
+#: - a GET or OPTIONS of a webhook URL is one of several senders' checks, each with
+#:   parameters of its own (Meta's ``hub.*``, Dropbox's ``challenge``, Okta's header,
+#:   CloudEvents' ``WebHook-Request-Origin``): one with none of them is a 405 (webhooks are
+#:   POSTed).
 _SEMANTIC_422: list[dict[str, Any]] = [
     {
         "include-path-regex": path,
@@ -93,6 +94,7 @@ _SEMANTIC_422: list[dict[str, Any]] = [
         ("^/api/executions$", None, [400, 422]),
         ("^/api/executions/retry$", None, [422]),
         ("^/api/webhooks/", "GET", [405, 422]),
+        ("^/api/webhooks/", "OPTIONS", [405, 422]),
     )
 ]
 

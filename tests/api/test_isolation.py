@@ -78,6 +78,7 @@ NOT_TENANT_ADDRESSED = {
     # tests/webhooks/test_url_checks.py).
     ("GET", "/api/webhooks/{workflow_id}"),
     ("HEAD", "/api/webhooks/{workflow_id}"),
+    ("OPTIONS", "/api/webhooks/{workflow_id}"),
     ("POST", "/api/credentials"),
     ("POST", "/api/workflows"),
     ("POST", "/api/workflows/dry-run"),

@@ -277,7 +277,7 @@ class TestFastPath:
         for method in ("GET", "PUT"):
             response = await client.request(method, f"/api/webhooks/{workflow_id}")
             assert response.status_code == 405
-            assert response.headers["allow"] == "GET, HEAD, POST"
+            assert response.headers["allow"] == "GET, HEAD, OPTIONS, POST"
             assert response.json()["error"]["code"] == "method_not_allowed"
 
     async def test_cors_requests_get_cors_headers(self, runtime: Runtime) -> None:

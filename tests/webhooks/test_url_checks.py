@@ -1,5 +1,6 @@
 """Senders' unsigned checks of a webhook URL (``webhooks/checks.py``): Microsoft Graph,
-Azure Event Grid, Dropbox, Okta and Trello each ask before they send a first event, and
+Azure Event Grid (and CloudEvents' OPTIONS), Dropbox, Okta and Trello each ask before they
+send a first event, and
 send none until they get the answer they wait for. Before, Graph's check was taken as an
 event (202, an execution with no body), and the others were a 405."""
 
@@ -174,6 +175,27 @@ class TestGets:
         assert response.content == b""
         assert executions_of(runtime, workflow_id) == []
 
+    async def test_cloudevents_abuse_protection_is_answered(
+        self, client: httpx.AsyncClient, runtime: Runtime, workflow_id: str
+    ) -> None:
+        # As Event Grid sends it for a CloudEvents subscription (the spec's section 4.1).
+        headers = {"WebHook-Request-Origin": "eventemitter.example.com"}
+        response = await client.options(f"/api/webhooks/{workflow_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["webhook-allowed-origin"] == "eventemitter.example.com"
+        assert response.headers["webhook-allowed-rate"] == "*"
+        assert executions_of(runtime, workflow_id) == []
+        # Without it, an OPTIONS is no check.
+        response = await client.options(f"/api/webhooks/{workflow_id}")
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+        # Sent back in a header: only a host name is.
+        headers = {"WebHook-Request-Origin": "evil.example.com X-Injected: 1"}
+        response = await client.options(f"/api/webhooks/{workflow_id}", headers=headers)
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_challenge"
+        assert "webhook-allowed-origin" not in response.headers
+
     @pytest.mark.parametrize(
         "params", [{"challenge": ""}, {"challenge": "x" * 1025}, [("challenge", "a")] * 2]
     )
@@ -201,3 +223,5 @@ class TestGets:
             assert checked.json()["error"]["code"] == "workflow_not_found"
             graph = await client.post(url, params={"validationToken": GRAPH_TOKEN})
             assert graph.status_code == 404
+            origin = {"WebHook-Request-Origin": "eventemitter.example.com"}
+            assert (await client.options(url, headers=origin)).status_code == 404

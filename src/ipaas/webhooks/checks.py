@@ -15,6 +15,10 @@ nothing of the workflow's.
   ``{"verification": <the header's value>}``.
 - **Trello**: ``HEAD`` of the URL when a webhook is created, answered ``200``
   (``endpoints``).
+- **CloudEvents** webhooks (Azure Event Grid's CloudEvents schema, and any sender of the
+  spec's "HTTP 1.1 Web Hooks for Event Delivery"): ``OPTIONS`` with
+  ``WebHook-Request-Origin``, answered ``200`` with ``WebHook-Allowed-Origin`` (that
+  origin) and ``WebHook-Allowed-Rate: *``.
 
 Meta's subscription check (``GET ?hub.mode=subscribe``) needs the workflow's verify token,
 and Slack's and Zoom's are signed: ``service.confirm_subscription`` and
@@ -24,6 +28,7 @@ and Slack's and Zoom's are signed: ``service.confirm_subscription`` and
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +44,9 @@ DROPBOX_QUERY = "challenge"
 OKTA_HEADER = "x-okta-verification-challenge"
 EVENT_GRID_HEADER = "aeg-event-type"
 EVENT_GRID_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+CLOUDEVENTS_ORIGIN = "webhook-request-origin"
+MAX_ORIGIN_CHARS = 255
+_HEADER_TOKEN = re.compile(rf"[\x21-\x7e]{{1,{MAX_ORIGIN_CHARS}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,20 @@ def get_check(query: Mapping[str, Any], headers: Mapping[str, str]) -> Challenge
     if challenge is not None:
         return Challenge(answer={"verification": _echoed(OKTA_HEADER, challenge)})
     return None
+
+
+def options_check(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """The headers that answer a CloudEvents abuse-protection check (an ``OPTIONS`` with
+    ``WebHook-Request-Origin``); ``None`` for any other ``OPTIONS``."""
+    origin = headers.get(CLOUDEVENTS_ORIGIN)
+    if origin is None:
+        return None
+    # Sent back in a header: one token of visible ASCII (a host name), nothing that could
+    # end the header or start another.
+    if not _HEADER_TOKEN.fullmatch(origin):
+        msg = f"WebHook-Request-Origin must be a host name, 1 to {MAX_ORIGIN_CHARS} characters"
+        raise ValidationFailed(msg, code="invalid_challenge")
+    return {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST"}
 
 
 def _echoed(name: str, value: Any) -> str:
