@@ -25,6 +25,7 @@ SENSITIVE_HEADERS = frozenset(
         "x-zm-signature",
         "x-twilio-signature",
         "x-square-hmacsha256-signature",
+        "x-gitlab-token",
     }
 )
 

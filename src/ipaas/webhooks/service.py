@@ -21,7 +21,7 @@ from ipaas.errors import Forbidden, NotFound, ServiceUnavailable, ValidationFail
 from ipaas.executions.models import Execution, ExecutionStatus, TriggerData
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
-from ipaas.kit.secrets import mask_headers
+from ipaas.kit.secrets import MASK, mask_headers
 from ipaas.observability import tracing
 from ipaas.stores.base import Store
 from ipaas.webhooks.bodies import decode_content, parse_body
@@ -52,12 +52,18 @@ def trigger_data(
     headers: Headers,
     query_string: bytes,
     method: str = "POST",
+    secret_header: str | None = None,
 ) -> TriggerData:
+    """``secret_header``: the workflow's own signature or token header (``auth.header``),
+    masked as the known ones are."""
+    values = mask_headers(header_values(headers.items()))
+    if secret_header is not None and secret_header.lower() in values:
+        values[secret_header.lower()] = MASK
     return TriggerData(
         type="webhook",
         method=method,
         body=parse_body(body, content_type),
-        headers=mask_headers(header_values(headers.items())),
+        headers=values,
         query=query_values(query_string),
         content_type=content_type,
     )
@@ -119,7 +125,11 @@ async def accept(
             return Challenge(answer=answer)
     await _check_limits(store, intake, workflow.tenant_id)
     trigger = trigger_data(
-        body=body, content_type=content_type, headers=headers, query_string=query_string
+        body=body,
+        content_type=content_type,
+        headers=headers,
+        query_string=query_string,
+        secret_header=options.auth.header if options.auth is not None else None,
     )
     key = dedup_key(options.idempotency, headers, trigger.body)
     with tracing.span("enqueue") as span:

@@ -81,6 +81,8 @@ def verify(
         _verify_twilio(secrets, body, headers, url() if url is not None else "")
     elif auth.scheme is WebhookAuthScheme.square:
         _verify_square(secrets, body, headers, url() if url is not None else "")
+    elif auth.scheme is WebhookAuthScheme.token:
+        _verify_token(auth, secrets, headers)
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -254,6 +256,22 @@ def _verify_square(
         matched |= hmac.compare_digest(expected, signature)
     if not matched:
         raise _rejected("signature_invalid", "No matching signature")
+
+
+def _verify_token(auth: WebhookAuth, secrets: Sequence[str], headers: Mapping[str, str]) -> None:
+    """A header holding the secret itself, after ``prefix`` (GitLab's ``X-Gitlab-Token``):
+    compared whole, in constant time. Nothing is signed: anyone who sees one request can
+    send others, so it is for senders that offer nothing better, over HTTPS."""
+    assert auth.header is not None
+    given = headers.get(auth.header, "")
+    if not given:
+        raise _rejected("signature_missing", f"Missing header {auth.header}")
+    matched = False
+    for secret in secrets:
+        expected = f"{auth.prefix or ''}{secret}".encode()
+        matched |= hmac.compare_digest(expected, given.encode())
+    if not matched:
+        raise _rejected("signature_invalid", f"{auth.header} is not the workflow's token")
 
 
 def _with_and_without_port(parts: SplitResult) -> tuple[str, str]:

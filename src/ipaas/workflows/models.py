@@ -117,6 +117,9 @@ class WebhookAuthScheme(StrEnum):
     #: ``x-square-hmacsha256-signature``: the base64 HMAC-SHA256 of the notification URL
     #: followed by the body, keyed with the subscription's signature key.
     square = "square"
+    #: A header holding the secret itself (GitLab's ``X-Gitlab-Token``, the default; any
+    #: sender that sends a shared token, ``Authorization: Bearer ...`` with ``prefix``).
+    token = "token"  # noqa: S105 - a scheme's name, not a password
 
 
 #: An HTTP header name (RFC 9110 token).
@@ -124,6 +127,7 @@ HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
 #: ``event.id``, ``data.items.0.id``: object keys and list indexes joined by dots.
 BODY_PATH_PATTERN = r"^[^.\s]{1,100}(\.[^.\s]{1,100}){0,15}$"
 HMAC_DEFAULTS = {"header": "X-Hub-Signature-256", "prefix": "sha256=", "encoding": "hex"}
+TOKEN_DEFAULTS = {"header": "X-Gitlab-Token", "prefix": ""}
 
 
 class WebhookAuth(BaseModel):
@@ -134,22 +138,33 @@ class WebhookAuth(BaseModel):
 
     scheme: WebhookAuthScheme
     credential_id: str = Field(min_length=1, max_length=64)
-    #: ``hmac_sha256`` only: the header, the text before the signature, hex or base64.
+    #: ``hmac_sha256``: the header, the text before the signature, hex or base64;
+    #: ``token``: the header and the text before the token.
     header: str | None = Field(default=None, pattern=HEADER_PATTERN)
     prefix: str | None = Field(default=None, max_length=32)
     encoding: Literal["hex", "base64"] | None = None
 
     @model_validator(mode="after")
     def _scheme_fields(self) -> WebhookAuth:
+        defaults = _SCHEME_FIELDS.get(self.scheme, {})
         given = [name for name in HMAC_DEFAULTS if getattr(self, name) is not None]
-        if self.scheme is not WebhookAuthScheme.hmac_sha256 and given:
-            msg = f"{', '.join(given)}: only for the hmac_sha256 scheme"
+        wrong = [name for name in given if name not in defaults]
+        if wrong:
+            schemes = [s.value for s, fields in _SCHEME_FIELDS.items() if wrong[0] in fields]
+            msg = f"{', '.join(wrong)}: only for the {' and '.join(schemes)} scheme"
+            msg += "s" if len(schemes) > 1 else ""
             raise ValueError(msg)
-        if self.scheme is WebhookAuthScheme.hmac_sha256:
-            for name, default in HMAC_DEFAULTS.items():
-                if getattr(self, name) is None:
-                    setattr(self, name, default)
+        for name, default in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
         return self
+
+
+#: The fields a scheme takes beside ``credential_id``, with their defaults.
+_SCHEME_FIELDS = {
+    WebhookAuthScheme.hmac_sha256: HMAC_DEFAULTS,
+    WebhookAuthScheme.token: TOKEN_DEFAULTS,
+}
 
 
 class IdempotencySource(BaseModel):
