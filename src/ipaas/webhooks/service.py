@@ -31,7 +31,7 @@ from ipaas.webhooks.fields import header_values, query_values
 from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
 from ipaas.webhooks.ratelimit import rate_for
-from ipaas.webhooks.signatures import SignatureRejected, handshake, verify
+from ipaas.webhooks.signatures import SignatureRejected, handshake, scrubbed, verify
 from ipaas.workflows.models import TriggerType, WebhookAuthScheme, WebhookOptions
 
 _log = structlog.get_logger(__name__)
@@ -131,6 +131,8 @@ async def accept(
         query_string=query_string,
         secret_header=options.auth.header if options.auth is not None else None,
     )
+    if options.auth is not None:
+        trigger.body = scrubbed(options.auth, trigger.body)
     key = dedup_key(options.idempotency, headers, trigger.body)
     with tracing.span("enqueue") as span:
         execution, first_id = await _start(

@@ -7,7 +7,8 @@ and the body).
 Each compares in constant time (``hmac.compare_digest``) and accepts either secret of a
 credential being rotated; the schemes that sign a timestamp refuse one more than 5 minutes
 off (``signature_expired``), so a captured request cannot be replayed later. Nothing is
-parsed before the signature is checked.
+parsed before the signature is checked, but for Microsoft Graph's ``clientState``, which is
+in the body.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 import structlog
@@ -25,6 +27,8 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ipaas.errors import IpaasError
+from ipaas.kit import jsontext
+from ipaas.kit.secrets import MASK
 from ipaas.webhooks.bodies import parse_body
 from ipaas.webhooks.fields import MAX_FIELDS
 from ipaas.workflows.models import WebhookAuth, WebhookAuthScheme
@@ -83,6 +87,8 @@ def verify(
         _verify_square(secrets, body, headers, url() if url is not None else "")
     elif auth.scheme is WebhookAuthScheme.token:
         _verify_token(auth, secrets, headers)
+    elif auth.scheme is WebhookAuthScheme.microsoft_graph:
+        _verify_client_state(secrets, body)
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -272,6 +278,46 @@ def _verify_token(auth: WebhookAuth, secrets: Sequence[str], headers: Mapping[st
         matched |= hmac.compare_digest(expected, given.encode())
     if not matched:
         raise _rejected("signature_invalid", f"{auth.header} is not the workflow's token")
+
+
+def _verify_client_state(secrets: Sequence[str], body: bytes) -> None:
+    """Microsoft Graph's change and lifecycle notifications (docs "Receive change
+    notifications through webhooks"): a JSON object whose ``value`` lists notifications,
+    each carrying the ``clientState`` the subscription was created with. Every one must be
+    the workflow's secret (or the one being rotated out), compared in constant time; a
+    batch with one that is not is refused whole. The only scheme that reads the body
+    before it is verified: the secret is in it."""
+    try:
+        payload = jsontext.loads(body)
+    except jsontext.JsonError:
+        raise _rejected("signature_missing", "Not a JSON change notification") from None
+    notifications = payload.get("value") if isinstance(payload, dict) else None
+    if not isinstance(notifications, list) or not notifications:
+        raise _rejected("signature_missing", "No notifications in value")
+    for notification in notifications:
+        state = notification.get("clientState") if isinstance(notification, dict) else None
+        if not isinstance(state, str) or not state:
+            raise _rejected("signature_missing", "A notification has no clientState")
+        matched = False
+        for secret in secrets:
+            matched |= hmac.compare_digest(secret.encode(), state.encode())
+        if not matched:
+            raise _rejected("signature_invalid", "A notification's clientState is not the secret")
+
+
+def scrubbed(auth: WebhookAuth, body: Any) -> Any:
+    """The parsed body to store, without the secret a scheme carries in it (Microsoft
+    Graph's ``clientState``, masked as a secret header is); as it is for the others."""
+    if auth.scheme is not WebhookAuthScheme.microsoft_graph or not isinstance(body, dict):
+        return body
+    notifications = body.get("value")
+    if not isinstance(notifications, list):
+        return body
+    masked = [
+        {**item, "clientState": MASK} if isinstance(item, dict) and "clientState" in item else item
+        for item in notifications
+    ]
+    return {**body, "value": masked}
 
 
 def _with_and_without_port(parts: SplitResult) -> tuple[str, str]:

@@ -120,6 +120,9 @@ class WebhookAuthScheme(StrEnum):
     #: A header holding the secret itself (GitLab's ``X-Gitlab-Token``, the default; any
     #: sender that sends a shared token, ``Authorization: Bearer ...`` with ``prefix``).
     token = "token"  # noqa: S105 - a scheme's name, not a password
+    #: Microsoft Graph's change notifications: each one's ``clientState`` is the secret
+    #: given when the subscription was created.
+    microsoft_graph = "microsoft_graph"
 
 
 #: An HTTP header name (RFC 9110 token).
