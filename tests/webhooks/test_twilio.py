@@ -104,6 +104,14 @@ def sign(token: str, url: str, params: dict[str, str]) -> str:
     ).decode()
 
 
+def signed_for(url: str, token: str = "") -> dict[str, str]:
+    """The headers of ``SMS`` posted as Twilio signs it for ``url``."""
+    return {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-twilio-signature": sign(token or AUTH_TOKEN, url, SMS),
+    }
+
+
 AUTH_TOKEN = "f4b1c5d9e2a3b6c7d8e9f0a1b2c3d4e5"
 SMS = {"MessageSid": "SM1f2e3d", "From": "+14155550100", "To": "+14155550199", "Body": "Hi & bye"}
 
@@ -118,11 +126,7 @@ async def test_an_sms_webhook_through_the_api(
         client, auth, new_workflow, "twilio", {"secret": AUTH_TOKEN}
     )
     url = f"http://ipaas.test/api/webhooks/{workflow_id}?source=sms"
-    headers = {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-twilio-signature": sign(AUTH_TOKEN, url, SMS),
-    }
-    response = await client.post(url, content=form(SMS), headers=headers)
+    response = await client.post(url, content=form(SMS), headers=signed_for(url))
     # Twilio's acknowledgement: TwiML that does nothing (JSON is its error 12300).
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/xml; charset=utf-8"
@@ -132,8 +136,7 @@ async def test_an_sms_webhook_through_the_api(
     assert execution.trigger.headers["x-twilio-signature"] == "***"
     # Signed for another URL (another workflow's, say): refused.
     other = f"http://ipaas.test/api/webhooks/{workflow_id}?source=voice"
-    headers["x-twilio-signature"] = sign(AUTH_TOKEN, other, SMS)
-    response = await client.post(url, content=form(SMS), headers=headers)
+    response = await client.post(url, content=form(SMS), headers=signed_for(other))
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "signature_invalid"
     assert len(executions_of(runtime, workflow_id)) == 1
@@ -152,8 +155,7 @@ async def test_unsigned_or_signed_by_another_token_is_refused(
     plain = {"content-type": "application/x-www-form-urlencoded"}
     response = await client.post(url, content=form(SMS), headers=plain)
     assert_refused(response, runtime, workflow_id, "signature_missing")
-    forged = {**plain, "x-twilio-signature": sign("0" * 32, url, SMS)}
-    response = await client.post(url, content=form(SMS), headers=forged)
+    response = await client.post(url, content=form(SMS), headers=signed_for(url, "0" * 32))
     assert_refused(response, runtime, workflow_id, "signature_invalid")
 
 
@@ -169,15 +171,11 @@ async def test_behind_a_proxy_the_public_url_is_the_signed_one(
     )
     path = f"/api/webhooks/{workflow_id}"
     public = f"https://hooks.example.com{path}"
-    headers = {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-twilio-signature": sign(AUTH_TOKEN, public, SMS),
-    }
-    response = await client.post(path, content=form(SMS), headers=headers)
+    response = await client.post(path, content=form(SMS), headers=signed_for(public))
     assert response.status_code == 200, response.text
     # The URL the server itself saw is not the one Twilio called: not what it signed.
-    headers["x-twilio-signature"] = sign(AUTH_TOKEN, f"http://ipaas.test{path}", SMS)
-    response = await client.post(path, content=form(SMS), headers=headers)
+    seen = signed_for(f"http://ipaas.test{path}")
+    response = await client.post(path, content=form(SMS), headers=seen)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "signature_invalid"
     assert len(executions_of(runtime, workflow_id)) == 1
@@ -199,12 +197,8 @@ async def test_a_message_twilio_sends_again_is_one_execution(
     }
     workflow_id = await new_workflow(trigger)
     url = f"http://ipaas.test/api/webhooks/{workflow_id}"
-    headers = {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-twilio-signature": sign(AUTH_TOKEN, url, SMS),
-    }
-    first = await client.post(url, content=form(SMS), headers=headers)
-    again = await client.post(url, content=form(SMS), headers=headers)
+    first = await client.post(url, content=form(SMS), headers=signed_for(url))
+    again = await client.post(url, content=form(SMS), headers=signed_for(url))
     assert (first.status_code, again.status_code) == (200, 200)
     assert first.text == again.text
     assert len(executions_of(runtime, workflow_id)) == 1

@@ -35,6 +35,19 @@ async def creds(
     }
 
 
+async def dry_run(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    steps: list[dict[str, Any]],
+    *,
+    simulate: bool = False,
+) -> httpx.Response:
+    mode = {"mode": "simulate"} if simulate else {}
+    return await client.post(
+        "/api/workflows/dry-run", json={"name": "t", "steps": steps, **mode}, headers=auth
+    )
+
+
 def slack_steps(cred: str) -> list[dict[str, Any]]:
     return [
         {
@@ -220,19 +233,13 @@ class TestSimulate:
                 "config": {"path": "/echo/boards", "query": {"fields": "name"}},
             }
         ]
-        simulated = await client.post(
-            "/api/workflows/dry-run",
-            json={"name": "t", "mode": "simulate", "steps": steps},
-            headers=auth,
-        )
+        simulated = await dry_run(client, auth, steps, simulate=True)
         assert simulated.status_code == 200, simulated.text
         request = simulated.json()["steps"][0]["request"]
         assert request["url"] == f"{clean_standin.url}/echo/boards?key=***&fields=name"
         assert clean_standin.requests() == []
 
-        ran = await client.post(
-            "/api/workflows/dry-run", json={"name": "t", "steps": steps}, headers=auth
-        )
+        ran = await dry_run(client, auth, steps)
         assert ran.status_code == 200, ran.text
         (sent,) = clean_standin.requests()
         assert sent["query"] == f"key={SENTINEL}&fields=name"
@@ -272,19 +279,13 @@ class TestSimulate:
                 "config": {"path": "/orders"},
             }
         ]
-        simulated = await client.post(
-            "/api/workflows/dry-run",
-            json={"name": "t", "mode": "simulate", "steps": steps},
-            headers=auth,
-        )
+        simulated = await dry_run(client, auth, steps, simulate=True)
         assert simulated.status_code == 200, simulated.text
         request = simulated.json()["steps"][0]["request"]
         assert request["headers"]["authorization"] == "***"
         assert clean_standin.requests() == []
 
-        ran = await client.post(
-            "/api/workflows/dry-run", json={"name": "t", "steps": steps}, headers=auth
-        )
+        ran = await dry_run(client, auth, steps)
         assert ran.status_code == 200, ran.text
         assert ran.json()["status"] == "succeeded"
         token, call = clean_standin.requests()

@@ -141,11 +141,24 @@ def _verify_hmac(
         )
     except ValueError:  # binascii.Error is a ValueError
         raise _rejected("signature_invalid", f"{auth.header} is not {auth.encoding}") from None
+    _signed_by(secrets, [body], [given], hashlib.sha256)
+
+
+def _signed_by(
+    secrets: Sequence[str],
+    messages: Sequence[bytes],
+    signatures: Sequence[bytes],
+    digest: Callable[[], Any],
+) -> None:
+    """``signature_invalid`` unless one of ``signatures`` is the HMAC (``digest``) of one of
+    ``messages`` keyed with one of ``secrets``. Every pair is compared, with no early exit:
+    the time does not tell which secret matched."""
     matched = False
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-        # No early exit: the time does not tell which secret matched.
-        matched |= hmac.compare_digest(expected, given)
+    for message in messages:
+        for secret in secrets:
+            expected = hmac.new(secret.encode(), message, digest).digest()
+            for signature in signatures:
+                matched |= hmac.compare_digest(expected, signature)
     if not matched:
         raise _rejected("signature_invalid", "No matching signature")
 
@@ -188,14 +201,7 @@ def _verify_stripe(
             "signature_invalid", "Stripe-Signature must hold one t= and at least one v1="
         )
     at = _timestamp(stamps[0], "Stripe-Signature's t", now)
-    signed = str(at).encode() + b"." + body
-    matched = False
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
-        for signature in given:
-            matched |= hmac.compare_digest(expected, signature)
-    if not matched:
-        raise _rejected("signature_invalid", "No matching signature")
+    _signed_by(secrets, [str(at).encode() + b"." + body], given, hashlib.sha256)
 
 
 def _verify_twilio(
@@ -231,14 +237,8 @@ def _verify_twilio(
         signature = base64.b64decode(given, validate=True)
     except ValueError:
         raise _rejected("signature_invalid", "X-Twilio-Signature is not base64") from None
-    matched = False
-    for candidate in _with_and_without_port(parts):
-        message = (candidate + signed).encode()
-        for secret in secrets:
-            expected = hmac.new(secret.encode(), message, hashlib.sha1).digest()
-            matched |= hmac.compare_digest(expected, signature)
-    if not matched:
-        raise _rejected("signature_invalid", "No matching signature")
+    messages = [(candidate + signed).encode() for candidate in _with_and_without_port(parts)]
+    _signed_by(secrets, messages, [signature], hashlib.sha1)
 
 
 def _verify_square(
@@ -255,13 +255,7 @@ def _verify_square(
         signature = base64.b64decode(given, validate=True)
     except ValueError:
         raise _rejected("signature_invalid", f"{SQUARE_HEADER} is not base64") from None
-    message = url.encode() + body
-    matched = False
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-        matched |= hmac.compare_digest(expected, signature)
-    if not matched:
-        raise _rejected("signature_invalid", "No matching signature")
+    _signed_by(secrets, [url.encode() + body], [signature], hashlib.sha256)
 
 
 def _verify_token(auth: WebhookAuth, secrets: Sequence[str], headers: Mapping[str, str]) -> None:
