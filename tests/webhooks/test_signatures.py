@@ -407,6 +407,39 @@ def slack_headers(body: bytes, secret: str = SLACK_SECRET) -> dict[str, str]:
     return {"x-slack-request-timestamp": stamp, "x-slack-signature": signature}
 
 
+async def test_calendly_signs_as_stripe_does_under_its_own_header(
+    client: httpx.AsyncClient, auth: dict[str, str], new_workflow: NewWorkflow, runtime: Runtime
+) -> None:
+    """Calendly's ``Calendly-Webhook-Signature: t=...,v1=...`` (its docs, "Webhook
+    signatures"): Stripe's scheme with ``header``."""
+    cred = await credential(client, auth, {"secret": STRIPE_SECRET})
+    workflow_id = await new_workflow(
+        {
+            "type": "webhook",
+            "auth": {
+                "scheme": "stripe",
+                "credential_id": cred,
+                "header": "Calendly-Webhook-Signature",
+            },
+        }
+    )
+    body = b'{"event": "invitee.created", "payload": {"email": "ada@example.com"}}'
+    signature = stripe_header(body, STRIPE_SECRET)
+    url = f"/api/webhooks/{workflow_id}"
+    json_type = {"content-type": "application/json"}
+    # Under Stripe's name it is not where this workflow looks.
+    response = await client.post(
+        url, content=body, headers={**json_type, "Stripe-Signature": signature}
+    )
+    assert_refused(response, runtime, workflow_id, "signature_missing")
+    assert "Calendly-Webhook-Signature" in response.json()["error"]["message"]
+    headers = {**json_type, "Calendly-Webhook-Signature": signature}
+    response = await client.post(url, content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    (stored,) = executions_of(runtime, workflow_id)
+    assert stored.trigger.headers["calendly-webhook-signature"] == "***"
+
+
 class TestSlack:
     def test_slacks_worked_example_verifies(self) -> None:
         auth = WebhookAuth(scheme=WebhookAuthScheme.slack, credential_id="c")

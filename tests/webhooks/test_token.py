@@ -88,7 +88,11 @@ async def test_a_bearer_token_in_another_header(
     ("scheme", "fields", "says"),
     [
         ("token", {"encoding": "hex"}, "encoding: only for the hmac_sha256 scheme"),
-        ("stripe", {"header": "X-Token"}, "header: only for the hmac_sha256 and token schemes"),
+        (
+            "slack",
+            {"header": "X-Token"},
+            "header: only for the hmac_sha256, token and stripe schemes",
+        ),
     ],
 )
 async def test_fields_a_scheme_does_not_take_are_refused(

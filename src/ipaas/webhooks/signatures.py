@@ -40,7 +40,7 @@ STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 _STALE = frozenset({"Message timestamp too old", "Message timestamp too new"})
 #: Stripe's and Slack's tolerance (both libraries' default), as Standard Webhooks'.
 TOLERANCE_S = 300
-STRIPE_HEADER = "stripe-signature"
+STRIPE_DEFAULT_HEADER = "Stripe-Signature"
 SLACK_HEADERS = ("x-slack-request-timestamp", "x-slack-signature")
 ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
 TWILIO_HEADER = "x-twilio-signature"
@@ -76,7 +76,7 @@ def verify(
     if auth.scheme is WebhookAuthScheme.standard_webhooks:
         _verify_standard(secrets, body, headers)
     elif auth.scheme is WebhookAuthScheme.stripe:
-        _verify_stripe(secrets, body, headers, now=now)
+        _verify_stripe(secrets, body, headers, now=now, header=auth.header or STRIPE_DEFAULT_HEADER)
     elif auth.scheme is WebhookAuthScheme.slack:
         _verify_v0(secrets, body, headers, SLACK_HEADERS, now=now)
     elif auth.scheme is WebhookAuthScheme.zoom:
@@ -176,15 +176,21 @@ def _timestamp(value: str, header: str, now: float) -> int:
 
 
 def _verify_stripe(
-    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], *, now: float
+    secrets: Sequence[str],
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: float,
+    header: str = STRIPE_DEFAULT_HEADER,
 ) -> None:
     """Stripe's scheme (docs "Verify webhook signatures", as its libraries do it):
     ``Stripe-Signature: t=<unix time>,v1=<hex>[,v1=<hex>...]``, each ``v1`` the
     HMAC-SHA256 of ``{t}.{body}`` keyed with the whole signing secret (``whsec_...``). Stripe
-    sends several ``v1`` while an endpoint's secret is rolled; any one may match."""
-    value = headers.get(STRIPE_HEADER, "")
+    sends several ``v1`` while an endpoint's secret is rolled; any one may match. Calendly
+    signs the same way under ``Calendly-Webhook-Signature`` (``header``)."""
+    value = headers.get(header, "")
     if not value:
-        raise _rejected("signature_missing", "Missing header Stripe-Signature")
+        raise _rejected("signature_missing", f"Missing header {header}")
     stamps: list[str] = []
     given: list[bytes] = []
     for item in value.split(","):
@@ -195,12 +201,10 @@ def _verify_stripe(
             try:
                 given.append(bytes.fromhex(part))
             except ValueError:
-                raise _rejected("signature_invalid", "Stripe-Signature's v1 is not hex") from None
+                raise _rejected("signature_invalid", f"{header}'s v1 is not hex") from None
     if len(stamps) != 1 or not given:
-        raise _rejected(
-            "signature_invalid", "Stripe-Signature must hold one t= and at least one v1="
-        )
-    at = _timestamp(stamps[0], "Stripe-Signature's t", now)
+        raise _rejected("signature_invalid", f"{header} must hold one t= and at least one v1=")
+    at = _timestamp(stamps[0], f"{header}'s t", now)
     _signed_by(secrets, [str(at).encode() + b"." + body], given, hashlib.sha256)
 
 

@@ -131,6 +131,8 @@ HEADER_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
 BODY_PATH_PATTERN = r"^[^.\s]{1,100}(\.[^.\s]{1,100}){0,15}$"
 HMAC_DEFAULTS = {"header": "X-Hub-Signature-256", "prefix": "sha256=", "encoding": "hex"}
 TOKEN_DEFAULTS = {"header": "X-Gitlab-Token", "prefix": ""}
+#: Calendly signs as Stripe does, under ``Calendly-Webhook-Signature``.
+STRIPE_DEFAULTS = {"header": "Stripe-Signature"}
 
 
 class WebhookAuth(BaseModel):
@@ -142,7 +144,7 @@ class WebhookAuth(BaseModel):
     scheme: WebhookAuthScheme
     credential_id: str = Field(min_length=1, max_length=64)
     #: ``hmac_sha256``: the header, the text before the signature, hex or base64;
-    #: ``token``: the header and the text before the token.
+    #: ``token``: the header and the text before the token; ``stripe``: the header.
     header: str | None = Field(default=None, pattern=HEADER_PATTERN)
     prefix: str | None = Field(default=None, max_length=32)
     encoding: Literal["hex", "base64"] | None = None
@@ -154,7 +156,10 @@ class WebhookAuth(BaseModel):
         wrong = [name for name in given if name not in defaults]
         if wrong:
             schemes = [s.value for s, fields in _SCHEME_FIELDS.items() if wrong[0] in fields]
-            msg = f"{', '.join(wrong)}: only for the {' and '.join(schemes)} scheme"
+            named = (
+                schemes[0] if len(schemes) == 1 else f"{', '.join(schemes[:-1])} and {schemes[-1]}"
+            )
+            msg = f"{', '.join(wrong)}: only for the {named} scheme"
             msg += "s" if len(schemes) > 1 else ""
             raise ValueError(msg)
         for name, default in defaults.items():
@@ -167,6 +172,7 @@ class WebhookAuth(BaseModel):
 _SCHEME_FIELDS = {
     WebhookAuthScheme.hmac_sha256: HMAC_DEFAULTS,
     WebhookAuthScheme.token: TOKEN_DEFAULTS,
+    WebhookAuthScheme.stripe: STRIPE_DEFAULTS,
 }
 
 
