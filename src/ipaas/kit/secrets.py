@@ -26,6 +26,7 @@ SENSITIVE_HEADERS = frozenset(
         "x-twilio-signature",
         "x-square-hmacsha256-signature",
         "x-gitlab-token",
+        "x-hubspot-signature-v3",
     }
 )
 

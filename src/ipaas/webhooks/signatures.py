@@ -1,8 +1,8 @@
 """Webhook authentication on the raw body: Standard Webhooks, one HMAC-SHA256 header
 (GitHub, Shopify), Stripe's ``Stripe-Signature``, Slack's ``X-Slack-Signature`` (which
 Zoom's ``x-zm-signature`` copies), Twilio's ``X-Twilio-Signature`` (over the URL it
-called and the form's fields) and Square's ``x-square-hmacsha256-signature`` (over the URL
-and the body).
+called and the form's fields), Square's ``x-square-hmacsha256-signature`` (over the URL
+and the body) and HubSpot's ``X-HubSpot-Signature-v3``.
 
 Each compares in constant time (``hmac.compare_digest``) and accepts either secret of a
 credential being rotated; the schemes that sign a timestamp refuse one more than 5 minutes
@@ -45,6 +45,22 @@ SLACK_HEADERS = ("x-slack-request-timestamp", "x-slack-signature")
 ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
 TWILIO_HEADER = "x-twilio-signature"
 SQUARE_HEADER = "x-square-hmacsha256-signature"
+HUBSPOT_HEADERS = ("X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp")
+#: The escapes HubSpot decodes in the URL it signs (its docs, v3).
+_HUBSPOT_DECODED = (
+    ("%3A", ":"),
+    ("%2F", "/"),
+    ("%3F", "?"),
+    ("%40", "@"),
+    ("%21", "!"),
+    ("%24", "$"),
+    ("%27", "'"),
+    ("%28", "("),
+    ("%29", ")"),
+    ("%2A", "*"),
+    ("%2C", ","),
+    ("%3B", ";"),
+)
 
 
 class SignatureRejected(IpaasError):
@@ -89,6 +105,8 @@ def verify(
         _verify_token(auth, secrets, headers)
     elif auth.scheme is WebhookAuthScheme.microsoft_graph:
         _verify_client_state(secrets, body)
+    elif auth.scheme is WebhookAuthScheme.hubspot:
+        _verify_hubspot(secrets, body, headers, url() if url is not None else "", now=now)
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -260,6 +278,33 @@ def _verify_square(
     except ValueError:
         raise _rejected("signature_invalid", f"{SQUARE_HEADER} is not base64") from None
     _signed_by(secrets, [url.encode() + body], [signature], hashlib.sha256)
+
+
+def _verify_hubspot(
+    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], url: str, *, now: float
+) -> None:
+    """HubSpot's v3 (docs "Validating requests from HubSpot", as its Python client checks
+    it): ``X-HubSpot-Signature-v3`` is the base64 HMAC-SHA256, keyed with the app's client
+    secret, of ``POST``, the URL (with the characters HubSpot's docs list decoded), the
+    body and ``X-HubSpot-Request-Timestamp`` (Unix milliseconds, refused when more than 5
+    minutes off)."""
+    signature, stamp = (headers.get(name, "") for name in HUBSPOT_HEADERS)
+    missing = [name for name, v in zip(HUBSPOT_HEADERS, (signature, stamp), strict=True) if not v]
+    if missing:
+        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    try:
+        millis = int(stamp)
+    except ValueError:
+        raise _rejected("signature_invalid", f"{HUBSPOT_HEADERS[1]} holds no time") from None
+    if abs(now - millis / 1000) > TOLERANCE_S:
+        raise _rejected("signature_expired", f"{HUBSPOT_HEADERS[1]} is more than 5 minutes off")
+    try:
+        given = base64.b64decode(signature, validate=True)
+    except ValueError:
+        raise _rejected("signature_invalid", f"{HUBSPOT_HEADERS[0]} is not base64") from None
+    for escaped, char in _HUBSPOT_DECODED:
+        url = url.replace(escaped, char).replace(escaped.lower(), char)
+    _signed_by(secrets, [b"POST" + url.encode() + body + stamp.encode()], [given], hashlib.sha256)
 
 
 def _verify_token(auth: WebhookAuth, secrets: Sequence[str], headers: Mapping[str, str]) -> None:

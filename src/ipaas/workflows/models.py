@@ -123,6 +123,9 @@ class WebhookAuthScheme(StrEnum):
     #: Microsoft Graph's change notifications: each one's ``clientState`` is the secret
     #: given when the subscription was created.
     microsoft_graph = "microsoft_graph"
+    #: HubSpot's v3: ``X-HubSpot-Signature-v3``, the base64 HMAC-SHA256 of the method, the
+    #: URL, the body and ``X-HubSpot-Request-Timestamp``, keyed with the app's client secret.
+    hubspot = "hubspot"
 
 
 #: An HTTP header name (RFC 9110 token).
