@@ -27,6 +27,7 @@ SENSITIVE_HEADERS = frozenset(
         "x-square-hmacsha256-signature",
         "x-gitlab-token",
         "x-hubspot-signature-v3",
+        "x-zendesk-webhook-signature",
     }
 )
 

@@ -2,7 +2,8 @@
 (GitHub, Shopify), Stripe's ``Stripe-Signature``, Slack's ``X-Slack-Signature`` (which
 Zoom's ``x-zm-signature`` copies), Twilio's ``X-Twilio-Signature`` (over the URL it
 called and the form's fields), Square's ``x-square-hmacsha256-signature`` (over the URL
-and the body) and HubSpot's ``X-HubSpot-Signature-v3``.
+and the body), HubSpot's ``X-HubSpot-Signature-v3`` and Zendesk's
+``X-Zendesk-Webhook-Signature``.
 
 Each compares in constant time (``hmac.compare_digest``) and accepts either secret of a
 credential being rotated; the schemes that sign a timestamp refuse one more than 5 minutes
@@ -19,6 +20,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
@@ -46,6 +48,7 @@ ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
 TWILIO_HEADER = "x-twilio-signature"
 SQUARE_HEADER = "x-square-hmacsha256-signature"
 HUBSPOT_HEADERS = ("X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp")
+ZENDESK_HEADERS = ("X-Zendesk-Webhook-Signature", "X-Zendesk-Webhook-Signature-Timestamp")
 #: The escapes HubSpot decodes in the URL it signs (its docs, v3).
 _HUBSPOT_DECODED = (
     ("%3A", ":"),
@@ -107,6 +110,8 @@ def verify(
         _verify_client_state(secrets, body)
     elif auth.scheme is WebhookAuthScheme.hubspot:
         _verify_hubspot(secrets, body, headers, url() if url is not None else "", now=now)
+    elif auth.scheme is WebhookAuthScheme.zendesk:
+        _verify_zendesk(secrets, body, headers, now=now)
     else:
         _verify_hmac(auth, secrets, body, headers)
 
@@ -305,6 +310,35 @@ def _verify_hubspot(
     for escaped, char in _HUBSPOT_DECODED:
         url = url.replace(escaped, char).replace(escaped.lower(), char)
     _signed_by(secrets, [b"POST" + url.encode() + body + stamp.encode()], [given], hashlib.sha256)
+
+
+def _verify_zendesk(
+    secrets: Sequence[str], body: bytes, headers: Mapping[str, str], *, now: float
+) -> None:
+    """Zendesk's scheme (docs "Verifying webhook authenticity"):
+    ``X-Zendesk-Webhook-Signature`` is the base64 HMAC-SHA256, keyed with the webhook's
+    signing secret, of ``X-Zendesk-Webhook-Signature-Timestamp`` followed by the body. The
+    timestamp is signed as sent; read as an ISO 8601 time (or Unix seconds), one more than
+    5 minutes off is refused."""
+    signature, stamp = (headers.get(name, "") for name in ZENDESK_HEADERS)
+    missing = [name for name, v in zip(ZENDESK_HEADERS, (signature, stamp), strict=True) if not v]
+    if missing:
+        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    try:
+        at = (
+            float(stamp)
+            if stamp.isdigit()
+            else datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        )
+    except ValueError:
+        raise _rejected("signature_invalid", f"{ZENDESK_HEADERS[1]} holds no time") from None
+    if abs(now - at) > TOLERANCE_S:
+        raise _rejected("signature_expired", f"{ZENDESK_HEADERS[1]} is more than 5 minutes off")
+    try:
+        given = base64.b64decode(signature, validate=True)
+    except ValueError:
+        raise _rejected("signature_invalid", f"{ZENDESK_HEADERS[0]} is not base64") from None
+    _signed_by(secrets, [stamp.encode() + body], [given], hashlib.sha256)
 
 
 def _verify_token(auth: WebhookAuth, secrets: Sequence[str], headers: Mapping[str, str]) -> None:

@@ -126,6 +126,9 @@ class WebhookAuthScheme(StrEnum):
     #: HubSpot's v3: ``X-HubSpot-Signature-v3``, the base64 HMAC-SHA256 of the method, the
     #: URL, the body and ``X-HubSpot-Request-Timestamp``, keyed with the app's client secret.
     hubspot = "hubspot"
+    #: ``X-Zendesk-Webhook-Signature``: the base64 HMAC-SHA256 of
+    #: ``X-Zendesk-Webhook-Signature-Timestamp`` followed by the body.
+    zendesk = "zendesk"
 
 
 #: An HTTP header name (RFC 9110 token).
