@@ -35,7 +35,7 @@ AUTH = WebhookAuth.model_validate({"scheme": "twilio", "credential_id": "cred_x"
 
 
 def check(url: str, body: bytes, signature: str, secrets: tuple[str, ...] = (TOKEN,)) -> None:
-    headers = {"x-twilio-signature": signature} if signature else {}
+    headers = {"X-Twilio-Signature": signature} if signature else {}
     verify(AUTH, secrets, body, headers, url=lambda: url)
 
 

@@ -45,7 +45,7 @@ TOLERANCE_S = 300
 STRIPE_DEFAULT_HEADER = "Stripe-Signature"
 SLACK_HEADERS = ("x-slack-request-timestamp", "x-slack-signature")
 ZOOM_HEADERS = ("x-zm-request-timestamp", "x-zm-signature")
-TWILIO_HEADER = "x-twilio-signature"
+TWILIO_HEADER = "X-Twilio-Signature"
 SQUARE_HEADER = "x-square-hmacsha256-signature"
 HUBSPOT_HEADERS = ("X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp")
 ZENDESK_HEADERS = ("X-Zendesk-Webhook-Signature", "X-Zendesk-Webhook-Signature-Timestamp")
@@ -117,10 +117,7 @@ def verify(
 
 
 def _verify_standard(secrets: Sequence[str], body: bytes, headers: Mapping[str, str]) -> None:
-    signed = {name: headers.get(name, "") for name in STANDARD_HEADERS}
-    missing = [name for name, value in signed.items() if not value]
-    if missing:
-        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    signed = dict(zip(STANDARD_HEADERS, _present(headers, *STANDARD_HEADERS), strict=True))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -150,9 +147,7 @@ def _verify_hmac(
 ) -> None:
     assert auth.header is not None
     assert auth.prefix is not None
-    value = headers.get(auth.header, "")
-    if not value:
-        raise _rejected("signature_missing", f"Missing header {auth.header}")
+    (value,) = _present(headers, auth.header)
     if not value.startswith(auth.prefix):
         raise _rejected("signature_invalid", f"{auth.header} must start with {auth.prefix!r}")
     encoded = value[len(auth.prefix) :].strip()
@@ -186,6 +181,32 @@ def _signed_by(
         raise _rejected("signature_invalid", "No matching signature")
 
 
+def _present(headers: Mapping[str, str], *names: str) -> list[str]:
+    """The values of the headers ``names``; ``signature_missing`` naming those not sent."""
+    values = [headers.get(name, "") for name in names]
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if len(names) == 1 and missing:
+        raise _rejected("signature_missing", f"Missing header {missing[0]}")
+    if missing:
+        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    return values
+
+
+def _base64(value: str, header: str) -> bytes:
+    """A signature sent in base64, or ``signature_invalid`` naming ``header``."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        raise _rejected("signature_invalid", f"{header} is not base64") from None
+
+
+def _fresh(at: float, header: str, now: float) -> None:
+    """``signature_expired`` when the signed time ``at`` (Unix seconds) is more than
+    ``TOLERANCE_S`` away from ``now``."""
+    if abs(now - at) > TOLERANCE_S:
+        raise _rejected("signature_expired", f"{header} is more than 5 minutes off")
+
+
 def _timestamp(value: str, header: str, now: float) -> int:
     """A signed Unix timestamp, refused when it is not one or is more than
     ``TOLERANCE_S`` away from ``now``."""
@@ -193,8 +214,7 @@ def _timestamp(value: str, header: str, now: float) -> int:
         at = int(value)
     except ValueError:
         raise _rejected("signature_invalid", f"{header} holds no Unix timestamp") from None
-    if abs(now - at) > TOLERANCE_S:
-        raise _rejected("signature_expired", f"{header} is more than 5 minutes off")
+    _fresh(at, header, now)
     return at
 
 
@@ -211,9 +231,7 @@ def _verify_stripe(
     HMAC-SHA256 of ``{t}.{body}`` keyed with the whole signing secret (``whsec_...``). Stripe
     sends several ``v1`` while an endpoint's secret is rolled; any one may match. Calendly
     signs the same way under ``Calendly-Webhook-Signature`` (``header``)."""
-    value = headers.get(header, "")
-    if not value:
-        raise _rejected("signature_missing", f"Missing header {header}")
+    (value,) = _present(headers, header)
     stamps: list[str] = []
     given: list[bytes] = []
     for item in value.split(","):
@@ -244,9 +262,7 @@ def _verify_twilio(
 
     No timestamp is signed, so a captured request can be sent again: the idempotency key
     (``idempotency.body_path``: ``MessageSid``, ``CallSid``) is what drops the repeat."""
-    given = headers.get(TWILIO_HEADER, "")
-    if not given:
-        raise _rejected("signature_missing", "Missing header X-Twilio-Signature")
+    (given,) = _present(headers, TWILIO_HEADER)
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     fields: list[tuple[str, str]] = []
@@ -260,10 +276,7 @@ def _verify_twilio(
         except (UnicodeDecodeError, ValueError):
             raise _rejected("signature_invalid", "The body is not a form Twilio signs") from None
     signed = "".join(name + value for name, value in sorted(fields))
-    try:
-        signature = base64.b64decode(given, validate=True)
-    except ValueError:
-        raise _rejected("signature_invalid", "X-Twilio-Signature is not base64") from None
+    signature = _base64(given, TWILIO_HEADER)
     messages = [(candidate + signed).encode() for candidate in _with_and_without_port(parts)]
     _signed_by(secrets, messages, [signature], hashlib.sha1)
 
@@ -275,13 +288,8 @@ def _verify_square(
     ``x-square-hmacsha256-signature`` is the base64 HMAC-SHA256, keyed with the
     subscription's signature key, of the notification URL followed by the body. No
     timestamp is signed: ``idempotency.body_path: event_id`` drops a repeat."""
-    given = headers.get(SQUARE_HEADER, "")
-    if not given:
-        raise _rejected("signature_missing", "Missing header x-square-hmacsha256-signature")
-    try:
-        signature = base64.b64decode(given, validate=True)
-    except ValueError:
-        raise _rejected("signature_invalid", f"{SQUARE_HEADER} is not base64") from None
+    (given,) = _present(headers, SQUARE_HEADER)
+    signature = _base64(given, SQUARE_HEADER)
     _signed_by(secrets, [url.encode() + body], [signature], hashlib.sha256)
 
 
@@ -293,20 +301,13 @@ def _verify_hubspot(
     secret, of ``POST``, the URL (with the characters HubSpot's docs list decoded), the
     body and ``X-HubSpot-Request-Timestamp`` (Unix milliseconds, refused when more than 5
     minutes off)."""
-    signature, stamp = (headers.get(name, "") for name in HUBSPOT_HEADERS)
-    missing = [name for name, v in zip(HUBSPOT_HEADERS, (signature, stamp), strict=True) if not v]
-    if missing:
-        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    signature, stamp = _present(headers, *HUBSPOT_HEADERS)
     try:
         millis = int(stamp)
     except ValueError:
         raise _rejected("signature_invalid", f"{HUBSPOT_HEADERS[1]} holds no time") from None
-    if abs(now - millis / 1000) > TOLERANCE_S:
-        raise _rejected("signature_expired", f"{HUBSPOT_HEADERS[1]} is more than 5 minutes off")
-    try:
-        given = base64.b64decode(signature, validate=True)
-    except ValueError:
-        raise _rejected("signature_invalid", f"{HUBSPOT_HEADERS[0]} is not base64") from None
+    _fresh(millis / 1000, HUBSPOT_HEADERS[1], now)
+    given = _base64(signature, HUBSPOT_HEADERS[0])
     for escaped, char in _HUBSPOT_DECODED:
         url = url.replace(escaped, char).replace(escaped.lower(), char)
     _signed_by(secrets, [b"POST" + url.encode() + body + stamp.encode()], [given], hashlib.sha256)
@@ -320,10 +321,7 @@ def _verify_zendesk(
     signing secret, of ``X-Zendesk-Webhook-Signature-Timestamp`` followed by the body. The
     timestamp is signed as sent; read as an ISO 8601 time (or Unix seconds), one more than
     5 minutes off is refused."""
-    signature, stamp = (headers.get(name, "") for name in ZENDESK_HEADERS)
-    missing = [name for name, v in zip(ZENDESK_HEADERS, (signature, stamp), strict=True) if not v]
-    if missing:
-        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    signature, stamp = _present(headers, *ZENDESK_HEADERS)
     try:
         at = (
             float(stamp)
@@ -332,12 +330,8 @@ def _verify_zendesk(
         )
     except ValueError:
         raise _rejected("signature_invalid", f"{ZENDESK_HEADERS[1]} holds no time") from None
-    if abs(now - at) > TOLERANCE_S:
-        raise _rejected("signature_expired", f"{ZENDESK_HEADERS[1]} is more than 5 minutes off")
-    try:
-        given = base64.b64decode(signature, validate=True)
-    except ValueError:
-        raise _rejected("signature_invalid", f"{ZENDESK_HEADERS[0]} is not base64") from None
+    _fresh(at, ZENDESK_HEADERS[1], now)
+    given = _base64(signature, ZENDESK_HEADERS[0])
     _signed_by(secrets, [stamp.encode() + body], [given], hashlib.sha256)
 
 
@@ -346,9 +340,7 @@ def _verify_token(auth: WebhookAuth, secrets: Sequence[str], headers: Mapping[st
     compared whole, in constant time. Nothing is signed: anyone who sees one request can
     send others, so it is for senders that offer nothing better, over HTTPS."""
     assert auth.header is not None
-    given = headers.get(auth.header, "")
-    if not given:
-        raise _rejected("signature_missing", f"Missing header {auth.header}")
+    (given,) = _present(headers, auth.header)
     matched = False
     for secret in secrets:
         expected = f"{auth.prefix or ''}{secret}".encode()
@@ -430,10 +422,7 @@ def _verify_v0(
     other header names (``names``: the timestamp's, the signature's), checked by
     slack_sdk's own ``SignatureVerifier``: ``v0=<hex>``, the HMAC-SHA256 of
     ``v0:{timestamp}:{body}`` keyed with the app's signing secret (Zoom: secret token)."""
-    stamp, signature = (headers.get(name, "") for name in names)
-    missing = [name for name, v in zip(names, (stamp, signature), strict=True) if not v]
-    if missing:
-        raise _rejected("signature_missing", f"Missing header(s): {', '.join(missing)}")
+    stamp, signature = _present(headers, *names)
     _timestamp(stamp, names[0], now)
     clock = _At(now)
     matched = False
