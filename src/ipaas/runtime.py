@@ -9,6 +9,7 @@ import structlog
 
 from ipaas.config import Settings
 from ipaas.credentials.crypto import CredentialCipher
+from ipaas.credentials.oauth2 import CredentialSessions
 from ipaas.engine.breaker import CircuitBreaker
 from ipaas.engine.cancellation import (
     CancelBus,
@@ -61,6 +62,10 @@ class Runtime:
     #: executors' secret caches, so a new secret is used here at once (elsewhere within
     #: their TTL).
     credential_changes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tokens.sessions is None:  # connections of users' accounts are in the store
+            self.tokens.sessions = CredentialSessions(self.store, self.cipher)
 
     def credential_changed(self, tenant_id: str, credential_id: str) -> None:
         """Forget this process's cached copies of a credential's secret."""

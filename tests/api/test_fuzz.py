@@ -73,6 +73,8 @@ def _config() -> SchemathesisConfig:
 #:   string is a 400;
 #: - an execution window's ``until`` must be later than its ``since`` (the list's query, the
 #:   bulk retry's body);
+#: - the OAuth 2.0 callback's ``state`` is a note this server sealed (``authorize``); any
+#:   other string is a 400 (``invalid_state``);
 #: - a GET or OPTIONS of a webhook URL is one of several senders' checks, each with
 #:   parameters of its own (Meta's ``hub.*``, Dropbox's ``challenge``, Okta's header,
 #:   CloudEvents' ``WebHook-Request-Origin``): one with none of them is a 405 (webhooks are
@@ -93,6 +95,7 @@ _SEMANTIC_422: list[dict[str, Any]] = [
         ("^/api/members$", None, [422]),
         ("^/api/executions$", None, [400, 422]),
         ("^/api/executions/retry$", None, [422]),
+        ("^/api/oauth2/callback$", None, [400]),
         ("^/api/webhooks/", "GET", [405, 422]),
         ("^/api/webhooks/", "OPTIONS", [405, 422]),
     )

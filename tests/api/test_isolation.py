@@ -38,6 +38,7 @@ BY_ID = {
     ("GET", "/api/credentials/{credential_id}"),
     ("PATCH", "/api/credentials/{credential_id}"),
     ("DELETE", "/api/credentials/{credential_id}"),
+    ("POST", "/api/credentials/{credential_id}/oauth2/authorize"),
     ("GET", "/api/workflows/{workflow_id}"),
     ("PUT", "/api/workflows/{workflow_id}"),
     ("PATCH", "/api/workflows/{workflow_id}"),
@@ -84,6 +85,9 @@ NOT_TENANT_ADDRESSED = {
     ("POST", "/api/workflows/dry-run"),
     ("POST", "/api/tokens"),
     ("POST", "/api/members"),
+    # Public: the sealed state names the credential (tests/credentials/test_oauth2.py: a
+    # state made for B's credential connects only B's).
+    ("GET", "/api/oauth2/callback"),
     # Public: the invitation's token establishes the tenant.
     ("POST", "/api/auth/invite"),
     # Takes a workflow id, but as a filter of the caller's own executions

@@ -6,9 +6,12 @@ mutation and every snapshot holds one lock.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -64,6 +67,17 @@ class StandinState:
         self._oauth_expires_in: float | str | None = OAUTH_EXPIRES_IN_S
         #: What the token endpoint answers instead of a token (a broken endpoint), if set.
         self.oauth_answer: Any = None
+        #: The authorization code grant's (``standins.oauth``): codes given and what they
+        #: were given for; live refresh tokens and their family; used ones (a reuse
+        #: revokes the family, as Auth0's and Okta's rotation does); revoked families.
+        self.oauth_codes: dict[str, dict[str, str]] = {}
+        self.oauth_refresh: dict[str, str] = {}
+        self.oauth_used_refresh: dict[str, str] = {}
+        self.oauth_revoked_families: set[str] = set()
+        #: Whether each renewal gives a new refresh token (and ends the old one).
+        self.oauth_rotate = True
+        #: What the consent page answers instead of a code (``access_denied``), if set.
+        self.oauth_deny: str | None = None
 
     def record(
         self,
@@ -166,12 +180,64 @@ class StandinState:
             self._oauth_tokens.clear()
             self._oauth_expires_in = OAUTH_EXPIRES_IN_S
             self.oauth_answer = None
+            self.oauth_codes.clear()
+            self.oauth_refresh.clear()
+            self.oauth_used_refresh.clear()
+            self.oauth_revoked_families.clear()
+            self.oauth_rotate = True
+            self.oauth_deny = None
 
     def oauth_issue(self, value: str) -> float | str | None:
         """Record ``value`` as a live token; its ``expires_in``."""
         with self._lock:
             self._oauth_tokens.add(value)
             return self._oauth_expires_in
+
+    def oauth_code(self, redirect_uri: str, challenge: str, scope: str) -> str:
+        """A new authorization code, for one exchange with the same ``redirect_uri`` and
+        the verifier of ``challenge``."""
+        code = f"code-{uuid.uuid4().hex}"
+        with self._lock:
+            self.oauth_codes[code] = {
+                "redirect_uri": redirect_uri,
+                "challenge": challenge,
+                "scope": scope,
+            }
+        return code
+
+    def oauth_redeem(self, code: str, redirect_uri: str, verifier: str) -> tuple[str, str] | None:
+        """A new refresh token (a new family) for ``code`` and the scope consented to, or
+        ``None``: unknown, used, another redirect URI or a verifier that does not match
+        (RFC 7636, 4.6)."""
+        with self._lock:
+            given = self.oauth_codes.pop(code, None)
+            if given is None or given["redirect_uri"] != redirect_uri:
+                return None
+            digest = hashlib.sha256(verifier.encode()).digest()
+            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != given["challenge"]:
+                return None
+            refresh = f"rt-{uuid.uuid4().hex}"
+            self.oauth_refresh[refresh] = uuid.uuid4().hex
+            return refresh, given["scope"]
+
+    def oauth_renew(self, refresh: str) -> tuple[str | None, str]:
+        """The refresh token to give back for ``refresh`` (``None``: none, not rotated), or
+        the error: ``refresh`` used once already revokes its family."""
+        with self._lock:
+            family = self.oauth_used_refresh.get(refresh)
+            if family is not None:
+                self.oauth_revoked_families.add(family)
+                return None, "refresh token reused: every token of its grant is revoked"
+            family = self.oauth_refresh.get(refresh)
+            if family is None or family in self.oauth_revoked_families:
+                return None, "unknown or revoked refresh token"
+            if not self.oauth_rotate:
+                return None, ""
+            del self.oauth_refresh[refresh]
+            self.oauth_used_refresh[refresh] = family
+            new = f"rt-{uuid.uuid4().hex}"
+            self.oauth_refresh[new] = family
+            return new, ""
 
     def oauth_live(self, value: str) -> bool:
         with self._lock:
@@ -187,6 +253,12 @@ class StandinState:
                 self._oauth_expires_in = spec["expires_in"]
             if "answer" in spec:
                 self.oauth_answer = spec["answer"]
+            if "rotate" in spec:
+                self.oauth_rotate = bool(spec["rotate"])
+            if "deny" in spec:
+                self.oauth_deny = spec["deny"]
+            if spec.get("revoke_refresh"):
+                self.oauth_revoked_families.update(self.oauth_refresh.values())
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:

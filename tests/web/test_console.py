@@ -21,6 +21,8 @@ from ipaas.runtime import Runtime
 from ipaas.stores import MemoryStore
 from ipaas.web.session import CSRF_COOKIE, SESSION_COOKIE
 from ipaas.workflows.models import Trigger
+from tests.standins.oauth import CLIENT_ID, CLIENT_SECRET
+from tests.standins.server import StandinServer
 
 SECRET_URL = "http://127.0.0.1:9/services/T000/B000/SENTINELsecretXYZ"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -367,6 +369,49 @@ class TestSecrets:
         assert response.status_code == 422
         assert 'id="err-secret-webhook_url"' in response.text
         assert 'aria-describedby="err-secret-webhook_url"' in response.text
+
+
+class TestConnect:
+    async def test_an_account_is_connected_from_the_list(
+        self, client: httpx.AsyncClient, clean_standin: StandinServer
+    ) -> None:
+        """The Connect button sends the browser to the provider's consent page; the
+        provider's redirect connects the account, and the list says so."""
+        await console_signup(client)
+        oauth2 = {
+            "grant_type": "authorization_code",
+            "authorize_url": f"{clean_standin.url}/oauth/authorize",
+            "token_url": f"{clean_standin.url}/oauth/token",
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+        }
+        created = await post_form(
+            client,
+            "/credentials",
+            "/credentials",
+            {"name": "crm", "type": "http", "secret.http.oauth2": json.dumps(oauth2)},
+        )
+        assert created.status_code == 303, created.text
+        listed = await client.get("/credentials")
+        assert "not connected" in listed.text
+        action = re.search(r'action="(/credentials/cred_[^/"]+/connect)"', listed.text)
+        assert action is not None
+        assert "http://ipaas.test/api/oauth2/callback" in listed.text  # to register
+        sent = await post_form(client, "/credentials", action.group(1), {})
+        assert sent.status_code == 303, sent.text
+        consent = sent.headers["location"]
+        assert consent.startswith(f"{clean_standin.url}/oauth/authorize?")
+        async with httpx.AsyncClient() as browser:
+            back = (await browser.get(consent)).headers["location"]
+        landed = await client.get(back, headers={"accept": "text/html"})
+        assert landed.status_code == 200, landed.text
+        assert 'href="/credentials"' in landed.text
+        listed = await client.get("/credentials")
+        assert "account connected" in listed.text
+        assert ">Reconnect<" in listed.text
+        token = clean_standin.requests(kind="oauth_token")
+        assert len(token) == 1
+        assert "rt-" not in listed.text  # no token is ever rendered
 
 
 def _workflow_form(credential_id: str = "", **extra: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from ipaas.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ipaas.api.routing import api_router
 from ipaas.circuits.endpoints import router as circuits_router
 from ipaas.config import Settings
+from ipaas.credentials.endpoints import callback_router as oauth2_callback_router
 from ipaas.credentials.endpoints import router as credentials_router
 from ipaas.engine.worker import Worker
 from ipaas.executions.endpoints import router as executions_router
@@ -195,6 +196,7 @@ def _routes() -> tuple[BaseRoute, ...]:
         tenants_router,
         members_router,
         credentials_router,
+        oauth2_callback_router,
         workflows_router,
         executions_router,
         stats_router,

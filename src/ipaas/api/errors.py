@@ -62,6 +62,7 @@ _RESPONSES: dict[int, dict[str, Any]] = {
         "description": "Too many requests at once; retry after the time given",
         "headers": {"Retry-After": _header("Seconds to wait", "integer")},
     },
+    502: {"description": "A remote service this request calls did not answer as it should"},
     503: {
         "description": "The database is unavailable (`store_unavailable`); retry later",
         "headers": {"Retry-After": _header("Seconds to wait", "integer")},

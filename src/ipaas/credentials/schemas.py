@@ -9,7 +9,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -75,11 +77,16 @@ class BasicAuth(_Secret):
         return value
 
 
-class OAuth2ClientCredentials(_Secret):
-    """OAuth 2.0's client credentials grant (RFC 6749, 4.4): the access token is asked of
-    ``token_url`` with the client's id and secret, kept until shortly before it expires,
-    and sent as ``Authorization: Bearer`` (``engine.oauth2``)."""
+class OAuth2Settings(_Secret):
+    """OAuth 2.0 (``engine.connectors.oauth2``): the access token is asked of ``token_url``
+    with the client's id and secret, kept until shortly before it expires, and sent as
+    ``Authorization: Bearer``. ``client_credentials`` (RFC 6749, 4.4): the client's own
+    access, for APIs one server calls for another. ``authorization_code`` (4.1): a user's
+    account, connected once through ``authorize_url`` (``POST
+    /api/credentials/{id}/oauth2/authorize``) or with a ``refresh_token`` got elsewhere;
+    its tokens are kept in the secret and renewed with the refresh token."""
 
+    grant_type: Literal["client_credentials", "authorization_code"] = "client_credentials"
     token_url: AnyHttpUrl
     client_id: str = Field(min_length=1)
     client_secret: str = Field(min_length=1)
@@ -90,6 +97,50 @@ class OAuth2ClientCredentials(_Secret):
     #: How the client authenticates to the token endpoint: HTTP Basic (RFC 6749, 2.3.1:
     #: every server supports it) or ``client_id`` and ``client_secret`` in the form body.
     client_auth: Literal["basic", "body"] = "basic"
+    #: ``authorization_code``: the provider's consent page the user is sent to.
+    authorize_url: AnyHttpUrl | None = None
+    #: ``authorization_code``: more parameters of the consent page's URL (Google wants
+    #: ``access_type=offline`` for a refresh token, and ``prompt=consent`` to give it again).
+    authorize_params: dict[str, str] | None = None
+    #: ``authorization_code``: a refresh token got elsewhere, instead of connecting here.
+    refresh_token: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _fits_grant(self) -> OAuth2Settings:
+        given = [
+            name
+            for name in ("authorize_url", "authorize_params", "refresh_token")
+            if getattr(self, name) is not None
+        ]
+        if self.grant_type == "client_credentials" and given:
+            msg = f"{' and '.join(given)}: only for grant_type authorization_code"
+            raise ValueError(msg)
+        if self.grant_type == "authorization_code":
+            if self.authorize_url is None and self.refresh_token is None:
+                msg = (
+                    "grant_type authorization_code needs an authorize_url (to connect an "
+                    "account here) or a refresh_token"
+                )
+                raise ValueError(msg)
+            reserved = _AUTHORIZE_OWN & set(self.authorize_params or ())
+            if reserved:
+                msg = f"authorize_params cannot set {', '.join(sorted(reserved))}: set here"
+                raise ValueError(msg)
+        return self
+
+
+#: The consent page's parameters the connect flow sets itself (RFC 6749 4.1.1, RFC 7636).
+_AUTHORIZE_OWN = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+    }
+)
 
 
 #: The fields of an ``http`` credential that put authorization on a call: at most one.
@@ -104,7 +155,7 @@ class HttpSecret(_Secret):
     query: dict[str, str] | None = None
     bearer_token: str | None = Field(default=None, min_length=1)
     basic: BasicAuth | None = None
-    oauth2: OAuth2ClientCredentials | None = None
+    oauth2: OAuth2Settings | None = None
 
     _header_token = field_validator("bearer_token")(check_header_token)
     _joinable = field_validator("base_url")(_joinable)
@@ -205,8 +256,46 @@ class CredentialUpdate(BaseModel):
         return f"CredentialUpdate(name={self.name!r}, secret={secret!r})"
 
 
+class OAuth2Connection(BaseModel):
+    """An ``authorization_code`` credential's connection, without its tokens."""
+
+    connected: bool
+    #: When the last access token expires (renewed before then, while it is connected).
+    expires_at: datetime | None = None
+    #: The scope the provider granted, when it said.
+    scope: str | None = None
+    #: Why the connection ended (the provider refused the refresh token): connect again.
+    error: str | None = None
+    #: The address to register with the provider as the redirect (callback) URI.
+    redirect_uri: str
+
+
 class CredentialRead(BaseModel):
     id: str
     name: str
     type: CredentialType
     created_at: datetime
+    #: ``http`` credentials with ``grant_type: authorization_code`` only (else left out).
+    oauth2: OAuth2Connection | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_oauth2(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("oauth2") is None:
+            data.pop("oauth2", None)
+        return data
+
+
+class AuthorizeRead(BaseModel):
+    """Where to send the user to connect the credential, for ``STATE_TTL_S``."""
+
+    authorize_url: str
+    redirect_uri: str
+    expires_at: datetime
+
+
+class ConnectedRead(BaseModel):
+    credential_id: str
+    connected: bool
+    expires_at: datetime | None = None
+    scope: str | None = None

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from ipaas.credentials.crypto import CredentialCipher, UndecryptableSecret
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate, CredentialUpdate
+from ipaas.engine.connectors.oauth2 import kept_connection
 from ipaas.errors import Conflict, NotFound, ValidationFailed
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
@@ -19,6 +20,8 @@ from ipaas.stores.base import Store
 from ipaas.workflows.models import named
 
 _log = structlog.get_logger(__name__)
+#: Tries of a secret's compare-and-set while renewals write it.
+_REPLACE_TRIES = 20
 
 
 class CredentialNotFound(NotFound):
@@ -87,9 +90,10 @@ async def update(
     credential = await get(store, tenant_id=tenant_id, credential_id=credential_id)
     ciphertext = None
     if data.secret is not None:
-        ciphertext = cipher.encrypt(_validate_secret(credential.type, data.secret))
-    if not await store.update_credential(
-        tenant_id, credential_id, name=data.name, secret_ciphertext=ciphertext
+        secret = _validate_secret(credential.type, data.secret)
+        ciphertext = await _replace_secret(store, cipher, credential, secret)
+    if data.name is not None and not await store.update_credential(
+        tenant_id, credential_id, name=data.name, secret_ciphertext=None
     ):
         raise CredentialNotFound("Credential not found")  # deleted meanwhile
     forget(tenant_id, credential_id)
@@ -99,6 +103,29 @@ async def update(
             "secret_ciphertext": ciphertext or credential.secret_ciphertext,
         }
     )
+
+
+async def _replace_secret(
+    store: Store, cipher: CredentialCipher, credential: Credential, secret: dict[str, Any]
+) -> str:
+    """Store ``secret`` as the credential's, keeping a connected account's tokens where
+    they still apply (``kept_connection``): a compare-and-set on what was read, so a
+    renewal that stores a new refresh token meanwhile is not undone."""
+    for _ in range(_REPLACE_TRIES):
+        try:
+            old = cipher.decrypt(credential.secret_ciphertext)
+        except UndecryptableSecret:
+            old = {}
+        ciphertext = cipher.encrypt(kept_connection(old, secret))
+        if await store.replace_credential_secret(
+            credential.tenant_id, credential.id, old=credential.secret_ciphertext, new=ciphertext
+        ):
+            return ciphertext
+        current = await store.get_credential(credential.tenant_id, credential.id)
+        if current is None:
+            raise CredentialNotFound("Credential not found")  # deleted meanwhile
+        credential = current
+    raise Conflict("The credential kept changing: try again", code="credential_changed")
 
 
 async def delete(store: Store, *, tenant_id: str, credential_id: str) -> None:

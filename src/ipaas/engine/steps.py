@@ -184,6 +184,7 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
                 tenant_id=run.tenant_id,
                 execution_id=run.execution_id,
                 step_id=step.id,
+                credential_id=step.credential_id or "",
                 timeout_s=step.timeout_s,
                 circuit=run.circuit,
                 tokens=run.tokens,

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from ipaas.credentials import service as credential_service
 from ipaas.credentials.crypto import CredentialCipher
 from ipaas.credentials.models import CredentialType
+from ipaas.credentials.oauth2 import CredentialSessions
 from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import Endpoints
+from ipaas.engine.connectors.oauth2 import TokenCache
 from ipaas.engine.steps import StepsRun, run_steps
 from ipaas.engine.templating import (
     MAX_TEMPLATE_CODE_CHARS,
@@ -507,6 +509,8 @@ async def dry_run(
             endpoints=endpoints,
             simulate=simulate,
             templates=templates or TemplateRenderer(),
+            # Its own tokens, but users' connections as stored: a renewal made here is kept.
+            tokens=TokenCache(sessions=CredentialSessions(store, cipher)),
         ),
         on_step,
     )

@@ -122,6 +122,8 @@ class StepContext:
     tenant_id: str = ""
     execution_id: str = ""
     step_id: str = ""
+    #: The credential the step uses (``""``: none), whose OAuth 2.0 connection is its own.
+    credential_id: str = ""
     timeout_s: float | None = None
     #: The circuit breaker of the step's tenant; ``None`` in dry runs and unit tests.
     circuit: CircuitGate | None = None

@@ -245,7 +245,7 @@ class HttpRequest(Connector):
         return request
 
     async def run(self, ctx: StepContext, params: HttpRequestParams) -> Any:
-        grant = Grant.of(ctx.secret)
+        grant = Grant.of(ctx.secret, (ctx.tenant_id, ctx.credential_id))
         if grant is None:
             return await super().run(ctx, params)
         token, asked_now = await ctx.tokens.token(grant, ctx)

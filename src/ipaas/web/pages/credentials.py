@@ -7,10 +7,19 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from ipaas.api.deps import RuntimeDep
+from ipaas.api.urls import public_url
+from ipaas.credentials import oauth2 as oauth2_service
 from ipaas.credentials import service as credential_service
-from ipaas.credentials.models import Credential
-from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate, CredentialUpdate
+from ipaas.credentials.crypto import UndecryptableSecret
+from ipaas.credentials.models import Credential, CredentialType
+from ipaas.credentials.schemas import (
+    SECRET_MODELS,
+    CredentialCreate,
+    CredentialUpdate,
+    OAuth2Connection,
+)
 from ipaas.errors import ValidationFailed
+from ipaas.runtime import Runtime
 from ipaas.web import forms
 from ipaas.web.pages._common import Csrf, read_form, see_other, validation_errors
 from ipaas.web.render import render
@@ -32,6 +41,7 @@ async def _credentials_page(
     credentials = await credential_service.list_(runtime.store, tenant_id=principal.tenant_id)
     context = {
         "credentials": credentials,
+        "connections": _connections(request, runtime, credentials),
         "secret_fields": SECRET_FIELDS,
         "values": values or {"type": "slack"},
         "errors": errors or {},
@@ -72,6 +82,40 @@ async def create_credential(
     return await _credentials_page(
         request, principal, runtime, values=values, errors=errors, status=422
     )
+
+
+def _connections(
+    request: Request, runtime: Runtime, credentials: list[Credential]
+) -> dict[str, OAuth2Connection]:
+    """The connections of the credentials that connect a user's account, by id."""
+    redirect_uri = public_url(request, oauth2_service.CALLBACK_PATH)
+    found: dict[str, OAuth2Connection] = {}
+    for credential in credentials:
+        if credential.type is not CredentialType.http:
+            continue
+        try:
+            secret = runtime.cipher.decrypt(credential.secret_ciphertext)
+        except UndecryptableSecret:
+            continue
+        connection = oauth2_service.connection(secret, redirect_uri)
+        if connection is not None:
+            found[credential.id] = connection
+    return found
+
+
+@router.post("/credentials/{credential_id}/connect", dependencies=Csrf)
+async def connect_credential(
+    credential_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> Response:
+    """Off to the provider's consent page; it sends the browser back to the callback."""
+    authorize = await oauth2_service.authorize(
+        runtime.store,
+        runtime.cipher,
+        tenant_id=principal.tenant_id,
+        credential_id=credential_id,
+        redirect_uri=public_url(request, oauth2_service.CALLBACK_PATH),
+    )
+    return see_other(authorize.authorize_url)
 
 
 def _edit_page(
