@@ -226,6 +226,30 @@ class TestConnect:
             f"Bearer {renewed['access_token']}"
         ] * 2
 
+    async def test_a_dry_run_renews_and_keeps_what_it_got(self, world: World) -> None:
+        """A dry run has its own token cache but the stored connection: a renewal it makes
+        is stored, or a rotating provider's next renewal would find the old token ended."""
+        cred = await world.credential(**settings_for(world.standin))
+        await world.connect(cred)
+
+        def due(secret: dict[str, Any]) -> dict[str, Any]:
+            return {**secret, SESSION: {**secret[SESSION], "renew_at": time.time() - 1}}
+
+        await CredentialSessions(world.runtime.store, world.runtime.cipher).update(
+            world.tenant_id, cred, due
+        )
+        before = (await world.stored(cred))[SESSION]["refresh_token"]
+        wf = await world.workflow(cred)
+        r = await world.client.post(
+            f"/api/workflows/{wf}/dry-run", json={"mode": "run"}, headers=world.auth
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "succeeded", r.text
+        assert grants(world.standin) == ["authorization_code", "refresh_token"]
+        after = (await world.stored(cred))[SESSION]
+        assert after["refresh_token"] != before
+        assert after["access_token"] not in r.text
+
     async def test_a_browser_gets_a_page(self, world: World) -> None:
         cred = await world.credential(**settings_for(world.standin))
         page = await world.callback(await world.consent(cred), accept="text/html,*/*")
@@ -325,6 +349,52 @@ class TestCallbackRefusals:
         assert again.json()["error"]["code"] == "oauth2_exchange_failed"
         assert "invalid_grant" in again.json()["error"]["message"]
         assert (await world.read(cred))["oauth2"]["connected"] is True  # the first one's
+
+
+class TestSlack:
+    """Slack's ``oauth.v2.access``: a bot token of ``token_type`` ``bot`` (a Bearer token,
+    Slack's docs say), and refusals as 200 with ``{"ok": false, "error"}``."""
+
+    async def test_a_bot_token_connects(self, world: World) -> None:
+        cred = await world.credential(**settings_for(world.standin))
+        query = await world.consent(cred)
+        steer(
+            world.standin,
+            answer={
+                "ok": True,
+                "access_token": "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy",
+                "token_type": "bot",
+                "scope": "chat:write",
+                "bot_user_id": "U0KRQLJ9H",
+                "app_id": "A0KRD7HC3",
+                "team": {"name": "Slack Softball Team", "id": "T9TK3CUKW"},
+            },
+        )
+        r = await world.callback(query)
+        assert r.status_code == 200, r.text
+        assert r.json()["scope"] == "chat:write"
+        stored = (await world.stored(cred))[SESSION]
+        assert stored["access_token"].startswith("xoxb-")
+        assert stored["renew_at"] > time.time() + NEVER_S / 2  # no expiry, no rotation
+
+    async def test_a_refusal_answered_200_is_said(self, world: World) -> None:
+        cred = await world.credential(**settings_for(world.standin))
+        query = await world.consent(cred)
+        steer(world.standin, answer={"ok": False, "error": "invalid_code"})
+        r = await world.callback(query)
+        assert r.status_code == 502, r.text
+        assert "refused: invalid_code" in r.json()["error"]["message"]
+
+    async def test_an_invalid_refresh_token_ends_the_connection(
+        self, world: World, worker: Worker
+    ) -> None:
+        cred = await world.credential(**settings_for(world.standin))
+        await world.connect(cred)
+        wf = await world.workflow(cred)
+        steer(world.standin, revoke=True, answer={"ok": False, "error": "invalid_refresh_token"})
+        (step,) = (await world.run(wf, worker))["steps"]
+        assert "connect it again" in step["error"]
+        assert (await world.read(cred))["oauth2"]["connected"] is False
 
 
 class TestRenewal:

@@ -436,11 +436,7 @@ async def post_token(grant: Grant, ctx: StepContext, form: dict[str, str]) -> To
     status = response.status_code
     if not 200 <= status < 300:
         body = response_body(response)
-        refused = (
-            form["grant_type"] != CLIENT_CREDENTIALS
-            and isinstance(body, dict)
-            and body.get("error") == "invalid_grant"
-        )
+        refused = isinstance(body, dict) and _refused(form, body.get("error"))
         raise (GrantRefused if refused else ConnectorError)(
             f"the OAuth 2.0 token endpoint answered HTTP {status}",
             retryable=is_retryable_status(status),
@@ -452,6 +448,16 @@ async def post_token(grant: Grant, ctx: StepContext, form: dict[str, str]) -> To
     body = response_body(response)
     value = body.get("access_token") if isinstance(body, dict) else None
     if not isinstance(value, str) or not value:
+        said = body.get("error") if isinstance(body, dict) else None
+        if isinstance(said, str) and said:
+            # Slack answers its refusals with 200 and {"ok": false, "error": "..."}.
+            raise (GrantRefused if _refused(form, said) else ConnectorError)(
+                f"the OAuth 2.0 token endpoint refused: {said}",
+                retryable=False,
+                status_code=status,
+                remote_error=error_text(response) or None,
+                code=TOKEN_ERROR,
+            )
         msg = "the OAuth 2.0 token endpoint's answer holds no access_token"
         raise ConnectorError(msg, retryable=False, status_code=status, code=TOKEN_ERROR)
     try:
@@ -461,7 +467,7 @@ async def post_token(grant: Grant, ctx: StepContext, form: dict[str, str]) -> To
         msg = f"the OAuth 2.0 token endpoint gave an access_token that {exc}"
         raise ConnectorError(msg, retryable=False, status_code=status, code=TOKEN_ERROR) from None
     kind = body.get("token_type", "Bearer")
-    if not isinstance(kind, str) or kind.lower() != "bearer":
+    if not isinstance(kind, str) or kind.lower() not in _BEARER_TYPES:
         msg = f"the OAuth 2.0 token endpoint gave a token of type {kind!r}, not Bearer"
         raise ConnectorError(msg, retryable=False, status_code=status, code=TOKEN_ERROR)
     refresh = body.get("refresh_token")
@@ -473,6 +479,22 @@ async def post_token(grant: Grant, ctx: StepContext, form: dict[str, str]) -> To
         scope=scope if isinstance(scope, str) else None,
         expires="expires_in" in body,
     )
+
+
+#: ``token_type`` values of tokens sent as ``Authorization: Bearer``: RFC 6750's, and
+#: Slack's OAuth v2 (``oauth.v2.access``), which names a bot's token ``bot`` and a user's
+#: ``user`` and documents both as Bearer tokens.
+_BEARER_TYPES = frozenset({"bearer", "bot", "user"})
+#: Errors that say a code or refresh token is no good (RFC 6749 5.2's ``invalid_grant``;
+#: Slack's own words): the connection ends, where another error may pass.
+_GRANT_ERRORS = frozenset(
+    {"invalid_grant", "invalid_refresh_token", "invalid_code", "code_already_used"}
+)
+
+
+def _refused(form: Mapping[str, str], error: Any) -> bool:
+    """Whether ``error`` refuses the code or refresh token ``form`` gave."""
+    return form["grant_type"] != CLIENT_CREDENTIALS and error in _GRANT_ERRORS
 
 
 def _lifetime(expires_in: Any) -> float:
