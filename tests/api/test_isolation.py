@@ -39,6 +39,7 @@ BY_ID = {
     ("PATCH", "/api/credentials/{credential_id}"),
     ("DELETE", "/api/credentials/{credential_id}"),
     ("POST", "/api/credentials/{credential_id}/oauth2/authorize"),
+    ("POST", "/api/credentials/{credential_id}/test"),
     ("GET", "/api/workflows/{workflow_id}"),
     ("PUT", "/api/workflows/{workflow_id}"),
     ("PATCH", "/api/workflows/{workflow_id}"),

@@ -9,6 +9,9 @@ A token containing ``forum`` is a webhook of a forum channel: each message needs
 ``thread_name`` (a new post; ``applied_tags`` its tags) or ``?thread_id=`` (a reply), not
 both (220001, 220002); elsewhere ``thread_name`` is refused (220003). ``flags`` may hold
 only SUPPRESS_EMBEDS (4) and SUPPRESS_NOTIFICATIONS (4096).
+
+``GET`` of a webhook URL is Get Webhook with Token: the webhook object, or ``404 Unknown
+Webhook`` as above.
 """
 
 from __future__ import annotations
@@ -185,10 +188,29 @@ def routes(state: StandinState) -> list[Route]:
             return JSONResponse(_message(webhook_id, payload, channel))
         return Response(status_code=204)
 
-    return [
-        recorded(state, "discord", path, execute, _forced)
-        for path in (
-            "/api/webhooks/{webhook_id}/{token}",
-            "/api/v{version:int}/webhooks/{webhook_id}/{token}",
+    async def get_webhook(request: Request, body: bytes) -> Response:
+        """Get Webhook with Token: the webhook object, without its ``user``."""
+        webhook_id = request.path_params["webhook_id"]
+        token = request.path_params["token"]
+        if not webhook_id.isdigit() or "unknown" in token.lower():
+            return _error(404, "Unknown Webhook", 10015)
+        return JSONResponse(
+            {
+                "type": 1,
+                "id": webhook_id,
+                "name": "Stand-in Hook",
+                "avatar": None,
+                "channel_id": "199737254929760256",
+                "guild_id": "199737254929760256",
+                "application_id": None,
+                "token": token,
+            }
         )
+
+    paths = (
+        "/api/webhooks/{webhook_id}/{token}",
+        "/api/v{version:int}/webhooks/{webhook_id}/{token}",
+    )
+    return [recorded(state, "discord", path, execute, _forced) for path in paths] + [
+        recorded(state, "discord_get", path, get_webhook, _forced, ["GET"]) for path in paths
     ]

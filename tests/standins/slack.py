@@ -1,4 +1,5 @@
-"""Slack: incoming webhooks (``/services/T/B/X``) and ``/api/chat.postMessage``.
+"""Slack: incoming webhooks (``/services/T/B/X``), ``/api/chat.postMessage`` and
+``/api/auth.test`` (who a token is: the same token words as ``chat.postMessage``).
 
 Incoming webhooks answer ``200 ok`` or a plain-text error code with an HTTP status;
 ``chat.postMessage`` answers HTTP 200 with ``{"ok": true|false, ...}`` (429 when rate limited).
@@ -195,7 +196,29 @@ def routes(state: StandinState) -> list[Route]:
             answer["response_metadata"] = {"warnings": ["missing_charset"]}
         return JSONResponse(answer)
 
+    async def auth_test(request: Request, body: bytes) -> Response:
+        """``auth.test``: who the token is (Slack's own check of a token)."""
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not token:
+            return JSONResponse({"ok": False, "error": "not_authed"})
+        if not token.startswith(("xoxb-", "xoxp-")) or any(
+            word in token for word in ("invalid", "revoked")
+        ):
+            return JSONResponse({"ok": False, "error": "invalid_auth"})
+        return JSONResponse(
+            {
+                "ok": True,
+                "url": "https://standin.slack.com/",
+                "team": "Stand-in Team",
+                "user": "standin-bot",
+                "team_id": _TEAM_ID,
+                "user_id": _USER_ID,
+                "bot_id": _BOT_ID,
+            }
+        )
+
     return [
+        recorded(state, "slack_auth_test", "/api/auth.test", auth_test, _api_error),
         recorded(state, "slack_webhook", "/services/{path:path}", webhook, _webhook_error),
         recorded(state, "slack_api", "/api/chat.postMessage", post_message, _api_error),
     ]

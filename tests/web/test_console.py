@@ -371,6 +371,28 @@ class TestSecrets:
         assert 'aria-describedby="err-secret-webhook_url"' in response.text
 
 
+class TestCredentialTest:
+    async def test_the_list_shows_what_the_test_found(
+        self, client: httpx.AsyncClient, runtime: Runtime, clean_standin: StandinServer
+    ) -> None:
+        await console_signup(client)
+        hook = f"{clean_standin.url}/api/webhooks/123/unknown-token"
+        await post_form(
+            client,
+            "/credentials",
+            "/credentials",
+            {"name": "alerts", "type": "discord", "secret.discord.webhook_url": hook},
+        )
+        listed = await client.get("/credentials")
+        action = re.search(r'action="(/credentials/cred_[^/"]+/test)"', listed.text)
+        assert action is not None
+        page = await post_form(client, "/credentials", action.group(1), {})
+        assert page.status_code == 200, page.text
+        assert "Test of alerts:</strong>" in page.text
+        assert "it does not work. Discord answered HTTP 404: Unknown Webhook" in page.text
+        assert "unknown-token" not in page.text  # the webhook's token is a secret
+
+
 class TestConnect:
     async def test_an_account_is_connected_from_the_list(
         self, client: httpx.AsyncClient, clean_standin: StandinServer

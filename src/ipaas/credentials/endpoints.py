@@ -11,6 +11,7 @@ from ipaas.api.routing import api_router
 from ipaas.api.urls import public_url
 from ipaas.credentials import oauth2 as oauth2_service
 from ipaas.credentials import service as credential_service
+from ipaas.credentials import testing as credential_testing
 from ipaas.credentials.crypto import UndecryptableSecret
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.credentials.schemas import (
@@ -18,6 +19,7 @@ from ipaas.credentials.schemas import (
     ConnectedRead,
     CredentialCreate,
     CredentialRead,
+    CredentialTestRead,
     CredentialUpdate,
 )
 from ipaas.runtime import Runtime
@@ -102,6 +104,33 @@ def _query(name: str, description: str, *, required: bool = False) -> dict[str, 
         "schema": schema,
         "description": description,
     }
+
+
+@router.post(
+    "/{credential_id}/test",
+    responses=_BY_ID
+    | responses(
+        409,
+        s409="Nothing to test: an http credential without oauth2 (dry-run a step that uses "
+        "it), or a webhook_secret (`nothing_to_test`)",
+    ),
+)
+async def test_credential(
+    credential_id: str, principal: CurrentPrincipal, runtime: RuntimeDep
+) -> CredentialTestRead:
+    """Ask the credential's service whether it takes the secret, sending no message and
+    changing nothing (Slack's ``auth.test``, or an empty message Slack refuses; Discord's
+    Get Webhook; one OpenWeather call; an OAuth 2.0 token). ``ok: false`` carries what the
+    service said, its secrets masked."""
+    return await credential_testing.check_credential(
+        runtime.store,
+        runtime.cipher,
+        runtime.http,
+        runtime.endpoints,
+        runtime.tokens,
+        tenant_id=principal.tenant_id,
+        credential_id=credential_id,
+    )
 
 
 @callback_router.get(

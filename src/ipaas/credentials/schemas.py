@@ -294,6 +294,13 @@ class AuthorizeRead(BaseModel):
     expires_at: datetime
 
 
+class CredentialTestRead(BaseModel):
+    """What testing a credential found: whether the service took it, and what it said."""
+
+    ok: bool
+    message: str
+
+
 class ConnectedRead(BaseModel):
     credential_id: str
     connected: bool

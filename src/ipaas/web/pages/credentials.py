@@ -10,14 +10,17 @@ from ipaas.api.deps import RuntimeDep
 from ipaas.api.urls import public_url
 from ipaas.credentials import oauth2 as oauth2_service
 from ipaas.credentials import service as credential_service
+from ipaas.credentials import testing as credential_testing
 from ipaas.credentials.crypto import UndecryptableSecret
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.credentials.schemas import (
     SECRET_MODELS,
     CredentialCreate,
+    CredentialTestRead,
     CredentialUpdate,
     OAuth2Connection,
 )
+from ipaas.credentials.testing import NothingToTest
 from ipaas.errors import ValidationFailed
 from ipaas.runtime import Runtime
 from ipaas.web import forms
@@ -37,10 +40,12 @@ async def _credentials_page(
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
+    tested: tuple[Credential, CredentialTestRead | str] | None = None,
 ) -> HTMLResponse:
     credentials = await credential_service.list_(runtime.store, tenant_id=principal.tenant_id)
     context = {
         "credentials": credentials,
+        "tested": tested,
         "connections": _connections(request, runtime, credentials),
         "secret_fields": SECRET_FIELDS,
         "values": values or {"type": "slack"},
@@ -101,6 +106,30 @@ def _connections(
         if connection is not None:
             found[credential.id] = connection
     return found
+
+
+@router.post("/credentials/{credential_id}/test", dependencies=Csrf)
+async def test_credential(
+    credential_id: str, request: Request, principal: SessionPrincipal, runtime: RuntimeDep
+) -> HTMLResponse:
+    """The list again, with what testing the credential found."""
+    credential = await credential_service.get(
+        runtime.store, tenant_id=principal.tenant_id, credential_id=credential_id
+    )
+    result: CredentialTestRead | str
+    try:
+        result = await credential_testing.check_credential(
+            runtime.store,
+            runtime.cipher,
+            runtime.http,
+            runtime.endpoints,
+            runtime.tokens,
+            tenant_id=principal.tenant_id,
+            credential_id=credential_id,
+        )
+    except NothingToTest as exc:
+        result = exc.message
+    return await _credentials_page(request, principal, runtime, tested=(credential, result))
 
 
 @router.post("/credentials/{credential_id}/connect", dependencies=Csrf)
