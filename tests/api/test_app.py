@@ -190,6 +190,8 @@ async def test_openapi_documents_every_route_including_intake(settings: Settings
     assert set(intake["responses"]) == {
         "200",
         "202",
+        "2XX",  # the trigger's own ``response``
+        "3XX",  # its redirect
         "401",
         "404",
         "408",

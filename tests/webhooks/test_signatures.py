@@ -50,12 +50,13 @@ async def signed_workflow(
     new_workflow: NewWorkflow,
     scheme: str,
     secret: dict[str, str],
+    **trigger: Any,
 ) -> str:
     """A webhook workflow whose trigger demands ``scheme``'s signature by a new
-    ``webhook_secret`` credential holding ``secret``."""
+    ``webhook_secret`` credential holding ``secret`` (and has the other ``trigger`` keys)."""
     cred = await credential(client, auth, secret)
     return await new_workflow(
-        {"type": "webhook", "auth": {"scheme": scheme, "credential_id": cred}}
+        {"type": "webhook", "auth": {"scheme": scheme, "credential_id": cred}, **trigger}
     )
 
 

@@ -33,7 +33,7 @@ from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
 from ipaas.webhooks.checks import Challenge, get_check, options_check
 from ipaas.webhooks.fields import query_values
-from ipaas.workflows.models import WebhookAuthScheme
+from ipaas.workflows.models import WebhookAuthScheme, WebhookResponse
 
 PATH = "/api/webhooks/{workflow_id}"
 _PREFIX = "/api/webhooks/"
@@ -57,13 +57,34 @@ class Answer:
     text: str | None = None
     media_type: str = _TEXT_PLAIN
     execution_id: str | None = None
+    #: More headers (a redirect's ``Location``).
+    headers: dict[str, str] | None = None
 
     def response(self) -> Response:
         if self.text is None:
             return JSONResponse(self.json, status_code=self.status)
         # ``nosniff``: a challenge echoed back is read as nothing but what it says it is.
-        headers = {"X-Content-Type-Options": "nosniff"}
+        headers = {"X-Content-Type-Options": "nosniff", **(self.headers or {})}
+        if self.execution_id is not None:  # an answer without the JSON that names it
+            headers["X-Execution-Id"] = self.execution_id
         return Response(self.text, self.status, headers=headers, media_type=self.media_type)
+
+
+def _answer_of(response: WebhookResponse, execution_id: str) -> Answer:
+    """The trigger's own answer to an accepted webhook."""
+    if response.redirect is not None:
+        return Answer(
+            response.status_code,
+            text="",
+            execution_id=execution_id,
+            headers={"Location": response.redirect},
+        )
+    return Answer(
+        response.status_code,
+        text=response.body or "",
+        media_type=response.content_type or _TEXT_PLAIN,
+        execution_id=execution_id,
+    )
 
 
 #: An accepted webhook's answer (200: text, media type), for the senders that want one of
@@ -131,6 +152,10 @@ async def accept(
                 return Answer(200, text=accepted.text)
             return Answer(200, json=dict(accepted.answer or {}))
         metrics.webhook_answered(started, duplicate=accepted.duplicate)
+        if accepted.response is not None:
+            if span is not None:
+                span.set_attribute("http.response.status_code", accepted.response.status_code)
+            return _answer_of(accepted.response, accepted.execution_id)
         acknowledged = _ACKNOWLEDGED.get(accepted.scheme) if accepted.scheme else None
         status = 200 if accepted.duplicate or acknowledged else 202
         if span is not None:
@@ -411,6 +436,8 @@ OPENAPI_PATH: dict[str, Any] = {
             "An `Idempotency-Key` or `webhook-id` header (or the trigger's "
             "`idempotency.body_path` / `idempotency.header`) makes a repeat within "
             "IPAAS_IDEMPOTENCY_WINDOW_S answer 200 with the first execution's id.\n\n"
+            "A trigger's `response` answers accepted webhooks (and repeats) its own way "
+            "instead: a status and a text body of its content type, or a redirect.\n\n"
             "Senders' unsigned checks of the URL are answered 200 and make no execution: "
             "Microsoft Graph's (`validationToken` in the query, no body: the token as text) "
             "and Azure Event Grid's (`aeg-event-type: SubscriptionValidation`: "
@@ -462,6 +489,28 @@ OPENAPI_PATH: dict[str, Any] = {
             "202": {
                 "description": "Accepted: the execution is committed and queued",
                 "content": {"application/json": {"schema": _ACCEPTED_SCHEMA}},
+            },
+            "2XX": {
+                "description": "Accepted, answered with the trigger's `response` (its status, "
+                "body and content type; 200 when it gives no status)",
+                "headers": {
+                    "X-Execution-Id": {
+                        "description": "The execution made (or found, for a repeat)",
+                        "schema": {"type": "string"},
+                    }
+                },
+                "content": {"*/*": {"schema": {"type": "string"}}},
+            },
+            "3XX": {
+                "description": "Accepted, answered with the trigger's `response.redirect` "
+                "(303 unless it gives 301, 302, 307 or 308)",
+                "headers": {
+                    "Location": {"description": "The redirect", "schema": {"type": "string"}},
+                    "X-Execution-Id": {
+                        "description": "The execution made (or found, for a repeat)",
+                        "schema": {"type": "string"},
+                    },
+                },
             },
             "401": _error(
                 "Signature missing (`signature_missing`), wrong (`signature_invalid`) or "

@@ -32,7 +32,12 @@ from ipaas.webhooks.idempotency import dedup_key
 from ipaas.webhooks.intake import Intake
 from ipaas.webhooks.ratelimit import rate_for
 from ipaas.webhooks.signatures import SignatureRejected, handshake, scrubbed, verify
-from ipaas.workflows.models import TriggerType, WebhookAuthScheme, WebhookOptions
+from ipaas.workflows.models import (
+    TriggerType,
+    WebhookAuthScheme,
+    WebhookOptions,
+    WebhookResponse,
+)
 
 _log = structlog.get_logger(__name__)
 
@@ -76,6 +81,8 @@ class Accepted:
     duplicate: bool = False
     #: The signature scheme it passed: some senders want an answer of their own.
     scheme: WebhookAuthScheme | None = None
+    #: The trigger's own answer, when it has one.
+    response: WebhookResponse | None = None
 
 
 async def accept(
@@ -149,9 +156,9 @@ async def accept(
             span.set_attribute(tracing.EXECUTION_ID, first_id or execution.id)
     scheme = options.auth.scheme if options.auth is not None else None
     if first_id is not None:
-        return Accepted(first_id, duplicate=True, scheme=scheme)
+        return Accepted(first_id, duplicate=True, scheme=scheme, response=options.response)
     intake.depth.added(workflow.tenant_id)
-    return Accepted(execution.id, scheme=scheme)
+    return Accepted(execution.id, scheme=scheme, response=options.response)
 
 
 async def _load_workflow(store: Store, workflow_id: str) -> IntakeWorkflow | None:

@@ -199,11 +199,85 @@ class IdempotencySource(BaseModel):
         return self
 
 
+#: Statuses of a ``response.redirect`` (RFC 9110, 15.4): 303 sends a browser's POST on as a
+#: GET, which a form's thank-you page wants; 307 and 308 repeat the POST.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: The longest ``response.body``: an answer, not a page to serve.
+MAX_RESPONSE_BODY = 64 * 1024
+
+
+class WebhookResponse(BaseModel):
+    """What an accepted webhook is answered instead of ``202`` and its JSON (a repeat with
+    the same idempotency key too): a text of the user's (Slack shows a slash command's to
+    the user who typed it), or a redirect (an HTML form posted straight to the URL sends
+    the browser to a thank-you page). Static: the answer goes out before any step runs. The
+    execution's id is in the ``X-Execution-Id`` header."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: int | None = Field(default=None, ge=200, le=308)
+    body: str | None = Field(default=None, max_length=MAX_RESPONSE_BODY)
+    content_type: str | None = Field(default=None, min_length=1, max_length=200)
+    redirect: str | None = Field(default=None, min_length=1, max_length=2048)
+
+    @field_validator("content_type")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isascii() or not value.isprintable()):
+            msg = "content_type must be one line of ASCII text, e.g. text/html; charset=utf-8"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("redirect")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.isascii() or not value.isprintable() or " " in value:
+            msg = "redirect must be a URL without spaces or line breaks (percent-encode them)"
+            raise ValueError(msg)
+        scheme, _, rest = value.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+            msg = "redirect must be an absolute http:// or https:// URL"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> WebhookResponse:
+        if self.status is None and self.body is None and self.redirect is None:
+            msg = "give a status, a body or a redirect"
+            raise ValueError(msg)
+        if self.redirect is not None:
+            if self.body is not None:
+                msg = "a redirect has no body: give one or the other"
+                raise ValueError(msg)
+            if self.status is not None and self.status not in REDIRECT_STATUSES:
+                msg = f"a redirect's status is one of {sorted(REDIRECT_STATUSES)}"
+                raise ValueError(msg)
+        elif self.status is not None and not 200 <= self.status <= 299:
+            msg = "status is 2xx (or, with a redirect, 301, 302, 303, 307 or 308)"
+            raise ValueError(msg)
+        if self.status in (204, 205) and self.body:
+            msg = f"a {self.status} answer has no body"
+            raise ValueError(msg)
+        if self.content_type is not None and self.body is None:
+            msg = "content_type is the body's: give a body"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def status_code(self) -> int:
+        if self.status is not None:
+            return self.status
+        return 303 if self.redirect is not None else 200
+
+
 class WebhookOptions(BaseModel):
     """The options of a ``webhook`` trigger (other keys of the trigger are ignored here)."""
 
     auth: WebhookAuth | None = None
     idempotency: IdempotencySource | None = None
+    response: WebhookResponse | None = None
 
 
 class SavedWebhookOptions(WebhookOptions):
@@ -264,7 +338,7 @@ def check_trigger(trigger: Trigger) -> Trigger:
             msg = "secret: store it as a webhook_secret credential and set auth.credential_id"
             raise ValueError(msg)
         options = SavedWebhookOptions.model_validate(extra)
-        for name in ("auth", "idempotency"):
+        for name in ("auth", "idempotency", "response"):
             value = getattr(options, name)
             if value is not None:
                 extra[name] = value.model_dump(exclude_none=True)
