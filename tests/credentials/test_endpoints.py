@@ -140,7 +140,8 @@ class TestCreate:
                 "http",
                 {},
                 [],
-                "give at least one of base_url, headers, query, bearer_token, basic or oauth2",
+                "give at least one of base_url, headers, query, bearer_token, basic, oauth2 "
+                "or signing",
             ),
             (
                 "http",

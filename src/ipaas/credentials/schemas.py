@@ -19,6 +19,7 @@ from ipaas.credentials.models import CredentialType
 from ipaas.kit.http import check_header_lines, check_header_token
 from ipaas.kit.inputs import Input, LeftOutKeeps
 from ipaas.kit.text import Name
+from ipaas.workflows.models import HEADER_PATTERN
 
 WHSEC_PREFIX = "whsec_"
 
@@ -143,6 +144,39 @@ _AUTHORIZE_OWN = frozenset(
 )
 
 
+class OutboundSigning(_Secret):
+    """Signs each call's body (``engine.connectors.signing``), so the receiver can tell it
+    came from here, unchanged: Standard Webhooks' three headers, or one HMAC-SHA256 header
+    (GitHub's ``X-Hub-Signature-256: sha256=<hex>`` unless ``header``, ``prefix`` and
+    ``encoding`` say otherwise)."""
+
+    scheme: Literal["standard_webhooks", "hmac_sha256"]
+    #: Standard Webhooks: ``whsec_`` and base64 (24 to 64 bytes), as Svix makes them.
+    secret: str = Field(min_length=8, max_length=512)
+    header: str | None = Field(default=None, pattern=HEADER_PATTERN)
+    prefix: str | None = Field(default=None, max_length=32)
+    encoding: Literal["hex", "base64"] | None = None
+
+    @model_validator(mode="after")
+    def _fits_scheme(self) -> OutboundSigning:
+        if self.scheme == "standard_webhooks":
+            given = [n for n in ("header", "prefix", "encoding") if getattr(self, n) is not None]
+            if given:
+                msg = f"{' and '.join(given)}: only for scheme hmac_sha256"
+                raise ValueError(msg)
+            try:
+                key = base64.b64decode(self.secret.removeprefix(WHSEC_PREFIX), validate=True)
+            except ValueError:
+                key = b""
+            if not 24 <= len(key) <= 64:
+                msg = "a Standard Webhooks secret is whsec_ and 24 to 64 bytes in base64"
+                raise ValueError(msg)
+        elif self.prefix is not None and not self.prefix.isprintable():
+            msg = "prefix must be printable text"
+            raise ValueError(msg)
+        return self
+
+
 #: The fields of an ``http`` credential that put authorization on a call: at most one.
 _AUTHORIZATIONS = ("bearer_token", "basic", "oauth2")
 
@@ -156,6 +190,8 @@ class HttpSecret(_Secret):
     bearer_token: str | None = Field(default=None, min_length=1)
     basic: BasicAuth | None = None
     oauth2: OAuth2Settings | None = None
+    #: Signs each call's body for its receiver.
+    signing: OutboundSigning | None = None
 
     _header_token = field_validator("bearer_token")(check_header_token)
     _joinable = field_validator("base_url")(_joinable)
@@ -186,8 +222,11 @@ class HttpSecret(_Secret):
                 f"not {' and '.join(given)}"
             )
             raise ValueError(msg)
-        if not (given or self.base_url or self.headers or self.query):
-            msg = "give at least one of base_url, headers, query, bearer_token, basic or oauth2"
+        if not (given or self.base_url or self.headers or self.query or self.signing):
+            msg = (
+                "give at least one of base_url, headers, query, bearer_token, basic, oauth2 "
+                "or signing"
+            )
             raise ValueError(msg)
         return self
 

@@ -4,6 +4,7 @@ and a JSON, form or raw body; auth and default headers come from an optional cre
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -35,6 +36,7 @@ from ipaas.engine.connectors.base import (
     secret_value,
 )
 from ipaas.engine.connectors.oauth2 import Grant
+from ipaas.engine.connectors.signing import message_id, sign
 from ipaas.kit.http import ascii_headers, check_header_lines
 from ipaas.kit.secrets import MASK, Redactor, basic_token
 
@@ -239,6 +241,14 @@ class HttpRequest(Connector):
             data=params.form,
             content=content,
         )
+        signing = secret.get("signing")
+        if signing:
+            sign(
+                request,
+                signing,
+                message_id=message_id(ctx.execution_id, ctx.step_id),
+                now=time.time(),
+            )
         if params.expected_status:
             # parse() sees only the response; the request carries what counts as success.
             request.extensions[_EXPECTED_STATUS] = tuple(params.expected_status)
