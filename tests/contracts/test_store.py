@@ -1178,6 +1178,27 @@ class TestSteps:
             assert_utc(step)
         assert await store.list_step_runs(acct.id, "ex_missing") == []
 
+    async def test_a_loops_items_list_in_the_order_they_ran(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        """A ``for_each`` step's items share its position: listed by start, so ``x[1]``'s
+        retry comes before ``x[2]``, which ran after it (the ids sort otherwise)."""
+        ex = await new_execution(store, acct.id, wf.id)
+        runs = [
+            make_step(ex, "x[0]", position=0).model_copy(update={"started_at": at(1)}),
+            make_step(ex, "x[1]", position=0, status=StepStatus.failed).model_copy(
+                update={"started_at": at(2)}
+            ),
+            make_step(ex, "x[1]", position=0, attempt=2).model_copy(update={"started_at": at(5)}),
+            make_step(ex, "x[2]", position=0).model_copy(update={"started_at": at(6)}),
+            make_step(ex, "x[10]", position=0).model_copy(update={"started_at": at(7)}),
+            make_step(ex, "after", position=1).model_copy(update={"started_at": at(8)}),
+        ]
+        for step in reversed(runs):
+            await store.record_step(step)
+        got = await store.list_step_runs(acct.id, ex.id)
+        assert [(s.step_id, s.attempt) for s in got] == [(s.step_id, s.attempt) for s in runs]
+
     async def test_record_replaces_the_same_attempt(
         self, store: Store, acct: Account, wf: Workflow
     ) -> None:

@@ -69,6 +69,16 @@ def one(source: str) -> Any:
         ("{{ 'aGVsbG8gd8O2cmxk' | b64decode }}", "hello wörld"),
         ("{{ 'PDw_Pz4-' | b64decode }}", "<<??>>"),  # URL-safe, padding left out
         ("{{ 42 | b64encode }}", "NDI="),
+        # FIPS 180-2's and RFC 1321's vectors.
+        ("{{ 'abc' | md5 }}", "900150983cd24fb0d6963f7d28e17f72"),
+        ("{{ 'abc' | sha1 }}", "a9993e364706816aba3e25717850c26c9cd0d89d"),
+        (
+            "{{ 'abc' | sha256 }}",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
+        # Mailchimp's subscriber hash: the MD5 of the lowercase email.
+        ("{{ 'ABC' | lower | md5 }}", "900150983cd24fb0d6963f7d28e17f72"),
+        ("[{{ trigger.body.absent | sha256 }}]", "[]"),
         ("[{{ trigger.body.absent | b64encode }}]", "[]"),
         ("{{ (trigger.body.payload | fromjson).user.id }}", "U0123"),
         ("{{ (trigger.body.payload | fromjson).actions[0].value }}", "approve"),

@@ -613,6 +613,7 @@ class TestWorkflowForm:
                     "config": {"text": "hi"},
                     "retry": {"max_attempts": 2},
                     "timeout_s": 5,
+                    "for_each": "{{ trigger.body.lines }}",
                 }
             ],
         }
@@ -628,7 +629,12 @@ class TestWorkflowForm:
         saved = await post_form(client, edit, edit, form)
         assert saved.status_code == 303, saved.text
         page = await client.get(edit)
-        for kept in ('"body_path": "id"', '"name": "Tell the team"', '"max_attempts": 2'):
+        for kept in (
+            '"body_path": "id"',
+            '"name": "Tell the team"',
+            '"max_attempts": 2',
+            '"for_each": "{{ trigger.body.lines }}"',
+        ):
             assert kept in page.text.replace("&#34;", '"'), kept
         assert "Order {{ trigger.body.id }}" in page.text
 

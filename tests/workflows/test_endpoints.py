@@ -72,6 +72,7 @@ class TestCreate:
                 "config": {"slack_message": "Test"},
                 "timeout_s": None,
                 "retry": None,
+                "for_each": None,
             }
         ]
 

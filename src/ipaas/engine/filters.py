@@ -1,4 +1,4 @@
-"""Filters templates have beyond Jinja's own: dates, base64, and JSON text read.
+"""Filters templates have beyond Jinja's own: dates, base64, JSON text read, digests.
 
 - ``date(format=None, tz=None)``: a date-time as text. It reads an ISO 8601 date-time or
   date (``2026-12-07T05:30:00Z``, ``2026-12-07``), Unix seconds (a number, or a string of
@@ -13,6 +13,12 @@
   ``{{ (trigger.body.payload | fromjson).user.id }}``. An object or a list is itself; a
   missing field or ``null`` is ``null``.
 
+- ``md5`` / ``sha1`` / ``sha256``: the hex digest of UTF-8 text (or a number, as text), for
+  the APIs that address a record by one: Mailchimp's member is the MD5 of the lowercase
+  email (``{{ trigger.body.email | lower | md5 }}``), Gravatar's too; a stable key made of
+  a payload (``{{ trigger.body | tojson | sha256 }}``). Not for secrets: a template's
+  text is not one.
+
 There is no ``now()``: a step renders again on each retry, and a template's value should
 not change between attempts. ``execution.created_at`` is when the execution began.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -132,9 +139,23 @@ def fromjson(value: Any) -> Any:
         raise ValueError(msg) from None
 
 
+def _digest(name: str) -> Callable[[Any], str]:
+    def digest(value: Any) -> str:
+        """See the module docstring."""
+        if value is None or isinstance(value, Undefined):
+            return ""
+        return hashlib.new(name, str(value).encode(), usedforsecurity=False).hexdigest()
+
+    digest.__name__ = name
+    return digest
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "date": date,
     "b64encode": b64encode,
     "b64decode": b64decode,
     "fromjson": fromjson,
+    "md5": _digest("md5"),
+    "sha1": _digest("sha1"),
+    "sha256": _digest("sha256"),
 }

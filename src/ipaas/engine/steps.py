@@ -39,6 +39,10 @@ from ipaas.workflows.models import Step, WorkflowDefinition
 #: retried at its ``next_attempt_at``).
 OnStep = Callable[[StepRun, ExecutionStatus | None, "dict[str, Any] | None"], Awaitable[None]]
 
+#: The most items a ``for_each`` step runs: each is a call and a record, within the
+#: execution's timeout.
+MAX_LOOP_ITEMS = 100
+
 #: What a user cancel or the execution timeout makes of the step in flight and the execution.
 STOP_OUTCOMES = {
     StopReason.cancelled: (StepStatus.cancelled, ExecutionStatus.cancelled, "cancelled by user"),
@@ -154,95 +158,240 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
     }
     steps = run.definition.steps
     for position, step in enumerate(steps):
+        last = position == len(steps) - 1
+        if step.for_each is not None:
+            final = await _run_loop(run, step, position, context, redactor, on_step, last=last)
+            if final is not None:
+                return final
+            continue
         previous = run.done.get(step.id)
         if previous is not None:
             context["steps"][step.id] = {"output": previous.output, "status": previous.status}
             continue
-        started_at = utcnow()
-        rendered: Any = None
-        output: Any = None
-        error: str | None = None
-        preview: dict[str, Any] | None = None
-        status = StepStatus.succeeded
-        final: ExecutionStatus | None = None
-        failure: ConnectorError | None = None
-        connector = get_connector(step.type)
-        try:
-            if connector is None:
-                msg = f"unknown step type {step.type!r}"
-                raise ConnectorError(msg, retryable=False)
-            try:
-                rendered = run.templates.render(run.tenant_id, step.config, context)
-            except RenderShareSpent as exc:
-                retry_at = utcnow() + timedelta(seconds=exc.wait_s)
-                raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
-            params = connector.Params.model_validate(rendered)
-            ctx = StepContext(
-                http=run.http,
-                secret=_step_secret(step, run),
-                endpoints=run.endpoints,
-                tenant_id=run.tenant_id,
-                execution_id=run.execution_id,
-                step_id=step.id,
-                credential_id=step.credential_id or "",
-                timeout_s=step.timeout_s,
-                circuit=run.circuit,
-                tokens=run.tokens,
-            )
-            if run.simulate and connector.calls_out:
-                preview = describe_request(connector.build(ctx, params), redactor)
-            else:
-                with tracing.span(
-                    "step", **{"ipaas.step_id": step.id, "ipaas.connector": step.type}
-                ):
-                    output = await connector.run(ctx, params)
-        except ConnectorError as exc:
-            status, error, failure = StepStatus.failed, connector_message(exc), exc
-        except ValidationError as exc:
-            status, error = StepStatus.failed, f"invalid params: {validation_message(exc)}"
-        except (TemplateRenderError, ValueError) as exc:
-            status, error = StepStatus.failed, f"{exc}"
-        except asyncio.CancelledError:
-            stopped = STOP_OUTCOMES.get(run.stop_reason() or StopReason.shutdown)
-            if stopped is None:
-                raise  # shutdown or lease lost: nothing of this attempt is recorded
-            status, final, error = stopped
-        finished_at = utcnow()
-        next_attempt_at = None
-        if status is StepStatus.failed:
-            final = ExecutionStatus.failed
-            if failure is not None and connector is not None and run.retry is not None:
-                policy = connector.retry.overridden(step.retry)
-                next_attempt_at = run.retry.next_attempt_at(step.id, policy, failure, finished_at)
-                if next_attempt_at is not None:
-                    final = ExecutionStatus.queued
-                elif failure.retryable and run.retry.attempts(step.id) > 1:
-                    error = f"{error} (gave up after {run.retry.attempts(step.id)} attempts)"
-        elif status is StepStatus.succeeded and (
-            position == len(steps) - 1 or (connector is not None and connector.halts(output))
-        ):
-            # The last step, or a filter whose condition does not hold: the rest do not run.
-            final = ExecutionStatus.succeeded
-        step_run = StepRun(
-            execution_id=run.execution_id,
-            tenant_id=run.tenant_id,
-            step_id=step.id,
-            position=position,
-            type=step.type,
-            status=status,
-            attempt=run.attempts.get(step.id, 1),
-            input=redactor(rendered),
-            output=redactor(output),
-            # A remote's error text may hold U+0000, which PostgreSQL cannot store.
-            error=without_nul(redactor.text(error)) if error else None,
-            error_code=failure.code if failure is not None else None,
-            status_code=failure.status_code if failure is not None else None,
-            next_attempt_at=next_attempt_at,
-            started_at=started_at,
-            finished_at=finished_at,
+        step_run, final, preview = await _run_step(
+            run, step, step.id, position, context, redactor, last=last
         )
         await on_step(step_run, final, preview)
         if final is not None:
             return final
-        context["steps"][step.id] = {"output": step_run.output, "status": status}
+        context["steps"][step.id] = {"output": step_run.output, "status": step_run.status}
     return ExecutionStatus.succeeded
+
+
+def item_id(step_id: str, index: int) -> str:
+    """The record of one item of a ``for_each`` step."""
+    return f"{step_id}[{index}]"
+
+
+async def _run_loop(
+    run: StepsRun,
+    step: Step,
+    position: int,
+    context: dict[str, Any],
+    redactor: Redactor,
+    on_step: OnStep,
+    *,
+    last: bool,
+) -> ExecutionStatus | None:
+    """A ``for_each`` step: its call once per item, in order, each recorded on its own
+    (``item_id``), so a later attempt runs only the items not done; later steps see the
+    outputs as one list. The execution's status when it ends here, else ``None``."""
+    started_at = utcnow()
+    failure: ConnectorError | None = None
+    error: str | None = None
+    items: list[Any] = []
+    try:
+        try:
+            rendered = run.templates.render(run.tenant_id, {"for_each": step.for_each}, context)
+        except RenderShareSpent as exc:
+            retry_at = utcnow() + timedelta(seconds=exc.wait_s)
+            raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
+        items = loop_items(rendered["for_each"])
+    except ConnectorError as exc:
+        failure, error = exc, connector_message(exc)
+    except (TemplateRenderError, ValueError) as exc:
+        error = f"{exc}"
+    if error is not None:
+        step_run, final = _recorded(
+            run,
+            step,
+            step.id,
+            position,
+            started_at,
+            StepStatus.failed,
+            {"for_each": step.for_each},
+            None,
+            error,
+            failure,
+            redactor,
+            last=last,
+        )
+        await on_step(step_run, final, None)
+        return final
+    outputs: list[Any] = []
+    for index, item in enumerate(items):
+        record = item_id(step.id, index)
+        previous = run.done.get(record)
+        if previous is not None:
+            outputs.append(previous.output)
+            continue
+        scope = {**context, "item": item, "index": index}
+        step_run, final, preview = await _run_step(
+            run, step, record, position, scope, redactor, last=last and index == len(items) - 1
+        )
+        await on_step(step_run, final, preview)
+        if final is not None:
+            return final
+        outputs.append(step_run.output)
+    context["steps"][step.id] = {"output": outputs, "status": StepStatus.succeeded}
+    return None
+
+
+def loop_items(value: Any) -> list[Any]:
+    """What a ``for_each`` rendered to, as the items to run: a list (of at most
+    ``MAX_LOOP_ITEMS``); ``null`` (a payload field that is missing) is none."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        shown = type(value).__name__ if not isinstance(value, str) else "text"
+        msg = f"for_each must give a list, not {shown}; e.g. {{{{ trigger.body.items }}}}"
+        raise ValueError(msg)
+    if len(value) > MAX_LOOP_ITEMS:
+        msg = f"for_each gave {len(value)} items; a step runs at most {MAX_LOOP_ITEMS}"
+        raise ValueError(msg)
+    return value
+
+
+async def _run_step(
+    run: StepsRun,
+    step: Step,
+    record: str,
+    position: int,
+    context: dict[str, Any],
+    redactor: Redactor,
+    *,
+    last: bool,
+) -> tuple[StepRun, ExecutionStatus | None, dict[str, Any] | None]:
+    """One call of ``step`` (recorded as ``record``: its id, or one item's): the step run,
+    the execution's status if it ends here, and the request a simulation would send."""
+    started_at = utcnow()
+    rendered: Any = None
+    output: Any = None
+    error: str | None = None
+    preview: dict[str, Any] | None = None
+    status = StepStatus.succeeded
+    failure: ConnectorError | None = None
+    stopped: ExecutionStatus | None = None
+    connector = get_connector(step.type)
+    try:
+        if connector is None:
+            msg = f"unknown step type {step.type!r}"
+            raise ConnectorError(msg, retryable=False)
+        try:
+            rendered = run.templates.render(run.tenant_id, step.config, context)
+        except RenderShareSpent as exc:
+            retry_at = utcnow() + timedelta(seconds=exc.wait_s)
+            raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
+        params = connector.Params.model_validate(rendered)
+        ctx = StepContext(
+            http=run.http,
+            secret=_step_secret(step, run),
+            endpoints=run.endpoints,
+            tenant_id=run.tenant_id,
+            execution_id=run.execution_id,
+            step_id=record,
+            credential_id=step.credential_id or "",
+            timeout_s=step.timeout_s,
+            circuit=run.circuit,
+            tokens=run.tokens,
+        )
+        if run.simulate and connector.calls_out:
+            preview = describe_request(connector.build(ctx, params), redactor)
+        else:
+            with tracing.span("step", **{"ipaas.step_id": record, "ipaas.connector": step.type}):
+                output = await connector.run(ctx, params)
+    except ConnectorError as exc:
+        status, error, failure = StepStatus.failed, connector_message(exc), exc
+    except ValidationError as exc:
+        status, error = StepStatus.failed, f"invalid params: {validation_message(exc)}"
+    except (TemplateRenderError, ValueError) as exc:
+        status, error = StepStatus.failed, f"{exc}"
+    except asyncio.CancelledError:
+        outcome = STOP_OUTCOMES.get(run.stop_reason() or StopReason.shutdown)
+        if outcome is None:
+            raise  # shutdown or lease lost: nothing of this attempt is recorded
+        status, stopped, error = outcome
+    step_run, final = _recorded(
+        run,
+        step,
+        record,
+        position,
+        started_at,
+        status,
+        rendered,
+        output,
+        error,
+        failure,
+        redactor,
+        last=last,
+        stopped=stopped,
+    )
+    return step_run, final, preview
+
+
+def _recorded(
+    run: StepsRun,
+    step: Step,
+    record: str,
+    position: int,
+    started_at: datetime,
+    status: StepStatus,
+    rendered: Any,
+    output: Any,
+    error: str | None,
+    failure: ConnectorError | None,
+    redactor: Redactor,
+    *,
+    last: bool,
+    stopped: ExecutionStatus | None = None,
+) -> tuple[StepRun, ExecutionStatus | None]:
+    """The step run of one call and the execution's status if it ends there: failed (or
+    queued, when the step's policy retries it), succeeded after the last call or a filter
+    that stops it, ``stopped`` (cancelled, timed out)."""
+    connector = get_connector(step.type)
+    finished_at = utcnow()
+    next_attempt_at = None
+    final = stopped
+    if status is StepStatus.failed:
+        final = ExecutionStatus.failed
+        if failure is not None and connector is not None and run.retry is not None:
+            policy = connector.retry.overridden(step.retry)
+            next_attempt_at = run.retry.next_attempt_at(record, policy, failure, finished_at)
+            if next_attempt_at is not None:
+                final = ExecutionStatus.queued
+            elif failure.retryable and run.retry.attempts(record) > 1:
+                error = f"{error} (gave up after {run.retry.attempts(record)} attempts)"
+    elif status is StepStatus.succeeded and (
+        last or (connector is not None and connector.halts(output))
+    ):
+        # The last step, or a filter whose condition does not hold: the rest do not run.
+        final = ExecutionStatus.succeeded
+    step_run = StepRun(
+        execution_id=run.execution_id,
+        tenant_id=run.tenant_id,
+        step_id=record,
+        position=position,
+        type=step.type,
+        status=status,
+        attempt=run.attempts.get(record, 1),
+        input=redactor(rendered),
+        output=redactor(output),
+        # A remote's error text may hold U+0000, which PostgreSQL cannot store.
+        error=without_nul(redactor.text(error)) if error else None,
+        error_code=failure.code if failure is not None else None,
+        status_code=failure.status_code if failure is not None else None,
+        next_attempt_at=next_attempt_at,
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+    return step_run, final

@@ -318,6 +318,8 @@ def check_syntax(value: Any, path: str = "config") -> list[tuple[str, str]]:
 #: What a template sees: ``trigger`` (an execution's ``TriggerData``), ``steps``, each
 #: earlier step's ``output`` and ``status``, and ``execution`` (``engine/steps.py``).
 CONTEXT_NAMES = frozenset({"trigger", "steps", "execution"})
+#: What the config of a ``for_each`` step sees besides (``engine.steps._run_loop``).
+LOOP_NAMES = frozenset({"item", "index"})
 TRIGGER_KEYS = frozenset(TriggerData.model_fields)
 STEP_KEYS = frozenset({"output", "status"})
 EXECUTION_KEYS = frozenset({"id", "workflow_id", "created_at"})
@@ -339,16 +341,20 @@ def _context_name(node: nodes.Node, free: set[str]) -> str | None:
     return None
 
 
-def _reference_errors(source: str, before: Sequence[str], after: Sequence[str]) -> list[str]:
+def _reference_errors(
+    source: str, before: Sequence[str], after: Sequence[str], names: frozenset[str]
+) -> list[str]:
     ast = _ENV.parse(source)
     # Jinja counts a name set in one branch of an ``if`` as looked up from the context too
     # (the other branch may not set it): any name the template sets is its own.
     own = {name.name for name in ast.find_all(nodes.Name) if name.ctx in ("store", "param")}
     own |= {macro.name for macro in ast.find_all(nodes.Macro)}
     free = meta.find_undeclared_variables(ast) - own
+    sees = "trigger, steps, execution, item and index" if names else "trigger, steps and execution"
     errors = [
-        f"unknown name {name!r}: a template sees trigger, steps and execution"
-        for name in sorted(free - CONTEXT_NAMES - _ENV.globals.keys())
+        f"unknown name {name!r}: a template sees {sees}"
+        + ("" if names or name not in LOOP_NAMES else " (item and index: in a for_each step)")
+        for name in sorted(free - CONTEXT_NAMES - names - _ENV.globals.keys())
     ]
     # ``steps.get("a")`` and ``trigger.items()`` call a dict's method: not a lookup.
     called = {id(call.node) for call in ast.find_all(nodes.Call)}
@@ -378,7 +384,12 @@ def _reference_errors(source: str, before: Sequence[str], after: Sequence[str]) 
 
 
 def check_references(
-    value: Any, *, before: Sequence[str], after: Sequence[str], path: str = "config"
+    value: Any,
+    *,
+    before: Sequence[str],
+    after: Sequence[str],
+    path: str = "config",
+    names: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
     """Every name a template in ``value`` looks up that no execution can have, as ``(path,
     message)``: a name other than ``trigger`` and ``steps``, a key ``trigger`` does not
@@ -392,7 +403,7 @@ def check_references(
     for where, source in _templates(value, path):
         try:
             _compile(source)  # cached: check_syntax compiled it just before
-            found = _reference_errors(source, before, after)
+            found = _reference_errors(source, before, after, names)
         except (TemplateError, RecursionError):  # check_syntax says why
             continue
         errors.extend((where, message) for message in found)

@@ -519,7 +519,7 @@ class Store(Protocol):
         """Insert or replace the step run ``(execution_id, step_id, attempt)`` (a checkpoint)."""
 
     async def list_step_runs(self, tenant_id: str, execution_id: str) -> list[StepRun]:
-        """Ordered by position then attempt."""
+        """Ordered by position, then by start (attempts, and a ``for_each`` step's items)."""
 
     async def finish_execution(
         self,

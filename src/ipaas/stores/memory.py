@@ -691,7 +691,8 @@ class MemoryStore:
             return []
         runs = self.step_runs.get(execution_id, {}).values()
         return [
-            s.model_copy(deep=True) for s in sorted(runs, key=lambda s: (s.position, s.attempt))
+            s.model_copy(deep=True)
+            for s in sorted(runs, key=lambda s: (s.position, s.started_at, s.attempt, s.step_id))
         ]
 
     async def finish_execution(

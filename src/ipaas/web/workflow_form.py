@@ -150,6 +150,8 @@ class WorkflowForm:
                     step["retry"] = before.retry.model_dump(exclude_none=True)
                 if before.timeout_s is not None:
                     step["timeout_s"] = before.timeout_s
+                if before.for_each is not None:
+                    step["for_each"] = before.for_each
         credential = form.get(f"steps.{index}.credential_id", "")
         if credential:
             step["credential_id"] = credential

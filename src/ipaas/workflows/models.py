@@ -27,6 +27,8 @@ class TriggerType(StrEnum):
 
 
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+#: A ``for_each`` step's id leaves room for ``[99]`` in the 64 characters a record's has.
+MAX_LOOP_STEP_ID = 59
 #: The step types of ``engine.connectors.REGISTRY``, for the API schema (the registry imports
 #: this module; a test keeps the two equal). Validation itself asks the registry.
 STEP_TYPES = ("discord_message", "filter", "http_request", "openweather", "slack_message")
@@ -385,6 +387,10 @@ class Step(Input):
     config: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0, le=3600, strict=True)
     retry: RetryConfig | None = None
+    #: Run the step once per item of this list (usually one expression, such as
+    #: ``{{ trigger.body.items }}``): its config sees ``item`` and ``index``, each item is
+    #: recorded as ``<id>[<index>]``, and later steps see the outputs as a list.
+    for_each: str | list[Any] | None = None
 
 
 class WorkflowDefinition(BaseModel):

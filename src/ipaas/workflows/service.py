@@ -17,6 +17,7 @@ from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.connectors.oauth2 import TokenCache
 from ipaas.engine.steps import StepsRun, run_steps
 from ipaas.engine.templating import (
+    LOOP_NAMES,
     MAX_TEMPLATE_CODE_CHARS,
     MAX_TEMPLATE_TAGS,
     TemplateRenderer,
@@ -38,6 +39,7 @@ from ipaas.kit.text import name_error
 from ipaas.stores.base import Store
 from ipaas.webhooks.cache import WorkflowCache
 from ipaas.workflows.models import (
+    MAX_LOOP_STEP_ID,
     Step,
     Trigger,
     TriggerType,
@@ -125,7 +127,7 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
         errors.append({"loc": ["body", "steps", index, *loc], "msg": msg, "type": type_})
 
     # Measured before any is compiled: compiling costs time on the event loop and memory.
-    tags, code = template_size([step.config for step in steps])
+    tags, code = template_size([[step.config, step.for_each] for step in steps])
     compile_templates = tags <= MAX_TEMPLATE_TAGS and code <= MAX_TEMPLATE_CODE_CHARS
     if not compile_templates:
         msg = (
@@ -172,14 +174,34 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
                 f"{step.type} takes no credential",
                 "credential_type_mismatch",
             )
+        names: frozenset[str] = frozenset()
+        if step.for_each is not None:
+            names = LOOP_NAMES
+            if connector.halts({"passed": False}):
+                add(index, ["for_each"], f"a {step.type} step does not loop", "value_error")
+            if isinstance(step.for_each, str) and not is_template(step.for_each):
+                msg = "for_each is a list, or a template that gives one: {{ trigger.body.items }}"
+                add(index, ["for_each"], msg)
+            if len(step.id) > MAX_LOOP_STEP_ID:
+                msg = f"a for_each step's id is at most {MAX_LOOP_STEP_ID} characters"
+                add(index, ["id"], msg, "string_too_long")
         if compile_templates:
             found = [(p, m, "template_syntax") for p, m in check_syntax(step.config)]
             found += [
                 (p, m, "template_reference")
                 for p, m in check_references(
-                    step.config, before=ids[:index], after=ids[index + 1 :]
+                    step.config, before=ids[:index], after=ids[index + 1 :], names=names
                 )
             ]
+            if step.for_each is not None:
+                loop = {"for_each": step.for_each}
+                found += [(p, m, "template_syntax") for p, m in check_syntax(loop, path="")]
+                found += [
+                    (p, m, "template_reference")
+                    for p, m in check_references(
+                        loop, before=ids[:index], after=ids[index + 1 :], path=""
+                    )
+                ]
             for path, msg, kind in found:
                 add(index, path.split(".")[1:] or ["config"], msg, kind)
         try:

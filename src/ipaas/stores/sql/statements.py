@@ -629,10 +629,17 @@ CANCEL_REQUESTED = sa.select(EX.c.id).where(
 # read the queued range of a status index, dead entries and all, over ten key
 # lookups (120-370 buffers per read of ten ids, against ~26).
 STATUS_AMONG = sa.select(EX.c.id, EX.c.status).where(EX.c.id.in_(_ids()))
+# By position, then by start: a ``for_each`` step's items share its position and run in
+# order, each after the one before has succeeded.
 LIST_STEPS = (
     sa.select(t.step_run)
     .where(scoped(t.step_run), t.step_run.c.execution_id == p("p_id"))
-    .order_by(t.step_run.c.position, t.step_run.c.attempt)
+    .order_by(
+        t.step_run.c.position,
+        t.step_run.c.started_at,
+        t.step_run.c.attempt,
+        t.step_run.c.step_id,
+    )
 )
 FINISH = (
     sa.update(EX)
