@@ -94,3 +94,64 @@ def test_sigkill_mid_run_loses_nothing(
     # Only a step whose own call was in flight at the kill can repeat: one per worker slot.
     assert duplicates <= WORKERS
     server.assert_no_errors()
+
+
+LOOPS = 50
+ITEMS = 20
+
+
+def test_sigkill_mid_loop_resumes_at_the_first_item_not_done(
+    make_server: Callable[..., ServerProcess],
+    api_for: Callable[[ServerProcess], Api],
+    standin: Standin,
+) -> None:
+    """The same crash with ``for_each`` steps (20 messages per webhook): after the restart
+    each loop resumes at its first item not done, so every message arrives and only an item
+    whose call was in flight at the kill can repeat, as for a plain step."""
+    server = make_server(
+        IPAAS_WORKERS=str(WORKERS), IPAAS_LEASE_S="2", IPAAS_REAPER_INTERVAL_S="0.5"
+    ).start()
+    api = api_for(server)
+    credential = api.credential("slack", {"webhook_url": standin.slack_hook()})
+    workflow_id = api.workflow(
+        [
+            {
+                "id": "each",
+                "type": "slack_message",
+                "credential_id": credential,
+                "for_each": "{{ trigger.body.items }}",
+                "config": {"text": "loop {{ trigger.body.n }} item {{ item }}"},
+            }
+        ]
+    )
+    standin.add_fault("/services/", delay_s=DELIVERY_DELAY_S / 5, count=None)
+    bodies = [{"n": n, "items": list(range(ITEMS))} for n in range(LOOPS)]
+    results = fire_concurrently(server, workflow_id, bodies)
+    assert Counter(r.status for r in results) == {202: LOOPS}
+
+    wait_for(
+        lambda: standin.stats()["slack_messages"] >= LOOPS * ITEMS // 3,
+        timeout_s=30,
+        what="a third of the messages before the kill",
+        interval_s=0.005,
+    )
+    server.kill()
+    at_kill = Counter(server.statuses().values())
+    print(f"durability, loops: at SIGKILL {dict(at_kill)}")
+    assert at_kill["queued"] + at_kill["running"] > 0, at_kill
+
+    server.start()
+    executions = wait_for(
+        lambda: api.executions(workflow_id=workflow_id),
+        until=lambda items: len(items) == LOOPS and all(e["status"] in TERMINAL for e in items),
+        timeout_s=60,
+        what="every loop terminal after restart",
+        interval_s=0.25,
+    )
+    assert Counter(e["status"] for e in executions) == {"succeeded": LOOPS}
+    texts = Counter(r["body"]["text"] for r in standin.requests(kind="slack_webhook"))
+    assert set(texts) == {f"loop {n} item {i}" for n in range(LOOPS) for i in range(ITEMS)}
+    duplicates = sum(texts.values()) - len(texts)
+    print(f"durability, loops: duplicates={duplicates}")
+    assert duplicates <= WORKERS
+    server.assert_no_errors()
