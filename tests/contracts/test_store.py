@@ -830,6 +830,69 @@ class TestExecutionFigures:
         assert (empty.per_minute, empty.per_workflow, empty.durations_s) == ([], [], [])
 
 
+class TestTriggerContains:
+    """``list_executions(trigger_contains=...)``: a text anywhere in the trigger's JSON."""
+
+    @pytest.fixture
+    async def found(self, store: Store, acct: Account, wf: Workflow) -> dict[str, Execution]:
+        bodies = {
+            "ada": {"email": "Ada@Example.com", "order": "A-100_7"},
+            "bob": {"email": "bob@example.com", "order": "B%200"},
+            "cy": {"note": "caf\u00e9 50% off", "path": "C:\\tmp"},
+        }
+        made: dict[str, Execution] = {}
+        for i, (name, body) in enumerate(bodies.items()):
+            ex = await new_execution(store, acct.id, wf.id, created_at=at(i))
+            ex = ex.model_copy(update={"trigger": ex.trigger.model_copy(update={"body": body})})
+            ex.id = new_id("ex")
+            await store.create_execution(ex)
+            made[name] = ex
+        other = await new_account(store)
+        ex = await new_execution(store, other.id, (await new_workflow(store, other.id)).id)
+        ex = ex.model_copy(update={"id": new_id("ex")})
+        ex.trigger.body = {"email": "ada@example.com"}
+        await store.create_execution(ex)
+        return made
+
+    @pytest.mark.parametrize(
+        ("text", "names"),
+        [
+            ("ada@example.com", ["ada"]),  # ASCII case ignored; not the other tenant's
+            ("EXAMPLE.COM", ["bob", "ada"]),  # newest first
+            ("A-100_7", ["ada"]),
+            ("A-100x7", []),  # _ is itself, not any character
+            ("B%200", ["bob"]),
+            ("%", ["cy", "bob"]),  # % is itself
+            ("café", ["cy"]),
+            ("C:\\\\tmp", ["cy"]),  # JSON text: the backslash is written twice
+            ("nobody", []),
+        ],
+    )
+    async def test_finds_the_text(
+        self,
+        store: Store,
+        acct: Account,
+        found: dict[str, Execution],
+        text: str,
+        names: list[str],
+    ) -> None:
+        page = await store.list_executions(acct.id, trigger_contains=text, limit=10)
+        by_id = {ex.id: name for name, ex in found.items()}
+        assert [by_id.get(ex.id, ex.id) for ex in page.items] == names
+
+    async def test_pages_with_the_filter(
+        self, store: Store, acct: Account, found: dict[str, Execution]
+    ) -> None:
+        first = await store.list_executions(acct.id, trigger_contains="example", limit=1)
+        assert [ex.id for ex in first.items] == [found["bob"].id]
+        assert first.next_key is not None
+        rest = await store.list_executions(
+            acct.id, trigger_contains="example", limit=1, before=first.next_key
+        )
+        assert [ex.id for ex in rest.items] == [found["ada"].id]
+        assert rest.next_key is None
+
+
 class TestListExecutions:
     @pytest.fixture
     async def rows(self, store: Store, acct: Account, wf: Workflow) -> list[Execution]:

@@ -100,6 +100,40 @@ class TestList:
             assert detail["loc"] == ["query", "until"]
             assert "must be later than since" in detail["msg"]
 
+    async def test_q_finds_the_executions_whose_trigger_holds_it(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        """Support's question: which execution was order 1042's? In the body, a header or
+        the query; other tenants' never."""
+        wf = await make_workflow(client, auth)
+        fired = {}
+        for name, body, query in (
+            ("order", {"order": {"id": "ORD-1042"}, "email": "ada@example.com"}, ""),
+            ("other", {"order": {"id": "ORD-7"}}, ""),
+            ("query", {}, "?ref=ord-1042"),
+        ):
+            r = await client.post(f"/api/webhooks/{wf}{query}", json=body)
+            fired[name] = r.json()["execution_id"]
+        other = await signup(client, "eve@example.com")
+        other.pop("tenant_id")
+        r = await client.post(
+            f"/api/webhooks/{await make_workflow(client, other)}", json={"id": "ORD-1042"}
+        )
+        assert r.status_code == 202
+
+        async def found(**params: str) -> list[str]:
+            r = await client.get("/api/executions", params=params, headers=auth)
+            assert r.status_code == 200, r.text
+            return [item["id"] for item in r.json()["items"]]
+
+        assert await found(q="ord-1042") == [fired["query"], fired["order"]]
+        assert await found(q="ORD-1042", limit="1") == [fired["query"]]
+        assert await found(q="Ada@Example") == [fired["order"]]
+        assert await found(q="ORD-1042", workflow_id="wf_none") == []
+        for short in ("", "ab"):
+            r = await client.get("/api/executions", params={"q": short}, headers=auth)
+            assert r.status_code == 422, r.text
+
     async def test_bad_cursor_and_status_are_4xx(
         self, client: httpx.AsyncClient, auth: dict[str, str]
     ) -> None:

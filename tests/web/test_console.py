@@ -1207,6 +1207,20 @@ class TestExecutionFilters:
             assert refused.status_code == 400
             assert "Unknown period" in refused.text
 
+    async def test_search_the_triggers(self, client: httpx.AsyncClient) -> None:
+        _, fired = await self._three_fired(client)
+        found = await client.get("/executions?q=%22id%22%3A+1")  # "id": 1 as typed
+        assert found.status_code == 200
+        assert [e for e in fired if f"/executions/{e}" in found.text] == []  # JSON has no space
+        found = await client.get('/executions?q="id":1')
+        assert [e for e in fired if f"/executions/{e}" in found.text] == [fired[1]]
+        assert 'value="&#34;id&#34;:1"' in found.text
+        assert "data-live" not in found.text  # a search is not run again every 2 s
+        assert "data-live" in (await client.get("/executions")).text
+        short = await client.get("/executions?q=ab")
+        assert short.status_code == 400
+        assert "at least 3 characters" in short.text
+
     @staticmethod
     async def _three_fired(client: httpx.AsyncClient) -> tuple[str, list[str]]:
         """A console user's workflow and the ids of three webhooks it was sent."""

@@ -58,6 +58,7 @@ async def list_executions(
         limit=query.limit,
         since=query.since,
         until=query.until,
+        trigger_contains=query.q,
     )
     return ExecutionList(items=[ExecutionRead.of(e) for e in items], next_cursor=next_cursor)
 

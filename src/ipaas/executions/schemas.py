@@ -158,6 +158,9 @@ class ExecutionFilter(_Window):
     since: DateTimeText | None = None
     #: Created before.
     until: DateTimeText | None = None
+    #: Text the trigger holds (its body, headers or query, as stored JSON): an order id,
+    #: an email. Case-insensitive (ASCII letters on SQLite).
+    q: str | None = Field(default=None, min_length=3, max_length=200)
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 

@@ -56,9 +56,11 @@ async def list_(
     limit: int,
     since: datetime | None = None,
     until: datetime | None = None,
+    trigger_contains: str | None = None,
 ) -> tuple[list[Execution], str | None]:
     """A page, newest first; ``since`` and ``until`` bound ``created_at`` (``until``
-    exclusive). The cursor carries the position only: pass the same filters with it."""
+    exclusive); ``trigger_contains`` keeps those whose trigger holds the text. The cursor
+    carries the position only: pass the same filters with it."""
     before = _created_before(until)
     if cursor:
         decoded = Cursor.decode(cursor)
@@ -71,6 +73,7 @@ async def list_(
         before=before,
         since=since,
         limit=min(limit, MAX_PAGE),
+        trigger_contains=trigger_contains,
     )
     next_cursor = Cursor(*page.next_key).encode() if page.next_key else None
     return page.items, next_cursor

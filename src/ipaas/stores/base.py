@@ -403,9 +403,12 @@ class Store(Protocol):
         before: tuple[datetime, str] | None = None,
         since: datetime | None = None,
         limit: int = 50,
+        trigger_contains: str | None = None,
     ) -> ExecutionPage:
         """Newest first by ``(created_at, id)``; ``before`` is the exclusive keyset cursor,
-        ``since`` the earliest ``created_at`` listed (inclusive)."""
+        ``since`` the earliest ``created_at`` listed (inclusive); ``trigger_contains`` keeps
+        the executions whose trigger, as JSON text, holds it, ignoring case (SQLite's and
+        the memory store's: of ASCII letters in the data), ``%`` and ``_`` themselves."""
 
     async def recent_runs(
         self, tenant_id: str, workflow_ids: Sequence[str], *, limit: int

@@ -432,7 +432,9 @@ class MemoryStore:
         before: tuple[datetime, str] | None = None,
         since: datetime | None = None,
         limit: int = 50,
+        trigger_contains: str | None = None,
     ) -> ExecutionPage:
+        needle = trigger_contains.lower() if trigger_contains is not None else None
         rows = [
             ex
             for ex in self.executions.values()
@@ -441,6 +443,7 @@ class MemoryStore:
             and (status is None or ex.status == status)
             and (before is None or (ex.created_at, ex.id) < before)
             and (since is None or ex.created_at >= since)
+            and (needle is None or needle in _ascii_lower(ex.trigger.model_dump_json()))
         ]
         rows.sort(key=lambda ex: (ex.created_at, ex.id), reverse=True)
         page = [ex.model_copy(deep=True) for ex in rows[:limit]]
@@ -982,3 +985,12 @@ class MemoryStore:
 
 def _due(ex: Execution, now: datetime) -> bool:
     return ex.status == _QUEUED and (ex.next_attempt_at is None or ex.next_attempt_at <= now)
+
+
+_ASCII_UPPER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def _ascii_lower(text: str) -> str:
+    """``text`` with ASCII letters lowercased, as SQLite's ``lower()`` (and so its LIKE)
+    has it."""
+    return text.translate(_ASCII_UPPER)

@@ -317,8 +317,21 @@ GET_EXECUTION = sa.select(EX).where(scoped(EX), EX.c.id == p("p_id"))
 
 
 @functools.cache
+def like_pattern(text: str) -> str:
+    """A LIKE pattern that finds ``text`` anywhere, its ``%``, ``_`` and ``\\`` themselves,
+    lowered as ``lower()`` lowers the column (PostgreSQL's every letter; SQLite's ASCII
+    letters only, so there an uppercase letter beyond ASCII in the data matches itself)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def list_executions(
-    *, workflow: bool, status: ExecutionStatus | None, before: bool, since: bool
+    *,
+    workflow: bool,
+    status: ExecutionStatus | None,
+    before: bool,
+    since: bool,
+    contains: bool = False,
 ) -> sa.Select[Any]:
     """A page of the tenant's executions, newest first (``p_limit`` rows), with the filters
     asked for: ``p_workflow_id``, ``p_status``, the keyset ``p_before_at``/``p_before_id``,
@@ -338,6 +351,11 @@ def list_executions(
         query = query.where(sa.tuple_(EX.c.created_at, EX.c.id) < cursor)
     if since:
         query = query.where(EX.c.created_at >= p_at("p_since"))
+    if contains:
+        # The trigger's JSON text, read row by row along the listing's order until a page
+        # is found: bound it with ``since`` on a long history (docs/operations.md).
+        text = sa.func.lower(sa.cast(EX.c.trigger, sa.Text()))
+        query = query.where(text.like(p_str("p_contains"), escape="\\"))
     # One extra row tells whether another page follows, without a COUNT.
     return query.order_by(EX.c.created_at.desc(), EX.c.id.desc()).limit(
         sa.bindparam("p_limit", type_=sa.Integer())

@@ -610,6 +610,7 @@ class SqlStore:
         before: tuple[datetime, str] | None = None,
         since: datetime | None = None,
         limit: int = 50,
+        trigger_contains: str | None = None,
     ) -> ExecutionPage:
         if limit <= 0:
             return ExecutionPage([], None)
@@ -618,6 +619,7 @@ class SqlStore:
             status=status,
             before=before is not None,
             since=since is not None,
+            contains=trigger_contains is not None,
         )
         params: dict[str, Any] = {"p_tenant_id": tenant_id, "p_limit": limit + 1}
         if workflow_id is not None:
@@ -628,6 +630,8 @@ class SqlStore:
             params["p_before_at"], params["p_before_id"] = before
         if since is not None:
             params["p_since"] = since
+        if trigger_contains is not None:
+            params["p_contains"] = q.like_pattern(trigger_contains)
         rows = await self._db.run_read(_all(query, params))
         items = [_execution(row._mapping) for row in rows[:limit]]
         more = len(rows) > limit

@@ -29,6 +29,8 @@ _PENDING_VALUES = frozenset({ExecutionStatus.queued.value, ExecutionStatus.runni
 PERIODS_H = (1, 6, 24, 72, 168)
 #: The console's "retry them all" windows, in hours.
 RETRY_WINDOWS_H = (1, 6, 24, 72)
+#: The shortest text searched for in triggers (as the API's ``q``).
+MIN_SEARCH = 3
 
 
 async def _executions(
@@ -37,6 +39,7 @@ async def _executions(
     workflow_id: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[str, Query(max_length=20)] = "",
     hours: Annotated[str, Query(max_length=4)] = "",
+    q: Annotated[str, Query(max_length=200)] = "",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     # The filter form sends ``status=`` for "any status" and ``hours=`` for "any time".
@@ -47,6 +50,9 @@ async def _executions(
         raise BadRequest(f"Unknown status {status!r}; one of {allowed}") from None
     if hours and (not hours.isdigit() or int(hours) not in PERIODS_H):
         raise BadRequest(f"Unknown period {hours!r} hours; one of {', '.join(map(str, PERIODS_H))}")
+    q = q.strip()
+    if q and len(q) < MIN_SEARCH:
+        raise BadRequest(f"Search for at least {MIN_SEARCH} characters")
     items, next_cursor = await execution_service.list_(
         runtime.store,
         tenant_id=principal.tenant_id,
@@ -55,12 +61,13 @@ async def _executions(
         cursor=cursor or None,
         limit=50,
         since=utcnow() - timedelta(hours=int(hours)) if hours else None,
+        trigger_contains=q or None,
     )
     names = await workflow_service.names(runtime.store, tenant_id=principal.tenant_id)
     return {
         "executions": [ExecutionRead.of(e) for e in items],
         "next_cursor": next_cursor,
-        "filters": {"workflow_id": workflow_id or "", "status": status, "hours": hours},
+        "filters": {"workflow_id": workflow_id or "", "status": status, "hours": hours, "q": q},
         "statuses": list(ExecutionStatus),
         "periods_h": PERIODS_H,
         "names": names,
