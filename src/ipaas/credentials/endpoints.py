@@ -123,13 +123,7 @@ async def test_credential(
     Get Webhook; one OpenWeather call; an OAuth 2.0 token). ``ok: false`` carries what the
     service said, its secrets masked."""
     return await credential_testing.check_credential(
-        runtime.store,
-        runtime.cipher,
-        runtime.http,
-        runtime.endpoints,
-        runtime.tokens,
-        tenant_id=principal.tenant_id,
-        credential_id=credential_id,
+        runtime, tenant_id=principal.tenant_id, credential_id=credential_id
     )
 
 

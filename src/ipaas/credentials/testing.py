@@ -21,28 +21,27 @@ what the service answered is shown with the credential's secrets masked.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ipaas.credentials import service as credential_service
-from ipaas.credentials.crypto import CredentialCipher
 from ipaas.credentials.models import CredentialType
 from ipaas.credentials.schemas import CredentialTestRead
 from ipaas.engine.connectors.base import (
     ConnectorError,
-    Endpoints,
     StepContext,
     error_text,
     merge_query,
     response_body,
     send,
 )
-from ipaas.engine.connectors.oauth2 import Grant, TokenCache, request_token
+from ipaas.engine.connectors.oauth2 import Grant, request_token
 from ipaas.errors import Conflict
-from ipaas.kit.http import HttpClient
 from ipaas.kit.secrets import Redactor, secret_strings
-from ipaas.stores.base import Store
+
+if TYPE_CHECKING:
+    from ipaas.runtime import Runtime
 
 #: A test's time to answer (a step's default is longer: a test is someone waiting).
 TEST_TIMEOUT_S = 10.0
@@ -58,30 +57,23 @@ Check = Callable[[StepContext, dict[str, Any]], Awaitable[tuple[bool, str]]]
 
 
 async def check_credential(
-    store: Store,
-    cipher: CredentialCipher,
-    http: HttpClient,
-    endpoints: Endpoints,
-    tokens: TokenCache,
-    *,
-    tenant_id: str,
-    credential_id: str,
+    runtime: Runtime, *, tenant_id: str, credential_id: str
 ) -> CredentialTestRead:
     """Test the credential (see the module docstring): whether it works, and what the
     service said."""
     credential = await credential_service.get(
-        store, tenant_id=tenant_id, credential_id=credential_id
+        runtime.store, tenant_id=tenant_id, credential_id=credential_id
     )
-    secret = cipher.decrypt(credential.secret_ciphertext)
+    secret = runtime.cipher.decrypt(credential.secret_ciphertext)
     check = _check_for(credential.type, secret)
     ctx = StepContext(
-        http=http,
+        http=runtime.http,
         secret=secret,
-        endpoints=endpoints,
+        endpoints=runtime.endpoints,
         tenant_id=tenant_id,
         credential_id=credential_id,
         timeout_s=TEST_TIMEOUT_S,
-        tokens=tokens,
+        tokens=runtime.tokens,
     )
     redactor = Redactor(secret_strings(secret))
     try:

@@ -119,13 +119,7 @@ async def test_credential(
     result: CredentialTestRead | str
     try:
         result = await credential_testing.check_credential(
-            runtime.store,
-            runtime.cipher,
-            runtime.http,
-            runtime.endpoints,
-            runtime.tokens,
-            tenant_id=principal.tenant_id,
-            credential_id=credential_id,
+            runtime, tenant_id=principal.tenant_id, credential_id=credential_id
         )
     except NothingToTest as exc:
         result = exc.message
