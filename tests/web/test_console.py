@@ -613,7 +613,6 @@ class TestWorkflowForm:
                     "config": {"text": "hi"},
                     "retry": {"max_attempts": 2},
                     "timeout_s": 5,
-                    "for_each": "{{ trigger.body.lines }}",
                 }
             ],
         }
@@ -633,10 +632,36 @@ class TestWorkflowForm:
             '"body_path": "id"',
             '"name": "Tell the team"',
             '"max_attempts": 2',
-            '"for_each": "{{ trigger.body.lines }}"',
         ):
             assert kept in page.text.replace("&#34;", '"'), kept
         assert "Order {{ trigger.body.id }}" in page.text
+
+    async def test_a_loop_made_and_edited_in_the_form(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        form = _workflow_form(credential_id)
+        form["steps.0.for_each"] = "{{ trigger.body.lines }}"
+        form["steps.0.config.slack_message.text"] = "{{ index }}: {{ item.sku }}"
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        stored = runtime.store.workflows[workflow_id]  # type: ignore[attr-defined]
+        assert stored.steps[0].for_each == "{{ trigger.body.lines }}"
+        edit = created.headers["location"] + "/edit"
+        page = await client.get(edit)
+        assert 'value="{{ trigger.body.lines }}"' in page.text
+        form["steps.0.for_each"] = '["a", "b"]'  # a list, as JSON
+        saved = await post_form(client, edit, edit, form)
+        assert saved.status_code == 303, saved.text
+        stored = runtime.store.workflows[workflow_id]  # type: ignore[attr-defined]
+        assert stored.steps[0].for_each == ["a", "b"]
+        form["steps.0.for_each"] = "trigger.body.lines"
+        refused = await post_form(client, edit, edit, form)
+        assert refused.status_code == 422
+        assert 'id="err-steps-0-for_each"' in refused.text
+        assert "a template that gives one" in refused.text
 
     async def test_editing_in_the_form_drops_trigger_keys_saving_now_refuses(
         self, client: httpx.AsyncClient, runtime: Runtime

@@ -59,6 +59,7 @@ class WorkflowForm:
             values[f"steps.{index}.id"] = step.id
             values[f"steps.{index}.type"] = step.type
             values[f"steps.{index}.credential_id"] = step.credential_id or ""
+            values[f"steps.{index}.for_each"] = forms.shown(step.for_each)
             for name, value in step.config.items():
                 values[f"steps.{index}.config.{step.type}.{name}"] = forms.shown(value)
         shape: dict[str, Any] = {
@@ -150,11 +151,12 @@ class WorkflowForm:
                     step["retry"] = before.retry.model_dump(exclude_none=True)
                 if before.timeout_s is not None:
                     step["timeout_s"] = before.timeout_s
-                if before.for_each is not None:
-                    step["for_each"] = before.for_each
         credential = form.get(f"steps.{index}.credential_id", "")
         if credential:
             step["credential_id"] = credential
+        loop = form.get(f"steps.{index}.for_each", "").strip()
+        if loop:
+            step["for_each"] = _loop(loop)
         return step
 
     def _validated(self, model: type[WorkflowCreate]) -> WorkflowCreate | None:
@@ -180,3 +182,16 @@ class WorkflowForm:
     def add_errors(self, errors: dict[str, str], message: str) -> None:
         self.errors.update(errors)
         self.message = message
+
+
+def _loop(text: str) -> Any:
+    """A ``for_each`` as typed: a JSON list (as a stored literal list is shown), else the
+    template it is."""
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text  # refused when saved, next to the field
+        if isinstance(value, list):
+            return value
+    return text
