@@ -17,6 +17,7 @@ from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import (
     TEMPLATE_SHARE,
     CircuitGate,
+    Connector,
     ConnectorError,
     Endpoints,
     NotCalledError,
@@ -224,6 +225,7 @@ async def _run_loop(
             error,
             failure,
             redactor,
+            connector=get_connector(step.type),
             last=last,
         )
         await on_step(step_run, final, None)
@@ -333,6 +335,7 @@ async def _run_step(
         error,
         failure,
         redactor,
+        connector=connector,
         last=last,
         stopped=stopped,
     )
@@ -352,13 +355,13 @@ def _recorded(
     failure: ConnectorError | None,
     redactor: Redactor,
     *,
+    connector: Connector | None,
     last: bool,
     stopped: ExecutionStatus | None = None,
 ) -> tuple[StepRun, ExecutionStatus | None]:
     """The step run of one call and the execution's status if it ends there: failed (or
     queued, when the step's policy retries it), succeeded after the last call or a filter
     that stops it, ``stopped`` (cancelled, timed out)."""
-    connector = get_connector(step.type)
     finished_at = utcnow()
     next_attempt_at = None
     final = stopped
