@@ -433,6 +433,50 @@ class TestRenewal:
         sent = {r["headers"]["authorization"] for r in world.standin.requests(kind="oauth_api")}
         assert sent == {f"Bearer {(await world.stored(cred))[SESSION]['access_token']}"}
 
+    async def test_a_renewal_finished_between_a_read_and_a_claim_is_taken_not_repeated(
+        self, world: World, http_client: HttpClient
+    ) -> None:
+        """One process reads a due token; before its claim, another claims, renews and
+        stores the rotated refresh token. The first must take the new token: claiming and
+        renewing with the refresh token it read would reuse an ended one, which the
+        stand-in (as Auth0 and Okta) punishes by revoking the connection."""
+        cred = await world.credential(**settings_for(world.standin))
+        await world.connect(cred)
+        sessions = CredentialSessions(world.runtime.store, world.runtime.cipher)
+
+        def due(secret: dict[str, Any]) -> dict[str, Any]:
+            return {**secret, SESSION: {**secret[SESSION], "renew_at": time.time() - 1}}
+
+        await sessions.update(world.tenant_id, cred, due)
+        secret = await world.stored(cred)
+        grant = _grant(world, cred, secret)
+        ctx = StepContext(
+            http=http_client, secret=secret, tenant_id=world.tenant_id, credential_id=cred
+        )
+        other = TokenCache(sessions=sessions)
+
+        class Interleaved:
+            """The store as the first process sees it: the other renews before its claim."""
+
+            hook: Any = None
+
+            async def load(self, tenant_id: str, credential_id: str) -> Any:
+                return await sessions.load(tenant_id, credential_id)
+
+            async def update(self, tenant_id: str, credential_id: str, change: Any) -> Any:
+                if self.hook is not None:
+                    hook, self.hook = self.hook, None
+                    await hook()
+                return await sessions.update(tenant_id, credential_id, change)
+
+        interleaved = Interleaved()
+        interleaved.hook = lambda: other.token(grant, ctx)
+        token, _ = await TokenCache(sessions=interleaved).token(grant, ctx)
+        stored = (await world.stored(cred))[SESSION]
+        assert token == stored["access_token"]
+        assert grants(world.standin) == ["authorization_code", "refresh_token"]
+        assert "error" not in stored
+
     async def test_a_refused_refresh_token_ends_the_connection_until_connected_again(
         self, world: World, worker: Worker
     ) -> None:

@@ -271,7 +271,8 @@ class TokenCache:
                     code=TOKEN_ERROR,
                 )
             now = self._wall()
-            if await sessions.update(tenant_id, credential_id, _claimed(grant, claim, now)):
+            claimed = _claimed(grant, claim, now, refresh, self._refused.get(grant))
+            if await sessions.update(tenant_id, credential_id, claimed):
                 break
             if self._clock() >= give_up_at:
                 msg = "another process is renewing the OAuth 2.0 token and has not finished"
@@ -333,13 +334,20 @@ def _fingerprint(refresh_token: str) -> str:
 
 
 def _claimed(
-    grant: Grant, claim: str, now: float
+    grant: Grant, claim: str, now: float, refresh: str, refused: str | None
 ) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
-    """The change that claims the renewal, declined while another process holds it."""
+    """The change that claims the renewal with ``refresh`` (the refresh token read),
+    declined while another process holds it, and when another has renewed since the read:
+    the stored refresh token is another (``refresh`` may have ended with that renewal, and
+    using it again revokes the connection at providers that detect reuse), or the stored
+    access token is fresh again (``refused``: one the API refused, which is not)."""
 
     def change(secret: dict[str, Any]) -> dict[str, Any] | None:
         session = dict(secret.get(SESSION) or {})
-        if not grant.same_client(secret):
+        if not grant.same_client(secret) or _refresh_token(secret) != refresh:
+            return None
+        fresh = session.get("access_token") not in (None, refused)
+        if fresh and float(session.get("renew_at") or 0) > now:
             return None
         if session.get("claim") not in (None, claim) and session.get("claimed_until", 0) > now:
             return None
