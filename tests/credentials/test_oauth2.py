@@ -477,6 +477,51 @@ class TestRenewal:
         assert grants(world.standin) == ["authorization_code", "refresh_token"]
         assert "error" not in stored
 
+    async def test_an_account_connected_again_during_a_renewal_is_not_overwritten(
+        self, world: World, http_client: HttpClient
+    ) -> None:
+        """The user connects the account again while a process renews the old connection:
+        the renewal's tokens (or its refusal) must not replace the new connection."""
+        cred = await world.credential(**settings_for(world.standin))
+        await world.connect(cred)
+        sessions = CredentialSessions(world.runtime.store, world.runtime.cipher)
+
+        def due(secret: dict[str, Any]) -> dict[str, Any]:
+            return {**secret, SESSION: {**secret[SESSION], "renew_at": time.time() - 1}}
+
+        await sessions.update(world.tenant_id, cred, due)
+        secret = await world.stored(cred)
+        grant = _grant(world, cred, secret)
+        ctx = StepContext(
+            http=http_client, secret=secret, tenant_id=world.tenant_id, credential_id=cred
+        )
+
+        class ConnectedBeforeRelease:
+            """The store as the renewing process sees it: connected again before it stores."""
+
+            updates = 0
+            connected: dict[str, Any] = {}
+
+            async def load(self, tenant_id: str, credential_id: str) -> Any:
+                return await sessions.load(tenant_id, credential_id)
+
+            async def update(self, tenant_id: str, credential_id: str, change: Any) -> Any:
+                self.updates += 1
+                if self.updates == 2:  # the claim was the first
+                    await world.connect(cred)
+                    self.connected = (await world.stored(cred))[SESSION]
+                return await sessions.update(tenant_id, credential_id, change)
+
+        store = ConnectedBeforeRelease()
+        await TokenCache(sessions=store).token(grant, ctx)
+        assert grants(world.standin) == [
+            "authorization_code",
+            "refresh_token",
+            "authorization_code",
+        ]
+        assert (await world.stored(cred))[SESSION] == store.connected
+        assert (await world.read(cred))["oauth2"]["connected"] is True
+
     async def test_a_refused_refresh_token_ends_the_connection_until_connected_again(
         self, world: World, worker: Worker
     ) -> None:

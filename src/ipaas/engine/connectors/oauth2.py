@@ -360,20 +360,22 @@ def _claimed(
 def _released(
     grant: Grant, claim: str, update: Mapping[str, Any]
 ) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
-    """The change that stores what the renewal got (``update``) and ends its claim."""
+    """The change that stores what the renewal got (``update``) and ends its claim; declined
+    when the claim is no longer this renewal's: the account was connected again meanwhile
+    (a new session, which the old connection's tokens or refusal must not replace), or the
+    claim ran out and another process took it."""
 
     def change(secret: dict[str, Any]) -> dict[str, Any] | None:
-        if not grant.same_client(secret):
-            return None  # another client now: what this one got is not its own
         session = dict(secret.get(SESSION) or {})
+        if not grant.same_client(secret) or session.get("claim") != claim:
+            return None
         if update.get("refresh_token"):
-            # A new connection from this renewal: the old one's error no longer applies.
+            # Renewed: an error stored for an earlier refresh token no longer applies.
             session.pop("error", None)
             session.pop("error_for", None)
         session.update(update)
-        if session.get("claim") == claim:
-            session.pop("claim", None)
-            session.pop("claimed_until", None)
+        session.pop("claim", None)
+        session.pop("claimed_until", None)
         return {**secret, SESSION: session}
 
     return change
