@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from ipaas.runtime import Runtime
 from tests.standins.oauth import CLIENT_ID, CLIENT_SECRET
@@ -145,3 +146,35 @@ async def test_nothing_to_test(
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "nothing_to_test"
     assert words in r.json()["error"]["message"]
+
+
+async def test_a_credential_this_server_cannot_decrypt_is_a_503(
+    client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    """Encrypted under another key (an IPAAS_SECRET_KEY changed without ``ipaas rotate``):
+    the server's fault, said as such, where it was a 500."""
+    from ipaas.credentials.crypto import CredentialCipher
+    from ipaas.stores.memory import MemoryStore
+
+    oauth2 = {
+        "grant_type": "authorization_code",
+        "authorize_url": "https://id.example/authorize",
+        "token_url": "https://id.example/token",
+        "client_id": "c",
+        "client_secret": "s",
+    }
+    created = await client.post(
+        "/api/credentials",
+        json={"name": "c", "type": "http", "secret": {"oauth2": oauth2}},
+        headers=auth,
+    )
+    credential_id = created.json()["id"]
+    store = runtime.store
+    assert isinstance(store, MemoryStore)
+    other_key = CredentialCipher(Fernet.generate_key())
+    stored = store.credentials[credential_id]
+    stored.secret_ciphertext = other_key.encrypt({"oauth2": oauth2})
+    for path in ("test", "oauth2/authorize"):
+        r = await client.post(f"/api/credentials/{credential_id}/{path}", headers=auth)
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["error"]["code"] == "credential_unreadable"

@@ -163,7 +163,7 @@ async def authorize(
     credential = await credential_service.get(
         store, tenant_id=tenant_id, credential_id=credential_id
     )
-    oauth2 = _settings(credential, cipher.decrypt(credential.secret_ciphertext))
+    oauth2 = _settings(credential, credential_service.readable_secret(cipher, credential))
     if not oauth2.get("authorize_url"):
         msg = "The credential has a refresh_token but no authorize_url to connect with"
         raise NotAuthorizationCode(msg)
@@ -221,7 +221,7 @@ async def connect(
     credential = await credential_service.get(
         store, tenant_id=tenant_id, credential_id=credential_id
     )
-    secret = cipher.decrypt(credential.secret_ciphertext)
+    secret = credential_service.readable_secret(cipher, credential)
     _settings(credential, secret)
     grant = Grant.of(secret, (tenant_id, credential_id))
     assert grant is not None

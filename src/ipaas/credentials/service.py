@@ -13,7 +13,7 @@ from ipaas.credentials.crypto import CredentialCipher, UndecryptableSecret
 from ipaas.credentials.models import Credential, CredentialType
 from ipaas.credentials.schemas import SECRET_MODELS, CredentialCreate, CredentialUpdate
 from ipaas.engine.connectors.oauth2 import kept_connection
-from ipaas.errors import Conflict, NotFound, ValidationFailed
+from ipaas.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from ipaas.kit.clock import utcnow
 from ipaas.kit.ids import new_id
 from ipaas.stores.base import Store
@@ -173,6 +173,19 @@ async def load_secrets(
     if unreadable:
         log_undecryptable(tenant_id, unreadable)
     return Secrets(by_id, frozenset(unreadable))
+
+
+def readable_secret(cipher: CredentialCipher, credential: Credential) -> dict[str, Any]:
+    """The credential's secret, or 503 ``credential_unreadable`` (logged) when no key of
+    this server's ``IPAAS_SECRET_KEY`` decrypts it: the server's fault, not the caller's."""
+    try:
+        return cipher.decrypt(credential.secret_ciphertext)
+    except UndecryptableSecret:
+        log_undecryptable(credential.tenant_id, [credential.id])
+        raise ServiceUnavailable(
+            "The credential cannot be decrypted with this server's key (IPAAS_SECRET_KEY)",
+            code="credential_unreadable",
+        ) from None
 
 
 def log_undecryptable(tenant_id: str, credential_ids: Sequence[str]) -> None:

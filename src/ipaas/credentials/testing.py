@@ -64,7 +64,7 @@ async def check_credential(
     credential = await credential_service.get(
         runtime.store, tenant_id=tenant_id, credential_id=credential_id
     )
-    secret = runtime.cipher.decrypt(credential.secret_ciphertext)
+    secret = credential_service.readable_secret(runtime.cipher, credential)
     check = _check_for(credential.type, secret)
     ctx = StepContext(
         http=runtime.http,
