@@ -12,8 +12,7 @@ from ipaas.api.urls import public_url
 from ipaas.credentials import oauth2 as oauth2_service
 from ipaas.credentials import service as credential_service
 from ipaas.credentials import testing as credential_testing
-from ipaas.credentials.crypto import UndecryptableSecret
-from ipaas.credentials.models import Credential, CredentialType
+from ipaas.credentials.models import Credential
 from ipaas.credentials.schemas import (
     AuthorizeRead,
     ConnectedRead,
@@ -33,13 +32,8 @@ _BY_ID = responses(404, 422)
 
 def _read(credential: Credential, runtime: Runtime, request: Request) -> CredentialRead:
     read = CredentialRead.model_validate(credential, from_attributes=True)
-    if credential.type is CredentialType.http:
-        try:
-            secret = runtime.cipher.decrypt(credential.secret_ciphertext)
-        except UndecryptableSecret:
-            return read  # logged where it is used; a read still lists it
-        redirect_uri = public_url(request, oauth2_service.CALLBACK_PATH)
-        read.oauth2 = oauth2_service.connection(secret, redirect_uri)
+    redirect_uri = public_url(request, oauth2_service.CALLBACK_PATH)
+    read.oauth2 = oauth2_service.connection(runtime.cipher, credential, redirect_uri)
     return read
 
 

@@ -115,19 +115,39 @@ class CredentialSessions:
             raise ConnectorError(msg, retryable=True) from None
 
 
-def _settings(credential: Credential, secret: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The credential's ``oauth2``, when it connects a user's account (else 409)."""
+def _authorization_code(
+    credential: Credential, secret: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """The credential's ``oauth2`` when it connects a user's account, else ``None``."""
     oauth2 = secret.get("oauth2") if credential.type is CredentialType.http else None
     if not isinstance(oauth2, Mapping) or oauth2.get("grant_type") != AUTHORIZATION_CODE:
+        return None
+    return oauth2
+
+
+def _settings(credential: Credential, secret: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The credential's ``oauth2``, when it connects a user's account (else 409)."""
+    oauth2 = _authorization_code(credential, secret)
+    if oauth2 is None:
         msg = "Only an http credential with oauth2 grant_type authorization_code connects"
         raise NotAuthorizationCode(msg)
     return oauth2
 
 
-def connection(secret: Mapping[str, Any], redirect_uri: str) -> OAuth2Connection | None:
-    """What a read of the credential shows of its connection (never a token)."""
-    oauth2 = secret.get("oauth2")
-    if not isinstance(oauth2, Mapping) or oauth2.get("grant_type") != AUTHORIZATION_CODE:
+def connection(
+    cipher: CredentialCipher, credential: Credential, redirect_uri: str
+) -> OAuth2Connection | None:
+    """What a read of the credential (the API's, the console's list) shows of its
+    connection, never a token; ``None`` when it connects no account, or when this server
+    cannot decrypt it (logged where it is used: a read still lists it)."""
+    if credential.type is not CredentialType.http:
+        return None
+    try:
+        secret = cipher.decrypt(credential.secret_ciphertext)
+    except UndecryptableSecret:
+        return None
+    oauth2 = _authorization_code(credential, secret)
+    if oauth2 is None:
         return None
     session = secret.get(SESSION) or {}
     refresh = session.get("refresh_token") or oauth2.get("refresh_token")

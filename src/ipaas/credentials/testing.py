@@ -32,11 +32,11 @@ from ipaas.engine.connectors.base import (
     ConnectorError,
     StepContext,
     error_text,
-    merge_query,
     response_body,
     send,
 )
 from ipaas.engine.connectors.oauth2 import Grant, request_token
+from ipaas.engine.connectors.openweather import OpenWeather, OpenWeatherParams
 from ipaas.errors import Conflict
 from ipaas.kit.secrets import Redactor, secret_strings
 
@@ -146,9 +146,9 @@ async def _discord(ctx: StepContext, secret: dict[str, Any]) -> tuple[bool, str]
 
 
 async def _openweather(ctx: StepContext, secret: dict[str, Any]) -> tuple[bool, str]:
-    base = str(secret.get("base_url") or ctx.endpoints.openweather_url).rstrip("/")
-    url = merge_query(f"{base}/data/2.5/weather", {"lat": 0, "lon": 0, "appid": secret["api_key"]})
-    response = await send(ctx, ctx.http.build_request("GET", url))
+    # The connector's own request (its URL, its key), for the weather at 0,0.
+    params = OpenWeatherParams.model_validate({"lat": 0, "lon": 0})
+    response = await send(ctx, OpenWeather().build(ctx, params))
     if response.status_code != 200:
         return False, _answered("OpenWeather", response)
     return True, "OpenWeather took the API key"

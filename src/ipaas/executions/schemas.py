@@ -146,6 +146,10 @@ class _Window(BaseModel):
         return until
 
 
+#: The text ``q`` searches triggers for: long enough to narrow, short enough to type.
+MIN_SEARCH, MAX_SEARCH = 3, 200
+
+
 class ExecutionFilter(_Window):
     """``GET /api/executions``'s query. Unknown parameters are refused (422): a misspelled
     filter (``?stauts=failed``) would otherwise list every execution as if it had matched."""
@@ -160,7 +164,7 @@ class ExecutionFilter(_Window):
     until: DateTimeText | None = None
     #: Text the trigger holds (its body, headers or query, as stored JSON): an order id,
     #: an email. Case-insensitive (ASCII letters on SQLite).
-    q: str | None = Field(default=None, min_length=3, max_length=200)
+    q: str | None = Field(default=None, min_length=MIN_SEARCH, max_length=MAX_SEARCH)
     cursor: str | None = None
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 

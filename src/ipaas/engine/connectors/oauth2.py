@@ -310,14 +310,11 @@ def kept_connection(old: Mapping[str, Any], new: dict[str, Any]) -> dict[str, An
     same client at the same token endpoint and ``new`` gives no other refresh token: a
     rotated client secret keeps the account connected."""
     session = old.get(SESSION)
-    before, after = old.get("oauth2"), new.get("oauth2")
-    if not session or not isinstance(before, Mapping) or not isinstance(after, Mapping):
+    grant = Grant.of(old)
+    if not session or grant is None or not grant.same_client(new):
         return new
-    same = all(
-        before.get(key) == after.get(key) for key in ("grant_type", "token_url", "client_id")
-    )
-    given = after.get("refresh_token")
-    if same and (given is None or given == before.get("refresh_token")):
+    given = new["oauth2"].get("refresh_token")
+    if given is None or given == old["oauth2"].get("refresh_token"):
         return {**new, SESSION: session}
     return new
 

@@ -11,8 +11,7 @@ from ipaas.api.urls import public_url
 from ipaas.credentials import oauth2 as oauth2_service
 from ipaas.credentials import service as credential_service
 from ipaas.credentials import testing as credential_testing
-from ipaas.credentials.crypto import UndecryptableSecret
-from ipaas.credentials.models import Credential, CredentialType
+from ipaas.credentials.models import Credential
 from ipaas.credentials.schemas import (
     SECRET_MODELS,
     CredentialCreate,
@@ -96,13 +95,7 @@ def _connections(
     redirect_uri = public_url(request, oauth2_service.CALLBACK_PATH)
     found: dict[str, OAuth2Connection] = {}
     for credential in credentials:
-        if credential.type is not CredentialType.http:
-            continue
-        try:
-            secret = runtime.cipher.decrypt(credential.secret_ciphertext)
-        except UndecryptableSecret:
-            continue
-        connection = oauth2_service.connection(secret, redirect_uri)
+        connection = oauth2_service.connection(runtime.cipher, credential, redirect_uri)
         if connection is not None:
             found[credential.id] = connection
     return found

@@ -14,7 +14,13 @@ from ipaas.api.deps import RuntimeDep
 from ipaas.errors import BadRequest
 from ipaas.executions import service as execution_service
 from ipaas.executions.models import ERROR_TRIGGER, ExecutionStatus, TriggerData
-from ipaas.executions.schemas import MAX_BULK_RETRY, ExecutionRead, StepRunRead
+from ipaas.executions.schemas import (
+    MAX_BULK_RETRY,
+    MAX_SEARCH,
+    MIN_SEARCH,
+    ExecutionRead,
+    StepRunRead,
+)
 from ipaas.kit.clock import utcnow
 from ipaas.web.pages._common import Csrf, read_form, see_other
 from ipaas.web.render import render
@@ -29,8 +35,6 @@ _PENDING_VALUES = frozenset({ExecutionStatus.queued.value, ExecutionStatus.runni
 PERIODS_H = (1, 6, 24, 72, 168)
 #: The console's "retry them all" windows, in hours.
 RETRY_WINDOWS_H = (1, 6, 24, 72)
-#: The shortest text searched for in triggers (as the API's ``q``).
-MIN_SEARCH = 3
 
 
 async def _executions(
@@ -39,7 +43,7 @@ async def _executions(
     workflow_id: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[str, Query(max_length=20)] = "",
     hours: Annotated[str, Query(max_length=4)] = "",
-    q: Annotated[str, Query(max_length=200)] = "",
+    q: Annotated[str, Query(max_length=MAX_SEARCH)] = "",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     # The filter form sends ``status=`` for "any status" and ``hours=`` for "any time".
