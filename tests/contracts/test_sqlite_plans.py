@@ -36,7 +36,11 @@ STATEMENTS = {
     "queue depth of a tenant": q.COUNT_QUEUED_OF_TENANT,
     "queue figures": q.QUEUE_STATS,
     "due retries": q.DUE_RETRIES,
-    "reap overdue queued": q.reap_timed_out(_unlocked, q.IS_QUEUED),
+    "reap overdue ready": q.reap_timed_out(_unlocked, q.IS_READY),
+    "reap overdue waiting": q.reap_timed_out(_unlocked, q.IS_WAITING),
+    "cancel the ready ones": q.CANCEL_PENDING[False][0][0],
+    "cancel the waiting ones": q.CANCEL_PENDING[True][0][1],
+    "count the ready ones": q.COUNT_QUEUED,
     "reap overdue running": q.reap_timed_out(_unlocked, q.LEASE_EXPIRED),
     "reap cancelled": q.reap_cancelled(_unlocked),
     "reap requeued": q.reap_requeued(_unlocked),
@@ -82,7 +86,17 @@ ALERT_WINDOWS = {
     "hold a failure": (q.HOLD_ALERT, "sqlite_autoindex_alert_window_1 (workflow_id=?)"),
     "settle a digest": (q.SETTLE_ALERT_DIGEST, "sqlite_autoindex_alert_window_1 (workflow_id=?)"),
 }
-RETENTION_AND_ALERT_WINDOWS = RETENTION | ALERT_WINDOWS
+# Claims read only the rows ready to run, oldest first: never past the waiting ones (a
+# delay of days, a retry's backoff), which the queue's index leaves out (migration 0016).
+QUEUE = {
+    "claim of a tenant": (q.claim_due_of_tenant(_unlocked), "ix_execution_queued (tenant_id=?)"),
+    "next of a tenant": (
+        q.next_of_tenant(q.p("p_tenant_id"), _unlocked),
+        "ix_execution_queued (tenant_id=?)",
+    ),
+    "queue depth of a tenant": (q.COUNT_QUEUED_OF_TENANT, "ix_execution_queued (tenant_id=?)"),
+}
+RETENTION_AND_ALERT_WINDOWS = RETENTION | ALERT_WINDOWS | QUEUE
 
 
 @pytest.mark.parametrize("name", list(RETENTION_AND_ALERT_WINDOWS))

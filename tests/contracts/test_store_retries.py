@@ -111,6 +111,15 @@ class TestDefer:
             == []
         )
         assert await store.queued_ids(limit=10) == []
+        # Due, but claim_next reads only the rows ready to run (never past the waiting
+        # ones): the due pass makes it ready.
+        assert (
+            await store.claim_next(
+                owner="w2", now=at(10), lease_until=lease, timeout_s=TIMEOUT_S, limit=10
+            )
+            == []
+        )
+        assert await store.take_due_retries(now=at(10), limit=10) == [ex_id]
         claimed = await store.claim_next(
             owner="w2", now=at(10), lease_until=lease, timeout_s=TIMEOUT_S, limit=10
         )
@@ -132,6 +141,56 @@ class TestDefer:
         cancelled = await store.request_cancel(acct.id, ex_id, now=at(3))
         assert cancelled is not None
         assert cancelled.status is ExecutionStatus.cancelled
+
+
+class TestWaiting:
+    """Executions that wait (a retry's backoff, a delay) are queued but not ready: the queue
+    depth the caps read leaves them out, the metrics count them apart, and every way out of
+    the wait but its coming clears ``next_attempt_at``."""
+
+    async def test_counted_apart_from_the_ready_ones(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        ex_id = await deferred(store, acct, wf, until=10)
+        await new_execution(store, acct.id, wf.id)
+        assert await store.count_queued(acct.id) == 1
+        assert await store.count_queued() == 1
+        stats = await store.queue_stats(now=at(5))
+        assert (stats.queued, stats.waiting) == (1, 1)
+        assert await store.take_due_retries(now=at(10), limit=10) == [ex_id]
+        assert await store.count_queued(acct.id) == 2
+        stats = await store.queue_stats(now=at(10))
+        assert (stats.queued, stats.waiting) == (2, 0)
+
+    async def test_a_cancel_of_one_or_of_all_ends_the_wait(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        one = await deferred(store, acct, wf, until=10)
+        cancelled = await store.request_cancel(acct.id, one, now=at(3))
+        assert cancelled is not None
+        assert (cancelled.status, cancelled.next_attempt_at) == (ExecutionStatus.cancelled, None)
+        waiting = await deferred(store, acct, wf, until=10)
+        ready = await new_execution(store, acct.id, wf.id)
+        pending = await store.cancel_pending(acct.id, workflow_id=None, now=at(4))
+        assert pending.cancelled == 2
+        for ex_id in (waiting, ready.id):
+            ex = await store.get_execution(acct.id, ex_id)
+            assert ex is not None
+            assert (ex.status, ex.next_attempt_at) == (ExecutionStatus.cancelled, None)
+        assert await store.take_due_retries(now=at(10), limit=10) == []
+        assert (await store.queue_stats(now=at(10))).waiting == 0
+
+    async def test_one_past_its_deadline_times_out(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        """Claimed at ``at(1)``: its deadline is ``at(1 + TIMEOUT_S)``; a wait beyond it
+        (a retry is never scheduled so, a moved deadline can be) ends as the reaper's."""
+        ex_id = await deferred(store, acct, wf, until=TIMEOUT_S + 100)
+        reaped = await store.reap(now=at(1 + TIMEOUT_S))
+        assert reaped.timed_out == [ex_id]
+        ex = await store.get_execution(acct.id, ex_id)
+        assert ex is not None
+        assert (ex.status, ex.next_attempt_at) == (ExecutionStatus.timed_out, None)
 
 
 class TestTakeDueRetries:

@@ -203,7 +203,8 @@ class TestHotPath:
 
 async def _no_queued(runtime: Runtime) -> bool:
     await Worker(runtime).run_until_empty()
-    return await runtime.store.count_queued() == 0
+    stats = await runtime.store.queue_stats(now=utcnow())
+    return stats.queued == 0 and stats.waiting == 0
 
 
 class TestSharedState:

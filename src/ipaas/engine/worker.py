@@ -22,7 +22,7 @@ from ipaas.engine.executor import Executor
 from ipaas.engine.queue_vacuum import run_queue_vacuum
 from ipaas.engine.reaper import run_reaper
 from ipaas.engine.retention import run_retention
-from ipaas.engine.retries import DUE_RETRY_INTERVAL_S, enqueue_due_retries
+from ipaas.engine.retries import DUE_RETRY_BATCH, DUE_RETRY_INTERVAL_S, enqueue_due_retries
 from ipaas.engine.scheduler import run_scheduler
 from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution
@@ -417,8 +417,10 @@ class Worker:
 
     # -- tests and one-shot runs -----------------------------------------------------------
     async def run_until_empty(self) -> None:
-        """Claim and run queued executions until none are left (arq's burst mode)."""
+        """Claim and run queued executions until none are left (arq's burst mode); waits
+        that have come are made ready first, as the due pass does."""
         while True:
+            await self.runtime.store.take_due_retries(now=utcnow(), limit=DUE_RETRY_BATCH)
             free = self.concurrency - len(self._tasks)
             claimed = await self._claim_from_store(free) if free > 0 else []
             for execution in claimed:

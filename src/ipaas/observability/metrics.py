@@ -81,7 +81,13 @@ QUEUE_VACUUMS = Counter(
     "ipaas_queue_vacuums", "VACUUMs of the execution table run by this process (PostgreSQL)"
 )
 # From the store at scrape time: the same value in every process (take max, not sum).
-QUEUE_DEPTH = Gauge("ipaas_queue_depth", "Queued executions, all tenants (from the store)")
+QUEUE_DEPTH = Gauge(
+    "ipaas_queue_depth", "Queued executions ready to run, all tenants (from the store)"
+)
+QUEUE_WAITING = Gauge(
+    "ipaas_queue_waiting",
+    "Queued executions waiting for a retry's backoff or a delay, all tenants (from the store)",
+)
 QUEUE_OLDEST_AGE = Gauge(
     "ipaas_queue_oldest_age_seconds",
     "Age of the oldest queued execution that is due (0 when none; from the store)",
@@ -164,6 +170,7 @@ class StoreGauges:
         stats = await store.queue_stats(now=now)
         circuits = await store.list_unclosed_circuits()
         QUEUE_DEPTH.set(stats.queued)
+        QUEUE_WAITING.set(stats.waiting)
         QUEUE_OLDEST_AGE.set(
             max((now - stats.oldest_due_at).total_seconds(), 0.0) if stats.oldest_due_at else 0.0
         )

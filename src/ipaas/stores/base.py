@@ -107,11 +107,14 @@ class CancelledPending:
 class QueueStats:
     """The work waiting and stuck, for operators' metrics (all tenants)."""
 
+    #: Queued executions ready to run (not waiting for a ``next_attempt_at``).
     queued: int
-    #: ``created_at`` of the oldest queued execution that is due (not waiting for a retry).
+    #: ``created_at`` of the oldest of those.
     oldest_due_at: datetime | None
     #: Running executions whose lease expired: their worker died; the reaper takes them.
     lease_expired: int
+    #: Queued executions waiting for a ``next_attempt_at`` (a retry's backoff, a delay).
+    waiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +426,8 @@ class Store(Protocol):
         ...
 
     async def count_queued(self, tenant_id: str | None = None) -> int:
-        """Executions in ``queued`` (of one tenant, or all)."""
+        """Executions in ``queued`` and ready to run (of one tenant, or all): not those
+        waiting for a ``next_attempt_at``, which hold no worker and are no backlog."""
 
     async def queue_stats(self, *, now: datetime) -> QueueStats:
         """Unscoped, for the operator's ``/metrics``: queued, oldest due, expired leases."""
@@ -499,8 +503,9 @@ class Store(Protocol):
         limit: int,
         tenant_cap: int | None = None,
     ) -> list[Execution]:
-        """Claim up to ``limit`` ``queued`` executions that are due (no ``next_attempt_at``
-        after ``now``), as ``claim_execution``, oldest first within a tenant and fair across
+        """Claim up to ``limit`` ``queued`` executions ready to run (no ``next_attempt_at``:
+        a wait that has come is made ready by ``take_due_retries``, so a claim never reads
+        past the waiting ones), as ``claim_execution``, oldest first within a tenant and fair across
         tenants: each one goes to the tenant with the fewest running (ties: the older
         waiting execution), and no tenant passes its cap (as in ``claim_execution``). Two
         concurrent callers never receive the same execution."""

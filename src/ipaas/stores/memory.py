@@ -42,6 +42,7 @@ def _request_cancel(ex: Execution, now: datetime) -> None:
         ex.status = ExecutionStatus.cancelled
         ex.finished_at = now
         ex.error = "cancelled by user"
+        ex.next_attempt_at = None
     elif ex.status == _RUNNING:
         ex.cancel_requested = True
 
@@ -490,7 +491,7 @@ class MemoryStore:
         return sum(
             1
             for ex in self.executions.values()
-            if ex.status == _QUEUED and (tenant_id is None or ex.tenant_id == tenant_id)
+            if _ready(ex) and (tenant_id is None or ex.tenant_id == tenant_id)
         )
 
     def _claim(
@@ -508,12 +509,12 @@ class MemoryStore:
         return ex.model_copy(deep=True)
 
     async def queue_stats(self, *, now: datetime) -> QueueStats:
-        queued = [ex for ex in self.executions.values() if ex.status == _QUEUED]
-        due = [
-            ex.created_at
-            for ex in queued
-            if ex.next_attempt_at is None or ex.next_attempt_at <= now
-        ]
+        ready = [ex.created_at for ex in self.executions.values() if _ready(ex)]
+        waiting = sum(
+            1
+            for ex in self.executions.values()
+            if ex.status == _QUEUED and ex.next_attempt_at is not None
+        )
         expired = sum(
             1
             for ex in self.executions.values()
@@ -521,7 +522,7 @@ class MemoryStore:
             and ex.lease_expires_at is not None
             and ex.lease_expires_at < now
         )
-        return QueueStats(len(queued), min(due, default=None), expired)
+        return QueueStats(len(ready), min(ready, default=None), expired, waiting=waiting)
 
     async def list_finished(
         self, tenant_id: str, *, since: datetime, limit: int
@@ -635,7 +636,7 @@ class MemoryStore:
             return []
         due: dict[str, list[Execution]] = {}
         for ex in sorted(self.executions.values(), key=lambda ex: (ex.created_at, ex.id)):
-            if _due(ex, now):
+            if _ready(ex):
                 due.setdefault(ex.tenant_id, []).append(ex)
         running = self._running_per_tenant()
         for tenant_id, rows in due.items():
@@ -841,6 +842,7 @@ class MemoryStore:
             if ex.deadline_at is not None and ex.deadline_at <= now:
                 ex.status = ExecutionStatus.timed_out
                 ex.error = "execution timed out"
+                ex.next_attempt_at = None
             elif lease_expired and ex.cancel_requested:
                 ex.status = ExecutionStatus.cancelled
                 ex.error = "cancelled by user"
@@ -985,6 +987,11 @@ class MemoryStore:
 
 def _due(ex: Execution, now: datetime) -> bool:
     return ex.status == _QUEUED and (ex.next_attempt_at is None or ex.next_attempt_at <= now)
+
+
+def _ready(ex: Execution) -> bool:
+    """Queued and not waiting: what ``claim_next`` takes and ``count_queued`` counts."""
+    return ex.status == _QUEUED and ex.next_attempt_at is None
 
 
 _ASCII_UPPER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}

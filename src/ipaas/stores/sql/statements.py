@@ -111,7 +111,15 @@ _HELD = sa.and_(
     EX.c.lease_owner == p("p_owner"),
 )
 IS_QUEUED = EX.c.status == QUEUED
-#: Queued and not waiting for a later ``next_attempt_at``.
+#: Queued and not waiting: the rows of the queue's index (``tables.READY``), which claims
+#: read. A wait that has come stays out of it until the due pass clears its
+#: ``next_attempt_at`` (``HAS_COME``, about once a second), so a claim never reads past
+#: executions that wait (a delay of days, a retry's backoff).
+IS_READY = sa.and_(IS_QUEUED, EX.c.next_attempt_at.is_(None))
+#: Queued and waiting for a ``next_attempt_at`` (read through that column's index).
+IS_WAITING = sa.and_(IS_QUEUED, EX.c.next_attempt_at.is_not(None))
+#: Queued and not waiting for a later ``next_attempt_at``: a claim by id (a job from the
+#: queue) takes a wait that has come without waiting for the due pass.
 IS_DUE = sa.and_(
     IS_QUEUED,
     sa.or_(EX.c.next_attempt_at.is_(None), EX.c.next_attempt_at <= p_at("p_now")),
@@ -403,7 +411,7 @@ def recent_runs(workflows: int) -> sa.CompoundSelect[Any]:
     )
 
 
-COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_QUEUED)
+COUNT_QUEUED = sa.select(sa.func.count()).select_from(EX).where(IS_READY)
 COUNT_QUEUED_OF_TENANT = COUNT_QUEUED.where(scoped(EX))
 # -- fairness: per-tenant caps and round-robin claims (``stores/fairness.py``) ---------------
 _RUN = EX.alias("run")
@@ -447,14 +455,15 @@ def claim_one(running: sa.ColumnElement[int] | None) -> sa.Update:
     )
 
 
-# The tenants with queued work, one index probe each on the queued rows' index (a loose
-# index scan): ``SELECT DISTINCT`` would read every queued row, 100,000 of one flooding
-# tenant included. Waiting retries count too; the per-tenant read below skips them. The
+# The tenants with work ready, one index probe each on the queue's index (a loose index
+# scan): ``SELECT DISTINCT`` would read every queued row, 100,000 of one flooding tenant
+# included. Waiting executions are not in that index, so a tenant with only waits is not
+# listed until the due pass makes one ready. The
 # probes go from the highest tenant id down: each lands on a tenant's newest entries, the
 # live ones of a queue taken oldest first, where a probe upwards landed on its oldest,
 # behind one dead entry per execution claimed since the last VACUUM (PostgreSQL: 67 of
 # this read's 157 buffers after one tenant's 5,000 claims; docs/benchmarks.md).
-_NEXT_TENANT = sa.select(sa.func.max(EX.c.tenant_id)).where(IS_QUEUED)
+_NEXT_TENANT = sa.select(sa.func.max(EX.c.tenant_id)).where(IS_READY)
 _queued_tenant = sa.select(_NEXT_TENANT.scalar_subquery().label("tenant_id")).cte(
     "queued_tenant", recursive=True
 )
@@ -466,18 +475,18 @@ _queued_tenant = _queued_tenant.union_all(
 QUEUED_TENANTS = sa.select(_queued_tenant.c.tenant_id).where(
     _queued_tenant.c.tenant_id.is_not(None)
 )
-#: The tenants with queued work, each with its cap override, its running count (on
+#: The tenants with work ready, each with its cap override, its running count (on
 #: PostgreSQL read without the claim lock: a first guess for sharing the slots, which
 #: ``claim_of_tenant`` then checks under the lock; on SQLite exact, in the claim's
-#: transaction) and its oldest due execution's ``created_at`` (the share's tie-break;
-#: NULL: only waiting retries).
+#: transaction) and its oldest ready execution's ``created_at`` (the share's tie-break;
+#: NULL: claimed meanwhile).
 _QUEUED = QUEUED_TENANTS.subquery("queued")
 TENANTS_TO_SHARE = sa.select(
     _QUEUED.c.tenant_id,
     _override_of(_QUEUED.c.tenant_id),
     _running_of(_QUEUED.c.tenant_id),
     sa.select(sa.func.min(EX.c.created_at))
-    .where(EX.c.tenant_id == _QUEUED.c.tenant_id, IS_DUE)
+    .where(EX.c.tenant_id == _QUEUED.c.tenant_id, IS_READY)
     .scalar_subquery(),
 )
 
@@ -502,7 +511,7 @@ def _claim_oldest_due(
     is read back in the order its rows were written: oldest first."""
     due = lock_claimable(
         sa.select(EX.c.id)
-        .where(EX.c.tenant_id == tenant_id, IS_DUE, *where)
+        .where(EX.c.tenant_id == tenant_id, IS_READY, *where)
         .order_by(EX.c.created_at, EX.c.id)
         .limit(limit)
     )
@@ -558,17 +567,18 @@ def _queued_tenant_beside(tenant_id: sa.ColumnElement[str], *, below: bool) -> s
     beside = other.c.tenant_id < tenant_id if below else other.c.tenant_id > tenant_id
     return (
         sa.select(other.c.tenant_id)
-        .where(other.c.status == QUEUED, beside)
+        .where(other.c.status == QUEUED, other.c.next_attempt_at.is_(None), beside)
         .order_by(other.c.tenant_id.desc())
         .limit(ONE)
         .scalar_subquery()
     )
 
 
-# Three aggregates on the queue's partial indexes in one round trip.
+# Four aggregates on the queue's partial indexes in one round trip.
 QUEUE_STATS = sa.select(
     COUNT_QUEUED.scalar_subquery(),
-    sa.select(sa.func.min(EX.c.created_at)).where(IS_DUE).scalar_subquery(),
+    sa.select(sa.func.count()).select_from(EX).where(IS_WAITING).scalar_subquery(),
+    sa.select(sa.func.min(EX.c.created_at)).where(IS_READY).scalar_subquery(),
     sa.select(sa.func.count())
     .select_from(EX)
     .where(EX.c.status == RUNNING, EX.c.lease_expires_at < p_at("p_now"))
@@ -614,10 +624,7 @@ LIST_FINISHED = (
 )
 FILL_DEADLINE = sa.update(EX).where(EX.c.id == p("p_id")).values(deadline_at=p_at("p_deadline"))
 OLDEST_QUEUED = (
-    sa.select(EX.c.id)
-    .where(IS_QUEUED, EX.c.next_attempt_at.is_(None))
-    .order_by(EX.c.created_at, EX.c.id)
-    .limit(_limit())
+    sa.select(EX.c.id).where(IS_READY).order_by(EX.c.created_at, EX.c.id).limit(_limit())
 )
 HAS_COME = sa.and_(IS_QUEUED, EX.c.next_attempt_at <= p_at("p_now"))
 DUE_RETRIES = (
@@ -718,22 +725,30 @@ REQUEST_CANCEL = (
         status=sa.case((IS_QUEUED, CANCELLED), else_=EX.c.status),
         finished_at=sa.case((IS_QUEUED, p_at("p_now")), else_=EX.c.finished_at),
         error=sa.case((IS_QUEUED, CANCELLED_BY_USER), else_=EX.c.error),
+        # A wait ends with it: a stale time would stay in that column's index for good.
+        next_attempt_at=sa.case((IS_QUEUED, sa.null()), else_=EX.c.next_attempt_at),
         cancel_requested=sa.case((EX.c.status == RUNNING, sa.true()), else_=EX.c.cancel_requested),
     )
     .returning(*EX.c)
 )
 
 
-def cancel_queued(of_workflow: bool) -> sa.Update:
-    """Every queued execution of the tenant (of one workflow: ``p_workflow_id``) cancelled,
-    as ``REQUEST_CANCEL`` cancels one; it reads the queue's partial index."""
-    where = [scoped(EX), IS_QUEUED]
+def cancel_queued(of_workflow: bool, queued: sa.ColumnElement[bool]) -> sa.Update:
+    """Every queued execution of the tenant (of one workflow: ``p_workflow_id``) among
+    ``queued`` (the ready ones: the queue's index; the waiting ones: ``next_attempt_at``'s)
+    cancelled, as ``REQUEST_CANCEL`` cancels one."""
+    where = [scoped(EX), queued]
     if of_workflow:
         where.append(EX.c.workflow_id == p("p_workflow_id"))
     return (
         sa.update(EX)
         .where(*where)
-        .values(status=CANCELLED, finished_at=p_at("p_now"), error=CANCELLED_BY_USER)
+        .values(
+            status=CANCELLED,
+            finished_at=p_at("p_now"),
+            error=CANCELLED_BY_USER,
+            next_attempt_at=None,
+        )
     )
 
 
@@ -746,9 +761,13 @@ def flag_running(of_workflow: bool) -> sa.Update:
     return sa.update(EX).where(*where).values(cancel_requested=sa.true()).returning(EX.c.id)
 
 
-#: ``cancel_pending``'s two statements, for all of a tenant's workflows and for one.
+#: ``cancel_pending``'s statements (the cancels, the flag), for all of a tenant's workflows
+#: and for one.
 CANCEL_PENDING = {
-    of_workflow: (cancel_queued(of_workflow), flag_running(of_workflow))
+    of_workflow: (
+        (cancel_queued(of_workflow, IS_READY), cancel_queued(of_workflow, IS_WAITING)),
+        flag_running(of_workflow),
+    )
     for of_workflow in (False, True)
 }
 # The reaper's three passes, in the order of the rules' precedence: the deadline first,
@@ -764,14 +783,18 @@ def _reap(where: sa.ColumnElement[bool], lock_claimable: LockClaimable) -> sa.Up
 
 
 def reap_timed_out(lock_claimable: LockClaimable, of: sa.ColumnElement[bool]) -> sa.Update:
-    """Time out the overdue rows among ``of``: the queued ones, or the running ones whose lease
-    expired. One statement for each, as each reads its own partial index: with the two in
-    one ``OR``, SQLite read the whole table."""
+    """Time out the overdue rows among ``of``: the ready ones, the waiting ones, or the
+    running ones whose lease expired. One statement for each, as each reads its own partial
+    index: with them in one ``OR``, SQLite read the whole table."""
     where = sa.and_(EX.c.deadline_at <= p_at("p_now"), of)
     return (
         _reap(where, lock_claimable)
         .values(
-            status=ExecutionStatus.timed_out.value, error=TIMED_OUT, alert_pending=True, **_ENDED
+            status=ExecutionStatus.timed_out.value,
+            error=TIMED_OUT,
+            alert_pending=True,
+            next_attempt_at=None,
+            **_ENDED,
         )
         .returning(EX.c.id)
     )

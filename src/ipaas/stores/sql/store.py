@@ -180,7 +180,8 @@ class SqlStore:
         self._claim_due_of_tenant = q.claim_due_of_tenant(db.lock_claimable)
         self._reap = (
             (
-                q.reap_timed_out(db.lock_claimable, q.IS_QUEUED),
+                q.reap_timed_out(db.lock_claimable, q.IS_READY),
+                q.reap_timed_out(db.lock_claimable, q.IS_WAITING),
                 q.reap_timed_out(db.lock_claimable, q.LEASE_EXPIRED),
             ),
             q.reap_cancelled(db.lock_claimable),
@@ -668,8 +669,8 @@ class SqlStore:
     async def queue_stats(self, *, now: datetime) -> QueueStats:
         row = await self._db.run_read(_first(q.QUEUE_STATS, {"p_now": now}))
         assert row is not None  # aggregates always return a row
-        queued, oldest, expired = tuple(row)
-        return QueueStats(int(queued), oldest, int(expired))
+        queued, waiting, oldest, expired = tuple(row)
+        return QueueStats(int(queued), oldest, int(expired), waiting=int(waiting))
 
     async def list_finished(
         self, tenant_id: str, *, since: datetime, limit: int
@@ -987,10 +988,10 @@ class SqlStore:
         self, tenant_id: str, *, workflow_id: str | None, now: datetime
     ) -> CancelledPending:
         params = {"p_tenant_id": tenant_id, "p_workflow_id": workflow_id, "p_now": now}
-        cancel, flag = q.CANCEL_PENDING[workflow_id is not None]
+        cancels, flag = q.CANCEL_PENDING[workflow_id is not None]
 
         def op(conn: sa.Connection) -> CancelledPending:
-            cancelled = conn.execute(cancel, params).rowcount
+            cancelled = sum(conn.execute(cancel, params).rowcount for cancel in cancels)
             stopping = list(conn.execute(flag, params).scalars())
             return CancelledPending(cancelled=cancelled, stopping=stopping)
 

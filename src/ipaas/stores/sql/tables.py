@@ -23,7 +23,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 #: The Alembic revision these tables are (the newest migration's; a test holds them equal).
 #: A process on an older schema waits for ``ipaas migrate`` (``SchemaBehind``) instead of
 #: failing every statement that names a newer column.
-SCHEMA_REVISION = "0015"
+SCHEMA_REVISION = "0016"
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -173,6 +173,10 @@ def _where(predicate: str) -> dict[str, Any]:
     return {"sqlite_where": sa.text(predicate), "postgresql_where": sa.text(predicate)}
 
 
+#: Queued executions ready to run (not waiting for a ``next_attempt_at``), as the queue's
+#: partial index names them; every query meant to read it says both, word for word.
+READY = "status = 'queued' AND next_attempt_at IS NULL"
+
 #: ``dedup_key``'s unique index covers only rows with a key: ``ON CONFLICT`` names it so.
 DEDUP_KEY_SET = sa.text("dedup_key IS NOT NULL")
 
@@ -215,9 +219,11 @@ execution = sa.Table(
     # the planner's statistics, and no index is led by ``status`` (a guard ``id = ? AND
     # status = ...`` has only the primary key). Each query names the status as a constant,
     # which both databases need to use a partial index (migration 0009).
-    # Fair claims: the tenants with queued work (a loose index scan), each tenant's oldest
-    # due rows, its queue depth; also the queue's figures and the reaper (all queued rows).
-    sa.Index("ix_execution_queued", "tenant_id", "created_at", "id", **_where_status("queued")),
+    # Fair claims: the tenants with work ready (a loose index scan), each tenant's oldest
+    # ready rows, its queue depth; also the queue's figures and the reaper. Only rows ready
+    # to run: a waiting one (a retry's backoff, a delay) is in the ``next_attempt_at`` index
+    # until the due pass clears it, so claims never read past waits (migration 0016).
+    sa.Index("ix_execution_queued", "tenant_id", "created_at", "id", **_where(READY)),
     # Each tenant's running count against its cap; the reaper's scan of running rows.
     sa.Index("ix_execution_running", "tenant_id", **_where_status("running")),
     # A tenant's failed, timed out or cancelled executions, newest first: the list filtered
