@@ -2,9 +2,10 @@
 
 A waiting retry lives in the store, not in a sleeping worker: the executor hands the
 execution back as ``queued`` with ``next_attempt_at`` (``Store.defer_execution``), and no
-worker claims it before then. Workers claim due retries straight from the store when their
-queue is empty; ``enqueue_due_retries`` (once a second in every worker process) also puts
-them on the queue, so a busy queue cannot keep them waiting.
+worker claims it before then. ``enqueue_due_retries`` (once a second in every worker
+process) makes the due ones ready (``Store.take_due_retries``: out of the waiting rows, into
+the queue's index that claims read) and puts them on the queue, so a retry runs about a
+second after it is due at most, whether the queue is busy or idle.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ if TYPE_CHECKING:  # the runtime imports the engine, not the other way round
 
 _log = structlog.get_logger(__name__)
 
-#: Seconds between passes that move due retries onto the queue. Workers with an idle queue
-#: claim due retries from the store on their own poll; this bounds the wait on a busy queue.
+#: Seconds between passes that make due retries ready and put them on the queue: the most a
+#: due retry waits (claims read only ready rows).
 DUE_RETRY_INTERVAL_S = 1.0
-#: Due retries one pass takes; the rest wait for the next pass (or a worker's store poll).
+#: Due retries one pass takes; the rest wait for the next pass.
 DUE_RETRY_BATCH = 500
 
 
