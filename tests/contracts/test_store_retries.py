@@ -128,6 +128,29 @@ class TestDefer:
         assert (claimed[0].next_attempt_at, claimed[0].attempt) == (None, 2)
         assert claimed[0].deadline_at == at(1 + TIMEOUT_S)
 
+    async def test_a_delay_moves_the_deadline_with_the_wait(
+        self, store: Store, acct: Account, wf: Workflow
+    ) -> None:
+        """A delay step's deferral: the deadline moves (the wait does not count against the
+        timeout); the reaper leaves it alone past the old one, and a claim keeps the new."""
+        ex = await new_execution(store, acct.id, wf.id)
+        assert await claim(store, ex.id, owner="w1", now=at(1)) is not None
+        step = make_step(ex).model_copy(update={"next_attempt_at": at(500)})
+        moved = at(1 + TIMEOUT_S + 498)
+        assert await store.defer_execution(
+            ex.id, owner="w1", next_attempt_at=at(500), step=step, now=at(2), deadline_at=moved
+        )
+        stored = await store.get_execution(acct.id, ex.id)
+        assert stored is not None
+        assert (stored.status, stored.next_attempt_at, stored.deadline_at) == (Q, at(500), moved)
+        assert_utc(stored)
+        assert (await store.reap(now=at(1 + TIMEOUT_S + 10))).timed_out == []
+        claimed = await claim(store, ex.id, owner="w2", now=at(500))
+        assert claimed is not None
+        assert claimed.deadline_at == moved
+        [recorded] = await store.list_step_runs(acct.id, ex.id)
+        assert (recorded.status, recorded.next_attempt_at) == (StepStatus.succeeded, at(500))
+
     async def test_claim_by_id_once_due(self, store: Store, acct: Account, wf: Workflow) -> None:
         ex_id = await deferred(store, acct, wf, until=10)
         claimed = await claim(store, ex_id, owner="w2", now=at(11))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -154,4 +155,61 @@ def test_sigkill_mid_loop_resumes_at_the_first_item_not_done(
     duplicates = sum(texts.values()) - len(texts)
     print(f"durability, loops: duplicates={duplicates}")
     assert duplicates <= WORKERS
+    server.assert_no_errors()
+
+
+WAITS = 20
+WAIT_S = 3.0
+
+
+def test_sigkill_during_a_delay_neither_repeats_nor_shortens_it(
+    make_server: Callable[..., ServerProcess],
+    api_for: Callable[[ServerProcess], Api],
+    standin: Standin,
+) -> None:
+    """Every execution waits in a delay step when the server is killed: after the restart
+    each goes on once its wait is over, not before, and the message is sent once."""
+    server = make_server(IPAAS_LEASE_S="2", IPAAS_REAPER_INTERVAL_S="0.5").start()
+    api = api_for(server)
+    credential = api.credential("slack", {"webhook_url": standin.slack_hook()})
+    workflow_id = api.workflow(
+        [
+            {"id": "wait", "type": "delay", "config": {"seconds": WAIT_S}},
+            {
+                "id": "post",
+                "type": "slack_message",
+                "credential_id": credential,
+                "config": {"text": "after the wait {{ trigger.body.n }}"},
+            },
+        ]
+    )
+    results = fire_concurrently(server, workflow_id, [{"n": n} for n in range(WAITS)])
+    assert Counter(r.status for r in results) == {202: WAITS}
+    wait_for(
+        lambda: api.executions(workflow_id=workflow_id),
+        until=lambda items: all(e["status"] == "queued" and e["next_attempt_at"] for e in items),
+        timeout_s=WAIT_S,
+        what="every execution waiting in its delay",
+        interval_s=0.05,
+    )
+    server.kill()
+    assert standin.stats()["slack_messages"] == 0
+
+    server.start()
+    executions = wait_for(
+        lambda: api.executions(workflow_id=workflow_id),
+        until=lambda items: all(e["status"] in TERMINAL for e in items),
+        timeout_s=WAIT_S + 30,
+        what="every execution terminal after restart",
+        interval_s=0.25,
+    )
+    assert Counter(e["status"] for e in executions) == {"succeeded": WAITS}
+    for item in executions:
+        detail = api.execution(item["id"])
+        wait, post = detail["steps"]
+        assert (wait["step_id"], post["step_id"]) == ("wait", "post")
+        until = datetime.fromisoformat(wait["output"]["until"])
+        assert datetime.fromisoformat(post["started_at"]) >= until
+    texts = Counter(r["body"]["text"] for r in standin.requests(kind="slack_webhook"))
+    assert texts == Counter({f"after the wait {n}": 1 for n in range(WAITS)})
     server.assert_no_errors()

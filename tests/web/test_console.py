@@ -1091,6 +1091,38 @@ class TestPages:
         assert "The condition did not hold: the execution stopped here" in page.text
         assert 'data-step="notify"' not in page.text
 
+    async def test_a_delay_step_made_in_the_form_says_until_when_it_waits(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        form = _workflow_form(credential_id) | {
+            "slots": "2",
+            "steps.0.id": "later",
+            "steps.0.type": "delay",
+            "steps.0.credential_id": "",
+            "steps.0.config.delay.seconds": "{{ trigger.body.wait_s }}",
+            "steps.1.id": "notify",
+            "steps.1.type": "slack_message",
+            "steps.1.credential_id": credential_id,
+            "steps.1.config.slack_message.text": "Reminder {{ trigger.body.id }}",
+        }
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        edit = await client.get(f"/workflows/{workflow_id}/edit")
+        assert 'name="steps.0.config.delay.until"' in edit.text
+        fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1, "wait_s": 3600})
+        worker = Worker(runtime)
+        try:
+            await worker.run_until_empty()
+        finally:
+            await worker.stop(grace_s=0)
+        page = await client.get(f"/executions/{fired.json()['execution_id']}")
+        assert "waiting until" in page.text
+        assert "goes on" in page.text
+        assert 'data-step="notify"' not in page.text
+
     async def test_dashboard_counts_the_last_hour(self, client: httpx.AsyncClient) -> None:
         await console_signup(client)
         credential_id = await _credential(client)

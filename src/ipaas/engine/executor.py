@@ -213,17 +213,22 @@ class Executor:
                 step.type,
                 step.status.value,
                 (step.finished_at - step.started_at).total_seconds(),
-                retried=final is ExecutionStatus.queued,
+                retried=final is ExecutionStatus.queued and step.status is StepStatus.failed,
             )
             if final is None:
                 await _uncancellable(
                     self._outlasting(lambda: store.record_step(step), execution.id)
                 )
             elif final is ExecutionStatus.queued:
-                # The retry waits in the store; this worker's slot is free meanwhile.
+                # A retry, or a delay, waits in the store; this worker's slot is free
+                # meanwhile.
                 next_attempt_at = step.next_attempt_at
                 assert next_attempt_at is not None
                 deferred_at = utcnow()
+                deadline_at = None
+                if step.status is StepStatus.succeeded and execution.deadline_at is not None:
+                    # A delay's wait does not count against the execution's timeout.
+                    deadline_at = execution.deadline_at + (next_attempt_at - deferred_at)
                 await settle(
                     lambda: store.defer_execution(
                         execution.id,
@@ -231,6 +236,7 @@ class Executor:
                         next_attempt_at=next_attempt_at,
                         step=step,
                         now=deferred_at,
+                        deadline_at=deadline_at,
                     )
                 )
             else:

@@ -37,7 +37,7 @@ from ipaas.workflows.models import Step, WorkflowDefinition
 
 #: Called after every step with the step run and, for the last one run, the execution's
 #: terminal status (``None`` while more steps follow; ``queued`` when the step will be
-#: retried at its ``next_attempt_at``).
+#: retried, or the execution goes on after a delay, at its ``next_attempt_at``).
 OnStep = Callable[[StepRun, ExecutionStatus | None, "dict[str, Any] | None"], Awaitable[None]]
 
 #: The most items a ``for_each`` step runs: each is a call and a record, within the
@@ -65,7 +65,7 @@ class StepsRun:
     done: Mapping[str, StepRun] = field(default_factory=dict)
     #: The attempt number each step's next run records (1 when absent).
     attempts: Mapping[str, int] = field(default_factory=dict)
-    #: ``None``: a failure is final (dry runs).
+    #: ``None``: a failure is final and a delay does not wait (dry runs).
     retry: RetryRules | None = None
     circuit: CircuitGate | None = None
     simulate: bool = False
@@ -361,7 +361,7 @@ def _recorded(
 ) -> tuple[StepRun, ExecutionStatus | None]:
     """The step run of one call and the execution's status if it ends there: failed (or
     queued, when the step's policy retries it), succeeded after the last call or a filter
-    that stops it, ``stopped`` (cancelled, timed out)."""
+    that stops it, queued after a delay, ``stopped`` (cancelled, timed out)."""
     finished_at = utcnow()
     next_attempt_at = None
     final = stopped
@@ -379,6 +379,12 @@ def _recorded(
     ):
         # The last step, or a filter whose condition does not hold: the rest do not run.
         final = ExecutionStatus.succeeded
+    elif status is StepStatus.succeeded and connector is not None and run.retry is not None:
+        # A delay: the execution waits in the store, like a retry, and goes on from the
+        # next step (a dry run, with no store to wait in, goes on at once).
+        resumes_at = connector.resumes_at(output)
+        if resumes_at is not None and resumes_at > finished_at:
+            final, next_attempt_at = ExecutionStatus.queued, resumes_at
     step_run = StepRun(
         execution_id=run.execution_id,
         tenant_id=run.tenant_id,

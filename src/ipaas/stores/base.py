@@ -571,11 +571,13 @@ class Store(Protocol):
         next_attempt_at: datetime,
         step: StepRun,
         now: datetime,
+        deadline_at: datetime | None = None,
     ) -> bool:
-        """A step will be retried: ``running -> queued`` with ``next_attempt_at``, lease
-        cleared, ``step`` recorded, in one transaction, if ``owner`` still holds the lease
-        (False and nothing written otherwise). When a cancel was requested meanwhile the
-        execution becomes ``cancelled`` (at ``now``) instead."""
+        """A step will be retried, or a delay waits: ``running -> queued`` with
+        ``next_attempt_at``, lease cleared, ``step`` recorded and, when given, the
+        execution's ``deadline_at`` moved, in one transaction, if ``owner`` still holds the
+        lease (False and nothing written otherwise). When a cancel was requested meanwhile
+        the execution becomes ``cancelled`` (at ``now``) instead."""
 
     async def take_due_retries(self, *, now: datetime, limit: int) -> list[str]:
         """Queued executions whose ``next_attempt_at`` has come: clears it (they are now

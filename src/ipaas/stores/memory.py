@@ -759,6 +759,7 @@ class MemoryStore:
         next_attempt_at: datetime,
         step: StepRun,
         now: datetime,
+        deadline_at: datetime | None = None,
     ) -> bool:
         ex = self.executions.get(execution_id)
         if ex is None or ex.status != _RUNNING or ex.lease_owner != owner:
@@ -773,6 +774,8 @@ class MemoryStore:
         else:
             ex.status = _QUEUED
             ex.next_attempt_at = next_attempt_at
+            if deadline_at is not None:
+                ex.deadline_at = deadline_at
         return True
 
     async def take_due_retries(self, *, now: datetime, limit: int) -> list[str]:

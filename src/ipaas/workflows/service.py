@@ -177,7 +177,7 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
         names: frozenset[str] = frozenset()
         if step.for_each is not None:
             names = LOOP_NAMES
-            if connector.halts({"passed": False}):
+            if not connector.loops:
                 add(index, ["for_each"], f"a {step.type} step does not loop", "value_error")
             if isinstance(step.for_each, str) and not is_template(step.for_each):
                 msg = "for_each is a list, or a template that gives one: {{ trigger.body.items }}"

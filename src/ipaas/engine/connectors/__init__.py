@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaas.engine.connectors.base import Connector, ConnectorError, Endpoints, StepContext
+from ipaas.engine.connectors.delay import Delay
 from ipaas.engine.connectors.discord import DiscordMessage
 from ipaas.engine.connectors.filter import Filter
 from ipaas.engine.connectors.http_request import HttpRequest
@@ -15,6 +16,7 @@ REGISTRY: dict[str, Connector] = {
     "openweather": OpenWeather(),
     "http_request": HttpRequest(),
     "filter": Filter(),
+    "delay": Delay(),
 }
 
 

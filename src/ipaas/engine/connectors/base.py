@@ -157,11 +157,18 @@ class Connector:
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     #: Whether the step calls a remote (a simulated dry run shows the request instead).
     calls_out: ClassVar[bool] = True
+    #: Whether a step may have a ``for_each`` (a filter or a delay may not).
+    loops: ClassVar[bool] = True
 
     def halts(self, output: Any) -> bool:
         """Whether this step's ``output`` ends the execution here, as ``succeeded`` (a
         filter whose condition does not hold)."""
         return False
+
+    def resumes_at(self, output: Any) -> datetime | None:
+        """When the execution goes on after this step's ``output`` (a delay); ``None``:
+        at once."""
+        return None
 
     def build(self, ctx: StepContext, params: Any) -> httpx.Request:
         """The exact request this step sends (shown as-is, masked, by a simulated dry run)."""

@@ -44,6 +44,7 @@ class Filter(Connector):
     Params = FilterParams
     credential_type = None
     calls_out = False
+    loops = False
 
     async def run(self, ctx: StepContext, params: FilterParams) -> Any:
         return {"passed": params.condition}

@@ -689,6 +689,8 @@ DEFER = (
         next_attempt_at=sa.case((_CANCEL_ASKED, sa.null()), else_=p_at("p_next_attempt_at")),
         finished_at=sa.case((_CANCEL_ASKED, p_at("p_now")), else_=EX.c.finished_at),
         error=sa.case((_CANCEL_ASKED, CANCELLED_BY_USER), else_=EX.c.error),
+        # Moved by a delay (its wait does not count against the timeout); NULL keeps it.
+        deadline_at=sa.func.coalesce(p_at("p_deadline_at"), EX.c.deadline_at),
         lease_owner=None,
         lease_expires_at=None,
     )

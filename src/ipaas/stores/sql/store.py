@@ -947,12 +947,14 @@ class SqlStore:
         next_attempt_at: datetime,
         step: StepRun,
         now: datetime,
+        deadline_at: datetime | None = None,
     ) -> bool:
         params = {
             "p_id": execution_id,
             "p_owner": owner,
             "p_next_attempt_at": next_attempt_at,
             "p_now": now,
+            "p_deadline_at": deadline_at,
         }
         write = self._defer_with_step
         op = write.make(params, _step_values(step))
