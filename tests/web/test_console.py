@@ -1123,6 +1123,29 @@ class TestPages:
         assert "goes on" in page.text
         assert 'data-step="notify"' not in page.text
 
+    async def test_a_step_s_when_made_in_the_form_says_it_did_not_run(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        form = _workflow_form(credential_id) | {
+            "steps.0.when": "{{ trigger.body.paid }}",
+        }
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        edit = await client.get(f"/workflows/{workflow_id}/edit")
+        assert 'value="{{ trigger.body.paid }}"' in edit.text
+        fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1, "paid": False})
+        worker = Worker(runtime)
+        try:
+            await worker.run_until_empty()
+        finally:
+            await worker.stop(grace_s=0)
+        page = await client.get(f"/executions/{fired.json()['execution_id']}")
+        assert "this step did not run" in page.text
+        assert 'data-status="skipped"' in page.text
+
     async def test_dashboard_counts_the_last_hour(self, client: httpx.AsyncClient) -> None:
         await console_signup(client)
         credential_id = await _credential(client)

@@ -182,7 +182,10 @@ def failure_body(
     execution's console page and API resource also as absolute URLs, for a link in the
     message; without it, where a worker cannot know the server's address, ``null``."""
     console_path, api_path = f"/executions/{failed.id}", f"/api/executions/{failed.id}"
-    failed_step = next((s for s in reversed(steps) if s.status is not StepStatus.succeeded), None)
+    failed_step = next(
+        (s for s in reversed(steps) if s.status not in (StepStatus.succeeded, StepStatus.skipped)),
+        None,
+    )
     return {
         "execution": {
             "id": failed.id,

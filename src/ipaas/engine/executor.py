@@ -28,6 +28,9 @@ _log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+#: A resumed execution's records that are not run again.
+_DONE = (StepStatus.succeeded, StepStatus.skipped)
+
 _STOP_FINAL = {reason: (status, error) for reason, (_, status, error) in STOP_OUTCOMES.items()}
 
 
@@ -305,7 +308,7 @@ class Executor:
         if execution.attempt > 1:
             # Resumed (a retry, a manual retry, a crash): completed steps are not repeated.
             for s in await store.list_step_runs(execution.tenant_id, execution.id):
-                if s.status is StepStatus.succeeded:
+                if s.status in _DONE:
                     done[s.step_id] = s
                     continue
                 if s.error_code in NOT_CALLED:

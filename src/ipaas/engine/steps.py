@@ -23,6 +23,7 @@ from ipaas.engine.connectors.base import (
     NotCalledError,
     StepContext,
 )
+from ipaas.engine.connectors.filter import as_condition
 from ipaas.engine.connectors.oauth2 import TokenCache
 from ipaas.engine.retries import RetryRules
 from ipaas.engine.templating import RenderShareSpent, TemplateRenderer, TemplateRenderError
@@ -160,14 +161,22 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
     steps = run.definition.steps
     for position, step in enumerate(steps):
         last = position == len(steps) - 1
+        previous = run.done.get(step.id)
+        if previous is not None:  # done: a step's run, or a loop's ``when`` that skipped it
+            context["steps"][step.id] = {"output": previous.output, "status": previous.status}
+            continue
+        if step.when is not None:
+            recorded, final = await _when_record(
+                run, step, position, context, redactor, on_step, last
+            )
+            if final is not None:
+                return final
+            if recorded:
+                continue
         if step.for_each is not None:
             final = await _run_loop(run, step, position, context, redactor, on_step, last=last)
             if final is not None:
                 return final
-            continue
-        previous = run.done.get(step.id)
-        if previous is not None:
-            context["steps"][step.id] = {"output": previous.output, "status": previous.status}
             continue
         step_run, final, preview = await _run_step(
             run, step, step.id, position, context, redactor, last=last
@@ -177,6 +186,57 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
             return final
         context["steps"][step.id] = {"output": step_run.output, "status": step_run.status}
     return ExecutionStatus.succeeded
+
+
+async def _when_record(
+    run: StepsRun,
+    step: Step,
+    position: int,
+    context: dict[str, Any],
+    redactor: Redactor,
+    on_step: OnStep,
+    last: bool,
+) -> tuple[bool, ExecutionStatus | None]:
+    """A step's ``when``, read before the step (and before its loop): ``(False, None)`` when
+    it holds and the step runs; else the record it made (``skipped``, or ``failed`` when it
+    does not render to a boolean) has been passed to ``on_step``: ``(True, status)``, the
+    execution's status when it ends there."""
+    started_at = utcnow()
+    value: Any = step.when
+    failure: ConnectorError | None = None
+    error: str | None = None
+    try:
+        if isinstance(step.when, str):
+            try:
+                value = run.templates.render(run.tenant_id, {"when": step.when}, context)["when"]
+            except RenderShareSpent as exc:
+                retry_at = utcnow() + timedelta(seconds=exc.wait_s)
+                raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
+        if as_condition(value):
+            return False, None
+    except ConnectorError as exc:
+        failure, error = exc, connector_message(exc)
+    except (TemplateRenderError, ValueError) as exc:
+        error = f"when: {exc}"
+    status = StepStatus.skipped if error is None else StepStatus.failed
+    step_run, final = _recorded(
+        run,
+        step,
+        step.id,
+        position,
+        started_at,
+        status,
+        {"when": value},
+        None,
+        error,
+        failure,
+        redactor,
+        connector=get_connector(step.type),
+        last=last,
+    )
+    await on_step(step_run, final, None)
+    context["steps"][step.id] = {"output": None, "status": status}
+    return True, final
 
 
 def item_id(step_id: str, index: int) -> str:
@@ -360,8 +420,9 @@ def _recorded(
     stopped: ExecutionStatus | None = None,
 ) -> tuple[StepRun, ExecutionStatus | None]:
     """The step run of one call and the execution's status if it ends there: failed (or
-    queued, when the step's policy retries it), succeeded after the last call or a filter
-    that stops it, queued after a delay, ``stopped`` (cancelled, timed out)."""
+    queued, when the step's policy retries it), succeeded after the last call (or the last
+    step skipped) or a filter that stops it, queued after a delay, ``stopped`` (cancelled,
+    timed out)."""
     finished_at = utcnow()
     next_attempt_at = None
     final = stopped
@@ -374,6 +435,8 @@ def _recorded(
                 final = ExecutionStatus.queued
             elif failure.retryable and run.retry.attempts(record) > 1:
                 error = f"{error} (gave up after {run.retry.attempts(record)} attempts)"
+    elif status is StepStatus.skipped:
+        final = ExecutionStatus.succeeded if last else None
     elif status is StepStatus.succeeded and (
         last or (connector is not None and connector.halts(output))
     ):

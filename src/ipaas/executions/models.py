@@ -54,6 +54,8 @@ class StepStatus(StrEnum):
     failed = "failed"
     cancelled = "cancelled"
     timed_out = "timed_out"
+    #: Its ``when`` did not hold: it did not run, and the steps after it did.
+    skipped = "skipped"
 
 
 class TriggerData(Input):

@@ -60,6 +60,7 @@ class WorkflowForm:
             values[f"steps.{index}.type"] = step.type
             values[f"steps.{index}.credential_id"] = step.credential_id or ""
             values[f"steps.{index}.for_each"] = forms.shown(step.for_each)
+            values[f"steps.{index}.when"] = forms.shown(step.when)
             for name, value in step.config.items():
                 values[f"steps.{index}.config.{step.type}.{name}"] = forms.shown(value)
         shape: dict[str, Any] = {
@@ -157,6 +158,9 @@ class WorkflowForm:
         loop = form.get(f"steps.{index}.for_each", "").strip()
         if loop:
             step["for_each"] = _loop(loop)
+        when = form.get(f"steps.{index}.when", "").strip()
+        if when:
+            step["when"] = _TEXT_BOOLEANS.get(when.lower(), when)
         return step
 
     def _validated(self, model: type[WorkflowCreate]) -> WorkflowCreate | None:
@@ -182,6 +186,10 @@ class WorkflowForm:
     def add_errors(self, errors: dict[str, str], message: str) -> None:
         self.errors.update(errors)
         self.message = message
+
+
+#: A ``when`` typed as a literal: the boolean (as a stored one is shown).
+_TEXT_BOOLEANS = {"true": True, "false": False}
 
 
 def _loop(text: str) -> Any:

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -391,6 +392,11 @@ class Step(Input):
     #: ``{{ trigger.body.items }}``): its config sees ``item`` and ``index``, each item is
     #: recorded as ``<id>[<index>]``, and later steps see the outputs as a list.
     for_each: str | list[Any] | None = None
+    #: Run the step only when this holds (usually one expression, such as
+    #: ``{{ trigger.body.amount > 100 }}``; read as a filter's condition): otherwise it is
+    #: recorded ``skipped`` and the next step runs. Two steps with opposite conditions
+    #: make an if/else.
+    when: str | StrictBool | None = None
 
 
 class WorkflowDefinition(BaseModel):

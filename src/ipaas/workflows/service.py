@@ -127,7 +127,7 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
         errors.append({"loc": ["body", "steps", index, *loc], "msg": msg, "type": type_})
 
     # Measured before any is compiled: compiling costs time on the event loop and memory.
-    tags, code = template_size([[step.config, step.for_each] for step in steps])
+    tags, code = template_size([[step.config, step.for_each, step.when] for step in steps])
     compile_templates = tags <= MAX_TEMPLATE_TAGS and code <= MAX_TEMPLATE_CODE_CHARS
     if not compile_templates:
         msg = (
@@ -185,6 +185,9 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
             if len(step.id) > MAX_LOOP_STEP_ID:
                 msg = f"a for_each step's id is at most {MAX_LOOP_STEP_ID} characters"
                 add(index, ["id"], msg, "string_too_long")
+        if isinstance(step.when, str) and not is_template(step.when):
+            msg = "when is true, false, or a template that gives one: {{ trigger.body.paid }}"
+            add(index, ["when"], msg)
         if compile_templates:
             found = [(p, m, "template_syntax") for p, m in check_syntax(step.config)]
             found += [
@@ -193,13 +196,18 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
                     step.config, before=ids[:index], after=ids[index + 1 :], names=names
                 )
             ]
-            if step.for_each is not None:
-                loop = {"for_each": step.for_each}
-                found += [(p, m, "template_syntax") for p, m in check_syntax(loop, path="")]
+            # Both are read before the step's loop: no ``item`` or ``index`` in them.
+            beside = {
+                key: value
+                for key, value in (("for_each", step.for_each), ("when", step.when))
+                if isinstance(value, str)
+            }
+            if beside:
+                found += [(p, m, "template_syntax") for p, m in check_syntax(beside, path="")]
                 found += [
                     (p, m, "template_reference")
                     for p, m in check_references(
-                        loop, before=ids[:index], after=ids[index + 1 :], path=""
+                        beside, before=ids[:index], after=ids[index + 1 :], path=""
                     )
                 ]
             for path, msg, kind in found:

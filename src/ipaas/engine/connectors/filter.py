@@ -19,6 +19,20 @@ from ipaas.engine.connectors.base import Connector, Params, StepContext
 _TEXT = {"true": True, "false": False}
 
 
+def as_condition(value: Any) -> bool:
+    """A rendered condition as a boolean (a filter's, a step's ``when``): ``true``/``false``,
+    as such or as text, and ``null`` as false; anything else is a ``ValueError``."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TEXT:
+        return _TEXT[value.strip().lower()]
+    shown = repr(value) if len(repr(value)) <= 80 else f"a {type(value).__name__}"
+    msg = f"the condition must be true or false, not {shown}; compare it, e.g. x == 1"
+    raise ValueError(msg)
+
+
 class FilterParams(Params):
     #: Go on only when this is true (a missing value is false).
     condition: Any = Field(
@@ -28,15 +42,7 @@ class FilterParams(Params):
     @field_validator("condition")
     @classmethod
     def _boolean(cls, value: Any) -> bool:
-        if value is None:
-            return False
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TEXT:
-            return _TEXT[value.strip().lower()]
-        shown = repr(value) if len(repr(value)) <= 80 else f"a {type(value).__name__}"
-        msg = f"the condition must be true or false, not {shown}; compare it, e.g. x == 1"
-        raise ValueError(msg)
+        return as_condition(value)
 
 
 class Filter(Connector):
