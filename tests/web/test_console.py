@@ -1123,6 +1123,27 @@ class TestPages:
         assert "goes on" in page.text
         assert 'data-step="notify"' not in page.text
 
+    async def test_a_transform_step_made_in_the_form_keeps_its_json(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        form = _workflow_form() | {
+            "steps.0.id": "shape",
+            "steps.0.type": "transform",
+            "steps.0.config.transform.value": '{"who": "{{ trigger.body.name }}", "n": 1}',
+        }
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        fired = await client.post(f"/api/webhooks/{workflow_id}", json={"name": "Ada"})
+        worker = Worker(runtime)
+        try:
+            await worker.run_until_empty()
+        finally:
+            await worker.stop(grace_s=0)
+        page = await client.get(f"/executions/{fired.json()['execution_id']}")
+        assert "&#34;who&#34;: &#34;Ada&#34;" in page.text  # the output, escaped
+
     async def test_a_step_s_when_made_in_the_form_says_it_did_not_run(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:

@@ -32,7 +32,15 @@ STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 MAX_LOOP_STEP_ID = 59
 #: The step types of ``engine.connectors.REGISTRY``, for the API schema (the registry imports
 #: this module; a test keeps the two equal). Validation itself asks the registry.
-STEP_TYPES = ("delay", "discord_message", "filter", "http_request", "openweather", "slack_message")
+STEP_TYPES = (
+    "delay",
+    "discord_message",
+    "filter",
+    "http_request",
+    "openweather",
+    "slack_message",
+    "transform",
+)
 
 
 class Schedule(BaseModel):

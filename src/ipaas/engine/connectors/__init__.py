@@ -9,6 +9,7 @@ from ipaas.engine.connectors.filter import Filter
 from ipaas.engine.connectors.http_request import HttpRequest
 from ipaas.engine.connectors.openweather import OpenWeather
 from ipaas.engine.connectors.slack import SlackMessage
+from ipaas.engine.connectors.transform import Transform
 
 REGISTRY: dict[str, Connector] = {
     "slack_message": SlackMessage(),
@@ -17,6 +18,7 @@ REGISTRY: dict[str, Connector] = {
     "http_request": HttpRequest(),
     "filter": Filter(),
     "delay": Delay(),
+    "transform": Transform(),
 }
 
 
