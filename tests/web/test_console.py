@@ -1118,6 +1118,8 @@ class TestPages:
             await worker.run_until_empty()
         finally:
             await worker.stop(grace_s=0)
+        listed = await client.get("/executions")
+        assert re.search(r'data-status="queued">queued</span> <small>until ', listed.text)
         page = await client.get(f"/executions/{fired.json()['execution_id']}")
         assert "waiting until" in page.text
         assert "goes on" in page.text
