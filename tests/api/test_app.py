@@ -199,6 +199,7 @@ async def test_openapi_documents_every_route_including_intake(settings: Settings
         "415",
         "422",
         "429",
+        "502",  # a ``response`` that waits: the execution failed
         "503",
     }
     assert set(intake["responses"]["429"]["headers"]) == {

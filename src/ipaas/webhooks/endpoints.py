@@ -30,9 +30,11 @@ from ipaas.api.urls import public_url
 from ipaas.errors import BadRequest, IpaasError
 from ipaas.observability import metrics, tracing
 from ipaas.runtime import Runtime
+from ipaas.webhooks import results
 from ipaas.webhooks import service as webhook_service
 from ipaas.webhooks.checks import Challenge, get_check, options_check
 from ipaas.webhooks.fields import query_values
+from ipaas.webhooks.service import Accepted
 from ipaas.workflows.models import WebhookAuthScheme, WebhookResponse
 
 PATH = "/api/webhooks/{workflow_id}"
@@ -153,6 +155,8 @@ async def accept(
             return Answer(200, json=dict(accepted.answer or {}))
         metrics.webhook_answered(started, duplicate=accepted.duplicate)
         if accepted.response is not None:
+            if accepted.response.wait_s is not None:
+                return await _waited_answer(runtime, accepted, accepted.response)
             if span is not None:
                 span.set_attribute("http.response.status_code", accepted.response.status_code)
             return _answer_of(accepted.response, accepted.execution_id)
@@ -170,6 +174,24 @@ async def accept(
     if accepted.duplicate:
         content["duplicate"] = True
     return Answer(status, json=content, execution_id=accepted.execution_id)
+
+
+async def _waited_answer(runtime: Runtime, accepted: Accepted, response: WebhookResponse) -> Answer:
+    """The trigger's answer rendered over the execution's result once it ends, or, when it
+    has not ended within ``wait_s``, the usual 202 (``webhooks/results.py``)."""
+    result = await results.waited(runtime, accepted.tenant_id, accepted.execution_id, response)
+    if result is None:
+        content = {
+            "execution_id": accepted.execution_id,
+            "status_url": f"/api/executions/{accepted.execution_id}",
+        }
+        return Answer(202, json=content, execution_id=accepted.execution_id)
+    return Answer(
+        response.status_code,
+        text=result.text,
+        media_type=result.media_type,
+        execution_id=accepted.execution_id,
+    )
 
 
 def _text(text: str) -> Response:
@@ -492,7 +514,10 @@ OPENAPI_PATH: dict[str, Any] = {
             },
             "2XX": {
                 "description": "Accepted, answered with the trigger's `response` (its status, "
-                "body and content type; 200 when it gives no status)",
+                "body and content type; 200 when it gives no status). With `response.wait_s`, "
+                "once the execution succeeded, the body rendered over its steps' outputs "
+                "(one expression that gives an object or a number: its JSON); not done "
+                "within `wait_s`: 202 as above",
                 "headers": {
                     "X-Execution-Id": {
                         "description": "The execution made (or found, for a repeat)",
@@ -535,6 +560,11 @@ OPENAPI_PATH: dict[str, Any] = {
                 "(`invalid_content_encoding`)"
             ),
             "429": _error("Over the tenant's webhook rate (`rate_limited`)", _RATE_HEADERS),
+            "502": _error(
+                "Accepted, and the trigger's `response` waits for the execution "
+                "(`response.wait_s`), which failed, timed out or was cancelled, or whose "
+                "answer did not render (`execution_failed`; `details` names the execution)"
+            ),
             "503": _error(
                 "Queue over IPAAS_QUEUE_MAX_DEPTH (`queue_full`), the tenant's queued limit "
                 "(`tenant_queue_full`), or the database unavailable (`store_unavailable`)",

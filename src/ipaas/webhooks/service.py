@@ -83,6 +83,8 @@ class Accepted:
     scheme: WebhookAuthScheme | None = None
     #: The trigger's own answer, when it has one.
     response: WebhookResponse | None = None
+    #: The workflow's tenant (an answer that waits for the execution reads it).
+    tenant_id: str = ""
 
 
 async def accept(
@@ -156,9 +158,17 @@ async def accept(
             span.set_attribute(tracing.EXECUTION_ID, first_id or execution.id)
     scheme = options.auth.scheme if options.auth is not None else None
     if first_id is not None:
-        return Accepted(first_id, duplicate=True, scheme=scheme, response=options.response)
+        return Accepted(
+            first_id,
+            duplicate=True,
+            scheme=scheme,
+            response=options.response,
+            tenant_id=workflow.tenant_id,
+        )
     intake.depth.added(workflow.tenant_id)
-    return Accepted(execution.id, scheme=scheme, response=options.response)
+    return Accepted(
+        execution.id, scheme=scheme, response=options.response, tenant_id=workflow.tenant_id
+    )
 
 
 async def _load_workflow(store: Store, workflow_id: str) -> IntakeWorkflow | None:

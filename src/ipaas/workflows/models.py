@@ -215,18 +215,27 @@ class IdempotencySource(BaseModel):
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: The longest ``response.body``: an answer, not a page to serve.
 MAX_RESPONSE_BODY = 64 * 1024
+#: The longest a webhook's answer may wait for its execution (Slack gives a slash command
+#: 3 s; a sender's own timeout is usually 10-30 s).
+MAX_RESPONSE_WAIT_S = 30.0
 
 
 class WebhookResponse(BaseModel):
     """What an accepted webhook is answered instead of ``202`` and its JSON (a repeat with
     the same idempotency key too): a text of the user's (Slack shows a slash command's to
     the user who typed it), or a redirect (an HTML form posted straight to the URL sends
-    the browser to a thank-you page). Static: the answer goes out before any step runs. The
-    execution's id is in the ``X-Execution-Id`` header."""
+    the browser to a thank-you page). Without ``wait_s``, static: it goes out before any
+    step runs. The execution's id is in the ``X-Execution-Id`` header.
+
+    With ``wait_s`` the answer waits for the execution, up to that long, and ``body`` is a
+    template over its steps (``steps.<id>.output``) and ``execution``: a succeeded one is
+    answered so; a failed one with 502 ``execution_failed``; one still running then with
+    the usual 202 and its id (``webhooks/results.py``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     status: int | None = Field(default=None, ge=200, le=308)
+    wait_s: float | None = Field(default=None, gt=0, le=MAX_RESPONSE_WAIT_S)
     body: str | None = Field(default=None, max_length=MAX_RESPONSE_BODY)
     content_type: str | None = Field(default=None, min_length=1, max_length=200)
     redirect: str | None = Field(default=None, min_length=1, max_length=2048)
@@ -257,6 +266,9 @@ class WebhookResponse(BaseModel):
     def _coherent(self) -> WebhookResponse:
         if self.status is None and self.body is None and self.redirect is None:
             msg = "give a status, a body or a redirect"
+            raise ValueError(msg)
+        if self.redirect is not None and self.wait_s is not None:
+            msg = "a redirect does not wait: give wait_s with a body"
             raise ValueError(msg)
         if self.redirect is not None:
             if self.body is not None:

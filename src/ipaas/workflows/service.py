@@ -96,9 +96,27 @@ async def validate_definition(
     (``trigger.auth.credential_id``, ``steps[0].config.text``), after those ``found``
     already (the workflow's other fields)."""
     errors = [*found, *await _trigger_errors(store, tenant_id=tenant_id, trigger=trigger)]
+    errors += _response_errors(trigger, steps)
     errors += await _step_errors(store, tenant_id=tenant_id, steps=steps)
     if errors:
         raise ValidationFailed("Invalid workflow", details=errors)
+
+
+def _response_errors(trigger: Trigger, steps: list[Step]) -> list[dict[str, Any]]:
+    """A webhook answer that waits for its execution renders ``body`` over the steps: it
+    must compile and name only steps the workflow has."""
+    if trigger.type is not TriggerType.webhook:
+        return []
+    response = trigger.webhook.response
+    if response is None or response.wait_s is None or response.body is None:
+        return []
+    body = {"body": response.body}
+    found = check_syntax(body, path="")
+    found += check_references(body, before=[s.id for s in steps], after=[], path="")
+    return [
+        {"loc": ["body", "trigger", "response", "body"], "msg": msg, "type": "value_error"}
+        for _, msg in found
+    ]
 
 
 async def _trigger_errors(
