@@ -28,7 +28,7 @@ ORDER = {
 
 
 async def test_later_steps_read_the_shaped_value(flow: Flow, clean_standin: StandinServer) -> None:
-    workflow_id = await flow.workflow(
+    workflow_id = await flow.saved(
         [
             {
                 "id": "calc",
@@ -57,7 +57,7 @@ async def test_later_steps_read_the_shaped_value(flow: Flow, clean_standin: Stan
 
 
 async def test_with_for_each_it_maps_a_list(flow: Flow, clean_standin: StandinServer) -> None:
-    workflow_id = await flow.workflow(
+    workflow_id = await flow.saved(
         [
             {
                 "id": "labels",
@@ -106,7 +106,7 @@ async def test_a_simulated_dry_run_shows_the_value(flow: Flow) -> None:
 async def test_a_bad_transform_is_a_422_at_the_field(
     flow: Flow, step: dict[str, Any], loc: list[str], message: str
 ) -> None:
-    r = await flow.create([{"id": "t", "type": "transform", **step}])
+    r = await flow.workflow([{"id": "t", "type": "transform", **step}])
     assert r.status_code == 422, r.text
     details = r.json()["error"]["details"]
     assert any(d["loc"][3:] == loc and message in d["msg"] for d in details), details

@@ -3,24 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
-from ipaas.engine.worker import Worker
 from ipaas.runtime import Runtime
+from tests.engine.test_for_each import Flow as LoopFlow
 from tests.standins.server import StandinServer
 
 
-class Flow:
-    def __init__(
-        self, client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime, url: str
-    ) -> None:
-        self.client, self.auth, self.runtime, self.url = client, auth, runtime, url
-
+class Flow(LoopFlow):
     def post(self, step_id: str, text: str, **step: Any) -> dict[str, Any]:
+        """A step posting ``text`` to its own Slack stand-in hook (``/<step_id>``)."""
         return {
             "id": step_id,
             "type": "http_request",
@@ -33,33 +28,10 @@ class Flow:
             **step,
         }
 
-    async def create(self, steps: list[dict[str, Any]]) -> httpx.Response:
-        return await self.client.post(
-            "/api/workflows", json={"name": "branch", "steps": steps}, headers=self.auth
-        )
-
-    async def workflow(self, steps: list[dict[str, Any]]) -> str:
-        created = await self.create(steps)
+    async def saved(self, steps: list[dict[str, Any]]) -> str:
+        created = await self.workflow(steps)
         assert created.status_code == 201, created.text
         return str(created.json()["id"])
-
-    async def run(self, workflow_id: str, body: Any) -> dict[str, Any]:
-        fired = await self.client.post(f"/api/webhooks/{workflow_id}", json=body)
-        assert fired.status_code == 202, fired.text
-        execution_id = fired.json()["execution_id"]
-        worker = Worker(self.runtime)
-        try:
-            for _ in range(200):
-                await worker.run_until_empty()
-                detail = (
-                    await self.client.get(f"/api/executions/{execution_id}", headers=self.auth)
-                ).json()
-                if detail["status"] not in ("queued", "running"):
-                    return dict(detail)
-                await asyncio.sleep(0.02)
-        finally:
-            await worker.stop(grace_s=0)
-        raise AssertionError(f"execution {execution_id} did not end: {detail}")
 
 
 @pytest.fixture
@@ -80,7 +52,7 @@ def records(detail: dict[str, Any]) -> list[tuple[str, str]]:
 async def test_two_opposite_conditions_make_an_if_else(
     flow: Flow, clean_standin: StandinServer
 ) -> None:
-    workflow_id = await flow.workflow(
+    workflow_id = await flow.saved(
         [
             flow.post(
                 "big", "big {{ trigger.body.amount }}", when="{{ trigger.body.amount > 100 }}"
@@ -109,7 +81,7 @@ async def test_two_opposite_conditions_make_an_if_else(
 async def test_a_missing_field_or_a_literal_false_skips_and_a_last_skip_succeeds(
     flow: Flow, clean_standin: StandinServer
 ) -> None:
-    workflow_id = await flow.workflow(
+    workflow_id = await flow.saved(
         [
             flow.post("first", "first", when=False),
             flow.post("last", "last", when="{{ trigger.body.paid }}"),
@@ -127,7 +99,7 @@ async def test_a_missing_field_or_a_literal_false_skips_and_a_last_skip_succeeds
 async def test_a_condition_that_is_not_a_boolean_fails_the_step(
     flow: Flow, clean_standin: StandinServer
 ) -> None:
-    workflow_id = await flow.workflow(
+    workflow_id = await flow.saved(
         [flow.post("first", "first", when="{{ trigger.body.flag }}"), flow.post("then", "then")]
     )
     detail = await flow.run(workflow_id, {"flag": "yes"})
@@ -140,7 +112,7 @@ async def test_a_condition_that_is_not_a_boolean_fails_the_step(
 async def test_a_loop_is_skipped_whole_or_runs_every_item(
     flow: Flow, clean_standin: StandinServer
 ) -> None:
-    workflow_id = await flow.workflow(
+    workflow_id = await flow.saved(
         [
             flow.post(
                 "each",
@@ -161,7 +133,7 @@ async def test_a_retry_after_a_skip_does_not_skip_again(
     flow: Flow, clean_standin: StandinServer
 ) -> None:
     """The skip is a completed record: the retry of the step after it reuses it."""
-    workflow_id = await flow.workflow(
+    workflow_id = await flow.saved(
         [flow.post("maybe", "maybe", when="{{ false }}"), flow.post("then", "then")]
     )
     httpx.post(
@@ -207,7 +179,7 @@ async def test_a_dry_run_shows_the_skip(flow: Flow, clean_standin: StandinServer
     ],
 )
 async def test_a_bad_when_is_a_422_at_the_field(flow: Flow, when: Any, message: str) -> None:
-    r = await flow.create([flow.post("first", "x", when=when), flow.post("later", "y")])
+    r = await flow.workflow([flow.post("first", "x", when=when), flow.post("later", "y")])
     assert r.status_code == 422, r.text
     details = r.json()["error"]["details"]
     assert any(d["loc"][3] == "when" and message in d["msg"] for d in details), details

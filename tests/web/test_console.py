@@ -451,6 +451,15 @@ def _workflow_form(credential_id: str = "", **extra: str) -> dict[str, str]:
     }
 
 
+async def _drain(runtime: Runtime) -> None:
+    """Run what the webhooks queued, as a worker process would, then stop."""
+    worker = Worker(runtime)
+    try:
+        await worker.run_until_empty()
+    finally:
+        await worker.stop(grace_s=0)
+
+
 async def _credential(client: httpx.AsyncClient) -> str:
     await post_form(
         client,
@@ -1082,11 +1091,7 @@ class TestPages:
         assert created.status_code == 303, created.text
         workflow_id = created.headers["location"].rsplit("/", 1)[1]
         fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1, "paid": False})
-        worker = Worker(runtime)
-        try:
-            await worker.run_until_empty()
-        finally:
-            await worker.stop(grace_s=0)
+        await _drain(runtime)
         page = await client.get(f"/executions/{fired.json()['execution_id']}")
         assert "The condition did not hold: the execution stopped here" in page.text
         assert 'data-step="notify"' not in page.text
@@ -1113,11 +1118,7 @@ class TestPages:
         edit = await client.get(f"/workflows/{workflow_id}/edit")
         assert 'name="steps.0.config.delay.until"' in edit.text
         fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1, "wait_s": 3600})
-        worker = Worker(runtime)
-        try:
-            await worker.run_until_empty()
-        finally:
-            await worker.stop(grace_s=0)
+        await _drain(runtime)
         listed = await client.get("/executions")
         assert re.search(r'data-status="queued">queued</span> <small>until ', listed.text)
         page = await client.get(f"/executions/{fired.json()['execution_id']}")
@@ -1138,11 +1139,7 @@ class TestPages:
         assert created.status_code == 303, created.text
         workflow_id = created.headers["location"].rsplit("/", 1)[1]
         fired = await client.post(f"/api/webhooks/{workflow_id}", json={"name": "Ada"})
-        worker = Worker(runtime)
-        try:
-            await worker.run_until_empty()
-        finally:
-            await worker.stop(grace_s=0)
+        await _drain(runtime)
         page = await client.get(f"/executions/{fired.json()['execution_id']}")
         assert "&#34;who&#34;: &#34;Ada&#34;" in page.text  # the output, escaped
 
@@ -1160,11 +1157,7 @@ class TestPages:
         edit = await client.get(f"/workflows/{workflow_id}/edit")
         assert 'value="{{ trigger.body.paid }}"' in edit.text
         fired = await client.post(f"/api/webhooks/{workflow_id}", json={"id": 1, "paid": False})
-        worker = Worker(runtime)
-        try:
-            await worker.run_until_empty()
-        finally:
-            await worker.stop(grace_s=0)
+        await _drain(runtime)
         page = await client.get(f"/executions/{fired.json()['execution_id']}")
         assert "this step did not run" in page.text
         assert 'data-status="skipped"' in page.text

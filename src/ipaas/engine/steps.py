@@ -188,6 +188,16 @@ async def run_steps(run: StepsRun, on_step: OnStep) -> ExecutionStatus:
     return ExecutionStatus.succeeded
 
 
+def _render(run: StepsRun, value: dict[str, Any], context: dict[str, Any]) -> Any:
+    """``value``'s templates rendered for the run's tenant; its share of render time spent
+    is a call not made, tried again when the share is whole (``NotCalledError``)."""
+    try:
+        return run.templates.render(run.tenant_id, value, context)
+    except RenderShareSpent as exc:
+        retry_at = utcnow() + timedelta(seconds=exc.wait_s)
+        raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
+
+
 async def _when_record(
     run: StepsRun,
     step: Step,
@@ -207,11 +217,7 @@ async def _when_record(
     error: str | None = None
     try:
         if isinstance(step.when, str):
-            try:
-                value = run.templates.render(run.tenant_id, {"when": step.when}, context)["when"]
-            except RenderShareSpent as exc:
-                retry_at = utcnow() + timedelta(seconds=exc.wait_s)
-                raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
+            value = _render(run, {"when": step.when}, context)["when"]
         if as_condition(value):
             return False, None
     except ConnectorError as exc:
@@ -219,6 +225,39 @@ async def _when_record(
     except (TemplateRenderError, ValueError) as exc:
         error = f"when: {exc}"
     status = StepStatus.skipped if error is None else StepStatus.failed
+    final = await _step_record(
+        run,
+        step,
+        position,
+        started_at,
+        status,
+        {"when": value},
+        error,
+        failure,
+        redactor,
+        on_step,
+        last,
+    )
+    context["steps"][step.id] = {"output": None, "status": status}
+    return True, final
+
+
+async def _step_record(
+    run: StepsRun,
+    step: Step,
+    position: int,
+    started_at: datetime,
+    status: StepStatus,
+    rendered: Any,
+    error: str | None,
+    failure: ConnectorError | None,
+    redactor: Redactor,
+    on_step: OnStep,
+    last: bool,
+) -> ExecutionStatus | None:
+    """The record a step makes under its own id before any call of it (its ``when`` that
+    skips it; a ``when`` or ``for_each`` that does not render), passed to ``on_step``; the
+    execution's status if it ends there."""
     step_run, final = _recorded(
         run,
         step,
@@ -226,7 +265,7 @@ async def _when_record(
         position,
         started_at,
         status,
-        {"when": value},
+        rendered,
         None,
         error,
         failure,
@@ -235,8 +274,7 @@ async def _when_record(
         last=last,
     )
     await on_step(step_run, final, None)
-    context["steps"][step.id] = {"output": None, "status": status}
-    return True, final
+    return final
 
 
 def item_id(step_id: str, index: int) -> str:
@@ -262,34 +300,27 @@ async def _run_loop(
     error: str | None = None
     items: list[Any] = []
     try:
-        try:
-            rendered = run.templates.render(run.tenant_id, {"for_each": step.for_each}, context)
-        except RenderShareSpent as exc:
-            retry_at = utcnow() + timedelta(seconds=exc.wait_s)
-            raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
-        items = loop_items(rendered["for_each"])
+        items = loop_items(_render(run, {"for_each": step.for_each}, context)["for_each"])
     except ConnectorError as exc:
         failure, error = exc, connector_message(exc)
     except (TemplateRenderError, ValueError) as exc:
         error = f"{exc}"
     if error is not None:
-        step_run, final = _recorded(
+        rendered = {"for_each": step.for_each}
+        status = StepStatus.failed
+        return await _step_record(
             run,
             step,
-            step.id,
             position,
             started_at,
-            StepStatus.failed,
-            {"for_each": step.for_each},
-            None,
+            status,
+            rendered,
             error,
             failure,
             redactor,
-            connector=get_connector(step.type),
-            last=last,
+            on_step,
+            last,
         )
-        await on_step(step_run, final, None)
-        return final
     outputs: list[Any] = []
     for index, item in enumerate(items):
         record = item_id(step.id, index)
@@ -349,11 +380,7 @@ async def _run_step(
         if connector is None:
             msg = f"unknown step type {step.type!r}"
             raise ConnectorError(msg, retryable=False)
-        try:
-            rendered = run.templates.render(run.tenant_id, step.config, context)
-        except RenderShareSpent as exc:
-            retry_at = utcnow() + timedelta(seconds=exc.wait_s)
-            raise NotCalledError(str(exc), retry_at=retry_at, code=TEMPLATE_SHARE) from exc
+        rendered = _render(run, step.config, context)
         params = connector.Params.model_validate(rendered)
         ctx = StepContext(
             http=run.http,
