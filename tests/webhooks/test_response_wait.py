@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ipaas.engine.worker import Worker
+from ipaas.errors import StoreUnavailable
 from ipaas.runtime import Runtime
 from tests.standins.server import StandinServer
 
@@ -168,6 +169,27 @@ class TestWaited:
         )
         assert (first.status_code, again.status_code) == (200, 200)
         assert first.text == again.text == first.headers["x-execution-id"]
+
+
+async def test_a_database_gone_during_the_wait_is_the_usual_202(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The execution is committed before the wait: a store outage while reading it back is
+    answered as accepted, not with a 503 that would have the sender post it again."""
+    wf = await workflow(client, auth, [CALC], {"wait_s": 5, "body": "done"})
+
+    async def unavailable(*_: Any) -> None:
+        raise StoreUnavailable("database unavailable")
+
+    monkeypatch.setattr(runtime.store, "get_execution", unavailable)
+    r = await client.post(f"/api/webhooks/{wf}", json=LINES)
+    assert r.status_code == 202, r.text
+    monkeypatch.undo()
+    detail = await client.get(f"/api/executions/{r.json()['execution_id']}", headers=auth)
+    assert detail.json()["status"] == "queued"  # no worker in this test: it waits for one
 
 
 @pytest.mark.parametrize(

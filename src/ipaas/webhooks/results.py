@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ipaas.engine.templating import RenderShareSpent, TemplateRenderError
-from ipaas.errors import IpaasError
+from ipaas.errors import IpaasError, StoreUnavailable
 from ipaas.executions.models import ExecutionStatus, StepRun
 
 if TYPE_CHECKING:  # the runtime imports the webhooks, not the other way round
@@ -50,8 +50,19 @@ async def waited(
     runtime: Runtime, tenant_id: str, execution_id: str, response: WebhookResponse
 ) -> Result | None:
     """``response`` rendered over the execution once it succeeded; ``None`` when it is not
-    terminal within ``response.wait_s`` (the caller answers 202). A failed, timed out or
-    cancelled execution, or a body that does not render, raises ``ExecutionFailed``."""
+    terminal within ``response.wait_s``, or the database stops answering meanwhile (the
+    caller answers 202: the execution is committed, and a 503 would have the sender send it
+    again). A failed, timed out or cancelled execution, or a body that does not render,
+    raises ``ExecutionFailed``."""
+    try:
+        return await _waited(runtime, tenant_id, execution_id, response)
+    except StoreUnavailable:
+        return None
+
+
+async def _waited(
+    runtime: Runtime, tenant_id: str, execution_id: str, response: WebhookResponse
+) -> Result | None:
     assert response.wait_s is not None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + response.wait_s
