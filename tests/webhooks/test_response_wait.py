@@ -4,6 +4,7 @@ for the execution, then renders ``response.body`` over the steps' outputs; a fai
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from ipaas.engine.worker import Worker
 from ipaas.errors import StoreUnavailable
 from ipaas.runtime import Runtime
+from ipaas.webhooks import results
 from tests.standins.server import StandinServer
 
 CALC = {
@@ -169,6 +171,30 @@ class TestWaited:
         )
         assert (first.status_code, again.status_code) == (200, 200)
         assert first.text == again.text == first.headers["x-execution-id"]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_beyond_the_answers_that_may_wait_a_webhook_gets_its_202_at_once(
+    client: httpx.AsyncClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One answer may wait (``MAX_WAITING`` 1 here): while it waits for a delay, a second
+    webhook is answered 202 at once, and the first still gets the 202 when its wait ends;
+    the slot is free again afterwards."""
+    monkeypatch.setattr(results, "MAX_WAITING", 1)
+    wait = {"id": "wait", "type": "delay", "config": {"seconds": 60}}
+    slow = await workflow(client, auth, [wait, CALC], {"wait_s": 1, "body": "done"})
+    quick = await workflow(client, auth, [CALC], {"wait_s": 5, "body": "{{ steps.calc.output }}"})
+    first = asyncio.create_task(client.post(f"/api/webhooks/{slow}", json=LINES))
+    while results._waiting == 0:  # the first answer waits
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    second = await client.post(f"/api/webhooks/{quick}", json=LINES)
+    assert time.monotonic() - started < 0.5
+    assert second.status_code == 202, second.text
+    assert (await first).status_code == 202
+    assert results._waiting == 0
+    third = await client.post(f"/api/webhooks/{quick}", json=LINES)
+    assert (third.status_code, third.json()) == (200, {"total": 5})
 
 
 async def test_a_database_gone_during_the_wait_is_the_usual_202(

@@ -31,6 +31,11 @@ if TYPE_CHECKING:  # the runtime imports the webhooks, not the other way round
 FIRST_POLL_S = 0.01
 MAX_POLL_S = 0.1
 
+#: Answers waiting at once in this process; beyond it a webhook is answered at once with
+#: the usual 202 (its execution runs all the same), so senders that wait cannot hold the
+#: server's connections and memory without bound.
+MAX_WAITING = 200
+
 _JSON = "application/json"
 _TEXT_PLAIN = "text/plain; charset=utf-8"
 
@@ -50,14 +55,24 @@ async def waited(
     runtime: Runtime, tenant_id: str, execution_id: str, response: WebhookResponse
 ) -> Result | None:
     """``response`` rendered over the execution once it succeeded; ``None`` when it is not
-    terminal within ``response.wait_s``, or the database stops answering meanwhile (the
-    caller answers 202: the execution is committed, and a 503 would have the sender send it
-    again). A failed, timed out or cancelled execution, or a body that does not render,
-    raises ``ExecutionFailed``."""
+    terminal within ``response.wait_s``, when ``MAX_WAITING`` answers wait already, or when
+    the database stops answering meanwhile (the caller answers 202: the execution is
+    committed, and a 503 would have the sender send it again). A failed, timed out or
+    cancelled execution, or a body that does not render, raises ``ExecutionFailed``."""
+    global _waiting
+    if _waiting >= MAX_WAITING:
+        return None
+    _waiting += 1
     try:
         return await _waited(runtime, tenant_id, execution_id, response)
     except StoreUnavailable:
         return None
+    finally:
+        _waiting -= 1
+
+
+#: Answers waiting now in this process (``MAX_WAITING``).
+_waiting = 0
 
 
 async def _waited(
