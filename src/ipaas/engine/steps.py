@@ -282,6 +282,12 @@ def item_id(step_id: str, index: int) -> str:
     return f"{step_id}[{index}]"
 
 
+def item_of(record: str) -> tuple[str, int] | None:
+    """The step id and index of an item's record (``item_id``); ``None`` for a step's own."""
+    step_id, bracket, index = record.partition("[")
+    return (step_id, int(index.rstrip("]"))) if bracket else None
+
+
 async def _run_loop(
     run: StepsRun,
     step: Step,

@@ -167,13 +167,15 @@ async def accept(
     if acknowledged is not None:
         text, media_type = acknowledged
         return Answer(status, text=text, media_type=media_type, execution_id=accepted.execution_id)
-    content: dict[str, Any] = {
-        "execution_id": accepted.execution_id,
-        "status_url": f"/api/executions/{accepted.execution_id}",
-    }
+    content = _accepted_json(accepted.execution_id)
     if accepted.duplicate:
         content["duplicate"] = True
     return Answer(status, json=content, execution_id=accepted.execution_id)
+
+
+def _accepted_json(execution_id: str) -> dict[str, Any]:
+    """An accepted webhook's JSON: its execution and where to read it."""
+    return {"execution_id": execution_id, "status_url": f"/api/executions/{execution_id}"}
 
 
 async def _waited_answer(runtime: Runtime, accepted: Accepted, response: WebhookResponse) -> Answer:
@@ -181,10 +183,7 @@ async def _waited_answer(runtime: Runtime, accepted: Accepted, response: Webhook
     has not ended within ``wait_s``, the usual 202 (``webhooks/results.py``)."""
     result = await results.waited(runtime, accepted.tenant_id, accepted.execution_id, response)
     if result is None:
-        content = {
-            "execution_id": accepted.execution_id,
-            "status_url": f"/api/executions/{accepted.execution_id}",
-        }
+        content = _accepted_json(accepted.execution_id)
         return Answer(202, json=content, execution_id=accepted.execution_id)
     return Answer(
         response.status_code,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ipaas.engine.steps import item_of
 from ipaas.engine.templating import RenderShareSpent, TemplateRenderError
 from ipaas.errors import IpaasError, StoreUnavailable
 from ipaas.executions.models import ExecutionStatus, StepRun
@@ -122,9 +123,10 @@ def step_results(runs: list[StepRun]) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     loops: dict[str, dict[int, Any]] = {}
     for run in runs:  # by position, start and attempt: a later attempt wins
-        base, bracket, index = run.step_id.partition("[")
-        if bracket:
-            loops.setdefault(base, {})[int(index.rstrip("]"))] = run.output
+        item = item_of(run.step_id)
+        if item is not None:
+            base, index = item
+            loops.setdefault(base, {})[index] = run.output
             results[base] = {"output": None, "status": run.status.value}
         else:
             results[run.step_id] = {"output": run.output, "status": run.status.value}

@@ -110,13 +110,26 @@ def _response_errors(trigger: Trigger, steps: list[Step]) -> list[dict[str, Any]
     response = trigger.webhook.response
     if response is None or response.wait_s is None or response.body is None:
         return []
-    body = {"body": response.body}
-    found = check_syntax(body, path="")
-    found += check_references(body, before=[s.id for s in steps], after=[], path="")
+    found = _template_problems({"body": response.body}, before=[s.id for s in steps], path="")
     return [
         {"loc": ["body", "trigger", "response", "body"], "msg": msg, "type": "value_error"}
-        for _, msg in found
+        for _, msg, _ in found
     ]
+
+
+def _template_problems(
+    value: Any,
+    *,
+    before: Sequence[str],
+    after: Sequence[str] = (),
+    path: str = "config",
+    names: frozenset[str] = frozenset(),
+) -> list[tuple[str, str, str]]:
+    """Every template in ``value`` that does not compile (``template_syntax``) or names
+    what no execution has (``template_reference``), as ``(path, message, kind)``."""
+    found = [(p, m, "template_syntax") for p, m in check_syntax(value, path=path)]
+    references = check_references(value, before=before, after=after, path=path, names=names)
+    return found + [(p, m, "template_reference") for p, m in references]
 
 
 async def _trigger_errors(
@@ -207,13 +220,8 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
             msg = "when is true, false, or a template that gives one: {{ trigger.body.paid }}"
             add(index, ["when"], msg)
         if compile_templates:
-            found = [(p, m, "template_syntax") for p, m in check_syntax(step.config)]
-            found += [
-                (p, m, "template_reference")
-                for p, m in check_references(
-                    step.config, before=ids[:index], after=ids[index + 1 :], names=names
-                )
-            ]
+            before, after = ids[:index], ids[index + 1 :]
+            found = _template_problems(step.config, before=before, after=after, names=names)
             # Both are read before the step's loop: no ``item`` or ``index`` in them.
             beside = {
                 key: value
@@ -221,13 +229,7 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
                 if isinstance(value, str)
             }
             if beside:
-                found += [(p, m, "template_syntax") for p, m in check_syntax(beside, path="")]
-                found += [
-                    (p, m, "template_reference")
-                    for p, m in check_references(
-                        beside, before=ids[:index], after=ids[index + 1 :], path=""
-                    )
-                ]
+                found += _template_problems(beside, before=before, after=after, path="")
             for path, msg, kind in found:
                 add(index, path.split(".")[1:] or ["config"], msg, kind)
         try:
