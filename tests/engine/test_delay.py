@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from ipaas.config import Settings
+from ipaas.engine import worker as worker_module
 from ipaas.engine.connectors.delay import MAX_DELAY_S, DelayParams
 from ipaas.engine.worker import Worker
 from ipaas.kit.clock import utcnow
@@ -144,6 +145,33 @@ async def test_a_running_worker_resumes_it_on_its_own(
         await worker.stop(grace_s=0)
     assert time.monotonic() - started >= 0.3
     assert posted(clean_standin) == ["after the wait"]
+
+
+async def test_it_resumes_when_the_wait_ends_not_at_the_next_pass(
+    flow: Flow, runtime: Runtime, clean_standin: StandinServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker that made the wait runs the due pass when it ends: with the regular pass a
+    minute apart, the next step still starts within moments of the wait's end."""
+    monkeypatch.setattr(worker_module, "DUE_RETRY_INTERVAL_S", 60.0)
+    workflow_id = await flow.workflow(
+        [{"id": "wait", "type": "delay", "config": {"seconds": 0.4}}, flow.post()]
+    )
+    worker = Worker(runtime)
+    await worker.start()
+    try:
+        await asyncio.sleep(0.1)  # the first regular pass has run; the next is a minute away
+        execution_id = await flow.fire(workflow_id)
+        started = time.monotonic()
+        while (await flow.detail(execution_id))["status"] != "succeeded":
+            assert time.monotonic() - started < 5, await flow.detail(execution_id)
+            await asyncio.sleep(0.02)
+    finally:
+        await worker.stop(grace_s=0)
+    wait, post = (await flow.detail(execution_id))["steps"]
+    until = parse(wait["output"]["until"])
+    assert until <= parse(post["started_at"]) <= until + timedelta(seconds=0.5)
+    assert posted(clean_standin) == ["after the wait"]
+    assert len(worker.wakeups) == 0
 
 
 async def test_until_a_time_from_the_payload_and_a_past_one_does_not_wait(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ipaas.config import Settings
+from ipaas.engine import worker as worker_module
 from ipaas.engine.queue.redis import RedisQueue
 from ipaas.engine.worker import Worker
 from ipaas.executions.models import ExecutionStatus, TriggerData
@@ -165,6 +167,29 @@ class TestAutomaticRetries:
         assert second["received_monotonic"] - first["received_monotonic"] >= 2.0
         waited = at(detail["steps"][0]["next_attempt_at"]) - at(detail["steps"][0]["finished_at"])
         assert waited.total_seconds() >= 2.0
+
+    async def test_a_retry_runs_when_its_wait_ends_not_at_the_next_pass(
+        self, api: Api, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the regular due pass a minute apart, each retry still runs within moments of
+        its ``next_attempt_at``: the worker that deferred it wakes for it."""
+        monkeypatch.setattr(worker_module, "DUE_RETRY_INTERVAL_S", 60.0)
+        api.standin.add_fault("/echo/flaky", status=503, count=2, retry_after=0)
+        retry = {"max_attempts": 3, "initial_delay_s": 0.2, "max_delay_s": 0.2}
+        wf = await api.workflow([api.call("call", "/echo/flaky", retry)])
+        worker = Worker(runtime)
+        await worker.start()
+        try:
+            await asyncio.sleep(0.1)  # past the first regular pass
+            detail = await api.settled(await api.fire(wf), timeout_s=5.0)
+        finally:
+            await worker.stop(grace_s=0)
+        assert detail["status"] == "succeeded", detail
+        steps = detail["steps"]
+        assert [s["status"] for s in steps] == ["failed", "failed", "succeeded"]
+        for waited, retried in itertools.pairwise(steps):
+            due = at(waited["next_attempt_at"])
+            assert due <= at(retried["started_at"]) <= due + timedelta(seconds=0.5)
 
     async def test_a_permanent_4xx_is_not_retried(self, api: Api, worker: Worker) -> None:
         api.standin.add_fault("/echo/bad", status=400, count=1)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
@@ -65,6 +65,8 @@ class Executor:
     writing it remains (finish, or defer to a retry): the worker may then start another in
     its place while the write is under way. ``on_claimed(finished_id, execution)`` gets an
     execution a finish claimed in the finished one's place, before ``on_settled`` for it.
+    ``on_waiting(next_attempt_at)`` hears of each execution it handed back to wait (a retry,
+    a delay), once the store holds it.
     """
 
     def __init__(
@@ -73,10 +75,12 @@ class Executor:
         owner: str,
         on_settled: Callable[[str], None] | None = None,
         on_claimed: Callable[[str, Execution], None] | None = None,
+        on_waiting: Callable[[datetime], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.owner = owner
         self._on_settled = on_settled or (lambda _: None)
+        self._on_waiting = on_waiting or (lambda _: None)
         #: Takes an execution the finish of another claimed in its place (where the store
         #: can: ``Store.finish_and_claim_next``); ``None``: finishes claim nothing.
         self._on_claimed = on_claimed
@@ -232,7 +236,7 @@ class Executor:
                 if step.status is StepStatus.succeeded and execution.deadline_at is not None:
                     # A delay's wait does not count against the execution's timeout.
                     deadline_at = execution.deadline_at + (next_attempt_at - deferred_at)
-                await settle(
+                deferred = await settle(
                     lambda: store.defer_execution(
                         execution.id,
                         owner=self.owner,
@@ -242,6 +246,8 @@ class Executor:
                         deadline_at=deadline_at,
                     )
                 )
+                if deferred:
+                    self._on_waiting(next_attempt_at)
             else:
                 await finish(
                     final, step.error if final is not ExecutionStatus.succeeded else None, step

@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -22,7 +22,12 @@ from ipaas.engine.executor import Executor
 from ipaas.engine.queue_vacuum import run_queue_vacuum
 from ipaas.engine.reaper import run_reaper
 from ipaas.engine.retention import run_retention
-from ipaas.engine.retries import DUE_RETRY_BATCH, DUE_RETRY_INTERVAL_S, enqueue_due_retries
+from ipaas.engine.retries import (
+    DUE_RETRY_BATCH,
+    DUE_RETRY_INTERVAL_S,
+    DueWakeups,
+    enqueue_due_retries,
+)
 from ipaas.engine.scheduler import run_scheduler
 from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution
@@ -63,8 +68,15 @@ class Worker:
         self.runtime = runtime
         self.concurrency = concurrency or runtime.settings.workers
         self.owner = worker_name()
+        #: Waits this process made resume when they end (run by ``start``'s due pass).
+        self.wakeups = DueWakeups(lambda: enqueue_due_retries(runtime))
+        self._wake_waits = False
         self.executor = Executor(
-            runtime, self.owner, on_settled=self._settled, on_claimed=self._claimed_on_finish
+            runtime,
+            self.owner,
+            on_settled=self._settled,
+            on_claimed=self._claimed_on_finish,
+            on_waiting=self._waiting,
         )
         self._tasks: dict[str, asyncio.Task[object]] = {}
         #: Executions whose outcome is decided and being written: their slot is free.
@@ -97,6 +109,12 @@ class Worker:
             self._settling.add(execution_id)
             if execution_id not in self._replaced:
                 self._slot_freed.set()
+
+    def _waiting(self, next_attempt_at: datetime) -> None:
+        """An execution waits in the store until ``next_attempt_at``: where this process runs
+        the due pass, it runs one then too."""
+        if self._wake_waits:
+            self.wakeups.wake_at(next_attempt_at)
 
     def _claimed_on_finish(self, finished_id: str, execution: Execution) -> None:
         """An execution the finish of ``finished_id`` claimed in its place: it takes that
@@ -146,12 +164,15 @@ class Worker:
                     name="retry-pass",
                 )
             )
+            self._wake_waits = True
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Claim nothing more; let running executions finish within ``grace_s``, then hand
         the rest back to the queue (they resume on the next start)."""
         grace_s = self.runtime.settings.shutdown_grace_s if grace_s is None else grace_s
         self._stopping.set()
+        self._wake_waits = False
+        self.wakeups.close()
         self.executor.claim_on_finish = False
         self._slot_freed.set()
         feed = self._loops[0] if self._loops else None
