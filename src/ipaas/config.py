@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     #: How long an open circuit turns calls away before one probe may go through.
     circuit_cooldown_s: float = Field(default=30.0, gt=0, le=MAX_SETTING_S)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    #: Webhook answers that wait for their execution's result (a trigger's
+    #: ``response.wait_s``) at once in one API process; beyond, a webhook gets its 202 at
+    #: once (its execution runs all the same). 0: none waits.
+    webhook_max_waiting: int = Field(default=200, ge=0, le=100_000)
     #: Slow-client guard: the whole request head must arrive within this time; also the
     #: keep-alive idle limit.
     header_read_timeout_s: float = Field(default=10.0, gt=0, le=MAX_READ_TIMEOUT_S)

@@ -172,15 +172,36 @@ class TestWaited:
         assert (first.status_code, again.status_code) == (200, 200)
         assert first.text == again.text == first.headers["x-execution-id"]
 
+    async def test_a_repeat_not_ended_in_time_is_answered_as_a_duplicate(
+        self, client: httpx.AsyncClient, auth: dict[str, str]
+    ) -> None:
+        """As a repeat of a trigger that does not wait: 200 with ``duplicate``, not a 202
+        that would read as a new event."""
+        wait = {"id": "wait", "type": "delay", "config": {"seconds": 60}}
+        wf = await workflow(client, auth, [wait, CALC], {"wait_s": 0.2, "body": "done"})
+        key = {"Idempotency-Key": "k2"}
+        first = await client.post(f"/api/webhooks/{wf}", json=LINES, headers=key)
+        again = await client.post(f"/api/webhooks/{wf}", json=LINES, headers=key)
+        assert (first.status_code, again.status_code) == (202, 200), again.text
+        execution_id = first.json()["execution_id"]
+        assert again.json() == {
+            "execution_id": execution_id,
+            "status_url": f"/api/executions/{execution_id}",
+            "duplicate": True,
+        }
+
 
 @pytest.mark.usefixtures("worker")
 async def test_beyond_the_answers_that_may_wait_a_webhook_gets_its_202_at_once(
-    client: httpx.AsyncClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One answer may wait (``MAX_WAITING`` 1 here): while it waits for a delay, a second
-    webhook is answered 202 at once, and the first still gets the 202 when its wait ends;
-    the slot is free again afterwards."""
-    monkeypatch.setattr(results, "MAX_WAITING", 1)
+    """One answer may wait (``IPAAS_WEBHOOK_MAX_WAITING`` 1 here): while it waits for a
+    delay, a second webhook is answered 202 at once, and the first still gets the 202 when
+    its wait ends; the slot is free again afterwards."""
+    monkeypatch.setattr(runtime.settings, "webhook_max_waiting", 1)
     wait = {"id": "wait", "type": "delay", "config": {"seconds": 60}}
     slow = await workflow(client, auth, [wait, CALC], {"wait_s": 1, "body": "done"})
     quick = await workflow(client, auth, [CALC], {"wait_s": 5, "body": "{{ steps.calc.output }}"})
@@ -195,6 +216,20 @@ async def test_beyond_the_answers_that_may_wait_a_webhook_gets_its_202_at_once(
     assert results._waiting == 0
     third = await client.post(f"/api/webhooks/{quick}", json=LINES)
     assert (third.status_code, third.json()) == (200, {"total": 5})
+
+
+@pytest.mark.usefixtures("worker")
+async def test_with_no_answer_allowed_to_wait_every_webhook_gets_its_202_at_once(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime.settings, "webhook_max_waiting", 0)
+    wf = await workflow(client, auth, [CALC], {"wait_s": 5, "body": "{{ steps.calc.output }}"})
+    r = await client.post(f"/api/webhooks/{wf}", json=LINES)
+    assert r.status_code == 202, r.text
+    assert set(r.json()) == {"execution_id", "status_url"}
 
 
 async def test_a_database_gone_during_the_wait_is_the_usual_202(

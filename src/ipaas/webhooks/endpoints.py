@@ -180,10 +180,14 @@ def _accepted_json(execution_id: str) -> dict[str, Any]:
 
 async def _waited_answer(runtime: Runtime, accepted: Accepted, response: WebhookResponse) -> Answer:
     """The trigger's answer rendered over the execution's result once it ends, or, when it
-    has not ended within ``wait_s``, the usual 202 (``webhooks/results.py``)."""
+    has not ended within ``wait_s``, what a trigger that does not wait answers: 202, or 200
+    with ``"duplicate": true`` for a repeat (``webhooks/results.py``)."""
     result = await results.waited(runtime, accepted.tenant_id, accepted.execution_id, response)
     if result is None:
         content = _accepted_json(accepted.execution_id)
+        if accepted.duplicate:
+            content["duplicate"] = True
+            return Answer(200, json=content, execution_id=accepted.execution_id)
         return Answer(202, json=content, execution_id=accepted.execution_id)
     return Answer(
         response.status_code,

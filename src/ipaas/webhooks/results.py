@@ -32,11 +32,6 @@ if TYPE_CHECKING:  # the runtime imports the webhooks, not the other way round
 FIRST_POLL_S = 0.01
 MAX_POLL_S = 0.1
 
-#: Answers waiting at once in this process; beyond it a webhook is answered at once with
-#: the usual 202 (its execution runs all the same), so senders that wait cannot hold the
-#: server's connections and memory without bound.
-MAX_WAITING = 200
-
 _JSON = "application/json"
 _TEXT_PLAIN = "text/plain; charset=utf-8"
 
@@ -56,12 +51,14 @@ async def waited(
     runtime: Runtime, tenant_id: str, execution_id: str, response: WebhookResponse
 ) -> Result | None:
     """``response`` rendered over the execution once it succeeded; ``None`` when it is not
-    terminal within ``response.wait_s``, when ``MAX_WAITING`` answers wait already, or when
-    the database stops answering meanwhile (the caller answers 202: the execution is
-    committed, and a 503 would have the sender send it again). A failed, timed out or
-    cancelled execution, or a body that does not render, raises ``ExecutionFailed``."""
+    terminal within ``response.wait_s``, when ``IPAAS_WEBHOOK_MAX_WAITING`` answers wait
+    already (so that senders that wait cannot hold the server's connections and memory
+    without bound), or when the database stops answering meanwhile (the caller answers 202:
+    the execution is committed, and a 503 would have the sender send it again). A failed,
+    timed out or cancelled execution, or a body that does not render, raises
+    ``ExecutionFailed``."""
     global _waiting
-    if _waiting >= MAX_WAITING:
+    if _waiting >= runtime.settings.webhook_max_waiting:
         return None
     _waiting += 1
     try:
@@ -72,7 +69,7 @@ async def waited(
         _waiting -= 1
 
 
-#: Answers waiting now in this process (``MAX_WAITING``).
+#: Answers waiting now in this process (``IPAAS_WEBHOOK_MAX_WAITING``).
 _waiting = 0
 
 
