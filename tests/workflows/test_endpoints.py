@@ -663,6 +663,24 @@ class TestScheduleTrigger:
         assert patched.json()["version"] == 2
 
 
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What Jinja is asked to compile from now on (none cached): counted, not timed, so
+    that a busy machine does not fail a test."""
+    sources: list[str] = []
+    templating._compile.cache_clear()
+    env = templating._ENV
+    for name in ("from_string", "compile_expression"):
+        original = getattr(env, name)
+
+        def counting(source: str, *args: Any, _original: Any = original, **kw: Any) -> Any:
+            sources.append(source)
+            return _original(source, *args, **kw)
+
+        monkeypatch.setattr(env, name, counting)
+    return sources
+
+
 class TestTemplateCost:
     """What a workflow's templates may cost to compile, on the event loop, at create, dry
     run and first run in each process. Found by hand on the embedded server, with a step
@@ -690,21 +708,8 @@ class TestTemplateCost:
         auth: dict[str, str],
         text: str,
         counted: str,
-        monkeypatch: pytest.MonkeyPatch,
+        compiled: list[str],
     ) -> None:
-        # What Jinja is asked to compile (5.5 s and 0.6 s for these two texts): counted,
-        # not timed, so that a busy machine does not fail the test.
-        compiled: list[str] = []
-        templating._compile.cache_clear()
-        env = templating._ENV
-        for name in ("from_string", "compile_expression"):
-            original = getattr(env, name)
-
-            def counting(source: str, *args: Any, _original: Any = original, **kw: Any) -> Any:
-                compiled.append(source)
-                return _original(source, *args, **kw)
-
-            monkeypatch.setattr(env, name, counting)
         for path in ("/api/workflows", "/api/workflows/dry-run"):
             response = await self.post(client, auth, path, text)
             assert compiled == []
@@ -717,6 +722,27 @@ class TestTemplateCost:
         fits = "{{ trigger.body.a }}" * 998 + "x" * 400_000 + "{% if 1 %}{% endif %}"
         assert (await self.post(client, auth, "/api/workflows", fits)).status_code == 201
         assert fits in compiled  # the count above sees what is compiled
+
+    async def test_a_waiting_answer_s_body_is_bounded_before_compiling_too(
+        self, client: httpx.AsyncClient, auth: dict[str, str], compiled: list[str]
+    ) -> None:
+        """Found by review: ``response.body`` (up to 64 KiB) was compiled whatever its size."""
+        body = "{{ [" + ",".join(["1"] * 12_000) + "] }}"  # 24,007 characters of code
+        workflow = {
+            "name": "t",
+            "trigger": {"type": "webhook", "response": {"wait_s": 5, "body": body}},
+            "steps": [{"id": "t", "type": "transform", "config": {"value": 1}}],
+        }
+        r = await client.post("/api/workflows", json=workflow, headers=auth)
+        assert r.status_code == 422, r.text
+        assert compiled == []
+        (detail,) = r.json()["error"]["details"]
+        assert detail["loc"] == ["body", "trigger", "response", "body"]
+        assert detail["type"] == "templates_too_large"
+        assert "1 template tags of 24007 characters" in detail["msg"]
+        workflow["trigger"]["response"]["body"] = "{{ steps.t.output }}" + "x" * 60_000
+        assert (await client.post("/api/workflows", json=workflow, headers=auth)).status_code == 201
+        assert compiled != []
 
     @pytest.mark.parametrize(
         "text",

@@ -110,11 +110,17 @@ def _response_errors(trigger: Trigger, steps: list[Step]) -> list[dict[str, Any]
     response = trigger.webhook.response
     if response is None or response.wait_s is None or response.body is None:
         return []
+    loc = ["body", "trigger", "response", "body"]
+    # Bounded before it is compiled, as the steps' templates are (``_step_errors``).
+    tags, code = template_size(response.body)
+    if tags > MAX_TEMPLATE_TAGS or code > MAX_TEMPLATE_CODE_CHARS:
+        msg = (
+            f"the body holds {tags} template tags of {code} characters; at most "
+            f"{MAX_TEMPLATE_TAGS} tags of {MAX_TEMPLATE_CODE_CHARS} characters"
+        )
+        return [{"loc": loc, "msg": msg, "type": "templates_too_large"}]
     found = _template_problems({"body": response.body}, before=[s.id for s in steps], path="")
-    return [
-        {"loc": ["body", "trigger", "response", "body"], "msg": msg, "type": "value_error"}
-        for _, msg, _ in found
-    ]
+    return [{"loc": loc, "msg": msg, "type": "value_error"} for _, msg, _ in found]
 
 
 def _template_problems(
