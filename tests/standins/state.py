@@ -58,6 +58,8 @@ class StandinState:
         self._slow_calls: dict[str, dict[str, Any]] = {}
         #: Requests being handled (not yet answered): ticket -> monotonic start.
         self._in_flight: dict[int, float] = {}
+        #: The most requests handled at once since the last reset.
+        self._in_flight_max = 0
         self._tickets = 0
         #: Set when the server stops, so slow handlers finish instead of holding it open.
         self.closing = threading.Event()
@@ -117,6 +119,7 @@ class StandinState:
         with self._lock:
             self._tickets += 1
             self._in_flight[self._tickets] = time.monotonic()
+            self._in_flight_max = max(self._in_flight_max, len(self._in_flight))
             return self._tickets
 
     def end(self, ticket: int) -> None:
@@ -149,6 +152,7 @@ class StandinState:
                 "messages": 0,
                 "duplicate_texts": 0,
                 "in_flight": len(self._in_flight),
+                "in_flight_max": self._in_flight_max,
                 # Seconds since the youngest unanswered request arrived (None: none).
                 "in_flight_youngest_s": (
                     time.monotonic() - max(self._in_flight.values()) if self._in_flight else None
@@ -177,6 +181,7 @@ class StandinState:
             self._delivered.clear()
             self._faults.clear()
             self._slow_calls.clear()
+            self._in_flight_max = len(self._in_flight)
             self._oauth_tokens.clear()
             self._oauth_expires_in = OAUTH_EXPIRES_IN_S
             self.oauth_answer = None

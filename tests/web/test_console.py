@@ -1143,6 +1143,27 @@ class TestPages:
         page = await client.get(f"/executions/{fired.json()['execution_id']}")
         assert "&#34;who&#34;: &#34;Ada&#34;" in page.text  # the output, escaped
 
+    async def test_a_loop_s_items_at_once_made_in_the_form(self, client: httpx.AsyncClient) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        loop = {"steps.0.for_each": "{{ trigger.body.items }}"}
+        form = _workflow_form(credential_id) | loop | {"steps.0.concurrency": "4"}
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        workflow_id = created.headers["location"].rsplit("/", 1)[1]
+        edit = await client.get(f"/workflows/{workflow_id}/edit")  # shows the stored step
+        assert 'name="steps.0.concurrency" type="text" value="4"' in edit.text
+        for typed, words in (("four", "valid integer"), ("40", "less than or equal to 10")):
+            refused = await post_form(
+                client,
+                "/workflows/new",
+                "/workflows/new",
+                _workflow_form(credential_id) | loop | {"steps.0.concurrency": typed},
+            )
+            assert refused.status_code == 422, refused.text
+            assert 'id="err-steps-0-concurrency"' in refused.text
+            assert words in refused.text
+
     async def test_a_step_s_when_made_in_the_form_says_it_did_not_run(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:

@@ -73,6 +73,7 @@ class TestCreate:
                 "timeout_s": None,
                 "retry": None,
                 "for_each": None,
+                "concurrency": None,
                 "when": None,
             }
         ]

@@ -327,23 +327,133 @@ async def _run_loop(
             on_step,
             last,
         )
-    outputs: list[Any] = []
+    outputs: dict[int, Any] = {}
+    pending: list[tuple[int, Any]] = []
     for index, item in enumerate(items):
-        record = item_id(step.id, index)
-        previous = run.done.get(record)
+        previous = run.done.get(item_id(step.id, index))
         if previous is not None:
-            outputs.append(previous.output)
-            continue
-        scope = {**context, "item": item, "index": index}
-        step_run, final, preview = await _run_step(
-            run, step, record, position, scope, redactor, last=last and index == len(items) - 1
+            outputs[index] = previous.output
+        else:
+            pending.append((index, item))
+    at_once = step.concurrency or 1
+    if at_once > 1 and len(pending) > 1 and not run.simulate:
+        final = await _run_items_at_once(
+            run, step, position, context, redactor, on_step, pending, at_once, outputs
         )
-        await on_step(step_run, final, preview)
         if final is not None:
             return final
-        outputs.append(step_run.output)
-    context["steps"][step.id] = {"output": outputs, "status": StepStatus.succeeded}
+    else:
+        for index, item in pending:
+            scope = {**context, "item": item, "index": index}
+            step_run, final, preview = await _run_step(
+                run,
+                step,
+                item_id(step.id, index),
+                position,
+                scope,
+                redactor,
+                last=last and index == len(items) - 1,
+            )
+            await on_step(step_run, final, preview)
+            if final is not None:
+                return final
+            outputs[index] = step_run.output
+    context["steps"][step.id] = {
+        "output": [outputs[i] for i in range(len(items))],
+        "status": StepStatus.succeeded,
+    }
     return None
+
+
+#: Which outcome of items run at once ends the execution when several would: a stop
+#: (cancel, timeout) before a failure before a retry's wait; among equals, the first item.
+_ENDS_FIRST = {
+    ExecutionStatus.cancelled: 0,
+    ExecutionStatus.timed_out: 0,
+    ExecutionStatus.failed: 1,
+    ExecutionStatus.queued: 2,
+}
+
+_Ending = tuple[int, StepRun, ExecutionStatus, "dict[str, Any] | None"]
+
+
+def _ends_first(one: _Ending, other: _Ending | None) -> bool:
+    if other is None:
+        return True
+    return (_ENDS_FIRST.get(one[2], 1), one[0]) < (_ENDS_FIRST.get(other[2], 1), other[0])
+
+
+async def _run_items_at_once(
+    run: StepsRun,
+    step: Step,
+    position: int,
+    context: dict[str, Any],
+    redactor: Redactor,
+    on_step: OnStep,
+    pending: list[tuple[int, Any]],
+    at_once: int,
+    outputs: dict[int, Any],
+) -> ExecutionStatus | None:
+    """A ``for_each`` step's ``pending`` items with up to ``at_once`` calls in flight
+    (``Step.concurrency``); their outputs go into ``outputs``. Each item is recorded when
+    it ends, as one after another would be. When one ends the execution (a failure, a
+    retry's wait), no item starts after it: those in flight end and are recorded, then the
+    outcome that ends it first (``_ENDS_FIRST``) goes to ``on_step`` last, with the
+    execution's status (returned). A cancel or the timeout stops the calls in flight: each
+    is recorded as stopped, and the ``CancelledError`` goes on to the executor, as it does
+    from one step."""
+    waiting = iter(pending)
+    running: dict[asyncio.Future[tuple[StepRun, ExecutionStatus | None, Any]], int] = {}
+    ending: _Ending | None = None
+
+    def start() -> None:
+        for index, item in waiting:
+            scope = {**context, "item": item, "index": index}
+            record = item_id(step.id, index)
+            call = _run_step(run, step, record, position, scope, redactor, last=False)
+            running[asyncio.ensure_future(call)] = index
+            if len(running) >= at_once:
+                return
+
+    start()
+    try:
+        while running:
+            ended, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for call in sorted(ended, key=running.__getitem__):
+                index = running.pop(call)
+                step_run, final, preview = call.result()
+                if final is not None:
+                    candidate = (index, step_run, final, preview)
+                    if not _ends_first(candidate, ending):
+                        await on_step(step_run, None, preview)  # recorded; another ends it
+                        continue
+                    if ending is not None:
+                        await on_step(ending[1], None, ending[3])
+                    ending = candidate
+                    continue
+                await on_step(step_run, None, preview)
+                outputs[index] = step_run.output
+            if ending is None:
+                start()
+    except asyncio.CancelledError:
+        if ending is not None:
+            await on_step(ending[1], None, ending[3])
+        for call in running:
+            call.cancel()
+        for outcome in await asyncio.gather(*running, return_exceptions=True):
+            if not isinstance(outcome, BaseException):  # a stop, recorded (not a shutdown)
+                await on_step(outcome[0], None, outcome[2])
+        raise
+    except BaseException:  # the store gone past the lease, a bug: no call is left behind
+        for call in running:
+            call.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        raise
+    if ending is None:
+        return None
+    _, step_run, final, preview = ending
+    await on_step(step_run, final, preview)
+    return final
 
 
 def loop_items(value: Any) -> list[Any]:

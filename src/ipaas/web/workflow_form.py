@@ -60,6 +60,7 @@ class WorkflowForm:
             values[f"steps.{index}.type"] = step.type
             values[f"steps.{index}.credential_id"] = step.credential_id or ""
             values[f"steps.{index}.for_each"] = forms.shown(step.for_each)
+            values[f"steps.{index}.concurrency"] = forms.shown(step.concurrency)
             values[f"steps.{index}.when"] = forms.shown(step.when)
             for name, value in step.config.items():
                 values[f"steps.{index}.config.{step.type}.{name}"] = forms.shown(value)
@@ -158,6 +159,9 @@ class WorkflowForm:
         loop = form.get(f"steps.{index}.for_each", "").strip()
         if loop:
             step["for_each"] = _loop(loop)
+        at_once = form.get(f"steps.{index}.concurrency", "").strip()
+        if at_once:  # a number, else left as typed: refused when saved, at the field
+            step["concurrency"] = int(at_once) if at_once.isdecimal() else at_once
         when = form.get(f"steps.{index}.when", "").strip()
         if when:
             step["when"] = _TEXT_BOOLEANS.get(when.lower(), when)

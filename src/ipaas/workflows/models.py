@@ -30,6 +30,9 @@ class TriggerType(StrEnum):
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 #: A ``for_each`` step's id leaves room for ``[99]`` in the 64 characters a record's has.
 MAX_LOOP_STEP_ID = 59
+#: The most calls of one ``for_each`` step in flight at once (``Step.concurrency``): one
+#: execution holds one worker slot, and this bounds what it may ask of a remote meanwhile.
+MAX_LOOP_CONCURRENCY = 10
 #: The step types of ``engine.connectors.REGISTRY``, for the API schema (the registry imports
 #: this module; a test keeps the two equal). Validation itself asks the registry.
 STEP_TYPES = (
@@ -412,6 +415,10 @@ class Step(Input):
     #: ``{{ trigger.body.items }}``): its config sees ``item`` and ``index``, each item is
     #: recorded as ``<id>[<index>]``, and later steps see the outputs as a list.
     for_each: str | list[Any] | None = None
+    #: A ``for_each`` step's calls in flight at once (unset: 1, one item after another).
+    #: Each item is still recorded on its own, and later steps see the outputs in the
+    #: items' order.
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_LOOP_CONCURRENCY, strict=True)
     #: Run the step only when this holds (usually one expression, such as
     #: ``{{ trigger.body.amount > 100 }}``; read as a filter's condition): otherwise it is
     #: recorded ``skipped`` and the next step runs. Two steps with opposite conditions

@@ -222,6 +222,8 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
             if len(step.id) > MAX_LOOP_STEP_ID:
                 msg = f"a for_each step's id is at most {MAX_LOOP_STEP_ID} characters"
                 add(index, ["id"], msg, "string_too_long")
+        if step.concurrency is not None and step.for_each is None:
+            add(index, ["concurrency"], "concurrency is for a for_each step's items")
         if isinstance(step.when, str) and not is_template(step.when):
             msg = "when is true, false, or a template that gives one: {{ trigger.body.paid }}"
             add(index, ["when"], msg)
