@@ -1164,6 +1164,39 @@ class TestPages:
             assert 'id="err-steps-0-concurrency"' in refused.text
             assert words in refused.text
 
+    async def test_a_run_workflow_step_made_in_the_form_starts_the_other_workflow(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await console_signup(client)
+        credential_id = await _credential(client)
+        child = await post_form(
+            client, "/workflows/new", "/workflows/new", _workflow_form(credential_id)
+        )
+        child_id = child.headers["location"].rsplit("/", 1)[1]
+        form = _workflow_form() | {
+            "name": "Start the other",
+            "steps.0.id": "sub",
+            "steps.0.type": "run_workflow",
+            "steps.0.config.run_workflow.workflow_id": child_id,
+            "steps.0.config.run_workflow.body": '{"id": "{{ trigger.body.n }}"}',
+            "steps.0.config.run_workflow.wait": "false",
+        }
+        created = await post_form(client, "/workflows/new", "/workflows/new", form)
+        assert created.status_code == 303, created.text
+        parent_id = created.headers["location"].rsplit("/", 1)[1]
+        fired = await client.post(f"/api/webhooks/{parent_id}", json={"n": 7})
+        await _drain(runtime)
+        page = await client.get(f"/executions/{fired.json()['execution_id']}")
+        assert 'data-status="succeeded"' in page.text
+        store = runtime.store
+        assert isinstance(store, MemoryStore)
+        (started,) = [e for e in store.executions.values() if e.workflow_id == child_id]
+        assert (started.trigger.type, started.trigger.body) == ("workflow", {"id": 7})
+        unknown = form | {"steps.0.config.run_workflow.workflow_id": "wf_nope"}
+        refused = await post_form(client, "/workflows/new", "/workflows/new", unknown)
+        assert refused.status_code == 422, refused.text
+        assert "workflow not found" in refused.text
+
     async def test_a_step_s_when_made_in_the_form_says_it_did_not_run(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:

@@ -16,6 +16,7 @@ from ipaas.engine.cancellation import StopReason
 from ipaas.engine.connectors.base import NOT_CALLED
 from ipaas.engine.retries import RetryRules
 from ipaas.engine.steps import STOP_OUTCOMES, StepsRun, run_steps
+from ipaas.engine.subworkflows import Starter
 from ipaas.errors import StoreUnavailable
 from ipaas.executions.models import Execution, ExecutionStatus, StepRun, StepStatus
 from ipaas.kit.cache import TtlCache
@@ -353,4 +354,5 @@ class Executor:
             stop_reason=lambda: cancels.reason(execution.id),
             templates=self.runtime.templates,
             tokens=self.runtime.tokens,
+            workflows=Starter.of(self.runtime, execution),
         )

@@ -22,6 +22,7 @@ from ipaas.engine.connectors.base import (
     Endpoints,
     NotCalledError,
     StepContext,
+    WorkflowStarter,
 )
 from ipaas.engine.connectors.filter import as_condition
 from ipaas.engine.connectors.oauth2 import TokenCache
@@ -81,6 +82,8 @@ class StepsRun:
     created_at: datetime | None = None
     #: OAuth 2.0 access tokens (``Runtime.tokens``; a dry run asks for its own).
     tokens: TokenCache = field(default_factory=TokenCache)
+    #: Starts other workflows (``run_workflow``); ``None``: a dry run, which starts none.
+    workflows: WorkflowStarter | None = None
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -509,9 +512,12 @@ async def _run_step(
             timeout_s=step.timeout_s,
             circuit=run.circuit,
             tokens=run.tokens,
+            workflows=run.workflows,
         )
         if run.simulate and connector.calls_out:
-            preview = describe_request(connector.build(ctx, params), redactor)
+            preview = connector.preview(params) or describe_request(
+                connector.build(ctx, params), redactor
+            )
         else:
             with tracing.span("step", **{"ipaas.step_id": record, "ipaas.connector": step.type}):
                 output = await connector.run(ctx, params)

@@ -64,8 +64,8 @@ _DELETE = (
         409,
         422,
         s400="Malformed `If-Match` (`invalid_if_match`)",
-        s409="Another workflow runs this one on failure (`workflow_in_use`, `details` names "
-        "them), or changed by other requests meanwhile",
+        s409="Another workflow runs this one on failure or from a `run_workflow` step "
+        "(`workflow_in_use`, `details` names them), or changed by other requests meanwhile",
     )
     | _PRECONDITION
 )

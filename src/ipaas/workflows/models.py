@@ -41,6 +41,7 @@ STEP_TYPES = (
     "filter",
     "http_request",
     "openweather",
+    "run_workflow",
     "slack_message",
     "transform",
 )

@@ -15,6 +15,7 @@ from ipaas.credentials.oauth2 import CredentialSessions
 from ipaas.engine.connectors import get_connector
 from ipaas.engine.connectors.base import Endpoints
 from ipaas.engine.connectors.oauth2 import TokenCache
+from ipaas.engine.connectors.run_workflow import RunWorkflow, RunWorkflowParams
 from ipaas.engine.steps import StepsRun, run_steps
 from ipaas.engine.templating import (
     LOOP_NAMES,
@@ -241,12 +242,29 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
             for path, msg, kind in found:
                 add(index, path.split(".")[1:] or ["config"], msg, kind)
         try:
-            connector.Params.model_validate(step.config)
+            params = connector.Params.model_validate(step.config)
         except ValidationError as exc:
             for err in exc.errors(include_url=False, include_input=False):
                 if not _is_template_error(err, step.config):
                     add(index, ["config", *err["loc"]], err["msg"], err["type"])
+            continue
+        if isinstance(params, RunWorkflowParams):
+            # A literal id, so that it is checked here and its deletion refused (``delete``).
+            if is_template(params.workflow_id):
+                msg = "a workflow's id, such as wf_..., not a template"
+                add(index, ["config", "workflow_id"], msg)
+            elif await store.get_workflow(tenant_id, params.workflow_id) is None:
+                msg = "workflow not found"
+                add(index, ["config", "workflow_id"], msg, "workflow_not_found")
     return errors
+
+
+def runs_workflow(workflow: Workflow, workflow_id: str) -> bool:
+    """Whether a step of ``workflow`` starts ``workflow_id`` (``run_workflow``)."""
+    return any(
+        step.type == RunWorkflow.type and step.config.get("workflow_id") == workflow_id
+        for step in workflow.steps
+    )
 
 
 async def _error_workflow_errors(
@@ -462,17 +480,20 @@ async def delete(
 ) -> None:
     """Delete the workflow; with ``if_match``, only the state it names (else 412), checked
     by the store's delete itself, so an edit saved meanwhile is never deleted unseen.
-    Refused (409) while another workflow names it as its error workflow: their failures
-    would alert nobody."""
-    alerted = [
-        wf
-        for wf in await store.list_workflows(tenant_id)
-        if wf.error_workflow_id == workflow_id and wf.id != workflow_id
-    ]
+    Refused (409) while another workflow names it as its error workflow (their failures
+    would alert nobody) or has a step that runs it (those steps would fail)."""
+    others = [wf for wf in await store.list_workflows(tenant_id) if wf.id != workflow_id]
+    alerted = [wf for wf in others if wf.error_workflow_id == workflow_id]
     if alerted:
         raise WorkflowInUse(
             f"Workflow is the error workflow of {named(alerted)}: change those first",
             details={"workflows": [{"id": wf.id, "name": wf.name} for wf in alerted]},
+        )
+    starting = [wf for wf in others if runs_workflow(wf, workflow_id)]
+    if starting:
+        raise WorkflowInUse(
+            f"Workflow is run by a step of {named(starting)}: change those first",
+            details={"workflows": [{"id": wf.id, "name": wf.name} for wf in starting]},
         )
     if if_match is None or if_match.any:
         if not await store.delete_workflow(tenant_id, workflow_id):

@@ -8,6 +8,7 @@ from ipaas.engine.connectors.discord import DiscordMessage
 from ipaas.engine.connectors.filter import Filter
 from ipaas.engine.connectors.http_request import HttpRequest
 from ipaas.engine.connectors.openweather import OpenWeather
+from ipaas.engine.connectors.run_workflow import RunWorkflow
 from ipaas.engine.connectors.slack import SlackMessage
 from ipaas.engine.connectors.transform import Transform
 
@@ -19,6 +20,7 @@ REGISTRY: dict[str, Connector] = {
     "filter": Filter(),
     "delay": Delay(),
     "transform": Transform(),
+    "run_workflow": RunWorkflow(),
 }
 
 

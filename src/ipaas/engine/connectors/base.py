@@ -50,10 +50,13 @@ class ConnectorError(Exception):
         self.code = code
 
 
-#: ``NotCalledError`` codes: the step's call was not made.
+#: ``NotCalledError`` codes: the step's call was not made (or, for a workflow it waits
+#: for, made again at no cost: the start is idempotent).
 CIRCUIT_OPEN = "circuit_open"
 TEMPLATE_SHARE = "template_share"
-NOT_CALLED = frozenset({CIRCUIT_OPEN, TEMPLATE_SHARE})
+QUEUE_FULL = "queue_full"
+WAITING_FOR_WORKFLOW = "waiting_for_workflow"
+NOT_CALLED = frozenset({CIRCUIT_OPEN, TEMPLATE_SHARE, QUEUE_FULL, WAITING_FOR_WORKFLOW})
 
 
 class NotCalledError(ConnectorError):
@@ -106,6 +109,33 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Started:
+    """An execution a ``run_workflow`` step started (or had started before: the start is
+    idempotent per step and item)."""
+
+    execution_id: str
+    workflow_id: str
+    #: ``queued``, ``running``... and, once it ended, its outcome.
+    status: str
+    error: str | None
+    #: Once it succeeded: each step's ``output`` and ``status`` (``results.step_results``).
+    steps: dict[str, Any] | None = None
+    #: Seconds since it was created.
+    age_s: float | None = None
+
+
+class WorkflowStarter(Protocol):
+    """Other workflows of the step's tenant, as a ``run_workflow`` step starts them."""
+
+    async def start(self, workflow_id: str, body: Any, *, record: str) -> Started:
+        """Start ``workflow_id`` with ``body`` as its trigger's, once per ``record`` (the
+        step's, or one item's) of this execution: a later attempt gets the same one."""
+
+    async def state(self, started: Started) -> Started:
+        """``started`` as it is now (its steps' results once it succeeded)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoints:
     """Base URLs of the hosted APIs, overridable so tests talk to local stand-ins."""
 
@@ -130,6 +160,8 @@ class StepContext:
     #: OAuth 2.0 access tokens of ``http`` credentials: the process's (``Runtime.tokens``),
     #: or one of its own (a dry run, a unit test).
     tokens: TokenCache = field(default_factory=lambda: _token_cache())
+    #: Starts other workflows of the tenant; ``None`` in dry runs, which start nothing.
+    workflows: WorkflowStarter | None = None
 
 
 def _token_cache() -> TokenCache:
@@ -168,6 +200,11 @@ class Connector:
     def resumes_at(self, output: Any) -> datetime | None:
         """When the execution goes on after this step's ``output`` (a delay); ``None``:
         at once."""
+        return None
+
+    def preview(self, params: Any) -> dict[str, Any] | None:
+        """What a simulated dry run shows instead of an HTTP request, for a step whose
+        call is not one (``None``: the request ``build`` makes)."""
         return None
 
     def build(self, ctx: StepContext, params: Any) -> httpx.Request:
