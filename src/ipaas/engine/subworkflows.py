@@ -47,39 +47,29 @@ _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class Starter:
-    """``WorkflowStarter`` for the steps of one execution."""
+    """``WorkflowStarter`` for the steps of one execution (made for every execution run,
+    so it only keeps the execution: what a start needs is worked out when one is made)."""
 
     runtime: Runtime
-    tenant_id: str
-    execution_id: str
-    workflow_id: str
-    #: How deep this execution is in a chain of starts (0: not started by a step).
-    depth: int
-    #: This run of the execution (``started_at``, in microseconds; a manual retry's is new).
-    run: int = 0
+    execution: Execution
 
     @classmethod
     def of(cls, runtime: Runtime, execution: Execution) -> Starter:
-        return cls(
-            runtime,
-            execution.tenant_id,
-            execution.id,
-            execution.workflow_id,
-            depth_of(execution.trigger),
-            run=_micros(execution.started_at) if execution.started_at is not None else 0,
-        )
+        return cls(runtime, execution)
 
     async def start(self, workflow_id: str, body: Any, *, record: str) -> Started:
-        if self.depth >= MAX_DEPTH:
+        parent = self.execution
+        depth = depth_of(parent.trigger)
+        if depth >= MAX_DEPTH:
             msg = f"workflows started one another {MAX_DEPTH} deep: {workflow_id} not started"
             raise ConnectorError(msg, retryable=False, code="too_deep")
-        store = self.runtime.store
-        workflow = await store.get_workflow(self.tenant_id, workflow_id)
+        store, tenant_id = self.runtime.store, parent.tenant_id
+        workflow = await store.get_workflow(tenant_id, workflow_id)
         if workflow is None:
             msg = f"workflow {workflow_id} not found: not started"
             raise ConnectorError(msg, retryable=False, code="workflow_not_found")
         try:
-            await webhook_service.queue_room(store, self.runtime.intake, self.tenant_id)
+            await webhook_service.queue_room(store, self.runtime.intake, tenant_id)
         except ServiceUnavailable as exc:
             raise NotCalledError(
                 f"{exc.message}: {workflow_id} not started",
@@ -90,32 +80,34 @@ class Starter:
             type=TRIGGER_TYPE,
             body=body,
             headers={
-                PARENT_EXECUTION_HEADER: self.execution_id,
-                PARENT_WORKFLOW_HEADER: self.workflow_id,
-                DEPTH_HEADER: str(self.depth + 1),
+                PARENT_EXECUTION_HEADER: parent.id,
+                PARENT_WORKFLOW_HEADER: parent.workflow_id,
+                DEPTH_HEADER: str(depth + 1),
             },
             content_type="application/json",
         )
-        key = f"run:{self.execution_id}:{self.run}:{record}"
+        # This run of the parent: its ``started_at`` (a manual retry's is new).
+        run = _micros(parent.started_at) if parent.started_at is not None else 0
+        key = f"run:{parent.id}:{run}:{record}"
         execution = webhook_service.new_execution(
-            workflow.id, self.tenant_id, workflow.version, trigger, dedup_key=key
+            workflow.id, tenant_id, workflow.version, trigger, dedup_key=key
         )
         first_id = await store.create_execution_once(execution, expired_before=_NEVER)
         if first_id is not None:  # started by an earlier attempt
             return Started(first_id, workflow.id, ExecutionStatus.queued.value, None)
         await webhook_service.enqueue(self.runtime.queue, execution.id)
-        self.runtime.intake.depth.added(self.tenant_id)
+        self.runtime.intake.depth.added(tenant_id)
         return Started(execution.id, workflow.id, ExecutionStatus.queued.value, None, age_s=0.0)
 
     async def state(self, started: Started) -> Started:
-        store = self.runtime.store
-        execution = await store.get_execution(self.tenant_id, started.execution_id)
+        store, tenant_id = self.runtime.store, self.execution.tenant_id
+        execution = await store.get_execution(tenant_id, started.execution_id)
         if execution is None:
             msg = f"execution {started.execution_id} of workflow {started.workflow_id} is gone"
             raise ConnectorError(msg, retryable=False, code="workflow_failed")
         steps = None
         if execution.status is ExecutionStatus.succeeded:
-            runs = await store.list_step_runs(self.tenant_id, execution.id)
+            runs = await store.list_step_runs(tenant_id, execution.id)
             steps = results.step_results(runs)
         return Started(
             execution.id,
