@@ -18,7 +18,6 @@ from structlog.testing import capture_logs
 from ipaas.api.app import create_app
 from ipaas.config import Settings
 from ipaas.runtime import Runtime
-from ipaas.stores.memory import MemoryStore
 from ipaas.tenants import service as tenant_service
 
 pytest_plugins = ["tests.standins.fixtures"]
@@ -67,7 +66,9 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    return Runtime.build(settings, store=MemoryStore())
+    """The store of ``settings.database_url``: the memory store, unless a module's
+    ``settings`` names another (``tests/engine/conftest.py``, ``each_store``)."""
+    return Runtime.build(settings)
 
 
 @pytest.fixture

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from ipaas.engine.worker import Worker
 from ipaas.runtime import Runtime
+from tests.contracts.conftest import migrated_sqlite, sqlite_template
+
+__all__ = ["sqlite_template"]  # a fixture, for ``each_store``
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def each_store(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """A database URL: the memory store's, then a migrated SQLite file's. A module whose
+    tests run on both takes it in its ``settings``::
+
+        @pytest.fixture
+        def settings(settings: Settings, each_store: str) -> Settings:
+            return settings.model_copy(update={"database_url": each_store})
+    """
+    if request.param == "memory":
+        return "memory://"
+    return migrated_sqlite(sqlite_template, tmp_path / "engine.db")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ items not done; later steps see the outputs as a list."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,26 +14,14 @@ from ipaas.engine.steps import MAX_LOOP_ITEMS
 from ipaas.engine.worker import Worker
 from ipaas.errors import StoreUnavailable
 from ipaas.runtime import Runtime
-from ipaas.stores.sql import run_migrations
-from tests.contracts.conftest import in_thread
 from tests.standins.server import StandinServer
 
 LINES = [{"sku": "apple"}, {"sku": "pear"}, {"sku": "plum"}]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def settings(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Settings:
-    """Items record on their own, and at once when run at once: on both stores."""
-    if request.param == "memory":
-        return settings
-    url = f"sqlite+aiosqlite:///{tmp_path / 'loop.db'}"
-    in_thread(lambda: run_migrations(url))
-    return settings.model_copy(update={"database_url": url})
-
-
 @pytest.fixture
-async def runtime(settings: Settings) -> Runtime:
-    return Runtime.build(settings)  # the store of ``settings.database_url``
+def settings(settings: Settings, each_store: str) -> Settings:
+    return settings.model_copy(update={"database_url": each_store})
 
 
 class Flow:

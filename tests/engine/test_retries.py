@@ -181,7 +181,7 @@ class TestAutomaticRetries:
         await worker.start()
         try:
             await asyncio.sleep(0.1)  # past the first regular pass
-            detail = await api.settled(await api.fire(wf), timeout_s=5.0)
+            detail = await api.settled(await api.fire(wf), timeout_s=30.0)
         finally:
             await worker.stop(grace_s=0)
         assert detail["status"] == "succeeded", detail
@@ -189,7 +189,8 @@ class TestAutomaticRetries:
         assert [s["status"] for s in steps] == ["failed", "failed", "succeeded"]
         for waited, retried in itertools.pairwise(steps):
             due = at(waited["next_attempt_at"])
-            assert due <= at(retried["started_at"]) <= due + timedelta(seconds=0.5)
+            # Far below the minute; leaves room for a busy machine.
+            assert due <= at(retried["started_at"]) <= due + timedelta(seconds=10)
 
     async def test_a_permanent_4xx_is_not_retried(self, api: Api, worker: Worker) -> None:
         api.standin.add_fault("/echo/bad", status=400, count=1)

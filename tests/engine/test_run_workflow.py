@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,66 +24,21 @@ from ipaas.errors import ServiceUnavailable
 from ipaas.executions.models import ExecutionStatus
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
-from ipaas.stores.sql import run_migrations
 from ipaas.webhooks import service as webhook_service
-from tests.contracts.conftest import in_thread
+from tests.engine import test_delay as delay_tests
+from tests.engine.test_delay import posted
 from tests.standins.server import StandinServer
-
-CALC = {
-    "id": "calc",
-    "type": "transform",
-    "config": {"value": {"total": "{{ trigger.body.lines | sum(attribute='qty') }}"}},
-}
-LINES = {"lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 3}]}
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def settings(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Settings:
-    if request.param == "memory":
-        return settings
-    url = f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
-    in_thread(lambda: run_migrations(url))
-    return settings.model_copy(update={"database_url": url})
+from tests.webhooks.test_response_wait import CALC, LINES
 
 
 @pytest.fixture
-async def runtime(settings: Settings) -> Runtime:
-    return Runtime.build(settings)  # the store of ``settings.database_url``
+def settings(settings: Settings, each_store: str) -> Settings:
+    return settings.model_copy(update={"database_url": each_store})
 
 
-class Flow:
-    def __init__(
-        self, client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime, url: str
-    ) -> None:
-        self.client, self.auth, self.runtime, self.url = client, auth, runtime, url
-
-    async def workflow(self, steps: list[dict[str, Any]], name: str = "wf") -> str:
-        created = await self.client.post(
-            "/api/workflows", json={"name": name, "steps": steps}, headers=self.auth
-        )
-        assert created.status_code == 201, created.text
-        return str(created.json()["id"])
-
-    def post(self, text: str) -> dict[str, Any]:
-        return {
-            "id": "post",
-            "type": "http_request",
-            "config": {
-                "method": "POST",
-                "url": self.url + "/services/T1/B1/x",
-                "json": {"text": text},
-            },
-        }
-
-    async def fire(self, workflow_id: str, body: Any) -> str:
-        fired = await self.client.post(f"/api/webhooks/{workflow_id}", json=body)
-        assert fired.status_code == 202, fired.text
-        return str(fired.json()["execution_id"])
-
-    async def detail(self, execution_id: str) -> dict[str, Any]:
-        r = await self.client.get(f"/api/executions/{execution_id}", headers=self.auth)
-        assert r.status_code == 200, r.text
-        return dict(r.json())
+class Flow(delay_tests.Flow):
+    """The delay tests' flow (``burst`` runs what is queued, then stops), and what these
+    tests read of the executions a step started."""
 
     async def tenant_id(self) -> str:
         r = await self.client.get("/api/tenant", headers=self.auth)
@@ -118,23 +72,12 @@ class Flow:
             await worker.stop(grace_s=0)
         raise AssertionError(f"{execution_id} did not end: {detail}")
 
-    async def drained(self) -> None:
-        worker = Worker(self.runtime)
-        try:
-            await worker.run_until_empty()
-        finally:
-            await worker.stop(grace_s=0)
-
 
 @pytest.fixture
 async def flow(
     client: httpx.AsyncClient, auth: dict[str, str], runtime: Runtime, clean_standin: StandinServer
 ) -> Flow:
     return Flow(client, auth, runtime, clean_standin.url)
-
-
-def posted(standin: StandinServer) -> list[str]:
-    return [r["body"]["text"] for r in standin.requests(kind="slack_webhook")]
 
 
 def run(workflow_id: str, **config: Any) -> dict[str, Any]:
@@ -147,7 +90,7 @@ async def test_it_starts_the_workflow_with_its_body_and_says_which_execution(
     child = await flow.workflow([flow.post("{{ trigger.body.who }} ordered")], name="child")
     parent = await flow.workflow([run(child, body={"who": "{{ trigger.body.name }}"})])
     execution_id = await flow.fire(parent, {"name": "Ada"})
-    await flow.drained()
+    await flow.burst()
     done = await flow.detail(execution_id)
     assert done["status"] == "succeeded", done
     (started,) = await flow.executions(child)
@@ -194,7 +137,7 @@ async def test_a_loop_starts_one_execution_per_item(flow: Flow) -> None:
     }
     parent = await flow.workflow([step])
     execution_id = await flow.fire(parent, LINES)
-    await flow.drained()
+    await flow.burst()
     done = await flow.detail(execution_id)
     assert done["status"] == "succeeded", done
     started = {s["step_id"]: s["output"]["execution_id"] for s in done["steps"]}
@@ -260,7 +203,7 @@ async def test_a_workflow_that_starts_itself_stops_at_the_deepest_chain(flow: Fl
     )
     assert put.status_code == 200, put.text
     await flow.fire(loop, {})
-    await flow.drained()
+    await flow.burst()
     chain = await flow.executions(loop)
     assert len(chain) == MAX_DEPTH + 1
     statuses = sorted(e["status"] for e in chain)
@@ -354,7 +297,7 @@ async def test_an_execution_it_waits_for_that_is_gone_fails_the_step(
     starter = await flow.starter(await flow.fire(parent, {}))
     started = await starter.start(child, {}, record="sub")
     assert started.status == ExecutionStatus.queued.value
-    await flow.drained()  # both end, and retention deletes them
+    await flow.burst()  # both end, and retention deletes them
     pruned = await runtime.store.prune_executions(
         await flow.tenant_id(), finished_before=utcnow() + timedelta(seconds=1), limit=10
     )
