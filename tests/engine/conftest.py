@@ -9,23 +9,37 @@ import pytest
 
 from ipaas.engine.worker import Worker
 from ipaas.runtime import Runtime
-from tests.contracts.conftest import migrated_sqlite, sqlite_template
+from tests.contracts.conftest import (
+    BACKENDS,
+    migrated_sqlite,
+    postgres_url,
+    sqlite_template,
+    truncate_all,
+)
 
-__all__ = ["sqlite_template"]  # a fixture, for ``each_store``
+__all__ = ["postgres_url", "sqlite_template"]  # fixtures, for ``each_store``
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def each_store(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
-    """A database URL: the memory store's, then a migrated SQLite file's. A module whose
-    tests run on both takes it in its ``settings``::
+@pytest.fixture(params=BACKENDS)
+async def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL: the memory store's, a migrated SQLite file's, and (when
+    ``IPAAS_TEST_POSTGRES_URL`` is set) this run's PostgreSQL database, emptied. A module
+    whose tests run on each takes it in its ``settings``::
 
         @pytest.fixture
         def settings(settings: Settings, each_store: str) -> Settings:
             return settings.model_copy(update={"database_url": each_store})
     """
-    if request.param == "memory":
-        return "memory://"
-    return migrated_sqlite(sqlite_template, tmp_path / "engine.db")
+    match request.param:
+        case "memory":
+            return "memory://"
+        case "sqlite":
+            template = request.getfixturevalue("sqlite_template")
+            return migrated_sqlite(template, tmp_path / "engine.db")
+        case _:
+            url = str(request.getfixturevalue("postgres_url"))
+            await truncate_all(url)
+            return url
 
 
 @pytest.fixture
