@@ -49,7 +49,7 @@ class Flow(delay_tests.Flow):
         """The ``run_workflow`` starter of ``execution_id``'s steps, as a worker makes it."""
         execution = await self.runtime.store.get_execution(await self.tenant_id(), execution_id)
         assert execution is not None
-        return Starter.of(self.runtime, execution)
+        return Starter(self.runtime, execution)
 
     async def executions(self, workflow_id: str) -> list[dict[str, Any]]:
         r = await self.client.get(

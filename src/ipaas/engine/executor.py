@@ -354,5 +354,5 @@ class Executor:
             stop_reason=lambda: cancels.reason(execution.id),
             templates=self.runtime.templates,
             tokens=self.runtime.tokens,
-            workflows=Starter.of(self.runtime, execution),
+            workflows=Starter(self.runtime, execution),
         )

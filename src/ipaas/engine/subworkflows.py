@@ -53,10 +53,6 @@ class Starter:
     runtime: Runtime
     execution: Execution
 
-    @classmethod
-    def of(cls, runtime: Runtime, execution: Execution) -> Starter:
-        return cls(runtime, execution)
-
     async def start(self, workflow_id: str, body: Any, *, record: str) -> Started:
         parent = self.execution
         depth = depth_of(parent.trigger)

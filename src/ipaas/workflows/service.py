@@ -112,16 +112,23 @@ def _response_errors(trigger: Trigger, steps: list[Step]) -> list[dict[str, Any]
     if response is None or response.wait_s is None or response.body is None:
         return []
     loc = ["body", "trigger", "response", "body"]
-    # Bounded before it is compiled, as the steps' templates are (``_step_errors``).
-    tags, code = template_size(response.body)
-    if tags > MAX_TEMPLATE_TAGS or code > MAX_TEMPLATE_CODE_CHARS:
-        msg = (
-            f"the body holds {tags} template tags of {code} characters; at most "
-            f"{MAX_TEMPLATE_TAGS} tags of {MAX_TEMPLATE_CODE_CHARS} characters"
-        )
-        return [{"loc": loc, "msg": msg, "type": "templates_too_large"}]
+    too_large = _too_large(response.body, "the body holds")
+    if too_large is not None:
+        return [{"loc": loc, "msg": too_large, "type": "templates_too_large"}]
     found = _template_problems({"body": response.body}, before=[s.id for s in steps], path="")
     return [{"loc": loc, "msg": msg, "type": "value_error"} for _, msg, _ in found]
+
+
+def _too_large(value: Any, holder: str) -> str | None:
+    """Why ``value``'s templates are too much to compile (``None``: they are not), counted
+    before any is: compiling costs time on the event loop and memory."""
+    tags, code = template_size(value)
+    if tags <= MAX_TEMPLATE_TAGS and code <= MAX_TEMPLATE_CODE_CHARS:
+        return None
+    return (
+        f"{holder} {tags} template tags of {code} characters; at most "
+        f"{MAX_TEMPLATE_TAGS} tags of {MAX_TEMPLATE_CODE_CHARS} characters together"
+    )
 
 
 def _template_problems(
@@ -164,15 +171,10 @@ async def _step_errors(store: Store, *, tenant_id: str, steps: list[Step]) -> li
     def add(index: int, loc: Sequence[str | int], msg: str, type_: str = "value_error") -> None:
         errors.append({"loc": ["body", "steps", index, *loc], "msg": msg, "type": type_})
 
-    # Measured before any is compiled: compiling costs time on the event loop and memory.
-    tags, code = template_size([[step.config, step.for_each, step.when] for step in steps])
-    compile_templates = tags <= MAX_TEMPLATE_TAGS and code <= MAX_TEMPLATE_CODE_CHARS
-    if not compile_templates:
-        msg = (
-            f"the steps hold {tags} template tags of {code} characters; at most "
-            f"{MAX_TEMPLATE_TAGS} tags of {MAX_TEMPLATE_CODE_CHARS} characters together"
-        )
-        errors.append({"loc": ["body", "steps"], "msg": msg, "type": "templates_too_large"})
+    too_large = _too_large([[s.config, s.for_each, s.when] for s in steps], "the steps hold")
+    compile_templates = too_large is None
+    if too_large is not None:
+        errors.append({"loc": ["body", "steps"], "msg": too_large, "type": "templates_too_large"})
     seen: set[str] = set()
     ids = [s.id for s in steps]
     credential_ids = [s.credential_id for s in steps if s.credential_id]
