@@ -1192,6 +1192,10 @@ class TestPages:
         assert isinstance(store, MemoryStore)
         (started,) = [e for e in store.executions.values() if e.workflow_id == child_id]
         assert (started.trigger.type, started.trigger.body) == ("workflow", {"id": 7})
+        assert f'Started <a href="/executions/{started.id}">' in page.text
+        child_page = await client.get(f"/executions/{started.id}")
+        parent_link = f'started by <a href="/executions/{fired.json()["execution_id"]}">'
+        assert parent_link in child_page.text
         unknown = form | {"steps.0.config.run_workflow.workflow_id": "wf_nope"}
         refused = await post_form(client, "/workflows/new", "/workflows/new", unknown)
         assert refused.status_code == 422, refused.text

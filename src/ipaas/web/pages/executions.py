@@ -11,6 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ipaas.api.deps import RuntimeDep
+from ipaas.engine.subworkflows import PARENT_EXECUTION_HEADER
+from ipaas.engine.subworkflows import TRIGGER_TYPE as SUBWORKFLOW_TRIGGER
 from ipaas.errors import BadRequest
 from ipaas.executions import service as execution_service
 from ipaas.executions.models import ERROR_TRIGGER, ExecutionStatus, TriggerData
@@ -112,6 +114,10 @@ async def _execution(
         # failures it stands for (a digest: that one is the latest).
         "alert_of": _alert_of(execution.trigger, "execution", "id"),
         "alert_failures": _alert_of(execution.trigger, "failures", "count"),
+        # Started by another execution's ``run_workflow`` step: that execution.
+        "started_by": execution.trigger.headers.get(PARENT_EXECUTION_HEADER)
+        if execution.trigger.type == SUBWORKFLOW_TRIGGER
+        else None,
     }
 
 
