@@ -25,6 +25,7 @@ from ipaas.executions.models import ExecutionStatus
 from ipaas.kit.clock import utcnow
 from ipaas.runtime import Runtime
 from ipaas.webhooks import service as webhook_service
+from tests.conftest import signup
 from tests.engine import test_delay as delay_tests
 from tests.engine.test_delay import posted
 from tests.standins.server import StandinServer
@@ -306,3 +307,35 @@ async def test_an_execution_it_waits_for_that_is_gone_fails_the_step(
         await starter.state(started)
     assert (gone.value.code, gone.value.retryable) == ("workflow_failed", False)
     assert "is gone" in str(gone.value)
+
+
+async def test_another_tenants_workflow_cannot_be_run(flow: Flow) -> None:
+    """Its id is not found when saved, as any workflow the tenant does not have; and a
+    starter, whose reads are the tenant's, does not find it either."""
+    theirs = await flow.workflow([CALC], name="theirs")
+    other = await signup(flow.client, "mallory@example.com")
+    other.pop("tenant_id")
+    r = await flow.client.post(
+        "/api/workflows",
+        json={"name": "p", "steps": [run(theirs)]},
+        headers=other,
+    )
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["error"]["details"]
+    assert (detail["loc"], detail["type"]) == (
+        ["body", "steps", 0, "config", "workflow_id"],
+        "workflow_not_found",
+    )
+    mine = await flow.client.post(
+        "/api/workflows", json={"name": "mine", "steps": [CALC]}, headers=other
+    )
+    fired = await flow.client.post(f"/api/webhooks/{mine.json()['id']}", json={})
+    execution = await flow.runtime.store.get_execution(
+        (await flow.client.get("/api/tenant", headers=other)).json()["id"],
+        fired.json()["execution_id"],
+    )
+    assert execution is not None
+    with pytest.raises(ConnectorError) as refused:
+        await Starter(flow.runtime, execution).start(theirs, {}, record="sub")
+    assert refused.value.code == "workflow_not_found"
+    assert await flow.executions(theirs) == []
