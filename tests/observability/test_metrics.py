@@ -97,6 +97,34 @@ async def test_webhook_to_terminal_status(api: Api, worker: Worker) -> None:
     assert value(after, "ipaas_executions_running") == 0
 
 
+async def test_waits_are_not_counted_as_step_attempts(api: Api, worker: Worker) -> None:
+    """A run_workflow step waiting for the workflow it started is recorded each time it
+    finds that workflow still running: waits, not failed attempts scheduled again."""
+    calc = {"id": "calc", "type": "transform", "config": {"value": 1}}
+    child = await api.workflow([calc])
+    sub = {"id": "sub", "type": "run_workflow", "config": {"workflow_id": child, "wait": True}}
+    parent = await api.workflow([sub])
+    before = await scrape(api.client)
+    execution_id = await api.fire(parent, {})
+    for _ in range(100):  # the child runs; the parent waits, then is due again
+        await worker.run_until_empty()
+        if (await api.execution(execution_id))["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.05)
+    detail = await api.execution(execution_id)
+    assert detail["status"] == "succeeded", detail
+    assert detail["attempt"] >= 2  # it waited at least once
+    after = await scrape(api.client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    run = "run_workflow"
+    assert delta("ipaas_step_duration_seconds_count", connector=run, status="succeeded") == 1
+    assert delta("ipaas_step_duration_seconds_count", connector=run, status="failed") == 0
+    assert delta("ipaas_step_retries_total", connector=run) == 0
+
+
 def test_step_types_outside_the_registry_share_one_label() -> None:
     # The API refuses unknown types, but a stored version may name one removed since.
     assert connector_label("slack_message") == "slack_message"

@@ -217,12 +217,15 @@ class Executor:
         async def on_step(
             step: StepRun, final: ExecutionStatus | None, _preview: dict[str, Any] | None
         ) -> None:
-            metrics.step_finished(
-                step.type,
-                step.status.value,
-                (step.finished_at - step.started_at).total_seconds(),
-                retried=final is ExecutionStatus.queued and step.status is StepStatus.failed,
-            )
+            if step.error_code not in NOT_CALLED:
+                # A wait (a circuit open, a workflow not ended yet...) is no attempt: the
+                # step metrics count attempts, ``ipaas_queue_waiting`` the waits.
+                metrics.step_finished(
+                    step.type,
+                    step.status.value,
+                    (step.finished_at - step.started_at).total_seconds(),
+                    retried=final is ExecutionStatus.queued and step.status is StepStatus.failed,
+                )
             if final is None:
                 await _uncancellable(
                     self._outlasting(lambda: store.record_step(step), execution.id)
