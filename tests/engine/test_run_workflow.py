@@ -297,7 +297,7 @@ async def test_an_execution_it_waits_for_that_is_gone_fails_the_step(
     parent = await flow.workflow([CALC])
     starter = await flow.starter(await flow.fire(parent, {}))
     started = await starter.start(child, {}, record="sub")
-    assert started.status == ExecutionStatus.queued.value
+    assert started.status is ExecutionStatus.queued
     await flow.burst()  # both end, and retention deletes them
     pruned = await runtime.store.prune_executions(
         await flow.tenant_id(), finished_before=utcnow() + timedelta(seconds=1), limit=10

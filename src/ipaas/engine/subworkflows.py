@@ -90,10 +90,10 @@ class Starter:
         )
         first_id = await store.create_execution_once(execution, expired_before=_NEVER)
         if first_id is not None:  # started by an earlier attempt
-            return Started(first_id, workflow.id, ExecutionStatus.queued.value, None)
+            return Started(first_id, workflow.id, ExecutionStatus.queued, None)
         await webhook_service.enqueue(self.runtime.queue, execution.id)
         self.runtime.intake.depth.added(tenant_id)
-        return Started(execution.id, workflow.id, ExecutionStatus.queued.value, None, age_s=0.0)
+        return Started(execution.id, workflow.id, ExecutionStatus.queued, None, age_s=0.0)
 
     async def state(self, started: Started) -> Started:
         store, tenant_id = self.runtime.store, self.execution.tenant_id
@@ -108,7 +108,7 @@ class Starter:
         return Started(
             execution.id,
             execution.workflow_id,
-            execution.status.value,
+            execution.status,
             execution.error,
             steps,
             age_s=(utcnow() - execution.created_at).total_seconds(),

@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from ipaas.credentials.models import CredentialType
+from ipaas.executions.models import ExecutionStatus
 from ipaas.kit import jsontext
 from ipaas.kit.egress import EgressRefused
 from ipaas.kit.http import MAX_JSON_BYTES, MAX_RESPONSE_BYTES, HttpClient, describe_error
@@ -116,7 +117,7 @@ class Started:
     execution_id: str
     workflow_id: str
     #: ``queued``, ``running``... and, once it ended, its outcome.
-    status: str
+    status: ExecutionStatus
     error: str | None
     #: Once it succeeded: each step's ``output`` and ``status`` (``results.step_results``).
     steps: dict[str, Any] | None = None

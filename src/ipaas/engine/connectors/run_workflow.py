@@ -25,6 +25,7 @@ from ipaas.engine.connectors.base import (
     Started,
     StepContext,
 )
+from ipaas.executions.models import ExecutionStatus
 from ipaas.kit.clock import utcnow
 
 #: Waiting for the execution it started, a step reads it again after a quarter of that
@@ -59,16 +60,16 @@ class RunWorkflow(Connector):
         if not params.wait:
             return _output(started)
         started = await ctx.workflows.state(started)
-        if started.status == "succeeded":
+        if started.status is ExecutionStatus.succeeded:
             return _output(started)
-        if started.status in ("failed", "timed_out", "cancelled"):
+        if started.status.terminal:
             msg = f"workflow {started.workflow_id}'s execution {started.execution_id} "
-            msg += f"{started.status}: {started.error}"
+            msg += f"{started.status.value}: {started.error}"
             # The same execution would be found again: trying again cannot change it.
             raise ConnectorError(msg, retryable=False, code="workflow_failed")
         raise NotCalledError(
             f"waiting for execution {started.execution_id} of workflow {started.workflow_id}"
-            f" ({started.status})",
+            f" ({started.status.value})",
             retry_at=utcnow() + timedelta(seconds=_next_look_s(started)),
             code=WAITING_FOR_WORKFLOW,
         )
@@ -83,7 +84,7 @@ def _output(started: Started) -> dict[str, Any]:
     output: dict[str, Any] = {
         "execution_id": started.execution_id,
         "workflow_id": started.workflow_id,
-        "status": started.status,
+        "status": started.status.value,
     }
     if started.steps is not None:
         output["steps"] = started.steps
